@@ -1,0 +1,44 @@
+"""
+Packaging for sipxmpp.
+
+The twistd plugin lives in the top-level ``twisted_plugins/`` folder of the
+source tree and is installed as ``twisted/plugins/sipxmpp_plugin.py``: Twisted
+only discovers plugins in ``twisted/plugins`` directories on ``sys.path``.
+No ``__init__.py`` is ever shipped there (it would shadow Twisted's own).
+"""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="sipxmpp",
+    version="0.1.0",
+    description=(
+        "Dialog-aware SIP edge proxy that puts a phone's call state into "
+        "the user's XMPP presence (XEP-0146 remote control)"
+    ),
+    long_description=open("README.rst", encoding="utf-8").read(),
+    long_description_content_type="text/x-rst",
+    license="MIT",
+    python_requires=">=3.11",
+    packages=find_packages(include=["sipxmpp", "sipxmpp.*"]) + ["twisted.plugins"],
+    package_dir={"twisted.plugins": "twisted_plugins"},
+    package_data={"twisted.plugins": ["sipxmpp_plugin.py"]},
+    install_requires=[
+        "Twisted[tls]>=24.7",
+        "wokkel==18.0.0",
+        "service-identity>=24.1",
+        "pyOpenSSL>=24.0",
+        "cryptography>=42",
+        "scramp>=1.4",
+    ],
+    extras_require={
+        "test": ["hypothesis>=6.100"],
+        "dev": ["hypothesis>=6.100", "ruff", "mypy"],
+    },
+    classifiers=[
+        "Framework :: Twisted",
+        "Programming Language :: Python :: 3",
+        "Topic :: Communications :: Internet Phone",
+        "Topic :: Communications :: Chat",
+    ],
+)

@@ -33,7 +33,7 @@ setup(
     ],
     extras_require={
         "test": ["hypothesis>=6.100"],
-        "dev": ["hypothesis>=6.100", "ruff", "mypy"],
+        "dev": ["hypothesis>=6.100", "ruff", "mypy", "mypy-zope"],
     },
     classifiers=[
         "Framework :: Twisted",

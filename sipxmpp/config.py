@@ -1,0 +1,374 @@
+"""
+The configuration file: one INI file read into typed, validated settings.
+
+Every key has a default and a parser in L{SCHEMA}; the parsers raise
+C{ValueError} with what they expected, and L{loadSettings} turns that into a
+L{ConfigError} naming the file, section, key and bad value, so an operator
+sees one line that says exactly what to fix. Unknown sections and keys are
+errors too: a typo must not silently fall back to a default.
+"""
+
+from __future__ import annotations
+
+import configparser
+import ipaddress
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sipxmpp.sip.endpoints import EndpointSyntaxError, ListenSpec, parseListen
+
+DEFAULT_CONFIG_PATH = "/etc/sipxmpp/sipxmpp.conf"
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class ConfigError(Exception):
+    """
+    The configuration is unusable. C{str()} is a single line for operators.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        message: str,
+        section: str | None = None,
+        key: str | None = None,
+        value: str | None = None,
+    ) -> None:
+        self.path = path
+        self.section = section
+        self.key = key
+        self.value = value
+        self.message = message
+        where = path
+        if section is not None:
+            where += f": [{section}]"
+            if key is not None:
+                where += f" {key}"
+                if value is not None:
+                    where += f" = {value!r}"
+        super().__init__(f"{where}: {message}")
+
+
+@dataclass(frozen=True)
+class SIPSettings:
+    """
+    C{[sip]}: where the edge proxy listens and where it forwards.
+    """
+
+    listen: tuple[ListenSpec, ...]
+    upstream: str
+    domain: str
+    trustedNetworks: tuple[Network, ...]
+
+
+@dataclass(frozen=True)
+class XMPPSettings:
+    """
+    C{[xmpp]}: how the publisher logs in and what it shows.
+    """
+
+    mode: str
+    resource: str
+    priority: int
+    statusText: str
+    caFile: str
+    requireTLS: bool
+    server: str
+
+
+@dataclass(frozen=True)
+class StoreSettings:
+    """
+    C{[store]}: provisioning and restart state.
+    """
+
+    url: str
+    keyFile: str
+
+
+@dataclass(frozen=True)
+class HTTPSettings:
+    """
+    C{[http]}: the operations endpoint (metrics, health, status page).
+    """
+
+    listen: str
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    """
+    C{[log]}: verbosity and output format.
+    """
+
+    level: str
+    format: str
+
+
+@dataclass(frozen=True)
+class Settings:
+    """
+    The whole configuration.
+    """
+
+    path: str
+    sip: SIPSettings
+    xmpp: XMPPSettings
+    store: StoreSettings
+    http: HTTPSettings
+    log: LogSettings
+
+
+# --- value parsers: each raises ValueError("expected ...") ---
+
+
+def _listenList(text: str) -> tuple[ListenSpec, ...]:
+    specs = []
+    for word in text.split():
+        try:
+            specs.append(parseListen(word))
+        except EndpointSyntaxError as e:
+            raise ValueError(
+                f"{e}; expected space-separated endpoints like "
+                "'udp:5060:interface=127.0.0.1 tcp:5060:interface=127.0.0.1'"
+            ) from None
+    if not specs:
+        raise ValueError("expected at least one endpoint, e.g. udp:5060")
+    return tuple(specs)
+
+
+_HOST = r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)"
+_SIP_URI = re.compile(rf"^sips?:{_HOST}(?::\d{{1,5}})?(?:;[A-Za-z0-9=_.~%-]+)*$")
+
+
+def _sipURI(text: str) -> str:
+    # The upstream is a server, so no user part: just scheme, host, port and
+    # URI parameters such as transport=tcp.
+    if not _SIP_URI.match(text):
+        raise ValueError(
+            "expected a SIP URI of a server, like sip:127.0.0.1:5070;transport=udp"
+        )
+    return text
+
+
+_DOMAIN = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+                     r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*$")
+
+
+def _domain(text: str) -> str:
+    if not _DOMAIN.match(text):
+        raise ValueError("expected a DNS domain name, like example.com")
+    return text.lower()
+
+
+def _networks(text: str) -> tuple[Network, ...]:
+    nets = []
+    for word in text.split():
+        try:
+            nets.append(ipaddress.ip_network(word, strict=False))
+        except ValueError:
+            raise ValueError(
+                f"{word!r} is not a network; expected space-separated CIDRs "
+                "like '127.0.0.0/8 10.0.0.0/8'"
+            ) from None
+    return tuple(nets)
+
+
+def _choice(*choices: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if text.lower() not in choices:
+            raise ValueError("expected one of " + ", ".join(choices))
+        return text.lower()
+
+    return parse
+
+
+def _negativeInt(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError("expected a negative integer, like -1") from None
+    if not -128 <= value < 0:
+        raise ValueError(
+            "expected a negative integer from -128 to -1 (the gateway's "
+            "resource must never receive the user's messages)"
+        )
+    return value
+
+
+def _boolean(text: str) -> bool:
+    lowered = text.lower()
+    if lowered in ("yes", "true", "on", "1"):
+        return True
+    if lowered in ("no", "false", "off", "0"):
+        return False
+    raise ValueError("expected yes or no")
+
+
+def _text(text: str) -> str:
+    return text
+
+
+def _nonEmpty(text: str) -> str:
+    if not text.strip():
+        raise ValueError("expected a non-empty value")
+    return text.strip()
+
+
+def _resource(text: str) -> str:
+    if not text or any(c.isspace() or c in "/@" for c in text) or len(text) > 1023:
+        raise ValueError("expected an XMPP resource without spaces, '/' or '@'")
+    return text
+
+
+def _serverEndpoint(text: str) -> str:
+    # Optional host:port that replaces DNS SRV lookups for the XMPP server.
+    if not text:
+        return text
+    m = re.match(rf"^({_HOST}):(\d{{1,5}})$", text)
+    if not m or not 0 < int(m.group(2)) < 65536:
+        raise ValueError("expected HOST:PORT, like 127.0.0.1:5222, or empty for DNS SRV")
+    return text
+
+
+def _storeURL(text: str) -> str:
+    if text.startswith("sqlite:///") and len(text) > len("sqlite:///"):
+        return text
+    if text.startswith(("postgresql://", "postgres://")):
+        return text
+    raise ValueError("expected sqlite:///PATH or postgresql://USER@HOST/DB")
+
+
+def _httpListen(text: str) -> str:
+    try:
+        spec = parseListen(text)
+    except EndpointSyntaxError as e:
+        raise ValueError(f"{e}; expected an endpoint like tcp:8080:interface=127.0.0.1") from None
+    if spec.transport == "UDP":
+        raise ValueError("expected a tcp: or ssl: endpoint, not udp:")
+    return spec.description
+
+
+@dataclass(frozen=True)
+class Key:
+    """
+    One configuration key: its default (C{None} means required) and parser.
+    """
+
+    default: str | None
+    parse: Callable[[str], Any]
+
+
+SCHEMA: Mapping[str, Mapping[str, Key]] = {
+    "sip": {
+        "listen": Key("udp:5060:interface=127.0.0.1 tcp:5060:interface=127.0.0.1", _listenList),
+        "upstream": Key(None, _sipURI),
+        "domain": Key(None, _domain),
+        "trusted_networks": Key("127.0.0.0/8 ::1/128", _networks),
+    },
+    "xmpp": {
+        "mode": Key("remote-control", _choice("remote-control", "resource")),
+        "resource": Key("sipxmpp", _resource),
+        "priority": Key("-1", _negativeInt),
+        "status_text": Key("I am currently on the phone", _nonEmpty),
+        "ca_file": Key("", _text),
+        "require_tls": Key("yes", _boolean),
+        "server": Key("", _serverEndpoint),
+    },
+    "store": {
+        "url": Key("sqlite:////var/lib/sipxmpp/sipxmpp.sqlite", _storeURL),
+        "key_file": Key("/etc/sipxmpp/secret.key", _nonEmpty),
+    },
+    "http": {
+        "listen": Key("tcp:8080:interface=127.0.0.1", _httpListen),
+    },
+    "log": {
+        "level": Key("info", _choice("debug", "info", "warn", "error", "critical")),
+        "format": Key("text", _choice("text", "json")),
+    },
+}
+
+
+def _camel(key: str) -> str:
+    head, *rest = key.split("_")
+    name = head + "".join(word.capitalize() for word in rest)
+    return {"requireTls": "requireTLS"}.get(name, name)
+
+
+def loadSettings(
+    path: str, overrides: Mapping[tuple[str, str], str] | None = None
+) -> Settings:
+    """
+    Read, merge with C{overrides} (from the command line) and validate.
+
+    @param overrides: C{(section, key) -> raw value}, applied over the file.
+    @raise ConfigError: with a one-line explanation of the first problem.
+    """
+    parser = configparser.ConfigParser(interpolation=None, strict=True)
+    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    try:
+        with open(path, encoding="utf-8") as f:
+            parser.read_file(f, source=path)
+    except OSError as e:
+        raise ConfigError(path, f"cannot read configuration file: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(path, "configuration file is not UTF-8 text") from None
+    except configparser.Error as e:
+        raise ConfigError(path, _describeParserError(e)) from None
+
+    raw: dict[str, dict[str, str]] = {section: {} for section in SCHEMA}
+    for section in parser.sections():
+        if section not in SCHEMA:
+            raise ConfigError(
+                path, "unknown section; expected one of " + ", ".join(f"[{s}]" for s in SCHEMA),
+                section,
+            )
+        for key, value in parser.items(section):
+            if key not in SCHEMA[section]:
+                raise ConfigError(
+                    path, "unknown key; expected one of " + ", ".join(SCHEMA[section]),
+                    section, key,
+                )
+            raw[section][key] = value.strip()
+    for (section, key), value in (overrides or {}).items():
+        if section not in SCHEMA or key not in SCHEMA[section]:
+            raise ConfigError("command line", "unknown key", section, key)
+        raw[section][key] = value.strip()
+
+    parsed: dict[str, dict[str, Any]] = {}
+    for section, keys in SCHEMA.items():
+        parsed[section] = {}
+        for key, spec in keys.items():
+            text = raw[section].get(key, spec.default)
+            if text is None:
+                raise ConfigError(path, "required key is missing", section, key)
+            try:
+                parsed[section][_camel(key)] = spec.parse(text)
+            except ValueError as e:
+                raise ConfigError(path, str(e), section, key, text) from None
+
+    return Settings(
+        path=path,
+        sip=SIPSettings(**parsed["sip"]),
+        xmpp=XMPPSettings(**parsed["xmpp"]),
+        store=StoreSettings(**parsed["store"]),
+        http=HTTPSettings(**parsed["http"]),
+        log=LogSettings(**parsed["log"]),
+    )
+
+
+def _describeParserError(e: configparser.Error) -> str:
+    # configparser's messages span lines and repeat the file name.
+    if isinstance(e, configparser.DuplicateOptionError):
+        return f"line {e.lineno}: [{e.section}] {e.option} is set twice"
+    if isinstance(e, configparser.DuplicateSectionError):
+        return f"line {e.lineno}: section [{e.section}] appears twice"
+    if isinstance(e, configparser.MissingSectionHeaderError):
+        return f"line {e.lineno}: expected a [section] header before {e.line.strip()!r}"
+    if isinstance(e, configparser.ParsingError):
+        lineno, line = e.errors[0]
+        return f"line {lineno}: cannot parse {line.strip()!r} (expected key = value)"
+    return " ".join(str(e).split())

@@ -1,0 +1,69 @@
+"""
+The log observer built from C{[log]}: level filter and text or JSON lines.
+
+twistd consults the application's L{ILogObserver} component before its own
+default, so the gateway service registers the observer built here (see
+L{sipxmpp.tap.GatewayService}). twistd's C{--logfile} is honoured: the
+observer writes there, or to standard output under C{-n} without a file.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import UTC, datetime
+from typing import IO, Any
+
+from twisted.logger import (
+    FileLogObserver,
+    FilteringLogObserver,
+    ILogObserver,
+    LogLevel,
+    LogLevelFilterPredicate,
+    formatEvent,
+    textFileLogObserver,
+)
+from twisted.python.logfile import LogFile
+
+from sipxmpp.config import LogSettings
+
+
+def openLogFile(logfile: str | None) -> IO[str]:
+    """
+    Return the stream to log to: twistd's C{--logfile}, or stdout.
+    """
+    if not logfile or logfile == "-":
+        return sys.stdout
+    stream: IO[str] = LogFile.fromFullPath(logfile)
+    return stream
+
+
+def makeLogObserver(settings: LogSettings, stream: IO[str]) -> ILogObserver:
+    """
+    Build an observer writing C{settings.format} lines at or above
+    C{settings.level} to C{stream}.
+    """
+    if settings.format == "json":
+        sink: ILogObserver = FileLogObserver(stream, formatJSONLine)
+    else:
+        sink = textFileLogObserver(stream)
+    predicate = LogLevelFilterPredicate(defaultLogLevel=LogLevel.levelWithName(settings.level))
+    return FilteringLogObserver(sink, [predicate])
+
+
+def formatJSONLine(event: dict[str, Any]) -> str:
+    """
+    Format one event as a flat JSON object for log collectors: time (UTC,
+    ISO 8601), level, namespace, message and, for errors, the traceback.
+    """
+    level = event.get("log_level")
+    record = {
+        "time": datetime.fromtimestamp(event.get("log_time", 0), UTC).isoformat(),
+        "level": level.name if level is not None else "info",
+        "namespace": event.get("log_namespace", ""),
+        "message": formatEvent(event),
+    }
+    failure = event.get("log_failure")
+    if failure is not None:
+        record["traceback"] = failure.getTraceback()
+    return json.dumps(record, ensure_ascii=False) + "\n"

@@ -1,0 +1,171 @@
+"""
+Tests for L{sipxmpp.config}: typed settings and one-line errors.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from sipxmpp.config import ConfigError, loadSettings
+
+EXAMPLE = os.path.join(os.path.dirname(__file__), "..", "..", "etc", "sipxmpp.conf.example")
+
+MINIMAL = """\
+[sip]
+upstream = sip:127.0.0.1:5070;transport=udp
+domain = Example.TEST
+"""
+
+
+class LoadSettingsTests(SynchronousTestCase):
+    """
+    L{loadSettings} reads an INI file into settings with defaults.
+    """
+
+    def write(self, text: str) -> str:
+        path = self.mktemp()
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text)
+        return path
+
+    def assertConfigError(self, text: str, *fragments: str) -> ConfigError:
+        path = self.write(text)
+        error = self.assertRaises(ConfigError, loadSettings, path)
+        message = str(error)
+        self.assertNotIn("\n", message)
+        self.assertTrue(message.startswith(path), message)
+        for fragment in fragments:
+            self.assertIn(fragment, message)
+        return error
+
+    def test_defaults(self) -> None:
+        settings = loadSettings(self.write(MINIMAL))
+        self.assertEqual(settings.sip.domain, "example.test")
+        self.assertEqual(settings.sip.upstream, "sip:127.0.0.1:5070;transport=udp")
+        self.assertEqual([s.transport for s in settings.sip.listen], ["UDP", "TCP"])
+        self.assertEqual({s.interface for s in settings.sip.listen}, {"127.0.0.1"})
+        self.assertEqual(
+            settings.sip.trustedNetworks,
+            (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128")),
+        )
+        self.assertEqual(settings.xmpp.mode, "remote-control")
+        self.assertEqual(settings.xmpp.resource, "sipxmpp")
+        self.assertEqual(settings.xmpp.priority, -1)
+        self.assertEqual(settings.xmpp.statusText, "I am currently on the phone")
+        self.assertIs(settings.xmpp.requireTLS, True)
+        self.assertEqual(settings.xmpp.server, "")
+        self.assertEqual(settings.store.url, "sqlite:////var/lib/sipxmpp/sipxmpp.sqlite")
+        self.assertEqual(settings.http.listen, "tcp:8080:interface=127.0.0.1")
+        self.assertEqual((settings.log.level, settings.log.format), ("info", "text"))
+
+    def test_example(self) -> None:
+        """
+        The shipped example parses, and shows every key of the schema.
+        """
+        from sipxmpp.config import SCHEMA
+
+        settings = loadSettings(EXAMPLE)
+        self.assertEqual(settings.xmpp.server, "127.0.0.1:5222")
+        with open(EXAMPLE, encoding="utf-8") as f:
+            text = f.read()
+        for section, keys in SCHEMA.items():
+            self.assertIn(f"[{section}]", text)
+            for key in keys:
+                self.assertIn(f"\n{key} = ", text, f"{key} is not documented in the example")
+
+    def test_values(self) -> None:
+        settings = loadSettings(
+            self.write(
+                MINIMAL
+                + "listen = udp:5062 ssl:5061:interface=\\:\\:1:privateKey=k.pem:certKey=c.pem\n"
+                "trusted_networks = 10.0.0.0/8 2001:db8::/32\n"
+                "[xmpp]\nmode = Resource\npriority = -5\nrequire_tls = no\n"
+                "server = [::1]:5222\nstatus_text = On a call\n"
+                "[store]\nurl = postgresql://gw@127.0.0.1/sipxmpp\n"
+                "[log]\nlevel = debug\nformat = json\n"
+            )
+        )
+        udp, tls = settings.sip.listen
+        self.assertEqual((udp.transport, udp.port, udp.interface), ("UDP", 5062, ""))
+        self.assertEqual((tls.transport, tls.port, tls.interface), ("TLS", 5061, "::1"))
+        self.assertEqual(tls.option("certKey"), "c.pem")
+        self.assertEqual(len(settings.sip.trustedNetworks), 2)
+        self.assertEqual(settings.xmpp.mode, "resource")
+        self.assertEqual(settings.xmpp.priority, -5)
+        self.assertIs(settings.xmpp.requireTLS, False)
+        self.assertEqual(settings.xmpp.server, "[::1]:5222")
+        self.assertEqual(settings.xmpp.statusText, "On a call")
+        self.assertEqual(settings.store.url, "postgresql://gw@127.0.0.1/sipxmpp")
+        self.assertEqual((settings.log.level, settings.log.format), ("debug", "json"))
+
+    def test_overrides(self) -> None:
+        path = self.write(MINIMAL)
+        settings = loadSettings(
+            path, {("sip", "domain"): "other.test", ("log", "level"): "warn"}
+        )
+        self.assertEqual(settings.sip.domain, "other.test")
+        self.assertEqual(settings.log.level, "warn")
+        error = self.assertRaises(ConfigError, loadSettings, path, {("sip", "nope"): "1"})
+        self.assertIn("[sip] nope", str(error))
+
+    def test_missingFile(self) -> None:
+        error = self.assertRaises(ConfigError, loadSettings, "/nonexistent/sipxmpp.conf")
+        self.assertEqual(
+            str(error),
+            "/nonexistent/sipxmpp.conf: cannot read configuration file: No such file or directory",
+        )
+
+    def test_requiredKey(self) -> None:
+        self.assertConfigError("[sip]\ndomain = a.test\n", "[sip] upstream", "required")
+
+    def test_badValues(self) -> None:
+        """
+        Each bad value names section, key, value and what was expected.
+        """
+        cases = [
+            ("listen = udp:abc", "[sip] listen = 'udp:abc'", "not a number"),
+            ("listen = http:80", "[sip] listen", "unknown endpoint type"),
+            ("listen = udp:5060:interface=foo", "interface 'foo' is not an IP"),
+            ("listen = udp:5060:bogus=1", "unknown option 'bogus'"),
+            ("listen = ssl:5061", "needs privateKey"),
+            ("trusted_networks = 10.0.0.0/33", "[sip] trusted_networks", "CIDRs"),
+        ]
+        for line, *fragments in cases:
+            self.assertConfigError(MINIMAL + line + "\n", *fragments)
+        self.assertConfigError(
+            "[sip]\nupstream = http://x\ndomain = a.test\n",
+            "[sip] upstream = 'http://x'",
+            "expected a SIP URI",
+        )
+        self.assertConfigError(
+            "[sip]\nupstream = sip:a.test\ndomain = not a domain\n", "[sip] domain"
+        )
+        for line, fragment in [
+            ("mode = both", "expected one of remote-control, resource"),
+            ("priority = 5", "negative integer"),
+            ("priority = x", "negative integer"),
+            ("require_tls = maybe", "expected yes or no"),
+            ("server = host", "HOST:PORT"),
+            ("resource = a/b", "resource"),
+            ("status_text = ", "non-empty"),
+        ]:
+            self.assertConfigError(MINIMAL + "[xmpp]\n" + line + "\n", "[xmpp]", fragment)
+        self.assertConfigError(MINIMAL + "[store]\nurl = mysql://x\n", "[store] url")
+        self.assertConfigError(MINIMAL + "[http]\nlisten = udp:80\n", "[http] listen")
+        self.assertConfigError(MINIMAL + "[log]\nlevel = loud\n", "[log] level")
+
+    def test_unknownNames(self) -> None:
+        self.assertConfigError(MINIMAL + "[sipp]\n", "[sipp]", "unknown section")
+        self.assertConfigError(MINIMAL + "upstreams = x\n", "[sip] upstreams", "unknown key")
+
+    def test_syntaxErrors(self) -> None:
+        self.assertConfigError("upstream = x\n", "line 1", "[section] header")
+        self.assertConfigError(MINIMAL + "domain = b.test\n", "domain is set twice")
+        self.assertConfigError(MINIMAL + "just words\n", "line 4", "key = value")
+        path = self.mktemp()
+        with open(path, "wb") as f:
+            f.write(b"[sip]\ndomain = \xff\n")
+        self.assertIn("not UTF-8", str(self.assertRaises(ConfigError, loadSettings, path)))

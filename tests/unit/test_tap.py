@@ -1,0 +1,160 @@
+"""
+Tests for L{sipxmpp.tap}: options, overrides and service composition.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+
+from twisted.application.service import Application, IServiceCollection
+from twisted.internet.testing import MemoryReactor
+from twisted.logger import ILogObserver, Logger
+from twisted.python import usage
+from twisted.trial.unittest import SynchronousTestCase
+
+from sipxmpp.config import loadSettings
+from sipxmpp.ops.logs import makeLogObserver
+from sipxmpp.tap import GatewayService, Options, makeService
+
+CONFIG = """\
+[sip]
+upstream = sip:127.0.0.1:5070;transport=udp
+domain = example.test
+[http]
+listen = tcp:18099:interface=127.0.0.1
+"""
+
+
+class OptionsTests(SynchronousTestCase):
+    """
+    L{Options} maps flags and --set onto configuration keys.
+    """
+
+    def test_defaults(self) -> None:
+        options = Options()
+        options.parseOptions([])
+        self.assertEqual(options["config"], "/etc/sipxmpp/sipxmpp.conf")
+        self.assertEqual(options.overrides(), {})
+
+    def test_overrides(self) -> None:
+        options = Options()
+        options.parseOptions(
+            [
+                "--config", "x.conf", "--domain", "d.test", "--log-level", "debug",
+                "--set", "xmpp.priority=-3", "--set", "xmpp.status_text=a=b",
+            ]
+        )
+        self.assertEqual(options["config"], "x.conf")
+        self.assertEqual(
+            options.overrides(),
+            {
+                ("sip", "domain"): "d.test",
+                ("log", "level"): "debug",
+                ("xmpp", "priority"): "-3",
+                ("xmpp", "status_text"): "a=b",
+            },
+        )
+
+    def test_badSet(self) -> None:
+        options = Options()
+        self.assertRaises(usage.UsageError, options.parseOptions, ["--set", "nodot=1"])
+        self.assertRaises(usage.UsageError, Options().parseOptions, ["--set", "a.b"])
+
+
+class MakeServiceTests(SynchronousTestCase):
+    """
+    L{makeService} validates the configuration and composes named services.
+    """
+
+    def configPath(self, text: str = CONFIG) -> str:
+        path = self.mktemp()
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text)
+        return path
+
+    def test_namedChildren(self) -> None:
+        options = Options()
+        options.parseOptions(["--config", self.configPath()])
+        reactor = MemoryReactor()
+        service = makeService(options, reactor)
+        self.assertIsInstance(service, GatewayService)
+        assert isinstance(service, GatewayService)
+        self.assertEqual(service.settings.sip.domain, "example.test")
+        http = service.getServiceNamed("http")
+        service.startService()
+        self.addCleanup(service.stopService)
+        self.assertTrue(http.running)
+        # The ops endpoint listens where configured, on the injected reactor.
+        self.assertEqual(
+            [(port, interface) for port, _, _, interface in reactor.tcpServers],
+            [(18099, "127.0.0.1")],
+        )
+
+    def test_configErrorIsOneLine(self) -> None:
+        """
+        A bad configuration prints one line on stderr and exits with 1.
+        """
+        options = Options()
+        options.parseOptions(["--config", self.configPath(CONFIG + "[log]\nlevel = loud\n")])
+        stderr = io.StringIO()
+        self.patch(sys, "stderr", stderr)
+        exit = self.assertRaises(SystemExit, makeService, options, MemoryReactor())
+        self.assertEqual(exit.code, 1)
+        lines = stderr.getvalue().splitlines()
+        self.assertEqual(len(lines), 1)
+        self.assertIn("[log] level = 'loud'", lines[0])
+        self.assertTrue(lines[0].startswith("sipxmpp: configuration error: "))
+
+    def test_overrideApplied(self) -> None:
+        options = Options()
+        options.parseOptions(
+            ["--config", self.configPath(), "--http-listen", "tcp:18098:interface=127.0.0.1"]
+        )
+        reactor = MemoryReactor()
+        service = makeService(options, reactor)
+        service.startService()
+        self.addCleanup(service.stopService)
+        self.assertEqual(reactor.tcpServers[0][0], 18098)
+
+    def test_logObserverComponent(self) -> None:
+        """
+        Attached to a twistd application, the gateway registers its
+        configured log observer, which twistd prefers over its default.
+        """
+        options = Options()
+        options.parseOptions(["--config", self.configPath()])
+        service = makeService(options, MemoryReactor())
+        application = Application("sipxmpp")
+        service.setServiceParent(application)
+        self.assertIsNotNone(application.getComponent(ILogObserver))
+        self.assertIn(service, list(IServiceCollection(application)))
+
+
+class LogObserverTests(SynchronousTestCase):
+    """
+    L{makeLogObserver} filters by level and writes text or JSON lines.
+    """
+
+    def settings(self, level: str, fmt: str) -> object:
+        path = self.mktemp()
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(CONFIG + f"[log]\nlevel = {level}\nformat = {fmt}\n")
+        return loadSettings(path).log
+
+    def test_jsonAndLevel(self) -> None:
+        stream = io.StringIO()
+        log = Logger(observer=makeLogObserver(self.settings("warn", "json"), stream))  # type: ignore[arg-type]
+        log.info("hidden {x}", x=1)
+        log.warn("shown {x}", x=2)
+        lines = stream.getvalue().splitlines()
+        self.assertEqual(len(lines), 1)
+        record = json.loads(lines[0])
+        self.assertEqual((record["level"], record["message"]), ("warn", "shown 2"))
+
+    def test_text(self) -> None:
+        stream = io.StringIO()
+        log = Logger(observer=makeLogObserver(self.settings("debug", "text"), stream))  # type: ignore[arg-type]
+        log.debug("detail {x}", x=3)
+        self.assertIn("detail 3", stream.getvalue())

@@ -1,0 +1,320 @@
+"""
+Telephony state per user: a pure state machine over observer events.
+
+The SIP observer reports bindings (a registered contact of an AoR, with its
+lifetime) and dialogs (early, confirmed, held, refreshed, terminated) as
+method calls; this module aggregates all of an AoR's devices and dialogs into
+one L{TelephonyState} and tells every L{ITelephonyObserver} about each
+transition and refresh.
+
+Nothing can stay stuck: every binding expires unless refreshed, every early
+dialog after C{earlyLifetime}, every confirmed dialog after its
+Session-Expires (RFC 4028) or, without one, after C{dialogWatchdog}. Events
+about a dialog that already ended are ignored for a while (late 180 or 200
+retransmissions, BYE retransmissions, a CANCEL crossing a 200), so they
+cannot resurrect it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+
+from sipxmpp.presence.events import Event, ITelephonyObserver, StateChange, TelephonyState
+
+# Seconds: how long a dialog that ended is remembered so late retransmissions
+# about it are ignored (64*T1, the longest RFC 3261 transaction lifetime).
+TOMBSTONE_LIFETIME = 32.0
+
+
+@dataclass
+class _Dialog:
+    confirmed: bool = False
+    held: bool = False
+    timer: IDelayedCall | None = None
+
+
+@dataclass
+class _User:
+    bindings: dict[Hashable, IDelayedCall] = field(default_factory=dict)
+    dialogs: dict[Hashable, _Dialog] = field(default_factory=dict)
+    tombstones: dict[Hashable, IDelayedCall] = field(default_factory=dict)
+    state: TelephonyState = TelephonyState.OFFLINE
+
+    def aggregate(self) -> TelephonyState:
+        """
+        The state all devices and dialogs add up to: an active call beats a
+        held one, which beats ringing, which beats being registered.
+        """
+        best = TelephonyState.ONLINE if self.bindings else TelephonyState.OFFLINE
+        for dialog in self.dialogs.values():
+            if dialog.confirmed:
+                state = TelephonyState.ON_HOLD if dialog.held else TelephonyState.ON_THE_PHONE
+            else:
+                state = TelephonyState.RINGING
+            if _RANK[state] > _RANK[best]:
+                best = state
+        return best
+
+    def idle(self) -> bool:
+        return not (self.bindings or self.dialogs or self.tombstones)
+
+
+_RANK = {state: rank for rank, state in enumerate(TelephonyState)}
+
+# The event that reports a transition into a state, by (previous, new).
+_STILL = {
+    TelephonyState.ONLINE: Event.STILL_ONLINE,
+    TelephonyState.ON_THE_PHONE: Event.STILL_ON_THE_PHONE,
+}
+
+
+def _transitionEvent(previous: TelephonyState, new: TelephonyState) -> Event:
+    if new is TelephonyState.ON_HOLD:
+        return Event.HELD
+    if new is TelephonyState.ON_THE_PHONE and previous is TelephonyState.ON_HOLD:
+        return Event.RESUMED
+    return {
+        TelephonyState.OFFLINE: Event.OFFLINE,
+        TelephonyState.ONLINE: Event.ONLINE,
+        TelephonyState.RINGING: Event.RINGING,
+        TelephonyState.ON_THE_PHONE: Event.ON_THE_PHONE,
+    }[new]
+
+
+class TelephonyStateMachine:
+    """
+    Aggregated telephony state of every AoR seen, driven by observer events.
+
+    @param clock: schedules expiries; a L{twisted.internet.task.Clock} in tests.
+    @param dialogWatchdog: upper lifetime of a confirmed dialog without
+        Session-Expires, in seconds.
+    @param earlyLifetime: upper lifetime of an unanswered dialog (RFC 3261
+        Timer C is "greater than 3 minutes").
+    @param bindingGrace: extra seconds a binding is kept past its expiry,
+        so a re-REGISTER whose 200 OK arrives just after the old expiry does
+        not flap the user offline and online again.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        dialogWatchdog: float = 4 * 3600.0,
+        earlyLifetime: float = 181.0,
+        bindingGrace: float = 5.0,
+    ) -> None:
+        self._clock = clock
+        self._observers: list[ITelephonyObserver] = []
+        self._users: dict[str, _User] = {}
+        self.dialogWatchdog = dialogWatchdog
+        self.earlyLifetime = earlyLifetime
+        self.bindingGrace = bindingGrace
+
+    def addObserver(self, observer: ITelephonyObserver) -> None:
+        """
+        Report every transition and refresh to C{observer}.
+        """
+        self._observers.append(observer)
+
+    def stateOf(self, aor: str) -> TelephonyState:
+        """
+        Return the current state of C{aor} (C{OFFLINE} if never seen).
+        """
+        user = self._users.get(aor)
+        return user.state if user is not None else TelephonyState.OFFLINE
+
+    def users(self) -> dict[str, TelephonyState]:
+        """
+        Return the state of every AoR that is not offline.
+        """
+        return {aor: user.state for aor, user in self._users.items()
+                if user.state is not TelephonyState.OFFLINE}
+
+    # --- bindings ---
+
+    def bindingUpdated(self, aor: str, contact: Hashable, expires: float) -> None:
+        """
+        The registrar accepted C{contact} for C{aor} for C{expires} seconds
+        (0 removes it). A known contact is a refresh.
+        """
+        if expires <= 0:
+            self.bindingRemoved(aor, contact)
+            return
+        user = self._user(aor)
+        timer = user.bindings.get(contact)
+        refresh = timer is not None
+        if timer is not None:
+            timer.cancel()
+        user.bindings[contact] = self._clock.callLater(
+            expires + self.bindingGrace, self._bindingExpired, aor, contact
+        )
+        self._update(aor, user, refresh=refresh)
+
+    def bindingRemoved(self, aor: str, contact: Hashable) -> None:
+        """
+        C{contact} of C{aor} was de-registered.
+        """
+        user = self._users.get(aor)
+        if user is None or contact not in user.bindings:
+            return
+        user.bindings.pop(contact).cancel()
+        self._update(aor, user)
+
+    def allBindingsRemoved(self, aor: str) -> None:
+        """
+        C{aor} de-registered every contact (C{Contact: *}).
+        """
+        user = self._users.get(aor)
+        if user is None or not user.bindings:
+            return
+        for timer in user.bindings.values():
+            timer.cancel()
+        user.bindings.clear()
+        self._update(aor, user)
+
+    def _bindingExpired(self, aor: str, contact: Hashable) -> None:
+        user = self._users[aor]
+        del user.bindings[contact]
+        self.log.debug("binding {contact} of {aor} expired", contact=contact, aor=aor)
+        self._update(aor, user)
+
+    # --- dialogs ---
+
+    def dialogEarly(self, aor: str, dialogId: Hashable) -> None:
+        """
+        C{aor} has a call that is ringing (an INVITE or a provisional
+        response). Ignored for a dialog already confirmed: a 180 that
+        arrives after the 200 must not turn a call back into ringing.
+        """
+        user = self._user(aor)
+        if dialogId in user.tombstones or dialogId in user.dialogs:
+            return
+        dialog = _Dialog()
+        user.dialogs[dialogId] = dialog
+        self._arm(aor, dialogId, dialog, self.earlyLifetime)
+        self._update(aor, user)
+
+    def dialogConfirmed(
+        self, aor: str, dialogId: Hashable, sessionExpires: float | None = None
+    ) -> None:
+        """
+        The call C{dialogId} of C{aor} was answered (2xx).
+        """
+        user = self._user(aor)
+        if dialogId in user.tombstones:
+            return
+        dialog = user.dialogs.setdefault(dialogId, _Dialog())
+        dialog.confirmed = True
+        self._arm(aor, dialogId, dialog, sessionExpires or self.dialogWatchdog)
+        # Another answered call (or a 200 retransmission) while already on
+        # the phone is reported as "still on the phone".
+        self._update(aor, user, refresh=True)
+
+    def dialogRefreshed(
+        self, aor: str, dialogId: Hashable, sessionExpires: float | None = None
+    ) -> None:
+        """
+        A confirmed call was refreshed (re-INVITE or UPDATE without a change
+        of direction): it lives on for another C{sessionExpires} seconds.
+        """
+        user = self._users.get(aor)
+        dialog = user.dialogs.get(dialogId) if user is not None else None
+        if user is None or dialog is None or not dialog.confirmed:
+            return
+        self._arm(aor, dialogId, dialog, sessionExpires or self.dialogWatchdog)
+        self._update(aor, user, refresh=True)
+
+    def dialogHeld(self, aor: str, dialogId: Hashable) -> None:
+        """
+        C{aor} put the call on hold, or was put on hold (sendonly/inactive).
+        """
+        self._setHeld(aor, dialogId, True)
+
+    def dialogResumed(self, aor: str, dialogId: Hashable) -> None:
+        """
+        The held call is active again (sendrecv).
+        """
+        self._setHeld(aor, dialogId, False)
+
+    def _setHeld(self, aor: str, dialogId: Hashable, held: bool) -> None:
+        user = self._users.get(aor)
+        dialog = user.dialogs.get(dialogId) if user is not None else None
+        if user is None or dialog is None or not dialog.confirmed:
+            return
+        dialog.held = held
+        self._update(aor, user, refresh=True)
+
+    def dialogTerminated(self, aor: str, dialogId: Hashable) -> None:
+        """
+        The call ended (BYE, CANCEL answered, a failure response, or a
+        transaction timeout). Repeats are harmless.
+        """
+        user = self._users.get(aor)
+        if user is None or dialogId not in user.dialogs:
+            return
+        self._end(aor, user, dialogId)
+
+    def _arm(self, aor: str, dialogId: Hashable, dialog: _Dialog, lifetime: float) -> None:
+        if dialog.timer is not None:
+            dialog.timer.cancel()
+        dialog.timer = self._clock.callLater(lifetime, self._dialogExpired, aor, dialogId)
+
+    def _dialogExpired(self, aor: str, dialogId: Hashable) -> None:
+        user = self._users[aor]
+        dialog = user.dialogs[dialogId]
+        dialog.timer = None
+        self.log.info(
+            "{kind} dialog {dialog} of {aor} reached its lifetime; ending it",
+            kind="confirmed" if dialog.confirmed else "early", dialog=dialogId, aor=aor,
+        )
+        self._end(aor, user, dialogId)
+
+    def _end(self, aor: str, user: _User, dialogId: Hashable) -> None:
+        dialog = user.dialogs.pop(dialogId)
+        if dialog.timer is not None:
+            dialog.timer.cancel()
+        user.tombstones[dialogId] = self._clock.callLater(
+            TOMBSTONE_LIFETIME, self._forget, aor, dialogId
+        )
+        self._update(aor, user)
+
+    def _forget(self, aor: str, dialogId: Hashable) -> None:
+        user = self._users[aor]
+        del user.tombstones[dialogId]
+        if user.idle():
+            del self._users[aor]
+
+    # --- aggregation ---
+
+    def _user(self, aor: str) -> _User:
+        user = self._users.get(aor)
+        if user is None:
+            user = self._users[aor] = _User()
+        return user
+
+    def _update(self, aor: str, user: _User, refresh: bool = False) -> None:
+        previous = user.state
+        state = user.state = user.aggregate()
+        if state is not previous:
+            event = _transitionEvent(previous, state)
+        elif refresh and state in _STILL:
+            event = _STILL[state]
+        else:
+            event = None
+        if user.idle():
+            del self._users[aor]
+        if event is None:
+            return
+        change = StateChange(aor, event, state, previous, self._clock.seconds())
+        for observer in self._observers:
+            try:
+                observer.telephonyStateChanged(change)
+            except Exception:
+                # A consumer's bug must not break SIP processing.
+                self.log.failure("observer {observer} failed on {change}",
+                                 observer=observer, change=change)

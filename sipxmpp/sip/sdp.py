@@ -13,6 +13,15 @@ from __future__ import annotations
 _DIRECTIONS = (b"sendrecv", b"sendonly", b"recvonly", b"inactive")
 
 
+class _Stream:
+    __slots__ = ("active", "direction", "zero")
+
+    def __init__(self, active: bool) -> None:
+        self.active = active
+        self.direction: bytes | None = None
+        self.zero: bool | None = None
+
+
 def isHold(body: bytes) -> bool | None:
     """
     Return C{True} if the SDP C{body} holds the call, C{False} if it is
@@ -20,7 +29,7 @@ def isHold(body: bytes) -> bool | None:
     """
     sessionDirection = b"sendrecv"
     sessionZero = False
-    streams: list[list[object]] = []  # [port, direction or None, zero-address]
+    streams: list[_Stream] = []
     for raw in body.splitlines():
         line = raw.strip()
         if len(line) < 2 or line[1:2] != b"=":
@@ -29,23 +38,23 @@ def isHold(body: bytes) -> bool | None:
         if kind == b"m":
             fields = value.split()
             port = fields[1].split(b"/")[0] if len(fields) > 1 else b""
-            streams.append([port.isdigit() and int(port) != 0, None, None])
+            streams.append(_Stream(port.isdigit() and int(port) != 0))
         elif kind == b"a" and value in _DIRECTIONS:
             if streams:
-                streams[-1][1] = value
+                streams[-1].direction = value
             else:
                 sessionDirection = value
         elif kind == b"c":
             zero = value.split()[-1:] == [b"0.0.0.0"]
             if streams:
-                streams[-1][2] = zero
+                streams[-1].zero = zero
             else:
                 sessionZero = zero
-    active = [s for s in streams if s[0]]
+    active = [s for s in streams if s.active]
     if not active:
         return None
-    for _, direction, zero in active:
-        held = (direction or sessionDirection) in (b"sendonly", b"inactive")
-        if not held and not (zero if zero is not None else sessionZero):
+    for stream in active:
+        held = (stream.direction or sessionDirection) in (b"sendonly", b"inactive")
+        if not held and not (stream.zero if stream.zero is not None else sessionZero):
             return False
     return True

@@ -77,6 +77,15 @@ class XMPPSettings:
     caFile: str
     requireTLS: bool
     server: str
+    ringingText: str
+    holdText: str
+    publishActivity: bool
+    logoutGrace: float
+    commandTimeout: float
+    pingInterval: float
+    pingTimeout: float
+    reconnectMaxDelay: float
+    failedRetryDelay: float
 
 
 @dataclass(frozen=True)
@@ -234,6 +243,19 @@ def _serverEndpoint(text: str) -> str:
     return text
 
 
+def _seconds(low: float, high: float) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise ValueError(f"expected a number of seconds from {low:g} to {high:g}") from None
+        if not low <= value <= high:
+            raise ValueError(f"expected a number of seconds from {low:g} to {high:g}")
+        return value
+
+    return parse
+
+
 def _storeURL(text: str) -> str:
     if text.startswith("sqlite:///") and len(text) > len("sqlite:///"):
         return text
@@ -277,6 +299,15 @@ SCHEMA: Mapping[str, Mapping[str, Key]] = {
         "ca_file": Key("", _text),
         "require_tls": Key("yes", _boolean),
         "server": Key("", _serverEndpoint),
+        "ringing_text": Key("My phone is ringing", _nonEmpty),
+        "hold_text": Key("I have a call on hold", _nonEmpty),
+        "publish_activity": Key("no", _boolean),
+        "logout_grace": Key("300", _seconds(0, 86400)),
+        "command_timeout": Key("10", _seconds(0.1, 300)),
+        "ping_interval": Key("60", _seconds(1, 3600)),
+        "ping_timeout": Key("20", _seconds(0.1, 600)),
+        "reconnect_max_delay": Key("60", _seconds(1, 3600)),
+        "failed_retry_delay": Key("600", _seconds(10, 86400)),
     },
     "store": {
         "url": Key("sqlite:////var/lib/sipxmpp/sipxmpp.sqlite", _storeURL),

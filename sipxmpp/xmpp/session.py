@@ -1,0 +1,510 @@
+"""
+One XMPP client-to-server session per user, as the user's JID with the
+gateway's resource.
+
+Built on L{ClientService} (reconnection with backoff and jitter on an
+injected clock) and twisted.words' L{client.XMPPClientFactory} with explicit
+TLS options (wokkel's C{XMPPClient} uses the global reactor and the system
+trust store, and retries silently forever on an untrusted certificate).
+wokkel's L{subprotocols.StreamManager} dispatches to handlers: the
+publisher's handler, an XEP-0199 keepalive, a ping responder and a fallback
+that answers unknown iqs with an error.
+
+A login that fails for a reason retrying will not fix soon (wrong password,
+refused certificate) marks the session I{failed} with that reason, logs it
+once per attempt -- never with the secret -- and retries only after
+C{failedRetryDelay}, so one broken account costs the server almost nothing
+and never affects the sessions of other users.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol, cast
+
+from twisted.application.internet import ClientService
+from twisted.internet import defer
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import HostnameEndpoint
+from twisted.internet.interfaces import (
+    IOpenSSLClientConnectionCreator,
+    IProtocol,
+    IProtocolFactory,
+    IReactorTCP,
+    IReactorTime,
+    IStreamClientEndpoint,
+)
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.names import dns
+from twisted.names.error import DNSNameError, DomainError
+from twisted.python.failure import Failure
+from twisted.words.protocols.jabber import client, error, xmlstream
+from twisted.words.protocols.jabber.jid import JID
+from twisted.words.protocols.jabber.sasl import SASLError
+from twisted.words.xish import domish
+from zope.interface import Attribute, Interface, implementer
+
+from sipxmpp.xmpp import sasl
+from sipxmpp.xmpp.tls import clientTLSOptions, describeCertificateFailure, loadTrustRoot
+from sipxmpp.xmpp.wokkelcompat import generic, ping, subprotocols
+
+NS_PING = "urn:xmpp:ping"
+XMPP_CLIENT_PORT = 5222
+
+
+class NotConnected(Exception):
+    """
+    The session has no initialized stream right now.
+    """
+
+
+@dataclass(frozen=True)
+class SessionSettings:
+    """
+    What every session needs from C{[xmpp]}.
+
+    @ivar resource: the gateway's resource.
+    @ivar server: C{HOST:PORT} to connect to instead of DNS SRV, or empty.
+    @ivar requireTLS: refuse to log in without STARTTLS.
+    @ivar pingInterval: seconds between XEP-0199 pings to the server.
+    @ivar pingTimeout: seconds without an answer before the link is dead.
+    @ivar reconnectMaxDelay: upper bound of the reconnection backoff.
+    @ivar failedRetryDelay: seconds before retrying a failed login.
+    """
+
+    resource: str = "sipxmpp"
+    server: str = ""
+    requireTLS: bool = True
+    pingInterval: float = 60.0
+    pingTimeout: float = 20.0
+    reconnectMaxDelay: float = 60.0
+    failedRetryDelay: float = 600.0
+
+
+class IXMPPSession(Interface):
+    """
+    A client-to-server session as one user: what the publisher uses.
+    """
+
+    jid = Attribute("The full JID (user@domain/resource) the session logs in as.")
+    state = Attribute(
+        "One line for operators: 'stopped', 'connecting', 'connected', "
+        "'reconnecting: ...' or 'failed: ...'."
+    )
+    ready = Attribute("Whether the stream is authenticated and bound right now.")
+
+    def addHandler(handler: Any) -> None:
+        """
+        Add a wokkel L{subprotocols.XMPPHandler}: it sees every stream.
+        """
+
+    def send(element: domish.Element) -> bool:
+        """
+        Send C{element} if the stream is ready; return whether it was sent.
+        Nothing is queued for later: a stale presence must not go out after
+        a reconnection (the publisher re-sends its latest state instead).
+        """
+
+    def sendRequest(element: domish.Element, timeout: float | None = None) -> Deferred[domish.Element]:
+        """
+        Send the iq C{element} (a unique id is added when it has none) and
+        return its result element; fail with L{error.StanzaError} on an
+        error reply, L{xmlstream.TimeoutError} after C{timeout} seconds,
+        L{NotConnected} if the stream is not ready, or with the reason the
+        connection was lost if it goes away meanwhile.
+        """
+
+    def start() -> None:
+        """
+        Connect, and stay connected until L{stop}.
+        """
+
+    def stop() -> Deferred[None]:
+        """
+        Log out gracefully (unavailable presence, closing the stream) and
+        stop reconnecting.
+        """
+
+
+class _Resolver(Protocol):
+    def lookupService(self, name: str) -> Deferred[Any]: ...
+
+
+class ElementRequest(generic.Request):  # type: ignore[misc]
+    """
+    A wokkel request for an iq element built elsewhere, so that
+    L{subprotocols.StreamManager} tracks its answer.
+    """
+
+    def __init__(self, element: domish.Element, timeout: float | None) -> None:
+        super().__init__(stanzaType=element["type"])
+        self.element = element
+        self.stanzaID = element.getAttribute("id")
+        self.timeout = timeout
+
+    def toElement(self) -> domish.Element:
+        return self.element
+
+
+def parseServer(server: str) -> tuple[str, int]:
+    """
+    Split C{HOST:PORT} (IPv6 hosts in brackets).
+    """
+    host, _, port = server.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+@implementer(IStreamClientEndpoint)
+class SRVEndpoint:
+    """
+    Connects to the targets of DNS SRV C{_xmpp-client._tcp.DOMAIN} in
+    priority order (RFC 6120 3.2.1), falling back to C{DOMAIN:5222} when
+    there is no SRV record.
+    """
+
+    def __init__(self, reactor: Any, domain: str, resolver: _Resolver | None = None) -> None:
+        self._reactor = reactor
+        self._domain = domain
+        if resolver is None:
+            from twisted.names import client as dnsclient
+
+            resolver = cast(_Resolver, dnsclient.Resolver(resolv="/etc/resolv.conf", reactor=reactor))
+        self._resolver = resolver
+
+    async def _targets(self) -> list[tuple[str, int]]:
+        try:
+            answers, _, _ = await self._resolver.lookupService(
+                f"_xmpp-client._tcp.{self._domain}"
+            )
+        except (DNSNameError, DomainError):
+            return [(self._domain, XMPP_CLIENT_PORT)]
+        records = [a.payload for a in answers if a.type == dns.SRV]
+        if len(records) == 1 and str(records[0].target) in ("", "."):
+            return []  # "the service is decidedly not available"
+        # Lowest priority first; among equals, heavier weight first (a fair
+        # weighted shuffle buys nothing for one connection per user).
+        records.sort(key=lambda r: (r.priority, -r.weight))
+        targets = [(str(r.target), r.port) for r in records]
+        return targets or [(self._domain, XMPP_CLIENT_PORT)]
+
+    def connect(self, protocolFactory: IProtocolFactory) -> Deferred[IProtocol]:
+        async def attempt() -> IProtocol:
+            targets = await self._targets()
+            if not targets:
+                raise ConnectionRefusedError(
+                    f"DNS SRV says {self._domain} offers no XMPP client service"
+                )
+            lastError: BaseException | None = None
+            for host, port in targets:
+                endpoint = HostnameEndpoint(self._reactor, host, port)
+                try:
+                    return await endpoint.connect(protocolFactory)
+                except Exception as e:
+                    lastError = e
+            assert lastError is not None
+            raise lastError
+
+        return Deferred.fromCoroutine(attempt())
+
+
+def makeEndpoint(reactor: Any, settings: SessionSettings, domain: str,
+                 resolver: _Resolver | None = None) -> IStreamClientEndpoint:  # fmt: skip
+    """
+    Return where to connect for users of C{domain}: C{settings.server}, or
+    the DNS SRV targets of the domain.
+    """
+    if settings.server:
+        host, port = parseServer(settings.server)
+        return HostnameEndpoint(reactor, host, port)
+    return SRVEndpoint(reactor, domain, resolver)
+
+
+class KeepAlive(subprotocols.XMPPHandler):  # type: ignore[misc]
+    """
+    XEP-0199 client-to-server pings: a link that stops answering is
+    aborted, so that L{ClientService} reconnects (TCP alone may take many
+    minutes to notice a dead peer).
+    """
+
+    log = Logger()
+
+    def __init__(self, clock: IReactorTime, domain: str, interval: float, timeout: float) -> None:
+        super().__init__()
+        self.clock = clock
+        self.domain = domain
+        self.interval = interval
+        self.timeout = timeout
+        self._loop: LoopingCall | None = None
+
+    def connectionInitialized(self) -> None:
+        self._loop = LoopingCall(self._ping)
+        self._loop.clock = self.clock
+        self._loop.start(self.interval, now=False)
+
+    def connectionLost(self, reason: Failure) -> None:
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+        self._loop = None
+
+    def _ping(self) -> Deferred[None]:
+        iq = domish.Element((None, "iq"))
+        iq["type"] = "get"
+        iq["to"] = self.domain
+        iq.addElement((NS_PING, "ping"))
+        stream = self.xmlstream
+        d: Deferred[Any] = self.parent.request(ElementRequest(iq, self.timeout))
+
+        def failed(reason: Failure) -> None:
+            if reason.check(error.StanzaError):
+                return  # an error answer still proves the link works
+            if reason.check(xmlstream.TimeoutError) and stream is not None:
+                self.log.warn(
+                    "XMPP server {domain} did not answer a ping within {timeout} s; "
+                    "reconnecting",
+                    domain=self.domain,
+                    timeout=self.timeout,
+                )
+                stream.transport.abortConnection()
+
+        d.addCallbacks(lambda _: None, failed)
+        return d.addCallback(lambda _: None)
+
+
+@implementer(IXMPPSession)
+class XMPPSession:
+    """
+    The real session: see the module docstring.
+
+    @ivar failure: why the last login failed, or L{None}.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        reactor: IReactorTime,
+        jid: JID,
+        password: str,
+        settings: SessionSettings,
+        tlsOptions: IOpenSSLClientConnectionCreator | None = None,
+        caFile: str = "",
+        endpoint: IStreamClientEndpoint | None = None,
+        jitter: Callable[[], float] = random.random,
+    ) -> None:
+        """
+        @param reactor: provides L{IReactorTime} and L{IReactorTCP}.
+        @param jid: the user's bare JID; the resource comes from C{settings}.
+        @param tlsOptions: TLS client options; by default, built for the
+            JID's domain with the trust root of C{caFile} (the system store
+            if empty). Share one trust root among sessions through
+            L{SessionFactory}: loading it per session costs time.
+        @param endpoint: where to connect (default: L{makeEndpoint}).
+        @param jitter: returns a float in [0, 1); injected for tests.
+        """
+        if not IReactorTCP.providedBy(reactor) and endpoint is None:
+            raise TypeError("the reactor must provide IReactorTCP")
+        self.reactor = reactor
+        self.jid = JID(tuple=(jid.user, jid.host, settings.resource))
+        self.settings = settings
+        self.state = "stopped"
+        self.failure: str | None = None
+        self._jitter = jitter
+        self._consecutiveFailures = 0
+        self._stopping = False
+        self._stream: xmlstream.XmlStream | None = None
+        self._ready = False
+        if tlsOptions is None:
+            tlsOptions = clientTLSOptions(self.jid.host, loadTrustRoot(caFile))
+        self.factory = client.XMPPClientFactory(self.jid, password, configurationForTLS=tlsOptions)
+        # Bootstraps run in the order added: ours first, so that handlers see
+        # a session whose state is already up to date.
+        self.factory.addBootstrap(xmlstream.STREAM_CONNECTED_EVENT, self._connected)
+        self.factory.addBootstrap(xmlstream.STREAM_AUTHD_EVENT, self._authenticated)
+        self.factory.addBootstrap(xmlstream.INIT_FAILED_EVENT, self._initFailed)
+        self.factory.addBootstrap(xmlstream.STREAM_END_EVENT, self._ended)
+        self.streamManager = subprotocols.StreamManager(self.factory, reactor=reactor)
+        self.keepAlive = KeepAlive(reactor, self.jid.host, settings.pingInterval, settings.pingTimeout)
+        self.keepAlive.setHandlerParent(self.streamManager)
+        ping.PingHandler().setHandlerParent(self.streamManager)
+        generic.FallbackHandler().setHandlerParent(self.streamManager)
+        if endpoint is None:
+            endpoint = makeEndpoint(reactor, settings, self.jid.host)
+        self.service = ClientService(endpoint, self.factory, retryPolicy=self._retryDelay,
+                                     clock=reactor)  # fmt: skip
+
+    def __repr__(self) -> str:
+        return f"<XMPPSession {self.jid.full()} {self.state}>"
+
+    @property
+    def ready(self) -> bool:
+        return self._ready
+
+    # -- IXMPPSession ------------------------------------------------------
+
+    def addHandler(self, handler: Any) -> None:
+        handler.setHandlerParent(self.streamManager)
+
+    def send(self, element: domish.Element) -> bool:
+        if not self._ready or self._stream is None:
+            return False
+        self._stream.send(element)
+        return True
+
+    def sendRequest(self, element: domish.Element, timeout: float | None = None) -> Deferred[domish.Element]:
+        if not self._ready:
+            return defer.fail(NotConnected(f"{self.jid.full()} is {self.state}"))
+        d: Deferred[domish.Element] = self.streamManager.request(ElementRequest(element, timeout))
+        return d
+
+    def start(self) -> None:
+        self._stopping = False
+        self._setState("connecting")
+        self.service.startService()
+
+    def stop(self) -> Deferred[None]:
+        self._stopping = True
+        if self._ready and self._stream is not None:
+            unavailable = domish.Element((None, "presence"))
+            unavailable["type"] = "unavailable"
+            self._stream.send(unavailable)
+            self._stream.sendFooter()
+        d: Deferred[None] = self.service.stopService()
+
+        def stopped(result: object) -> None:
+            self._setState("stopped")
+
+        return d.addCallback(stopped)
+
+    # -- stream events -----------------------------------------------------
+
+    def _setState(self, state: str) -> None:
+        if state != self.state:
+            self.state = state
+            self.log.debug("XMPP session {jid}: {state}", jid=self.jid.full(), state=state)
+
+    def _connected(self, xs: xmlstream.XmlStream) -> None:
+        self._stream = xs
+        self._setState("authenticating")
+        sasl.replaceSASLInitializer(xs)
+        if not self.settings.requireTLS:
+            for initializer in xs.initializers:
+                if isinstance(initializer, xmlstream.TLSInitiatingInitializer):
+                    initializer.required = False
+
+    def _authenticated(self, xs: xmlstream.XmlStream) -> None:
+        self._ready = True
+        self._consecutiveFailures = 0
+        if self.failure is not None:
+            self.log.info("XMPP session {jid}: logged in again after: {failure}",
+                          jid=self.jid.full(), failure=self.failure)  # fmt: skip
+        self.failure = None
+        self.jid = xs.authenticator.jid
+        self._setState("connected")
+
+    def _initFailed(self, reason: Failure) -> None:
+        # Only the exception's message: a traceback's locals could hold the
+        # password, and our SASL errors never include it.
+        if reason.check(SASLError):
+            why = f"authentication: {reason.getErrorMessage()}"
+        elif reason.check(xmlstream.TLSRequired, xmlstream.TLSFailed, xmlstream.TLSNotSupported):
+            why = f"TLS: {type(reason.value).__name__} (the server did not give us STARTTLS)"
+        elif reason.check(error.StreamError, error.StanzaError):
+            why = f"login refused: {getattr(reason.value, 'condition', None)}"
+        else:
+            why = f"login failed: {type(reason.value).__name__}: {reason.getErrorMessage()}"
+        self._fail(why)
+        if self._stream is not None:
+            self._stream.sendFooter()
+            if self._stream.transport is not None:
+                self._stream.transport.loseConnection()
+
+    def _ended(self, reason: Failure) -> None:
+        self._ready = False
+        self._stream = None
+        if self._stopping:
+            return
+        certificate = describeCertificateFailure(reason) if isinstance(reason, Failure) else None
+        if certificate is not None:
+            self._fail(certificate)
+        elif self.failure is None:
+            self._setState(f"reconnecting: {reason.getErrorMessage() if isinstance(reason, Failure) else 'stream closed'}")
+
+    def _fail(self, why: str) -> None:
+        self.failure = why
+        self._setState(f"failed: {why}")
+        self.log.error(
+            "XMPP login as {jid} failed: {why}; retrying in {delay:.0f} s",
+            jid=self.jid.full(),
+            why=why,
+            delay=self.settings.failedRetryDelay,
+        )
+
+    def _retryDelay(self, attempt: int) -> float:
+        # ClientService counts failed TCP connects only; a connection that is
+        # made and then dropped (refused login, dead link) resets its count,
+        # so the backoff keeps its own count, reset on a successful login.
+        if self.failure is not None:
+            base = self.settings.failedRetryDelay
+        else:
+            self._consecutiveFailures += 1
+            base = min(self.settings.reconnectMaxDelay, 2.0 ** (self._consecutiveFailures - 1))
+            if self.state.startswith(("authenticating", "connected")):
+                self._setState("reconnecting")
+        # "Equal jitter": at least half the delay, so that thousands of
+        # sessions dropped together do not come back in one burst.
+        return base / 2 + self._jitter() * base / 2
+
+
+class SessionFactory:
+    """
+    Makes L{XMPPSession}s for accounts with the shared settings and one
+    trust root loaded once.
+    """
+
+    def __init__(self, reactor: IReactorTime, settings: SessionSettings, caFile: str = "",
+                 endpointFor: Callable[[JID], IStreamClientEndpoint] | None = None) -> None:  # fmt: skip
+        self.reactor = reactor
+        self.settings = settings
+        self.trustRoot = loadTrustRoot(caFile)
+        self._endpointFor = endpointFor
+        self._options: dict[str, IOpenSSLClientConnectionCreator] = {}
+
+    def __call__(self, jid: JID, password: str) -> IXMPPSession:
+        domain = jid.host
+        if domain not in self._options:
+            self._options[domain] = clientTLSOptions(domain, self.trustRoot)
+        endpoint = self._endpointFor(jid) if self._endpointFor is not None else None
+        return XMPPSession(self.reactor, jid, password, self.settings,
+                           tlsOptions=self._options[domain], endpoint=endpoint)  # fmt: skip
+
+
+def sessionSettingsFrom(xmppSettings: Any) -> SessionSettings:
+    """
+    Build L{SessionSettings} from L{sipxmpp.config.XMPPSettings}.
+    """
+    return SessionSettings(
+        resource=xmppSettings.resource,
+        server=xmppSettings.server,
+        requireTLS=xmppSettings.requireTLS,
+        pingInterval=xmppSettings.pingInterval,
+        pingTimeout=xmppSettings.pingTimeout,
+        reconnectMaxDelay=xmppSettings.reconnectMaxDelay,
+        failedRetryDelay=xmppSettings.failedRetryDelay,
+    )
+
+
+__all__ = [
+    "ElementRequest",
+    "IXMPPSession",
+    "KeepAlive",
+    "NotConnected",
+    "SRVEndpoint",
+    "SessionFactory",
+    "SessionSettings",
+    "XMPPSession",
+    "makeEndpoint",
+    "sessionSettingsFrom",
+]

@@ -1,0 +1,65 @@
+"""
+TLS for XMPP sessions: who we trust and how we say that a certificate was
+refused.
+"""
+
+from __future__ import annotations
+
+from OpenSSL import SSL
+from service_identity import VerificationError
+from twisted.internet import ssl
+from twisted.internet._sslverify import IOpenSSLTrustRoot
+from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
+from twisted.python.failure import Failure
+
+
+def loadTrustRoot(caFile: str) -> IOpenSSLTrustRoot:
+    """
+    Return the trust root: every certificate of the PEM bundle C{caFile},
+    or the system's trust store when C{caFile} is empty.
+
+    @raise ValueError: if C{caFile} holds no certificate.
+    @raise OSError: if it cannot be read.
+    """
+    if not caFile:
+        system: IOpenSSLTrustRoot = ssl.platformTrust()
+        return system
+    with open(caFile, "rb") as f:
+        data = f.read()
+    marker = b"-----BEGIN CERTIFICATE-----"
+    blocks = [marker + part for part in data.split(marker)[1:]]
+    if not blocks:
+        raise ValueError(f"{caFile} holds no PEM certificate")
+    root: IOpenSSLTrustRoot = ssl.trustRootFromCertificates(
+        [ssl.Certificate.loadPEM(b) for b in blocks]
+    )
+    return root
+
+
+def clientTLSOptions(domain: str, trustRoot: IOpenSSLTrustRoot) -> IOpenSSLClientConnectionCreator:
+    """
+    Return TLS options verifying that the server holds a certificate for
+    C{domain} (the JID's domain, whatever host we connect to: RFC 6120
+    13.7.2.1) issued by C{trustRoot}.
+    """
+    return ssl.optionsForClientTLS(domain, trustRoot=trustRoot)
+
+
+def describeCertificateFailure(reason: Failure) -> str | None:
+    """
+    Say why the server's certificate was refused, if C{reason} (why a
+    connection was lost) is a certificate failure; else L{None}.
+    """
+    if reason.check(VerificationError):
+        return f"certificate does not match the domain ({reason.value})"
+    if reason.check(SSL.Error):
+        details = []
+        args = reason.value.args if reason.value is not None else ()
+        for item in args[0] if args and isinstance(args[0], list) else []:
+            if isinstance(item, tuple) and len(item) == 3:
+                details.append(str(item[2]))
+        text = ", ".join(details) or str(reason.value)
+        if "certificate" in text.lower():
+            return f"certificate refused: {text}"
+        return f"TLS failed: {text}"
+    return None

@@ -285,6 +285,7 @@ class ServerProcess:
     @ivar name: short name used in file names and messages.
     @ivar baseDir: private folder for configuration, data and logs.
     @ivar consoleLog: where the server's stdout and stderr go.
+    @ivar workDir: the server's working directory (C{baseDir} by default).
     @ivar process: the running C{Popen}, or L{None}.
     """
 
@@ -309,6 +310,9 @@ class ServerProcess:
         os.makedirs(self.baseDir, exist_ok=True)
         self.consoleLog = os.path.join(self.baseDir, f"{self.name}.console.log")
         self.autoPorts = autoPorts
+        # The server's working directory; its own folder unless a subclass
+        # needs relative paths resolved elsewhere.
+        self.workDir = self.baseDir
         self.process: subprocess.Popen[bytes] | None = None
 
     # -- for subclasses ---------------------------------------------------
@@ -417,7 +421,7 @@ class ServerProcess:
         args = self.command()
         with open(self.consoleLog, "ab") as log:
             log.write(f"=== {time.ctime()}: {' '.join(args)}\n".encode())
-        self.process = spawn(args, self.consoleLog, self.environment(), self.baseDir)
+        self.process = spawn(args, self.consoleLog, self.environment(), self.workDir)
         ServerProcess._running.add(self)
         deadline = time.monotonic() + self.startTimeout
         try:

@@ -204,6 +204,9 @@ class EjabberdServer(ServerProcess):
     def choosePorts(self) -> None:
         self.port, self.distPort = freePorts(2, self.host)
 
+    def listenPorts(self) -> list[tuple[str, str, int]]:
+        return [("tcp", self.host, self.port), ("tcp", self.host, self.distPort)]
+
     def logFiles(self) -> list[str]:
         return [self.consoleLog, os.path.join(self.logDir, "error.log"), self.logFile]
 

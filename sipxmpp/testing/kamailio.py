@@ -176,3 +176,6 @@ class KamailioServer(ServerProcess):
 
     def choosePorts(self) -> None:
         self.port = freeSIPPort(self.host)
+
+    def listenPorts(self) -> list[tuple[str, str, int]]:
+        return [("udp", self.host, self.port), ("tcp", self.host, self.port)]

@@ -15,16 +15,20 @@ import socket
 LOOPBACK = "127.0.0.1"
 
 
-def _bound(kind: int, host: str, port: int) -> socket.socket:
+def _bound(kind: int, host: str, port: int, reuse: bool = False) -> socket.socket:
     """
     Bind a socket of C{kind} to C{(host, port)}; the caller closes it.
 
-    C{SO_REUSEADDR} is left unset on purpose: with it, a TCP port in
-    TIME_WAIT would be reported free although a server without the option
-    could not bind it.
+    @param reuse: set C{SO_REUSEADDR} first.  Servers set it on their TCP
+        listeners, so a TCP port whose only users are connections in
+        TIME_WAIT (a server stopped a moment ago) is free for them; only a
+        listener makes it busy.  Never for UDP: there it would let two
+        sockets share the port.
     """
     sock = socket.socket(socket.AF_INET, kind)
     try:
+        if reuse:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
     except BaseException:
         sock.close()
@@ -89,10 +93,11 @@ def freePorts(count: int, host: str = LOOPBACK) -> list[int]:
 
 def isTCPPortFree(port: int, host: str = LOOPBACK) -> bool:
     """
-    Tell whether C{port} on C{host} can be bound for TCP right now.
+    Tell whether a server can listen on TCP C{port} of C{host} right now
+    (nothing listens there; connections in TIME_WAIT do not count).
     """
     try:
-        _bound(socket.SOCK_STREAM, host, port).close()
+        _bound(socket.SOCK_STREAM, host, port, reuse=True).close()
     except OSError:
         return False
     return True

@@ -30,6 +30,8 @@ from typing import ClassVar, Generic, TypeVar
 from twisted.python.reflect import prefixedMethodNames
 from twisted.trial.unittest import FailTest, SkipTest, SynchronousTestCase
 
+from sipxmpp.testing.ports import isTCPPortFree, isUDPPortFree
+
 DEFAULT_START_TIMEOUT = 20.0
 DEFAULT_STOP_TIMEOUT = 5.0
 
@@ -356,6 +358,16 @@ class ServerProcess:
         """
         return [self.consoleLog]
 
+    def listenPorts(self) -> list[tuple[str, str, int]]:
+        """
+        Return the (C{"tcp"} or C{"udp"}, host, port) the server will bind.
+
+        They are checked before starting: a server that cannot bind may
+        keep running without its listener (Prosody does), and then a
+        connection test would reach whoever holds the port instead.
+        """
+        return []
+
     # -- public API -------------------------------------------------------
 
     @property
@@ -395,7 +407,9 @@ class ServerProcess:
                 self._startOnce()
                 return
             except _DiedWhileStarting as e:
-                if attempt == attempts:
+                # Only a port taken meanwhile is worth another attempt; a
+                # broken configuration would fail the same way again.
+                if attempt == attempts or not _portProblem(str(e)):
                     raise ServerStartError(str(e)) from None
                 self.choosePorts()
 
@@ -417,6 +431,17 @@ class ServerProcess:
 
     def _startOnce(self) -> None:
         os.makedirs(self.baseDir, exist_ok=True)
+        busy = [
+            f"{proto} {host}:{port}"
+            for proto, host, port in self.listenPorts()
+            if not (isTCPPortFree if proto == "tcp" else isUDPPortFree)(port, host)
+        ]
+        if busy:
+            message = f"{self.name}: port(s) already in use: {', '.join(busy)}"
+            # With automatic ports, start() picks new ones and retries.
+            if self.autoPorts:
+                raise _DiedWhileStarting(message)
+            raise ServerStartError(message)
         self.prepare()
         args = self.command()
         with open(self.consoleLog, "ab") as log:
@@ -454,6 +479,15 @@ class ServerProcess:
         """
         for server in list(cls._running):
             server.stop()
+
+
+def _portProblem(message: str) -> bool:
+    """
+    Tell whether a start-up failure looks like a port taken by another
+    process (the wording of C{EADDRINUSE} in C, Lua and Erlang).
+    """
+    lowered = message.lower()
+    return "already in use" in lowered or "eaddrinuse" in lowered
 
 
 class _DiedWhileStarting(Exception):

@@ -140,7 +140,20 @@ class ProsodyServer(ServerProcess):
         return [self.prosodyBinary, "-F", "--config", self.configFile]
 
     def isReady(self) -> bool:
-        return tcpAccepting(self.host, self.port)
+        # The log line proves that Prosody itself bound the port.
+        return tcpAccepting(self.host, self.port) and self._logContains(
+            f"Activated service 'c2s' on [{self.host}]:{self.port}"
+        )
+
+    def _logContains(self, text: str) -> bool:
+        try:
+            with open(self.logFile, encoding="utf-8", errors="replace") as f:
+                return text in f.read()
+        except OSError:
+            return False
+
+    def listenPorts(self) -> list[tuple[str, str, int]]:
+        return [("tcp", self.host, self.port)]
 
     def choosePorts(self) -> None:
         self.port = freeTCPPort(self.host)

@@ -181,7 +181,7 @@ def _instructions(
     gp = args.gateway_port
     gatewayLine = (
         f"  Gateway   twistd sipxmpp, config {gateway.configFile}\n"
-        f"            log {gateway.consoleLog}\n"
+        f"            log: tail -f {gateway.consoleLog}\n"
         if gateway is not None
         else f"  Gateway   not started here: run it with SIP on {LOOPBACK}:{gp}\n"
     )

@@ -13,6 +13,7 @@ from __future__ import annotations
 import atexit
 import os
 import re
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -220,9 +221,15 @@ class SippRunner:
         timeout: float = 10.0,
     ) -> None:
         """
+        @param workDir: where sipp's files go; a temporary folder removed
+            at exit if L{None}.
         @param timeout: default C{-timeout} of a run, seconds.
         """
-        self.workDir = os.path.abspath(workDir or tempfile.mkdtemp(prefix="sipxmpp-sipp-"))
+        if workDir is None:
+            workDir = tempfile.mkdtemp(prefix="sipxmpp-sipp-")
+            if not os.environ.get("SIPXMPP_KEEP_TEST_DIRS"):
+                atexit.register(shutil.rmtree, workDir, True)
+        self.workDir = os.path.abspath(workDir)
         os.makedirs(self.workDir, exist_ok=True)
         self.host = host
         self.transport = transport

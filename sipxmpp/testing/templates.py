@@ -23,8 +23,18 @@ _PLACEHOLDER = re.compile(r"@([A-Z][A-Z0-9_]*)@")
 def etcPath(name: str) -> str:
     """
     Return the path of C{name} in the source tree's C{etc/} folder.
+
+    An installed copy of this package has no C{etc/} beside it; then
+    C{$SIPXMPP_ETC_DIR} or the current directory's C{etc/} is used.
     """
-    return os.path.join(ETC_DIR, name)
+    candidates = [ETC_DIR, os.environ.get("SIPXMPP_ETC_DIR", ""), os.path.join(os.getcwd(), "etc")]
+    for directory in candidates:
+        path = os.path.join(directory, name)
+        if directory and os.path.exists(path):
+            return path
+    raise FileNotFoundError(
+        f"{name} not found in {ETC_DIR} ($SIPXMPP_ETC_DIR or ./etc would do too)"
+    )
 
 
 def fillTemplate(template: str, values: Mapping[str, object]) -> str:

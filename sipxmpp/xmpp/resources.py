@@ -1,0 +1,210 @@
+"""
+The user's other resources, as the server tells the gateway's session.
+
+Sans-IO: L{ResourceTracker} is fed presence stanzas and answers what the
+user's clients show; L{CommandCache} remembers which remote-control
+commands a client offers, per XEP-0115 entity capabilities, so that a user
+with ten calls a day costs one disco query per client version, not per call.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from twisted.words.protocols.jabber.jid import JID, InvalidFormat
+from twisted.words.xish import domish
+
+NS_CAPS = "http://jabber.org/protocol/caps"
+SHOWS = ("away", "chat", "dnd", "xa")
+
+
+@dataclass(frozen=True)
+class Caps:
+    """
+    XEP-0115 entity capabilities of one client.
+
+    @ivar hash: the hash function name (C{sha-1}); empty for legacy caps.
+    """
+
+    node: str
+    ver: str
+    hash: str
+
+
+@dataclass(frozen=True)
+class ResourcePresence:
+    """
+    What one available resource of the user shows.
+
+    @ivar show: C{away}, C{chat}, C{dnd}, C{xa}, or L{None} (plain online).
+    @ivar status: the status message, or L{None}.
+    """
+
+    resource: str
+    priority: int
+    show: str | None
+    status: str | None
+    caps: Caps | None
+
+    def looksLike(self, show: str | None, status: str | None) -> bool:
+        """
+        Tell whether this presence shows C{show} with C{status} (what
+        contacts see; the priority is not part of it).
+        """
+        return self.show == show and (self.status or None) == (status or None)
+
+
+def parsePresence(element: domish.Element, resource: str) -> ResourcePresence:
+    """
+    Read an available presence stanza.
+    """
+    priority = 0
+    show: str | None = None
+    status: str | None = None
+    caps: Caps | None = None
+    for child in element.elements():
+        if child.name == "priority" and child.uri in (None, "jabber:client"):
+            try:
+                priority = max(-128, min(127, int(str(child).strip())))
+            except ValueError:
+                priority = 0
+        elif child.name == "show" and child.uri in (None, "jabber:client"):
+            text = str(child).strip()
+            show = text if text in SHOWS else None
+        elif child.name == "status" and child.uri in (None, "jabber:client") and status is None:
+            status = str(child)
+        elif child.name == "c" and child.uri == NS_CAPS:
+            node, ver = child.getAttribute("node"), child.getAttribute("ver")
+            if node and ver:
+                caps = Caps(node, ver, child.getAttribute("hash") or "")
+    return ResourcePresence(resource, priority, show, status, caps)
+
+
+@dataclass(frozen=True)
+class ResourceChange:
+    """
+    A resource of the user came, changed or left.
+
+    @ivar before: its presence before, or L{None} if it was not available.
+    @ivar after: its presence now, or L{None} if it is gone.
+    """
+
+    resource: str
+    before: ResourcePresence | None
+    after: ResourcePresence | None
+
+
+class ResourceTracker:
+    """
+    The available resources of one account, except the gateway's own.
+    """
+
+    def __init__(self, ownJID: JID) -> None:
+        """
+        @param ownJID: the gateway's full JID: its bare JID says whose
+            resources to track, its resource which one to leave out.
+        """
+        self.ownJID = ownJID
+        self._resources: dict[str, ResourcePresence] = {}
+
+    def presenceReceived(self, element: domish.Element) -> ResourceChange | None:
+        """
+        Update from a presence stanza the session received.
+
+        @return: what changed, or L{None} when the stanza is not about
+            another resource of the user (a contact, the gateway itself, a
+            subscription request, an error).
+        """
+        sender = element.getAttribute("from")
+        if not sender:
+            return None
+        try:
+            jid = JID(sender)
+        except InvalidFormat:
+            return None
+        if jid.userhost() != self.ownJID.userhost() or not jid.resource:
+            return None
+        if jid.resource == self.ownJID.resource:
+            return None
+        kind = element.getAttribute("type") or "available"
+        before = self._resources.get(jid.resource)
+        if kind == "available":
+            presence = parsePresence(element, jid.resource)
+            self._resources[jid.resource] = presence
+            after: ResourcePresence | None = presence
+        elif kind in ("unavailable", "error"):
+            after = None
+            self._resources.pop(jid.resource, None)
+        else:
+            return None
+        if before == after:
+            return None
+        return ResourceChange(jid.resource, before, after)
+
+    def get(self, resource: str) -> ResourcePresence | None:
+        """
+        Return what C{resource} shows, or L{None} if it is not available.
+        """
+        return self._resources.get(resource)
+
+    def available(self) -> list[ResourcePresence]:
+        """
+        Return the available resources, highest priority first (ties in the
+        order they came online, like most servers route).
+        """
+        return sorted(self._resources.values(), key=lambda r: -r.priority)
+
+    def highestPriority(self) -> int | None:
+        """
+        Return the highest priority among the resources, or L{None}.
+        """
+        return max((r.priority for r in self._resources.values()), default=None)
+
+    def clear(self) -> None:
+        """
+        Forget everything (the session's stream is gone; the server sends
+        the resources' presence again on the next one).
+        """
+        self._resources.clear()
+
+
+def cacheKey(jid: JID, caps: Caps | None) -> tuple[str, str, str]:
+    """
+    Return the L{CommandCache} key for a client: its caps hash and
+    verification string when it has hashed caps, otherwise its full JID
+    (legacy or missing caps say nothing about other clients).
+    """
+    if caps is not None and caps.hash:
+        return ("caps", caps.hash, caps.ver)
+    return ("jid", jid.full(), "")
+
+
+class CommandCache:
+    """
+    Remote-control commands a client offers (the nodes of its disco#items
+    on C{http://jabber.org/protocol/commands}), per L{cacheKey}, bounded
+    with least-recently-used eviction.
+    """
+
+    def __init__(self, maxEntries: int = 10000) -> None:
+        self.maxEntries = maxEntries
+        self._entries: OrderedDict[tuple[str, str, str], frozenset[str]] = OrderedDict()
+
+    def get(self, key: tuple[str, str, str]) -> frozenset[str] | None:
+        nodes = self._entries.get(key)
+        if nodes is not None:
+            self._entries.move_to_end(key)
+        return nodes
+
+    def put(self, key: tuple[str, str, str], nodes: frozenset[str]) -> None:
+        self._entries[key] = nodes
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.maxEntries:
+            self._entries.popitem(last=False)
+
+    def forget(self, key: tuple[str, str, str]) -> None:
+        self._entries.pop(key, None)
+
+    def __len__(self) -> int:
+        return len(self._entries)

@@ -1,0 +1,213 @@
+"""
+Stream stubs for the XMPP unit tests: a session whose stream is a real
+twisted.words L{xmlstream.XmlStream} with wokkel's L{StreamManager}, over a
+L{StringTransport}. Tests read what was sent as elements and feed what the
+server or the user's clients answer as XML text.
+
+(No tests here; the name only keeps this helper beside its users.)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet import defer
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionDone
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
+from twisted.words.protocols.jabber import xmlstream
+from twisted.words.protocols.jabber.jid import JID
+from twisted.words.xish import domish
+from zope.interface import implementer
+
+from sipxmpp.xmpp.session import ElementRequest, IXMPPSession, NotConnected
+from sipxmpp.xmpp.wokkelcompat import subprotocols
+
+NS_COMMANDS = "http://jabber.org/protocol/commands"
+NS_XDATA = "jabber:x:data"
+STREAM_HEADER = (
+    "<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'"
+    " from='example.test' id='s1' version='1.0'>"
+)
+
+
+def child(element: domish.Element, name: str, uri: str | None = None) -> domish.Element | None:
+    """
+    Return the first child element called C{name} (in C{uri} if given).
+    """
+    for c in element.elements():
+        if c.name == name and (uri is None or c.uri == uri):
+            return c
+    return None
+
+
+def formValues(command: domish.Element) -> dict[str, list[str]]:
+    """
+    Return the fields of the data form in C{command}: var -> values.
+    """
+    x = child(command, "x", NS_XDATA)
+    assert x is not None, command.toXml()
+    values: dict[str, list[str]] = {}
+    for field in x.elements():
+        if field.name == "field":
+            values[field["var"]] = [str(v) for v in field.elements() if v.name == "value"]
+    return values
+
+
+@implementer(IXMPPSession)
+class FakeSession:
+    """
+    An L{IXMPPSession} whose stream is under the test's control.
+
+    @ivar sent: every element sent on any stream, in order.
+    """
+
+    def __init__(self, clock: Clock, jid: str = "alice@example.test/sipxmpp") -> None:
+        self.clock = clock
+        self.jid = JID(jid)
+        self.state = "stopped"
+        self.sent: list[domish.Element] = []
+        self.started = 0
+        self.stopped = 0
+        self.xs: xmlstream.XmlStream | None = None
+        self.transport: StringTransport | None = None
+        self.factory = xmlstream.XmlStreamFactory(xmlstream.Authenticator())
+        self.streamManager = subprotocols.StreamManager(self.factory, reactor=clock)
+        self._ready = False
+
+    @property
+    def ready(self) -> bool:
+        return self._ready
+
+    def addHandler(self, handler: Any) -> None:
+        handler.setHandlerParent(self.streamManager)
+
+    def send(self, element: domish.Element) -> bool:
+        if not self._ready or self.xs is None:
+            return False
+        self.xs.send(element)
+        return True
+
+    def sendRequest(self, element: domish.Element, timeout: float | None = None) -> Deferred[domish.Element]:
+        if not self._ready:
+            return defer.fail(NotConnected("not connected"))
+        d: Deferred[domish.Element] = self.streamManager.request(ElementRequest(element, timeout))
+        return d
+
+    def start(self) -> None:
+        self.started += 1
+        self.state = "connecting"
+
+    def stop(self) -> Deferred[None]:
+        self.stopped += 1
+        self.state = "stopped"
+        if self.xs is not None:
+            self.disconnect()
+        return defer.succeed(None)
+
+    # -- test controls -----------------------------------------------------
+
+    def connect(self) -> None:
+        """
+        Bring a new stream up, authenticated and bound.
+        """
+        xs = self.factory.buildProtocol(None)
+        original = xs.send
+
+        def recordingSend(obj: Any) -> None:
+            if isinstance(obj, domish.Element):
+                self.sent.append(obj)
+            original(obj)
+
+        xs.send = recordingSend
+        self.transport = StringTransport()
+        xs.makeConnection(self.transport)
+        xs.dataReceived(STREAM_HEADER)
+        self.xs = xs
+        self._ready = True
+        self.state = "connected"
+        xs.dispatch(xs, xmlstream.STREAM_AUTHD_EVENT)
+
+    def disconnect(self) -> None:
+        xs, self.xs = self.xs, None
+        self._ready = False
+        self.state = "reconnecting"
+        assert xs is not None
+        xs.connectionLost(Failure(ConnectionDone()))
+
+    def receive(self, xml: str) -> None:
+        """
+        Feed C{xml} (whole stanzas) as if the server sent it.
+        """
+        assert self.xs is not None
+        self.xs.dataReceived(xml)
+
+    def take(self) -> list[domish.Element]:
+        """
+        Return and forget what was sent so far.
+        """
+        sent, self.sent = self.sent, []
+        return sent
+
+    def iqs(self) -> list[domish.Element]:
+        return [e for e in self.take() if e.name == "iq"]
+
+    def presences(self) -> list[domish.Element]:
+        return [e for e in self.take() if e.name == "presence"]
+
+    def answer(self, iq: domish.Element, payload: str = "", kind: str = "result") -> None:
+        """
+        Answer C{iq} as its addressee.
+        """
+        sender = iq.getAttribute("to") or "example.test"
+        self.receive(
+            f"<iq type='{kind}' id='{iq['id']}' from='{sender}' to='{self.jid.full()}'>"
+            f"{payload}</iq>"
+        )
+
+
+def rcForm(status: str = "online", priority: str | None = "5", message: str = "working",
+           formType: str = "form") -> str:  # fmt: skip
+    """
+    The XEP-0146 set-status form as a client shows it.
+    """
+    fields = [
+        "<field var='FORM_TYPE' type='hidden'><value>http://jabber.org/protocol/rc</value></field>",
+        f"<field var='status' type='list-single'><value>{status}</value>"
+        "<option><value>online</value></option><option><value>dnd</value></option></field>",
+    ]
+    if priority is not None:
+        fields.append(f"<field var='status-priority' type='text-single'><value>{priority}</value></field>")
+    fields.append(f"<field var='status-message' type='text-multi'><value>{message}</value></field>")
+    return f"<x xmlns='{NS_XDATA}' type='{formType}'>{''.join(fields)}</x>"
+
+
+def commandAnswer(node: str, status: str, sessionid: str | None = None, body: str = "") -> str:
+    sid = f" sessionid='{sessionid}'" if sessionid else ""
+    return f"<command xmlns='{NS_COMMANDS}' node='{node}' status='{status}'{sid}>{body}</command>"
+
+
+def itemsAnswer(jid: str, nodes: list[str]) -> str:
+    items = "".join(f"<item jid='{jid}' node='{n}' name='x'/>" for n in nodes)
+    return (
+        "<query xmlns='http://jabber.org/protocol/disco#items' "
+        f"node='http://jabber.org/protocol/commands'>{items}</query>"
+    )
+
+
+def presenceXML(frm: str, show: str | None = None, status: str | None = None,
+                priority: int = 0, caps: str | None = None, kind: str | None = None) -> str:  # fmt: skip
+    parts = []
+    if show:
+        parts.append(f"<show>{show}</show>")
+    if status is not None:
+        parts.append(f"<status>{status}</status>")
+    parts.append(f"<priority>{priority}</priority>")
+    if caps:
+        parts.append(
+            f"<c xmlns='http://jabber.org/protocol/caps' hash='sha-1' node='http://psi-plus.com' ver='{caps}'/>"
+        )
+    kindAttr = f" type='{kind}'" if kind else ""
+    return f"<presence from='{frm}' to='alice@example.test/sipxmpp'{kindAttr}>{''.join(parts)}</presence>"

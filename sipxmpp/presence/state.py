@@ -13,11 +13,18 @@ Session-Expires (RFC 4028) or, without one, after C{dialogWatchdog}. Events
 about a dialog that already ended are ignored for a while (late 180 or 200
 retransmissions, BYE retransmissions, a CANCEL crossing a 200), so they
 cannot resurrect it.
+
+For restarts, L{TelephonyStateMachine.snapshot} describes an AoR's bindings
+and dialogs with the clock times they end, a persistence callback tells
+when an AoR's snapshot changed, and L{TelephonyStateMachine.restore} brings
+a snapshot back after a restart: what has ended meanwhile stays gone, and a
+restored dialog is again bounded by the current lifetimes. Tombstones are
+not part of a snapshot (they live for seconds).
 """
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -61,6 +68,54 @@ class _User:
 
     def idle(self) -> bool:
         return not (self.bindings or self.dialogs or self.tombstones)
+
+
+@dataclass(frozen=True)
+class BindingSnapshot:
+    """
+    A registered contact.
+
+    @ivar contact: the contact's key, as given to C{bindingUpdated}.
+    @ivar expiresAt: the clock time the registrar's binding ends (without
+        the machine's grace period).
+    """
+
+    contact: Hashable
+    expiresAt: float
+
+
+@dataclass(frozen=True)
+class DialogSnapshot:
+    """
+    A dialog: ringing (early) or answered (confirmed), maybe held.
+
+    @ivar dialogId: the dialog's key, as given to C{dialogEarly} and others.
+    @ivar expiresAt: the clock time its lifetime ends (early lifetime,
+        Session-Expires or watchdog).
+    """
+
+    dialogId: Hashable
+    confirmed: bool
+    held: bool
+    expiresAt: float
+
+
+@dataclass(frozen=True)
+class UserSnapshot:
+    """
+    What the state machine knows about one AoR's devices and calls; empty
+    when it knows nothing (the AoR is offline and idle).
+    """
+
+    aor: str
+    bindings: tuple[BindingSnapshot, ...] = ()
+    dialogs: tuple[DialogSnapshot, ...] = ()
+
+    def isEmpty(self) -> bool:
+        """
+        Tell whether the snapshot holds neither bindings nor dialogs.
+        """
+        return not (self.bindings or self.dialogs)
 
 
 _RANK = {state: rank for rank, state in enumerate(TelephonyState)}
@@ -114,6 +169,7 @@ class TelephonyStateMachine:
         self.dialogWatchdog = dialogWatchdog
         self.earlyLifetime = earlyLifetime
         self.bindingGrace = bindingGrace
+        self._persist: Callable[[str], None] | None = None
 
     def addObserver(self, observer: ITelephonyObserver) -> None:
         """
@@ -134,6 +190,79 @@ class TelephonyStateMachine:
         """
         return {aor: user.state for aor, user in self._users.items()
                 if user.state is not TelephonyState.OFFLINE}
+
+    # --- persistence ---
+
+    def setPersistenceCallback(self, callback: Callable[[str], None] | None) -> None:
+        """
+        Call C{callback(aor)} whenever the bindings or dialogs of C{aor}
+        change (including refreshes, which move expiry times), so that a
+        store can save L{snapshot}C{(aor)}. One callback at a time; L{None}
+        removes it. Like observers, it must return quickly and not raise.
+        """
+        self._persist = callback
+
+    def snapshot(self, aor: str) -> UserSnapshot:
+        """
+        Return the bindings and dialogs of C{aor} with the clock times they
+        end (an empty snapshot when there are none).
+        """
+        user = self._users.get(aor)
+        if user is None:
+            return UserSnapshot(aor)
+        bindings = tuple(
+            BindingSnapshot(contact, timer.getTime() - self.bindingGrace)
+            for contact, timer in user.bindings.items()
+        )
+        dialogs = tuple(
+            DialogSnapshot(
+                dialogId,
+                dialog.confirmed,
+                dialog.held,
+                dialog.timer.getTime() if dialog.timer is not None else self._clock.seconds(),
+            )
+            for dialogId, dialog in user.dialogs.items()
+        )
+        return UserSnapshot(aor, bindings, dialogs)
+
+    def snapshots(self) -> list[UserSnapshot]:
+        """
+        Return the non-empty snapshot of every AoR.
+        """
+        result = [self.snapshot(aor) for aor in list(self._users)]
+        return [snap for snap in result if not snap.isEmpty()]
+
+    def restore(self, snapshot: UserSnapshot) -> None:
+        """
+        Bring back the bindings and dialogs of a snapshot taken before a
+        restart, and report the resulting state to the observers like any
+        other change.
+
+        Bindings and dialogs that ended meanwhile are left out. A restored
+        dialog ends at its saved time but no later than the current early
+        lifetime or watchdog from now, so a restart never extends a call
+        beyond the configured bounds. Whatever the machine already knows
+        (a binding or dialog seen since the start) wins over the snapshot.
+        """
+        now = self._clock.seconds()
+        aor = snapshot.aor
+        user = self._user(aor)
+        for binding in snapshot.bindings:
+            remaining = binding.expiresAt - now
+            if remaining <= 0 or binding.contact in user.bindings:
+                continue
+            user.bindings[binding.contact] = self._clock.callLater(
+                remaining + self.bindingGrace, self._bindingExpired, aor, binding.contact
+            )
+        for saved in snapshot.dialogs:
+            dialogId = saved.dialogId
+            bound = self.dialogWatchdog if saved.confirmed else self.earlyLifetime
+            remaining = min(saved.expiresAt - now, bound)
+            if remaining <= 0 or dialogId in user.dialogs or dialogId in user.tombstones:
+                continue
+            dialog = user.dialogs[dialogId] = _Dialog(saved.confirmed, saved.held)
+            self._arm(aor, dialogId, dialog, remaining)
+        self._update(aor, user)
 
     # --- bindings ---
 
@@ -308,6 +437,11 @@ class TelephonyStateMachine:
             event = None
         if user.idle():
             del self._users[aor]
+        if self._persist is not None:
+            try:
+                self._persist(aor)
+            except Exception:
+                self.log.failure("persistence callback failed for {aor}", aor=aor)
         if event is None:
             return
         change = StateChange(aor, event, state, previous, self._clock.seconds())

@@ -1,0 +1,273 @@
+"""
+Provisioned accounts in an SQL database (SQLite or PostgreSQL).
+
+Secrets are encrypted by a L{SecretBox} before they reach SQL, with the
+AoR as associated data, and decrypted only by L{SQLAccountStore.lookup}
+and L{SQLAccountStore.credentials}.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+from twisted.internet.defer import Deferred, fail, succeed
+from zope.interface import implementer
+
+from sipxmpp.store.addresses import InvalidAddress, normaliseAoR, parseBareJID
+from sipxmpp.store.database import Database, Row, Transaction
+from sipxmpp.store.errors import AccountExists, AccountNotFound, StoreError
+from sipxmpp.store.interfaces import IAccountStore
+from sipxmpp.store.keyfile import SecretBox
+from sipxmpp.store.records import AccountRecord
+from sipxmpp.xmpp.accounts import MODES, Account, IAccountDirectory
+
+T = TypeVar("T")
+
+_COLUMNS = (
+    "aor, jid, mode, status_text, ringing_text, hold_text, enabled, created_at, updated_at"
+)
+# Longest status text accepted (XMPP servers cap stanzas; this is generous).
+MAX_TEXT = 1024
+
+
+def _record(row: Row) -> AccountRecord:
+    return AccountRecord(
+        aor=row[0],
+        jid=row[1],
+        mode=row[2],
+        statusText=row[3],
+        ringingText=row[4],
+        holdText=row[5],
+        enabled=bool(row[6]),
+        createdAt=float(row[7]),
+        updatedAt=float(row[8]),
+    )
+
+
+def _checkText(name: str, text: str | None) -> str | None:
+    if text is None:
+        return None
+    if not text.strip():
+        raise InvalidAddress(f"the {name} must not be empty (omit it to use the default)")
+    if len(text) > MAX_TEXT or any(ord(c) < 32 for c in text):
+        raise InvalidAddress(
+            f"the {name} must be one line of at most {MAX_TEXT} characters"
+        )
+    return text
+
+
+def _checkPassword(password: str) -> str:
+    if not password:
+        raise InvalidAddress("the password is empty")
+    if "\n" in password or "\r" in password or "\0" in password:
+        raise InvalidAddress("the password contains a line break or NUL")
+    return password
+
+
+def _guard(function: Callable[[], Deferred[T]]) -> Deferred[T]:
+    # Validation errors go into the Deferred, like database errors.
+    try:
+        return function()
+    except Exception:
+        return fail()
+
+
+@implementer(IAccountStore, IAccountDirectory)
+class SQLAccountStore:
+    """
+    Accounts in C{database}, secrets sealed by C{box}.
+
+    @param now: returns the POSIX time, for C{created_at}/C{updated_at}.
+    """
+
+    def __init__(
+        self, database: Database, box: SecretBox, now: Callable[[], float] = time.time
+    ) -> None:
+        self._db = database
+        self._box = box
+        self._now = now
+
+    def __repr__(self) -> str:
+        return f"<SQLAccountStore {self._db.display}>"
+
+    # --- IAccountStore ---
+
+    def addAccount(self, record: AccountRecord, password: str) -> Deferred[AccountRecord]:
+        def prepare() -> Deferred[AccountRecord]:
+            aor = normaliseAoR(record.aor)
+            jid = parseBareJID(record.jid).userhost()
+            if record.mode is not None and record.mode not in MODES:
+                raise InvalidAddress(
+                    f"invalid mode {record.mode!r}; expected one of {', '.join(MODES)}"
+                )
+            texts = (
+                _checkText("status text", record.statusText),
+                _checkText("ringing text", record.ringingText),
+                _checkText("hold text", record.holdText),
+            )
+            sealed = self._box.encrypt(aor, _checkPassword(password))
+            now = self._now()
+
+            def insert(tx: Transaction) -> AccountRecord:
+                for column, value, what in (("aor", aor, "SIP AoR"), ("jid", jid, "JID")):
+                    taken = tx.execute(f"SELECT aor FROM accounts WHERE {column} = ?", (value,))
+                    if taken:
+                        raise AccountExists(
+                            f"the {what} {value} is already provisioned"
+                            + ("" if column == "aor" else f" (for {taken[0][0]})")
+                        )
+                tx.execute(
+                    f"INSERT INTO accounts ({_COLUMNS}, secret) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (aor, jid, record.mode, *texts, record.enabled, now, now, sealed),
+                )
+                return AccountRecord(
+                    aor, jid, record.mode, *texts, enabled=record.enabled,
+                    createdAt=now, updatedAt=now,
+                )
+
+            return self._db.interact(insert)
+
+        return _guard(prepare)
+
+    def getAccount(self, aor: str) -> Deferred[AccountRecord]:
+        def prepare() -> Deferred[AccountRecord]:
+            key = normaliseAoR(aor)
+            return self._db.interact(lambda tx: _record(self._row(tx, key)))
+
+        return _guard(prepare)
+
+    def listAccounts(self) -> Deferred[list[AccountRecord]]:
+        def select(tx: Transaction) -> list[AccountRecord]:
+            rows = tx.execute(f"SELECT {_COLUMNS} FROM accounts ORDER BY aor")
+            return [_record(row) for row in rows]
+
+        return self._db.interact(select)
+
+    def removeAccount(self, aor: str) -> Deferred[None]:
+        def prepare() -> Deferred[None]:
+            key = normaliseAoR(aor)
+
+            def delete(tx: Transaction) -> None:
+                tx.execute("DELETE FROM accounts WHERE aor = ?", (key,))
+                if tx.rowCount == 0:
+                    raise AccountNotFound(f"no account is provisioned for {key}")
+
+            return self._db.interact(delete)
+
+        return _guard(prepare)
+
+    def setEnabled(self, aor: str, enabled: bool) -> Deferred[AccountRecord]:
+        def prepare() -> Deferred[AccountRecord]:
+            key = normaliseAoR(aor)
+            now = self._now()
+
+            def update(tx: Transaction) -> AccountRecord:
+                tx.execute(
+                    "UPDATE accounts SET enabled = ?, updated_at = ? WHERE aor = ?",
+                    (enabled, now, key),
+                )
+                return _record(self._row(tx, key))
+
+            return self._db.interact(update)
+
+        return _guard(prepare)
+
+    def setPassword(self, aor: str, password: str) -> Deferred[None]:
+        def prepare() -> Deferred[None]:
+            key = normaliseAoR(aor)
+            sealed = self._box.encrypt(key, _checkPassword(password))
+            now = self._now()
+
+            def update(tx: Transaction) -> None:
+                tx.execute(
+                    "UPDATE accounts SET secret = ?, updated_at = ? WHERE aor = ?",
+                    (sealed, now, key),
+                )
+                if tx.rowCount == 0:
+                    raise AccountNotFound(f"no account is provisioned for {key}")
+
+            return self._db.interact(update)
+
+        return _guard(prepare)
+
+    def credentials(self, aor: str) -> Deferred[Account]:
+        def prepare() -> Deferred[Account]:
+            key = normaliseAoR(aor)
+            return self._db.interact(lambda tx: self._account(self._row(tx, key, True)))
+
+        return _guard(prepare)
+
+    # --- IAccountDirectory ---
+
+    def lookup(self, aor: str) -> Deferred[Account | None]:
+        """
+        Return the enabled account of C{aor} with its secret, or L{None} if
+        it is not provisioned, disabled, or not a valid AoR.
+        """
+        try:
+            key = normaliseAoR(aor)
+        except InvalidAddress:
+            return succeed(None)
+
+        def select(tx: Transaction) -> Account | None:
+            rows = tx.execute(
+                f"SELECT {_COLUMNS}, secret FROM accounts WHERE aor = ?", (key,)
+            )
+            if not rows or not bool(rows[0][6]):
+                return None
+            return self._account(rows[0])
+
+        return self._db.interact(select)
+
+    # --- helpers ---
+
+    def _row(self, tx: Transaction, aor: str, secret: bool = False) -> Row:
+        extra = ", secret" if secret else ""
+        rows = tx.execute(f"SELECT {_COLUMNS}{extra} FROM accounts WHERE aor = ?", (aor,))
+        if not rows:
+            raise AccountNotFound(f"no account is provisioned for {aor}")
+        return rows[0]
+
+    def _account(self, row: Row) -> Account:
+        record = _record(row)
+        password = self._box.decrypt(record.aor, row[9])
+        return Account(
+            aor=record.aor,
+            jid=parseBareJID(record.jid),
+            password=password,
+            mode=record.mode,
+            statusText=record.statusText,
+            ringingText=record.ringingText,
+            holdText=record.holdText,
+        )
+
+
+def verifyOrWriteKeyCheck(tx: Transaction, box: SecretBox) -> bool:
+    """
+    Check C{box} against the key check in the database, or store one made
+    with it if there is none yet.
+
+    @return: whether a key check was written (a new store).
+    @raise WrongKey: if the database's key check was made with another key.
+    """
+    rows = tx.execute("SELECT value FROM store_meta WHERE name = 'key_check'")
+    if rows:
+        box.verifyKeyCheck(bytes(rows[0][0]))
+        return False
+    accounts = tx.execute("SELECT COUNT(*) FROM accounts")[0][0]
+    if accounts:
+        raise StoreError(
+            "the store holds accounts but no key check; it was altered outside sipxmpp"
+        )
+    tx.execute("INSERT INTO store_meta (name, value) VALUES ('key_check', ?)", (box.keyCheck(),))
+    return True
+
+
+def hasKeyCheck(tx: Transaction) -> bool:
+    """
+    Tell whether the store was initialised with a key.
+    """
+    return bool(tx.execute("SELECT 1 FROM store_meta WHERE name = 'key_check'"))

@@ -1,0 +1,233 @@
+"""
+Saving runtime state as it changes, at a bounded rate.
+
+The state machine calls L{RuntimeStatePersister.aorChanged} after every
+change of an AoR's bindings or dialogs; the publisher calls
+L{RuntimeStatePersister.setSavedStatuses} and
+L{RuntimeStatePersister.sessionStateChanged}. Changes are coalesced per
+AoR: whatever happens to an AoR between two writes costs one row set in the
+next write, and writes start at most once per C{interval} seconds, one at a
+time. The snapshot of an AoR is taken when the write starts, so it is
+always the latest. A failed write is logged and retried (the changes stay
+pending, newer ones merged in) after C{retryInterval}, doubling up to
+C{maxRetryInterval}; the SIP path never waits for the database.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from sipxmpp.presence.state import TelephonyStateMachine
+from sipxmpp.store.errors import StoreError
+from sipxmpp.store.interfaces import IRuntimeStateStore, ISavedStatuses
+from sipxmpp.store.records import AoRChanges, SavedStatus, SessionRecord
+
+
+@dataclass
+class _Pending:
+    snapshot: bool = False
+    statuses: tuple[SavedStatus, ...] | None = None
+    session: SessionRecord | None = None
+
+    def mergeOlder(self, older: _Pending) -> None:
+        # After a failed write: keep what changed since, fill in the rest.
+        self.snapshot = self.snapshot or older.snapshot
+        if self.statuses is None:
+            self.statuses = older.statuses
+        if self.session is None:
+            self.session = older.session
+
+
+@implementer(ISavedStatuses)
+class RuntimeStatePersister:
+    """
+    Writes the changes of one gateway's runtime state to C{store}.
+
+    @param interval: minimum seconds between the starts of two writes.
+    @param retryInterval: first delay after a failed write.
+    @param maxRetryInterval: upper bound of the delay after failures.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        store: IRuntimeStateStore,
+        clock: IReactorTime,
+        interval: float = 0.5,
+        retryInterval: float = 1.0,
+        maxRetryInterval: float = 60.0,
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self.interval = interval
+        self.retryInterval = retryInterval
+        self.maxRetryInterval = maxRetryInterval
+        self._machine: TelephonyStateMachine | None = None
+        self._pending: dict[str, _Pending] = {}
+        self._statuses: dict[str, tuple[SavedStatus, ...]] = {}
+        self._timer: IDelayedCall | None = None
+        self._writing: Deferred[None] | None = None
+        self._lastStart = float("-inf")
+        self._failures = 0
+        self._retryDelay = 0.0
+        self._stopped = False
+        self.writes = 0
+
+    # --- sources of changes ---
+
+    def attach(self, machine: TelephonyStateMachine) -> None:
+        """
+        Save the bindings and dialogs of C{machine} as they change.
+        """
+        self._machine = machine
+        machine.setPersistenceCallback(self.aorChanged)
+
+    def aorChanged(self, aor: str) -> None:
+        """
+        The bindings or dialogs of C{aor} changed (the state machine's
+        persistence callback).
+        """
+        self._entry(aor).snapshot = True
+        self._schedule()
+
+    def loadSavedStatuses(self, statuses: Sequence[SavedStatus]) -> None:
+        """
+        Take the saved statuses read from the store at start.
+        """
+        grouped: dict[str, list[SavedStatus]] = {}
+        for status in statuses:
+            grouped.setdefault(status.aor, []).append(status)
+        self._statuses = {aor: tuple(items) for aor, items in grouped.items()}
+
+    # --- ISavedStatuses ---
+
+    def savedStatuses(self, aor: str) -> tuple[SavedStatus, ...]:
+        return self._statuses.get(aor, ())
+
+    def aorsWithSavedStatuses(self) -> list[str]:
+        return sorted(self._statuses)
+
+    def setSavedStatuses(self, aor: str, statuses: Sequence[SavedStatus]) -> None:
+        value = tuple(statuses)
+        if value:
+            self._statuses[aor] = value
+        else:
+            self._statuses.pop(aor, None)
+        self._entry(aor).statuses = value
+        self._schedule()
+
+    def sessionStateChanged(self, aor: str, state: str, detail: str = "") -> None:
+        self._entry(aor).session = SessionRecord(aor, state, detail, self._clock.seconds())
+        self._schedule()
+
+    # --- writing ---
+
+    def _entry(self, aor: str) -> _Pending:
+        entry = self._pending.get(aor)
+        if entry is None:
+            entry = self._pending[aor] = _Pending()
+        return entry
+
+    def _schedule(self, delay: float | None = None) -> None:
+        if self._stopped or self._timer is not None or self._writing is not None:
+            return
+        if not self._pending:
+            return
+        if delay is None:
+            delay = max(0.0, self._lastStart + self.interval - self._clock.seconds())
+        self._timer = self._clock.callLater(delay, self._flushFromTimer)
+
+    def _flushFromTimer(self) -> None:
+        self._timer = None
+        self._write()
+
+    def _changes(self, pending: dict[str, _Pending]) -> list[AoRChanges]:
+        changes = []
+        for aor, entry in pending.items():
+            snapshot = None
+            if entry.snapshot and self._machine is not None:
+                snapshot = self._machine.snapshot(aor)
+            changes.append(AoRChanges(aor, snapshot, entry.statuses, entry.session))
+        return changes
+
+    def _write(self) -> Deferred[None]:
+        pending, self._pending = self._pending, {}
+        now = self._clock.seconds()
+        self._lastStart = now
+        self.writes += 1
+        d = self._store.write(self._changes(pending), now)
+        self._writing = d
+
+        def written(_: None) -> None:
+            self._failures = 0
+
+        def failed(failure: Failure) -> None:
+            self._failures += 1
+            for aor, older in pending.items():
+                self._entry(aor).mergeOlder(older)
+            delay = min(
+                self.retryInterval * 2 ** (self._failures - 1), self.maxRetryInterval
+            )
+            reason = (
+                failure.getErrorMessage() if failure.check(StoreError) else repr(failure.value)
+            )
+            self.log.error(
+                "saving runtime state of {count} user(s) failed ({reason}); "
+                "retrying in {delay:.1f} s",
+                count=len(pending), reason=reason, delay=delay,
+            )
+            self._retryDelay = delay
+
+        def done(_: None) -> None:
+            self._writing = None
+            if self._failures:
+                self._schedule(self._retryDelay)
+            else:
+                self._schedule()
+
+        d.addCallbacks(written, failed)
+        d.addCallback(done)
+        return d
+
+    def flush(self) -> Deferred[None]:
+        """
+        Write what is pending now (after a write in progress), ignoring the
+        rate bound; fire when it is written (or failed, which is logged).
+        """
+        if self._writing is not None:
+            waiting: Deferred[None] = Deferred()
+
+            def finished(result: object) -> object:
+                waiting.callback(None)
+                return result
+
+            self._writing.addBoth(finished)
+            return waiting.addCallback(lambda _: self.flush())
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if not self._pending:
+            return succeed(None)
+        return self._write()
+
+    def stop(self) -> Deferred[None]:
+        """
+        Write what is pending and stop scheduling writes (at shutdown).
+        """
+        d = self.flush()
+
+        def stopped(_: None) -> None:
+            self._stopped = True
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+
+        return d.addCallback(stopped)

@@ -1,0 +1,107 @@
+"""
+The plain values the store reads and writes (no secrets in any of them:
+a decrypted secret only ever travels in L{sipxmpp.xmpp.accounts.Account},
+whose C{repr()} leaves it out).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sipxmpp.presence.state import UserSnapshot
+
+
+@dataclass(frozen=True)
+class AccountRecord:
+    """
+    A provisioned account as the admin command shows it: everything but
+    the secret.
+
+    @ivar aor: the normalised AoR.
+    @ivar jid: the bare JID.
+    @ivar mode: C{"remote-control"}, C{"resource"}, or L{None} for
+        C{[xmpp] mode}.
+    @ivar statusText: the text during a call, or L{None} for the default.
+    @ivar ringingText: the text while ringing, or L{None}.
+    @ivar holdText: the text while on hold, or L{None}.
+    @ivar enabled: whether the gateway logs in for this user.
+    @ivar createdAt: POSIX time of provisioning.
+    @ivar updatedAt: POSIX time of the last change.
+    """
+
+    aor: str
+    jid: str
+    mode: str | None = None
+    statusText: str | None = None
+    ringingText: str | None = None
+    holdText: str | None = None
+    enabled: bool = True
+    createdAt: float = 0.0
+    updatedAt: float = 0.0
+
+
+@dataclass(frozen=True)
+class SavedStatus:
+    """
+    The presence one of the user's own clients had before the publisher
+    set it to dnd by remote control, to be put back after the call.
+
+    @ivar aor: the user.
+    @ivar resource: the client's full JID.
+    @ivar show: its C{<show/>} (C{None} for available, or C{"away"}, ...).
+    @ivar status: its status message, or L{None}.
+    @ivar priority: its priority.
+    @ivar savedAt: POSIX time it was saved.
+    """
+
+    aor: str
+    resource: str
+    show: str | None
+    status: str | None
+    priority: int
+    savedAt: float
+
+
+@dataclass(frozen=True)
+class SessionRecord:
+    """
+    The state of the gateway's XMPP session for a user, for operators.
+
+    @ivar state: e.g. C{"online"}, C{"connecting"}, C{"failed"}.
+    @ivar detail: a one-line explanation (the failure, the mode in use).
+    """
+
+    aor: str
+    state: str
+    detail: str
+    updatedAt: float
+
+
+@dataclass(frozen=True)
+class AoRChanges:
+    """
+    What changed for one AoR since the last write. L{None} means unchanged.
+
+    @ivar snapshot: the AoR's bindings and dialogs now (empty: none left).
+    @ivar statuses: every saved status of the AoR now (empty: none left).
+    @ivar session: the AoR's XMPP session state now.
+    """
+
+    aor: str
+    snapshot: UserSnapshot | None = None
+    statuses: tuple[SavedStatus, ...] | None = None
+    session: SessionRecord | None = None
+
+
+@dataclass(frozen=True)
+class UserReport:
+    """
+    Everything the runtime state tables say about one user of one gateway
+    (for C{sipxmpp-admin state}).
+    """
+
+    owner: str
+    aor: str
+    snapshot: UserSnapshot
+    statuses: tuple[SavedStatus, ...]
+    session: SessionRecord | None

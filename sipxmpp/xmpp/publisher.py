@@ -217,10 +217,15 @@ class UserPublisher(subprotocols.XMPPHandler):  # type: ignore[misc]
                                     self.settings.commandTimeout)  # fmt: skip
         self.xmlstream.addObserver("/presence", self._onPresence)
         # Our presence first: the server then sends us the user's other
-        # resources' presence.
-        if isinstance(self.shown, CaseA):
-            self._sendOwn(self.shown.text, self.shown.priority)
+        # resources' presence. A call shown on our resource goes on being
+        # shown (with the latest text) unless it ended meanwhile.
+        text = self.desiredText()
+        if isinstance(self.shown, CaseA) and text is not None:
+            self.shown.text = text
+            self._sendOwn(text, self.shown.priority)
         else:
+            if isinstance(self.shown, CaseA):
+                self.shown = None
             self._sendOwn(None, self.settings.priority)
         self._activity = None
         self._kick()

@@ -151,11 +151,22 @@ class FakeSession:
         sent, self.sent = self.sent, []
         return sent
 
+    def _takeNamed(self, name: str) -> list[domish.Element]:
+        taken = [e for e in self.sent if e.name == name]
+        self.sent = [e for e in self.sent if e.name != name]
+        return taken
+
     def iqs(self) -> list[domish.Element]:
-        return [e for e in self.take() if e.name == "iq"]
+        """
+        Return and forget the iqs sent so far (other stanzas stay).
+        """
+        return self._takeNamed("iq")
 
     def presences(self) -> list[domish.Element]:
-        return [e for e in self.take() if e.name == "presence"]
+        """
+        Return and forget the presences sent so far (other stanzas stay).
+        """
+        return self._takeNamed("presence")
 
     def answer(self, iq: domish.Element, payload: str = "", kind: str = "result") -> None:
         """

@@ -1,0 +1,509 @@
+"""
+Tests for L{sipxmpp.xmpp.publisher}: the policy, on stream stubs and a Clock.
+"""
+
+from __future__ import annotations
+
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+from twisted.words.protocols.jabber.jid import JID
+from twisted.words.xish import domish
+
+from sipxmpp.presence.events import Event, StateChange, TelephonyState
+from sipxmpp.xmpp.accounts import Account, MemoryAccountDirectory
+from sipxmpp.xmpp.publisher import CaseA, CaseB, Publisher, PublisherSettings
+from sipxmpp.xmpp.remote import NODE_LEGACY_GAJIM, NODE_SET_STATUS
+from tests.unit.test_xmpp_fakes import (
+    NS_COMMANDS,
+    FakeSession,
+    child,
+    commandAnswer,
+    formValues,
+    itemsAnswer,
+    presenceXML,
+    rcForm,
+)
+
+AOR = "sip:alice@example.test"
+PSI = "alice@example.test/psi"
+GAJIM = "alice@example.test/gajim"
+S = TelephonyState
+
+
+def ownPresence(element: domish.Element) -> tuple[str | None, str | None, int]:
+    show = child(element, "show")
+    status = child(element, "status")
+    priority = child(element, "priority")
+    return (
+        str(show) if show is not None else None,
+        str(status) if status is not None else None,
+        int(str(priority)) if priority is not None else 0,
+    )
+
+
+class PublisherTestsMixin:
+    settings = PublisherSettings(commandTimeout=10, logoutGrace=300)
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.accounts = MemoryAccountDirectory(
+            [Account(AOR, JID("alice@example.test"), "s3cret")]
+        )
+        self.sessions: list[FakeSession] = []
+        self.publisher = Publisher(self.clock, self.settings, self.accounts, self.makeSession)
+        self.publisher.startService()
+
+    def makeSession(self, jid: JID, password: str) -> FakeSession:
+        session = FakeSession(self.clock, f"{jid.userhost()}/sipxmpp")
+        session.password = password  # type: ignore[attr-defined]
+        self.sessions.append(session)
+        return session
+
+    def change(self, state: TelephonyState, aor: str = AOR, event: Event = Event.ONLINE) -> None:
+        self.publisher.telephonyStateChanged(StateChange(aor, event, state, S.ONLINE, self.clock.seconds()))
+
+    def login(self) -> FakeSession:
+        """
+        Alice comes online on SIP and her session comes up.
+        """
+        self.change(S.ONLINE)
+        [session] = self.sessions
+        session.connect()
+        [initial] = session.presences()
+        assert ownPresence(initial) == (None, None, -1), initial.toXml()
+        return session
+
+    def psiOnline(self, session: FakeSession, resource: str = PSI, priority: int = 5,
+                  nodes: tuple[str, ...] = (NODE_SET_STATUS,), caps: str = "psi-ver") -> None:  # fmt: skip
+        """
+        A client of Alice comes online; the gateway asks for its commands.
+        """
+        session.receive(presenceXML(resource, status="working", priority=priority, caps=caps))
+        [disco] = session.iqs()
+        assert disco["to"] == resource, disco.toXml()
+        session.answer(disco, itemsAnswer(resource, list(nodes)))
+
+
+class PublisherPolicyTests(PublisherTestsMixin, SynchronousTestCase):
+    def runCommand(self, session: FakeSession, target: str = PSI, sessionid: str | None = None,
+                   form: str | None = None, node: str = NODE_SET_STATUS) -> dict[str, list[str]]:  # fmt: skip
+        """
+        Answer the execute and the submit like Psi; return the submitted form.
+        """
+        [execute] = session.iqs()
+        self.assertEqual(execute["to"], target)
+        session.answer(execute, commandAnswer(node, "executing", sessionid, form or rcForm()))
+        [submit] = session.iqs()
+        command = child(submit, "command", NS_COMMANDS)
+        assert command is not None
+        values = formValues(command)
+        session.answer(submit, commandAnswer(node, "completed", sessionid))
+        return values
+
+    def test_loginOnFirstOnline(self) -> None:
+        self.change(S.ONLINE)
+        [session] = self.sessions
+        self.assertEqual(session.started, 1)
+        self.assertEqual(session.jid.full(), "alice@example.test/sipxmpp")
+        self.assertEqual(session.password, "s3cret")  # type: ignore[attr-defined]
+        self.change(S.ONLINE, event=Event.STILL_ONLINE)
+        self.assertEqual(len(self.sessions), 1)
+
+    def test_unprovisionedAndOffline(self) -> None:
+        """
+        Unprovisioned users and users who are offline get no session.
+        """
+        self.change(S.ONLINE, aor="sip:nobody@example.test")
+        self.change(S.OFFLINE)
+        self.assertEqual(self.sessions, [])
+
+    def test_caseB(self) -> None:
+        """
+        On the phone: the highest-priority client with remote control is set
+        to dnd with the text, keeping its priority; after the call its
+        values are put back.
+        """
+        session = self.login()
+        self.psiOnline(session)
+        self.change(S.ON_THE_PHONE, event=Event.ON_THE_PHONE)
+        values = self.runCommand(session)
+        self.assertEqual(values["status"], ["dnd"])
+        self.assertEqual(values["status-message"], [self.settings.statusText])
+        self.assertEqual(values["status-priority"], ["5"])
+        self.assertNotIn("sessionid", values)
+        self.assertIsInstance(self.publisher.users[AOR].shown, CaseB)
+        # The gateway's own resource did not change.
+        self.assertEqual(session.presences(), [])
+        session.receive(presenceXML(PSI, "dnd", self.settings.statusText, 5, "psi-ver"))
+
+        self.change(S.ONLINE, event=Event.ONLINE)
+        restored = self.runCommand(session, form=rcForm("dnd", "5", self.settings.statusText))
+        self.assertEqual(restored["status"], ["online"])
+        self.assertEqual(restored["status-message"], ["working"])
+        self.assertEqual(restored["status-priority"], ["5"])
+        self.assertIsNone(self.publisher.users[AOR].shown)
+
+    def test_highestPriorityWithRemoteControl(self) -> None:
+        """
+        The highest-priority client without remote control is passed over
+        for the highest one that has it.
+        """
+        session = self.login()
+        self.psiOnline(session, GAJIM, priority=10, nodes=(), caps="gajim-ver")
+        self.psiOnline(session, "alice@example.test/tkabber", priority=1, caps="tk-ver")
+        self.psiOnline(session, PSI, priority=5)
+        self.change(S.ON_THE_PHONE)
+        values = self.runCommand(session, PSI)
+        self.assertEqual(values["status-priority"], ["5"])
+
+    def test_legacyGajimNode(self) -> None:
+        session = self.login()
+        self.psiOnline(session, GAJIM, nodes=(NODE_LEGACY_GAJIM,), caps="old-gajim")
+        self.change(S.ON_THE_PHONE)
+        form = (
+            "<x xmlns='jabber:x:data' type='form'>"
+            "<field var='presence-type' type='list-single'><value>online</value></field>"
+            "<field var='presence-desc' type='text-multi'/></x>"
+        )
+        values = self.runCommand(session, GAJIM, "g1", form, NODE_LEGACY_GAJIM)
+        self.assertEqual(values, {"presence-type": ["dnd"], "presence-desc": [self.settings.statusText]})
+
+    def test_commandCachedPerCaps(self) -> None:
+        """
+        A second client with the same caps is not asked again.
+        """
+        session = self.login()
+        self.psiOnline(session, PSI)
+        session.receive(presenceXML("alice@example.test/psi2", priority=1, caps="psi-ver"))
+        self.assertEqual(session.iqs(), [])
+
+    def test_caseAWithoutRemoteControl(self) -> None:
+        """
+        No client offers remote control: the gateway's resource shows dnd
+        above the user's highest priority, then returns to its own.
+        """
+        session = self.login()
+        self.psiOnline(session, GAJIM, priority=10, nodes=(), caps="gajim-ver")
+        self.change(S.ON_THE_PHONE)
+        [busy] = session.presences()
+        self.assertEqual(ownPresence(busy), ("dnd", self.settings.statusText, 11))
+        self.assertEqual(session.iqs(), [])
+        self.change(S.ONLINE)
+        [idle] = session.presences()
+        self.assertEqual(ownPresence(idle), (None, None, -1))
+
+    def test_caseAWithoutOtherClients(self) -> None:
+        session = self.login()
+        self.change(S.ON_THE_PHONE)
+        [busy] = session.presences()
+        self.assertEqual(ownPresence(busy), ("dnd", self.settings.statusText, 0))
+
+    def test_caseARaisesPriorityWhenAClientDoes(self) -> None:
+        session = self.login()
+        self.psiOnline(session, GAJIM, priority=3, nodes=(), caps="gajim-ver")
+        self.change(S.ON_THE_PHONE)
+        session.presences()
+        session.receive(presenceXML(GAJIM, priority=20, caps="gajim-ver"))
+        [again] = session.presences()
+        self.assertEqual(ownPresence(again), ("dnd", self.settings.statusText, 21))
+
+    def test_fallbackOnError(self) -> None:
+        session = self.login()
+        self.psiOnline(session)
+        self.change(S.ON_THE_PHONE)
+        [execute] = session.iqs()
+        session.answer(
+            execute,
+            "<error type='cancel'><forbidden xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error>",
+            kind="error",
+        )
+        [busy] = session.presences()
+        self.assertEqual(ownPresence(busy), ("dnd", self.settings.statusText, 6))
+        self.assertIsInstance(self.publisher.users[AOR].shown, CaseA)
+        self.change(S.ONLINE)
+        [idle] = session.presences()
+        self.assertEqual(ownPresence(idle), (None, None, -1))
+        self.assertEqual(session.iqs(), [])  # nothing to restore on Psi
+
+    def test_fallbackOnTimeout(self) -> None:
+        session = self.login()
+        self.psiOnline(session)
+        self.change(S.ON_THE_PHONE)
+        session.iqs()
+        self.clock.advance(9)
+        self.assertEqual(session.presences(), [])
+        self.clock.advance(2)
+        [busy] = session.presences()
+        self.assertEqual(ownPresence(busy), ("dnd", self.settings.statusText, 6))
+
+    def test_fallbackOnCancel(self) -> None:
+        session = self.login()
+        self.psiOnline(session)
+        self.change(S.ON_THE_PHONE)
+        [execute] = session.iqs()
+        session.answer(execute, commandAnswer(NODE_SET_STATUS, "canceled"))
+        [busy] = session.presences()
+        self.assertEqual(ownPresence(busy)[0], "dnd")
+
+    def test_userChangeWins(self) -> None:
+        """
+        When the client broadcasts our dnd and later something else, the
+        user changed it: it is not restored after the call.
+        """
+        session = self.login()
+        self.psiOnline(session)
+        self.change(S.ON_THE_PHONE)
+        self.runCommand(session)
+        session.receive(presenceXML(PSI, "dnd", self.settings.statusText, 5, "psi-ver"))
+        session.receive(presenceXML(PSI, "away", "back in 5", 5, "psi-ver"))
+        self.change(S.ONLINE)
+        self.assertEqual(session.iqs(), [])
+        self.assertIsNone(self.publisher.users[AOR].shown)
+
+    def test_ourChangeBeforeCompleted(self) -> None:
+        """
+        The client's broadcast of our change may arrive before its command
+        result; a change that was never seen is not taken for the user's.
+        """
+        session = self.login()
+        self.psiOnline(session)
+        self.change(S.ON_THE_PHONE)
+        [execute] = session.iqs()
+        session.answer(execute, commandAnswer(NODE_SET_STATUS, "executing", body=rcForm()))
+        [submit] = session.iqs()
+        session.receive(presenceXML(PSI, "dnd", self.settings.statusText, 5, "psi-ver"))
+        session.answer(submit, commandAnswer(NODE_SET_STATUS, "completed"))
+        self.change(S.ONLINE)
+        restored = self.runCommand(session)
+        self.assertEqual(restored["status"], ["online"])
+
+    def test_restoreWhenBroadcastNeverSeen(self) -> None:
+        session = self.login()
+        self.psiOnline(session)
+        self.change(S.ON_THE_PHONE)
+        self.runCommand(session)
+        self.change(S.ONLINE)
+        self.assertEqual(self.runCommand(session)["status"], ["online"])
+
+    def test_ringingThenTalkingThenHold(self) -> None:
+        """
+        Ringing and hold have their own texts; the client's original values
+        are kept from the first change and restored at the end.
+        """
+        session = self.login()
+        self.psiOnline(session)
+        self.change(S.RINGING, event=Event.RINGING)
+        self.assertEqual(self.runCommand(session)["status-message"], [self.settings.ringingText])
+        session.receive(presenceXML(PSI, "dnd", self.settings.ringingText, 5, "psi-ver"))
+        self.change(S.ON_THE_PHONE, event=Event.ON_THE_PHONE)
+        values = self.runCommand(session, form=rcForm("dnd", "5", self.settings.ringingText))
+        self.assertEqual(values["status-message"], [self.settings.statusText])
+        session.receive(presenceXML(PSI, "dnd", self.settings.statusText, 5, "psi-ver"))
+        self.change(S.ON_HOLD, event=Event.HELD)
+        values = self.runCommand(session, form=rcForm("dnd", "5", self.settings.statusText))
+        self.assertEqual(values["status-message"], [self.settings.holdText])
+        self.change(S.ONLINE)
+        restored = self.runCommand(session)
+        self.assertEqual((restored["status"], restored["status-message"]), (["online"], ["working"]))
+
+    def test_caseATexts(self) -> None:
+        session = self.login()
+        self.change(S.RINGING)
+        self.change(S.ON_HOLD)
+        texts = [ownPresence(p)[1] for p in session.presences()]
+        self.assertEqual(texts, [self.settings.ringingText, self.settings.holdText])
+
+    def test_accountTextsAndMode(self) -> None:
+        self.accounts.add(Account(AOR, JID("alice@example.test"), "s3cret", mode="resource",
+                                  statusText="Telefoniere"))  # fmt: skip
+        session = self.login()
+        self.psiOnline(session)
+        self.change(S.ON_THE_PHONE)
+        self.assertEqual(session.iqs(), [])
+        [busy] = session.presences()
+        self.assertEqual(ownPresence(busy), ("dnd", "Telefoniere", 6))
+
+    def test_targetLeavesDuringCall(self) -> None:
+        session = self.login()
+        self.psiOnline(session)
+        self.change(S.ON_THE_PHONE)
+        self.runCommand(session)
+        session.receive(presenceXML(PSI, kind="unavailable"))
+        [busy] = session.presences()
+        self.assertEqual(ownPresence(busy), ("dnd", self.settings.statusText, 0))
+        self.change(S.ONLINE)
+        self.assertEqual(session.iqs(), [])
+
+    def test_otherUsersNeverControlled(self) -> None:
+        """
+        A contact's client (another bare JID) is neither asked for its
+        commands nor controlled, even if it is the only one.
+        """
+        session = self.login()
+        session.receive(presenceXML("bob@example.test/psi", priority=50, caps="psi-ver"))
+        self.assertEqual(session.iqs(), [])
+        self.change(S.ON_THE_PHONE)
+        self.assertEqual(session.iqs(), [])
+        [busy] = session.presences()
+        self.assertEqual(ownPresence(busy)[2], 0)
+
+    def test_returnsWhileXMPPDown(self) -> None:
+        """
+        State changes while the session is not connected send nothing; when
+        it connects, the latest state is shown.
+        """
+        self.change(S.ONLINE)
+        [session] = self.sessions
+        self.change(S.RINGING)
+        self.change(S.ON_THE_PHONE)
+        self.assertEqual(session.sent, [])
+        session.connect()
+        # The initial presence (so that the server sends the user's other
+        # resources), then the call, on our resource since no client offers
+        # remote control.
+        initial, busy = session.presences()
+        self.assertEqual(ownPresence(initial), (None, None, -1))
+        self.assertEqual(ownPresence(busy), ("dnd", self.settings.statusText, 0))
+
+    def test_latestStateWinsAfterReconnect(self) -> None:
+        session = self.login()
+        self.change(S.ON_THE_PHONE)
+        session.presences()
+        session.disconnect()
+        self.change(S.ONLINE)
+        session.connect()
+        [idle] = session.presences()
+        self.assertEqual(ownPresence(idle), (None, None, -1))
+
+    def test_caseAShownAgainAfterReconnect(self) -> None:
+        session = self.login()
+        self.change(S.ON_THE_PHONE)
+        session.presences()
+        session.disconnect()
+        session.connect()
+        [busy] = session.presences()
+        self.assertEqual(ownPresence(busy)[:2], ("dnd", self.settings.statusText))
+
+    def test_restoreRetriedAfterReconnect(self) -> None:
+        session = self.login()
+        self.psiOnline(session)
+        self.change(S.ON_THE_PHONE)
+        self.runCommand(session)
+        session.disconnect()
+        self.change(S.ONLINE)
+        session.connect()
+        session.presences()
+        self.assertEqual(self.runCommand(session)["status"], ["online"])
+
+    def test_neverRaises(self) -> None:
+        """
+        A broken session must not make the SIP side fail.
+        """
+        session = self.login()
+
+        def broken(element: domish.Element) -> bool:
+            raise RuntimeError("boom")
+
+        session.send = broken  # type: ignore[method-assign]
+        self.change(S.ON_THE_PHONE)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+
+class ModeResourceTests(PublisherTestsMixin, SynchronousTestCase):
+    settings = PublisherSettings(mode="resource")
+
+    def test_alwaysCaseA(self) -> None:
+        session = self.login()
+        self.psiOnline(session)
+        self.change(S.ON_THE_PHONE)
+        self.assertEqual(session.iqs(), [])
+        [busy] = session.presences()
+        self.assertEqual(ownPresence(busy), ("dnd", self.settings.statusText, 6))
+
+
+class ActivityTests(PublisherTestsMixin, SynchronousTestCase):
+    settings = PublisherSettings(mode="resource", publishActivity=True)
+
+    def activities(self, session: FakeSession) -> list[domish.Element]:
+        found = []
+        for iq in session.iqs():
+            pubsub = child(iq, "pubsub", "http://jabber.org/protocol/pubsub")
+            assert pubsub is not None, iq.toXml()
+            publish = child(pubsub, "publish")
+            assert publish is not None
+            self.assertEqual(publish["node"], "http://jabber.org/protocol/activity")
+            item = child(publish, "item")
+            assert item is not None
+            activity = child(item, "activity", "http://jabber.org/protocol/activity")
+            assert activity is not None
+            found.append(activity)
+            session.answer(iq)
+        return found
+
+    def test_talking(self) -> None:
+        session = self.login()
+        self.change(S.ON_THE_PHONE)
+        [activity] = self.activities(session)
+        talking = child(activity, "talking")
+        assert talking is not None
+        self.assertIsNotNone(child(talking, "on_the_phone"))
+        self.assertEqual(str(child(activity, "text")), self.settings.statusText)
+        self.change(S.ON_THE_PHONE, event=Event.STILL_ON_THE_PHONE)
+        self.assertEqual(self.activities(session), [])
+        self.change(S.ONLINE)
+        [retract] = self.activities(session)
+        self.assertEqual(list(retract.elements()), [])
+
+    def test_notForRinging(self) -> None:
+        session = self.login()
+        self.change(S.RINGING)
+        self.assertEqual(self.activities(session), [])
+
+    def test_offByDefault(self) -> None:
+        self.assertFalse(PublisherSettings().publishActivity)
+
+
+class LogoutTests(PublisherTestsMixin, SynchronousTestCase):
+    def test_logoutAfterGrace(self) -> None:
+        session = self.login()
+        self.change(S.OFFLINE, event=Event.OFFLINE)
+        self.clock.advance(299)
+        self.assertEqual(session.stopped, 0)
+        self.clock.advance(1)
+        self.assertEqual(session.stopped, 1)
+        self.assertNotIn(AOR, self.publisher.users)
+        # Online again: a new session.
+        self.change(S.ONLINE)
+        self.assertEqual(len(self.sessions), 2)
+
+    def test_backBeforeGrace(self) -> None:
+        session = self.login()
+        self.change(S.OFFLINE)
+        self.clock.advance(200)
+        self.change(S.ONLINE)
+        self.clock.advance(200)
+        self.assertEqual(session.stopped, 0)
+        self.change(S.OFFLINE)
+        self.clock.advance(299)
+        self.assertEqual(session.stopped, 0)
+        self.clock.advance(1)
+        self.assertEqual(session.stopped, 1)
+
+    def test_offlineRestoresFirst(self) -> None:
+        session = self.login()
+        self.psiOnline(session)
+        self.change(S.ON_THE_PHONE)
+        self.runCommand_ = PublisherPolicyTests.runCommand
+        self.runCommand_(self, session)  # type: ignore[arg-type]
+        self.change(S.OFFLINE)
+        restored = self.runCommand_(self, session)  # type: ignore[arg-type]
+        self.assertEqual(restored["status"], ["online"])
+
+    def test_stopServiceLogsEveryoneOut(self) -> None:
+        session = self.login()
+        self.successResultOf(self.publisher.stopService())
+        self.assertEqual(session.stopped, 1)
+
+    def test_sessionStates(self) -> None:
+        self.login()
+        self.assertEqual(self.publisher.sessionStates(), {AOR: "connected"})

@@ -36,6 +36,10 @@ def freePort() -> int:
 
 _installed: tuple[str, str] | None = None
 
+# The fresh venv must see only what was installed into it: trial's workers
+# export PYTHONPATH with the source tree and this venv's site-packages.
+CLEAN_ENV = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+
 
 def installedVenv() -> tuple[str, str]:
     """
@@ -50,7 +54,7 @@ def installedVenv() -> tuple[str, str]:
         result = subprocess.run(
             [os.path.join(venv, "bin", "pip"), "install", "-q", "--disable-pip-version-check",
              "-c", os.path.join(ROOT, "constraints.txt"), ROOT],
-            cwd=workdir, capture_output=True, text=True,
+            cwd=workdir, capture_output=True, text=True, env=CLEAN_ENV,
         )
         if result.returncode != 0:
             raise RuntimeError("pip install . into a fresh venv failed:\n" + result.stderr)
@@ -74,7 +78,7 @@ class InstalledPluginTests(SynchronousTestCase):
         # Run outside the source tree so the installed copy is what runs.
         return subprocess.run(
             [self.python, "-c", TWISTD, *args],
-            cwd=self.workdir, capture_output=True, text=True, timeout=60,
+            cwd=self.workdir, capture_output=True, text=True, timeout=60, env=CLEAN_ENV,
         )
 
     def test_pluginInstalledWithoutInit(self) -> None:
@@ -86,7 +90,7 @@ class InstalledPluginTests(SynchronousTestCase):
             [self.python, "-c",
              "import sipxmpp, twisted.plugins.sipxmpp_plugin as p; "
              "print(sipxmpp.__file__); print(p.__file__)"],
-            cwd=self.workdir, capture_output=True, text=True, check=True,
+            cwd=self.workdir, capture_output=True, text=True, check=True, env=CLEAN_ENV,
         ).stdout.split()
         self.assertTrue(out[0].startswith(self.venv), out)
         self.assertTrue(out[1].startswith(self.venv), out)
@@ -95,7 +99,7 @@ class InstalledPluginTests(SynchronousTestCase):
             [self.python, "-c",
              "import importlib.metadata as m; "
              "print('\\n'.join(str(f) for f in m.files('sipxmpp')))"],
-            cwd=self.workdir, capture_output=True, text=True, check=True,
+            cwd=self.workdir, capture_output=True, text=True, check=True, env=CLEAN_ENV,
         ).stdout.split()
         self.assertIn("twisted/plugins/sipxmpp_plugin.py", record)
         self.assertEqual([f for f in record if f.startswith("twisted/") and
@@ -139,6 +143,7 @@ class InstalledPluginTests(SynchronousTestCase):
         process = subprocess.Popen(
             [self.python, "-c", TWISTD, "-n", "--pidfile=", "sipxmpp", "--config", path],
             cwd=self.workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            env=CLEAN_ENV,
         )
         self.addCleanup(lambda: process.poll() is None and process.kill())
         body = None

@@ -1,0 +1,443 @@
+"""
+The store's behaviour, as one suite run against every backend.
+
+L{StoreBehaviourMixin} holds the tests; L{SQLiteStoreBehaviourTests} runs
+them on an SQLite file here, and
+C{tests.integration.test_store_postgresql} runs the same tests on a real
+PostgreSQL. Queries go through the synchronous runner, so every Deferred
+has fired when a store method returns: the tests are deterministic.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, TypeVar
+
+from twisted.internet.defer import Deferred
+from twisted.trial.unittest import SynchronousTestCase
+
+from sipxmpp.config import StoreSettings
+from sipxmpp.presence.state import BindingSnapshot, DialogSnapshot, UserSnapshot
+from sipxmpp.store.addresses import InvalidAddress
+from sipxmpp.store.errors import (
+    AccountExists,
+    AccountNotFound,
+    AlreadyInitialised,
+    KeyFileExists,
+    SchemaTooNew,
+    SecretUnreadable,
+    StoreUnavailable,
+    WrongKey,
+)
+from sipxmpp.store.keyfile import createKeyFile
+from sipxmpp.store.migrations import latestVersion
+from sipxmpp.store.opening import Store, backendFor, initialiseStore, openStore
+from sipxmpp.store.records import AccountRecord, AoRChanges, SavedStatus, SessionRecord
+from sipxmpp.store.sqlite import SQLiteBackend
+from sipxmpp.xmpp.accounts import IAccountDirectory
+
+T = TypeVar("T")
+
+PASSWORD = "s3cret-Pässword"
+ALICE = "sip:alice@example.test"
+BOB = "sip:bob@example.test"
+
+
+def canon(snapshots: list[UserSnapshot]) -> list[tuple[str, frozenset[Any], frozenset[Any]]]:
+    """
+    Snapshots without the order of their bindings and dialogs.
+    """
+    return [(s.aor, frozenset(s.bindings), frozenset(s.dialogs)) for s in snapshots]
+
+
+class StoreBehaviourMixin:
+    """
+    Tests every backend must pass. Subclasses implement L{newStoreURL}.
+    """
+
+    # Provided by SynchronousTestCase.
+    successResultOf: Any
+    failureResultOf: Any
+    assertEqual: Any
+    assertIn: Any
+    assertNotIn: Any
+    assertIsNone: Any
+    assertTrue: Any
+    assertFalse: Any
+    assertRaises: Any
+    addCleanup: Any
+    mktemp: Any
+
+    def newStoreURL(self) -> str:
+        raise NotImplementedError()
+
+    def setUp(self) -> None:
+        self.url = self.newStoreURL()
+        folder = self.mktemp()
+        os.makedirs(folder)
+        self.keyFile = os.path.join(folder, "secret.key")
+        self.settings = StoreSettings(url=self.url, keyFile=self.keyFile)
+        self.clockTime = 1_000_000.0
+        self.store = self.track(initialiseStore(self.settings, owner="gw1", now=self.now))
+
+    def now(self) -> float:
+        return self.clockTime
+
+    def track(self, store: Store) -> Store:
+        self.addCleanup(store.close)
+        return store
+
+    def reopen(self, keyFile: str | None = None, owner: str = "gw1") -> Store:
+        settings = StoreSettings(url=self.url, keyFile=keyFile or self.keyFile)
+        return self.track(openStore(settings, owner=owner, now=self.now))
+
+    def result(self, d: Deferred[T]) -> T:
+        value: T = self.successResultOf(d)
+        return value
+
+    def add(self, aor: str = ALICE, jid: str = "alice@example.test", **kw: Any) -> AccountRecord:
+        return self.result(self.store.accounts.addAccount(AccountRecord(aor, jid, **kw), PASSWORD))
+
+    def rawSQL(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        return self.store.database.interactBlocking(lambda tx: tx.execute(sql, params))
+
+    # --- schema ---
+
+    def test_schemaVersion(self) -> None:
+        """
+        Opening applies every migration once and records it.
+        """
+        backend = self.store.database.backend.name
+        self.assertEqual(self.store.schemaVersion, latestVersion(backend))
+        again = self.reopen()
+        self.assertEqual(again.schemaVersion, latestVersion(backend))
+        rows = self.rawSQL("SELECT version FROM schema_version ORDER BY version")
+        self.assertEqual([r[0] for r in rows], list(range(1, latestVersion(backend) + 1)))
+
+    def test_schemaTooNew(self) -> None:
+        """
+        A store migrated by a newer sipxmpp is refused with a clear message.
+        """
+        self.rawSQL(
+            "INSERT INTO schema_version (version, description, applied_at) VALUES (?, ?, ?)",
+            (99, "from the future", 0.0),
+        )
+        e = self.assertRaises(SchemaTooNew, self.reopen)
+        self.assertIn("schema is at version 99", str(e))
+        self.assertIn("upgrade sipxmpp", str(e))
+
+    # --- keys ---
+
+    def test_wrongKey(self) -> None:
+        """
+        A store opened with another key file says so at once.
+        """
+        other = os.path.join(os.path.dirname(self.keyFile), "other.key")
+        createKeyFile(other)
+        e = self.assertRaises(WrongKey, self.reopen, other)
+        self.assertIn(other, str(e))
+        self.assertIn("key check failed", str(e))
+
+    def test_initRefusesExistingKeyFile(self) -> None:
+        """
+        C{init} never overwrites a key file.
+        """
+        with open(self.keyFile, "rb") as f:
+            before = f.read()
+        self.assertRaises(KeyFileExists, initialiseStore, self.settings)
+        with open(self.keyFile, "rb") as f:
+            self.assertEqual(f.read(), before)
+
+    def test_initRefusesStoreOfAnotherKey(self) -> None:
+        """
+        C{init} with a new key file on a store that has another key's check
+        refuses, and leaves no new key file behind.
+        """
+        newKey = os.path.join(os.path.dirname(self.keyFile), "new.key")
+        e = self.assertRaises(
+            AlreadyInitialised, initialiseStore, StoreSettings(self.url, newKey)
+        )
+        self.assertIn("already initialised", str(e))
+        self.assertFalse(os.path.exists(newKey))
+
+    # --- accounts ---
+
+    def test_addNormalises(self) -> None:
+        """
+        The AoR and JID are stored in their normal forms.
+        """
+        record = self.add("SIP:Alice@Example.TEST;transport=tcp", "Alice@Example.TEST",
+                          mode="resource", statusText="On a call")
+        self.assertEqual(record.aor, "sip:Alice@example.test")
+        self.assertEqual(record.jid, "alice@example.test")
+        self.assertEqual(record.createdAt, self.clockTime)
+        stored = self.result(self.store.accounts.getAccount("sip:Alice@EXAMPLE.test"))
+        self.assertEqual(stored, record)
+
+    def test_roundTrip(self) -> None:
+        """
+        Everything but the secret comes back from getAccount and
+        listAccounts; lookup gives the decrypted secret.
+        """
+        self.add(ALICE, "alice@example.test", mode="remote-control", statusText="busy",
+                 ringingText="ring ring", holdText="holding")
+        self.add(BOB, "bob@example.test")
+        records = self.result(self.store.accounts.listAccounts())
+        self.assertEqual([r.aor for r in records], [ALICE, BOB])
+        alice = records[0]
+        self.assertEqual(
+            (alice.jid, alice.mode, alice.statusText, alice.ringingText, alice.holdText,
+             alice.enabled),
+            ("alice@example.test", "remote-control", "busy", "ring ring", "holding", True),
+        )
+        account = self.result(self.store.accounts.lookup(ALICE))
+        self.assertEqual(account.password, PASSWORD)
+        self.assertEqual(account.jid.full(), "alice@example.test")
+        self.assertEqual(account.mode, "remote-control")
+        self.assertEqual(account.holdText, "holding")
+        self.assertIsNone(self.result(self.store.accounts.lookup(BOB)).mode)
+
+    def test_implementsDirectory(self) -> None:
+        """
+        The account store is the publisher's account directory.
+        """
+        self.assertTrue(IAccountDirectory.providedBy(self.store.accounts))
+
+    def test_lookupMisses(self) -> None:
+        """
+        lookup gives None for unknown, disabled and malformed AoRs.
+        """
+        self.add()
+        self.result(self.store.accounts.setEnabled(ALICE, False))
+        for aor in (BOB, ALICE, "not an aor"):
+            self.assertIsNone(self.result(self.store.accounts.lookup(aor)))
+        self.assertEqual(self.result(self.store.accounts.credentials(ALICE)).password, PASSWORD)
+        record = self.result(self.store.accounts.setEnabled(ALICE, True))
+        self.assertTrue(record.enabled)
+        self.assertEqual(self.result(self.store.accounts.lookup(ALICE)).password, PASSWORD)
+
+    def test_duplicates(self) -> None:
+        """
+        An AoR (in any spelling) or a JID can be provisioned once.
+        """
+        self.add()
+        f = self.failureResultOf(
+            self.store.accounts.addAccount(
+                AccountRecord("sips:alice@EXAMPLE.test", "other@example.test"), PASSWORD
+            ),
+            AccountExists,
+        )
+        self.assertIn("sip:alice@example.test is already provisioned", f.getErrorMessage())
+        f = self.failureResultOf(
+            self.store.accounts.addAccount(AccountRecord(BOB, "alice@example.test"), PASSWORD),
+            AccountExists,
+        )
+        self.assertIn("for sip:alice@example.test", f.getErrorMessage())
+        self.assertEqual(len(self.result(self.store.accounts.listAccounts())), 1)
+
+    def test_badInput(self) -> None:
+        """
+        Malformed AoRs, JIDs, modes, texts and passwords are refused with a
+        message naming the problem, and nothing is stored.
+        """
+        cases = [
+            (AccountRecord("alice@example.test", "alice@example.test"), PASSWORD,
+             "did you mean 'sip:alice@example.test'"),
+            (AccountRecord("tel:+123", "alice@example.test"), PASSWORD, "only sip: and sips:"),
+            (AccountRecord(ALICE, "example.test"), PASSWORD, "no user part"),
+            (AccountRecord(ALICE, "alice@example.test/phone"), PASSWORD, "has a resource"),
+            (AccountRecord(ALICE, "al ice@example.test"), PASSWORD, "invalid JID"),
+            (AccountRecord(ALICE, "alice@example.test", mode="loud"), PASSWORD,
+             "invalid mode 'loud'"),
+            (AccountRecord(ALICE, "alice@example.test", statusText="a\nb"), PASSWORD,
+             "one line"),
+            (AccountRecord(ALICE, "alice@example.test"), "", "password is empty"),
+        ]
+        for record, password, message in cases:
+            f = self.failureResultOf(
+                self.store.accounts.addAccount(record, password), InvalidAddress
+            )
+            self.assertIn(message, f.getErrorMessage())
+        self.assertEqual(self.result(self.store.accounts.listAccounts()), [])
+
+    def test_removeAndNotFound(self) -> None:
+        """
+        Removing deletes; unknown AoRs fail with AccountNotFound.
+        """
+        self.add()
+        self.result(self.store.accounts.removeAccount("sip:alice@Example.Test"))
+        self.assertEqual(self.result(self.store.accounts.listAccounts()), [])
+        accounts = self.store.accounts
+        for d in (
+            accounts.removeAccount(ALICE),
+            accounts.getAccount(ALICE),
+            accounts.setEnabled(ALICE, True),
+            accounts.setPassword(ALICE, "x"),
+            accounts.credentials(ALICE),
+        ):
+            f = self.failureResultOf(d, AccountNotFound)
+            self.assertEqual(f.getErrorMessage(), f"no account is provisioned for {ALICE}")
+
+    def test_setPassword(self) -> None:
+        """
+        A new password replaces the old one.
+        """
+        self.add()
+        self.result(self.store.accounts.setPassword(ALICE, "new one"))
+        self.assertEqual(self.result(self.store.accounts.lookup(ALICE)).password, "new one")
+
+    def test_secretEncryptedAtRest(self) -> None:
+        """
+        The database holds neither the password nor the key.
+        """
+        self.add()
+        rows = self.rawSQL("SELECT secret FROM accounts")
+        sealed = bytes(rows[0][0])
+        self.assertNotIn(PASSWORD.encode("utf-8"), sealed)
+        with open(self.keyFile, "rb") as f:
+            keyLine = f.read().strip()
+        for table in ("accounts", "store_meta"):
+            for row in self.rawSQL(f"SELECT * FROM {table}"):
+                for value in row:
+                    data = bytes(value) if isinstance(value, bytes | memoryview) else (
+                        str(value).encode("utf-8"))
+                    self.assertNotIn(PASSWORD.encode("utf-8"), data)
+                    self.assertNotIn(keyLine.split(b":", 1)[1], data)
+
+    def test_secretsCannotBeSwapped(self) -> None:
+        """
+        A ciphertext copied into another account's row does not decrypt:
+        the AoR is authenticated with it.
+        """
+        self.add()
+        self.add(BOB, "bob@example.test")
+        self.rawSQL(
+            "UPDATE accounts SET secret = (SELECT secret FROM accounts WHERE aor = ?) "
+            "WHERE aor = ?",
+            (ALICE, BOB),
+        )
+        f = self.failureResultOf(self.store.accounts.lookup(BOB), SecretUnreadable)
+        self.assertIn(BOB, f.getErrorMessage())
+        self.assertNotIn(PASSWORD, f.getErrorMessage())
+
+    def test_noSecretInRepr(self) -> None:
+        """
+        Neither an account nor the store shows the secret in its repr.
+        """
+        self.add()
+        account = self.result(self.store.accounts.lookup(ALICE))
+        for thing in (account, self.store.accounts, self.store.database.backend, self.store):
+            self.assertNotIn(PASSWORD, repr(thing))
+            self.assertNotIn(PASSWORD, str(thing))
+
+    # --- runtime state ---
+
+    def snapshot(self, aor: str = ALICE, expires: float = 100.0) -> UserSnapshot:
+        t = self.clockTime
+        return UserSnapshot(
+            aor,
+            (BindingSnapshot("sip:alice@192.0.2.1:5060", t + expires),
+             BindingSnapshot(("mobile", 1), t + 2 * expires)),
+            (DialogSnapshot(("call-1", "tag-a", "tag-b"), True, False, t + expires),
+             DialogSnapshot("ringing-1", False, False, t + expires / 2)),
+        )
+
+    def test_runtimeRoundTrip(self) -> None:
+        """
+        Snapshots come back with their keys (strings and tuples) intact.
+        """
+        snap = self.snapshot()
+        self.result(self.store.runtime.write([AoRChanges(ALICE, snapshot=snap)], self.clockTime))
+        loaded = self.result(self.store.runtime.loadSnapshots(self.clockTime))
+        self.assertEqual(canon(loaded), canon([snap]))
+
+    def test_runtimeExpiry(self) -> None:
+        """
+        What has expired is neither loaded nor kept.
+        """
+        snap = self.snapshot(expires=100.0)
+        self.result(self.store.runtime.write([AoRChanges(ALICE, snapshot=snap)], self.clockTime))
+        later = self.clockTime + 75.0
+        loaded = self.result(self.store.runtime.loadSnapshots(later))
+        self.assertEqual(canon(loaded), canon([UserSnapshot(ALICE, snap.bindings, snap.dialogs[:1])]))
+        self.assertEqual(self.rawSQL("SELECT COUNT(*) FROM dialogs")[0][0], 1)
+        self.assertEqual(self.result(self.store.runtime.loadSnapshots(later + 1000)), [])
+
+    def test_runtimeReplace(self) -> None:
+        """
+        A write replaces what was saved for the AoR; an empty snapshot
+        deletes it; parts left None are untouched.
+        """
+        runtime = self.store.runtime
+        status = SavedStatus(ALICE, "alice@example.test/psi", "away", "lunch", 5, self.clockTime)
+        self.result(runtime.write(
+            [AoRChanges(ALICE, snapshot=self.snapshot(), statuses=(status,)),
+             AoRChanges(BOB, snapshot=self.snapshot(BOB))],
+            self.clockTime,
+        ))
+        self.result(runtime.write([AoRChanges(ALICE, snapshot=UserSnapshot(ALICE))],
+                                  self.clockTime))
+        self.assertEqual([s.aor for s in self.result(runtime.loadSnapshots(self.clockTime))],
+                         [BOB])
+        self.assertEqual(self.result(runtime.loadSavedStatuses()), [status])
+        self.result(runtime.write([AoRChanges(ALICE, statuses=())], self.clockTime))
+        self.assertEqual(self.result(runtime.loadSavedStatuses()), [])
+
+    def test_runtimeOwners(self) -> None:
+        """
+        Each gateway restores only its own state; the report shows all.
+        """
+        other = self.reopen(owner="gw2")
+        status = SavedStatus(BOB, "bob@example.test/tkabber", None, None, 0, self.clockTime)
+        session = SessionRecord(BOB, "online", "remote-control", self.clockTime)
+        self.result(other.runtime.write(
+            [AoRChanges(BOB, snapshot=self.snapshot(BOB), statuses=(status,), session=session)],
+            self.clockTime,
+        ))
+        self.result(self.store.runtime.write([AoRChanges(ALICE, snapshot=self.snapshot())],
+                                             self.clockTime))
+        mine = self.result(self.store.runtime.loadSnapshots(self.clockTime))
+        self.assertEqual([s.aor for s in mine], [ALICE])
+        self.assertEqual(self.result(self.store.runtime.loadSavedStatuses()), [])
+        report = self.result(self.store.runtime.report(self.clockTime))
+        self.assertEqual([(r.owner, r.aor) for r in report], [("gw1", ALICE), ("gw2", BOB)])
+        self.assertEqual(report[1].session, session)
+        self.assertEqual(report[1].statuses, (status,))
+        self.assertEqual(canon([report[1].snapshot]), canon([self.snapshot(BOB)]))
+
+    def test_unreachable(self) -> None:
+        """
+        A query on a closed store fails with StoreUnavailable, not a driver
+        exception.
+        """
+        self.store.close()
+        f = self.failureResultOf(self.store.accounts.listAccounts(), StoreUnavailable)
+        self.assertIn("closed", f.getErrorMessage())
+
+
+class SQLiteStoreBehaviourTests(StoreBehaviourMixin, SynchronousTestCase):
+    """
+    The behaviour suite on an SQLite file.
+    """
+
+    def newStoreURL(self) -> str:
+        folder = os.path.abspath(self.mktemp())
+        return f"sqlite:///{folder}/state/sipxmpp.sqlite"
+
+    def test_fileMode(self) -> None:
+        """
+        The database file is private to its owner.
+        """
+        path = self.url[len("sqlite:///"):]
+        self.assertEqual(os.stat(path).st_mode & 0o777, 0o600)
+
+    def test_relativePath(self) -> None:
+        """
+        sqlite:///relative is relative to the working directory.
+        """
+        relative = backendFor("sqlite:///state/db.sqlite")
+        assert isinstance(relative, SQLiteBackend)
+        self.assertEqual(relative.path, "state/db.sqlite")
+        absolute = backendFor("sqlite:////var/lib/x.sqlite")
+        assert isinstance(absolute, SQLiteBackend)
+        self.assertEqual(absolute.path, "/var/lib/x.sqlite")

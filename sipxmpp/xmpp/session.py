@@ -34,6 +34,7 @@ from twisted.internet.interfaces import (
     IProtocolFactory,
     IReactorTCP,
     IReactorTime,
+    ISSLTransport,
     IStreamClientEndpoint,
 )
 from twisted.internet.task import LoopingCall
@@ -409,6 +410,10 @@ class XMPPSession:
         # password, and our SASL errors never include it.
         if reason.check(SASLError):
             why = f"authentication: {reason.getErrorMessage()}"
+        elif reason.check(xmlstream.FeatureNotAdvertized) and not self._encrypted():
+            why = "TLS: the server does not offer STARTTLS (require_tls = yes)"
+        elif reason.check(xmlstream.FeatureNotAdvertized):
+            why = "login failed: the server did not offer SASL or resource binding"
         elif reason.check(xmlstream.TLSRequired, xmlstream.TLSFailed, xmlstream.TLSNotSupported):
             why = f"TLS: {type(reason.value).__name__} (the server did not give us STARTTLS)"
         elif reason.check(error.StreamError, error.StanzaError):
@@ -420,6 +425,10 @@ class XMPPSession:
             self._stream.sendFooter()
             if self._stream.transport is not None:
                 self._stream.transport.loseConnection()
+
+    def _encrypted(self) -> bool:
+        stream = self._stream
+        return stream is not None and ISSLTransport.providedBy(stream.transport)
 
     def _ended(self, reason: Failure) -> None:
         self._ready = False

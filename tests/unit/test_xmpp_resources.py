@@ -1,0 +1,104 @@
+"""
+Tests for L{sipxmpp.xmpp.resources}: tracking the user's other resources.
+"""
+
+from __future__ import annotations
+
+from twisted.trial.unittest import SynchronousTestCase
+from twisted.words.protocols.jabber.jid import JID
+from twisted.words.xish import domish
+from twisted.words.xish.domish import elementStream
+
+from sipxmpp.xmpp.resources import Caps, CommandCache, ResourceTracker, cacheKey
+from tests.unit.test_xmpp_fakes import presenceXML
+
+
+def parse(xml: str) -> domish.Element:
+    found: list[domish.Element] = []
+    stream = elementStream()
+    stream.DocumentStartEvent = lambda root: None
+    stream.ElementEvent = found.append
+    stream.DocumentEndEvent = lambda: None
+    stream.parse("<r xmlns='jabber:client'>" + xml)
+    return found[0]
+
+
+class ResourceTrackerTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.tracker = ResourceTracker(JID("alice@example.test/sipxmpp"))
+
+    def feed(self, xml: str) -> object:
+        return self.tracker.presenceReceived(parse(xml))
+
+    def test_availableWithCaps(self) -> None:
+        change = self.feed(presenceXML("alice@example.test/psi", "away", "lunch", 5, "v1"))
+        psi = self.tracker.get("psi")
+        assert psi is not None
+        self.assertEqual((psi.priority, psi.show, psi.status), (5, "away", "lunch"))
+        self.assertEqual(psi.caps, Caps("http://psi-plus.com", "v1", "sha-1"))
+        self.assertEqual(getattr(change, "before"), None)
+
+    def test_ignored(self) -> None:
+        """
+        Contacts, the gateway's own resource, the bare JID and subscription
+        stanzas are not the user's other resources.
+        """
+        for xml in (
+            presenceXML("bob@example.test/psi", priority=9),
+            presenceXML("alice@example.test/sipxmpp", priority=9),
+            presenceXML("alice@example.test", priority=9),
+            presenceXML("alice@example.test/psi", kind="subscribe"),
+        ):
+            self.assertIsNone(self.feed(xml), xml)
+        self.assertEqual(self.tracker.available(), [])
+
+    def test_unavailable(self) -> None:
+        self.feed(presenceXML("alice@example.test/psi", priority=1))
+        change = self.feed(presenceXML("alice@example.test/psi", kind="unavailable"))
+        self.assertIsNone(getattr(change, "after"))
+        self.assertIsNone(self.tracker.get("psi"))
+
+    def test_orderAndHighest(self) -> None:
+        self.feed(presenceXML("alice@example.test/a", priority=1))
+        self.feed(presenceXML("alice@example.test/b", priority=7))
+        self.feed(presenceXML("alice@example.test/c", priority=-5))
+        self.assertEqual([r.resource for r in self.tracker.available()], ["b", "a", "c"])
+        self.assertEqual(self.tracker.highestPriority(), 7)
+
+    def test_badPriorityAndShow(self) -> None:
+        self.feed(
+            "<presence from='alice@example.test/x'><show>busy</show><priority>lots</priority></presence>"
+        )
+        x = self.tracker.get("x")
+        assert x is not None
+        self.assertEqual((x.show, x.priority), (None, 0))
+
+    def test_sameAgainIsNoChange(self) -> None:
+        self.feed(presenceXML("alice@example.test/a", priority=1))
+        self.assertIsNone(self.feed(presenceXML("alice@example.test/a", priority=1)))
+
+    def test_looksLike(self) -> None:
+        self.feed(presenceXML("alice@example.test/a", "dnd", "call", 3))
+        a = self.tracker.get("a")
+        assert a is not None
+        self.assertTrue(a.looksLike("dnd", "call"))
+        self.assertFalse(a.looksLike("dnd", "other"))
+        self.assertFalse(a.looksLike(None, "call"))
+
+
+class CommandCacheTests(SynchronousTestCase):
+    def test_keys(self) -> None:
+        jid = JID("alice@example.test/psi")
+        self.assertEqual(cacheKey(jid, Caps("n", "v", "sha-1")), ("caps", "sha-1", "v"))
+        self.assertEqual(cacheKey(jid, Caps("n", "v", "")), ("jid", jid.full(), ""))
+        self.assertEqual(cacheKey(jid, None), ("jid", jid.full(), ""))
+
+    def test_lru(self) -> None:
+        cache = CommandCache(maxEntries=2)
+        a, b, c = ("caps", "h", "a"), ("caps", "h", "b"), ("caps", "h", "c")
+        cache.put(a, frozenset(["x"]))
+        cache.put(b, frozenset())
+        self.assertEqual(cache.get(a), frozenset(["x"]))
+        cache.put(c, frozenset())
+        self.assertIsNone(cache.get(b))
+        self.assertEqual(len(cache), 2)

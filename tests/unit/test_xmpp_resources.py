@@ -9,7 +9,7 @@ from twisted.words.protocols.jabber.jid import JID
 from twisted.words.xish import domish
 from twisted.words.xish.domish import elementStream
 
-from sipxmpp.xmpp.resources import Caps, CommandCache, ResourceTracker, cacheKey
+from sipxmpp.xmpp.resources import Caps, CommandCache, ResourceChange, ResourceTracker, cacheKey
 from tests.unit.test_xmpp_fakes import presenceXML
 
 
@@ -27,7 +27,7 @@ class ResourceTrackerTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.tracker = ResourceTracker(JID("alice@example.test/sipxmpp"))
 
-    def feed(self, xml: str) -> object:
+    def feed(self, xml: str) -> ResourceChange | None:
         return self.tracker.presenceReceived(parse(xml))
 
     def test_availableWithCaps(self) -> None:
@@ -36,7 +36,8 @@ class ResourceTrackerTests(SynchronousTestCase):
         assert psi is not None
         self.assertEqual((psi.priority, psi.show, psi.status), (5, "away", "lunch"))
         self.assertEqual(psi.caps, Caps("http://psi-plus.com", "v1", "sha-1"))
-        self.assertEqual(getattr(change, "before"), None)
+        assert change is not None
+        self.assertIsNone(change.before)
 
     def test_ignored(self) -> None:
         """
@@ -55,7 +56,8 @@ class ResourceTrackerTests(SynchronousTestCase):
     def test_unavailable(self) -> None:
         self.feed(presenceXML("alice@example.test/psi", priority=1))
         change = self.feed(presenceXML("alice@example.test/psi", kind="unavailable"))
-        self.assertIsNone(getattr(change, "after"))
+        assert change is not None
+        self.assertIsNone(change.after)
         self.assertIsNone(self.tracker.get("psi"))
 
     def test_orderAndHighest(self) -> None:

@@ -128,6 +128,9 @@ def parseBareJID(text: str) -> JID:
     @raise InvalidAddress: with a one-line explanation.
     """
     shown = text if len(text) <= 80 else text[:77] + "..."
+    if not text.strip():
+        raise InvalidAddress("invalid JID '': it is empty; expected a bare JID like "
+                             "alice@example.com")
     try:
         jid = JID(text.strip())
     except InvalidFormat as e:

@@ -1,0 +1,81 @@
+"""
+Tests for L{sipxmpp.store.addresses}: AoR normalisation and bare JIDs.
+"""
+
+from __future__ import annotations
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from sipxmpp.store.addresses import InvalidAddress, normaliseAoR, parseBareJID
+
+
+class AoRTests(SynchronousTestCase):
+    def test_normalForms(self) -> None:
+        cases = {
+            "SIP:Alice@Example.TEST;transport=tcp": "sip:Alice@example.test",
+            "sip:alice@example.test": "sip:alice@example.test",
+            "sips:alice@example.test": "sip:alice@example.test",
+            " <sip:alice@EXAMPLE.test> ": "sip:alice@example.test",
+            "sip:alice@example.test?subject=hi": "sip:alice@example.test",
+            "sip:alice@example.test:05060;lr": "sip:alice@example.test:5060",
+            "sip:%61lice@example.test": "sip:alice@example.test",
+            "sip:a%2fb@example.test": "sip:a%2Fb@example.test",
+            "sip:+4930123;phone-context=x@Example.test": "sip:+4930123;phone-context=x@example.test",
+            "sip:bob@[2001:DB8::1]": "sip:bob@[2001:db8::1]",
+            "sip:bob@192.0.2.1": "sip:bob@192.0.2.1",
+            "sip:bob@example.test.": "sip:bob@example.test",
+        }
+        for text, expected in cases.items():
+            self.assertEqual(normaliseAoR(text), expected, text)
+
+    def test_userCaseKept(self) -> None:
+        self.assertNotEqual(normaliseAoR("sip:Alice@x.test"), normaliseAoR("sip:alice@x.test"))
+
+    def test_refused(self) -> None:
+        cases = {
+            "alice@example.test": "scheme is missing (did you mean 'sip:alice@example.test'?)",
+            "tel:+4930123": "only sip: and sips: URIs",
+            "mailto:a@b.test": "only sip: and sips: URIs",
+            "sip:example.test": "user part is missing",
+            "sip:@example.test": "user part is empty",
+            "sip:alice:pw@example.test": "contains a password",
+            "sip:al ice@example.test": "must be escaped",
+            "sip:al%zzice@example.test": "two hex digits",
+            "sip:alice@exa_mple.test": "not a host name",
+            "sip:alice@": "not a host name",
+            "sip:alice@example.test:99999": "port must be a number",
+            "sip:alice@example.test:": "port must be a number",
+            "sip:alice@[::1": "IPv6 host is malformed",
+            "": "only sip: and sips:",
+        }
+        for text, message in cases.items():
+            e = self.assertRaises(InvalidAddress, normaliseAoR, text)
+            self.assertIn(message, str(e), text)
+            self.assertIn("expected a SIP URI like sip:alice@example.com", str(e))
+
+    def test_passwordNotEchoed(self) -> None:
+        """
+        The message about a password in the URI is one line and says what
+        is wrong; it is the operator's own input, shortened when long.
+        """
+        e = self.assertRaises(InvalidAddress, normaliseAoR, "sip:alice:" + "x" * 200 + "@h.test")
+        self.assertNotIn("x" * 100, str(e))
+        self.assertNotIn("\n", str(e))
+
+
+class JIDTests(SynchronousTestCase):
+    def test_bare(self) -> None:
+        self.assertEqual(parseBareJID("Alice@Example.TEST").full(), "alice@example.test")
+
+    def test_refused(self) -> None:
+        cases = {
+            "example.test": "no user part",
+            "alice@example.test/res": "has a resource; expected a bare JID like alice@example.test",
+            "al ice@example.test": "invalid JID",
+            "alice@": "invalid JID",
+            "@example.test": "invalid JID",
+            "": "invalid JID",
+        }
+        for text, message in cases.items():
+            e = self.assertRaises(InvalidAddress, parseBareJID, text)
+            self.assertIn(message, str(e), text)

@@ -1,0 +1,216 @@
+"""
+Tests for L{sipxmpp.store.persister.RuntimeStatePersister}: coalescing per
+AoR, the bound on the write rate, retries, on a L{Clock} with a fake store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.task import Clock
+from twisted.logger import LogEvent, globalLogPublisher
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
+from zope.interface.verify import verifyObject
+
+from sipxmpp.presence.state import TelephonyStateMachine, UserSnapshot
+from sipxmpp.store.errors import StoreUnavailable
+from sipxmpp.store.interfaces import IRuntimeStateStore, ISavedStatuses
+from sipxmpp.store.persister import RuntimeStatePersister
+from sipxmpp.store.records import AoRChanges, SavedStatus, UserReport
+
+ALICE = "sip:alice@example.test"
+BOB = "sip:bob@example.test"
+
+
+@implementer(IRuntimeStateStore)
+class FakeRuntimeStore:
+    """
+    Records writes; each write answers with the next of C{answers}
+    (C{"ok"}, C{"fail"} or C{"hold"}: a Deferred the test fires).
+    """
+
+    owner = "test"
+
+    def __init__(self) -> None:
+        self.writes: list[tuple[float, list[AoRChanges]]] = []
+        self.answers: list[str] = []
+        self.held: list[Deferred[None]] = []
+
+    def write(self, changes: Sequence[AoRChanges], now: float) -> Deferred[None]:
+        self.writes.append((now, list(changes)))
+        answer = self.answers.pop(0) if self.answers else "ok"
+        if answer == "fail":
+            return fail(StoreUnavailable("postgresql://gw@db/sipxmpp: connection refused"))
+        if answer == "hold":
+            d: Deferred[None] = Deferred()
+            self.held.append(d)
+            return d
+        return succeed(None)
+
+    def loadSnapshots(self, now: float) -> Deferred[list[UserSnapshot]]:
+        return succeed([])
+
+    def loadSavedStatuses(self) -> Deferred[list[SavedStatus]]:
+        return succeed([])
+
+    def report(self, now: float) -> Deferred[list[UserReport]]:
+        return succeed([])
+
+
+class PersisterTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(1000)
+        self.store = FakeRuntimeStore()
+        self.machine = TelephonyStateMachine(self.clock, dialogWatchdog=3600)
+        self.persister = RuntimeStatePersister(
+            self.store, self.clock, interval=0.5, retryInterval=1.0, maxRetryInterval=4.0
+        )
+        self.persister.attach(self.machine)
+        self.events: list[LogEvent] = []
+        globalLogPublisher.addObserver(self.events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+
+    def aors(self, index: int) -> list[str]:
+        return [change.aor for change in self.store.writes[index][1]]
+
+    def test_interfaces(self) -> None:
+        verifyObject(ISavedStatuses, self.persister)
+        verifyObject(IRuntimeStateStore, self.store)
+
+    def test_coalescesPerAoR(self) -> None:
+        """
+        Many changes in one reactor turn cost one write with one entry per
+        AoR, holding the latest snapshot.
+        """
+        self.machine.bindingUpdated(ALICE, "c1", 60)
+        self.machine.dialogEarly(ALICE, "d1")
+        self.machine.dialogConfirmed(ALICE, "d1")
+        self.machine.bindingUpdated(BOB, "c2", 60)
+        self.machine.bindingUpdated(ALICE, "c1", 120)
+        self.assertEqual(self.store.writes, [])
+        self.clock.advance(0)
+        self.assertEqual(len(self.store.writes), 1)
+        self.assertEqual(sorted(self.aors(0)), [ALICE, BOB])
+        alice = next(c for c in self.store.writes[0][1] if c.aor == ALICE)
+        self.assertEqual(alice.snapshot, self.machine.snapshot(ALICE))
+        self.assertEqual(alice.snapshot.bindings[0].expiresAt, 1120)
+        self.assertTrue(alice.snapshot.dialogs[0].confirmed)
+        self.assertIsNone(alice.statuses)
+
+    def test_rateBound(self) -> None:
+        """
+        Writes start at most once per interval; changes in between wait and
+        coalesce.
+        """
+        self.machine.bindingUpdated(ALICE, "c1", 60)
+        self.clock.advance(0)
+        self.clock.advance(0.125)
+        self.machine.bindingUpdated(ALICE, "c1", 60)
+        self.clock.advance(0.125)
+        self.machine.bindingUpdated(BOB, "c1", 60)
+        self.clock.advance(0.125)
+        self.assertEqual(len(self.store.writes), 1)
+        self.clock.advance(0.125)  # 0.5 s after the first write started
+        self.assertEqual(len(self.store.writes), 2)
+        self.assertEqual(sorted(self.aors(1)), [ALICE, BOB])
+        self.assertEqual([w[0] for w in self.store.writes], [1000, 1000.5])
+        self.clock.advance(10)
+        self.assertEqual(len(self.store.writes), 2)
+        self.clock.advance(60)  # both bindings expired: one more write
+        self.assertEqual(len(self.store.writes), 3)
+        self.assertEqual(self.store.writes[2][1][0].snapshot, UserSnapshot(ALICE))
+
+    def test_oneWriteAtATime(self) -> None:
+        """
+        While a write is in progress, changes wait for it to finish.
+        """
+        self.store.answers = ["hold"]
+        self.machine.bindingUpdated(ALICE, "c1", 60)
+        self.clock.advance(0)
+        self.machine.bindingUpdated(BOB, "c1", 60)
+        self.clock.advance(5)
+        self.assertEqual(len(self.store.writes), 1)
+        self.store.held[0].callback(None)
+        self.clock.advance(0)
+        self.assertEqual(len(self.store.writes), 2)
+        self.assertEqual(self.aors(1), [BOB])
+
+    def test_retryAfterFailure(self) -> None:
+        """
+        A failed write is logged without secrets, and its changes are
+        written again later, merged with newer ones, with growing delays.
+        """
+        self.store.answers = ["fail", "fail", "fail", "fail", "ok"]
+        self.machine.bindingUpdated(ALICE, "c1", 3600)
+        self.clock.advance(0)
+        self.machine.bindingUpdated(BOB, "c1", 3600)
+        self.assertEqual(len(self.store.writes), 1)
+        for delay in (1.0, 2.0, 4.0, 4.0):
+            self.clock.advance(delay - 0.01)
+            written = len(self.store.writes)
+            self.clock.advance(0.01)
+            self.assertEqual(len(self.store.writes), written + 1)
+        self.assertEqual(sorted(self.aors(4)), [ALICE, BOB])
+        errors = [e for e in self.events if "retrying" in e.get("log_format", "")]
+        self.assertEqual(len(errors), 4)
+        self.assertEqual(errors[0]["reason"],
+                         "postgresql://gw@db/sipxmpp: connection refused")
+        self.clock.advance(100)
+        self.assertEqual(len(self.store.writes), 5)
+
+    def test_savedStatuses(self) -> None:
+        """
+        Saved statuses are kept in memory for the publisher and written
+        coalesced; setting none forgets them.
+        """
+        first = SavedStatus(ALICE, "alice@example.test/psi", "away", "out", 5, 1000)
+        second = SavedStatus(ALICE, "alice@example.test/psi", None, "back", 5, 1000)
+        self.persister.setSavedStatuses(ALICE, [first])
+        self.persister.setSavedStatuses(ALICE, [second])
+        self.persister.sessionStateChanged(ALICE, "online", "remote-control")
+        self.assertEqual(self.persister.savedStatuses(ALICE), (second,))
+        self.assertEqual(self.persister.aorsWithSavedStatuses(), [ALICE])
+        self.clock.advance(0)
+        [change] = self.store.writes[0][1]
+        self.assertEqual(change.statuses, (second,))
+        self.assertIsNone(change.snapshot)
+        assert change.session is not None
+        self.assertEqual((change.session.state, change.session.detail),
+                         ("online", "remote-control"))
+        self.persister.setSavedStatuses(ALICE, [])
+        self.assertEqual(self.persister.savedStatuses(ALICE), ())
+        self.assertEqual(self.persister.aorsWithSavedStatuses(), [])
+        self.clock.advance(1)
+        self.assertEqual(self.store.writes[1][1][0].statuses, ())
+
+    def test_stopFlushes(self) -> None:
+        """
+        stop writes what is pending at once, even inside the interval, and
+        then nothing more is scheduled.
+        """
+        self.machine.bindingUpdated(ALICE, "c1", 60)
+        self.clock.advance(0)
+        self.machine.bindingUpdated(BOB, "c1", 60)
+        d = self.persister.stop()
+        self.successResultOf(d)
+        self.assertEqual(len(self.store.writes), 2)
+        self.machine.bindingUpdated(BOB, "c2", 60)
+        self.clock.advance(10)
+        self.assertEqual(len(self.store.writes), 2)
+
+    def test_flushWaitsForWriteInProgress(self) -> None:
+        """
+        flush during a write waits for it, then writes the rest.
+        """
+        self.store.answers = ["hold"]
+        self.machine.bindingUpdated(ALICE, "c1", 60)
+        self.clock.advance(0)
+        self.machine.bindingUpdated(BOB, "c1", 60)
+        d = self.persister.flush()
+        self.assertNoResult(d)
+        self.store.held[0].callback(None)
+        self.successResultOf(d)
+        self.assertEqual(self.aors(1), [BOB])

@@ -1,0 +1,270 @@
+"""
+Restart state: L{TelephonyStateMachine} snapshots and restores (pure, on a
+L{Clock}), and the whole restore flow through an SQLite store: unexpired
+bindings and dialogs come back after a restart, expired ones do not.
+"""
+
+from __future__ import annotations
+
+import os
+
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
+
+from sipxmpp.config import StoreSettings
+from sipxmpp.presence.events import Event, ITelephonyObserver, StateChange, TelephonyState
+from sipxmpp.presence.state import (
+    BindingSnapshot,
+    DialogSnapshot,
+    TelephonyStateMachine,
+    UserSnapshot,
+)
+from sipxmpp.store.opening import Store, initialiseStore, openStore
+from sipxmpp.store.persister import RuntimeStatePersister
+from sipxmpp.store.records import SavedStatus
+from sipxmpp.store.restore import RestoreSummary, restoreRuntimeState
+
+ALICE = "sip:alice@example.test"
+BOB = "sip:bob@example.test"
+CAROL = "sip:carol@example.test"
+S = TelephonyState
+T0 = 1_700_000_000.0
+
+
+@implementer(ITelephonyObserver)
+class Recorder:
+    def __init__(self) -> None:
+        self.changes: list[StateChange] = []
+
+    def telephonyStateChanged(self, change: StateChange) -> None:
+        self.changes.append(change)
+
+    def events(self, aor: str) -> list[Event]:
+        return [c.event for c in self.changes if c.aor == aor]
+
+
+def machineAt(
+    seconds: float, watchdog: float = 3600, early: float = 180
+) -> tuple[Clock, TelephonyStateMachine, Recorder]:
+    clock = Clock()
+    clock.advance(seconds)
+    machine = TelephonyStateMachine(clock, dialogWatchdog=watchdog, earlyLifetime=early,
+                                    bindingGrace=5)
+    recorder = Recorder()
+    machine.addObserver(recorder)
+    return clock, machine, recorder
+
+
+class SnapshotTests(SynchronousTestCase):
+    """
+    snapshot, restore and the persistence callback of the state machine.
+    """
+
+    def setUp(self) -> None:
+        self.clock, self.machine, self.recorder = machineAt(100)
+        self.changed: list[str] = []
+        self.machine.setPersistenceCallback(self.changed.append)
+
+    def test_snapshot(self) -> None:
+        """
+        A snapshot gives each binding's registrar expiry (without grace) and
+        each dialog's end, as clock times.
+        """
+        self.machine.bindingUpdated(ALICE, "c1", 60)
+        self.machine.dialogEarly(ALICE, "d1")
+        self.machine.dialogConfirmed(ALICE, "d2", sessionExpires=90)
+        self.machine.dialogHeld(ALICE, "d2")
+        self.assertEqual(
+            self.machine.snapshot(ALICE),
+            UserSnapshot(
+                ALICE,
+                (BindingSnapshot("c1", 160),),
+                (DialogSnapshot("d1", False, False, 280), DialogSnapshot("d2", True, True, 190)),
+            ),
+        )
+        self.assertEqual(self.machine.snapshot(BOB), UserSnapshot(BOB))
+        self.assertTrue(self.machine.snapshot(BOB).isEmpty())
+        self.assertEqual(self.machine.snapshots(), [self.machine.snapshot(ALICE)])
+
+    def test_callbackOnEveryChange(self) -> None:
+        """
+        The persistence callback hears of every change of bindings or
+        dialogs, refreshes and expiries included.
+        """
+        self.machine.bindingUpdated(ALICE, "c1", 60)
+        self.machine.bindingUpdated(ALICE, "c1", 60)
+        self.machine.dialogConfirmed(BOB, "d1")
+        self.machine.dialogRefreshed(BOB, "d1", 100)
+        self.machine.dialogTerminated(BOB, "d1")
+        self.clock.advance(65)
+        self.assertEqual(self.changed, [ALICE, ALICE, BOB, BOB, BOB, ALICE])
+        self.assertTrue(self.machine.snapshot(ALICE).isEmpty())
+
+    def test_failingCallback(self) -> None:
+        """
+        A failing persistence callback is logged; state and observers carry
+        on.
+        """
+        def broken(aor: str) -> None:
+            raise RuntimeError("disk on fire")
+
+        self.machine.setPersistenceCallback(broken)
+        self.machine.bindingUpdated(ALICE, "c1", 60)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        self.assertEqual(self.recorder.events(ALICE), [Event.ONLINE])
+
+    def test_restore(self) -> None:
+        """
+        Unexpired bindings and dialogs come back with their own end times
+        and are reported to the observers; expired ones do not.
+        """
+        snapshot = UserSnapshot(
+            ALICE,
+            (BindingSnapshot("c1", 260), BindingSnapshot("gone", 100)),
+            (DialogSnapshot("d1", True, False, 200), DialogSnapshot("over", True, False, 99)),
+        )
+        self.machine.restore(snapshot)
+        self.assertEqual(self.machine.stateOf(ALICE), S.ON_THE_PHONE)
+        self.assertEqual(self.recorder.events(ALICE), [Event.ON_THE_PHONE])
+        self.assertEqual(
+            self.machine.snapshot(ALICE),
+            UserSnapshot(ALICE, (BindingSnapshot("c1", 260),),
+                         (DialogSnapshot("d1", True, False, 200),)),
+        )
+        self.assertEqual(self.changed, [ALICE])
+        self.clock.advance(100)  # t=200: the dialog ends
+        self.assertEqual(self.machine.stateOf(ALICE), S.ONLINE)
+        self.clock.advance(64)  # t=264: the binding is in its 5 s grace
+        self.assertEqual(self.machine.stateOf(ALICE), S.ONLINE)
+        self.clock.advance(1)
+        self.assertEqual(self.machine.stateOf(ALICE), S.OFFLINE)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_restoredDialogCanEnd(self) -> None:
+        """
+        A restored dialog is ended by the same key, and can be held.
+        """
+        self.machine.restore(UserSnapshot(ALICE, (), (DialogSnapshot(("cid", "a", "b"), True,
+                                                                      False, 1000),)))
+        self.machine.dialogHeld(ALICE, ("cid", "a", "b"))
+        self.assertEqual(self.machine.stateOf(ALICE), S.ON_HOLD)
+        self.machine.dialogTerminated(ALICE, ("cid", "a", "b"))
+        self.assertEqual(self.machine.stateOf(ALICE), S.OFFLINE)
+
+    def test_restoreUnderCurrentLimits(self) -> None:
+        """
+        A restored dialog ends at its saved time, but never later than the
+        current watchdog or early lifetime from now.
+        """
+        self.machine.restore(UserSnapshot(ALICE, (), (
+            DialogSnapshot("long", True, False, 100 + 10 * 3600),
+            DialogSnapshot("ring", False, False, 100 + 1000),
+        )))
+        ends = {d.dialogId: d.expiresAt for d in self.machine.snapshot(ALICE).dialogs}
+        self.assertEqual(ends, {"long": 100 + 3600, "ring": 100 + 180})
+
+    def test_liveStateWins(self) -> None:
+        """
+        What the machine learned since it started beats the snapshot, and a
+        dialog that just ended (tombstone) is not resurrected.
+        """
+        self.machine.bindingUpdated(ALICE, "c1", 600)
+        self.machine.dialogConfirmed(ALICE, "d1")
+        self.machine.dialogTerminated(ALICE, "d1")
+        self.machine.restore(UserSnapshot(
+            ALICE, (BindingSnapshot("c1", 120),), (DialogSnapshot("d1", True, False, 500),)
+        ))
+        self.assertEqual(self.machine.snapshot(ALICE),
+                         UserSnapshot(ALICE, (BindingSnapshot("c1", 700),), ()))
+        self.assertEqual(self.machine.stateOf(ALICE), S.ONLINE)
+
+    def test_restoreNothing(self) -> None:
+        """
+        A snapshot with only expired entries leaves no trace.
+        """
+        self.machine.restore(UserSnapshot(ALICE, (BindingSnapshot("c1", 50),), ()))
+        self.assertEqual(self.machine.users(), {})
+        self.assertEqual(self.recorder.changes, [])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+
+class RestartTests(SynchronousTestCase):
+    """
+    A gateway saves its state through the persister into SQLite, "crashes"
+    (nothing flushed at stop), and a new one restores from the store.
+    """
+
+    def setUp(self) -> None:
+        folder = os.path.abspath(self.mktemp())
+        self.settings = StoreSettings(f"sqlite:///{folder}/db.sqlite", f"{folder}/key")
+        self.store = self.track(initialiseStore(self.settings, owner="gw1"))
+
+    def track(self, store: Store) -> Store:
+        self.addCleanup(store.close)
+        return store
+
+    def start(
+        self, seconds: float, watchdog: float = 3600
+    ) -> tuple[Clock, TelephonyStateMachine, Recorder, RuntimeStatePersister, RestoreSummary]:
+        clock, machine, recorder = machineAt(seconds, watchdog=watchdog)
+        store = self.track(openStore(self.settings, owner="gw1"))
+        persister = RuntimeStatePersister(store.runtime, clock, interval=0.5)
+        summary = self.successResultOf(
+            restoreRuntimeState(machine, store.runtime, persister, clock)
+        )
+        return clock, machine, recorder, persister, summary
+
+    def test_restart(self) -> None:
+        """
+        After a restart 200 s later: Alice's long binding and her call are
+        back; her short binding, Bob's unanswered call and Carol's
+        registration expired meanwhile and are not.
+        """
+        clock, machine, _, persister, summary = self.start(T0)
+        self.assertEqual(summary, RestoreSummary(0, 0, 0, 0))
+        machine.bindingUpdated(ALICE, "desk", 3600)
+        machine.bindingUpdated(ALICE, "mobile", 60)
+        machine.dialogEarly(ALICE, ("call", "a", "b"))
+        machine.dialogConfirmed(ALICE, ("call", "a", "b"))
+        machine.dialogEarly(BOB, "ringing")
+        machine.bindingUpdated(CAROL, "c", 30)
+        saved = SavedStatus(ALICE, "alice@example.test/psi", "away", "lunch", 5, T0)
+        persister.setSavedStatuses(ALICE, [saved])
+        clock.advance(0)  # the persister writes; then the gateway dies
+
+        clock2, machine2, recorder2, persister2, summary2 = self.start(T0 + 200)
+        self.assertEqual(summary2, RestoreSummary(1, 1, 1, 1))
+        self.assertEqual(machine2.users(), {ALICE: S.ON_THE_PHONE})
+        self.assertEqual(machine2.stateOf(BOB), S.OFFLINE)
+        self.assertEqual(machine2.stateOf(CAROL), S.OFFLINE)
+        self.assertEqual(recorder2.events(ALICE), [Event.ON_THE_PHONE])
+        self.assertEqual(
+            machine2.snapshot(ALICE),
+            UserSnapshot(ALICE, (BindingSnapshot("desk", T0 + 3600),),
+                         (DialogSnapshot(("call", "a", "b"), True, False, T0 + 3600),)),
+        )
+        self.assertEqual(persister2.savedStatuses(ALICE), (saved,))
+        self.assertEqual(persister2.aorsWithSavedStatuses(), [ALICE])
+        # The call ends normally after the restart, and that is saved too.
+        machine2.dialogTerminated(ALICE, ("call", "a", "b"))
+        clock2.advance(1)
+        _, machine3, _, _, _ = self.start(T0 + 300)
+        self.assertEqual(machine3.users(), {ALICE: S.ONLINE})
+
+    def test_restartShortensToWatchdog(self) -> None:
+        """
+        A gateway restarted with a shorter watchdog bounds a restored call
+        by it and saves the shorter end, so a second restart cannot extend
+        the call again.
+        """
+        clock, machine, _, _, _ = self.start(T0)
+        machine.dialogConfirmed(ALICE, "d1")  # ends at T0 + 3600
+        clock.advance(0)
+        clock2, machine2, _, _, _ = self.start(T0 + 100, watchdog=600)
+        self.assertEqual(machine2.snapshot(ALICE).dialogs[0].expiresAt, T0 + 700)
+        clock2.advance(0)
+        _, machine3, _, _, _ = self.start(T0 + 500, watchdog=600)
+        self.assertEqual(machine3.snapshot(ALICE).dialogs[0].expiresAt, T0 + 700)
+        _, machine4, _, _, _ = self.start(T0 + 701, watchdog=600)
+        self.assertEqual(machine4.users(), {})

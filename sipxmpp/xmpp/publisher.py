@@ -32,6 +32,7 @@ from twisted.application import service
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.words.protocols.jabber.jid import JID
@@ -62,6 +63,10 @@ NS_ACTIVITY = "http://jabber.org/protocol/activity"
 
 # How long an AoR without an account is not looked up again.
 UNPROVISIONED_TTL = 60.0
+
+# Seconds after login during which a call waits for the user's other
+# resources to be announced before choosing where to show it.
+RESOURCE_SETTLE = 0.5
 
 
 @dataclass(frozen=True)
@@ -195,6 +200,7 @@ class UserPublisher(subprotocols.XMPPHandler):  # type: ignore[misc]
         self.tracker = ResourceTracker(session.jid)
         self.remote = RemoteControl(session.jid, session.sendRequest, clock, settings.commandTimeout)
         self._activity: str | None = None
+        self._readyAt = -RESOURCE_SETTLE
         self._running = False
         self._again = False
         self._idleWaiters: list[Deferred[None]] = []
@@ -216,6 +222,7 @@ class UserPublisher(subprotocols.XMPPHandler):  # type: ignore[misc]
         self.remote = RemoteControl(self.session.jid, self.session.sendRequest, self.clock,
                                     self.settings.commandTimeout)  # fmt: skip
         self.xmlstream.addObserver("/presence", self._onPresence)
+        self._readyAt = self.clock.seconds()
         # Our presence first: the server then sends us the user's other
         # resources' presence. A call shown on our resource goes on being
         # shown (with the latest text) unless it ended meanwhile.
@@ -300,6 +307,17 @@ class UserPublisher(subprotocols.XMPPHandler):  # type: ignore[misc]
             if self.mode == "resource":
                 self._showOwn(text)
                 return
+            # The server sends the other resources' presence right after
+            # ours (within milliseconds): a call that starts as we log in
+            # waits for it rather than miss a remote-controllable client.
+            settle = self._readyAt + RESOURCE_SETTLE - self.clock.seconds()
+            if settle > 0:
+                await deferLater(self.clock, settle, lambda: None)
+                if not self.session.ready or self.shown is not None:
+                    return
+                text = self.desiredText()
+                if text is None:
+                    return
             target = await self._pickTarget()
             if self.shown is not None or self.desiredText() is None:
                 return  # things changed while we looked; the loop runs again

@@ -11,7 +11,7 @@ from twisted.words.xish import domish
 
 from sipxmpp.presence.events import Event, StateChange, TelephonyState
 from sipxmpp.xmpp.accounts import Account, MemoryAccountDirectory
-from sipxmpp.xmpp.publisher import CaseA, CaseB, Publisher, PublisherSettings
+from sipxmpp.xmpp.publisher import RESOURCE_SETTLE, CaseA, CaseB, Publisher, PublisherSettings
 from sipxmpp.xmpp.remote import NODE_LEGACY_GAJIM, NODE_SET_STATUS
 from tests.unit.test_xmpp_fakes import (
     NS_COMMANDS,
@@ -71,6 +71,9 @@ class PublisherTestsMixin:
         session.connect()
         [initial] = session.presences()
         assert ownPresence(initial) == (None, None, -1), initial.toXml()
+        # Calls right after login wait for the other resources: see
+        # test_callAtLoginWaitsForResources.
+        self.clock.advance(RESOURCE_SETTLE)
         return session
 
     def psiOnline(self, session: FakeSession, resource: str = PSI, priority: int = 5,
@@ -359,11 +362,31 @@ class PublisherPolicyTests(PublisherTestsMixin, SynchronousTestCase):
         self.assertEqual(session.sent, [])
         session.connect()
         # The initial presence (so that the server sends the user's other
-        # resources), then the call, on our resource since no client offers
-        # remote control.
-        initial, busy = session.presences()
+        # resources), then, once they had time to arrive, the call, on our
+        # resource since no client offers remote control.
+        [initial] = session.presences()
+        self.clock.advance(RESOURCE_SETTLE)
+        [busy] = session.presences()
         self.assertEqual(ownPresence(initial), (None, None, -1))
         self.assertEqual(ownPresence(busy), ("dnd", self.settings.statusText, 0))
+
+    def test_callAtLoginWaitsForResources(self) -> None:
+        """
+        A call that starts as the session logs in waits for the presence of
+        the user's other resources, which the server sends right after ours,
+        and then uses remote control.
+        """
+        self.change(S.ONLINE)
+        [session] = self.sessions
+        self.change(S.ON_THE_PHONE)
+        session.connect()
+        session.presences()
+        self.clock.advance(RESOURCE_SETTLE / 10)
+        self.psiOnline(session)
+        self.assertEqual(session.iqs(), [])
+        self.clock.advance(RESOURCE_SETTLE)
+        self.assertEqual(self.runCommand(session)["status"], ["dnd"])
+        self.assertEqual(session.presences(), [])
 
     def test_latestStateWinsAfterReconnect(self) -> None:
         session = self.login()

@@ -358,6 +358,14 @@ class TelephonyStateMachine:
         self._arm(aor, dialogId, dialog, sessionExpires or self.dialogWatchdog)
         self._update(aor, user, refresh=True)
 
+    def isHeld(self, aor: str, dialogId: Hashable) -> bool:
+        """
+        Is the confirmed dialog C{dialogId} of C{aor} on hold?
+        """
+        user = self._users.get(aor)
+        dialog = user.dialogs.get(dialogId) if user is not None else None
+        return dialog is not None and dialog.held
+
     def dialogHeld(self, aor: str, dialogId: Hashable) -> None:
         """
         C{aor} put the call on hold, or was put on hold (sendonly/inactive).

@@ -1,0 +1,152 @@
+"""
+From what the proxy forwards to telephony events.
+
+L{TelephonyObserver} watches request/response pairs (as an
+L{IProxyObserver}) and drives the L{TelephonyStateMachine}:
+
+  - REGISTER 2xx from the registrar: the contacts it lists, with their
+    C{expires} parameter or the Expires header, are the AoR's bindings;
+    contacts it no longer lists are gone;
+  - INVITE: a provisional response with a To tag is an early (ringing)
+    dialog, a 2xx a confirmed one (with its Session-Expires); a failure or a
+    timeout ends every early dialog of the call, and a 2xx ends the other
+    forks' early dialogs;
+  - re-INVITE and UPDATE 2xx: SDP C{sendonly}/C{inactive} holds the call,
+    C{sendrecv} resumes it, and either refreshes its lifetime;
+  - BYE ends the dialog; a 481 to an in-dialog request too.
+
+Each leg concerns one of our users: the caller for a phone's request, the
+callee for a request the registrar routes to a phone. A call between two of
+our users passes the proxy twice and updates both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from sipxmpp.presence.state import TelephonyStateMachine
+from sipxmpp.sip.errors import SIPParseError
+from sipxmpp.sip.message import SIPMessage, SIPRequest, SIPResponse
+from sipxmpp.sip.proxy import IProxyObserver, Leg
+from sipxmpp.sip.sdp import isHold
+from sipxmpp.sip.uri import URI
+
+DialogKey = tuple[str, str, str]
+CallKey = tuple[str, str, str | None]  # (aor, Call-ID, caller's tag)
+
+
+def dialogKey(message: SIPMessage) -> DialogKey:
+    """
+    Identify a dialog the same way from both ends: Call-ID and both tags,
+    in a fixed order (a BYE from the callee has From and To swapped).
+    """
+    first, second = sorted((message.fromTag or "", message.toTag or ""))
+    return (message.callID, first, second)
+
+
+@implementer(IProxyObserver)
+class TelephonyObserver:
+    """
+    Turns forwarded SIP into L{TelephonyStateMachine} events.
+
+    @param aorOf: normalises a To URI into an AoR (for REGISTER), or C{None}.
+    """
+
+    log = Logger()
+
+    def __init__(self, state: TelephonyStateMachine, aorOf: Callable[[URI], str | None]) -> None:
+        self.state = state
+        self._aorOf = aorOf
+        self._contacts: dict[str, set[str]] = {}
+        self._early: dict[CallKey, set[DialogKey]] = {}
+
+    def requestForwarded(self, request: SIPRequest, leg: Leg) -> None:
+        if leg.aor is not None and request.method == "BYE":
+            self.state.dialogTerminated(leg.aor, dialogKey(request))
+
+    def responseForwarded(self, request: SIPRequest, response: SIPResponse, leg: Leg) -> None:
+        try:
+            method = request.method
+            if method == "REGISTER":
+                if leg.fromPhone and 200 <= response.code < 300:
+                    self._registered(request, response)
+            elif leg.aor is None:
+                return
+            elif method == "INVITE" and request.toTag is None:
+                self._inviteResponse(leg.aor, request, response)
+            elif method in ("INVITE", "UPDATE"):
+                self._midDialog(leg.aor, request, response)
+            elif response.code == 481 and request.toTag is not None:
+                self.state.dialogTerminated(leg.aor, dialogKey(request))
+        except SIPParseError as error:
+            # A header we need is malformed; the message was still forwarded.
+            self.log.info("cannot observe {response!r} to {request!r}: {error}",
+                          response=response, request=request, error=error)
+
+    # --- registrations ---
+
+    def _registered(self, request: SIPRequest, response: SIPResponse) -> None:
+        aor = self._aorOf(request.toAddr.uri)
+        if aor is None:
+            return
+        default = response.expires
+        current: dict[str, int] = {}
+        for contact in response.contacts:
+            if contact.isWildcard:
+                continue
+            expires = contact.expires if contact.expires is not None else default
+            if expires is None:
+                expires = 3600  # RFC 3261 §10.2.1.1 default
+            if expires > 0:
+                current[contact.uriText] = expires
+        previous = self._contacts.get(aor, set())
+        for uri in previous - current.keys():
+            self.state.bindingRemoved(aor, uri)
+        for uri, expires in current.items():
+            self.state.bindingUpdated(aor, uri, expires)
+        if current:
+            self._contacts[aor] = set(current)
+        else:
+            self._contacts.pop(aor, None)
+
+    # --- calls ---
+
+    def _inviteResponse(self, aor: str, request: SIPRequest, response: SIPResponse) -> None:
+        code = response.code
+        call = (aor, request.callID, request.fromTag)
+        if code < 200:
+            if code > 100 and response.toTag is not None:
+                key = dialogKey(response)
+                self._early.setdefault(call, set()).add(key)
+                self.state.dialogEarly(aor, key)
+            return
+        forks = self._early.pop(call, set())
+        if code < 300:
+            key = dialogKey(response)
+            forks.discard(key)
+            self.state.dialogConfirmed(aor, key, self._sessionExpires(response, request))
+        for key in forks:
+            self.state.dialogTerminated(aor, key)
+
+    def _midDialog(self, aor: str, request: SIPRequest, response: SIPResponse) -> None:
+        key = dialogKey(request)
+        if response.code == 481:
+            self.state.dialogTerminated(aor, key)
+            return
+        if not 200 <= response.code < 300:
+            return
+        held = isHold(request.body) if request.body else None
+        if held is True:
+            self.state.dialogHeld(aor, key)
+        elif held is False and self.state.isHeld(aor, key):
+            self.state.dialogResumed(aor, key)
+        else:
+            self.state.dialogRefreshed(aor, key, self._sessionExpires(response, request))
+
+    @staticmethod
+    def _sessionExpires(response: SIPResponse, request: SIPRequest) -> float | None:
+        value = response.sessionExpires or request.sessionExpires
+        return float(value.seconds) if value is not None else None

@@ -1,0 +1,641 @@
+"""
+The edge proxy core (RFC 3261 §16): policy, routing and forwarding.
+
+Sans-IO: the transports call L{Proxy.messageReceived} with a parsed message
+and the L{Peer} it came from; the proxy sends bytes through the C{send}
+callable it was given and runs its timers on an injected clock.
+
+Policy, which makes it an edge proxy and not an open relay:
+
+  - a request from a phone (a source inside C{trusted_networks}) goes to the
+    configured upstream, and nowhere else;
+  - a request from the upstream goes to the phone whose registered (or
+    dialog) contact its Request-URI names, at the address that phone sends
+    from; any other target is refused with 403;
+  - anything from any other source is refused with 403.
+
+It keeps itself in the path: REGISTER gets a Path (RFC 3327) — or, for
+registrars without Path support, its Contact is rewritten to point here —
+and dialog-forming requests get a Record-Route (two, RFC 5658, when the two
+sides use different transports). Every forwarded request and response is
+reported to the L{IProxyObserver}s, which derive telephony state from them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+from zope.interface import Interface
+
+from sipxmpp.ops.metrics import Metrics
+from sipxmpp.sip.errors import SIPParseError
+from sipxmpp.sip.headers import NameAddr, parseNameAddr
+from sipxmpp.sip.message import SIPRequest, SIPResponse, makeResponse, parseMessage
+from sipxmpp.sip.peer import Peer
+from sipxmpp.sip.registrations import Binding, Registrations, contactKey
+from sipxmpp.sip.transaction import T1, ClientTransaction, Send, ServerTransaction, State
+from sipxmpp.sip.uri import SIPURI, URI, TelURI, parseURI
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+# Requests that create a dialog, and so get a Record-Route.
+DIALOG_FORMING = frozenset(("INVITE", "SUBSCRIBE", "REFER"))
+# RFC 3261 §18.1.1: a request larger than this goes over TCP, not UDP.
+UDP_MTU_LIMIT = 1300
+# How long a phone's dialog contact (from INVITE or its 2xx) stays routable.
+DIALOG_TARGET_LIFETIME = 4 * 3600.0
+
+
+@dataclass(frozen=True)
+class Leg:
+    """
+    Which side a request came from, and which user of ours it concerns.
+
+    @ivar fromPhone: the request came from a phone (else from the upstream).
+    @ivar aor: the normalised AoR of the phone's user on this leg: the From
+        of a phone's request, the registered AoR of the contact a request
+        from the upstream goes to.
+    """
+
+    fromPhone: bool
+    aor: str | None
+
+
+class IProxyObserver(Interface):
+    """
+    Sees what the proxy forwards. Must return quickly and never raise.
+    """
+
+    def requestForwarded(request: SIPRequest, leg: Leg) -> None:
+        """
+        C{request} (as received, before our changes) was forwarded.
+        """
+
+    def responseForwarded(request: SIPRequest, response: SIPResponse, leg: Leg) -> None:
+        """
+        C{response} to C{request} is being passed back to the request's
+        sender; timeouts appear as 408 responses made by the proxy.
+        """
+
+
+@dataclass(frozen=True)
+class ProxySettings:
+    """
+    What the proxy needs to know about itself and its neighbours.
+
+    @ivar local: our address per transport (C{"UDP"}, C{"TCP"}, C{"TLS"}),
+        as written into Via, Record-Route and Path.
+    @ivar upstream: the registrar / SIP core (an IP address).
+    @ivar trustedNetworks: where phones may send from.
+    @ivar registerMode: C{"path"} or C{"contact"} (rewrite Contact).
+    """
+
+    local: dict[str, Peer]
+    upstream: Peer
+    trustedNetworks: tuple[Network, ...]
+    registerMode: str = "path"
+
+
+class RoutingError(Exception):
+    """
+    The request cannot be forwarded; answer it with C{code}.
+    """
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(code, reason)
+        self.code = code
+        self.reason = reason
+
+
+@dataclass
+class _Forward:
+    """
+    One request in flight: its server and client transactions.
+    """
+
+    received: SIPRequest
+    leg: Leg
+    source: Peer
+    server: ServerTransaction
+    client: ClientTransaction | None = None
+    cancelPending: bool = False
+    giveUp: IDelayedCall | None = None
+    registered: list[tuple[NameAddr, NameAddr | None]] = field(default_factory=list)
+
+
+def _hash(*parts: object) -> str:
+    digest = hashlib.blake2b(repr(parts).encode("utf-8", "surrogateescape"), digest_size=8)
+    return digest.hexdigest()
+
+
+class Proxy:
+    """
+    The transaction-stateful edge proxy.
+
+    @param clock: runs the transaction timers.
+    @param settings: addresses and policy.
+    @param send: transmits bytes to a peer (the transports).
+    @param aorOf: normalises a From/To URI into an AoR, or returns C{None}.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        settings: ProxySettings,
+        send: Send,
+        aorOf: Callable[[URI], str | None],
+        metrics: Metrics | None = None,
+    ) -> None:
+        self._clock = clock
+        self.settings = settings
+        self._send = send
+        self._aorOf = aorOf
+        self.metrics = metrics if metrics is not None else Metrics()
+        self.registrations = Registrations(clock)
+        self.dialogTargets = Registrations(clock)
+        self._observers: list[IProxyObserver] = []
+        self._servers: dict[tuple[str, str, str], _Forward] = {}
+        self._clients: dict[tuple[str, str], ClientTransaction] = {}
+        self._ourSentBy = {peer.hostPort.lower() for peer in settings.local.values()}
+        self._ourHosts = {
+            (ipaddress.ip_address(peer.host), peer.port) for peer in settings.local.values()
+        }
+
+    def addObserver(self, observer: IProxyObserver) -> None:
+        """
+        Report forwarded requests and responses to C{observer}.
+        """
+        self._observers.append(observer)
+
+    @property
+    def activeTransactions(self) -> int:
+        """
+        Server plus client transactions alive.
+        """
+        return len(self._servers) + len(self._clients)
+
+    # --- entry points ---
+
+    def messageReceived(self, message: SIPRequest | SIPResponse, source: Peer) -> None:
+        """
+        Handle one parsed message from C{source}.
+        """
+        try:
+            if isinstance(message, SIPRequest):
+                self._requestReceived(message, source)
+            else:
+                self._responseReceived(message, source)
+        except SIPParseError as error:
+            # A header parsed lazily turned out malformed.
+            self.metrics.increment("sipxmpp_sip_malformed_total", kind="header")
+            self.log.info("malformed message from {source}: {error}", source=source, error=error)
+            if isinstance(message, SIPRequest) and message.method != "ACK" and error.code:
+                self._statelessReply(message, source, error.code, error.reason)
+
+    def deliveryFailed(self, peer: Peer) -> None:
+        """
+        The transport could not reach C{peer}: fail what waits on it.
+        """
+        for client in list(self._clients.values()):
+            if client.peer == peer:
+                client.transportFailed()
+
+    # --- requests ---
+
+    def _requestReceived(self, request: SIPRequest, source: Peer) -> None:
+        via = request.topVia
+        if not via.hasRFC3261Branch:
+            raise SIPParseError("Via has no RFC 3261 branch (RFC 2543 peers are not supported)")
+        self._markReceived(request, source)
+        fromUpstream = self._isUpstream(source)
+        if not fromUpstream and not self._isTrusted(source):
+            self.metrics.increment("sipxmpp_sip_refused_total", reason="untrusted-source")
+            self.log.warn(
+                "refused {method} from untrusted {source}", method=request.method, source=source
+            )
+            if request.method != "ACK":
+                self._statelessReply(request, source, 403, "Forbidden")
+            return
+        method = request.method
+        key = self._serverKey(request)
+        if method == "ACK":
+            forward = self._servers.get(key)
+            if forward is not None:
+                forward.server.ackReceived()
+                return
+            self._forwardACK(request, source, fromUpstream)
+            return
+        if method == "CANCEL":
+            self._cancelReceived(request, source)
+            return
+        existing = self._servers.get(key)
+        if existing is not None:
+            existing.server.requestRetransmitted()
+            return
+        leg = Leg(fromPhone=not fromUpstream, aor=None)
+        server = ServerTransaction(
+            self._clock, request, source, self._send, lambda: self._servers.pop(key, None)
+        )
+        forward = _Forward(request, leg, source, server)
+        self._servers[key] = forward
+        try:
+            self._forwardRequest(forward)
+        except RoutingError as error:
+            self.metrics.increment("sipxmpp_sip_refused_total", reason=str(error.code))
+            self.log.info(
+                "refused {method} {uri} from {source}: {code} {reason}",
+                method=method, uri=request.uriText, source=source,
+                code=error.code, reason=error.reason,
+            )
+            self._respond(forward, makeResponse(request, error.code, error.reason))
+
+    def _forwardRequest(self, forward: _Forward) -> None:
+        received = forward.received
+        outgoing = received.copy()
+        self._checkRequest(received)
+        target, leg = self._route(outgoing, forward.leg.fromPhone, forward.source)
+        forward.leg = leg
+        if received.method == "REGISTER" and leg.fromPhone:
+            forward.registered = self._prepareRegister(outgoing, forward.source)
+        if received.method in DIALOG_FORMING and received.toTag is None:
+            self._recordRoute(outgoing, forward.source, target)
+            if leg.fromPhone:
+                self._learnDialogTargets(outgoing, forward.source, leg.aor)
+        target = self._prepareOutgoing(outgoing, received, target)
+        key = (outgoing.topVia.branch or "", received.cseq.method)
+        client = ClientTransaction(
+            self._clock, outgoing, target, self._send,
+            onTerminated=lambda: self._clients.pop(key, None),
+            onResponse=lambda response: self._clientResponse(forward, response),
+            onTimeout=lambda code: self._clientTimedOut(forward, code),
+            onTimerC=lambda: self._timerC(forward),
+        )
+        forward.client = client
+        self._clients[key] = client
+        self._notify("requestForwarded", received, leg)
+        self.metrics.increment("sipxmpp_sip_requests_forwarded_total", method=received.method)
+        client.start()
+
+    def _checkRequest(self, request: SIPRequest) -> None:
+        maxForwards = request.maxForwards
+        if maxForwards is not None and maxForwards <= 0:
+            raise RoutingError(483, "Too Many Hops")
+        if request.proxyRequire:
+            raise RoutingError(420, "Bad Extension")
+        uri = request.uri
+        if not isinstance(uri, SIPURI | TelURI):
+            raise RoutingError(416, "Unsupported URI Scheme")
+        loop = self._loopHash(request)
+        for via in request.vias:
+            if (via.sentBy.lower() in self._ourSentBy and via.branch is not None
+                    and via.branch.startswith(f"z9hG4bK{loop}-")):
+                raise RoutingError(482, "Loop Detected")
+
+    def _route(self, outgoing: SIPRequest, fromPhone: bool, source: Peer) -> tuple[Peer, Leg]:
+        """
+        Pop our own Route entries and choose the next hop by policy.
+        """
+        self._popOwnRoutes(outgoing)
+        if fromPhone:
+            return self.settings.upstream, Leg(True, self._aorOf(outgoing.fromAddr.uri))
+        if outgoing.routes:
+            raise RoutingError(403, "Forbidden (will not route beyond a phone)")
+        binding = self._bindingFor(outgoing.uri)
+        if binding is None:
+            raise RoutingError(403, "Forbidden (not a contact registered here)")
+        if binding.contact != outgoing.uriText:
+            outgoing.setURI(binding.contact)  # contact mode: back to the phone's own
+        aor = binding.aor or self._aorOf(outgoing.toAddr.uri)
+        return binding.flow, Leg(False, aor)
+
+    def _bindingFor(self, uri: URI) -> Binding | None:
+        return self.registrations.lookup(uri) or self.dialogTargets.lookup(uri)
+
+    def _popOwnRoutes(self, request: SIPRequest) -> None:
+        for route in request.routes:
+            if not self._isOurs(route.uri):
+                return
+            request.popRoute()
+
+    def _isOurs(self, uri: URI) -> bool:
+        if not isinstance(uri, SIPURI):
+            return False
+        try:
+            host = ipaddress.ip_address(uri.host.strip("[]"))
+        except ValueError:
+            return False
+        port = uri.port or (5061 if uri.secure else 5060)
+        return (host, port) in self._ourHosts
+
+    def _prepareOutgoing(self, outgoing: SIPRequest, received: SIPRequest, target: Peer) -> Peer:
+        """
+        Max-Forwards, our Via, and the transport (TCP when too big for UDP).
+        """
+        if received.maxForwards is None:
+            outgoing.setMaxForwards(70)
+        else:
+            outgoing.decrementMaxForwards()
+        if (target.transport == "UDP" and "TCP" in self.settings.local
+                and len(outgoing.toBytes()) + 120 > UDP_MTU_LIMIT):
+            target = target._replace(transport="TCP")
+        outgoing.prependVia(self._via(target, self._branch(received)))
+        return target
+
+    def _via(self, target: Peer, branch: str) -> str:
+        local = self.settings.local[target.transport]
+        rport = ";rport" if target.transport == "UDP" else ""
+        return f"SIP/2.0/{target.transport} {local.hostPort};branch={branch}{rport}"
+
+    def _branch(self, received: SIPRequest) -> str:
+        via = received.topVia
+        kind = "INVITE" if received.method in ("ACK", "CANCEL") else received.method
+        return f"z9hG4bK{self._loopHash(received)}-{_hash(via.branch, via.sentBy, kind)}"
+
+    def _loopHash(self, request: SIPRequest) -> str:
+        # §16.6 step 8: what a looped request repeats but a spiral changes.
+        return _hash(request.uriText, request.callID, request.fromTag, request.toTag,
+                     request.cseq.number)[:10]
+
+    def _localURI(self, transport: str) -> str:
+        local = self.settings.local[transport]
+        param = "" if transport == "UDP" else f";transport={transport.lower()}"
+        return f"sip:{local.hostPort}{param};lr"
+
+    def _recordRoute(self, outgoing: SIPRequest, source: Peer, target: Peer) -> None:
+        # RFC 5658: the entry nearer the callee faces the next hop; when the
+        # sides differ in transport the caller's side gets its own entry.
+        if source.transport != target.transport:
+            outgoing.addRecordRoute(f"<{self._localURI(source.transport)}>")
+        outgoing.addRecordRoute(f"<{self._localURI(target.transport)}>")
+
+    # --- REGISTER ---
+
+    def _prepareRegister(
+        self, outgoing: SIPRequest, source: Peer
+    ) -> list[tuple[NameAddr, NameAddr | None]]:
+        """
+        Add our Path, or rewrite the contacts to point here; return the
+        phone's contacts with what the registrar will see instead.
+        """
+        contacts = outgoing.contacts
+        upstreamTransport = self.settings.upstream.transport
+        if self.settings.registerMode == "path":
+            outgoing.addPath(f"<{self._localURI(upstreamTransport)}>")
+            return [(contact, None) for contact in contacts]
+        pairs: list[tuple[NameAddr, NameAddr | None]] = []
+        rewritten: list[str] = []
+        for contact in contacts:
+            if contact.isWildcard:
+                rewritten.append(contact.text)
+                pairs.append((contact, None))
+                continue
+            token = "sx" + _hash(contact.uriText, source)
+            local = self.settings.local[upstreamTransport]
+            param = "" if upstreamTransport == "UDP" else f";transport={upstreamTransport.lower()}"
+            mine = f"<sip:{token}@{local.hostPort}{param}>"
+            params = "".join(f";{k}" if v is None else f";{k}={v}" for k, v in contact.params.items())
+            rewritten.append(mine + params)
+            pairs.append((contact, parseNameAddr(mine + params)))
+        outgoing.setContacts(rewritten)
+        return pairs
+
+    def _registered(self, forward: _Forward, response: SIPResponse) -> None:
+        """
+        The registrar accepted a phone's REGISTER: update the routes back to
+        the phone, and in contact mode show the phone its own contacts.
+        """
+        aor = forward.leg.aor
+        if aor is None:
+            return
+        expiresHeader = response.expires
+        now = self._clock.seconds()
+        granted: dict[tuple[str, str, int], int] = {}
+        for contact in response.contacts:
+            key = contactKey(contact.uri) if not contact.isWildcard else None
+            expires = contact.expires if contact.expires is not None else expiresHeader
+            if key is not None and expires is not None:
+                granted[key] = expires
+        replaced: dict[str, str] = {}
+        for original, mine in forward.registered:
+            if original.isWildcard:
+                for binding in list(self.registrations):
+                    if binding.aor == aor:
+                        key = contactKey(parseURI(binding.contact))
+                        if key is not None:
+                            self.registrations.remove(key)
+                continue
+            routed = mine if mine is not None else original
+            key = contactKey(routed.uri)
+            if key is None:
+                continue
+            expires = granted.get(key, 0)
+            if expires > 0:
+                self.registrations.update(
+                    key, Binding(aor, original.uriText, forward.source, now + expires)
+                )
+            else:
+                self.registrations.remove(key)
+            if mine is not None:
+                replaced[mine.uriText] = original.uriText
+        if replaced:
+            restored = []
+            for contact in response.contacts:
+                text = contact.text
+                if contact.uriText in replaced:
+                    text = text.replace(contact.uriText, replaced[contact.uriText], 1)
+                restored.append(text)
+            response.setContacts(restored)
+
+    def _learnDialogTargets(self, request: SIPRequest | SIPResponse, flow: Peer,
+                            aor: str | None) -> None:
+        # A phone's dialog contact may differ from its registered one; in-
+        # dialog requests from the upstream are routed to it too.
+        for contact in request.contacts:
+            if contact.isWildcard:
+                continue
+            key = contactKey(contact.uri)
+            if key is not None and aor is not None:
+                self.dialogTargets.update(key, Binding(
+                    aor, contact.uriText, flow, self._clock.seconds() + DIALOG_TARGET_LIFETIME
+                ))
+
+    # --- ACK and CANCEL ---
+
+    def _forwardACK(self, request: SIPRequest, source: Peer, fromUpstream: bool) -> None:
+        """
+        An ACK for a 2xx is end-to-end: forward it statelessly by policy.
+        """
+        outgoing = request.copy()
+        try:
+            self._checkRequest(request)
+            target, leg = self._route(outgoing, not fromUpstream, source)
+        except RoutingError as error:
+            self.metrics.increment("sipxmpp_sip_refused_total", reason=str(error.code))
+            self.log.info("dropped ACK from {source}: {reason}", source=source,
+                          reason=error.reason)
+            return
+        target = self._prepareOutgoing(outgoing, request, target)
+        self._notify("requestForwarded", request, leg)
+        self._send(outgoing.toBytes(), target)
+
+    def _cancelReceived(self, cancel: SIPRequest, source: Peer) -> None:
+        forward = self._servers.get(self._serverKey(cancel, "INVITE"))
+        if forward is None:
+            self._statelessReply(cancel, source, 481, "Call/Transaction Does Not Exist")
+            return
+        self._statelessReply(cancel, source, 200, "OK")
+        client = forward.client
+        if client is None or client.state not in (State.CALLING, State.PROCEEDING):
+            return
+        if client.provisionalSeen:
+            self._sendCancel(forward)
+        else:
+            # §9.1: no CANCEL before a provisional response.
+            forward.cancelPending = True
+
+    def _sendCancel(self, forward: _Forward) -> None:
+        client = forward.client
+        assert client is not None
+        invite = client.request
+        lines = [
+            b"CANCEL " + invite.uriText.encode("utf-8", "surrogateescape") + b" SIP/2.0",
+            b"Via: " + invite.topVia.text.encode("utf-8", "surrogateescape"),
+        ]
+        for name in ("From", "To", "Call-ID"):
+            value = invite.getHeader(name) or ""
+            lines.append(name.encode() + b": " + value.encode("utf-8", "surrogateescape"))
+        lines.append(b"CSeq: %d CANCEL" % invite.cseq.number)
+        for route in invite.getHeaderValues("Route"):
+            lines.append(b"Route: " + route.encode("utf-8", "surrogateescape"))
+        lines += [b"Max-Forwards: 70", b"Content-Length: 0"]
+        cancel = parseMessage(b"\r\n".join(lines) + b"\r\n\r\n")
+        assert isinstance(cancel, SIPRequest)
+        key = (invite.topVia.branch or "", "CANCEL")
+        tx = ClientTransaction(
+            self._clock, cancel, client.peer, self._send,
+            onTerminated=lambda: self._clients.pop(key, None),
+            onResponse=lambda response: None, onTimeout=lambda code: None,
+        )
+        self._clients[key] = tx
+        tx.start()
+        # §16.8 / §9.1: if no final response comes within 64*T1, give up.
+        forward.giveUp = self._clock.callLater(64 * T1, self._giveUp, forward)
+
+    def _giveUp(self, forward: _Forward) -> None:
+        forward.giveUp = None
+        client = forward.client
+        if client is not None and client.state in (State.CALLING, State.PROCEEDING):
+            self._clientTimedOut(forward, 408)
+
+    # --- responses ---
+
+    def _responseReceived(self, response: SIPResponse, source: Peer) -> None:
+        via = response.topVia
+        if via.sentBy.lower() not in self._ourSentBy:
+            self.metrics.increment("sipxmpp_sip_responses_dropped_total", reason="not-ours")
+            self.log.info("dropped {response!r} from {source}: top Via is not ours",
+                          response=response, source=source)
+            return
+        client = self._clients.get((via.branch or "", response.cseq.method))
+        if client is None:
+            self.metrics.increment("sipxmpp_sip_responses_dropped_total", reason="no-transaction")
+            self.log.debug("dropped {response!r}: no transaction", response=response)
+            return
+        client.responseReceived(response)
+
+    def _clientResponse(self, forward: _Forward, response: SIPResponse) -> None:
+        code = response.code
+        if forward.cancelPending and code < 200:
+            forward.cancelPending = False
+            self._sendCancel(forward)
+        if code >= 200 and forward.giveUp is not None:
+            forward.giveUp.cancel()
+            forward.giveUp = None
+        if code == 100:
+            return  # §16.7 step 3: 100 Trying is hop by hop
+        response.popVia()
+        if 200 <= code < 300:
+            received = forward.received
+            if received.method == "REGISTER" and forward.leg.fromPhone:
+                self._registered(forward, response)
+            elif received.method in DIALOG_FORMING and not forward.leg.fromPhone:
+                # The phone answered a call: its Contact is a dialog target.
+                assert forward.client is not None
+                self._learnDialogTargets(response, forward.client.peer, forward.leg.aor)
+        self._respond(forward, response)
+
+    def _clientTimedOut(self, forward: _Forward, code: int) -> None:
+        reason = "Request Timeout" if code == 408 else "Service Unavailable"
+        self.metrics.increment("sipxmpp_sip_transaction_timeouts_total", code=str(code))
+        self.log.info("no answer from {peer} to {method}; answering {code}",
+                      peer=forward.client.peer if forward.client else None,
+                      method=forward.received.method, code=code)
+        if forward.received.method == "INVITE" and forward.server.state is State.ACCEPTED:
+            return
+        self._respond(forward, makeResponse(forward.received, code, reason))
+
+    def _timerC(self, forward: _Forward) -> None:
+        client = forward.client
+        if client is None or client.state not in (State.CALLING, State.PROCEEDING):
+            return
+        if client.provisionalSeen:
+            self._sendCancel(forward)
+        else:
+            self._clientTimedOut(forward, 408)
+
+    def _respond(self, forward: _Forward, response: SIPResponse) -> None:
+        self._notify("responseForwarded", forward.received, response, forward.leg)
+        forward.server.respond(response)
+
+    # --- helpers ---
+
+    def _statelessReply(self, request: SIPRequest, source: Peer, code: int, reason: str) -> None:
+        try:
+            data = makeResponse(request, code, reason).toBytes()
+        except (SIPParseError, ValueError, KeyError):
+            return
+        self._send(data, source)
+
+    def _serverKey(self, request: SIPRequest, method: str | None = None) -> tuple[str, str, str]:
+        via = request.topVia
+        if method is None:
+            method = "INVITE" if request.method == "ACK" else request.method
+        return (via.branch or "", via.sentBy.lower(), method)
+
+    def _markReceived(self, request: SIPRequest, source: Peer) -> None:
+        # §18.2.1 and RFC 3581: record where the request really came from.
+        via = request.topVia
+        received = None if via.host.strip("[]") == source.host else source.host
+        rport = source.port if via.hasRport else None
+        if received is not None or rport is not None:
+            request.setTopViaReceived(received, rport)
+
+    def _isUpstream(self, source: Peer) -> bool:
+        # The upstream's address and port. A stream connection the upstream
+        # opened itself comes from an ephemeral port: it is recognised by
+        # address alone when that address is not also a phones' network (on
+        # one host, configure the registrar to reuse its listening port,
+        # e.g. Kamailio's tcp_reuse_port).
+        upstream = self.settings.upstream
+        if ipaddress.ip_address(source.host) != ipaddress.ip_address(upstream.host):
+            return False
+        return source.port == upstream.port or (source.reliable and not self._isTrusted(source))
+
+    def _isTrusted(self, source: Peer) -> bool:
+        address = ipaddress.ip_address(source.host)
+        return any(address in network for network in self.settings.trustedNetworks)
+
+    def _notify(self, name: str, *args: object) -> None:
+        for observer in self._observers:
+            try:
+                getattr(observer, name)(*args)
+            except Exception:
+                self.log.failure("proxy observer {observer} failed", observer=observer)
+

@@ -1,0 +1,103 @@
+"""
+The contacts phones registered through this proxy, for routing back to them.
+
+When the registrar accepts a REGISTER that came through us, each contact of
+the phone is remembered with the flow it came from (transport, source
+address and port), so requests the registrar later routes back to that
+contact go to the phone's real address — never to a host merely named in a
+message. Lookups check expiry lazily; a periodic C{purge} drops the dead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from twisted.internet.interfaces import IReactorTime
+
+from sipxmpp.sip.peer import DEFAULT_PORTS, Peer
+from sipxmpp.sip.uri import SIPURI, URI
+
+ContactKey = tuple[str, str, int]
+
+
+def contactKey(uri: URI) -> ContactKey | None:
+    """
+    The part of a contact URI that identifies it for routing: user, host
+    (lower-cased) and port; C{None} for non-SIP URIs.
+    """
+    if not isinstance(uri, SIPURI):
+        return None
+    transport = str(uri.params.get("transport") or "").upper()
+    default = DEFAULT_PORTS["TLS"] if uri.secure or transport == "TLS" else 5060
+    host = uri.host.lower().strip("[]")
+    return (uri.user or "", host, uri.port or default)
+
+
+@dataclass
+class Binding:
+    """
+    One registered contact.
+
+    @ivar aor: the normalised address of record it belongs to.
+    @ivar contact: the contact URI as registered.
+    @ivar flow: where the phone's REGISTER came from; requests go there.
+    @ivar expiresAt: clock time after which the binding is gone.
+    """
+
+    aor: str
+    contact: str
+    flow: Peer
+    expiresAt: float
+
+
+class Registrations:
+    """
+    Contact key -> L{Binding}, with lazy expiry on an injected clock.
+    """
+
+    def __init__(self, clock: IReactorTime) -> None:
+        self._clock = clock
+        self._bindings: dict[ContactKey, Binding] = {}
+
+    def __len__(self) -> int:
+        return len(self._bindings)
+
+    def __iter__(self) -> Iterator[Binding]:
+        now = self._clock.seconds()
+        return iter([b for b in self._bindings.values() if b.expiresAt > now])
+
+    def update(self, key: ContactKey, binding: Binding) -> None:
+        """
+        Add or refresh a binding.
+        """
+        self._bindings[key] = binding
+
+    def remove(self, key: ContactKey) -> None:
+        """
+        Forget a binding (de-registration).
+        """
+        self._bindings.pop(key, None)
+
+    def lookup(self, uri: URI) -> Binding | None:
+        """
+        The live binding for contact C{uri}, or C{None}.
+        """
+        key = contactKey(uri)
+        binding = self._bindings.get(key) if key is not None else None
+        if binding is None:
+            return None
+        if binding.expiresAt <= self._clock.seconds():
+            del self._bindings[key]  # type: ignore[arg-type]
+            return None
+        return binding
+
+    def purge(self) -> int:
+        """
+        Drop expired bindings; return how many were dropped.
+        """
+        now = self._clock.seconds()
+        dead = [k for k, b in self._bindings.items() if b.expiresAt <= now]
+        for key in dead:
+            del self._bindings[key]
+        return len(dead)

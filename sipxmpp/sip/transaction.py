@@ -1,0 +1,337 @@
+"""
+RFC 3261 §17 transactions for a stateful proxy, with the RFC 6026 fixes.
+
+Sans-IO: a transaction is fed messages and timer expiries (on an injected
+L{IReactorTime}) and emits bytes through a C{send(data, peer)} callable and
+events through callbacks. Over reliable transports (TCP, TLS) nothing is
+retransmitted and the waiting timers are zero, as the RFC says.
+
+Server transactions answer the previous hop: they absorb request
+retransmissions by repeating the last response. Client transactions talk to
+the next hop: they retransmit requests over UDP, time out, and ACK non-2xx
+final responses hop by hop. An INVITE transaction that saw a 2xx stays in
+the RFC 6026 "Accepted" state for 64*T1 so that retransmitted 2xx responses
+are still forwarded and retransmitted INVITEs still absorbed.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+
+from sipxmpp.sip.message import SIPRequest, SIPResponse, makeResponse, parseMessage
+from sipxmpp.sip.peer import Peer
+
+T1 = 0.5
+T2 = 4.0
+T4 = 5.0
+TIMER_C = 181.0  # proxy INVITE timer: "greater than 3 minutes" (§16.6)
+
+Send = Callable[[bytes, Peer], None]
+
+
+class State(enum.Enum):
+    """
+    Transaction states (RFC 3261 §17 and RFC 6026 "Accepted").
+    """
+
+    CALLING = "calling"
+    TRYING = "trying"
+    PROCEEDING = "proceeding"
+    ACCEPTED = "accepted"
+    COMPLETED = "completed"
+    CONFIRMED = "confirmed"
+    TERMINATED = "terminated"
+
+
+class _Timers:
+    """
+    Named one-shot timers on an injected clock; all cancelled on close.
+    """
+
+    def __init__(self, clock: IReactorTime) -> None:
+        self._clock = clock
+        self._calls: dict[str, IDelayedCall] = {}
+
+    def start(self, name: str, delay: float, fn: Callable[[], None]) -> None:
+        self.stop(name)
+
+        def fire() -> None:
+            del self._calls[name]
+            fn()
+
+        self._calls[name] = self._clock.callLater(delay, fire)
+
+    def stop(self, name: str) -> None:
+        call = self._calls.pop(name, None)
+        if call is not None:
+            call.cancel()
+
+    def stopAll(self) -> None:
+        for call in self._calls.values():
+            call.cancel()
+        self._calls.clear()
+
+
+class _Transaction:
+    log = Logger()
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        request: SIPRequest,
+        peer: Peer,
+        send: Send,
+        onTerminated: Callable[[], object],
+    ) -> None:
+        self.request = request
+        self.peer = peer
+        self.state = State.TERMINATED
+        self._send = send
+        self._timers = _Timers(clock)
+        self._onTerminated = onTerminated
+
+    @property
+    def isInvite(self) -> bool:
+        return self.request.method == "INVITE"
+
+    def _terminate(self) -> None:
+        if self.state is State.TERMINATED:
+            return
+        self.state = State.TERMINATED
+        self._timers.stopAll()
+        self._onTerminated()
+
+    def _after(self, name: str, delay: float, fn: Callable[[], None]) -> None:
+        # Zero-length timers (reliable transports) end at once.
+        if delay <= 0:
+            fn()
+        else:
+            self._timers.start(name, delay, fn)
+
+
+class ServerTransaction(_Transaction):
+    """
+    The proxy's transaction towards the previous hop (§17.2).
+
+    @ivar lastResponse: the last response sent, repeated on retransmissions.
+    """
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        request: SIPRequest,
+        peer: Peer,
+        send: Send,
+        onTerminated: Callable[[], object],
+    ) -> None:
+        super().__init__(clock, request, peer, send, onTerminated)
+        self.lastResponse: bytes | None = None
+        if self.isInvite:
+            self.state = State.PROCEEDING
+            # §16.2: a proxy answers INVITE with 100 Trying so the previous
+            # hop stops retransmitting.
+            self._transmit(makeResponse(request, 100).toBytes())
+        else:
+            self.state = State.TRYING
+
+    def _transmit(self, data: bytes) -> None:
+        self.lastResponse = data
+        self._send(data, self.peer)
+
+    def requestRetransmitted(self) -> None:
+        """
+        The same request arrived again: repeat the last response, if any.
+        """
+        if self.state in (State.PROCEEDING, State.COMPLETED) and self.lastResponse:
+            self._send(self.lastResponse, self.peer)
+
+    def respond(self, response: SIPResponse) -> None:
+        """
+        Send C{response} to the previous hop, if the state allows it.
+        """
+        code = response.code
+        if self.state is State.ACCEPTED:
+            # RFC 6026: further 2xx (retransmissions, forks) pass through.
+            if 200 <= code < 300:
+                self._send(response.toBytes(), self.peer)
+            return
+        if self.state not in (State.TRYING, State.PROCEEDING):
+            return
+        self._transmit(response.toBytes())
+        if code < 200:
+            self.state = State.PROCEEDING
+        elif self.isInvite and code < 300:
+            self.state = State.ACCEPTED
+            self._timers.start("L", 64 * T1, self._terminate)
+        elif self.isInvite:
+            self.state = State.COMPLETED
+            if not self.peer.reliable:
+                self._timers.start("G", T1, lambda: self._retransmitResponse(T1))
+            self._timers.start("H", 64 * T1, self._timerH)
+        else:
+            self.state = State.COMPLETED
+            self._after("J", 0 if self.peer.reliable else 64 * T1, self._terminate)
+
+    def _retransmitResponse(self, interval: float) -> None:
+        if self.state is State.COMPLETED and self.lastResponse:
+            self._send(self.lastResponse, self.peer)
+            interval = min(2 * interval, T2)
+            self._timers.start("G", interval, lambda: self._retransmitResponse(interval))
+
+    def _timerH(self) -> None:
+        self.log.info(
+            "no ACK for the final response to {request!r} from {peer}",
+            request=self.request, peer=self.peer,
+        )
+        self._terminate()
+
+    def ackReceived(self) -> None:
+        """
+        The ACK for a non-2xx final response arrived (INVITE only).
+        """
+        if self.state is State.COMPLETED:
+            self.state = State.CONFIRMED
+            self._timers.stop("G")
+            self._timers.stop("H")
+            self._after("I", 0 if self.peer.reliable else T4, self._terminate)
+
+
+class ClientTransaction(_Transaction):
+    """
+    The proxy's transaction towards the next hop (§17.1).
+
+    @param onResponse: called with every response to pass upstream (not the
+        retransmissions of a non-2xx final response).
+    @param onTimeout: called once if no final response came in time (Timer
+        B or F), or the transport failed; the proxy answers 408 or 503.
+    @param onTimerC: for INVITE, called when Timer C fires (§16.8).
+    """
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        request: SIPRequest,
+        peer: Peer,
+        send: Send,
+        onTerminated: Callable[[], object],
+        onResponse: Callable[[SIPResponse], None],
+        onTimeout: Callable[[int], None],
+        onTimerC: Callable[[], None] | None = None,
+    ) -> None:
+        super().__init__(clock, request, peer, send, onTerminated)
+        self._onResponse = onResponse
+        self._onTimeout = onTimeout
+        self._onTimerC = onTimerC
+        self._data = request.toBytes()
+        self.provisionalSeen = False
+        self.finalResponse: SIPResponse | None = None
+        self._ack: bytes | None = None
+
+    def start(self) -> None:
+        """
+        Send the request and arm the retransmission and timeout timers.
+        """
+        self.state = State.CALLING if self.isInvite else State.TRYING
+        self._send(self._data, self.peer)
+        if not self.peer.reliable:
+            self._timers.start("A", T1, lambda: self._retransmit(T1))
+        self._timers.start("B", 64 * T1, lambda: self._timedOut(408))
+        if self.isInvite and self._onTimerC is not None:
+            self._timers.start("C", TIMER_C, self._onTimerC)
+
+    def _retransmit(self, interval: float) -> None:
+        if self.state not in (State.CALLING, State.TRYING, State.PROCEEDING):
+            return
+        self._send(self._data, self.peer)
+        if self.isInvite:
+            interval = 2 * interval
+        elif self.state is State.PROCEEDING:
+            interval = T2
+        else:
+            interval = min(2 * interval, T2)
+        self._timers.start("A", interval, lambda: self._retransmit(interval))
+
+    def _timedOut(self, code: int) -> None:
+        if self.state in (State.CALLING, State.TRYING, State.PROCEEDING):
+            self._onTimeout(code)
+            self._terminate()
+
+    def transportFailed(self) -> None:
+        """
+        The request could not be sent (connection refused, unreachable).
+        """
+        self._timedOut(503)
+
+    def responseReceived(self, response: SIPResponse) -> None:
+        """
+        A response to this transaction's request arrived from the next hop.
+        """
+        code = response.code
+        state = self.state
+        if state is State.COMPLETED:
+            if self._ack is not None:
+                self._send(self._ack, self.peer)  # the final was retransmitted
+            return
+        if state is State.ACCEPTED:
+            if 200 <= code < 300:
+                self._onResponse(response)
+            return
+        if state not in (State.CALLING, State.TRYING, State.PROCEEDING):
+            return
+        if code < 200:
+            self.provisionalSeen = True
+            if self.isInvite:
+                # A provisional response stops retransmissions and Timer B;
+                # Timer C (the proxy's) now bounds the wait (§16.7 step 2).
+                self._timers.stop("A")
+                self._timers.stop("B")
+                if self._onTimerC is not None:
+                    self._timers.start("C", TIMER_C, self._onTimerC)
+            self.state = State.PROCEEDING
+            self._onResponse(response)
+            return
+        self.finalResponse = response
+        self._timers.stop("A")
+        self._timers.stop("B")
+        self._timers.stop("C")
+        if self.isInvite and code < 300:
+            self.state = State.ACCEPTED
+            self._timers.start("M", 64 * T1, self._terminate)
+            self._onResponse(response)
+        elif self.isInvite:
+            self.state = State.COMPLETED
+            self._ack = buildACK(self.request, response).toBytes()
+            self._send(self._ack, self.peer)
+            self._onResponse(response)
+            self._after("D", 0 if self.peer.reliable else 32.0, self._terminate)
+        else:
+            self.state = State.COMPLETED
+            self._onResponse(response)
+            self._after("K", 0 if self.peer.reliable else T4, self._terminate)
+
+
+def buildACK(request: SIPRequest, response: SIPResponse) -> SIPRequest:
+    """
+    The hop-by-hop ACK for a non-2xx final response (§17.1.1.3): the
+    request's Request-URI, top Via, From, Call-ID, Route and CSeq number,
+    and the response's To (with its tag).
+    """
+    lines = [b"ACK " + request.uriText.encode("utf-8", "surrogateescape") + b" SIP/2.0"]
+    lines.append(b"Via: " + request.topVia.text.encode("utf-8", "surrogateescape"))
+    for name in ("From", "To", "Call-ID"):
+        source = response if name == "To" else request
+        value = source.getHeader(name)
+        assert value is not None  # both passed the parser's mandatory checks
+        lines.append(name.encode("ascii") + b": " + value.encode("utf-8", "surrogateescape"))
+    lines.append(b"CSeq: %d ACK" % request.cseq.number)
+    for route in request.getHeaderValues("Route"):
+        lines.append(b"Route: " + route.encode("utf-8", "surrogateescape"))
+    lines.append(b"Max-Forwards: 70")
+    lines.append(b"Content-Length: 0")
+    ack = parseMessage(b"\r\n".join(lines) + b"\r\n\r\n")
+    assert isinstance(ack, SIPRequest)
+    return ack

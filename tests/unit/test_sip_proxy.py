@@ -1,0 +1,403 @@
+"""
+Tests for L{sipxmpp.sip.proxy.Proxy}: routing, policy and transactions,
+sans-IO on a L{Clock}. Messages are bytes; "sending" appends to a list.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
+
+from sipxmpp.sip.message import SIPRequest, SIPResponse, parseMessage
+from sipxmpp.sip.peer import Peer
+from sipxmpp.sip.proxy import IProxyObserver, Leg, Proxy, ProxySettings
+from sipxmpp.sip.transaction import T1, TIMER_C
+from sipxmpp.sip.uri import SIPURI, URI
+
+US_UDP = Peer("UDP", "127.0.0.1", 5060)
+US_TCP = Peer("TCP", "127.0.0.1", 5060)
+UPSTREAM = Peer("UDP", "127.0.0.1", 5070)
+PHONE = Peer("UDP", "127.0.0.1", 5080)
+PHONE_TCP = Peer("TCP", "127.0.0.1", 40001)
+STRANGER = Peer("UDP", "192.0.2.7", 5060)
+
+
+def aorOf(uri: URI) -> str | None:
+    if isinstance(uri, SIPURI) and uri.user:
+        return f"sip:{uri.user}@{uri.host.lower()}"
+    return None
+
+
+def message(text: str, body: str = "") -> SIPRequest | SIPResponse:
+    head = text.strip().replace("\n", "\r\n")
+    data = f"{head}\r\nContent-Length: {len(body)}\r\n\r\n{body}".encode()
+    return parseMessage(data)
+
+
+def register(branch: str = "r1", contact: str = "<sip:alice@127.0.0.1:5080>",
+             transport: str = "UDP", port: int = 5080) -> SIPRequest:
+    request = message(f"""
+REGISTER sip:example.test SIP/2.0
+Via: SIP/2.0/{transport} 127.0.0.1:{port};branch=z9hG4bK{branch};rport
+Max-Forwards: 70
+From: <sip:alice@example.test>;tag=f1
+To: <sip:alice@example.test>
+Call-ID: reg-1
+CSeq: 1 REGISTER
+Contact: {contact}
+Expires: 3600
+""")
+    assert isinstance(request, SIPRequest)
+    return request
+
+
+def invite(uri: str = "sip:bob@example.test", branch: str = "i1", extra: str = "",
+           via: str = "SIP/2.0/UDP 127.0.0.1:5080", body: str = "") -> SIPRequest:
+    request = message(f"""
+INVITE {uri} SIP/2.0
+Via: {via};branch=z9hG4bK{branch};rport
+Max-Forwards: 70
+From: "Alice" <sip:alice@example.test>;tag=a1
+To: <sip:bob@example.test>
+Call-ID: call-1
+CSeq: 1 INVITE
+Contact: <sip:alice@127.0.0.1:5080>
+{extra}""".rstrip(), body)
+    assert isinstance(request, SIPRequest)
+    return request
+
+
+def answer(request: bytes, code: int, reason: str = "OK", toTag: str | None = "b1",
+           extra: str = "") -> SIPResponse:
+    """
+    A response to the request that was sent (its Vias copied).
+    """
+    sent = parseMessage(request)
+    assert isinstance(sent, SIPRequest)
+    lines = [f"SIP/2.0 {code} {reason}"]
+    lines += [f"Via: {via.text}" for via in sent.vias]
+    lines += [f"From: {sent.getHeader('From')}"]
+    to = sent.getHeader("To") or ""
+    lines += [f"To: {to};tag={toTag}" if toTag and ";tag=" not in to else f"To: {to}"]
+    lines += [f"Call-ID: {sent.callID}", f"CSeq: {sent.cseq.number} {sent.cseq.method}"]
+    if extra:
+        lines.append(extra)
+    response = message("\n".join(lines))
+    assert isinstance(response, SIPResponse)
+    return response
+
+
+@implementer(IProxyObserver)
+class Recorder:
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, Leg]] = []
+        self.responses: list[tuple[str, int, Leg]] = []
+
+    def requestForwarded(self, request: SIPRequest, leg: Leg) -> None:
+        self.requests.append((request.method, leg))
+
+    def responseForwarded(self, request: SIPRequest, response: SIPResponse, leg: Leg) -> None:
+        self.responses.append((request.method, response.code, leg))
+
+
+class ProxyTestCase(SynchronousTestCase):
+    registerMode = "path"
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.sent: list[tuple[bytes, Peer]] = []
+        self.proxy = Proxy(
+            self.clock,
+            ProxySettings(
+                local={"UDP": US_UDP, "TCP": US_TCP},
+                upstream=UPSTREAM,
+                trustedNetworks=(ipaddress.ip_network("127.0.0.0/8"),),
+                registerMode=self.registerMode,
+            ),
+            lambda data, peer: self.sent.append((data, peer)),
+            aorOf,
+        )
+        self.recorder = Recorder()
+        self.proxy.addObserver(self.recorder)
+
+    def receive(self, msg: SIPRequest | SIPResponse, source: Peer) -> None:
+        self.proxy.messageReceived(msg, source)
+
+    def take(self) -> list[tuple[SIPRequest | SIPResponse, Peer]]:
+        sent, self.sent = self.sent, []
+        return [(parseMessage(data), peer) for data, peer in sent]
+
+    def takeOne(self, to: Peer) -> SIPRequest | SIPResponse:
+        sent = [(m, p) for m, p in self.take() if not (isinstance(m, SIPResponse) and m.code == 100)]
+        self.assertEqual(len(sent), 1, sent)
+        msg, peer = sent[0]
+        self.assertEqual(peer, to)
+        return msg
+
+    def registerAlice(self, contact: str = "<sip:alice@127.0.0.1:5080>",
+                      source: Peer = PHONE) -> SIPRequest:
+        self.receive(register(contact=contact, transport=source.transport, port=source.port),
+                     source)
+        forwarded = self.takeOne(UPSTREAM)
+        assert isinstance(forwarded, SIPRequest)
+        granted = forwarded.contacts[0].uriText
+        self.receive(answer(forwarded.toBytes(), 200, extra=f"Contact: <{granted}>;expires=3600"),
+                     UPSTREAM)
+        self.takeOne(source)
+        return forwarded
+
+
+class RegisterTests(ProxyTestCase):
+    def test_pathAndVia(self) -> None:
+        self.receive(register(), PHONE)
+        forwarded = self.takeOne(UPSTREAM)
+        assert isinstance(forwarded, SIPRequest)
+        self.assertEqual([p.uriText for p in forwarded.paths], ["sip:127.0.0.1:5060;lr"])
+        vias = forwarded.vias
+        self.assertEqual(len(vias), 2)
+        self.assertEqual(vias[0].sentBy, "127.0.0.1:5060")
+        self.assertTrue(vias[0].hasRFC3261Branch)
+        self.assertEqual(vias[1].params.get("rport"), "5080")
+        self.assertEqual(forwarded.maxForwards, 69)
+        self.assertEqual(forwarded.getHeader("Contact"), "<sip:alice@127.0.0.1:5080>")
+
+    def test_responseRoutedBackAndBindingKept(self) -> None:
+        self.receive(register(), PHONE)
+        forwarded = self.takeOne(UPSTREAM)
+        self.receive(answer(forwarded.toBytes(), 200,
+                            extra="Contact: <sip:alice@127.0.0.1:5080>;expires=60"), UPSTREAM)
+        back = self.takeOne(PHONE)
+        assert isinstance(back, SIPResponse)
+        self.assertEqual(back.code, 200)
+        self.assertEqual(len(back.vias), 1)
+        self.assertEqual(back.topVia.branch, "z9hG4bKr1")
+        [binding] = list(self.proxy.registrations)
+        self.assertEqual((binding.aor, binding.flow), ("sip:alice@example.test", PHONE))
+        self.assertEqual(self.recorder.responses[-1][:2], ("REGISTER", 200))
+        self.clock.advance(61)
+        self.assertEqual(list(self.proxy.registrations), [])
+
+    def test_deregister(self) -> None:
+        self.registerAlice()
+        self.receive(register(branch="r2"), PHONE)
+        forwarded = self.takeOne(UPSTREAM)
+        self.receive(answer(forwarded.toBytes(), 200), UPSTREAM)  # no contacts left
+        self.take()
+        self.assertEqual(list(self.proxy.registrations), [])
+
+    def test_retransmissionAbsorbed(self) -> None:
+        self.receive(register(), PHONE)
+        self.receive(register(), PHONE)
+        self.assertEqual(len(self.take()), 1)
+
+
+class ContactModeTests(ProxyTestCase):
+    registerMode = "contact"
+
+    def test_contactRewrittenAndRestored(self) -> None:
+        self.receive(register(contact="<sip:alice@127.0.0.1:5080;ob>;expires=600"), PHONE)
+        forwarded = self.takeOne(UPSTREAM)
+        assert isinstance(forwarded, SIPRequest)
+        self.assertEqual(forwarded.paths, [])
+        [contact] = forwarded.contacts
+        self.assertTrue(contact.uriText.startswith("sip:sx"), contact.text)
+        self.assertTrue(contact.uriText.endswith("@127.0.0.1:5060"), contact.text)
+        self.assertEqual(contact.params.get("expires"), "600")
+        self.receive(answer(forwarded.toBytes(), 200,
+                            extra=f"Contact: <{contact.uriText}>;expires=600"), UPSTREAM)
+        back = self.takeOne(PHONE)
+        assert isinstance(back, SIPResponse)
+        self.assertEqual(back.contacts[0].uriText, "sip:alice@127.0.0.1:5080;ob")
+        # The registrar routes a call to the rewritten contact: it reaches
+        # the phone with its own contact as Request-URI.
+        self.receive(invite(uri=contact.uriText, via="SIP/2.0/UDP 127.0.0.1:5070"), UPSTREAM)
+        call = self.takeOne(PHONE)
+        assert isinstance(call, SIPRequest)
+        self.assertEqual(call.uriText, "sip:alice@127.0.0.1:5080;ob")
+
+
+class CallTests(ProxyTestCase):
+    def test_outboundCall(self) -> None:
+        self.receive(invite(), PHONE)
+        sent = self.take()
+        self.assertEqual([(getattr(m, "code", None), p) for m, p in sent],
+                         [(100, PHONE), (None, UPSTREAM)])
+        forwarded = sent[1][0]
+        assert isinstance(forwarded, SIPRequest)
+        self.assertEqual([r.uriText for r in forwarded.recordRoutes], ["sip:127.0.0.1:5060;lr"])
+        self.assertEqual(self.recorder.requests, [("INVITE", Leg(True, "sip:alice@example.test"))])
+        data = forwarded.toBytes()
+        self.receive(answer(data, 180, "Ringing"), UPSTREAM)
+        self.receive(answer(data, 200), UPSTREAM)
+        self.assertEqual([m.code for m, _ in self.take()], [180, 200])  # type: ignore[union-attr]
+        self.assertEqual([code for _, code, _ in self.recorder.responses], [180, 200])
+
+    def test_inboundCallToRegisteredPhone(self) -> None:
+        self.registerAlice()
+        request = invite(uri="sip:alice@127.0.0.1:5080", via="SIP/2.0/UDP 127.0.0.1:5070",
+                         extra="Route: <sip:127.0.0.1:5060;lr>")
+        self.receive(request, UPSTREAM)
+        forwarded = self.takeOne(PHONE)
+        assert isinstance(forwarded, SIPRequest)
+        self.assertEqual(forwarded.routes, [])
+        self.assertEqual(len(forwarded.recordRoutes), 1)
+        self.assertEqual(self.recorder.requests[-1],
+                         ("INVITE", Leg(False, "sip:alice@example.test")))
+
+    def test_inboundToUnknownContactRefused(self) -> None:
+        self.receive(invite(uri="sip:mallory@198.51.100.9", via="SIP/2.0/UDP 127.0.0.1:5070"),
+                     UPSTREAM)
+        response = self.takeOne(UPSTREAM)
+        assert isinstance(response, SIPResponse)
+        self.assertEqual(response.code, 403)
+
+    def test_untrustedSourceRefused(self) -> None:
+        self.receive(invite(via="SIP/2.0/UDP 192.0.2.7:5060"), STRANGER)
+        response = self.takeOne(STRANGER)
+        assert isinstance(response, SIPResponse)
+        self.assertEqual(response.code, 403)
+        self.assertEqual(self.recorder.requests, [])
+
+    def test_policyResponses(self) -> None:
+        for extra, uri, code in [
+            ("Max-Forwards: 0", "sip:bob@example.test", 483),
+            ("Proxy-Require: foo", "sip:bob@example.test", 420),
+            ("", "http://example.test/", 416),
+        ]:
+            request = invite(uri=uri, branch=f"p{code}")
+            if extra.startswith("Max-Forwards"):
+                request.setMaxForwards(0)
+            elif extra:
+                request.addHeader("Proxy-Require", "foo")
+            self.receive(request, PHONE)
+            response = self.takeOne(PHONE)
+            assert isinstance(response, SIPResponse)
+            self.assertEqual(response.code, code)
+
+    def test_loopDetected(self) -> None:
+        self.receive(invite(), PHONE)
+        forwarded = self.takeOne(UPSTREAM)
+        # The same request comes back to us unchanged: a loop, not a spiral.
+        self.receive(forwarded, Peer("UDP", "127.0.0.1", 5070))
+        response = self.takeOne(UPSTREAM)
+        assert isinstance(response, SIPResponse)
+        self.assertEqual(response.code, 482)
+
+    def test_inviteRetransmission(self) -> None:
+        self.receive(invite(), PHONE)
+        self.take()
+        self.receive(invite(), PHONE)
+        sent = self.take()
+        self.assertEqual([(getattr(m, "code", None), p) for m, p in sent], [(100, PHONE)])
+
+    def test_cancel(self) -> None:
+        self.receive(invite(), PHONE)
+        forwarded = self.take()[1][0]
+        self.receive(answer(forwarded.toBytes(), 180, "Ringing"), UPSTREAM)
+        self.take()
+        cancel = message(invite().toBytes().decode().replace("INVITE sip:", "CANCEL sip:", 1)
+                         .replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL").split("\r\n\r\n")[0])
+        self.receive(cancel, PHONE)
+        sent = self.take()
+        self.assertEqual(sent[0][1], PHONE)
+        self.assertEqual(sent[0][0].code, 200)  # type: ignore[union-attr]
+        upstreamCancel = sent[1][0]
+        assert isinstance(upstreamCancel, SIPRequest)
+        self.assertEqual((upstreamCancel.method, sent[1][1]), ("CANCEL", UPSTREAM))
+        assert isinstance(forwarded, SIPRequest)
+        self.assertEqual(upstreamCancel.topVia.branch, forwarded.topVia.branch)
+        self.receive(answer(upstreamCancel.toBytes(), 200), UPSTREAM)
+        self.receive(answer(forwarded.toBytes(), 487, "Request Terminated"), UPSTREAM)
+        sent = self.take()
+        self.assertEqual(sorted((getattr(m, "method", None) or m.code, p)  # type: ignore[union-attr]
+                                for m, p in sent), sorted([(487, PHONE), ("ACK", UPSTREAM)]))
+
+    def test_cancelBeforeProvisionalWaits(self) -> None:
+        self.receive(invite(), PHONE)
+        forwarded = self.take()[1][0]
+        cancel = message(invite().toBytes().decode().replace("INVITE sip:", "CANCEL sip:", 1)
+                         .replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL").split("\r\n\r\n")[0])
+        self.receive(cancel, PHONE)
+        self.assertEqual([p for _, p in self.take()], [PHONE])  # only the 200 to CANCEL
+        self.receive(answer(forwarded.toBytes(), 100, "Trying", toTag=None), UPSTREAM)
+        self.assertEqual([(m.method, p) for m, p in self.take()],  # type: ignore[union-attr]
+                         [("CANCEL", UPSTREAM)])
+
+    def test_unknownCancel(self) -> None:
+        cancel = message(invite().toBytes().decode().replace("INVITE sip:", "CANCEL sip:", 1)
+                         .replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL").split("\r\n\r\n")[0])
+        self.receive(cancel, PHONE)
+        self.assertEqual(self.takeOne(PHONE).code, 481)  # type: ignore[union-attr]
+
+    def test_upstreamSilentTimesOut(self) -> None:
+        self.receive(invite(), PHONE)
+        self.take()
+        self.clock.advance(64 * T1)
+        responses = [m for m, p in self.take() if isinstance(m, SIPResponse) and p == PHONE]
+        self.assertEqual([r.code for r in responses], [408])
+        self.assertEqual(self.recorder.responses[-1][1], 408)
+
+    def test_timerCCancelsRingingCall(self) -> None:
+        self.receive(invite(), PHONE)
+        forwarded = self.take()[1][0]
+        self.receive(answer(forwarded.toBytes(), 180, "Ringing"), UPSTREAM)
+        self.take()
+        self.clock.advance(TIMER_C)
+        self.assertEqual([(getattr(m, "method", None), p) for m, p in self.take()],
+                         [("CANCEL", UPSTREAM)])
+        self.clock.advance(64 * T1)
+        codes = [m.code for m, p in self.take() if isinstance(m, SIPResponse)]
+        self.assertEqual(codes, [408])
+
+    def test_deliveryFailedAnswers503(self) -> None:
+        self.receive(invite(), PHONE)
+        self.take()
+        self.proxy.deliveryFailed(UPSTREAM)
+        self.assertEqual([m.code for m, _ in self.take()], [503])  # type: ignore[union-attr]
+
+    def test_ackFor2xxForwardedStatelessly(self) -> None:
+        ack = message("""
+ACK sip:bob@127.0.0.1:5090 SIP/2.0
+Via: SIP/2.0/UDP 127.0.0.1:5080;branch=z9hG4bKack1
+Max-Forwards: 70
+Route: <sip:127.0.0.1:5060;lr>
+From: <sip:alice@example.test>;tag=a1
+To: <sip:bob@example.test>;tag=b1
+Call-ID: call-1
+CSeq: 1 ACK
+""")
+        self.receive(ack, PHONE)
+        forwarded = self.takeOne(UPSTREAM)
+        assert isinstance(forwarded, SIPRequest)
+        self.assertEqual(forwarded.method, "ACK")
+        self.assertEqual(forwarded.routes, [])
+        self.assertEqual(len(forwarded.vias), 2)
+
+    def test_foreignResponseDropped(self) -> None:
+        response = message("""
+SIP/2.0 200 OK
+Via: SIP/2.0/UDP 192.0.2.255:5060;branch=z9hG4bKx
+From: <sip:a@example.test>;tag=1
+To: <sip:b@example.test>;tag=2
+Call-ID: c
+CSeq: 1 INVITE
+""")
+        self.receive(response, UPSTREAM)
+        self.assertEqual(self.sent, [])
+        self.assertEqual(
+            self.proxy.metrics.value("sipxmpp_sip_responses_dropped_total", reason="not-ours"), 1)
+
+    def test_bigRequestGoesOverTCP(self) -> None:
+        self.receive(invite(body="v=0\r\n" + "a=x-padding:" + "x" * 1400 + "\r\n"), PHONE)
+        forwarded = [(m, p) for m, p in self.take() if isinstance(m, SIPRequest)]
+        self.assertEqual(forwarded[0][1], Peer("TCP", "127.0.0.1", 5070))
+        self.assertEqual(forwarded[0][0].topVia.transport, "TCP")
+
+    def test_doubleRecordRouteAcrossTransports(self) -> None:
+        self.receive(invite(via="SIP/2.0/TCP 127.0.0.1:40001"), PHONE_TCP)
+        forwarded = [m for m, p in self.take() if isinstance(m, SIPRequest)][0]
+        self.assertEqual([r.uriText for r in forwarded.recordRoutes],
+                         ["sip:127.0.0.1:5060;lr", "sip:127.0.0.1:5060;transport=tcp;lr"])

@@ -1,0 +1,267 @@
+"""
+Tests for L{sipxmpp.sip.transaction}: RFC 3261 §17 timers and state, on a
+L{Clock}, with no sockets.
+"""
+
+from __future__ import annotations
+
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from sipxmpp.sip.message import SIPRequest, SIPResponse, makeResponse, parseMessage
+from sipxmpp.sip.peer import Peer
+from sipxmpp.sip.transaction import (
+    T1,
+    T2,
+    T4,
+    TIMER_C,
+    ClientTransaction,
+    ServerTransaction,
+    State,
+    buildACK,
+)
+
+UDP = Peer("UDP", "127.0.0.1", 5070)
+TCP = Peer("TCP", "127.0.0.1", 5070)
+
+
+def request(method: str = "INVITE") -> SIPRequest:
+    data = (
+        f"{method} sip:bob@example.test SIP/2.0\r\n"
+        "Via: SIP/2.0/UDP 127.0.0.1:5080;branch=z9hG4bK-1;rport\r\n"
+        "Max-Forwards: 70\r\n"
+        "Route: <sip:127.0.0.1:5070;lr>\r\n"
+        "From: <sip:alice@example.test>;tag=a1\r\n"
+        "To: <sip:bob@example.test>\r\n"
+        "Call-ID: call-1\r\n"
+        f"CSeq: 7 {method}\r\n"
+        "Content-Length: 0\r\n\r\n"
+    ).encode()
+    message = parseMessage(data)
+    assert isinstance(message, SIPRequest)
+    return message
+
+
+def response(req: SIPRequest, code: int) -> SIPResponse:
+    return makeResponse(req, code, toTag=None if code == 100 else "b1")
+
+
+class Wire:
+    def __init__(self) -> None:
+        self.sent: list[tuple[bytes, Peer]] = []
+
+    def __call__(self, data: bytes, peer: Peer) -> None:
+        self.sent.append((data, peer))
+
+    def firstLines(self) -> list[bytes]:
+        return [data.split(b"\r\n", 1)[0] for data, _ in self.sent]
+
+
+class ServerTransactionTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.wire = Wire()
+        self.terminated = 0
+
+    def server(self, method: str = "INVITE", peer: Peer = UDP) -> ServerTransaction:
+        def done() -> None:
+            self.terminated += 1
+
+        self.req = request(method)
+        return ServerTransaction(self.clock, self.req, peer, self.wire, done)
+
+    def test_inviteSends100AndAbsorbsRetransmissions(self) -> None:
+        tx = self.server()
+        self.assertEqual(self.wire.firstLines(), [b"SIP/2.0 100 Trying"])
+        tx.respond(response(self.req, 180))
+        tx.requestRetransmitted()
+        self.assertEqual(self.wire.firstLines()[1:], [b"SIP/2.0 180 Ringing"] * 2)
+        self.assertEqual(tx.state, State.PROCEEDING)
+
+    def test_invite2xxAccepted(self) -> None:
+        """
+        RFC 6026: after a 2xx, INVITE retransmissions are absorbed, more
+        2xx are forwarded, and the transaction ends after 64*T1.
+        """
+        tx = self.server()
+        tx.respond(response(self.req, 200))
+        self.assertEqual(tx.state, State.ACCEPTED)
+        tx.requestRetransmitted()
+        tx.respond(response(self.req, 180))
+        tx.respond(response(self.req, 200))
+        self.assertEqual(self.wire.firstLines(), [b"SIP/2.0 100 Trying"] + [b"SIP/2.0 200 OK"] * 2)
+        self.clock.advance(64 * T1)
+        self.assertEqual((tx.state, self.terminated), (State.TERMINATED, 1))
+
+    def test_inviteFailureRetransmittedUntilACK(self) -> None:
+        tx = self.server()
+        tx.respond(response(self.req, 486))
+        self.assertEqual(tx.state, State.COMPLETED)
+        self.clock.pump([T1, 2 * T1])  # Timer G: T1, then 2*T1
+        self.assertEqual(self.wire.firstLines().count(b"SIP/2.0 486 Busy Here"), 3)
+        tx.requestRetransmitted()
+        self.assertEqual(self.wire.firstLines().count(b"SIP/2.0 486 Busy Here"), 4)
+        tx.ackReceived()
+        self.assertEqual(tx.state, State.CONFIRMED)
+        self.clock.advance(T2 * 10)
+        self.assertEqual(self.wire.firstLines().count(b"SIP/2.0 486 Busy Here"), 4)
+        self.assertEqual((tx.state, self.terminated), (State.TERMINATED, 1))
+
+    def test_timerGCapsAtT2AndTimerHEnds(self) -> None:
+        tx = self.server()
+        tx.respond(response(self.req, 404))
+        times = []
+        for _ in range(200):
+            before = len(self.wire.sent)
+            self.clock.advance(0.25)
+            if len(self.wire.sent) > before:
+                times.append(self.clock.seconds())
+        # G doubles from T1 and caps at T2; H ends it at 64*T1 = 32 s.
+        intervals = [round(b - a, 2) for a, b in zip([0.0, *times], times, strict=False)]
+        self.assertEqual(intervals[:4], [0.5, 1.0, 2.0, 4.0])
+        self.assertEqual(set(intervals[4:]), {4.0})
+        self.assertEqual(tx.state, State.TERMINATED)
+        self.assertTrue(times[-1] < 64 * T1)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_reliableNoRetransmission(self) -> None:
+        tx = self.server(peer=TCP)
+        tx.respond(response(self.req, 486))
+        self.clock.advance(10)
+        self.assertEqual(len(self.wire.sent), 2)
+        tx.ackReceived()
+        self.assertEqual((tx.state, self.terminated), (State.TERMINATED, 1))
+
+    def test_nonInvite(self) -> None:
+        tx = self.server("REGISTER")
+        self.assertEqual(self.wire.sent, [])  # no 100 for non-INVITE
+        tx.requestRetransmitted()
+        self.assertEqual(self.wire.sent, [])
+        tx.respond(response(self.req, 200))
+        tx.requestRetransmitted()
+        tx.respond(response(self.req, 500))  # too late: ignored
+        self.assertEqual(self.wire.firstLines(), [b"SIP/2.0 200 OK"] * 2)
+        self.clock.advance(64 * T1)
+        self.assertEqual(self.terminated, 1)
+
+    def test_nonInviteReliableEndsAtOnce(self) -> None:
+        tx = self.server("BYE", TCP)
+        tx.respond(response(self.req, 200))
+        self.assertEqual((tx.state, self.terminated), (State.TERMINATED, 1))
+
+
+class ClientTransactionTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.wire = Wire()
+        self.responses: list[int] = []
+        self.timeouts: list[int] = []
+        self.timerC = 0
+        self.terminated = 0
+
+    def client(self, method: str = "INVITE", peer: Peer = UDP) -> ClientTransaction:
+        def done() -> None:
+            self.terminated += 1
+
+        def onTimerC() -> None:
+            self.timerC += 1
+
+        self.req = request(method)
+        tx = ClientTransaction(
+            self.clock, self.req, peer, self.wire, done,
+            lambda r: self.responses.append(r.code), self.timeouts.append, onTimerC,
+        )
+        tx.start()
+        return tx
+
+    def test_inviteRetransmitsThenTimesOut(self) -> None:
+        tx = self.client()
+        self.clock.pump([T1, 2 * T1, 4 * T1])
+        self.assertEqual(len(self.wire.sent), 4)
+        self.clock.advance(64 * T1)
+        self.assertEqual(self.timeouts, [408])
+        self.assertEqual((tx.state, self.terminated), (State.TERMINATED, 1))
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_provisionalStopsRetransmissionsAndArmsTimerC(self) -> None:
+        tx = self.client()
+        tx.responseReceived(response(self.req, 100))
+        tx.responseReceived(response(self.req, 180))
+        self.clock.advance(64 * T1)
+        self.assertEqual(len(self.wire.sent), 1)
+        self.assertEqual(self.timeouts, [])
+        self.assertEqual(self.responses, [100, 180])
+        self.clock.advance(TIMER_C)
+        self.assertEqual(self.timerC, 1)
+        self.assertTrue(tx.provisionalSeen)
+
+    def test_failureIsACKedHopByHop(self) -> None:
+        tx = self.client()
+        tx.responseReceived(response(self.req, 486))
+        tx.responseReceived(response(self.req, 486))  # retransmission
+        self.assertEqual(self.responses, [486])
+        acks = [d for d, _ in self.wire.sent if d.startswith(b"ACK ")]
+        self.assertEqual(len(acks), 2)
+        ack = parseMessage(acks[0])
+        assert isinstance(ack, SIPRequest)
+        self.assertEqual(ack.topVia.branch, "z9hG4bK-1")
+        self.assertEqual((ack.cseq.number, ack.cseq.method), (7, "ACK"))
+        self.assertEqual(ack.toTag, "b1")
+        self.assertEqual(ack.getHeaderValues("Route"), ["<sip:127.0.0.1:5070;lr>"])
+        self.clock.advance(32)
+        self.assertEqual((tx.state, self.terminated), (State.TERMINATED, 1))
+
+    def test_2xxAcceptedForwardsRetransmissions(self) -> None:
+        tx = self.client()
+        tx.responseReceived(response(self.req, 200))
+        tx.responseReceived(response(self.req, 200))
+        tx.responseReceived(response(self.req, 180))
+        self.assertEqual(self.responses, [200, 200])
+        self.assertFalse(any(d.startswith(b"ACK ") for d, _ in self.wire.sent))
+        self.clock.advance(64 * T1)
+        self.assertEqual(self.terminated, 1)
+
+    def test_nonInviteTimers(self) -> None:
+        tx = self.client("REGISTER")
+        self.clock.pump([T1, 2 * T1, 4 * T1, T2, T2])
+        self.assertEqual(len(self.wire.sent), 6)
+        tx.responseReceived(response(self.req, 100))
+        before = len(self.wire.sent)
+        self.clock.advance(T2)
+        self.assertEqual(len(self.wire.sent), before + 1)
+        tx.responseReceived(response(self.req, 200))
+        self.clock.advance(T4)
+        self.assertEqual(self.responses, [100, 200])
+        self.assertEqual((tx.state, self.terminated), (State.TERMINATED, 1))
+        self.assertEqual(self.timeouts, [])
+
+    def test_nonInviteTimeoutTimerF(self) -> None:
+        self.client("OPTIONS")
+        self.clock.advance(64 * T1 - 0.01)
+        self.assertEqual(self.timeouts, [])
+        self.clock.advance(0.01)
+        self.assertEqual(self.timeouts, [408])
+
+    def test_reliable(self) -> None:
+        tx = self.client("INVITE", TCP)
+        self.clock.advance(10)
+        self.assertEqual(len(self.wire.sent), 1)
+        tx.responseReceived(response(self.req, 603))
+        self.assertEqual(tx.state, State.TERMINATED)
+
+    def test_transportFailure(self) -> None:
+        tx = self.client("INVITE", TCP)
+        tx.transportFailed()
+        tx.transportFailed()
+        self.assertEqual(self.timeouts, [503])
+        self.assertEqual(tx.state, State.TERMINATED)
+
+
+class BuildACKTests(SynchronousTestCase):
+    def test_fields(self) -> None:
+        req = request()
+        ack = buildACK(req, makeResponse(req, 404, toTag="x9"))
+        self.assertEqual((ack.method, ack.uriText), ("ACK", "sip:bob@example.test"))
+        self.assertEqual(ack.callID, "call-1")
+        self.assertEqual((ack.fromTag, ack.toTag), ("a1", "x9"))
+        self.assertEqual(len(ack.vias), 1)

@@ -1,0 +1,530 @@
+"""
+C{sipxmpp-admin}: provision accounts and look at the store.
+
+Reads C{[store]} (and, for C{account check}, C{[xmpp]}) from the same
+configuration file as twistd. Secrets are read from a terminal prompt or
+from standard input (C{--password-stdin}), never from the command line,
+and are never printed.
+
+Exit status, for scripts::
+
+   0  success
+   1  error (configuration, store unreachable, wrong key, ...)
+   2  usage error (unknown command or option, malformed AoR, JID, mode, text)
+   3  not found (no account for the AoR)
+   4  already exists (account, JID, key file, or a store of another key)
+   5  account check: the XMPP login failed
+
+Messages go to standard error as one line, C{sipxmpp-admin: error: ...};
+results go to standard output.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, TextIO, TypeVar
+
+from twisted.internet.defer import Deferred
+from twisted.python import usage
+from twisted.python.failure import Failure
+
+from sipxmpp import __version__
+from sipxmpp.config import DEFAULT_CONFIG_PATH, ConfigError, Settings, loadSettings
+from sipxmpp.ops.statereport import describeReports
+from sipxmpp.store.addresses import InvalidAddress, normaliseAoR, parseBareJID
+from sipxmpp.store.errors import (
+    AccountExists,
+    AccountNotFound,
+    AlreadyInitialised,
+    KeyFileExists,
+    StoreError,
+)
+from sipxmpp.store.opening import Store, defaultOwner, initialiseStore, openStore
+from sipxmpp.store.records import AccountRecord
+from sipxmpp.xmpp.accounts import MODES
+
+T = TypeVar("T")
+
+OK = 0
+ERROR = 1
+USAGE = 2
+NOT_FOUND = 3
+EXISTS = 4
+CHECK_FAILED = 5
+
+PROGRAM = "sipxmpp-admin"
+
+
+class Exit(Exception):
+    """
+    End the command with C{status} after printing C{message} on stderr.
+    """
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+# --- command line ---
+
+
+def _modeOption(value: str) -> str:
+    if value not in MODES:
+        raise usage.UsageError(f"--mode must be one of {', '.join(MODES)}, not {value!r}")
+    return value
+
+
+class _Interspersed(usage.Options):
+    """
+    Options that may follow the positional arguments (C{account add AOR JID
+    --mode resource}); Twisted's parser otherwise stops at the first
+    positional argument.
+    """
+
+    def parseOptions(self, options: Sequence[str] | None = None) -> None:
+        args = list(sys.argv[1:] if options is None else options)
+        flags: list[str] = []
+        positional: list[str] = []
+        while args:
+            arg = args.pop(0)
+            if arg == "--":
+                positional += args
+                break
+            if arg.startswith("--") and len(arg) > 2:
+                flags.append(arg)
+                if "=" not in arg and arg[2:] + "=" in self.longOpt and args:
+                    flags.append(args.pop(0))
+            elif arg.startswith("-") and len(arg) == 2:
+                flags.append(arg)
+                if arg[1] + ":" in self.shortOpt and args:
+                    flags.append(args.pop(0))
+            else:
+                positional.append(arg)
+        super().parseOptions([*flags, "--", *positional] if positional else flags)
+
+
+class _AoROnly(_Interspersed):
+    def parseArgs(self, aor: str) -> None:  # type: ignore[override]
+        self["aor"] = aor
+
+
+class _PasswordOptions(_Interspersed):
+    optFlags = [
+        ["password-stdin", None,
+         "Read the XMPP password from standard input (one line) instead of prompting."],
+    ]
+
+
+class AddOptions(_PasswordOptions):
+    synopsis = "SIP_AOR JID [--mode MODE] [--status-text TEXT] [--password-stdin]"
+    longdesc = (
+        "Provision an account: the user with SIP address of record SIP_AOR logs in to "
+        "XMPP as the bare JID. The password is prompted for (twice), or read from "
+        "standard input with --password-stdin; it is never an argument."
+    )
+    optFlags = [*_PasswordOptions.optFlags, ["disabled", None, "Add the account disabled."]]
+    optParameters = [
+        ["mode", None, None, "remote-control or resource (default: [xmpp] mode).", _modeOption],
+        ["status-text", None, None, "Status text during a call (default: [xmpp] status_text)."],
+        ["ringing-text", None, None, "Status text while ringing (default: [xmpp] ringing_text)."],
+        ["hold-text", None, None, "Status text while on hold (default: [xmpp] hold_text)."],
+    ]
+
+    def parseArgs(self, aor: str, jid: str) -> None:  # type: ignore[override]
+        self["aor"] = aor
+        self["jid"] = jid
+
+
+class ListOptions(_Interspersed):
+    synopsis = "[--json]"
+    longdesc = "List the accounts, one per line: AOR, JID, MODE, enabled|disabled (tab-separated)."
+    optFlags = [["json", None, "Print a JSON array instead."]]
+
+
+class ShowOptions(_AoROnly):
+    synopsis = "SIP_AOR [--json]"
+    longdesc = "Show one account (never its secret)."
+    optFlags = [["json", None, "Print a JSON object instead."]]
+
+
+class RemoveOptions(_AoROnly):
+    synopsis = "SIP_AOR"
+    longdesc = "Remove an account."
+
+
+class EnableOptions(_AoROnly):
+    synopsis = "SIP_AOR"
+    longdesc = "Enable an account: the gateway logs in for this user again."
+
+
+class DisableOptions(_AoROnly):
+    synopsis = "SIP_AOR"
+    longdesc = "Disable an account: the gateway no longer logs in for this user."
+
+
+class SetPasswordOptions(_PasswordOptions):
+    synopsis = "SIP_AOR [--password-stdin]"
+    longdesc = "Replace an account's XMPP password (prompted for, or from standard input)."
+
+    def parseArgs(self, aor: str) -> None:  # type: ignore[override]
+        self["aor"] = aor
+
+
+class CheckOptions(_AoROnly):
+    synopsis = "SIP_AOR [--timeout SECONDS] [--wait SECONDS]"
+    longdesc = (
+        "Log in to XMPP as the account (resource from [xmpp] resource, negative "
+        "priority), report success or the exact failure, and which of the user's "
+        "online resources offer remote control (XEP-0146 set-status)."
+    )
+    optParameters = [
+        ["timeout", None, 30.0, "Give up logging in after SECONDS.", float],
+        ["wait", None, 2.0, "Collect the user's resources for SECONDS after login.", float],
+    ]
+
+
+class AccountOptions(usage.Options):
+    synopsis = "COMMAND [options]"
+    longdesc = "Manage provisioned accounts."
+    subCommands = [
+        ["add", None, AddOptions, "Provision an account."],
+        ["list", None, ListOptions, "List the accounts."],
+        ["show", None, ShowOptions, "Show one account."],
+        ["remove", None, RemoveOptions, "Remove an account."],
+        ["enable", None, EnableOptions, "Enable an account."],
+        ["disable", None, DisableOptions, "Disable an account."],
+        ["set-password", None, SetPasswordOptions, "Replace an account's password."],
+        ["check", None, CheckOptions, "Log in to XMPP as the account and report."],
+    ]
+
+    def postOptions(self) -> None:
+        if self.subCommand is None:
+            raise usage.UsageError(
+                "expected an account command: add, list, show, remove, enable, disable, "
+                "set-password or check"
+            )
+
+
+class InitOptions(usage.Options):
+    synopsis = ""
+    longdesc = (
+        "Create the key file ([store] key_file, mode 0600; an existing one is never "
+        "overwritten) and the store's schema."
+    )
+
+
+class StateOptions(_Interspersed):
+    synopsis = "[--json]"
+    longdesc = (
+        "Show each user's telephony and XMPP state as the gateways last saved it "
+        "(runtime state tables)."
+    )
+    optFlags = [["json", None, "Print a JSON array instead."]]
+
+
+class AdminOptions(usage.Options):
+    synopsis = "[--config FILE] COMMAND [options]"
+    longdesc = (
+        "Administer the sipxmpp store. Exit status: 0 ok, 1 error, 2 usage, "
+        "3 not found, 4 already exists, 5 XMPP check failed."
+    )
+    optParameters = [
+        ["config", "c", DEFAULT_CONFIG_PATH, "Configuration file (the one twistd uses)."],
+        ["owner", None, None,
+         "Gateway name whose runtime state this is (default: the host name)."],
+    ]
+    subCommands = [
+        ["init", None, InitOptions, "Create the key file and the schema."],
+        ["account", None, AccountOptions, "Manage accounts."],
+        ["state", None, StateOptions, "Show the saved runtime state."],
+    ]
+
+    def opt_version(self) -> None:
+        """
+        Print the version and exit.
+        """
+        print(f"{PROGRAM} (sipxmpp) {__version__}")
+        raise SystemExit(0)
+
+    def postOptions(self) -> None:
+        if self.subCommand is None:
+            raise usage.UsageError("expected a command: init, account or state")
+
+
+# --- helpers ---
+
+
+def _now(d: Deferred[T]) -> T:
+    """
+    Return the result of a Deferred that already fired (the admin command
+    uses the synchronous runner), raising its failure.
+    """
+    results: list[T] = []
+    failures: list[Failure] = []
+    d.addCallbacks(results.append, failures.append)
+    if failures:
+        failures[0].raiseException()
+    if not results:
+        raise RuntimeError("the store answered asynchronously")
+    return results[0]
+
+
+def _readPassword(options: usage.Options, stdin: TextIO, confirm: bool = True) -> str:
+    if options["password-stdin"]:
+        line = stdin.readline()
+        if line.endswith("\n"):
+            line = line[:-1]
+        if line.endswith("\r"):
+            line = line[:-1]
+        if not line:
+            raise Exit(USAGE, "no password on standard input")
+        return line
+    if not stdin.isatty():
+        raise Exit(
+            USAGE,
+            "standard input is not a terminal to prompt for the password; "
+            "use --password-stdin to read it from standard input",
+        )
+    password = getpass.getpass("XMPP password: ")
+    if confirm and getpass.getpass("XMPP password (again): ") != password:
+        raise Exit(USAGE, "the passwords do not match")
+    return password
+
+
+def _recordDict(record: AccountRecord) -> dict[str, Any]:
+    return {
+        "aor": record.aor,
+        "jid": record.jid,
+        "mode": record.mode,
+        "status_text": record.statusText,
+        "ringing_text": record.ringingText,
+        "hold_text": record.holdText,
+        "enabled": record.enabled,
+        "created_at": record.createdAt,
+        "updated_at": record.updatedAt,
+    }
+
+
+def _missing(failure: Failure) -> None:
+    failure.trap(AccountNotFound)
+    return None
+
+
+def _iso(seconds: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
+
+
+# --- commands ---
+
+
+class Admin:
+    """
+    The commands, writing to C{out}; errors raise L{Exit} or store errors.
+    """
+
+    def __init__(self, settings: Settings, options: AdminOptions,
+                 stdin: TextIO, out: TextIO) -> None:
+        self.settings = settings
+        self.options = options
+        self.stdin = stdin
+        self.out = out
+
+    def write(self, line: str) -> None:
+        self.out.write(line + "\n")
+
+    def open(self) -> Store:
+        return openStore(self.settings.store, owner=self.options["owner"], createSQLite=False)
+
+    def run(self) -> int:
+        command = self.options.subCommand
+        if command == "init":
+            return self.init()
+        if command == "state":
+            return self.state(self.options.subOptions)
+        sub = self.options.subOptions
+        handler: Callable[[usage.Options], int] = getattr(
+            self, "account_" + sub.subCommand.replace("-", "_")
+        )
+        return handler(sub.subOptions)
+
+    def init(self) -> int:
+        store = initialiseStore(self.settings.store, owner=self.options["owner"])
+        try:
+            self.write(f"created key file {self.settings.store.keyFile} (mode 0600)")
+            self.write(f"store {store.display} ready (schema version {store.schemaVersion})")
+        finally:
+            store.close()
+        return OK
+
+    def account_add(self, o: usage.Options) -> int:
+        record = AccountRecord(
+            o["aor"], o["jid"], mode=o["mode"], statusText=o["status-text"],
+            ringingText=o["ringing-text"], holdText=o["hold-text"], enabled=not o["disabled"],
+        )
+        store = self.open()
+        try:
+            # Refuse bad addresses and existing accounts before prompting.
+            aor = normaliseAoR(record.aor)
+            parseBareJID(record.jid)
+            existing = _now(store.accounts.getAccount(aor).addErrback(_missing))
+            if existing is not None:
+                raise AccountExists(f"the SIP AoR {aor} is already provisioned")
+            password = _readPassword(o, self.stdin)
+            added = _now(store.accounts.addAccount(record, password))
+        finally:
+            store.close()
+        state = "enabled" if added.enabled else "disabled"
+        self.write(f"added {added.aor} -> {added.jid} ({state})")
+        return OK
+
+    def account_list(self, o: usage.Options) -> int:
+        store = self.open()
+        try:
+            records = _now(store.accounts.listAccounts())
+        finally:
+            store.close()
+        if o["json"]:
+            self.write(json.dumps([_recordDict(r) for r in records], indent=2))
+            return OK
+        for r in records:
+            state = "enabled" if r.enabled else "disabled"
+            self.write("\t".join((r.aor, r.jid, r.mode or "default", state)))
+        return OK
+
+    def account_show(self, o: usage.Options) -> int:
+        store = self.open()
+        try:
+            r = _now(store.accounts.getAccount(o["aor"]))
+        finally:
+            store.close()
+        if o["json"]:
+            self.write(json.dumps(_recordDict(r), indent=2))
+            return OK
+        for label, value in (
+            ("aor", r.aor),
+            ("jid", r.jid),
+            ("mode", r.mode or f"default ({self.settings.xmpp.mode})"),
+            ("status-text", r.statusText or f"default ({self.settings.xmpp.statusText!r})"),
+            ("ringing-text", r.ringingText or "default"),
+            ("hold-text", r.holdText or "default"),
+            ("enabled", "yes" if r.enabled else "no"),
+            ("password", "set (encrypted at rest)"),
+            ("created", _iso(r.createdAt)),
+            ("updated", _iso(r.updatedAt)),
+        ):
+            self.write(f"{label}: {value}")
+        return OK
+
+    def account_remove(self, o: usage.Options) -> int:
+        store = self.open()
+        try:
+            record = _now(store.accounts.getAccount(o["aor"]))
+            _now(store.accounts.removeAccount(record.aor))
+        finally:
+            store.close()
+        self.write(f"removed {record.aor}")
+        return OK
+
+    def _setEnabled(self, o: usage.Options, enabled: bool) -> int:
+        store = self.open()
+        try:
+            record = _now(store.accounts.setEnabled(o["aor"], enabled))
+        finally:
+            store.close()
+        self.write(f"{'enabled' if enabled else 'disabled'} {record.aor}")
+        return OK
+
+    def account_enable(self, o: usage.Options) -> int:
+        return self._setEnabled(o, True)
+
+    def account_disable(self, o: usage.Options) -> int:
+        return self._setEnabled(o, False)
+
+    def account_set_password(self, o: usage.Options) -> int:
+        store = self.open()
+        try:
+            record = _now(store.accounts.getAccount(o["aor"]))
+            password = _readPassword(o, self.stdin)
+            _now(store.accounts.setPassword(record.aor, password))
+        finally:
+            store.close()
+        self.write(f"password of {record.aor} replaced")
+        return OK
+
+    def account_check(self, o: usage.Options) -> int:
+        store = self.open()
+        try:
+            account = _now(store.accounts.credentials(o["aor"]))
+        finally:
+            store.close()
+        from sipxmpp.ops.accountcheck import runCheck
+
+        return runCheck(self.settings, account, o["timeout"], o["wait"], self.out)
+
+    def state(self, o: usage.Options) -> int:
+        store = self.open()
+        try:
+            now = time.time()
+            reports = _now(store.runtime.report(now))
+        finally:
+            store.close()
+        for line in describeReports(reports, now, asJSON=o["json"]):
+            self.write(line)
+        return OK
+
+
+def _fail(stderr: TextIO, status: int, message: str) -> int:
+    stderr.write(f"{PROGRAM}: error: {message}\n")
+    return status
+
+
+def main(
+    argv: Sequence[str] | None = None,
+    stdin: TextIO | None = None,
+    stdout: TextIO | None = None,
+    stderr: TextIO | None = None,
+) -> int:
+    """
+    Run C{sipxmpp-admin} with C{argv} (default: C{sys.argv[1:]}) and return
+    the exit status.
+    """
+    stdin = stdin if stdin is not None else sys.stdin
+    stdout = stdout if stdout is not None else sys.stdout
+    stderr = stderr if stderr is not None else sys.stderr
+    options = AdminOptions()
+    try:
+        options.parseOptions(list(sys.argv[1:] if argv is None else argv))
+    except usage.UsageError as e:
+        stderr.write(f"{PROGRAM}: usage error: {e}\n(see '{PROGRAM} --help')\n")
+        return USAGE
+    except SystemExit as e:  # --help, --version
+        return e.code if isinstance(e.code, int) else OK
+    try:
+        settings = loadSettings(options["config"])
+    except ConfigError as e:
+        return _fail(stderr, ERROR, f"configuration error: {e}")
+    if options["owner"] is None:
+        options["owner"] = defaultOwner()
+    try:
+        return Admin(settings, options, stdin, stdout).run()
+    except Exit as e:
+        return _fail(stderr, e.status, e.message)
+    except InvalidAddress as e:
+        return _fail(stderr, USAGE, str(e))
+    except AccountNotFound as e:
+        return _fail(stderr, NOT_FOUND, str(e))
+    except (AccountExists, KeyFileExists, AlreadyInitialised) as e:
+        return _fail(stderr, EXISTS, str(e))
+    except StoreError as e:
+        return _fail(stderr, ERROR, str(e))
+    except KeyboardInterrupt:
+        return _fail(stderr, ERROR, "interrupted")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

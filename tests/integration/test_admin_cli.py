@@ -1,0 +1,272 @@
+"""
+C{sipxmpp-admin} run for real: the console entry point in a subprocess
+with a temporary configuration, on SQLite and on PostgreSQL.
+
+Every run's output is kept, and each test ends by asserting that neither
+the password nor the key appears in any of it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from typing import Any
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from sipxmpp.config import StoreSettings
+from sipxmpp.presence.state import BindingSnapshot, DialogSnapshot, UserSnapshot
+from sipxmpp.store.opening import openStore
+from sipxmpp.store.records import AoRChanges, SavedStatus, SessionRecord
+from sipxmpp.testing.postgres import PostgresServer, requirePostgres
+from sipxmpp.testing.process import SharedServer
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+PASSWORD = "Zx9-cli-secret-Pw"
+ALICE = "sip:alice@example.test"
+
+
+def adminCommand() -> list[str]:
+    """
+    The console script when installed next to this Python, else the module
+    it runs (same main()).
+    """
+    script = os.path.join(os.path.dirname(sys.executable), "sipxmpp-admin")
+    if os.access(script, os.X_OK):
+        return [script]
+    return [sys.executable, "-m", "sipxmpp.ops.admin"]
+
+
+class AdminCLIMixin:
+    """
+    The admin command's round trips; subclasses give the store URL.
+    """
+
+    assertEqual: Any
+    assertIn: Any
+    assertNotIn: Any
+    assertTrue: Any
+    addCleanup: Any
+    mktemp: Any
+
+    def storeURL(self) -> str:
+        raise NotImplementedError()
+
+    def setUp(self) -> None:
+        self.folder = os.path.abspath(self.mktemp())
+        os.makedirs(self.folder)
+        self.keyFile = os.path.join(self.folder, "etc", "secret.key")
+        self.url = self.storeURL()
+        self.config = self.writeConfig(self.url, self.keyFile)
+        self.outputs: list[str] = []
+        self.addCleanup(self.assertNoSecretInOutput)
+
+    def writeConfig(self, url: str, keyFile: str, name: str = "sipxmpp.conf") -> str:
+        path = os.path.join(self.folder, name)
+        with open(path, "w") as f:
+            f.write(
+                "[sip]\nupstream = sip:127.0.0.1:5070\ndomain = example.test\n"
+                f"[store]\nurl = {url}\nkey_file = {keyFile}\n"
+            )
+        return path
+
+    def admin(self, *args: str, stdin: str = "", config: str | None = None
+              ) -> tuple[int, str, str]:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+        process = subprocess.run(
+            [*adminCommand(), "--config", config or self.config, *args],
+            input=stdin, capture_output=True, text=True, timeout=60, env=env, cwd=self.folder,
+        )
+        self.outputs += [process.stdout, process.stderr]
+        return process.returncode, process.stdout, process.stderr
+
+    def assertNoSecretInOutput(self) -> None:
+        secrets = [PASSWORD]
+        if os.path.exists(self.keyFile):
+            with open(self.keyFile) as f:
+                secrets.append(f.read().strip().split(":", 1)[1])
+        for output in self.outputs:
+            for secret in secrets:
+                self.assertNotIn(secret, output)
+
+    def init(self) -> None:
+        code, out, err = self.admin("init")
+        self.assertEqual((code, err), (0, ""))
+        self.assertIn(f"created key file {self.keyFile} (mode 0600)", out)
+
+    def test_roundTrip(self) -> None:
+        """
+        init, add, list, show, disable, enable, set-password, remove.
+        """
+        self.init()
+        self.assertEqual(os.stat(self.keyFile).st_mode & 0o777, 0o600)
+        code, out, err = self.admin(
+            "account", "add", "SIP:alice@Example.TEST;transport=tcp", "Alice@example.test",
+            "--mode", "resource", "--status-text", "On the phone", "--password-stdin",
+            stdin=PASSWORD + "\n",
+        )
+        self.assertEqual((code, out, err),
+                         (0, "added sip:alice@example.test -> alice@example.test (enabled)\n", ""))
+        self.admin("account", "add", "sip:bob@example.test", "bob@example.test",
+                   "--password-stdin", stdin="bob-pw\n")
+        code, out, _ = self.admin("account", "list")
+        self.assertEqual(out, "sip:alice@example.test\talice@example.test\tresource\tenabled\n"
+                              "sip:bob@example.test\tbob@example.test\tdefault\tenabled\n")
+        code, out, _ = self.admin("account", "list", "--json")
+        listed = json.loads(out)
+        self.assertEqual([a["aor"] for a in listed], [ALICE, "sip:bob@example.test"])
+        self.assertEqual(listed[0]["status_text"], "On the phone")
+        code, out, _ = self.admin("account", "show", "sip:alice@EXAMPLE.test")
+        self.assertEqual(code, 0)
+        self.assertIn("jid: alice@example.test\n", out)
+        self.assertIn("mode: resource\n", out)
+        self.assertIn("password: set (encrypted at rest)\n", out)
+        self.assertEqual(self.admin("account", "disable", ALICE)[:2], (0, f"disabled {ALICE}\n"))
+        self.assertIn("\tdisabled\n", self.admin("account", "list")[1])
+        self.assertEqual(self.admin("account", "enable", ALICE)[:2], (0, f"enabled {ALICE}\n"))
+        code, out, _ = self.admin("account", "set-password", ALICE, "--password-stdin",
+                                  stdin=PASSWORD + "-2\n")
+        self.assertEqual((code, out), (0, f"password of {ALICE} replaced\n"))
+        store = openStore(StoreSettings(self.url, self.keyFile), owner="test")
+        self.addCleanup(store.close)
+        account = store.accounts.lookup(ALICE).result
+        self.assertEqual(account.password, PASSWORD + "-2")
+        self.assertEqual(self.admin("account", "remove", ALICE)[:2], (0, f"removed {ALICE}\n"))
+        self.assertEqual(self.admin("account", "list")[1],
+                         "sip:bob@example.test\tbob@example.test\tdefault\tenabled\n")
+
+    def test_refusals(self) -> None:
+        """
+        Bad input, missing and existing things get distinct exit codes and
+        one clear line on stderr.
+        """
+        code, _, err = self.admin("account", "list")
+        self.assertEqual(code, 1)
+        self.assertIn("sipxmpp-admin: error: ", err)
+        self.init()
+        code, _, err = self.admin("init")
+        self.assertEqual(code, 4)
+        self.assertIn("refusing to overwrite", err)
+        add = ("account", "add")
+        self.admin(*add, ALICE, "alice@example.test", "--password-stdin", stdin=PASSWORD)
+        cases = [
+            ((*add, ALICE, "other@example.test", "--password-stdin"), PASSWORD, 4,
+             "sip:alice@example.test is already provisioned"),
+            ((*add, "sip:carol@example.test", "alice@example.test", "--password-stdin"),
+             PASSWORD, 4, "the JID alice@example.test is already provisioned"),
+            ((*add, "carol@example.test", "carol@example.test", "--password-stdin"), PASSWORD,
+             2, "did you mean 'sip:carol@example.test'?"),
+            ((*add, "sip:carol@example.test", "carol@example.test/phone", "--password-stdin"),
+             PASSWORD, 2, "has a resource"),
+            ((*add, "sip:carol@example.test", "carol@example.test", "--mode", "loud",
+              "--password-stdin"), PASSWORD, 2, "--mode must be one of"),
+            ((*add, "sip:carol@example.test", "carol@example.test", "--password", PASSWORD),
+             "", 2, "usage error"),
+            ((*add, "sip:carol@example.test", "carol@example.test"), PASSWORD, 2,
+             "use --password-stdin"),
+            ((*add, "sip:carol@example.test", "carol@example.test", "--password-stdin"), "\n",
+             2, "no password on standard input"),
+            (("account", "show", "sip:nobody@example.test"), "", 3,
+             "no account is provisioned for sip:nobody@example.test"),
+            (("account", "remove", "sip:nobody@example.test"), "", 3, "no account"),
+            (("account", "disable", "sip:nobody@example.test"), "", 3, "no account"),
+            (("account",), "", 2, "expected an account command"),
+            (("frobnicate",), "", 2, "usage error"),
+            ((), "", 2, "expected a command"),
+        ]
+        for args, stdin, expected, message in cases:
+            code, out, err = self.admin(*args, stdin=stdin)
+            self.assertEqual(code, expected, (args, out, err))
+            self.assertIn(message, err, args)
+        self.assertEqual(self.admin("account", "list")[1],
+                         "sip:alice@example.test\talice@example.test\tdefault\tenabled\n")
+
+    def test_wrongKeyAndBadConfig(self) -> None:
+        """
+        Another key file, or a broken configuration, is exit status 1 with
+        the reason.
+        """
+        self.init()
+        otherKey = os.path.join(self.folder, "other.key")
+        otherConfig = self.writeConfig(self.url, otherKey, "other.conf")
+        shutil.copy(self.keyFile, otherKey)
+        with open(otherKey, "w") as f:
+            f.write("sipxmpp-key-v1:" + "A" * 43 + "=\n")
+        os.chmod(otherKey, 0o600)
+        code, _, err = self.admin("account", "list", config=otherConfig)
+        self.assertEqual(code, 1)
+        self.assertIn("key check failed", err)
+        broken = os.path.join(self.folder, "broken.conf")
+        with open(broken, "w") as f:
+            f.write("[store]\nurl = mysql://x\n")
+        code, _, err = self.admin("account", "list", config=broken)
+        self.assertEqual(code, 1)
+        self.assertIn("configuration error", err)
+
+    def test_state(self) -> None:
+        """
+        state shows what the gateways saved: telephony state computed like
+        the gateway does, the XMPP session, saved client statuses.
+        """
+        self.init()
+        self.assertEqual(self.admin("state")[1], "no saved runtime state\n")
+        import time
+
+        now = time.time()
+        store = openStore(StoreSettings(self.url, self.keyFile), owner="gw-a")
+        self.addCleanup(store.close)
+        store.runtime.write([AoRChanges(
+            ALICE,
+            snapshot=UserSnapshot(ALICE, (BindingSnapshot("desk", now + 3600),),
+                                  (DialogSnapshot(("c", "1", "2"), True, False, now + 600),)),
+            statuses=(SavedStatus(ALICE, "alice@example.test/psi", "away", "lunch", 5, now),),
+            session=SessionRecord(ALICE, "connected", "rc via psi", now),
+        )], now)
+        code, out, _ = self.admin("state")
+        self.assertEqual(code, 0)
+        lines = out.splitlines()
+        self.assertEqual(lines[0], f"{ALICE}\ton-the-phone\txmpp=connected\tgateway=gw-a")
+        self.assertIn('  dialog ["c","1","2"] confirmed', out)
+        self.assertIn("saved status of alice@example.test/psi: show=away", out)
+        report = json.loads(self.admin("state", "--json")[1])
+        self.assertEqual(report[0]["telephony"], "on-the-phone")
+        self.assertEqual(report[0]["xmpp"]["state"], "connected")
+
+    def test_help(self) -> None:
+        code, out, _ = self.admin("--help")
+        self.assertEqual(code, 0)
+        self.assertIn("3 not found", out)
+        code, out, _ = self.admin("account", "add", "--help")
+        self.assertEqual(code, 0)
+        self.assertIn("--password-stdin", out)
+
+
+class SQLiteAdminCLITests(AdminCLIMixin, SynchronousTestCase):
+    def storeURL(self) -> str:
+        return f"sqlite:///{self.folder}/var/sipxmpp.sqlite"
+
+    def test_secretNotInDatabaseFile(self) -> None:
+        """
+        The SQLite file holds the password only encrypted.
+        """
+        self.init()
+        self.admin("account", "add", ALICE, "alice@example.test", "--password-stdin",
+                   stdin=PASSWORD)
+        for name in os.listdir(os.path.join(self.folder, "var")):
+            with open(os.path.join(self.folder, "var", name), "rb") as f:
+                self.assertNotIn(PASSWORD.encode(), f.read())
+
+
+class PostgreSQLAdminCLITests(AdminCLIMixin, SynchronousTestCase):
+    postgres = SharedServer(PostgresServer)
+
+    def storeURL(self) -> str:
+        requirePostgres()
+        server = self.postgres.get(self)
+        url = server.createDatabase("cli")
+        self.addCleanup(server.dropDatabase, url)
+        return url

@@ -128,6 +128,7 @@ class CaseB:
         self.saved = saved
         self.seenOurs = False
         self.overridden = False
+        self.restoring = False
 
 
 class CommandDirectory:
@@ -406,6 +407,9 @@ class UserPublisher(subprotocols.XMPPHandler):  # type: ignore[misc]
                           aor=self.account.aor, jid=shown.target.full())  # fmt: skip
             self.shown = None
             return
+        # The client broadcasts the restored status while we wait for its
+        # answer: that is ours, not the user's.
+        shown.restoring = True
         try:
             await self.remote.restoreStatus(shown.target, shown.node, shown.saved)
         except RemoteControlError as e:
@@ -413,6 +417,7 @@ class UserPublisher(subprotocols.XMPPHandler):  # type: ignore[misc]
                           aor=self.account.aor, jid=shown.target.full(), e=e)  # fmt: skip
         except Exception as e:
             # The stream went away: try again on the next one.
+            shown.restoring = False
             self.log.info("{aor}: restoring {jid} deferred until reconnected: {e}",
                           aor=self.account.aor, jid=shown.target.full(), e=e)  # fmt: skip
             return
@@ -448,6 +453,8 @@ class UserPublisher(subprotocols.XMPPHandler):  # type: ignore[misc]
                               aor=self.account.aor, jid=jid.full())  # fmt: skip
                 self.shown = None
                 self._kick()
+            elif shown.restoring:
+                pass
             elif change.after.looksLike("dnd", shown.text):
                 shown.seenOurs = True
             elif shown.seenOurs and not shown.overridden:

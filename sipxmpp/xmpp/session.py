@@ -36,6 +36,7 @@ from twisted.internet.interfaces import (
     IReactorTime,
     ISSLTransport,
     IStreamClientEndpoint,
+    ITCPTransport,
 )
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -389,6 +390,13 @@ class XMPPSession:
     def _connected(self, xs: xmlstream.XmlStream) -> None:
         self._stream = xs
         self._setState("authenticating")
+        # Stanzas are small and latency matters (a call's presence): do not
+        # let Nagle's algorithm hold one back waiting for a delayed ACK.
+        transport = xs.transport
+        while transport is not None and not ITCPTransport.providedBy(transport):
+            transport = getattr(transport, "transport", None)
+        if transport is not None:
+            transport.setTcpNoDelay(True)
         sasl.replaceSASLInitializer(xs)
         if not self.settings.requireTLS:
             for initializer in xs.initializers:

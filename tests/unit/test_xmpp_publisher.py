@@ -280,6 +280,27 @@ class PublisherPolicyTests(PublisherTestsMixin, SynchronousTestCase):
         restored = self.runCommand(session)
         self.assertEqual(restored["status"], ["online"])
 
+    def test_restoredBroadcastIsNotTheUsers(self) -> None:
+        """
+        The client's broadcast of the restored status, which may come before
+        the command's result, is not taken for a change by the user.
+        """
+        session = self.login()
+        self.psiOnline(session)
+        self.change(S.ON_THE_PHONE)
+        self.runCommand(session)
+        session.receive(presenceXML(PSI, "dnd", self.settings.statusText, 5, "psi-ver"))
+        record = self.publisher.users[AOR].shown
+        assert isinstance(record, CaseB)
+        self.change(S.ONLINE)
+        [execute] = session.iqs()
+        session.answer(execute, commandAnswer(NODE_SET_STATUS, "executing", body=rcForm("dnd")))
+        [submit] = session.iqs()
+        session.receive(presenceXML(PSI, None, "working", 5, "psi-ver"))
+        self.assertFalse(record.overridden)
+        session.answer(submit, commandAnswer(NODE_SET_STATUS, "completed"))
+        self.assertIsNone(self.publisher.users[AOR].shown)
+
     def test_restoreWhenBroadcastNeverSeen(self) -> None:
         session = self.login()
         self.psiOnline(session)

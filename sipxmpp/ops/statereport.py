@@ -57,8 +57,8 @@ def _reportDict(report: UserReport, now: float) -> dict[str, Any]:
             "since": report.session.updatedAt,
         },
         "saved_statuses": [
-            {"resource": s.resource, "show": s.show, "status": s.status,
-             "priority": s.priority, "saved_at": s.savedAt}
+            {"resource": s.resource, "status": s.status, "priority": s.priority,
+             "message": s.message, "saved_at": s.savedAt}
             for s in report.statuses
         ],
     }
@@ -97,5 +97,5 @@ def describeReports(
         if session is not None and session.detail:
             yield f"  xmpp {session.state}: {session.detail} ({now - session.updatedAt:.0f} s ago)"
         for s in report.statuses:
-            yield (f"  saved status of {s.resource}: show={s.show or 'available'} "
-                   f"status={s.status!r} priority={s.priority}")
+            yield (f"  saved status of {s.resource}: status={s.status} "
+                   f"message={s.message!r} priority={s.priority}")

@@ -66,9 +66,9 @@ def _v1(blob: str, boolean: str, true: str, real: str) -> tuple[str, ...]:
             owner TEXT NOT NULL,
             aor TEXT NOT NULL,
             resource TEXT NOT NULL,
-            show TEXT,
-            status TEXT,
-            priority INTEGER NOT NULL,
+            status TEXT NOT NULL,
+            priority INTEGER,
+            message TEXT NOT NULL,
             saved_at {real} NOT NULL,
             PRIMARY KEY (owner, aor, resource))""",
         f"""CREATE TABLE xmpp_sessions (

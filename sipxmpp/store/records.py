@@ -43,22 +43,23 @@ class AccountRecord:
 @dataclass(frozen=True)
 class SavedStatus:
     """
-    The presence one of the user's own clients had before the publisher
-    set it to dnd by remote control, to be put back after the call.
+    The status one of the user's own clients had before the publisher set
+    it to dnd by remote control, to be put back after the call; the fields
+    of L{sipxmpp.xmpp.remote.RemoteStatus} plus who and when.
 
     @ivar aor: the user.
     @ivar resource: the client's full JID.
-    @ivar show: its C{<show/>} (C{None} for available, or C{"away"}, ...).
-    @ivar status: its status message, or L{None}.
-    @ivar priority: its priority.
+    @ivar status: the XEP-0146 value (C{online}, C{away}, C{dnd}, ...).
+    @ivar priority: its priority, or L{None} when its form had none.
+    @ivar message: its status message (empty for none).
     @ivar savedAt: POSIX time it was saved.
     """
 
     aor: str
     resource: str
-    show: str | None
-    status: str | None
-    priority: int
+    status: str
+    priority: int | None
+    message: str
     savedAt: float
 
 

@@ -64,8 +64,8 @@ class SQLRuntimeStateStore:
                 if change.statuses is not None:
                     tx.execute("DELETE FROM saved_statuses WHERE owner = ? AND aor = ?", key)
                     tx.executeMany(
-                        "INSERT INTO saved_statuses (owner, aor, resource, show, status, "
-                        "priority, saved_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        "INSERT INTO saved_statuses (owner, aor, resource, status, priority, "
+                        "message, saved_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
                         statuses,
                     )
                 if change.session is not None:
@@ -111,7 +111,7 @@ class SQLRuntimeStateStore:
                     )
         for s in change.statuses or ():
             statuses.append(
-                (self.owner, aor, s.resource, s.show, s.status, s.priority, s.savedAt)
+                (self.owner, aor, s.resource, s.status, s.priority, s.message, s.savedAt)
             )
         return bindings, dialogs, statuses
 
@@ -195,12 +195,13 @@ def _statuses(
     tx: Transaction, where: str, params: tuple[object, ...]
 ) -> dict[tuple[str, str], tuple[SavedStatus, ...]]:
     result: dict[tuple[str, str], list[SavedStatus]] = defaultdict(list)
-    for owner, aor, resource, show, status, priority, savedAt in tx.execute(
-        "SELECT owner, aor, resource, show, status, priority, saved_at FROM saved_statuses "
+    for owner, aor, resource, status, priority, message, savedAt in tx.execute(
+        "SELECT owner, aor, resource, status, priority, message, saved_at FROM saved_statuses "
         f"{where} ORDER BY owner, aor, resource",
         params,
     ):
         result[(owner, aor)].append(
-            SavedStatus(aor, resource, show, status, int(priority), float(savedAt))
+            SavedStatus(aor, resource, status, None if priority is None else int(priority),
+                        message, float(savedAt))
         )
     return {key: tuple(value) for key, value in result.items()}

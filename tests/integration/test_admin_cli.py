@@ -223,7 +223,7 @@ class AdminCLIMixin:
             ALICE,
             snapshot=UserSnapshot(ALICE, (BindingSnapshot("desk", now + 3600),),
                                   (DialogSnapshot(("c", "1", "2"), True, False, now + 600),)),
-            statuses=(SavedStatus(ALICE, "alice@example.test/psi", "away", "lunch", 5, now),),
+            statuses=(SavedStatus(ALICE, "alice@example.test/psi", "away", 5, "lunch", now),),
             session=SessionRecord(ALICE, "connected", "rc via psi", now),
         )], now)
         code, out, _ = self.admin("state")
@@ -231,7 +231,7 @@ class AdminCLIMixin:
         lines = out.splitlines()
         self.assertEqual(lines[0], f"{ALICE}\ton-the-phone\txmpp=connected\tgateway=gw-a")
         self.assertIn('  dialog ["c","1","2"] confirmed', out)
-        self.assertIn("saved status of alice@example.test/psi: show=away", out)
+        self.assertIn("saved status of alice@example.test/psi: status=away message='lunch'", out)
         report = json.loads(self.admin("state", "--json")[1])
         self.assertEqual(report[0]["telephony"], "on-the-phone")
         self.assertEqual(report[0]["xmpp"]["state"], "connected")

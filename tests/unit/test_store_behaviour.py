@@ -369,7 +369,7 @@ class StoreBehaviourMixin:
         deletes it; parts left None are untouched.
         """
         runtime = self.store.runtime
-        status = SavedStatus(ALICE, "alice@example.test/psi", "away", "lunch", 5, self.clockTime)
+        status = SavedStatus(ALICE, "alice@example.test/psi", "away", 5, "lunch", self.clockTime)
         self.result(runtime.write(
             [AoRChanges(ALICE, snapshot=self.snapshot(), statuses=(status,)),
              AoRChanges(BOB, snapshot=self.snapshot(BOB))],
@@ -388,7 +388,7 @@ class StoreBehaviourMixin:
         Each gateway restores only its own state; the report shows all.
         """
         other = self.reopen(owner="gw2")
-        status = SavedStatus(BOB, "bob@example.test/tkabber", None, None, 0, self.clockTime)
+        status = SavedStatus(BOB, "bob@example.test/tkabber", "online", None, "", self.clockTime)
         session = SessionRecord(BOB, "online", "remote-control", self.clockTime)
         self.result(other.runtime.write(
             [AoRChanges(BOB, snapshot=self.snapshot(BOB), statuses=(status,), session=session)],

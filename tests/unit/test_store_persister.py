@@ -166,8 +166,8 @@ class PersisterTests(SynchronousTestCase):
         Saved statuses are kept in memory for the publisher and written
         coalesced; setting none forgets them.
         """
-        first = SavedStatus(ALICE, "alice@example.test/psi", "away", "out", 5, 1000)
-        second = SavedStatus(ALICE, "alice@example.test/psi", None, "back", 5, 1000)
+        first = SavedStatus(ALICE, "alice@example.test/psi", "away", 5, "out", 1000)
+        second = SavedStatus(ALICE, "alice@example.test/psi", "online", 5, "back", 1000)
         self.persister.setSavedStatuses(ALICE, [first])
         self.persister.setSavedStatuses(ALICE, [second])
         self.persister.sessionStateChanged(ALICE, "online", "remote-control")

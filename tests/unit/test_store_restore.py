@@ -229,7 +229,7 @@ class RestartTests(SynchronousTestCase):
         machine.dialogConfirmed(ALICE, ("call", "a", "b"))
         machine.dialogEarly(BOB, "ringing")
         machine.bindingUpdated(CAROL, "c", 30)
-        saved = SavedStatus(ALICE, "alice@example.test/psi", "away", "lunch", 5, T0)
+        saved = SavedStatus(ALICE, "alice@example.test/psi", "away", 5, "lunch", T0)
         persister.setSavedStatuses(ALICE, [saved])
         clock.advance(0)  # the persister writes; then the gateway dies
 

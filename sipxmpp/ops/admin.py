@@ -43,7 +43,7 @@ from sipxmpp.store.errors import (
     KeyFileExists,
     StoreError,
 )
-from sipxmpp.store.opening import Store, defaultOwner, initialiseStore, openStore
+from sipxmpp.store.opening import Store, initialiseStore, openStore
 from sipxmpp.store.records import AccountRecord
 from sipxmpp.xmpp.accounts import MODES
 
@@ -235,8 +235,6 @@ class AdminOptions(usage.Options):
     )
     optParameters = [
         ["config", "c", DEFAULT_CONFIG_PATH, "Configuration file (the one twistd uses)."],
-        ["owner", None, None,
-         "Gateway name whose runtime state this is (default: the host name)."],
     ]
     subCommands = [
         ["init", None, InitOptions, "Create the key file and the schema."],
@@ -338,7 +336,7 @@ class Admin:
         self.out.write(line + "\n")
 
     def open(self) -> Store:
-        return openStore(self.settings.store, owner=self.options["owner"], createSQLite=False)
+        return openStore(self.settings.store, createSQLite=False)
 
     def run(self) -> int:
         command = self.options.subCommand
@@ -353,7 +351,7 @@ class Admin:
         return handler(sub.subOptions)
 
     def init(self) -> int:
-        store = initialiseStore(self.settings.store, owner=self.options["owner"])
+        store = initialiseStore(self.settings.store)
         try:
             self.write(f"created key file {self.settings.store.keyFile} (mode 0600)")
             self.write(f"store {store.display} ready (schema version {store.schemaVersion})")
@@ -508,8 +506,6 @@ def main(
         settings = loadSettings(options["config"])
     except ConfigError as e:
         return _fail(stderr, ERROR, f"configuration error: {e}")
-    if options["owner"] is None:
-        options["owner"] = defaultOwner()
     try:
         return Admin(settings, options, stdin, stdout).run()
     except Exit as e:

@@ -9,22 +9,29 @@ from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorFromThreads, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
+from sipxmpp.config import StoreSettings
 from sipxmpp.presence.state import TelephonyStateMachine
 from sipxmpp.store.errors import StoreError
-from sipxmpp.store.opening import Store
+from sipxmpp.store.opening import Store, openStore
 from sipxmpp.store.persister import RuntimeStatePersister
 from sipxmpp.store.restore import RestoreSummary, restoreRuntimeState
+from sipxmpp.store.runners import threadPoolRunner
 
 
 class StoreService(Service):
     """
-    Runs the store's thread pool; at start restores the runtime state into
-    C{machine}, at stop writes what is pending and closes the store.
+    Runs the store's thread pool; once started (in the next reactor turn,
+    after its sibling services started) restores the runtime state into
+    C{machine}; at stop writes what is pending and closes the store.
+
+    Add it to the gateway's L{MultiService} I{before} the publisher: it
+    then starts first (queries queue until the pool runs) and stops last,
+    so what the publisher saves while stopping is still written.
 
     @ivar restored: fires with the L{RestoreSummary} (or L{None} if the
         restore failed, which is logged and leaves the gateway empty).
@@ -46,10 +53,17 @@ class StoreService(Service):
         self.persister = persister
         self.clock = clock
         self.restored: Deferred[RestoreSummary | None] = Deferred()
+        self._restoreCall: IDelayedCall | None = None
 
     def startService(self) -> None:
         super().startService()
         self.pool.start()
+        # Restore once every sibling service has started (the publisher
+        # must be running when the machine reports the restored states).
+        self._restoreCall = self.clock.callLater(0, self._restore)
+
+    def _restore(self) -> None:
+        self._restoreCall = None
         d = restoreRuntimeState(self.machine, self.store.runtime, self.persister, self.clock)
 
         def failed(failure: Failure) -> None:
@@ -65,6 +79,9 @@ class StoreService(Service):
 
     def stopService(self) -> Deferred[None]:
         super().stopService()
+        if self._restoreCall is not None:
+            self._restoreCall.cancel()
+            self._restoreCall = None
         d = self.persister.stop()
 
         def close(result: Any) -> Any:
@@ -73,3 +90,28 @@ class StoreService(Service):
             return result
 
         return d.addBoth(close)
+
+
+def makeStoreService(
+    settings: StoreSettings,
+    reactor: Any,
+    machine: TelephonyStateMachine,
+    owner: str | None = None,
+    interval: float = 0.5,
+) -> StoreService:
+    """
+    Open the store of C{[store]} (blocking: call it while composing the
+    services, before the reactor runs) and wrap it in a L{StoreService}
+    with its own one-thread pool and a persister writing at most every
+    C{interval} seconds.
+
+    @param reactor: provides L{IReactorTime} and L{IReactorFromThreads}.
+    @param owner: this gateway's name in the runtime state tables
+        (default: the host name).
+    @raise sipxmpp.store.errors.StoreError: with a one-line reason.
+    """
+    pool = ThreadPool(minthreads=1, maxthreads=1, name="sipxmpp-store")
+    fromThreads: IReactorFromThreads = reactor
+    store = openStore(settings, threadPoolRunner(fromThreads, pool), owner=owner)
+    persister = RuntimeStatePersister(store.runtime, reactor, interval=interval)
+    return StoreService(store, pool, machine, persister, reactor)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 
 from twisted.internet.task import Clock
+from twisted.python.threadpool import ThreadPool
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
@@ -22,8 +23,9 @@ from sipxmpp.presence.state import (
 )
 from sipxmpp.store.opening import Store, initialiseStore, openStore
 from sipxmpp.store.persister import RuntimeStatePersister
-from sipxmpp.store.records import SavedStatus
+from sipxmpp.store.records import AoRChanges, SavedStatus
 from sipxmpp.store.restore import RestoreSummary, restoreRuntimeState
+from sipxmpp.store.service import StoreService
 
 ALICE = "sip:alice@example.test"
 BOB = "sip:bob@example.test"
@@ -268,3 +270,28 @@ class RestartTests(SynchronousTestCase):
         self.assertEqual(machine3.snapshot(ALICE).dialogs[0].expiresAt, T0 + 700)
         _, machine4, _, _, _ = self.start(T0 + 701, watchdog=600)
         self.assertEqual(machine4.users(), {})
+
+
+class StoreServiceOrderTests(SynchronousTestCase):
+    """
+    The store service restores in the reactor turn after it started, so
+    sibling services (the publisher) are running when states are reported.
+    """
+
+    def test_restoreAfterStart(self) -> None:
+        folder = os.path.abspath(self.mktemp())
+        settings = StoreSettings(f"sqlite:///{folder}/db.sqlite", f"{folder}/key")
+        store = initialiseStore(settings, owner="gw1")
+        self.addCleanup(store.close)
+        store.runtime.write([AoRChanges(ALICE, snapshot=UserSnapshot(
+            ALICE, (BindingSnapshot("desk", T0 + 600),)))], T0)
+        clock, machine, recorder = machineAt(T0)
+        persister = RuntimeStatePersister(store.runtime, clock)
+        service = StoreService(store, ThreadPool(0, 1), machine, persister, clock)
+        service.startService()
+        self.addCleanup(service.pool.stop)
+        self.assertEqual(recorder.changes, [])
+        clock.advance(0)
+        self.assertEqual(recorder.events(ALICE), [Event.ONLINE])
+        self.assertEqual(self.successResultOf(service.restored), RestoreSummary(1, 1, 0, 0))
+        machine.allBindingsRemoved(ALICE)

@@ -10,17 +10,14 @@ import os
 import threading
 
 from twisted.internet import reactor
-from twisted.python.threadpool import ThreadPool
 from twisted.trial.unittest import TestCase
 
 from sipxmpp.config import StoreSettings
 from sipxmpp.presence.events import TelephonyState
 from sipxmpp.presence.state import TelephonyStateMachine
-from sipxmpp.store.opening import initialiseStore, openStore
-from sipxmpp.store.persister import RuntimeStatePersister
+from sipxmpp.store.opening import initialiseStore
 from sipxmpp.store.records import AccountRecord
-from sipxmpp.store.runners import threadPoolRunner
-from sipxmpp.store.service import StoreService
+from sipxmpp.store.service import StoreService, makeStoreService
 
 ALICE = "sip:alice@example.test"
 
@@ -32,11 +29,8 @@ class StoreServiceTests(TestCase):
         initialiseStore(self.settings).close()
 
     def service(self) -> tuple[StoreService, TelephonyStateMachine]:
-        pool = ThreadPool(minthreads=1, maxthreads=1, name="sipxmpp-store-test")
-        store = openStore(self.settings, threadPoolRunner(reactor, pool), owner="gw")
         machine = TelephonyStateMachine(reactor)
-        persister = RuntimeStatePersister(store.runtime, reactor, interval=60.0)
-        return StoreService(store, pool, machine, persister, reactor), machine
+        return makeStoreService(self.settings, reactor, machine, "gw", interval=60.0), machine
 
     async def test_startQueryStop(self) -> None:
         """
@@ -57,7 +51,7 @@ class StoreServiceTests(TestCase):
 
         await service.store.database.interact(where)
         self.assertNotEqual(threads[0], threading.current_thread().name)
-        self.assertIn("sipxmpp-store-test", threads[0])
+        self.assertIn("sipxmpp-store", threads[0])
 
         await service.store.accounts.addAccount(AccountRecord(ALICE, "alice@example.test"), "pw")
         account = await service.store.accounts.lookup(ALICE)

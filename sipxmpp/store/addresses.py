@@ -26,7 +26,7 @@ import re
 
 from twisted.words.protocols.jabber.jid import JID, InvalidFormat
 
-__all__ = ["InvalidAddress", "normaliseAoR", "parseBareJID"]
+__all__ = ["InvalidAddress", "aorOrNone", "normaliseAoR", "parseBareJID"]
 
 
 class InvalidAddress(ValueError):
@@ -149,3 +149,14 @@ def parseBareJID(text: str) -> JID:
             f"{jid.userhost()}"
         )
     return jid
+
+
+def aorOrNone(text: str) -> str | None:
+    """
+    Return the normal form of the AoR C{text}, or L{None} if it is not a
+    user's SIP address (for the proxy's C{aorOf}: C{aorOrNone(str(uri))}).
+    """
+    try:
+        return normaliseAoR(text)
+    except InvalidAddress:
+        return None

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from sipxmpp.store.addresses import InvalidAddress, normaliseAoR, parseBareJID
+from sipxmpp.store.addresses import InvalidAddress, aorOrNone, normaliseAoR, parseBareJID
 
 
 class AoRTests(SynchronousTestCase):
@@ -52,6 +52,11 @@ class AoRTests(SynchronousTestCase):
             e = self.assertRaises(InvalidAddress, normaliseAoR, text)
             self.assertIn(message, str(e), text)
             self.assertIn("expected a SIP URI like sip:alice@example.com", str(e))
+
+    def test_aorOrNone(self) -> None:
+        self.assertEqual(aorOrNone("sips:Bob@Example.test;user=phone"), "sip:Bob@example.test")
+        self.assertIsNone(aorOrNone("sip:example.test"))
+        self.assertIsNone(aorOrNone("tel:+123"))
 
     def test_passwordNotEchoed(self) -> None:
         """

@@ -14,6 +14,7 @@ the original presence again, so calls do not overlap. The watcher is a
 twisted.words session in this process (one clock for both ends).
 
 Usage: python bench/presence_latency.py [--calls 1000] [--timeout 600]
+                                       [--prosody-nagle-off]
 
 Prints raw figures per case; the last line covers both cases together:
   presence latency p50 X ms p99 Y ms
@@ -26,6 +27,7 @@ import json
 import os
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from typing import Any
@@ -40,6 +42,7 @@ from twisted.words.xish import domish
 
 from sipxmpp.presence.events import Event, StateChange, TelephonyState
 from sipxmpp.testing.prosody import ProsodyServer
+from sipxmpp.testing.templates import etcPath
 from sipxmpp.xmpp.accounts import Account, MemoryAccountDirectory
 from sipxmpp.xmpp.publisher import Publisher, PublisherSettings
 from sipxmpp.xmpp.resources import parsePresence
@@ -117,9 +120,23 @@ def describe(name: str, values: list[float]) -> str:
     )
 
 
-async def run(reactor: Any, calls: int, timeout: float) -> None:
+async def run(reactor: Any, calls: int, timeout: float, tuned: bool) -> None:
     deadline = time.monotonic() + timeout
-    server = ProsodyServer(users=USERS)
+    template = None
+    if tuned:
+        # Prosody's epoll backend keeps Nagle's algorithm on by default: a
+        # small stanza can wait for the peer's delayed ACK (~40 ms on Linux).
+        with open(etcPath("prosody.cfg.lua.in"), encoding="utf-8") as f:
+            text = f.read()
+        text = text.replace(
+            'VirtualHost "@DOMAIN@"',
+            "network_settings = { nagle = false }\n\nVirtualHost \"@DOMAIN@\"",
+            1,
+        )
+        template = os.path.join(tempfile.mkdtemp(prefix="sipxmpp-bench-"), "prosody.cfg.lua.in")
+        with open(template, "w", encoding="utf-8") as f:
+            f.write(text)
+    server = ProsodyServer(users=USERS, template=template)
     server.subscribe("alice", "bob")
     server.subscribe("carol", "bob")
     server.start()
@@ -207,8 +224,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--calls", type=int, default=1000, help="calls per case (default 1000)")
     parser.add_argument("--timeout", type=float, default=600, help="bound on the whole run, seconds")
+    parser.add_argument("--prosody-nagle-off", action="store_true",
+                        help="run Prosody with network_settings = { nagle = false }")  # fmt: skip
     args = parser.parse_args()
-    task.react(lambda reactor: defer.ensureDeferred(run(reactor, args.calls, args.timeout)))
+    task.react(lambda reactor: defer.ensureDeferred(
+        run(reactor, args.calls, args.timeout, args.prosody_nagle_off)
+    ))  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -148,7 +148,8 @@ class PublisherIntegrationMixin:
     """
 
     timeout = 60
-    server: ClassVar[Any]
+    server: ClassVar[Any] = None
+    _remaining: ClassVar[int]
     settings = PublisherSettings(commandTimeout=5, logoutGrace=300)
 
     # -- fixtures ------------------------------------------------------------
@@ -157,18 +158,28 @@ class PublisherIntegrationMixin:
     def makeServer(cls) -> Any:
         raise NotImplementedError()
 
-    def serverUp(self) -> Any:
+    def setUp(self) -> None:
+        # One server per class, started by the first test that needs it and
+        # stopped after the class's last test (trial has no tearDownClass);
+        # when only some tests run, the harness stops it at exit.
         cls = type(self)
-        if getattr(cls, "server", None) is None:
-            cls.server = cls.makeServer()
-        return cls.server
+        if "_remaining" not in cls.__dict__:
+            cls._remaining = len([n for n in dir(cls) if n.startswith("test_")])
+        self.addCleanup(self._testDone)  # type: ignore[attr-defined]
 
-    @classmethod
-    def tearDownClass(cls) -> None:
-        server = getattr(cls, "server", None)
-        if server is not None:
+    def _testDone(self) -> None:
+        cls = type(self)
+        cls._remaining -= 1
+        server = cls.__dict__.get("server")
+        if cls._remaining == 0 and server is not None:
             server.stop()
             cls.server = None
+
+    def serverUp(self) -> Any:
+        cls = type(self)
+        if cls.__dict__.get("server") is None:
+            cls.server = cls.makeServer()
+        return cls.server
 
     def startClient(self, user: str, resource: str, rc: str = "none", priority: int = 0,
                     status: str = "", password: str | None = None) -> Deferred[DesktopClient]:  # fmt: skip

@@ -34,6 +34,7 @@ NODE_SET_STATUS = "http://jabber.org/protocol/rc#set-status"
 
 OK = 0
 CHECK_FAILED = 5
+PROGRAM = "sipxmpp-admin"
 
 
 @dataclass
@@ -134,7 +135,7 @@ async def _askRemoteControl(session: Any, resource: Resource, timeout: float) ->
 
 
 async def _check(reactor: Any, settings: Settings, account: Account, timeout: float,
-                 wait: float, out: TextIO) -> int:
+                 wait: float, out: TextIO, err: TextIO) -> int:
     from sipxmpp.xmpp.session import SessionFactory, sessionSettingsFrom
 
     factory = SessionFactory(reactor, sessionSettingsFrom(settings.xmpp), settings.xmpp.caFile)
@@ -162,11 +163,11 @@ async def _check(reactor: Any, settings: Settings, account: Account, timeout: fl
         )
         reason, index = await winner
         if index == 1:
-            out.write(f"FAILED: XMPP login as {session.jid.full()}: {reason}\n")
+            err.write(f"{PROGRAM}: error: XMPP login as {session.jid.full()} failed: {reason}\n")
             return CHECK_FAILED
         if index == 2:
-            out.write(f"FAILED: XMPP login as {session.jid.full()} did not complete within "
-                      f"{timeout:g} s (session: {session.state})\n")
+            err.write(f"{PROGRAM}: error: XMPP login as {session.jid.full()} did not complete "
+                      f"within {timeout:g} s (session: {session.state})\n")
             return CHECK_FAILED
         out.write(f"ok: logged in as {session.jid.full()}\n")
         await task.deferLater(reactor, wait, lambda: None)
@@ -192,20 +193,21 @@ async def _check(reactor: Any, settings: Settings, account: Account, timeout: fl
 
 
 def runCheck(settings: Settings, account: Account, timeout: float, wait: float,
-             out: TextIO) -> int:
+             out: TextIO, err: TextIO) -> int:
     """
     Run the check under a reactor of its own and return the exit status.
     """
     codes: list[int] = []
 
     def main(reactor: Any) -> Deferred[None]:
-        d = Deferred.fromCoroutine(_check(reactor, settings, account, timeout, wait, out))
+        d = Deferred.fromCoroutine(_check(reactor, settings, account, timeout, wait, out, err))
 
         def done(code: int) -> None:
             codes.append(code)
 
         def crashed(failure: Failure) -> None:
-            out.write(f"FAILED: {type(failure.value).__name__}: {failure.getErrorMessage()}\n")
+            err.write(f"{PROGRAM}: error: account check crashed: "
+                      f"{type(failure.value).__name__}: {failure.getErrorMessage()}\n")
             codes.append(CHECK_FAILED)
 
         return d.addCallbacks(done, crashed)

@@ -326,11 +326,12 @@ class Admin:
     """
 
     def __init__(self, settings: Settings, options: AdminOptions,
-                 stdin: TextIO, out: TextIO) -> None:
+                 stdin: TextIO, out: TextIO, err: TextIO) -> None:
         self.settings = settings
         self.options = options
         self.stdin = stdin
         self.out = out
+        self.err = err
 
     def write(self, line: str) -> None:
         self.out.write(line + "\n")
@@ -462,7 +463,7 @@ class Admin:
             store.close()
         from sipxmpp.ops.accountcheck import runCheck
 
-        return runCheck(self.settings, account, o["timeout"], o["wait"], self.out)
+        return runCheck(self.settings, account, o["timeout"], o["wait"], self.out, self.err)
 
     def state(self, o: usage.Options) -> int:
         store = self.open()
@@ -507,7 +508,7 @@ def main(
     except ConfigError as e:
         return _fail(stderr, ERROR, f"configuration error: {e}")
     try:
-        return Admin(settings, options, stdin, stdout).run()
+        return Admin(settings, options, stdin, stdout, stderr).run()
     except Exit as e:
         return _fail(stderr, e.status, e.message)
     except InvalidAddress as e:

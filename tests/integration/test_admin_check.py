@@ -136,10 +136,12 @@ class AccountCheckTests(SynchronousTestCase):
         """
         A refused login is exit status 5 with the server's reason.
         """
-        code, out, _ = self.admin("account", "check", "sip:bob@example.test",
-                                  "--timeout", "20")
-        self.assertEqual(code, 5, out)
-        self.assertIn("FAILED: XMPP login as bob@example.test/sipxmpp: authentication", out)
+        code, out, err = self.admin("account", "check", "sip:bob@example.test",
+                                    "--timeout", "20")
+        self.assertEqual((code, out), (5, ""), err)
+        self.assertTrue(err.startswith(
+            "sipxmpp-admin: error: XMPP login as bob@example.test/sipxmpp failed: "
+            "authentication: the server refused SCRAM-SHA-1: not-authorized"), err)
 
     def test_notProvisioned(self) -> None:
         code, _, err = self.admin("account", "check", "sip:carol@example.test")

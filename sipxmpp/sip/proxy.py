@@ -39,7 +39,7 @@ from sipxmpp.sip.message import SIPRequest, SIPResponse, makeResponse, parseMess
 from sipxmpp.sip.peer import Peer
 from sipxmpp.sip.registrations import Binding, Registrations, contactKey
 from sipxmpp.sip.transaction import T1, ClientTransaction, Send, ServerTransaction, State
-from sipxmpp.sip.uri import SIPURI, URI, TelURI, parseURI
+from sipxmpp.sip.uri import SIPURI, URI, parseURI
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -289,9 +289,7 @@ class Proxy:
             raise RoutingError(483, "Too Many Hops")
         if request.proxyRequire:
             raise RoutingError(420, "Bad Extension")
-        uri = request.uri
-        if not isinstance(uri, SIPURI | TelURI):
-            raise RoutingError(416, "Unsupported URI Scheme")
+        request.uri  # noqa: B018 -- parse it now: a malformed one is answered 400
         loop = self._loopHash(request)
         for via in request.vias:
             if (via.sentBy.lower() in self._ourSentBy and via.branch is not None

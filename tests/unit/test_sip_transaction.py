@@ -54,7 +54,9 @@ class Wire:
         self.sent.append((data, peer))
 
     def firstLines(self) -> list[bytes]:
-        return [data.split(b"\r\n", 1)[0] for data, _ in self.sent]
+        # Status lines without the reason phrase: b"SIP/2.0 486".
+        return [data.split(b"\r\n", 1)[0].rsplit(b" ", 1)[0] if data.startswith(b"SIP/")
+                else data.split(b"\r\n", 1)[0] for data, _ in self.sent]
 
 
 class ServerTransactionTests(SynchronousTestCase):
@@ -72,10 +74,10 @@ class ServerTransactionTests(SynchronousTestCase):
 
     def test_inviteSends100AndAbsorbsRetransmissions(self) -> None:
         tx = self.server()
-        self.assertEqual(self.wire.firstLines(), [b"SIP/2.0 100 Trying"])
+        self.assertEqual(self.wire.firstLines(), [b"SIP/2.0 100"])
         tx.respond(response(self.req, 180))
         tx.requestRetransmitted()
-        self.assertEqual(self.wire.firstLines()[1:], [b"SIP/2.0 180 Ringing"] * 2)
+        self.assertEqual(self.wire.firstLines()[1:], [b"SIP/2.0 180"] * 2)
         self.assertEqual(tx.state, State.PROCEEDING)
 
     def test_invite2xxAccepted(self) -> None:
@@ -89,7 +91,7 @@ class ServerTransactionTests(SynchronousTestCase):
         tx.requestRetransmitted()
         tx.respond(response(self.req, 180))
         tx.respond(response(self.req, 200))
-        self.assertEqual(self.wire.firstLines(), [b"SIP/2.0 100 Trying"] + [b"SIP/2.0 200 OK"] * 2)
+        self.assertEqual(self.wire.firstLines(), [b"SIP/2.0 100"] + [b"SIP/2.0 200"] * 2)
         self.clock.advance(64 * T1)
         self.assertEqual((tx.state, self.terminated), (State.TERMINATED, 1))
 
@@ -98,13 +100,13 @@ class ServerTransactionTests(SynchronousTestCase):
         tx.respond(response(self.req, 486))
         self.assertEqual(tx.state, State.COMPLETED)
         self.clock.pump([T1, 2 * T1])  # Timer G: T1, then 2*T1
-        self.assertEqual(self.wire.firstLines().count(b"SIP/2.0 486 Busy Here"), 3)
+        self.assertEqual(self.wire.firstLines().count(b"SIP/2.0 486"), 3)
         tx.requestRetransmitted()
-        self.assertEqual(self.wire.firstLines().count(b"SIP/2.0 486 Busy Here"), 4)
+        self.assertEqual(self.wire.firstLines().count(b"SIP/2.0 486"), 4)
         tx.ackReceived()
         self.assertEqual(tx.state, State.CONFIRMED)
         self.clock.advance(T2 * 10)
-        self.assertEqual(self.wire.firstLines().count(b"SIP/2.0 486 Busy Here"), 4)
+        self.assertEqual(self.wire.firstLines().count(b"SIP/2.0 486"), 4)
         self.assertEqual((tx.state, self.terminated), (State.TERMINATED, 1))
 
     def test_timerGCapsAtT2AndTimerHEnds(self) -> None:
@@ -140,7 +142,7 @@ class ServerTransactionTests(SynchronousTestCase):
         tx.respond(response(self.req, 200))
         tx.requestRetransmitted()
         tx.respond(response(self.req, 500))  # too late: ignored
-        self.assertEqual(self.wire.firstLines(), [b"SIP/2.0 200 OK"] * 2)
+        self.assertEqual(self.wire.firstLines(), [b"SIP/2.0 200"] * 2)
         self.clock.advance(64 * T1)
         self.assertEqual(self.terminated, 1)
 

@@ -5,6 +5,7 @@ core drives the telephony state machine. Sans-IO, on a L{Clock}.
 
 from __future__ import annotations
 
+from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
 from sipxmpp.presence.events import Event, ITelephonyObserver, StateChange, TelephonyState
@@ -15,8 +16,8 @@ from tests.unit.test_sip_proxy import (
     PHONE,
     UPSTREAM,
     ProxyTestCase,
-    aorOf,
     answer,
+    aorOf,
     cancelFor,
     invite,
     message,
@@ -196,7 +197,7 @@ Contact: <sip:alice@127.0.0.1:5080>
         self.assertEqual(self.state.stateOf(ALICE), TelephonyState.OFFLINE)
 
 
-class DialogKeyTests(ObserverTests.__bases__[0]):  # type: ignore[misc]
+class DialogKeyTests(SynchronousTestCase):
     def test_sameFromBothEnds(self) -> None:
         request = invite()
         response = answer(request.toBytes(), 200, toTag="b1")

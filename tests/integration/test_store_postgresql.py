@@ -7,7 +7,9 @@ skipped, except under C{CI=true}, where they fail.
 
 from __future__ import annotations
 
-from twisted.trial.unittest import SynchronousTestCase
+import os
+
+from twisted.trial.unittest import FailTest, SkipTest, SynchronousTestCase
 
 from sipxmpp.config import StoreSettings
 from sipxmpp.store.errors import StoreUnavailable
@@ -61,3 +63,27 @@ class PostgreSQLStoreBehaviourTests(StoreBehaviourMixin, SynchronousTestCase):
             )
         self.failureResultOf(self.store.accounts.listAccounts(), StoreUnavailable)
         self.assertEqual(self.successResultOf(self.store.accounts.listAccounts()), [])
+
+
+class RequirePostgresTests(SynchronousTestCase):
+    """
+    Without PostgreSQL's server the tests skip, except under CI=true.
+    """
+
+    def setUp(self) -> None:
+        from sipxmpp.testing import postgres
+
+        def missing() -> tuple[str, str]:
+            raise postgres.MissingBinary("PostgreSQL's server is not installed (test)")
+
+        self.patch(postgres, "findPostgresBinaries", missing)
+
+    def test_skipLocally(self) -> None:
+        self.patch(os, "environ", {"CI": "false"})
+        e = self.assertRaises(SkipTest, requirePostgres)
+        self.assertIn("PostgreSQL's server is not installed", str(e))
+
+    def test_failUnderCI(self) -> None:
+        self.patch(os, "environ", {"CI": "true"})
+        e = self.assertRaises(FailTest, requirePostgres)
+        self.assertIn("CI=true", str(e))

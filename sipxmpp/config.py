@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from sipxmpp.sip.endpoints import EndpointSyntaxError, ListenSpec, parseListen
+from sipxmpp.sip.errors import SIPParseError
+from sipxmpp.sip.uri import SIPURI, parseURI
 
 DEFAULT_CONFIG_PATH = "/etc/sipxmpp/sipxmpp.conf"
 
@@ -62,6 +64,17 @@ class SIPSettings:
     upstream: str
     domain: str
     trustedNetworks: tuple[Network, ...]
+    address: str
+    registerMode: str
+    dialogWatchdog: float
+
+    @property
+    def advertisedAddress(self) -> str:
+        """
+        The IP address written into Via, Record-Route and Path: C{address},
+        or the interface of the first listen endpoint that has one.
+        """
+        return self.address or next(s.interface for s in self.listen if s.interface)
 
 
 @dataclass(frozen=True)
@@ -150,17 +163,31 @@ def _listenList(text: str) -> tuple[ListenSpec, ...]:
 
 
 _HOST = r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)"
-_SIP_URI = re.compile(rf"^sips?:{_HOST}(?::\d{{1,5}})?(?:;[A-Za-z0-9=_.~%-]+)*$")
 
 
 def _sipURI(text: str) -> str:
-    # The upstream is a server, so no user part: just scheme, host, port and
-    # URI parameters such as transport=tcp.
-    if not _SIP_URI.match(text):
-        raise ValueError(
-            "expected a SIP URI of a server, like sip:127.0.0.1:5070;transport=udp"
-        )
+    # The upstream is a server: scheme, host, port and URI parameters such
+    # as transport=tcp, no user part. Parsed by the SIP stack's own parser.
+    expected = "expected a SIP URI of a server, like sip:127.0.0.1:5070;transport=udp"
+    try:
+        uri = parseURI(text)
+    except SIPParseError:
+        raise ValueError(expected) from None
+    if not isinstance(uri, SIPURI) or uri.user is not None or uri.headers:
+        raise ValueError(expected)
+    transport = (uri.params.get("transport") or "udp").lower()
+    if uri.secure or transport not in ("udp", "tcp"):
+        raise ValueError("transport must be udp or tcp (TLS towards the upstream is not supported)")
     return text
+
+
+def _ipAddress(text: str) -> str:
+    if not text:
+        return text
+    try:
+        return str(ipaddress.ip_address(text.strip("[]")))
+    except ValueError:
+        raise ValueError("expected an IP address, like 192.0.2.10") from None
 
 
 _DOMAIN = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
@@ -290,6 +317,9 @@ SCHEMA: Mapping[str, Mapping[str, Key]] = {
         "upstream": Key(None, _sipURI),
         "domain": Key(None, _domain),
         "trusted_networks": Key("127.0.0.0/8 ::1/128", _networks),
+        "address": Key("", _ipAddress),
+        "register_mode": Key("path", _choice("path", "contact")),
+        "dialog_watchdog": Key("14400", _seconds(60, 7 * 86400)),
     },
     "xmpp": {
         "mode": Key("remote-control", _choice("remote-control", "resource")),
@@ -381,6 +411,11 @@ def loadSettings(
             except ValueError as e:
                 raise ConfigError(path, str(e), section, key, text) from None
 
+    if not parsed["sip"]["address"] and not any(s.interface for s in parsed["sip"]["listen"]):
+        raise ConfigError(
+            path, "required when no listen endpoint names an interface: the IP address "
+            "phones and the upstream reach the gateway at", "sip", "address",
+        )
     return Settings(
         path=path,
         sip=SIPSettings(**parsed["sip"]),

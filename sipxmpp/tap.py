@@ -22,6 +22,14 @@ from sipxmpp.config import DEFAULT_CONFIG_PATH, ConfigError, Settings, loadSetti
 from sipxmpp.ops.logs import makeLogObserver, openLogFile
 from sipxmpp.ops.metrics import Metrics
 from sipxmpp.ops.web import makeSite
+from sipxmpp.presence.state import TelephonyStateMachine
+from sipxmpp.sip.proxy import Proxy
+from sipxmpp.sip.service import UpstreamError, buildSIP
+from sipxmpp.store.addresses import aorOrNone
+from sipxmpp.store.errors import StoreError
+from sipxmpp.store.service import makeStoreService
+from sipxmpp.xmpp.publisher import Publisher, PublisherSettings
+from sipxmpp.xmpp.session import SessionFactory, sessionSettingsFrom
 
 # Command-line flags that override one configuration key each.
 OVERRIDES = {
@@ -98,6 +106,10 @@ class GatewayService(MultiService):
 
     log = Logger()
 
+    proxy: Proxy | None = None
+    machine: TelephonyStateMachine | None = None
+    publisher: Publisher | None = None
+
     def __init__(self, settings: Settings, metrics: Metrics, logfile: str | None = None) -> None:
         super().__init__()
         self.settings = settings
@@ -118,12 +130,56 @@ class GatewayService(MultiService):
         super().startService()
 
 
+class StartupError(Exception):
+    """
+    The gateway cannot start as configured; C{str()} is one line.
+    """
+
+
 def buildService(settings: Settings, reactor: Any, logfile: str | None = None) -> GatewayService:
     """
-    Compose the gateway's services from validated settings.
+    Compose the gateway from validated settings: store, XMPP publisher,
+    SIP (transports, proxy, observer) and the ops endpoint, around one
+    telephony state machine.
+
+    Children start in this order (store first: it restores the state into
+    the machine in the next reactor turn, after the publisher is ready) and
+    stop in the reverse order.
+
+    @raise StartupError: if the store, the CA file or the upstream cannot
+        be used.
     """
     metrics = Metrics()
     top = GatewayService(settings, metrics, logfile)
+    machine = TelephonyStateMachine(reactor, dialogWatchdog=settings.sip.dialogWatchdog)
+    try:
+        store = makeStoreService(settings.store, reactor, machine)
+    except StoreError as e:
+        raise StartupError(f"store {settings.store.url}: {e}") from None
+    store.setName("store")
+    store.setServiceParent(top)
+    try:
+        sessions = SessionFactory(
+            reactor, sessionSettingsFrom(settings.xmpp), caFile=settings.xmpp.caFile
+        )
+    except (OSError, ValueError) as e:
+        raise StartupError(f"[xmpp] ca_file {settings.xmpp.caFile!r}: {e}") from None
+    publisher = Publisher(
+        reactor, PublisherSettings.fromConfig(settings.xmpp), store.store.accounts, sessions
+    )
+    publisher.setName("xmpp")
+    publisher.setServiceParent(top)
+    machine.addObserver(publisher)
+    try:
+        sip, proxy = buildSIP(
+            settings.sip, reactor, metrics, machine, lambda uri: aorOrNone(str(uri))
+        )
+    except UpstreamError as e:
+        raise StartupError(f"[sip] upstream: {e}") from None
+    sip.setServiceParent(top)
+    top.proxy = proxy
+    top.machine = machine
+    top.publisher = publisher
     http = strports.service(
         settings.http.listen,
         makeSite(metrics, checks={"running": lambda: top.running == 1}),
@@ -152,4 +208,8 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         reactor = globalReactor
     parent = getattr(options, "parent", None)
     logfile = parent.get("logfile") if parent is not None else None
-    return buildService(settings, reactor, logfile)
+    try:
+        return buildService(settings, reactor, logfile)
+    except StartupError as e:
+        sys.stderr.write(f"sipxmpp: cannot start: {e}\n")
+        raise SystemExit(1) from None

@@ -59,6 +59,9 @@ class LoadSettingsTests(SynchronousTestCase):
         self.assertEqual(settings.xmpp.server, "")
         self.assertEqual(settings.store.url, "sqlite:////var/lib/sipxmpp/sipxmpp.sqlite")
         self.assertEqual(settings.http.listen, "tcp:8080:interface=127.0.0.1")
+        self.assertEqual(settings.sip.advertisedAddress, "127.0.0.1")
+        self.assertEqual(settings.sip.registerMode, "path")
+        self.assertEqual(settings.sip.dialogWatchdog, 14400)
         self.assertEqual((settings.log.level, settings.log.format), ("info", "text"))
 
     def test_example(self) -> None:
@@ -74,7 +77,7 @@ class LoadSettingsTests(SynchronousTestCase):
         for section, keys in SCHEMA.items():
             self.assertIn(f"[{section}]", text)
             for key in keys:
-                self.assertIn(f"\n{key} = ", text, f"{key} is not documented in the example")
+                self.assertIn(f"\n{key} =", text, f"{key} is not documented in the example")
 
     def test_values(self) -> None:
         settings = loadSettings(
@@ -93,6 +96,7 @@ class LoadSettingsTests(SynchronousTestCase):
         self.assertEqual((tls.transport, tls.port, tls.interface), ("TLS", 5061, "::1"))
         self.assertEqual(tls.option("certKey"), "c.pem")
         self.assertEqual(len(settings.sip.trustedNetworks), 2)
+        self.assertEqual(settings.sip.advertisedAddress, "::1")
         self.assertEqual(settings.xmpp.mode, "resource")
         self.assertEqual(settings.xmpp.priority, -5)
         self.assertIs(settings.xmpp.requireTLS, False)
@@ -143,6 +147,19 @@ class LoadSettingsTests(SynchronousTestCase):
         self.assertConfigError(
             "[sip]\nupstream = sip:a.test\ndomain = not a domain\n", "[sip] domain"
         )
+        for upstream, fragment in [
+            ("sip:alice@a.test", "expected a SIP URI of a server"),
+            ("sip:a.test;transport=tls", "TLS towards the upstream is not supported"),
+            ("sips:a.test", "TLS towards the upstream is not supported"),
+        ]:
+            self.assertConfigError(
+                f"[sip]\nupstream = {upstream}\ndomain = a.test\n", "[sip] upstream", fragment
+            )
+        self.assertConfigError(MINIMAL + "address = gateway.example\n", "[sip] address",
+                               "IP address")
+        self.assertConfigError(MINIMAL + "listen = udp:5060\n", "[sip] address", "required")
+        self.assertConfigError(MINIMAL + "register_mode = rewrite\n", "[sip] register_mode")
+        self.assertConfigError(MINIMAL + "dialog_watchdog = 5\n", "[sip] dialog_watchdog")
         for line, fragment in [
             ("mode = both", "expected one of remote-control, resource"),
             ("priority = 5", "negative integer"),

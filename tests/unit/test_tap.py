@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import sys
 
 from twisted.application.service import Application, IServiceCollection
@@ -16,6 +17,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from sipxmpp.config import loadSettings
 from sipxmpp.ops.logs import makeLogObserver
+from sipxmpp.store.opening import initialiseStore
 from sipxmpp.tap import GatewayService, Options, makeService
 
 CONFIG = """\
@@ -25,6 +27,23 @@ domain = example.test
 [http]
 listen = tcp:18099:interface=127.0.0.1
 """
+
+
+class UDPMemoryReactor(MemoryReactor):
+    """
+    A memory reactor that also records UDP listeners.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.udpServers: list[tuple[int, object, int, str]] = []
+
+    def listenUDP(self, port: int, protocol: object, interface: str = "",
+                  maxPacketSize: int = 8192) -> object:
+        self.udpServers.append((port, protocol, maxPacketSize, interface))
+        listening = MemoryReactor.listenTCP(self, port, None, 50, interface)  # type: ignore[arg-type]
+        self.tcpServers.pop()
+        return listening
 
 
 class OptionsTests(SynchronousTestCase):
@@ -69,28 +88,60 @@ class MakeServiceTests(SynchronousTestCase):
     """
 
     def configPath(self, text: str = CONFIG) -> str:
-        path = self.mktemp()
+        """
+        Write C{text} plus a [store] in a fresh directory, initialised as
+        C{sipxmpp-admin init} would.
+        """
+        directory = self.mktemp()
+        os.makedirs(directory)
+        path = os.path.join(directory, "sipxmpp.conf")
         with open(path, "w", encoding="utf-8") as f:
-            f.write(text)
+            f.write(text + f"[store]\nurl = sqlite:///{directory}/store.sqlite\n"
+                    f"key_file = {directory}/secret.key\n")
+        if "level = loud" not in text:
+            initialiseStore(loadSettings(path).store).close()
         return path
 
     def test_namedChildren(self) -> None:
         options = Options()
         options.parseOptions(["--config", self.configPath()])
-        reactor = MemoryReactor()
+        reactor = UDPMemoryReactor()
         service = makeService(options, reactor)
         self.assertIsInstance(service, GatewayService)
         assert isinstance(service, GatewayService)
         self.assertEqual(service.settings.sip.domain, "example.test")
+        self.assertEqual([child.name for child in service],
+                         ["store", "xmpp", "sip", "http"])
+        sip = service.getServiceNamed("sip")
         http = service.getServiceNamed("http")
-        service.startService()
-        self.addCleanup(service.stopService)
-        self.assertTrue(http.running)
-        # The ops endpoint listens where configured, on the injected reactor.
+        sip.startService()
+        http.startService()
+        self.addCleanup(sip.stopService)
+        self.addCleanup(http.stopService)
+        # SIP and the ops endpoint listen where configured, on the injected
+        # reactor: SIP over UDP and TCP on 5060, ops on 18099.
+        self.assertEqual([(port, interface) for port, _, _, interface in reactor.udpServers],
+                         [(5060, "127.0.0.1")])
         self.assertEqual(
-            [(port, interface) for port, _, _, interface in reactor.tcpServers],
-            [(18099, "127.0.0.1")],
+            sorted((port, interface) for port, _, _, interface in reactor.tcpServers),
+            [(5060, "127.0.0.1"), (18099, "127.0.0.1")],
         )
+
+    def test_storeNotInitialised(self) -> None:
+        """
+        A store without its key file stops the start with one line that
+        says how to create it.
+        """
+        path = self.configPath()
+        os.unlink(os.path.join(os.path.dirname(path), "secret.key"))
+        options = Options()
+        options.parseOptions(["--config", path])
+        stderr = io.StringIO()
+        self.patch(sys, "stderr", stderr)
+        exit = self.assertRaises(SystemExit, makeService, options, MemoryReactor())
+        self.assertEqual(exit.code, 1)
+        [line] = stderr.getvalue().splitlines()
+        self.assertIn("sipxmpp-admin init", line)
 
     def test_configErrorIsOneLine(self) -> None:
         """
@@ -114,8 +165,9 @@ class MakeServiceTests(SynchronousTestCase):
         )
         reactor = MemoryReactor()
         service = makeService(options, reactor)
-        service.startService()
-        self.addCleanup(service.stopService)
+        http = service.getServiceNamed("http")  # type: ignore[attr-defined]
+        http.startService()
+        self.addCleanup(http.stopService)
         self.assertEqual(reactor.tcpServers[0][0], 18098)
 
     def test_logObserverComponent(self) -> None:

@@ -1,0 +1,91 @@
+"""
+The SIP half of the gateway, composed: transports, proxy core, observer.
+
+L{buildSIP} is called by the composition root (L{sipxmpp.tap}) with
+validated settings; it resolves the configured upstream (the one name the
+gateway ever resolves) and wires the pieces together.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from collections.abc import Callable
+from typing import Any
+
+from sipxmpp.config import SIPSettings
+from sipxmpp.ops.metrics import Metrics
+from sipxmpp.presence.state import TelephonyStateMachine
+from sipxmpp.sip.observer import TelephonyObserver
+from sipxmpp.sip.peer import DEFAULT_PORTS, Peer
+from sipxmpp.sip.proxy import Proxy, ProxySettings
+from sipxmpp.sip.transport import SIPTransports
+from sipxmpp.sip.uri import SIPURI, URI, parseURI
+
+
+class UpstreamError(Exception):
+    """
+    The configured upstream cannot be used; the message says why.
+    """
+
+
+def upstreamPeer(uriText: str) -> Peer:
+    """
+    The transport address of C{[sip] upstream}, resolving a host name once.
+
+    @raise UpstreamError: if the name does not resolve.
+    """
+    uri = parseURI(uriText)
+    assert isinstance(uri, SIPURI)  # validated by sipxmpp.config
+    transport = str(uri.params.get("transport") or "udp").upper()
+    host = uri.host.strip("[]")
+    port = uri.port or DEFAULT_PORTS[transport]
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        try:
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+        except OSError as e:
+            raise UpstreamError(f"cannot resolve upstream host {host!r}: {e}") from None
+        host = str(infos[0][4][0])
+    return Peer(transport, host, port)
+
+
+def buildSIP(
+    settings: SIPSettings,
+    reactor: Any,
+    metrics: Metrics,
+    machine: TelephonyStateMachine,
+    aorOf: Callable[[URI], str | None],
+) -> tuple[SIPTransports, Proxy]:
+    """
+    Build the SIP service and the proxy core, and connect the proxy's
+    observations to the telephony state machine.
+    """
+    address = settings.advertisedAddress
+    local: dict[str, Peer] = {}
+    for spec in settings.listen:
+        local.setdefault(spec.transport, Peer(spec.transport, address, spec.port))
+    upstream = upstreamPeer(settings.upstream)
+    if upstream.transport not in local:
+        raise UpstreamError(
+            f"the upstream uses {upstream.transport} but [sip] listen has no "
+            f"{upstream.transport.lower()}: endpoint to send it from"
+        )
+    transports = SIPTransports(reactor, settings.listen, metrics)
+    proxy = Proxy(
+        reactor,
+        ProxySettings(local, upstream, settings.trustedNetworks, settings.registerMode),
+        transports.send,
+        aorOf,
+        metrics,
+    )
+    transports.handler = proxy.messageReceived
+    transports.onDeliveryFailed = proxy.deliveryFailed
+    proxy.addObserver(TelephonyObserver(machine, aorOf))
+    metrics.gauge("sipxmpp_sip_transactions", lambda: proxy.activeTransactions,
+                  "SIP transactions in progress.")
+    metrics.gauge("sipxmpp_sip_bindings", lambda: len(proxy.registrations),
+                  "Contacts registered through the gateway.")
+    transports.setName("sip")
+    return transports, proxy

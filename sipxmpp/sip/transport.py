@@ -1,0 +1,314 @@
+"""
+Twisted shells that move SIP bytes: UDP, TCP and TLS.
+
+They parse what arrives (L{sipxmpp.sip.message}, L{sipxmpp.sip.framing}),
+hand each message and the L{Peer} it came from to a handler (the proxy
+core), and send what the core asks them to. Malformed input never gets
+further: a request that can be answered gets its error response (sent back
+to where it came from, never to an address named inside it), everything is
+logged and counted, and a stream that can no longer be framed is closed.
+
+Stream connections are kept per peer and reused for sending, both the ones
+phones open to us and the ones we open to the upstream; idle ones are closed
+and their number is capped.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet import endpoints
+from twisted.internet.defer import gatherResults, maybeDeferred
+from twisted.internet.interfaces import IListeningPort
+from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
+from twisted.logger import Logger
+from twisted.protocols.policies import TimeoutMixin
+from twisted.python.failure import Failure
+
+from sipxmpp.ops.metrics import Metrics
+from sipxmpp.sip.endpoints import ListenSpec
+from sipxmpp.sip.errors import SIPParseError
+from sipxmpp.sip.framing import StreamFramer
+from sipxmpp.sip.message import (
+    DEFAULT_LIMITS,
+    Limits,
+    SIPRequest,
+    SIPResponse,
+    errorResponse,
+    parseMessage,
+)
+from sipxmpp.sip.peer import Peer
+
+Handler = Callable[[SIPRequest | SIPResponse, Peer], None]
+
+# The largest payload one UDP datagram can carry.
+MAX_DATAGRAM = 65507
+
+
+def _peerOf(transport: str, address: Any) -> Peer:
+    return Peer(transport, address.host, address.port)
+
+
+class SIPTransports(Service):
+    """
+    All listeners and stream connections of the gateway.
+
+    @param reactor: provides IReactorUDP, IReactorTCP, IReactorTime and
+        whatever the ssl: endpoints need.
+    @param specs: the C{[sip] listen} endpoints.
+    @ivar handler: receives each parsed message (set by the composition root).
+    @ivar onDeliveryFailed: told when a stream peer cannot be reached.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        reactor: Any,
+        specs: tuple[ListenSpec, ...],
+        metrics: Metrics,
+        limits: Limits = DEFAULT_LIMITS,
+        idleTimeout: float = 600.0,
+        maxConnections: int = 1024,
+    ) -> None:
+        self._reactor = reactor
+        self.specs = specs
+        self.metrics = metrics
+        self.limits = limits
+        self.idleTimeout = idleTimeout
+        self.maxConnections = maxConnections
+        self.handler: Handler = lambda message, peer: None
+        self.onDeliveryFailed: Callable[[Peer], None] = lambda peer: None
+        self.ports: list[tuple[ListenSpec, IListeningPort]] = []
+        self._udp: dict[int, SIPDatagramProtocol] = {}  # by IP version
+        self.connections: dict[Peer, SIPStreamProtocol] = {}
+        self._pending: dict[Peer, list[bytes]] = {}
+        metrics.gauge("sipxmpp_sip_connections", lambda: len(self.connections),
+                      "Open SIP stream connections (TCP and TLS).")
+
+    # --- life cycle ---
+
+    def startService(self) -> None:
+        super().startService()
+        for spec in self.specs:
+            if spec.transport == "UDP":
+                protocol = SIPDatagramProtocol(self)
+                port = self._reactor.listenUDP(spec.port, protocol, interface=spec.interface)
+                version = 6 if spec.interface and ":" in spec.interface else 4
+                self._udp.setdefault(version, protocol)
+            else:
+                endpoint = endpoints.serverFromString(self._reactor, spec.description)
+                # Listening on a loopback or local socket completes at once;
+                # the Deferred has fired by the time listen() returns.
+                listening: list[IListeningPort] = []
+                failures: list[Failure] = []
+                endpoint.listen(SIPStreamFactory(self, spec.transport)).addCallbacks(
+                    listening.append, failures.append)
+                if failures:
+                    failures[0].raiseException()
+                port = listening[0]
+            self.ports.append((spec, port))
+            self.log.info("SIP listening on {transport} {address}",
+                          transport=spec.transport, address=port.getHost())
+
+    def stopService(self) -> Any:
+        super().stopService()
+        for connection in list(self.connections.values()):
+            connection.transport.loseConnection()  # type: ignore[union-attr]
+        ports, self.ports = self.ports, []
+        return gatherResults([maybeDeferred(port.stopListening) for _, port in ports])
+
+    def localPorts(self) -> dict[str, int]:
+        """
+        The port actually bound per transport (the first listener of each).
+        """
+        result: dict[str, int] = {}
+        for spec, port in self.ports:
+            result.setdefault(spec.transport, port.getHost().port)  # type: ignore[attr-defined]
+        return result
+
+    # --- receiving ---
+
+    def messageReceived(self, data: bytes, peer: Peer, datagram: bool) -> bytes | None:
+        """
+        Parse C{data} from C{peer} and hand it to the handler.
+
+        @return: the error response to send back, if the message was a
+            malformed request that can be answered.
+        """
+        self.metrics.increment("sipxmpp_sip_messages_received_total", transport=peer.transport)
+        try:
+            message = parseMessage(data, self.limits, datagram=datagram)
+        except SIPParseError as error:
+            return self.malformed(error, peer)
+        try:
+            self.handler(message, peer)
+        except Exception:
+            # A bug must cost one message, never the listener.
+            self.metrics.increment("sipxmpp_sip_handler_errors_total")
+            self.log.failure("failed handling {message!r} from {peer}",
+                             message=message, peer=peer)
+        return None
+
+    def malformed(self, error: SIPParseError, peer: Peer) -> bytes | None:
+        """
+        Log and count malformed input; return the answer to send, if any.
+        """
+        kind = "request" if error.isRequest else "response" if error.isRequest is False else "unknown"
+        self.metrics.increment("sipxmpp_sip_malformed_total", transport=peer.transport, kind=kind)
+        answer = errorResponse(error)
+        self.log.info(
+            "malformed SIP {kind} from {peer}: {error}; {action}",
+            kind=kind, peer=peer, error=error,
+            action=f"answered {error.code}" if answer is not None else "dropped",
+        )
+        return answer
+
+    # --- sending ---
+
+    def send(self, data: bytes, peer: Peer) -> None:
+        """
+        Send C{data} to C{peer}: UDP from our listening socket, TCP over the
+        peer's connection (opened when there is none).
+        """
+        if peer.transport == "UDP":
+            version = ipaddress.ip_address(peer.host).version
+            protocol = self._udp.get(version)
+            if protocol is None or protocol.transport is None or len(data) > MAX_DATAGRAM:
+                self.log.warn("cannot send {size} bytes over UDP to {peer}",
+                              size=len(data), peer=peer)
+                self.metrics.increment("sipxmpp_sip_send_failures_total", transport="UDP")
+                return
+            protocol.transport.write(data, (peer.host, peer.port))
+            return
+        connection = self.connections.get(peer)
+        if connection is not None and connection.transport is not None:
+            connection.transport.write(data)
+            return
+        if peer in self._pending:
+            self._pending[peer].append(data)
+            return
+        if peer.transport != "TCP":
+            # TLS is served to phones over the connections they open; we do
+            # not open TLS connections ourselves.
+            self.log.warn("no {transport} connection to {peer}; cannot send",
+                          transport=peer.transport, peer=peer)
+            self.metrics.increment("sipxmpp_sip_send_failures_total", transport=peer.transport)
+            self._reactor.callLater(0, self.onDeliveryFailed, peer)
+            return
+        self._connect(peer, data)
+
+    def _connect(self, peer: Peer, data: bytes) -> None:
+        self._pending[peer] = [data]
+        endpointType = (endpoints.TCP6ClientEndpoint if ":" in peer.host
+                        else endpoints.TCP4ClientEndpoint)
+        endpoint = endpointType(self._reactor, peer.host, peer.port, timeout=10)
+
+        def connected(protocol: SIPStreamProtocol) -> None:
+            for chunk in self._pending.pop(peer, []):
+                protocol.transport.write(chunk)  # type: ignore[union-attr]
+
+        def failed(reason: Failure) -> None:
+            self._pending.pop(peer, None)
+            self.metrics.increment("sipxmpp_sip_send_failures_total", transport=peer.transport)
+            self.log.warn("cannot connect to {peer}: {reason}", peer=peer,
+                          reason=reason.getErrorMessage())
+            self.onDeliveryFailed(peer)
+
+        endpoint.connect(SIPStreamFactory(self, peer.transport, peer)).addCallbacks(
+            connected, failed)
+
+
+class SIPDatagramProtocol(DatagramProtocol):
+    """
+    One UDP listener: each datagram is one message.
+    """
+
+    def __init__(self, transports: SIPTransports) -> None:
+        self._transports = transports
+
+    def datagramReceived(self, datagram: bytes, addr: Any) -> None:
+        if not datagram.strip(b"\r\n\x00 "):
+            return  # a keep-alive (RFC 5626 §3.5.1 over UDP is CRLF or empty)
+        peer = Peer("UDP", addr[0], addr[1])
+        answer = self._transports.messageReceived(datagram, peer, datagram=True)
+        if answer is not None and self.transport is not None:
+            self.transport.write(answer, addr)
+
+
+class SIPStreamProtocol(Protocol, TimeoutMixin):
+    """
+    One TCP or TLS connection, framed by Content-Length.
+    """
+
+    peer: Peer
+
+    def __init__(self, transports: SIPTransports, transportName: str,
+                 remote: Peer | None = None) -> None:
+        self._transports = transports
+        self._transportName = transportName
+        self._remote = remote
+        self._framer = StreamFramer(transports.limits)
+
+    def connectionMade(self) -> None:
+        transports = self._transports
+        assert self.transport is not None
+        self.peer = self._remote or _peerOf(self._transportName, self.transport.getPeer())
+        if self._remote is None and len(transports.connections) >= transports.maxConnections:
+            transports.metrics.increment("sipxmpp_sip_connections_refused_total")
+            transports.log.warn("refused a connection from {peer}: {count} open is the cap",
+                                peer=self.peer, count=len(transports.connections))
+            self.transport.abortConnection()  # type: ignore[attr-defined]
+            return
+        transports.connections[self.peer] = self
+        self.setTimeout(transports.idleTimeout)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.resetTimeout()
+        transport = self.transport
+        assert transport is not None
+        try:
+            messages = self._framer.feed(data)
+        except SIPParseError as error:
+            answer = self._transports.malformed(error, self.peer)
+            if answer is not None:
+                transport.write(answer)
+            transport.loseConnection()
+            return
+        for _ in range(self._framer.keepAlives):
+            transport.write(b"\r\n")  # RFC 5626 §3.5.1: pong
+        self._framer.keepAlives = 0
+        for message in messages:
+            answer = self._transports.messageReceived(message, self.peer, datagram=False)
+            if answer is not None:
+                transport.write(answer)
+
+    def timeoutConnection(self) -> None:
+        self._transports.log.debug("closing idle connection {peer}", peer=self.peer)
+        super().timeoutConnection()
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        self.setTimeout(None)
+        peer = getattr(self, "peer", None)
+        if peer is not None and self._transports.connections.get(peer) is self:
+            del self._transports.connections[peer]
+
+
+class SIPStreamFactory(Factory):
+    """
+    Builds L{SIPStreamProtocol}s for a listener or an outbound connection.
+    """
+
+    noisy = False
+
+    def __init__(self, transports: SIPTransports, transportName: str,
+                 remote: Peer | None = None) -> None:
+        self._transports = transports
+        self._transportName = transportName
+        self._remote = remote
+
+    def buildProtocol(self, addr: Any) -> SIPStreamProtocol:
+        return SIPStreamProtocol(self._transports, self._transportName, self._remote)

@@ -128,6 +128,27 @@ class _Forward:
     registered: list[tuple[NameAddr, NameAddr | None]] = field(default_factory=list)
 
 
+def _flowFor(contact: URI, source: Peer) -> Peer:
+    """
+    Where to reach the phone that registered C{contact} from C{source}.
+
+    A phone behind NAT is reached where its requests come from (the flow).
+    A UDP phone that sends from one port but names another port of the same
+    address in its Contact (no rport support, or separate sockets) listens
+    there. The address is always the source's: a host merely named in a
+    message is never contacted.
+    """
+    if source.transport != "UDP" or not isinstance(contact, SIPURI) or contact.port is None:
+        return source
+    try:
+        named = ipaddress.ip_address(contact.host.strip("[]"))
+    except ValueError:
+        return source
+    if named == ipaddress.ip_address(source.host):
+        return source._replace(port=contact.port)
+    return source
+
+
 def _hash(*parts: object) -> str:
     digest = hashlib.blake2b(repr(parts).encode("utf-8", "surrogateescape"), digest_size=8)
     return digest.hexdigest()
@@ -358,8 +379,11 @@ class Proxy:
 
     def _loopHash(self, request: SIPRequest) -> str:
         # §16.6 step 8: what a looped request repeats but a spiral changes.
+        # The Route set is included because in-dialog requests between two
+        # of our users pass us twice with the same Request-URI; only the
+        # Route set (ours and the registrar's, then ours) tells them apart.
         return _hash(request.uriText, request.callID, request.fromTag, request.toTag,
-                     request.cseq.number)[:10]
+                     request.cseq.number, request.getHeaders("Route"))[:10]
 
     def _localURI(self, transport: str) -> str:
         local = self.settings.local[transport]
@@ -435,9 +459,8 @@ class Proxy:
                 continue
             expires = granted.get(key, 0)
             if expires > 0:
-                self.registrations.update(
-                    key, Binding(aor, original.uriText, forward.source, now + expires)
-                )
+                flow = _flowFor(original.uri, forward.source)
+                self.registrations.update(key, Binding(aor, original.uriText, flow, now + expires))
             else:
                 self.registrations.remove(key)
             if mine is not None:
@@ -461,7 +484,8 @@ class Proxy:
             key = contactKey(contact.uri)
             if key is not None and aor is not None:
                 self.dialogTargets.update(key, Binding(
-                    aor, contact.uriText, flow, self._clock.seconds() + DIALOG_TARGET_LIFETIME
+                    aor, contact.uriText, _flowFor(contact.uri, flow),
+                    self._clock.seconds() + DIALOG_TARGET_LIFETIME,
                 ))
 
     # --- ACK and CANCEL ---

@@ -123,6 +123,26 @@ class GatewayService(MultiService):
             )
         super().setServiceParent(parent)
 
+    def status(self) -> dict[str, object]:
+        """
+        What C{/status} shows: each known user's telephony state and XMPP
+        session state, and the SIP core's counts.
+        """
+        telephony = self.machine.users() if self.machine is not None else {}
+        sessions = self.publisher.sessionStates() if self.publisher is not None else {}
+        users = {
+            aor: {
+                "telephony": telephony[aor].value if aor in telephony else "offline",
+                "xmpp": sessions.get(aor, "logged out"),
+            }
+            for aor in sorted(set(telephony) | set(sessions))
+        }
+        sip = {}
+        if self.proxy is not None:
+            sip = {"bindings": len(self.proxy.registrations),
+                   "transactions": self.proxy.activeTransactions}
+        return {"users": users, "sip": sip}
+
     def startService(self) -> None:
         self.log.info(
             "sipxmpp {version} starting with {path}", version=__version__, path=self.settings.path
@@ -182,7 +202,7 @@ def buildService(settings: Settings, reactor: Any, logfile: str | None = None) -
     top.publisher = publisher
     http = strports.service(
         settings.http.listen,
-        makeSite(metrics, checks={"running": lambda: top.running == 1}),
+        makeSite(metrics, checks={"running": lambda: top.running == 1}, status=top.status),
         reactor=reactor,
     )
     http.setName("http")

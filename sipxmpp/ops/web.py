@@ -1,5 +1,5 @@
 """
-The operations HTTP surface: C{/healthz} and C{/metrics}.
+The operations HTTP surface: C{/healthz}, C{/metrics} and C{/status}.
 
 Served on loopback by default (C{[http] listen}); it exposes no secrets.
 """
@@ -52,6 +52,22 @@ class MetricsResource(Resource):
         return self._metrics.render().encode("utf-8")
 
 
+class StatusResource(Resource):
+    """
+    C{/status}: each user's telephony and XMPP session state, as JSON.
+    """
+
+    isLeaf = True
+
+    def __init__(self, status: Callable[[], dict[str, object]]) -> None:
+        super().__init__()
+        self._status = status
+
+    def render_GET(self, request: Request) -> bytes:
+        request.setHeader(b"content-type", b"application/json")
+        return json.dumps(self._status(), indent=1, sort_keys=True).encode("utf-8") + b"\n"
+
+
 class QuietSite(Site):
     """
     A site without an access log: monitoring polls it every few seconds.
@@ -61,13 +77,18 @@ class QuietSite(Site):
         pass
 
 
-def makeSite(metrics: Metrics, checks: dict[str, Callable[[], bool]]) -> Site:
+def makeSite(
+    metrics: Metrics,
+    checks: dict[str, Callable[[], bool]],
+    status: Callable[[], dict[str, object]] = dict,
+) -> Site:
     """
-    Build the ops site: C{/healthz} and C{/metrics}.
+    Build the ops site: C{/healthz}, C{/metrics} and C{/status}.
     """
     root = Resource()
     root.putChild(b"healthz", HealthResource(checks))
     root.putChild(b"metrics", MetricsResource(metrics))
+    root.putChild(b"status", StatusResource(status))
     site = QuietSite(root)
     site.noisy = False
     return site

@@ -30,10 +30,15 @@ setup(
         "pyOpenSSL>=24.0",
         "cryptography>=42",
         "scramp>=1.4",
+        "psycopg[binary]>=3.1",
     ],
     extras_require={
-        "test": ["hypothesis>=6.100"],
-        "dev": ["hypothesis>=6.100", "ruff", "mypy", "mypy-zope"],
+        # slixmpp plays the user's desktop client in the integration tests.
+        "test": ["hypothesis>=6.100", "slixmpp>=1.8"],
+        "dev": ["hypothesis>=6.100", "slixmpp>=1.8", "ruff", "mypy", "mypy-zope"],
+    },
+    entry_points={
+        "console_scripts": ["sipxmpp-admin = sipxmpp.ops.admin:main"],
     },
     classifiers=[
         "Framework :: Twisted",

@@ -12,7 +12,9 @@ Any L{SIPParseError} raised by L{StreamFramer.feed} means the byte stream
 can no longer be split into messages (missing, repeated, negative or
 non-numeric Content-Length, or a header section or body over the limits):
 send C{errorResponse(error)} if it is not L{None}, then close the
-connection.  A framer that raised must not be fed again.
+connection.  Messages completed before the bad one in the same chunk are
+not lost: that call returns them, and the error is kept in
+L{StreamFramer.pendingError} and raised by the next call.
 """
 
 from __future__ import annotations
@@ -34,7 +36,14 @@ class StreamFramer:
         framing is linear).
     """
 
-    __slots__ = ("_limits", "_buffer", "_scanFrom", "_messageEnd", "_crlfs", "keepAlives", "scannedBytes")
+    __slots__ = (
+        "_limits", "_buffer", "_scanFrom", "_messageEnd", "_crlfs", "keepAlives", "scannedBytes",
+        "pendingError",
+    )  # fmt: skip
+
+    #: A framing error found after messages that were returned: the next
+    #: call to L{feed} raises it.  Check it to close the connection at once.
+    pendingError: SIPParseError | None
 
     def __init__(self, limits: Limits = DEFAULT_LIMITS) -> None:
         self._limits = limits
@@ -47,6 +56,7 @@ class StreamFramer:
         self._crlfs = 0
         self.keepAlives = 0
         self.scannedBytes = 0
+        self.pendingError = None
 
     @property
     def buffered(self) -> int:
@@ -62,9 +72,20 @@ class StreamFramer:
         @return: the messages completed by it, in order (often none).
         @raise SIPParseError: if the stream cannot be framed any more.
         """
+        if self.pendingError is not None:
+            raise self.pendingError
         buffer = self._buffer
         buffer += data
         messages: list[bytes] = []
+        try:
+            self._frame(buffer, messages)
+        except SIPParseError as error:
+            if not messages:
+                raise
+            self.pendingError = error
+        return messages
+
+    def _frame(self, buffer: bytearray, messages: list[bytes]) -> None:
         limits = self._limits
         while buffer:
             if self._messageEnd < 0:
@@ -99,7 +120,6 @@ class StreamFramer:
             del buffer[: self._messageEnd]
             self._messageEnd = -1
             self._scanFrom = 0
-        return messages
 
     def _skipCRLFs(self, buffer: bytearray) -> bool:
         # Drop CRLFs before a start line; False when the buffer is used up.

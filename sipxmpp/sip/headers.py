@@ -551,7 +551,7 @@ def parseNameAddrBytes(raw: bytes, allowWildcard: bool = False) -> NameAddr:
     if specURI is not None:
         return NameAddr(
             None,
-            specURI.decode("ascii"),
+            specURI.decode("utf-8", "surrogateescape"),
             False,
             None,
             text,
@@ -561,7 +561,7 @@ def parseNameAddrBytes(raw: bytes, allowWildcard: bool = False) -> NameAddr:
     display = quoted if quoted is not None else tokens
     return NameAddr(
         None if display is None else display.decode("utf-8", "surrogateescape"),
-        uriText.decode("ascii"),
+        uriText.decode("utf-8", "surrogateescape"),
         True,
         None,
         text,

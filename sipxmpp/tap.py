@@ -185,11 +185,14 @@ def buildService(settings: Settings, reactor: Any, logfile: str | None = None) -
     except (OSError, ValueError) as e:
         raise StartupError(f"[xmpp] ca_file {settings.xmpp.caFile!r}: {e}") from None
     publisher = Publisher(
-        reactor, PublisherSettings.fromConfig(settings.xmpp), store.store.accounts, sessions
+        reactor, PublisherSettings.fromConfig(settings.xmpp), store.store.accounts, sessions,
+        savedStatuses=store.persister,
     )
     publisher.setName("xmpp")
     publisher.setServiceParent(top)
     machine.addObserver(publisher)
+    # Once the restart state is back, put back what clients were left at.
+    store.restored.addCallback(lambda summary: publisher.reconcile())
     try:
         sip, proxy = buildSIP(
             settings.sip, reactor, metrics, machine, lambda uri: aorOrNone(str(uri))

@@ -40,6 +40,8 @@ from twisted.words.xish import domish
 from zope.interface import implementer
 
 from sipxmpp.presence.events import ITelephonyObserver, StateChange, TelephonyState
+from sipxmpp.store.interfaces import ISavedStatuses
+from sipxmpp.store.records import SavedStatus
 from sipxmpp.xmpp.accounts import Account, IAccountDirectory
 from sipxmpp.xmpp.remote import (
     STATUS_NODES,
@@ -205,6 +207,11 @@ class UserPublisher(subprotocols.XMPPHandler):  # type: ignore[misc]
         self._running = False
         self._again = False
         self._idleWaiters: list[Deferred[None]] = []
+        # Told (client, status) when a client's status is saved before the
+        # publisher changes it, and (None, None) once nothing is saved: the
+        # store keeps it so that a restart can still put it back.
+        self.onSaved: Callable[[JID | None, RemoteStatus | None], None] = lambda j, s: None
+        self._adopt: tuple[JID, RemoteStatus] | None = None
 
     def __repr__(self) -> str:
         return f"<UserPublisher {self.account.aor} {self.telephony.value}>"
@@ -217,6 +224,19 @@ class UserPublisher(subprotocols.XMPPHandler):  # type: ignore[misc]
         """
         self.telephony = state
         self._kick()
+
+    def adoptSaved(self, target: JID, saved: RemoteStatus) -> None:
+        """
+        Before a restart, C{target} was set to dnd and C{saved} is what it
+        showed before: take the call over again, so that the status is put
+        back once no call is left (if the client still shows our dnd).
+        """
+        self._adopt = (target, saved)
+        self._kick()
+
+    def _clearCaseB(self) -> None:
+        self.shown = None
+        self.onSaved(None, None)
 
     def connectionInitialized(self) -> None:
         self.tracker = ResourceTracker(self.session.jid)
@@ -292,6 +312,8 @@ class UserPublisher(subprotocols.XMPPHandler):  # type: ignore[misc]
     async def _step(self) -> None:
         if not self.session.ready:
             return
+        if self._adopt is not None and self.shown is None:
+            await self._adoptSaved()
         text = self.desiredText()
         self._publishActivity()
         shown = self.shown
@@ -331,6 +353,34 @@ class UserPublisher(subprotocols.XMPPHandler):  # type: ignore[misc]
                 self._showOwn(text)
         elif not shown.overridden and shown.text != text:
             await self._control(shown.target, shown.node, text, shown.saved)
+
+    async def _adoptSaved(self) -> None:
+        settle = self._readyAt + RESOURCE_SETTLE - self.clock.seconds()
+        if settle > 0:
+            await deferLater(self.clock, settle, lambda: None)
+        adopt, self._adopt = self._adopt, None
+        if adopt is None or self.shown is not None:
+            return
+        target, saved = adopt
+        presence = self.tracker.get(target.resource or "")
+        if presence is None or presence.show != "dnd":
+            # The client went away, or the user changed it while we were
+            # down: either way there is nothing of ours to undo.
+            self.log.info("{aor}: {jid} no longer shows the dnd set before the restart; "
+                          "its saved status is dropped", aor=self.account.aor,
+                          jid=target.full())  # fmt: skip
+            self.onSaved(None, None)
+            return
+        try:
+            nodes = await self.commandDirectory.commands(self.remote, target, presence)
+        except Exception:
+            nodes = frozenset()
+        node = next((n for n in STATUS_NODES if n in nodes), STATUS_NODES[0])
+        record = CaseB(target, node, presence.status or "", saved)
+        record.seenOurs = True
+        self.shown = record
+        self.log.info("{aor}: took over {jid}'s dnd from before the restart",
+                      aor=self.account.aor, jid=target.full())  # fmt: skip
 
     # -- case a ------------------------------------------------------------
 
@@ -398,6 +448,7 @@ class UserPublisher(subprotocols.XMPPHandler):  # type: ignore[misc]
             return
         if record.saved is None:
             record.saved = previous
+            self.onSaved(target, previous)
         self.log.info("{aor}: {jid} set to dnd {text!r} by remote control ({node})",
                       aor=self.account.aor, jid=target.full(), text=text, node=node)  # fmt: skip
 
@@ -405,7 +456,7 @@ class UserPublisher(subprotocols.XMPPHandler):  # type: ignore[misc]
         if shown.overridden or shown.saved is None:
             self.log.info("{aor}: call over; {jid} left as the user set it",
                           aor=self.account.aor, jid=shown.target.full())  # fmt: skip
-            self.shown = None
+            self._clearCaseB()
             return
         # The client broadcasts the restored status while we wait for its
         # answer: that is ours, not the user's.
@@ -426,7 +477,7 @@ class UserPublisher(subprotocols.XMPPHandler):  # type: ignore[misc]
                           aor=self.account.aor, jid=shown.target.full(),
                           status=shown.saved.status, message=shown.saved.message)  # fmt: skip
         if self.shown is shown:
-            self.shown = None
+            self._clearCaseB()
 
     def _onPresence(self, element: domish.Element) -> None:
         change = self.tracker.presenceReceived(element)
@@ -451,7 +502,7 @@ class UserPublisher(subprotocols.XMPPHandler):  # type: ignore[misc]
             if change.after is None:
                 self.log.info("{aor}: {jid} went offline during the call",
                               aor=self.account.aor, jid=jid.full())  # fmt: skip
-                self.shown = None
+                self._clearCaseB()
                 self._kick()
             elif shown.restoring:
                 pass
@@ -509,13 +560,18 @@ class Publisher(service.Service):
 
     def __init__(self, clock: IReactorTime, settings: PublisherSettings,
                  accounts: IAccountDirectory, sessionMaker: SessionMaker,
-                 commands: CommandDirectory | None = None) -> None:  # fmt: skip
+                 commands: CommandDirectory | None = None,
+                 savedStatuses: ISavedStatuses | None = None) -> None:  # fmt: skip
         """
         @param clock: the reactor (for grace periods and command timeouts).
         @param accounts: where users are looked up.
         @param sessionMaker: makes an unstarted session for a JID and
             password, e.g. L{sipxmpp.xmpp.session.SessionFactory}.
+        @param savedStatuses: keeps the clients' saved statuses and the
+            session states across restarts (the store's persister).
         """
+        self.savedStatuses = savedStatuses
+        self._adopt: dict[str, SavedStatus] = {}
         self.clock = clock
         self.settings = settings
         self.accounts = accounts
@@ -560,13 +616,22 @@ class Publisher(service.Service):
             self.log.debug("{aor} is not provisioned for XMPP", aor=aor)
             return
         self._unprovisioned.pop(aor, None)
-        if state is TelephonyState.OFFLINE or not self.running:
+        adopt = self._adopt.pop(aor, None)
+        if (state is TelephonyState.OFFLINE and adopt is None) or not self.running:
             return
         session = self.sessionMaker(account.jid, account.password)
         user = UserPublisher(self.clock, account, session, self.settings, self.commands)
         self.users[aor] = user
         session.addHandler(user)
+        saved = self.savedStatuses
+        if saved is not None:
+            user.onSaved = lambda target, status: self._saved(aor, target, status)
+            session.onStateChanged = lambda text: saved.sessionStateChanged(aor, text)
         user.setTelephony(state)
+        if adopt is not None:
+            user.adoptSaved(JID(adopt.resource), RemoteStatus(adopt.status, adopt.priority,
+                                                              adopt.message))
+        self._scheduleLogout(aor, state)
         self.log.info("{aor}: online on SIP; logging in to XMPP as {jid}",
                       aor=aor, jid=session.jid.full())  # fmt: skip
         session.start()
@@ -574,6 +639,40 @@ class Publisher(service.Service):
     def _lookupFailed(self, aor: str, reason: Failure) -> None:
         self._lookups.pop(aor, None)
         self.log.error("{aor}: account lookup failed: {e}", aor=aor, e=reason.getErrorMessage())
+
+    # -- saved statuses ----------------------------------------------------
+
+    def _saved(self, aor: str, target: JID | None, status: RemoteStatus | None) -> None:
+        assert self.savedStatuses is not None
+        records = []
+        if target is not None and status is not None:
+            records.append(SavedStatus(aor, target.full(), status.status, status.priority,
+                                       status.message, self.clock.seconds()))
+        self.savedStatuses.setSavedStatuses(aor, records)
+
+    def reconcile(self) -> None:
+        """
+        After a restart (once the store restored its state): for every user
+        with a client still set to dnd by us, log in and take that over, so
+        that the client gets its saved status back once no call is left.
+        """
+        saved = self.savedStatuses
+        if saved is None:
+            return
+        for aor in saved.aorsWithSavedStatuses():
+            for record in saved.savedStatuses(aor)[:1]:
+                user = self.users.get(aor)
+                if user is not None:
+                    user.adoptSaved(JID(record.resource), RemoteStatus(
+                        record.status, record.priority, record.message))
+                    continue
+                self._adopt[aor] = record
+                if aor not in self._lookups:
+                    self._lookups[aor] = TelephonyState.OFFLINE
+                    self.accounts.lookup(aor).addCallbacks(
+                        lambda account, aor=aor: self._found(aor, account),
+                        lambda f, aor=aor: self._lookupFailed(aor, f),
+                    )
 
     # -- logging out -------------------------------------------------------
 

@@ -97,6 +97,7 @@ class IXMPPSession(Interface):
         "'reconnecting: ...' or 'failed: ...'."
     )
     ready = Attribute("Whether the stream is authenticated and bound right now.")
+    onStateChanged = Attribute("Called with the new state on every change of C{state}.")
 
     def addHandler(handler: Any) -> None:
         """
@@ -312,6 +313,8 @@ class XMPPSession:
         self.jid = JID(tuple=(jid.user, jid.host, settings.resource))
         self.settings = settings
         self.state = "stopped"
+        # Told of every state change (the store keeps it for operators).
+        self.onStateChanged: Callable[[str], None] = lambda state: None
         self.failure: str | None = None
         self._jitter = jitter
         self._consecutiveFailures = 0
@@ -386,6 +389,7 @@ class XMPPSession:
         if state != self.state:
             self.state = state
             self.log.debug("XMPP session {jid}: {state}", jid=self.jid.full(), state=state)
+            self.onStateChanged(state)
 
     def _connected(self, xs: xmlstream.XmlStream) -> None:
         self._stream = xs

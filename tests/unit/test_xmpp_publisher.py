@@ -4,6 +4,8 @@ Tests for L{sipxmpp.xmpp.publisher}: the policy, on stream stubs and a Clock.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.words.protocols.jabber.jid import JID
@@ -12,7 +14,8 @@ from twisted.words.xish import domish
 from sipxmpp.presence.events import Event, StateChange, TelephonyState
 from sipxmpp.xmpp.accounts import Account, MemoryAccountDirectory
 from sipxmpp.xmpp.publisher import RESOURCE_SETTLE, CaseA, CaseB, Publisher, PublisherSettings
-from sipxmpp.xmpp.remote import NODE_LEGACY_GAJIM, NODE_SET_STATUS
+from sipxmpp.store.records import SavedStatus
+from sipxmpp.xmpp.remote import NODE_LEGACY_GAJIM, NODE_SET_STATUS, RemoteStatus
 from tests.unit.test_xmpp_fakes import (
     NS_COMMANDS,
     FakeSession,
@@ -551,3 +554,114 @@ class LogoutTests(PublisherTestsMixin, SynchronousTestCase):
     def test_sessionStates(self) -> None:
         self.login()
         self.assertEqual(self.publisher.sessionStates(), {AOR: "connected"})
+
+
+class MemorySavedStatuses:
+    """
+    An in-memory L{sipxmpp.store.interfaces.ISavedStatuses}.
+    """
+
+    def __init__(self) -> None:
+        self.saved: dict[str, tuple[SavedStatus, ...]] = {}
+        self.sessions: list[tuple[str, str]] = []
+
+    def savedStatuses(self, aor: str) -> tuple[SavedStatus, ...]:
+        return self.saved.get(aor, ())
+
+    def aorsWithSavedStatuses(self) -> list[str]:
+        return sorted(self.saved)
+
+    def setSavedStatuses(self, aor: str, statuses: Sequence[SavedStatus]) -> None:
+        if statuses:
+            self.saved[aor] = tuple(statuses)
+        else:
+            self.saved.pop(aor, None)
+
+    def sessionStateChanged(self, aor: str, state: str, detail: str = "") -> None:
+        self.sessions.append((aor, state))
+
+
+class SavedStatusTests(PublisherTestsMixin, SynchronousTestCase):
+    """
+    What the publisher changed on a client is kept in the store, so that a
+    restart can still put it back.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.store = MemorySavedStatuses()
+        self.publisher = Publisher(self.clock, self.settings, self.accounts, self.makeSession,
+                                   savedStatuses=self.store)
+        self.publisher.startService()
+
+    def runPsi(self, session: FakeSession, form: str | None = None) -> dict[str, list[str]]:
+        return PublisherPolicyTests.runCommand(self, session, form=form)  # type: ignore[arg-type]
+
+    def test_savedDuringCallClearedAfter(self) -> None:
+        session = self.login()
+        self.psiOnline(session)
+        self.change(S.ON_THE_PHONE)
+        self.runPsi(session)
+        [record] = self.store.savedStatuses(AOR)
+        self.assertEqual((record.resource, record.status, record.priority, record.message),
+                         (PSI, "online", 5, "working"))
+        session.receive(presenceXML(PSI, "dnd", self.settings.statusText, 5, "psi-ver"))
+        self.change(S.ONLINE)
+        self.runPsi(session, form=rcForm("dnd", "5", self.settings.statusText))
+        self.assertEqual(self.store.saved, {})
+
+    def test_reconcileRestoresAfterRestart(self) -> None:
+        """
+        After a restart with the user no longer on a call, the gateway logs
+        in, finds the client still showing its dnd, puts the saved status
+        back, and logs out again after the grace period.
+        """
+        self.store.saved[AOR] = (SavedStatus(AOR, PSI, "away", 3, "lunch", 0.0),)
+        self.publisher.reconcile()
+        [session] = self.sessions
+        self.assertEqual(session.started, 1)
+        session.connect()
+        session.receive(presenceXML(PSI, "dnd", self.settings.statusText, 3, "psi-ver"))
+        [disco] = session.iqs()
+        session.answer(disco, itemsAnswer(PSI, [NODE_SET_STATUS]))
+        self.clock.advance(RESOURCE_SETTLE)
+        restored = self.runPsi(session, form=rcForm("dnd", "3", self.settings.statusText))
+        self.assertEqual((restored["status"], restored["status-priority"],
+                          restored["status-message"]), (["away"], ["3"], ["lunch"]))
+        self.assertEqual(self.store.saved, {})
+        self.clock.advance(self.settings.logoutGrace)
+        self.assertEqual(session.stopped, 1)
+
+    def test_reconcileDropsWhenUserChangedIt(self) -> None:
+        self.store.saved[AOR] = (SavedStatus(AOR, PSI, "away", 3, "lunch", 0.0),)
+        self.publisher.reconcile()
+        [session] = self.sessions
+        session.connect()
+        session.receive(presenceXML(PSI, None, "back", 3, "psi-ver"))
+        [disco] = session.iqs()
+        session.answer(disco, itemsAnswer(PSI, [NODE_SET_STATUS]))
+        self.clock.advance(RESOURCE_SETTLE)
+        self.assertEqual(session.iqs(), [])
+        self.assertEqual(self.store.saved, {})
+
+    def test_reconcileKeepsDndWhileStillOnCall(self) -> None:
+        """
+        The restored call is still going on: the client keeps our dnd, and
+        gets its saved status when the call ends.
+        """
+        self.store.saved[AOR] = (SavedStatus(AOR, PSI, "away", 3, "lunch", 0.0),)
+        self.change(S.ON_THE_PHONE)  # the store restored the call
+        self.publisher.reconcile()
+        [session] = self.sessions
+        session.connect()
+        session.receive(presenceXML(PSI, "dnd", self.settings.statusText, 3, "psi-ver"))
+        [disco] = session.iqs()
+        session.answer(disco, itemsAnswer(PSI, [NODE_SET_STATUS]))
+        self.clock.advance(RESOURCE_SETTLE)
+        record = self.publisher.users[AOR].shown
+        assert isinstance(record, CaseB)
+        self.assertEqual(record.saved, RemoteStatus("away", 3, "lunch"))
+        self.assertEqual(session.iqs(), [])
+        self.change(S.ONLINE)
+        restored = self.runPsi(session, form=rcForm("dnd", "3", self.settings.statusText))
+        self.assertEqual(restored["status"], ["away"])

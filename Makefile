@@ -16,7 +16,7 @@ TESTS ?= tests
 APT_PACKAGES := prosody ejabberd kamailio sip-tester baresip postgresql \
 	openssl iproute2 procps tshark python3-venv
 
-.PHONY: deps venv install test lint run clean
+.PHONY: deps venv install test lint run demo clean
 
 deps:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
@@ -51,6 +51,9 @@ lint: venv
 
 run: deps install
 	$(BIN)/python -m sipxmpp.testing.devstack --gateway-config $(CONFIG)
+
+demo: deps install
+	$(BIN)/python -m sipxmpp.testing.devstack --gateway-config $(CONFIG) --demo
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info _trial_temp* .trial.log run

@@ -41,6 +41,10 @@ TOMBSTONE_LIFETIME = 32.0
 class _Dialog:
     confirmed: bool = False
     held: bool = False
+    # An unanswered call the user placed: they are busy dialling, which is
+    # shown as on the phone, not as their phone ringing. (Not persisted:
+    # after a restart an unanswered call shows as ringing until answered.)
+    outgoing: bool = False
     timer: IDelayedCall | None = None
 
 
@@ -60,6 +64,8 @@ class _User:
         for dialog in self.dialogs.values():
             if dialog.confirmed:
                 state = TelephonyState.ON_HOLD if dialog.held else TelephonyState.ON_THE_PHONE
+            elif dialog.outgoing:
+                state = TelephonyState.ON_THE_PHONE
             else:
                 state = TelephonyState.RINGING
             if _RANK[state] > _RANK[best]:
@@ -314,16 +320,17 @@ class TelephonyStateMachine:
 
     # --- dialogs ---
 
-    def dialogEarly(self, aor: str, dialogId: Hashable) -> None:
+    def dialogEarly(self, aor: str, dialogId: Hashable, outgoing: bool = False) -> None:
         """
-        C{aor} has a call that is ringing (an INVITE or a provisional
-        response). Ignored for a dialog already confirmed: a 180 that
-        arrives after the 200 must not turn a call back into ringing.
+        C{aor} has a call that is ringing (a provisional response): their
+        phone rings, or with C{outgoing} they placed the call and are
+        waiting for an answer. Ignored for a dialog already confirmed: a 180
+        that arrives after the 200 must not turn a call back into ringing.
         """
         user = self._user(aor)
         if dialogId in user.tombstones or dialogId in user.dialogs:
             return
-        dialog = _Dialog()
+        dialog = _Dialog(outgoing=outgoing)
         user.dialogs[dialogId] = dialog
         self._arm(aor, dialogId, dialog, self.earlyLifetime)
         self._update(aor, user)

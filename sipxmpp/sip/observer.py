@@ -76,7 +76,7 @@ class TelephonyObserver:
             elif leg.aor is None:
                 return
             elif method == "INVITE" and request.toTag is None:
-                self._inviteResponse(leg.aor, request, response)
+                self._inviteResponse(leg.aor, request, response, outgoing=leg.fromPhone)
             elif method in ("INVITE", "UPDATE"):
                 self._midDialog(leg.aor, request, response)
             elif response.code == 481 and request.toTag is not None:
@@ -114,14 +114,15 @@ class TelephonyObserver:
 
     # --- calls ---
 
-    def _inviteResponse(self, aor: str, request: SIPRequest, response: SIPResponse) -> None:
+    def _inviteResponse(self, aor: str, request: SIPRequest, response: SIPResponse,
+                        outgoing: bool) -> None:
         code = response.code
         call = (aor, request.callID, request.fromTag)
         if code < 200:
             if code > 100 and response.toTag is not None:
                 key = dialogKey(response)
                 self._early.setdefault(call, set()).add(key)
-                self.state.dialogEarly(aor, key)
+                self.state.dialogEarly(aor, key, outgoing)
             return
         forks = self._early.pop(call, set())
         if code < 300:

@@ -25,11 +25,13 @@ import json
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Sequence
 from types import FrameType
 
+from sipxmpp.testing.demo import runDemo
 from sipxmpp.testing.kamailio import KamailioServer
 from sipxmpp.testing.ports import LOOPBACK, isTCPPortFree, isUDPPortFree, tcpAccepting
 from sipxmpp.testing.process import (
@@ -48,6 +50,8 @@ DEMO_USERS = {
     "bob": "demo-password-bob",
     "carol": "demo-password-carol",
 }
+# The demo users the gateway acts for; carol is their contact (the watcher).
+PROVISIONED = ("alice", "bob")
 READY_LINE = "devstack: ready"
 
 
@@ -109,6 +113,30 @@ class GatewayProcess(ServerProcess):
             self.configFile,
         ]
 
+    def prepare(self) -> None:
+        # The store needs its key and schema, and the demo users accounts
+        # (alice and bob; carol is only their contact). Both are kept in the
+        # run folder, so this does nothing on later starts.
+        parser = configparser.ConfigParser(interpolation=None)
+        parser.read(self.configFile)
+        keyFile = parser.get("store", "key_file", fallback="")
+        if keyFile and not os.path.exists(os.path.join(self.workDir, keyFile)):
+            self._admin("init")
+        listed = self._admin("account", "list").stdout
+        for user in PROVISIONED:
+            if f"sip:{user}@{DOMAIN}\t" not in listed:
+                self._admin("account", "add", f"sip:{user}@{DOMAIN}", f"{user}@{DOMAIN}",
+                            "--password-stdin", stdin=DEMO_USERS[user] + "\n")
+
+    def _admin(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [sys.executable, "-m", "sipxmpp.ops.admin", "--config", self.configFile, *args],
+            input=stdin, capture_output=True, text=True, cwd=self.workDir, check=False,
+        )
+        if result.returncode != 0:
+            raise ServerStartError(f"sipxmpp-admin {args[0]} failed: {result.stderr.strip()}")
+        return result
+
     def isReady(self) -> bool:
         if not self.endpoints:
             # Nothing to probe: consider it up once it survived a moment.
@@ -152,6 +180,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--kamailio-children", type=int, default=2, help="Kamailio workers (2)")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warn", "error"])
+    parser.add_argument(
+        "--demo",
+        action="store_true",
+        help="with --gateway-config: place a scripted call, print what a contact saw, stop",
+    )
     parser.add_argument(
         "--once",
         action="store_true",
@@ -299,6 +332,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         print(_instructions(args, runDir, caFile, prosody, kamailio, gateway))
         print(READY_LINE, flush=True)
+        if args.demo and gateway is not None:
+            status = runDemo(args.domain, prosody.port, caFile, args.gateway_port,
+                             DEMO_USERS["carol"])
+            raise _Stop("demo over")
         while not args.once:
             for running in started:
                 if not running.running:

@@ -119,6 +119,20 @@ class DialogTests(StateMachineTestCase):
         states = [(c.previous, c.state) for c in self.recorder.changes]
         self.assertEqual(states[2], (S.RINGING, S.ON_THE_PHONE))
 
+    def test_outgoingEarlyIsOnThePhone(self) -> None:
+        """
+        A caller waiting for an answer is busy on the phone; only the callee
+        is ringing.
+        """
+        self.machine.dialogEarly(ALICE, "d1", outgoing=True)
+        self.assertEqual(self.machine.stateOf(ALICE), S.ON_THE_PHONE)
+        self.machine.dialogConfirmed(ALICE, "d1")
+        self.machine.dialogEarly(ALICE, "d2")
+        self.machine.dialogTerminated(ALICE, "d1")
+        self.assertEqual(self.machine.stateOf(ALICE), S.RINGING)
+        self.assertEqual(self.events(), [Event.ONLINE, Event.ON_THE_PHONE,
+                                         Event.STILL_ON_THE_PHONE, Event.RINGING])
+
     def test_confirmedWithoutEarly(self) -> None:
         self.machine.dialogConfirmed(ALICE, "d1")
         self.assertEqual(self.machine.stateOf(ALICE), S.ON_THE_PHONE)

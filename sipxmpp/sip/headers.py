@@ -516,18 +516,18 @@ def parseVia(text: str) -> Via:
         raise SIPParseError(f"bad Via sent-protocol {head[:60]!r}")
     if via.transport.strip(TOKEN_CHARS):
         raise SIPParseError(f"bad Via transport {rest[0][:30]!r}")
-    sentBy = rest[1]
-    if " " in sentBy or "\t" in sentBy:
-        sentBy = "".join(sentBy.split())
+    # sent-by = host [ COLON port ], with LWS allowed around the colon only.
+    sentBy = rest[1].strip(" \t")
     if sentBy[:1] == "[":
         end = sentBy.find("]") + 1
-        host, after = sentBy[:end], sentBy[end:]
+        host, after = sentBy[:end], sentBy[end:].lstrip(" \t")
         if end == 0 or (after and after[0] != ":"):
             raise SIPParseError(f"bad Via sent-by {sentBy[:60]!r}")
-        via.port = parsePort(after[1:]) if after else None
+        via.port = parsePort(after[1:].strip(" \t")) if after else None
     else:
         host, colon, portText = sentBy.partition(":")
-        via.port = parsePort(portText) if colon else None
+        host = host.rstrip(" \t")
+        via.port = parsePort(portText.strip(" \t")) if colon else None
     if not isHost(host):
         raise SIPParseError(f"bad Via host {host[:60]!r}")
     via.host = host

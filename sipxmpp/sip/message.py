@@ -343,15 +343,24 @@ class SIPMessage:
         Remove every field called C{name}; return how many there were.
         """
         key = canonicalName(name)
-        keys = self._keys
-        removed = 0
-        for index in range(len(keys) - 1, -1, -1):
-            if keys[index] == key:
-                self._deleteField(index)
-                removed += 1
+        removed = self._keys.count(key)
         if removed:
+            self._dropFields(key, -1)
             self._changed(key)
         return removed
+
+    def _dropFields(self, key: str, keep: int) -> None:
+        # Remove every field called key except the one at index keep, in one
+        # pass (deleting them one by one would be quadratic).
+        parts = self._parts
+        newParts = [parts[0]]
+        newKeys: list[str] = []
+        for index, k in enumerate(self._keys):
+            if k != key or index == keep:
+                newKeys.append(k)
+                newParts += parts[2 * index + 1 : 2 * index + 3]
+        self._parts = newParts
+        self._keys = newKeys
 
     def setHeader(self, name: str, value: str | bytes) -> None:
         """
@@ -366,9 +375,8 @@ class SIPMessage:
             return
         index = keys.index(key)
         self._parts[2 * index + 2] = b" " + _encode(value)
-        for other in range(len(keys) - 1, index, -1):
-            if keys[other] == key:
-                self._deleteField(other)
+        if keys.count(key) > 1:
+            self._dropFields(key, index)
         self._changed(key)
 
     def _popTop(self, key: str) -> str | None:
@@ -564,8 +572,10 @@ class SIPMessage:
         keys = self._keys
         position = keys.index("contact") if "contact" in keys else len(keys)
         self.removeHeader("contact")
-        for offset, value in enumerate(encoded):
-            self._insertField(position + offset, "contact", b"Contact", value)
+        self._keys[position:position] = ["contact"] * len(encoded)
+        self._parts[2 * position + 1 : 2 * position + 1] = [
+            piece for value in encoded for piece in (b"Contact", b" " + value)
+        ]
         self._changed("contact")
 
     # -- dialog and transaction identifiers -------------------------------
@@ -1246,9 +1256,16 @@ def annotateError(error: SIPParseError, data: bytes) -> None:
         error.isRequest = False
         error.code = DROP
         return
+    method, space, _ = startLine.partition(b" ")
+    words = startLine.split()
+    isMethod = bool(space) and isTokenBytes(method)
+    if not isMethod and not (len(words) > 1 and words[-1][:4].upper() == b"SIP/"):
+        # Neither "method SP ..." nor "... SIP/x.y": not a request.
+        error.isRequest = None
+        error.code = DROP
+        return
     error.isRequest = True
-    method = startLine.split(b" ", 1)[0]
-    error.method = method.decode("ascii") if isTokenBytes(method) else None
+    error.method = method.decode("ascii") if isMethod else None
     if error.code is None or lineEnd < 0:
         return
     end = data.find(b"\r\n\r\n")

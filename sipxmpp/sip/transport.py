@@ -15,6 +15,7 @@ and their number is capped.
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 from collections.abc import Callable
 from typing import Any
@@ -22,6 +23,7 @@ from typing import Any
 from twisted.application.service import Service
 from twisted.internet import endpoints
 from twisted.internet.defer import gatherResults, maybeDeferred
+from twisted.internet.error import InvalidAddressError, MessageLengthError
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
 from twisted.logger import Logger
@@ -46,6 +48,11 @@ Handler = Callable[[SIPRequest | SIPResponse, Peer], None]
 
 # The largest payload one UDP datagram can carry.
 MAX_DATAGRAM = 65507
+
+# Send errors that a retransmission may overcome (a full socket buffer):
+# counted, but the transaction is not failed for them.
+_TRANSIENT_SEND_ERRORS = frozenset((errno.EAGAIN, errno.EWOULDBLOCK, errno.ENOBUFS,
+                                    errno.EINTR))
 
 
 def _peerOf(transport: str, address: Any) -> Peer:
@@ -144,6 +151,14 @@ class SIPTransports(Service):
             message = parseMessage(data, self.limits, datagram=datagram)
         except SIPParseError as error:
             return self.malformed(error, peer)
+        except Exception:
+            # The parser promises SIPParseError only; should a bug break
+            # that promise, it costs this message, never the listener.
+            self.metrics.increment("sipxmpp_sip_malformed_total", transport=peer.transport,
+                                   kind="unknown")
+            self.log.failure("parser failed on {size} bytes from {peer}; dropped",
+                             size=len(data), peer=peer)
+            return None
         try:
             self.handler(message, peer)
         except Exception:
@@ -178,11 +193,11 @@ class SIPTransports(Service):
             version = ipaddress.ip_address(peer.host).version
             protocol = self._udp.get(version)
             if protocol is None or protocol.transport is None or len(data) > MAX_DATAGRAM:
-                self.log.warn("cannot send {size} bytes over UDP to {peer}",
-                              size=len(data), peer=peer)
-                self.metrics.increment("sipxmpp_sip_send_failures_total", transport="UDP")
+                reason = "message too large" if len(data) > MAX_DATAGRAM else (
+                    f"no IPv{version} UDP listener")
+                self.sendFailed(peer, len(data), reason, report=True)
                 return
-            protocol.transport.write(data, (peer.host, peer.port))
+            protocol.sendDatagram(data, peer, report=True)
             return
         connection = self.connections.get(peer)
         if connection is not None and connection.transport is not None:
@@ -200,6 +215,18 @@ class SIPTransports(Service):
             self._reactor.callLater(0, self.onDeliveryFailed, peer)
             return
         self._connect(peer, data)
+
+    def sendFailed(self, peer: Peer, size: int, reason: str, report: bool) -> None:
+        """
+        Log and count a message that could not be sent to C{peer}; with
+        C{report}, tell L{onDeliveryFailed} in the next turn of the reactor
+        (never from inside the caller's own send).
+        """
+        self.log.warn("cannot send {size} bytes over {transport} to {peer}: {reason}",
+                      size=size, transport=peer.transport, peer=peer, reason=reason)
+        self.metrics.increment("sipxmpp_sip_send_failures_total", transport=peer.transport)
+        if report:
+            self._reactor.callLater(0, self.onDeliveryFailed, peer)
 
     def _connect(self, peer: Peer, data: bytes) -> None:
         self._pending[peer] = [data]
@@ -235,8 +262,28 @@ class SIPDatagramProtocol(DatagramProtocol):
             return  # a keep-alive (RFC 5626 §3.5.1 over UDP is CRLF or empty)
         peer = Peer("UDP", addr[0], addr[1])
         answer = self._transports.messageReceived(datagram, peer, datagram=True)
-        if answer is not None and self.transport is not None:
-            self.transport.write(answer, addr)
+        if answer is not None:
+            self.sendDatagram(answer, peer, report=False)
+
+    def sendDatagram(self, data: bytes, peer: Peer, report: bool) -> None:
+        """
+        Send C{data} to C{peer} from this socket.  Socket errors (an
+        unreachable network, a broadcast address, a datagram too large)
+        are logged and counted, never raised; permanent ones are reported
+        as delivery failures when C{report} is set.
+        """
+        transport = self.transport
+        if transport is None:
+            self._transports.sendFailed(peer, len(data), "UDP listener closed", report)
+            return
+        try:
+            transport.write(data, (peer.host, peer.port))
+        except OSError as error:
+            transient = error.errno in _TRANSIENT_SEND_ERRORS
+            self._transports.sendFailed(peer, len(data), str(error), report and not transient)
+        except (MessageLengthError, InvalidAddressError) as error:
+            self._transports.sendFailed(peer, len(data), str(error) or type(error).__name__,
+                                        report)
 
 
 class SIPStreamProtocol(Protocol, TimeoutMixin):
@@ -252,6 +299,15 @@ class SIPStreamProtocol(Protocol, TimeoutMixin):
         self._transportName = transportName
         self._remote = remote
         self._framer = StreamFramer(transports.limits)
+        # Set once the stream cannot be framed: nothing more is read from it.
+        self._broken = False
+
+    def callLater(self, period: float, func: Callable[[], None]) -> Any:
+        """
+        Run the idle timer on the injected reactor (L{TimeoutMixin} would
+        use the global one).
+        """
+        return self._transports._reactor.callLater(period, func)
 
     def connectionMade(self) -> None:
         transports = self._transports
@@ -267,12 +323,17 @@ class SIPStreamProtocol(Protocol, TimeoutMixin):
         self.setTimeout(transports.idleTimeout)
 
     def dataReceived(self, data: bytes) -> None:
+        if self._broken:
+            # TLS hands over every record it already decrypted, even after
+            # loseConnection; the framer must not be fed again.
+            return
         self.resetTimeout()
         transport = self.transport
         assert transport is not None
         try:
             messages = self._framer.feed(data)
         except SIPParseError as error:
+            self._broken = True
             answer = self._transports.malformed(error, self.peer)
             if answer is not None:
                 transport.write(answer)

@@ -5,7 +5,9 @@ When the registrar accepts a REGISTER that came through us, each contact of
 the phone is remembered with the flow it came from (transport, source
 address and port), so requests the registrar later routes back to that
 contact go to the phone's real address — never to a host merely named in a
-message. Lookups check expiry lazily; a periodic C{purge} drops the dead.
+message. Lookups check expiry lazily; expired bindings are swept by the
+next update at most every C{PURGE_INTERVAL} seconds (so contacts that are
+never looked up again do not pile up), and are never counted.
 """
 
 from __future__ import annotations
@@ -19,6 +21,9 @@ from sipxmpp.sip.peer import DEFAULT_PORTS, Peer
 from sipxmpp.sip.uri import SIPURI, URI
 
 ContactKey = tuple[str, str, int]
+
+# Seconds between sweeps of expired bindings, done by the next update.
+PURGE_INTERVAL = 60.0
 
 
 def contactKey(uri: URI) -> ContactKey | None:
@@ -59,8 +64,13 @@ class Registrations:
     def __init__(self, clock: IReactorTime) -> None:
         self._clock = clock
         self._bindings: dict[ContactKey, Binding] = {}
+        self._nextPurge = 0.0  # the first update sweeps (an empty table)
 
     def __len__(self) -> int:
+        """
+        The number of live bindings (expired ones are dropped first).
+        """
+        self.purge()
         return len(self._bindings)
 
     def __iter__(self) -> Iterator[Binding]:
@@ -72,6 +82,10 @@ class Registrations:
         Add or refresh a binding.
         """
         self._bindings[key] = binding
+        now = self._clock.seconds()
+        if now >= self._nextPurge:
+            self._nextPurge = now + PURGE_INTERVAL
+            self.purge()
 
     def remove(self, key: ContactKey) -> None:
         """

@@ -983,7 +983,7 @@ def _parseStartLine(line: bytes) -> SIPRequest | SIPResponse:
     # The common forms first, then the general (liberal) parser.
     if line[:8] == b"SIP/2.0 ":
         code = line[8:11]
-        if code.isdigit() and code[0] != 0x30 and (len(line) == 11 or line[11] == 0x20):
+        if len(code) == 3 and code.isdigit() and code[0] != 0x30 and line[11:12] in (b"", b" "):
             reason = line[12:]
             if reason.translate(None, _CONTROL) == reason and int(code) < 700:
                 response = SIPResponse()

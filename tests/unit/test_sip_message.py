@@ -121,6 +121,23 @@ class StartLineTests(SynchronousTestCase):
             self.assertTrue(error.drop, status)
             self.assertIs(error.isRequest, False)
 
+    def test_shortStatusCodes(self) -> None:
+        """
+        Regression (atheris): a status code shorter than three digits at the
+        end of the line used to raise IndexError instead of being dropped.
+        """
+        for line in (b"SIP/2.0 1", b"SIP/2.0 12", b"SIP/2.0 ", b"SIP/2.0 1234", b"SIP/2.0 200x"):
+            data = line + response()[response().index(b"\r\n") :]
+            error = self.assertRaises(SIPParseError, parseMessage, data)
+            self.assertIsNone(error.code, line)
+        crash = (
+            b"SIP/2.0 1\r\nContent-Length: 0\r\n\r\n\r\nINVITE siom SIP/2.aoe\r\n"
+            b"Call-ID: noreason.ajd7sn71insdf99223ndf\r\nCSeq: 35 INVITE\r\n"
+        )
+        self.assertIsNone(self.assertRaises(SIPParseError, parseMessage, crash).code)
+        (framed,) = StreamFramer().feed(crash)
+        self.assertIsNone(self.assertRaises(SIPParseError, parseMessage, framed, datagram=False).code)
+
     def test_controlCharacterInReasonDropped(self) -> None:
         error = self.assertRaises(SIPParseError, parseMessage, response(status=b"200 O\x00K"))
         self.assertIsNone(error.code)

@@ -427,6 +427,39 @@ class LinearTimeTests(SynchronousTestCase):
         self.assertLinear(lambda n: _request(b"Contact: " + b"<" * (10 * n) + b"\r\n"))
         self.assertLinear(lambda n: _request(b"Contact: " + b"<a>," * (5 * n) + b"\r\n"))
 
+    def test_pathologicalInputsAtTheSizeLimit(self) -> None:
+        """
+        Inputs built to make a backtracking matcher or a rescanning loop blow
+        up, each close to the default 64 KiB limit, go through everything.
+        The line counter above cannot see inside C code such as the regular
+        expressions of the fast paths; a quadratic one would not finish here.
+        """
+        size = DEFAULT_LIMITS.maxMessageSize - 400
+        cases = [
+            b"Contact: " + b"," * size,
+            b"Contact: " + b"<sip:x@h>," * (size // 10),
+            b'Contact: "' + b"a" * size + b'" <sip:x@h>',
+            b'Contact: "' + b"a" * size,
+            b'Contact: "' + b'\\"' * (size // 2) + b'" <sip:x@h>',
+            b"Contact: <sip:x@h>" + b";a=b" * (size // 4) + b" junk",
+            b"Contact: <sip:x@h>" + b";tag" * (size // 4) + b"=x",
+            b"Contact: " + b"tok " * (size // 4) + b"<sip:x@h>;",
+            b"Contact: sip:x@h" + b";p" * (size // 2) + b'"',
+            b"Contact: " + b"<" * size,
+            b"Route: " + b"a" * size,
+            b"Via: SIP/2.0/UDP h" + b";a=b" * (size // 4) + b" x",
+            b"Via: SIP/2.0/UDP h" + b";branch" * (size // 7) + b"=1",
+            b"Via: SIP/2.0/UDP " + b"a" * size + b":",
+            b"X-A: b\r\n" * (size // 8),
+            b"X-A: b" + b"\r\n c" * (size // 4),
+        ]
+        for header in cases:
+            data = _request(header.rstrip(b"\r\n") + b"\r\n")
+            self.assertLessEqual(len(data), DEFAULT_LIMITS.maxMessageSize)
+            exercise(data, Limits(maxMessageSize=DEFAULT_LIMITS.maxMessageSize, maxHeaderCount=2**16,
+                                  maxHeaderLineLength=2**16, maxBodySize=2**16))  # fmt: skip
+            exercise(data)
+
     def test_framerScansEachOctetBoundedTimes(self) -> None:
         """
         Fed one octet at a time, the framer examines each octet of the

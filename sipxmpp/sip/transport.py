@@ -333,11 +333,7 @@ class SIPStreamProtocol(Protocol, TimeoutMixin):
         try:
             messages = self._framer.feed(data)
         except SIPParseError as error:
-            self._broken = True
-            answer = self._transports.malformed(error, self.peer)
-            if answer is not None:
-                transport.write(answer)
-            transport.loseConnection()
+            self._streamBroken(error)
             return
         for _ in range(self._framer.keepAlives):
             transport.write(b"\r\n")  # RFC 5626 §3.5.1: pong
@@ -346,6 +342,24 @@ class SIPStreamProtocol(Protocol, TimeoutMixin):
             answer = self._transports.messageReceived(message, self.peer, datagram=False)
             if answer is not None:
                 transport.write(answer)
+        # The messages before a framing error in the same chunk were
+        # returned; the error waits in the framer: act on it now.
+        pending = self._framer.pendingError
+        if pending is not None:
+            self._streamBroken(pending)
+
+    def _streamBroken(self, error: SIPParseError) -> None:
+        """
+        The stream cannot be framed any more: answer if the error can be
+        addressed, then close, and read nothing more.
+        """
+        self._broken = True
+        transport = self.transport
+        assert transport is not None
+        answer = self._transports.malformed(error, self.peer)
+        if answer is not None:
+            transport.write(answer)
+        transport.loseConnection()
 
     def timeoutConnection(self) -> None:
         self._transports.log.debug("closing idle connection {peer}", peer=self.peer)

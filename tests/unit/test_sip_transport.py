@@ -269,6 +269,25 @@ class StreamFramingTests(TransportTestCase):
         self.assertEqual(self.counter("sipxmpp_sip_malformed_total", transport="TLS",
                                       kind="request"), 1)
 
+    def test_goodMessagesBeforeTheBreakThenClose(self) -> None:
+        """
+        A chunk with a good request and then one that breaks the framing:
+        the good one is handled, then the bad one is answered 400 and the
+        connection closed at once, without waiting for more bytes.
+        """
+        protocol, transport = self.inbound()
+        protocol.dataReceived(request(callID="good") + request(callID="neg", contentLength=-3))
+        self.assertEqual([m.callID for m, _ in self.received], ["good"])
+        answer = transport.value()
+        self.assertTrue(answer.startswith(b"SIP/2.0 400 "), answer)
+        self.assertIn(b"\r\nCall-ID: neg\r\n", answer)
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(self.counter("sipxmpp_sip_malformed_total", transport="TCP",
+                                      kind="request"), 1)
+        protocol.dataReceived(request(callID="late"))
+        self.assertEqual(transport.value(), answer)
+        self.assertEqual(len(self.received), 1)
+
     def test_framedMalformedRequestKeepsConnection(self) -> None:
         """
         A request that frames but does not parse (bad CSeq) is answered 400

@@ -7,7 +7,7 @@ line, so that slixmpp's asyncio loop never meets Twisted's reactor:
 
   python tests/integration/xmppclients.py --jid alice@example.test/psi \\
       --password P --host 127.0.0.1 --port 5222 --ca-file ca.pem \\
-      [--priority 5] [--status TEXT] [--show away] [--rc psi|none]
+      [--priority 5] [--status TEXT] [--show away] [--rc psi|none] [--reconnect]
 
 Commands (stdin):  {"op": "presence", "show": "away", "status": "...", "priority": 5}
                    {"op": "quit"}
@@ -16,6 +16,7 @@ Events (stdout):   {"event": "ready"}
                     "show": ..., "status": ..., "priority": N}
                    {"event": "rc", "from": JID, "values": {...}, "sessionid": ...}
                    {"event": "failed", "reason": "..."}
+                   {"event": "disconnected"}   (with --reconnect, "ready" follows again)
 
 With C{--rc psi} the client answers XEP-0146 C{rc#set-status} through
 slixmpp's XEP-0050 plugin the way Psi does: status C{executing} with the
@@ -67,7 +68,15 @@ class DesktopClient(slixmpp.ClientXMPP):  # type: ignore[misc]
         self.add_event_handler("session_start", self._started)
         self.add_event_handler("presence", self._presence)
         self.add_event_handler("failed_auth", lambda _: emit(event="failed", reason="auth"))
-        self.add_event_handler("disconnected", lambda _: emit(event="disconnected"))
+        self.add_event_handler("disconnected", self._disconnected)
+        self.quitting = False
+
+    def _disconnected(self, reason: Any) -> None:
+        emit(event="disconnected")
+        if self.args.reconnect and not self.quitting:
+            # Like a desktop client after a server restart: log in again,
+            # with the status it had (dnd, if remote control set it).
+            self.loop.call_later(0.3, self.connect, self.args.host, self.args.port)
 
     async def _started(self, event: Any) -> None:
         if self.args.rc == "psi":
@@ -158,6 +167,7 @@ async def readCommands(client: DesktopClient) -> None:
             emit(event="sent", op="presence")
         elif command["op"] == "quit":
             break
+    client.quitting = True
     client.disconnect()
     await asyncio.sleep(0.2)
 
@@ -173,6 +183,8 @@ def main() -> None:
     parser.add_argument("--status", default="")
     parser.add_argument("--show", default=None)
     parser.add_argument("--rc", choices=["psi", "none"], default="none")
+    parser.add_argument("--reconnect", action="store_true",
+                        help="log in again (with the current status) when the server goes away")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     if args.host not in ("127.0.0.1", "localhost", "::1"):

@@ -134,12 +134,24 @@ class InstalledPluginTests(SynchronousTestCase):
         """
         twistd starts the gateway; /healthz answers; SIGTERM stops it.
         """
-        port = freePort()
+        port, sipPort = freePort(), freePort()
         path = os.path.join(self.workdir, "good.conf")
         with open(path, "w") as f:
-            f.write("[sip]\nupstream = sip:127.0.0.1:5070\ndomain = example.test\n"
+            f.write("[sip]\ndomain = example.test\n"
+                    f"listen = tcp:{sipPort}:interface=127.0.0.1\n"
+                    "upstream = sip:127.0.0.1:5070;transport=tcp\n"
                     f"[http]\nlisten = tcp:{port}:interface=127.0.0.1\n"
+                    f"[store]\nurl = sqlite:///{self.workdir}/store.sqlite\n"
+                    f"key_file = {self.workdir}/secret.key\n"
+                    "[xmpp]\nserver = 127.0.0.1:1\n"
                     "[log]\nformat = json\n")
+        # The console script the package installs creates key and schema.
+        if not os.path.exists(os.path.join(self.workdir, "secret.key")):
+            init = subprocess.run(
+                [os.path.join(self.venv, "bin", "sipxmpp-admin"), "--config", path, "init"],
+                cwd=self.workdir, capture_output=True, text=True, env=CLEAN_ENV, check=False,
+            )
+            self.assertEqual(init.returncode, 0, init.stderr)
         process = subprocess.Popen(
             [self.python, "-c", TWISTD, "-n", "--pidfile=", "sipxmpp", "--config", path],
             cwd=self.workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

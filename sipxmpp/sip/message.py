@@ -1083,7 +1083,7 @@ def _splitFields(head: bytes) -> tuple[list[bytes], list[str]]:
     # folding, no line without a colon, no bare CR or LF.
     if head.count(b"\n") != count or head.count(b"\r") != count:
         return _splitFieldsSlow(head)
-    if None in keys:
+    if not all(keys):  # a name not in the spelling table
         for index, key in enumerate(keys):
             if key is None:
                 name = parts[2 * index + 1]
@@ -1104,11 +1104,12 @@ def _checkLimits(head: bytes, parts: list[bytes], count: int, limits: Limits) ->
 
 
 def _contentLength(parts: list[bytes], keys: list[str], limits: Limits) -> int | None:
+    # Callers have checked that Content-Length appears at most once.
     if "content-length" not in keys:
         return None
-    if keys.count("content-length") > 1:
-        raise SIPParseError("more than one Content-Length header")
-    value = _clean(parts[2 * keys.index("content-length") + 2])
+    value = parts[2 * keys.index("content-length") + 2].strip(b" \t")
+    if not value.isdigit():
+        value = _clean(value)
     if not value.isdigit() or len(value) > 10:
         raise SIPParseError(f"bad Content-Length {value[:20]!r}")
     length = int(value)
@@ -1128,6 +1129,8 @@ def contentLengthOf(head: bytes, limits: Limits = DEFAULT_LIMITS) -> int | None:
     """
     parts, keys = _splitFields(head)
     _checkLimits(head, parts, len(keys), limits)
+    if keys.count("content-length") > 1:
+        raise SIPParseError("more than one Content-Length header")
     return _contentLength(parts, keys, limits)
 
 

@@ -2,12 +2,15 @@
 Sans-IO SIP messages (RFC 3261 §7, §20, §25): parse, read, change and
 serialize requests and responses.
 
-Parsing is lazy and transparent.  L{parseMessage} splits the header section
-once, with C{bytes.find} and C{bytes.split}, into a list of raw header
-fields, and decodes only what a proxy must check before it can do anything
-with a request: the start line, the framing (Content-Length) and the top
-Via, From, To, Call-ID, CSeq and Max-Forwards.  Every other value is decoded
-on first access, and an accessor that finds it malformed raises the same
+Parsing is lazy and transparent.  L{parseMessage} finds the end of the
+header section with C{bytes.find} and splits it into raw fields in one
+C-level pass (a single compiled C{re.split}, never a pattern per header;
+folded or unusual sections take an exact slower path).  It decodes only
+what a proxy must check before it can do anything with a request: the start
+line, the framing (Content-Length) and the top Via, From, To, Call-ID, CSeq
+and Max-Forwards, each through a one-match fast path for the usual forms
+that falls back to the general parser.  Every other value is decoded on
+first access, and an accessor that finds it malformed raises the same
 L{SIPParseError} the parser does.
 
 Serialization re-emits every header field the proxy did not touch byte for

@@ -628,3 +628,48 @@ class DevstackTests(SynchronousTestCase):
         for pid in (state["xmpp"]["pid"], state["sip"]["pid"]):
             self.assertFalse(groupAlive(pid), f"dev stack left process group {pid}")
         self.assertFalse(os.path.exists(os.path.join(runDir, "devstack.json")))
+
+    def test_demoShowsTheCall(self) -> None:
+        """
+        What C{make demo} runs: the dev stack with the gateway (the example
+        configuration, moved to free ports) places a call, and carol sees
+        alice go dnd and come back; nothing is left running afterwards.
+        """
+        runDir = tempfile.mkdtemp(prefix="sipxmpp-demo-test-")
+        self.addCleanup(shutil.rmtree, runDir, True)
+        xmppPort, httpPort = freePorts(2)
+        sipPort, gatewayPort = freeSIPPort(), freeSIPPort()
+        with open(os.path.join(ROOT, "etc", "sipxmpp.conf.example")) as f:
+            config = f.read()
+        for old, new in [
+            ("udp:5060:interface=127.0.0.1 tcp:5060:interface=127.0.0.1",
+             f"udp:{gatewayPort}:interface=127.0.0.1 tcp:{gatewayPort}:interface=127.0.0.1"),
+            ("sip:127.0.0.1:5070;transport=udp", f"sip:127.0.0.1:{sipPort};transport=udp"),
+            ("server = 127.0.0.1:5222", f"server = 127.0.0.1:{xmppPort}"),
+            ("ca_file = run/ca.pem", f"ca_file = {runDir}/ca.pem"),
+            ("url = sqlite:///run/sipxmpp.sqlite", f"url = sqlite:///{runDir}/sipxmpp.sqlite"),
+            ("key_file = run/secret.key", f"key_file = {runDir}/secret.key"),
+            ("listen = tcp:8080:interface=127.0.0.1", f"listen = tcp:{httpPort}:interface=127.0.0.1"),
+        ]:
+            self.assertIn(old, config)
+            config = config.replace(old, new)
+        configFile = os.path.join(runDir, "sipxmpp.conf")
+        with open(configFile, "w") as f:
+            f.write(config)
+        result = subprocess.run(
+            [sys.executable, "-m", "sipxmpp.testing.devstack", "--run-dir", runDir,
+             "--xmpp-port", str(xmppPort), "--sip-port", str(sipPort),
+             "--gateway-port", str(gatewayPort), "--gateway-config", configFile, "--demo"],
+            cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True, text=True,
+            timeout=180, check=False,
+        )
+        output = result.stdout + result.stderr
+        self.assertEqual(result.returncode, 0, output)
+        self.assertIn("demo: alice went dnd during the call and came back", output)
+        self.assertIn("dnd 'I am currently on the phone'", output)
+        self.assertIn("devstack: stopped", output)
+        # Prosody, Kamailio and twistd all name the run folder on their
+        # command lines.
+        leftover = subprocess.run(["pgrep", "-a", "-f", runDir], capture_output=True, text=True,
+                                  check=False).stdout
+        self.assertEqual(leftover, "", "processes left behind")

@@ -25,7 +25,7 @@ from sipxmpp.ops.web import makeSite
 from sipxmpp.presence.state import TelephonyStateMachine
 from sipxmpp.sip.proxy import Proxy
 from sipxmpp.sip.service import UpstreamError, buildSIP
-from sipxmpp.store.addresses import aorOrNone
+from sipxmpp.store.addresses import aorOfURI
 from sipxmpp.store.errors import StoreError
 from sipxmpp.store.service import makeStoreService
 from sipxmpp.xmpp.publisher import Publisher, PublisherSettings
@@ -195,7 +195,7 @@ def buildService(settings: Settings, reactor: Any, logfile: str | None = None) -
     store.restored.addCallback(lambda summary: publisher.reconcile())
     try:
         sip, proxy = buildSIP(
-            settings.sip, reactor, metrics, machine, lambda uri: aorOrNone(str(uri))
+            settings.sip, reactor, metrics, machine, aorOfURI
         )
     except UpstreamError as e:
         raise StartupError(f"[sip] upstream: {e}") from None

@@ -26,6 +26,8 @@ import re
 
 from twisted.words.protocols.jabber.jid import JID, InvalidFormat
 
+from sipxmpp.sip.uri import SIPURI, URI
+
 __all__ = ["InvalidAddress", "aorOrNone", "normaliseAoR", "parseBareJID"]
 
 
@@ -154,9 +156,24 @@ def parseBareJID(text: str) -> JID:
 def aorOrNone(text: str) -> str | None:
     """
     Return the normal form of the AoR C{text}, or L{None} if it is not a
-    user's SIP address (for the proxy's C{aorOf}: C{aorOrNone(str(uri))}).
+    user's SIP address.
     """
     try:
         return normaliseAoR(text)
+    except InvalidAddress:
+        return None
+
+
+def aorOfURI(uri: URI) -> str | None:
+    """
+    The normal form of the AoR an already parsed From, To or Contact URI
+    names (the proxy's C{aorOf}: no second parse on the SIP path), or
+    L{None} if it names no user. Same rules as L{normaliseAoR}.
+    """
+    if not isinstance(uri, SIPURI) or not uri.rawUser or uri.password is not None:
+        return None
+    hostport = uri.host if uri.port is None else f"{uri.host}:{uri.port}"
+    try:
+        return f"sip:{_normaliseUser(uri.text, uri.rawUser)}@{_normaliseHostPort(uri.text, hostport)}"
     except InvalidAddress:
         return None

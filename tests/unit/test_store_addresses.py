@@ -6,7 +6,14 @@ from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from sipxmpp.store.addresses import InvalidAddress, aorOrNone, normaliseAoR, parseBareJID
+from sipxmpp.sip.uri import parseURI
+from sipxmpp.store.addresses import (
+    InvalidAddress,
+    aorOfURI,
+    aorOrNone,
+    normaliseAoR,
+    parseBareJID,
+)
 
 
 class AoRTests(SynchronousTestCase):
@@ -52,6 +59,21 @@ class AoRTests(SynchronousTestCase):
             e = self.assertRaises(InvalidAddress, normaliseAoR, text)
             self.assertIn(message, str(e), text)
             self.assertIn("expected a SIP URI like sip:alice@example.com", str(e))
+
+    def test_aorOfURI(self) -> None:
+        """
+        A parsed URI normalises exactly as its text does.
+        """
+        cases = [
+            "SIP:Alice@Example.TEST;transport=tcp", "sips:alice@example.test",
+            "sip:alice@example.test:05060;lr", "sip:%61lice@example.test",
+            "sip:a%2fb@example.test", "sip:+4930123;phone-context=x@Example.test",
+            "sip:bob@[2001:DB8::1]", "sip:bob@example.test.",
+        ]
+        for text in cases:
+            self.assertEqual(aorOfURI(parseURI(text)), normaliseAoR(text), text)
+        for text in ["sip:example.test", "tel:+4930123", "sip:alice:pw@example.test"]:
+            self.assertIsNone(aorOfURI(parseURI(text)), text)
 
     def test_aorOrNone(self) -> None:
         self.assertEqual(aorOrNone("sips:Bob@Example.test;user=phone"), "sip:Bob@example.test")

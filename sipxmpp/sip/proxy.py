@@ -23,6 +23,7 @@ reported to the L{IProxyObserver}s, which derive telephony state from them.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 from collections.abc import Callable
@@ -141,12 +142,22 @@ def _flowFor(contact: URI, source: Peer) -> Peer:
     if source.transport != "UDP" or not isinstance(contact, SIPURI) or contact.port is None:
         return source
     try:
-        named = ipaddress.ip_address(contact.host.strip("[]"))
+        named = _ipAddress(contact.host.strip("[]"))
     except ValueError:
         return source
-    if named == ipaddress.ip_address(source.host):
+    if named == _ipAddress(source.host):
         return source._replace(port=contact.port)
     return source
+
+
+@functools.lru_cache(maxsize=4096)
+def _ipAddress(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """
+    L{ipaddress.ip_address}, memoised: the same few peers send every
+    message, and parsing an address costs more than the rest of the policy
+    checks. Raises C{ValueError} (not cached) like the original.
+    """
+    return ipaddress.ip_address(host)
 
 
 def _hash(*parts: object) -> str:
@@ -347,7 +358,7 @@ class Proxy:
         if not isinstance(uri, SIPURI):
             return False
         try:
-            host = ipaddress.ip_address(uri.host.strip("[]"))
+            host = _ipAddress(uri.host.strip("[]"))
         except ValueError:
             return False
         port = uri.port or (5061 if uri.secure else 5060)
@@ -646,12 +657,12 @@ class Proxy:
         # one host, configure the registrar to reuse its listening port,
         # e.g. Kamailio's tcp_reuse_port).
         upstream = self.settings.upstream
-        if ipaddress.ip_address(source.host) != ipaddress.ip_address(upstream.host):
+        if _ipAddress(source.host) != _ipAddress(upstream.host):
             return False
         return source.port == upstream.port or (source.reliable and not self._isTrusted(source))
 
     def _isTrusted(self, source: Peer) -> bool:
-        address = ipaddress.ip_address(source.host)
+        address = _ipAddress(source.host)
         return any(address in network for network in self.settings.trustedNetworks)
 
     def _notify(self, name: str, *args: object) -> None:

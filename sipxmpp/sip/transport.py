@@ -80,12 +80,14 @@ class SIPTransports(Service):
         limits: Limits = DEFAULT_LIMITS,
         idleTimeout: float = 600.0,
         maxConnections: int = 1024,
+        closeGrace: float = 2.0,
     ) -> None:
         self._reactor = reactor
         self.specs = specs
         self.metrics = metrics
         self.limits = limits
         self.idleTimeout = idleTimeout
+        self.closeGrace = closeGrace
         self.maxConnections = maxConnections
         self.handler: Handler = lambda message, peer: None
         self.onDeliveryFailed: Callable[[Peer], None] = lambda peer: None
@@ -124,7 +126,7 @@ class SIPTransports(Service):
     def stopService(self) -> Any:
         super().stopService()
         for connection in list(self.connections.values()):
-            connection.transport.loseConnection()  # type: ignore[union-attr]
+            connection.close()
         ports, self.ports = self.ports, []
         return gatherResults([maybeDeferred(port.stopListening) for _, port in ports])
 
@@ -301,6 +303,8 @@ class SIPStreamProtocol(Protocol, TimeoutMixin):
         self._framer = StreamFramer(transports.limits)
         # Set once the stream cannot be framed: nothing more is read from it.
         self._broken = False
+        # Aborts the connection if a close does not complete in time.
+        self._abortCall: Any = None
 
     def callLater(self, period: float, func: Callable[[], None]) -> Any:
         """
@@ -359,14 +363,38 @@ class SIPStreamProtocol(Protocol, TimeoutMixin):
         answer = self._transports.malformed(error, self.peer)
         if answer is not None:
             transport.write(answer)
+        self.close()
+
+    def close(self) -> None:
+        """
+        Close the connection after what was written, and abort it if it is
+        still there C{closeGrace} seconds later: a TLS close waits for the
+        peer's close_notify and a TCP close for the peer to read what is
+        left, and a peer must not hold a connection (and its place under
+        the cap) by doing neither.
+        """
+        transport = self.transport
+        if transport is None:
+            return
         transport.loseConnection()
+        if self._abortCall is None:
+            self._abortCall = self.callLater(self._transports.closeGrace, self._abort)
+
+    def _abort(self) -> None:
+        self._abortCall = None
+        self._transports.log.info("aborting {peer}: not closed {grace} s after we closed it",
+                                  peer=self.peer, grace=self._transports.closeGrace)
+        self.transport.abortConnection()  # type: ignore[union-attr]
 
     def timeoutConnection(self) -> None:
         self._transports.log.debug("closing idle connection {peer}", peer=self.peer)
-        super().timeoutConnection()
+        self.close()
 
     def connectionLost(self, reason: Failure | None = None) -> None:
         self.setTimeout(None)
+        if self._abortCall is not None:
+            self._abortCall.cancel()
+            self._abortCall = None
         peer = getattr(self, "peer", None)
         if peer is not None and self._transports.connections.get(peer) is self:
             del self._transports.connections[peer]

@@ -281,6 +281,70 @@ class StreamClient(SIPClient):
         self.sock.close()
 
 
+class RawTLSClient:
+    """
+    TLS over memory BIOs on a plain socket: the test decides what goes on
+    the wire in one segment, and it never answers the gateway's
+    close_notify (as a careless or hostile peer would not).
+    """
+
+    def __init__(self, target: tuple[str, int], context: ssl.SSLContext,
+                 serverName: str) -> None:
+        self.sock = socket.create_connection(target, timeout=WAIT)
+        self.host, self.port = self.sock.getsockname()[:2]
+        self.incoming, self.outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self.tls = context.wrap_bio(self.incoming, self.outgoing, server_hostname=serverName)
+        while True:
+            try:
+                self.tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                self.sock.sendall(self.outgoing.read())
+                self.incoming.write(self.sock.recv(65536))
+        self.sock.sendall(self.outgoing.read())
+
+    def sendRecords(self, *records: bytes) -> None:
+        """
+        Each of C{records} in its own TLS record, all in one write.
+        """
+        for record in records:
+            self.tls.write(record)
+        self.sock.sendall(self.outgoing.read())
+
+    def readUntilTCPClosed(self, timeout: float) -> tuple[bytes, bool]:
+        """
+        Decrypt what arrives until the gateway closes the TCP connection
+        (then C{True}) or C{timeout} passes (C{False}).
+        """
+        deadline = time.monotonic() + timeout
+        closed = False
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            self.sock.settimeout(left)
+            try:
+                chunk = self.sock.recv(65536)
+            except TimeoutError:
+                break
+            except OSError:
+                chunk = b""
+            if not chunk:
+                closed = True
+                break
+            self.incoming.write(chunk)
+        plain = b""
+        try:
+            while piece := self.tls.read(65536):
+                plain += piece
+        except (ssl.SSLWantReadError, ssl.SSLZeroReturnError):
+            pass
+        return plain, closed
+
+    def close(self) -> None:
+        self.sock.close()
+
+
 # --- the gateway's side ------------------------------------------------------
 
 _METRIC = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)$")
@@ -514,6 +578,11 @@ class GatewayTestCase(SynchronousTestCase):
                          2)
         self.assertEqual(deltas[("sipxmpp_sip_malformed_total", repr(sorted(response.items())))],
                          1)
+        # And a log line for each, naming the peer and what was done.
+        peer = f"Peer(transport='{transport}', host='{client.host}', port={client.port})"
+        log = self.gateway.logText()
+        self.assertIn(f"malformed SIP request from {peer}: bad CSeq (400); answered 400", log)
+        self.assertIn(f"malformed SIP response from {peer}: bad CSeq (drop); dropped", log)
         self.assertAlive(client)
 
     def checkUnframeable(self, connect: Callable[[], StreamClient]) -> None:
@@ -664,6 +733,26 @@ class UDPUpstreamTests(GatewayTestCase):
         self.assertSipp(result, "comma-joined Via")
         self.assertEqual(result.successful, 3)
 
+    def test_rportAndReceived(self) -> None:
+        """
+        RFC 3581 and RFC 3261 §18.2.1: a UDP request whose Via names
+        another address and port (with a bare rport) is answered at the
+        address and port it came from, and the Via it gets back records
+        both: received= the source address, rport= the source port.
+        """
+        with UDPClient(self.gateway.udpTarget) as client:
+            assert isinstance(client, UDPClient)
+            callID = f"rport-{newTag()}"
+            via = "SIP/2.0/UDP 127.0.0.99:9;branch=z9hG4bK" + newTag() + ";rport"
+            client.send(sipRequest("OPTIONS", f"sip:{DOMAIN}", via, callID))
+            reply = client.expectResponse(callID)
+            self.assertEqual(reply.code, 200, reply.toBytes())
+            self.assertEqual(len(reply.vias), 1, reply.toBytes())
+            top = reply.topVia
+            self.assertEqual(top.sentBy, "127.0.0.99:9")
+            self.assertEqual(top.params.get("received"), LOOPBACK)
+            self.assertEqual(top.params.get("rport"), str(client.port))
+
     def test_malformedOverUDP(self) -> None:
         with UDPClient(self.gateway.udpTarget) as client:
             self.checkMalformed(client)
@@ -680,6 +769,49 @@ class UDPUpstreamTests(GatewayTestCase):
         with self.tls() as client:
             self.checkMalformed(client)
         self.checkUnframeable(self.tls)
+
+    def test_brokenTLSStreamClosedWithoutThePeer(self) -> None:
+        """
+        Two TLS records in one TCP segment, each a request that breaks the
+        framing: the first is answered 400 and counted once; the second,
+        which TLS still hands over after the close began, is ignored.  The
+        peer never answers close_notify, yet the gateway's TCP connection
+        goes (aborted after the transports' close grace, 2 s).
+        """
+        client = RawTLSClient((LOOPBACK, self.gateway.tlsPort), self.gateway.tlsContext(),
+                              TLS_NAME)
+        self.addCleanup(client.close)
+        via = f"SIP/2.0/TLS {client.host}:{client.port};branch=z9hG4bK{newTag()};rport"
+        labels = {"transport": "TLS", "kind": "request"}
+        with self.counting(("sipxmpp_sip_malformed_total", labels)) as deltas:
+            client.sendRecords(
+                sipRequest("OPTIONS", f"sip:{DOMAIN}", via, "tls-neg-1", contentLength="-1"),
+                sipRequest("OPTIONS", f"sip:{DOMAIN}", via, "tls-neg-2", contentLength="-2"))
+            plain, closed = client.readUntilTCPClosed(WAIT + 2.0)
+        self.assertEqual(plain.count(b"SIP/2.0 400 "), 1, plain)
+        self.assertIn(b"\r\nCall-ID: tls-neg-1\r\n", plain)
+        self.assertEqual(deltas[("sipxmpp_sip_malformed_total", repr(sorted(labels.items())))], 1)
+        self.assertTrue(closed, "the gateway left the TCP connection of a broken TLS stream "
+                                "open while the peer ignored close_notify")
+
+    def test_messagesBeforeABreakOverTCP(self) -> None:
+        """
+        One TCP write holding a request with a bad CSeq (framed, answered
+        400) and then one with a negative Content-Length (breaks the
+        stream): both are answered, in order, and the connection is closed
+        without the peer having to send anything more.
+        """
+        with self.tcp() as client:
+            assert isinstance(client, StreamClient)
+            client.send(sipRequest("OPTIONS", f"sip:{DOMAIN}", client.via(), "framed-bad",
+                                   cseq="x OPTIONS")
+                        + sipRequest("OPTIONS", f"sip:{DOMAIN}", client.via(), "breaks",
+                                     contentLength="-7"))
+            first = client.expect("400 to framed-bad", lambda d: b"framed-bad" in d)
+            self.assertTrue(first.startswith(b"SIP/2.0 400 "), first)
+            second = client.expect("400 to breaks", lambda d: b"breaks" in d)
+            self.assertTrue(second.startswith(b"SIP/2.0 400 "), second)
+            self.assertTrue(client.waitClosed(), "the broken stream was left open")
 
     def test_keepAlivePongOverTCP(self) -> None:
         """

@@ -352,6 +352,36 @@ class ConnectionLimitTests(TransportTestCase):
         self.assertEqual(self.transports.connections, {})
         self.assertEqual(self.reactor.getDelayedCalls(), [])
 
+    def test_closeAbortsAfterGrace(self) -> None:
+        """
+        A connection we close (idle, or its stream broke) is aborted if it
+        is not gone C{closeGrace} seconds later: a TLS peer that never
+        answers close_notify, or a TCP peer that stops reading, cannot keep
+        it (and its place under the cap) forever.
+        """
+        idle, idleTransport = self.inbound(port=40001)
+        broken, brokenTransport = self.inbound(port=40002)
+        self.reactor.advance(29)
+        broken.dataReceived(request(contentLength=-1))
+        self.reactor.advance(1)
+        self.assertTrue(idleTransport.disconnecting and brokenTransport.disconnecting)
+        self.assertFalse(idleTransport.disconnected or brokenTransport.disconnected)
+        self.reactor.advance(self.transports.closeGrace)
+        self.assertTrue(idleTransport.disconnected)
+        self.assertTrue(brokenTransport.disconnected)
+
+    def test_noAbortOnceClosed(self) -> None:
+        """
+        A connection that closes within the grace is not aborted, and
+        leaves no timer behind.
+        """
+        protocol, transport = self.inbound()
+        protocol.dataReceived(request(contentLength=-1))
+        protocol.connectionLost(Failure(ConnectionRefusedError()))
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+        self.reactor.advance(self.transports.closeGrace + 1)
+        self.assertFalse(transport.disconnected)
+
     def test_outboundConnectionIdleTimeout(self) -> None:
         """
         Our own connections to the upstream time out on the same clock.
@@ -363,12 +393,15 @@ class ConnectionLimitTests(TransportTestCase):
 
     def test_stopServiceClosesConnections(self) -> None:
         """
-        Stopping the service closes every connection it holds.
+        Stopping the service closes every connection it holds, aborting
+        those still there after the grace.
         """
         self.transports.startService()
         _, transport = self.inbound()
         self.transports.stopService()
         self.assertTrue(transport.disconnecting)
+        self.reactor.advance(self.transports.closeGrace)
+        self.assertTrue(transport.disconnected)
 
 
 class ContainmentTests(TransportTestCase):

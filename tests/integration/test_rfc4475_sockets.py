@@ -51,7 +51,7 @@ import time
 import urllib.request
 from typing import Any
 
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import FailTest, SkipTest, SynchronousTestCase
 
 from sipxmpp.sip.errors import SIPParseError
 from sipxmpp.sip.framing import StreamFramer
@@ -653,6 +653,35 @@ class RFC4475SocketTests(SynchronousTestCase):
         proxyCode = re.search(r"proxy: (\d{3})", expect.application)
         if proxyCode is not None:
             self.assertEqual(codes[0], int(proxyCode.group(1)), (name, replies))
+
+
+class NamespaceGuardTests(SynchronousTestCase):
+    """
+    Without a network namespace the torture test skips locally and fails
+    under CI; the script refuses to run in the test's own namespace.
+    """
+
+    def test_missingUnshareReported(self) -> None:
+        self.patch(os, "environ", {**os.environ, "PATH": "/nonexistent"})
+        self.patch(shutil, "which", lambda name, path=None: None)
+        self.assertEqual(_unshareProblem(), "unshare is not installed")
+
+    def test_skipLocallyFailUnderCI(self) -> None:
+        module = sys.modules[__name__]
+        self.patch(module, "_unshareProblem", lambda: "unshare -n is not permitted here: EPERM")
+        case = RFC4475SocketTests("test_allMessagesSent")
+        if not os.path.isdir(torturePath()):
+            self.skipTest("RFC 4475 messages not found")
+        self.patch(os, "environ", {k: v for k, v in os.environ.items() if k != "CI"})
+        error = self.assertRaises(SkipTest, case.setUp)
+        self.assertIn("not permitted", str(error))
+        self.patch(os, "environ", {**os.environ, "CI": "true"})
+        failure = self.assertRaises(FailTest, case.setUp)
+        self.assertIn("CI=true", str(failure))
+
+    def test_refusesTheHostNamespace(self) -> None:
+        error = self.assertRaises(SystemExit, _checkNamespace, os.readlink("/proc/self/ns/net"))
+        self.assertIn("own network namespace", str(error))
 
 
 if __name__ == "__main__":

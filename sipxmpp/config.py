@@ -67,6 +67,12 @@ class SIPSettings:
     address: str
     registerMode: str
     dialogWatchdog: float
+    streamIdleTimeout: float
+    maxConnections: int
+    maxMessageSize: int
+    maxHeaders: int
+    maxHeaderLength: int
+    maxBodySize: int
 
     @property
     def advertisedAddress(self) -> str:
@@ -283,6 +289,15 @@ def _seconds(low: float, high: float) -> Callable[[str], float]:
     return parse
 
 
+def _integer(low: int, high: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        if not text.strip().isdigit() or not low <= int(text) <= high:
+            raise ValueError(f"expected a whole number from {low} to {high}")
+        return int(text)
+
+    return parse
+
+
 def _storeURL(text: str) -> str:
     if text.startswith("sqlite:///") and len(text) > len("sqlite:///"):
         return text
@@ -320,6 +335,12 @@ SCHEMA: Mapping[str, Mapping[str, Key]] = {
         "address": Key("", _ipAddress),
         "register_mode": Key("path", _choice("path", "contact")),
         "dialog_watchdog": Key("14400", _seconds(60, 7 * 86400)),
+        "stream_idle_timeout": Key("600", _seconds(1, 86400)),
+        "max_connections": Key("1024", _integer(1, 1_000_000)),
+        "max_message_size": Key("65535", _integer(1024, 1_048_576)),
+        "max_headers": Key("256", _integer(16, 4096)),
+        "max_header_length": Key("8192", _integer(256, 1_048_576)),
+        "max_body_size": Key("65535", _integer(0, 1_048_576)),
     },
     "xmpp": {
         "mode": Key("remote-control", _choice("remote-control", "resource")),

@@ -16,6 +16,7 @@ from typing import Any
 from sipxmpp.config import SIPSettings
 from sipxmpp.ops.metrics import Metrics
 from sipxmpp.presence.state import TelephonyStateMachine
+from sipxmpp.sip.message import Limits
 from sipxmpp.sip.observer import TelephonyObserver
 from sipxmpp.sip.peer import DEFAULT_PORTS, Peer
 from sipxmpp.sip.proxy import Proxy, ProxySettings
@@ -72,7 +73,16 @@ def buildSIP(
             f"the upstream uses {upstream.transport} but [sip] listen has no "
             f"{upstream.transport.lower()}: endpoint to send it from"
         )
-    transports = SIPTransports(reactor, settings.listen, metrics)
+    limits = Limits(
+        maxMessageSize=settings.maxMessageSize,
+        maxHeaderCount=settings.maxHeaders,
+        maxHeaderLineLength=settings.maxHeaderLength,
+        maxBodySize=settings.maxBodySize,
+    )
+    transports = SIPTransports(
+        reactor, settings.listen, metrics, limits,
+        idleTimeout=settings.streamIdleTimeout, maxConnections=settings.maxConnections,
+    )
     proxy = Proxy(
         reactor,
         ProxySettings(local, upstream, settings.trustedNetworks, settings.registerMode),

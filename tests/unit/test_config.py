@@ -62,6 +62,10 @@ class LoadSettingsTests(SynchronousTestCase):
         self.assertEqual(settings.sip.advertisedAddress, "127.0.0.1")
         self.assertEqual(settings.sip.registerMode, "path")
         self.assertEqual(settings.sip.dialogWatchdog, 14400)
+        self.assertEqual((settings.sip.streamIdleTimeout, settings.sip.maxConnections), (600, 1024))
+        self.assertEqual((settings.sip.maxMessageSize, settings.sip.maxHeaders,
+                          settings.sip.maxHeaderLength, settings.sip.maxBodySize),
+                         (65535, 256, 8192, 65535))
         self.assertEqual((settings.log.level, settings.log.format), ("info", "text"))
 
     def test_example(self) -> None:
@@ -160,6 +164,9 @@ class LoadSettingsTests(SynchronousTestCase):
         self.assertConfigError(MINIMAL + "listen = udp:5060\n", "[sip] address", "required")
         self.assertConfigError(MINIMAL + "register_mode = rewrite\n", "[sip] register_mode")
         self.assertConfigError(MINIMAL + "dialog_watchdog = 5\n", "[sip] dialog_watchdog")
+        self.assertConfigError(MINIMAL + "max_connections = 0\n", "[sip] max_connections",
+                               "whole number from 1")
+        self.assertConfigError(MINIMAL + "max_message_size = big\n", "[sip] max_message_size")
         for line, fragment in [
             ("mode = both", "expected one of remote-control, resource"),
             ("priority = 5", "negative integer"),

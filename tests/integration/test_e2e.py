@@ -71,6 +71,7 @@ USERS = {
     "peggy": "peggy-pw",  # Prosody restarts during her call
     "quinn": "quinn-pw",  # ... with quinn, who has no client at all
     "rita": "rita-pw",  # the gateway restarts during her call
+    "sam": "sam-pw",  # his call ends while Prosody is down
 }
 WRONG_PASSWORD = "not-mallorys-password"
 
@@ -103,8 +104,10 @@ class Stack:
         from sipxmpp.testing.prosody import ProsodyServer
 
         self.baseDir = tempfile.mkdtemp(prefix="sipxmpp-e2e-")
+        # SIPXMPP_E2E_PROSODY_LOG=debug: Prosody logs every stanza.
         self.prosody = ProsodyServer(users=USERS, port=freeTCPPort(),
-                                     baseDir=os.path.join(self.baseDir, "prosody"))
+                                     baseDir=os.path.join(self.baseDir, "prosody"),
+                                     logLevel=os.environ.get("SIPXMPP_E2E_PROSODY_LOG", "info"))
         for user in USERS:
             if user != "watcher":
                 self.prosody.subscribe(user, "watcher")
@@ -192,6 +195,13 @@ class Watch:
         """
         return [s for s in self.sightings[since:] if s.jid == full]
 
+    def ofUser(self, full: str, since: int = 0) -> list[Sighting]:
+        """
+        What was seen of any resource of C{full}'s user from C{since} on.
+        """
+        bare = full.split("/")[0]
+        return [s for s in self.sightings[since:] if s.jid.split("/")[0] == bare]
+
     async def expect(self, full: str, since: int = 0, timeout: float = WAIT,
                      **fields: Any) -> Sighting:
         """
@@ -210,7 +220,8 @@ class Watch:
                     return s
             if time.monotonic() > deadline:
                 self.test.fail(f"the watcher saw no presence of {full} with {fields} within "
-                               f"{timeout:g} s; it saw:\n{describe(self.sightings[since:])}")
+                               f"{timeout:g} s; of that user it saw:\n"
+                               f"{describe(self.ofUser(full, since))}")
             await sleep(0.05)
 
     async def expectLatest(self, full: str, timeout: float = WAIT, **fields: Any) -> Sighting:
@@ -263,11 +274,12 @@ class E2ETestCase(TestCase):
     # -- XMPP ------------------------------------------------------------
 
     async def startClient(self, user: str, resource: str, rc: str = "psi", priority: int = 5,
-                          reconnect: bool = False) -> DesktopClient:
+                          reconnect: float | None = None) -> DesktopClient:
         """
         Log C{user}'s desktop client in (a Psi-style one answering remote
         control with C{rc="psi"}, one without with C{"none"}), at
-        L{normalStatus} and C{priority}.
+        L{normalStatus} and C{priority}; with C{reconnect}, it logs in again
+        that many seconds after the server went away.
         """
         prosody = self.stack.prosody
         client = DesktopClient(f"{user}/{resource}")
@@ -275,8 +287,8 @@ class E2ETestCase(TestCase):
                 "--password", USERS[user], "--host", prosody.host, "--port", str(prosody.port),
                 "--ca-file", prosody.caFile, "--priority", str(priority),
                 "--status", normalStatus(user), "--rc", rc]
-        if reconnect:
-            args.append("--reconnect")
+        if reconnect is not None:
+            args += ["--reconnect", "--reconnect-delay", str(reconnect)]
         reactor.spawnProcess(client, sys.executable, args, env=dict(os.environ))
 
         def kill() -> None:
@@ -393,7 +405,7 @@ class E2ETestCase(TestCase):
         await self.watch.expect(f"{jid(user)}/sipxmpp", priority=-1, show=None)
 
     async def provisionedPhone(self, user: str, rc: str = "psi",
-                               reconnect: bool = False) -> tuple[DesktopClient | None, int]:
+                               reconnect: float | None = None) -> tuple[DesktopClient | None, int]:
         """
         C{user}'s desktop client (none with C{rc=""}) and phone: the client
         logs in, the phone registers through the gateway, and the gateway
@@ -442,7 +454,7 @@ class EndToEndTests(E2ETestCase):
     """
 
     shared = SharedServer(lambda: Stack(provision=[
-        u for u in USERS if u not in ("watcher", "peggy", "quinn", "rita")]))
+        u for u in USERS if u not in ("watcher", "peggy", "quinn", "rita", "sam")]))
 
     @deferred
     async def test_outboundCall(self) -> None:
@@ -680,7 +692,7 @@ class ProsodyRestartTests(E2ETestCase):
     Prosody restarts during a call.
     """
 
-    shared = SharedServer(lambda: Stack(provision=["peggy", "quinn"]))
+    shared = SharedServer(lambda: Stack(provision=["peggy", "quinn", "sam"]))
 
     @deferred
     async def test_prosodyRestartedMidCall(self) -> None:
@@ -691,7 +703,7 @@ class ProsodyRestartTests(E2ETestCase):
         gateway's sessions come back and show the call again, and after
         the call both are back to normal.
         """
-        await self.provisionedPhone("peggy", reconnect=True)
+        await self.provisionedPhone("peggy", reconnect=0.3)
         _, quinnPort = await self.provisionedPhone("quinn", rc="")
         uas = self.startPhone("uas", "quinn", quinnPort)
         mark = self.watch.mark()
@@ -717,6 +729,33 @@ class ProsodyRestartTests(E2ETestCase):
         await self.expectBack("peggy", 0)
         await self.watch.expectLatest(f"{jid('quinn')}/sipxmpp", show=None, status=None,
                                       priority=-1)
+
+
+    @deferred
+    async def test_callEndsWhileProsodyIsDown(self) -> None:
+        """
+        sam's call ends while Prosody is down (SIP never waits on XMPP: the
+        call completes). When Prosody is back, the gateway logs in again
+        first and sam's Psi-style client a few seconds later, still at the
+        dnd set for the call: the gateway must still put its status back.
+        """
+        await self.provisionedPhone("sam", reconnect=4.0)
+        outside = self.registerOutside("x-sam")
+        uas = self.startPhone("uas", "x-sam", outside)
+        mark = self.watch.mark()
+        call = self.startCall("uac", self.gateway.address, "x-sam", "sam", pauseMs=1500)
+        await self.expectBusy("sam", mark)
+
+        self.watch.stop()
+        self.stack.prosody.stop()
+        await self.finished("sam's call while Prosody is down", call)
+        await self.finished("x-sam's phone", uas)
+        await self.expectTelephony("sam", "online")
+        self.stack.prosody.start()
+        self.watch = Watch(self, self.stack)
+        self.addCleanup(self.watch.stop)
+        await self.expectStatus("sam", "xmpp", lambda v: v == READY, "logged in again")
+        await self.expectBack("sam", 0)
 
 
 class GatewayRestartTests(E2ETestCase):

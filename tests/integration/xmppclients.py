@@ -8,6 +8,7 @@ line, so that slixmpp's asyncio loop never meets Twisted's reactor:
   python tests/integration/xmppclients.py --jid alice@example.test/psi \\
       --password P --host 127.0.0.1 --port 5222 --ca-file ca.pem \\
       [--priority 5] [--status TEXT] [--show away] [--rc psi|none] [--reconnect]
+      [--reconnect-delay SECONDS]
 
 Commands (stdin):  {"op": "presence", "show": "away", "status": "...", "priority": 5}
                    {"op": "quit"}
@@ -76,7 +77,8 @@ class DesktopClient(slixmpp.ClientXMPP):  # type: ignore[misc]
         if self.args.reconnect and not self.quitting:
             # Like a desktop client after a server restart: log in again,
             # with the status it had (dnd, if remote control set it).
-            self.loop.call_later(0.3, self.connect, self.args.host, self.args.port)
+            self.loop.call_later(self.args.reconnect_delay, self.connect, self.args.host,
+                                 self.args.port)
 
     async def _started(self, event: Any) -> None:
         if self.args.rc == "psi":
@@ -185,6 +187,8 @@ def main() -> None:
     parser.add_argument("--rc", choices=["psi", "none"], default="none")
     parser.add_argument("--reconnect", action="store_true",
                         help="log in again (with the current status) when the server goes away")
+    parser.add_argument("--reconnect-delay", type=float, default=0.3,
+                        help="seconds before logging in again (with --reconnect)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     if args.host not in ("127.0.0.1", "localhost", "::1"):

@@ -45,6 +45,7 @@ from sipxmpp.store.records import SavedStatus
 from sipxmpp.xmpp.accounts import Account, IAccountDirectory
 from sipxmpp.xmpp.remote import (
     STATUS_NODES,
+    CommandFailed,
     RemoteControl,
     RemoteControlError,
     RemoteStatus,
@@ -69,6 +70,10 @@ UNPROVISIONED_TTL = 60.0
 # Seconds after login during which a call waits for the user's other
 # resources to be announced before choosing where to show it.
 RESOURCE_SETTLE = 0.5
+
+# Stanza errors meaning that the controlled client is not online (RFC 6120
+# 8.5.3.2.1): its status is put back once it is online again.
+UNREACHABLE = frozenset({"service-unavailable", "recipient-unavailable", "item-not-found"})
 
 
 @dataclass(frozen=True)
@@ -121,6 +126,9 @@ class CaseB:
     @ivar seenOurs: the client has broadcast the status we set.
     @ivar overridden: after that, it broadcast a different one: the user
         changed it, so it is not restored.
+    @ivar anyDnd: while the client is offline, any dnd it comes back with
+        counts as ours (the text we set is not known: it was restored from
+        the store after a restart).
     """
 
     def __init__(self, target: JID, node: str, text: str, saved: RemoteStatus | None) -> None:
@@ -131,6 +139,7 @@ class CaseB:
         self.seenOurs = False
         self.overridden = False
         self.restoring = False
+        self.anyDnd = False
 
 
 class CommandDirectory:
@@ -212,6 +221,12 @@ class UserPublisher(subprotocols.XMPPHandler):  # type: ignore[misc]
         # store keeps it so that a restart can still put it back.
         self.onSaved: Callable[[JID | None, RemoteStatus | None], None] = lambda j, s: None
         self._adopt: tuple[JID, RemoteStatus] | None = None
+        # A client we set to dnd that went away before its status could be
+        # put back (it left, or it was not back yet after the XMPP server
+        # restarted): if it comes back still showing our dnd, it is taken
+        # over again and restored once no call is left. Its saved status
+        # stays in the store meanwhile.
+        self._away: CaseB | None = None
 
     def __repr__(self) -> str:
         return f"<UserPublisher {self.account.aor} {self.telephony.value}>"
@@ -323,8 +338,12 @@ class UserPublisher(subprotocols.XMPPHandler):  # type: ignore[misc]
                 self.shown = None
                 self.log.info("{aor}: call over, gateway resource back to priority {p}",
                               aor=self.account.aor, p=self.settings.priority)  # fmt: skip
+                if self._adopt is not None:
+                    self._again = True  # a client of ours came back: restore it
             elif isinstance(shown, CaseB):
                 await self._restore(shown)
+                if self._adopt is not None and self.shown is None:
+                    self._again = True
             return
         if shown is None:
             if self.mode == "resource":
@@ -363,7 +382,11 @@ class UserPublisher(subprotocols.XMPPHandler):  # type: ignore[misc]
             return
         target, saved = adopt
         presence = self.tracker.get(target.resource or "")
-        if presence is None or presence.show != "dnd":
+        if presence is None:
+            # Not online (yet): take it over if it comes back at our dnd.
+            self._waitForReturn(CaseB(target, STATUS_NODES[0], "", saved), anyDnd=True)
+            return
+        if presence.show != "dnd":
             # The client went away, or the user changed it while we were
             # down: either way there is nothing of ours to undo.
             self.log.info("{aor}: {jid} no longer shows the dnd set before the restart; "
@@ -421,6 +444,12 @@ class UserPublisher(subprotocols.XMPPHandler):  # type: ignore[misc]
 
     async def _control(self, target: JID, node: str, text: str,
                        saved: RemoteStatus | None) -> None:  # fmt: skip
+        away = self._away
+        if saved is None and away is not None and away.target == target:
+            # A client we left at dnd is chosen again: what it showed before
+            # that is what comes back after the call, not our dnd.
+            self._away = None
+            saved = away.saved
         record = CaseB(target, node, text, saved)
         self.shown = record
         presence = self.tracker.get(target.resource or "")
@@ -463,6 +492,15 @@ class UserPublisher(subprotocols.XMPPHandler):  # type: ignore[misc]
         shown.restoring = True
         try:
             await self.remote.restoreStatus(shown.target, shown.node, shown.saved)
+        except CommandFailed as e:
+            if e.condition in UNREACHABLE and self.shown is shown:
+                # The client is not online: after an XMPP server restart we
+                # may be back before it is. Restore it when it returns.
+                self.shown = None
+                self._waitForReturn(shown)
+                return
+            self.log.warn("{aor}: could not restore {jid}: {e}",
+                          aor=self.account.aor, jid=shown.target.full(), e=e)  # fmt: skip
         except RemoteControlError as e:
             self.log.warn("{aor}: could not restore {jid}: {e}",
                           aor=self.account.aor, jid=shown.target.full(), e=e)  # fmt: skip
@@ -478,6 +516,36 @@ class UserPublisher(subprotocols.XMPPHandler):  # type: ignore[misc]
                           status=shown.saved.status, message=shown.saved.message)  # fmt: skip
         if self.shown is shown:
             self._clearCaseB()
+
+    def _waitForReturn(self, shown: CaseB, anyDnd: bool = False) -> None:
+        """
+        C{shown}'s client is offline while still at our dnd (as far as we
+        know): keep its saved status until it comes back.
+        """
+        shown.restoring = False
+        shown.anyDnd = anyDnd
+        self._away = shown
+        self.log.info("{aor}: {jid} is offline; its status is put back if it returns at dnd",
+                      aor=self.account.aor, jid=shown.target.full())  # fmt: skip
+
+    def _returned(self, change: ResourceChange) -> None:
+        """
+        A client we left at dnd while it was away is online again.
+        """
+        away, self._away = self._away, None
+        assert away is not None and change.after is not None
+        if away.saved is not None and change.after.show == "dnd" and (
+            away.anyDnd or change.after.looksLike("dnd", away.text)
+        ):
+            self.log.info("{aor}: {jid} is back at our dnd", aor=self.account.aor,
+                          jid=away.target.full())  # fmt: skip
+            self._adopt = (away.target, away.saved)
+            self._kick()
+            return
+        self.log.info("{aor}: {jid} came back with another status; its saved status is dropped",
+                      aor=self.account.aor, jid=away.target.full())  # fmt: skip
+        if not isinstance(self.shown, CaseB):
+            self.onSaved(None, None)
 
     def _onPresence(self, element: domish.Element) -> None:
         change = self.tracker.presenceReceived(element)
@@ -497,12 +565,20 @@ class UserPublisher(subprotocols.XMPPHandler):  # type: ignore[misc]
                 )
         elif change.before is not None:
             self.commandDirectory.forget(jid, change.before)
+        away = self._away
+        if (away is not None and change.after is not None
+                and away.target.resource == change.resource):
+            self._returned(change)
         shown = self.shown
         if isinstance(shown, CaseB) and shown.target.resource == change.resource:
             if change.after is None:
                 self.log.info("{aor}: {jid} went offline during the call",
                               aor=self.account.aor, jid=jid.full())  # fmt: skip
-                self._clearCaseB()
+                self.shown = None
+                if shown.saved is not None and not shown.overridden:
+                    self._waitForReturn(shown)
+                else:
+                    self._clearCaseB()
                 self._kick()
             elif shown.restoring:
                 pass

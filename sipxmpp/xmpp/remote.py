@@ -62,7 +62,15 @@ class NotOwnResource(RemoteControlError):
 class CommandFailed(RemoteControlError):
     """
     The client answered with an error, canceled, or asked for more.
+
+    @ivar condition: the stanza error condition when the answer was an
+        error (C{service-unavailable} when the client is not online), else
+        L{None}.
     """
+
+    def __init__(self, message: str, condition: str | None = None) -> None:
+        super().__init__(message)
+        self.condition = condition
 
 
 class CommandTimeout(RemoteControlError):
@@ -345,7 +353,8 @@ class RemoteControl:
         try:
             return await self._sendRequest(iq, self.timeout)
         except error.StanzaError as e:
-            raise CommandFailed(f"{iq['to']} answered with error {e.condition}") from None
+            raise CommandFailed(f"{iq['to']} answered with error {e.condition}",
+                                e.condition) from None
 
     def _sendCancel(self, target: JID, node: str, sessionid: str) -> None:
         iq = self._iq(target, "set")

@@ -12,7 +12,8 @@ import sys
 from typing import Any
 
 from twisted.application import strports
-from twisted.application.service import IService, MultiService
+from twisted.application.service import IService, MultiService, Service
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.logger import ILogObserver, Logger
 from twisted.python import usage
 from twisted.python.components import Componentized
@@ -148,6 +149,26 @@ class GatewayService(MultiService):
             "sipxmpp {version} starting with {path}", version=__version__, path=self.settings.path
         )
         super().startService()
+
+    def stopService(self) -> Deferred[None]:
+        """
+        Stop the children one after the other, in the reverse order of
+        starting, each once the one before has finished: the publisher
+        finishes what it was doing (a remote-control command in flight
+        saves the client's status when it completes) before the store
+        writes its last changes and closes. C{MultiService} would stop
+        them all at once, and such a status would be lost.
+        """
+        Service.stopService(self)
+
+        async def stopAll() -> None:
+            for child in reversed(list(self)):
+                try:
+                    await maybeDeferred(child.stopService)
+                except Exception:
+                    self.log.failure("stopping {name} failed", name=child.name)
+
+        return Deferred.fromCoroutine(stopAll())
 
 
 class StartupError(Exception):

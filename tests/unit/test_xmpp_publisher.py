@@ -665,3 +665,47 @@ class SavedStatusTests(PublisherTestsMixin, SynchronousTestCase):
         self.change(S.ONLINE)
         restored = self.runPsi(session, form=rcForm("dnd", "3", self.settings.statusText))
         self.assertEqual(restored["status"], ["away"])
+
+    def callUntilRestoreFails(self) -> FakeSession:
+        """
+        Psi is set to dnd for a call; when the call ends, the restore
+        command bounces: Psi is not online (e.g. not back yet after the XMPP
+        server restarted).
+        """
+        session = self.login()
+        self.psiOnline(session)
+        self.change(S.ON_THE_PHONE)
+        self.runPsi(session)
+        session.receive(presenceXML(PSI, "dnd", self.settings.statusText, 5, "psi-ver"))
+        self.change(S.ONLINE)
+        [execute] = session.iqs()
+        session.answer(
+            execute,
+            "<error type='cancel'><service-unavailable "
+            "xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error>",
+            kind="error",
+        )
+        self.assertIsNone(self.publisher.users[AOR].shown)
+        return session
+
+    def test_clientAwayAtRestoreKeepsSavedStatus(self) -> None:
+        """
+        The saved status survives while the client is away, and is put back
+        when it returns still at our dnd.
+        """
+        session = self.callUntilRestoreFails()
+        [record] = self.store.savedStatuses(AOR)
+        self.assertEqual((record.status, record.message), ("online", "working"))
+        session.receive(presenceXML(PSI, kind="unavailable"))
+        session.receive(presenceXML(PSI, "dnd", self.settings.statusText, 5, "psi-ver"))
+        restored = self.runPsi(session, form=rcForm("dnd", "5", self.settings.statusText))
+        self.assertEqual((restored["status"], restored["status-message"]),
+                         (["online"], ["working"]))
+        self.assertEqual(self.store.saved, {})
+
+    def test_clientBackWithAnotherStatusIsLeftAlone(self) -> None:
+        session = self.callUntilRestoreFails()
+        session.receive(presenceXML(PSI, kind="unavailable"))
+        session.receive(presenceXML(PSI, "away", "gone fishing", 5, "psi-ver"))
+        self.assertEqual(session.iqs(), [])
+        self.assertEqual(self.store.saved, {})

@@ -113,20 +113,41 @@ class RoutingError(Exception):
         self.reason = reason
 
 
-@dataclass
+@dataclass(eq=False)
 class _Forward:
     """
     One request in flight: its server and client transactions.
+
+    Its methods are the transactions' callbacks (bound methods rather than
+    closures: fewer objects for the garbage collector per transaction).
     """
 
+    proxy: Proxy
     received: SIPRequest
     leg: Leg
     source: Peer
-    server: ServerTransaction
+    serverKey: tuple[str, str, str]
+    server: ServerTransaction = field(init=False)
     client: ClientTransaction | None = None
+    clientKey: tuple[str, str] | None = None
     cancelPending: bool = False
     giveUp: IDelayedCall | None = None
-    registered: list[tuple[NameAddr, NameAddr | None]] = field(default_factory=list)
+    registered: list[tuple[NameAddr, NameAddr | None]] | None = None
+
+    def serverTerminated(self) -> None:
+        self.proxy._servers.pop(self.serverKey, None)
+
+    def clientTerminated(self) -> None:
+        self.proxy._clients.pop(self.clientKey, None)  # type: ignore[arg-type]
+
+    def clientResponse(self, response: SIPResponse) -> None:
+        self.proxy._clientResponse(self, response)
+
+    def clientTimedOut(self, code: int) -> None:
+        self.proxy._clientTimedOut(self, code)
+
+    def timerC(self) -> None:
+        self.proxy._timerC(self)
 
 
 def _flowFor(contact: URI, source: Peer) -> Peer:
@@ -272,10 +293,10 @@ class Proxy:
             existing.server.requestRetransmitted()
             return
         leg = Leg(fromPhone=not fromUpstream, aor=None)
-        server = ServerTransaction(
-            self._clock, request, source, self._send, lambda: self._servers.pop(key, None)
+        forward = _Forward(self, request, leg, source, key)
+        forward.server = ServerTransaction(
+            self._clock, request, source, self._send, forward.serverTerminated
         )
-        forward = _Forward(request, leg, source, server)
         self._servers[key] = forward
         try:
             self._forwardRequest(forward)
@@ -301,13 +322,13 @@ class Proxy:
             if leg.fromPhone:
                 self._learnDialogTargets(outgoing, forward.source, leg.aor)
         target = self._prepareOutgoing(outgoing, received, target)
-        key = (outgoing.topVia.branch or "", received.cseq.method)
+        key = forward.clientKey = (outgoing.topVia.branch or "", received.cseq.method)
         client = ClientTransaction(
             self._clock, outgoing, target, self._send,
-            onTerminated=lambda: self._clients.pop(key, None),
-            onResponse=lambda response: self._clientResponse(forward, response),
-            onTimeout=lambda code: self._clientTimedOut(forward, code),
-            onTimerC=lambda: self._timerC(forward),
+            onTerminated=forward.clientTerminated,
+            onResponse=forward.clientResponse,
+            onTimeout=forward.clientTimedOut,
+            onTimerC=forward.timerC,
         )
         forward.client = client
         self._clients[key] = client
@@ -456,7 +477,7 @@ class Proxy:
             if key is not None and expires is not None:
                 granted[key] = expires
         replaced: dict[str, str] = {}
-        for original, mine in forward.registered:
+        for original, mine in forward.registered or ():
             if original.isWildcard:
                 for binding in list(self.registrations):
                     if binding.aor == aor:

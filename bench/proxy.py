@@ -21,14 +21,17 @@ hold) then calls, at each rate of the ramp:
   - kamailio: caller -> Kamailio -> UAS.
 
 Each step offers C{--seconds} worth of calls (at least 200) at its rate;
-a step passes when fewer than 0.1 % of them failed or did not finish, and
-the ramp of a system stops at its first failing step. Its figure is the
-highest passing rate.
+a step passes when fewer than 0.1 % of them failed or did not finish. A
+failing step is run once more after a pause (the machine may be shared;
+both runs are printed), and the ramp of a system stops when the retry
+fails too. Its figure is the highest passing rate.
 
-Memory: the gateway's RSS (C{/proc/PID/status} VmRSS) before and after
-C{--bindings} users registered through it, and while C{--dialogs} calls
-from distinct callers are up (each with its INVITE transactions, which
-live 32 s after the 200 per RFC 6026).
+Memory, after the ramp once the gateway's transactions have ended (CPython
+keeps and reuses the memory they had): its RSS (C{/proc/PID/status} VmRSS)
+before and after C{--bindings} users registered through it (200/s), and
+while C{--dialogs} calls from distinct callers are up (set up at 50/s).
+Both include the transactions still alive (64*T1 = 32 s each, RFC 3261
+Timer J and RFC 6026 Timers L and M).
 
 With C{--profile}, a second gateway runs under cProfile (twistd
 C{--profile}) for one step at the sipxmpp figure and the functions with
@@ -157,6 +160,12 @@ def ramp(name: str, sipp: SippRunner, target: str, callee: str, rates: list[int]
         steps.append(step)
         print(f"  {name:8s} {step.describe()}", flush=True)
         if not step.passed:
+            # The machine is shared: one retry, after a pause; both shown.
+            time.sleep(3.0)
+            step = runStep(sipp, target, callee, rate, seconds)
+            steps.append(step)
+            print(f"  {name:8s} {step.describe()} (retry)", flush=True)
+        if not step.passed:
             break
         best = rate
         if settle is not None:
@@ -189,7 +198,7 @@ def measureMemory(gw: GatewayServer, sipp: SippRunner, uasPort: int, bindings: i
     baseBindings = sipCount("bindings")
     result = sipp.run("proxy_bench_register", gw.address, service="bench-user",
                       keys={"domain": DOMAIN, "expires": 3600}, calls=bindings,
-                      timeout=bindings / 500 + 20, extraArgs=["-r", "500", "-l", "500"])
+                      timeout=bindings / 200 + 20, extraArgs=["-r", "200", "-l", "200"])
     if result.successful != bindings:
         raise SystemExit(f"bench/proxy.py: registering {bindings} users: {result.describe()}")
     waitUntil("the bindings", lambda: sipCount("bindings") >= baseBindings + bindings, 20)
@@ -203,14 +212,16 @@ def measureMemory(gw: GatewayServer, sipp: SippRunner, uasPort: int, bindings: i
         return sum(1 for u in users.values() if u["telephony"] == "on-the-phone")
 
     before = rss(pid)
-    hold = int(dialogs / 250 * 1000 + 8000)
+    # Slowly (each call spirals through the gateway), held until all are up.
+    rate = 50
+    hold = int(dialogs / rate * 1000 + 4000)
     call = sipp.start("proxy_bench_uac", gw.address, service="callee-gw",
                       keys={"domain": DOMAIN, "caller": "bench-dialog"}, calls=dialogs,
                       timeout=hold / 1000 + 30,
-                      extraArgs=["-r", "250", "-l", str(dialogs), "-d", str(hold)],
+                      extraArgs=["-r", str(rate), "-l", str(dialogs), "-d", str(hold)],
                       waitBound=False)
     # Every caller plus the one callee is on the phone.
-    waitUntil("the dialogs", lambda: onThePhone() >= dialogs + 1, dialogs / 250 + 20)
+    waitUntil("the dialogs", lambda: onThePhone() >= dialogs + 1, dialogs / rate + 20)
     during = rss(pid)
     transactions = sipCount("transactions")
     print(f"gateway RSS: {before / 2**20:.1f} MiB before, {during / 2**20:.1f} MiB with "
@@ -219,6 +230,7 @@ def measureMemory(gw: GatewayServer, sipp: SippRunner, uasPort: int, bindings: i
     result = call.wait(hold / 1000 + 40)
     if result.successful != dialogs:
         print(f"  (warning: {result.successful} of {dialogs} held calls completed)")
+
 
 
 def startUAS(sipp: SippRunner, port: int) -> SippProcess:
@@ -282,7 +294,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=4.0,
                         help="seconds of calls per step (default %(default)s)")
     parser.add_argument("--bindings", type=int, default=2000)
-    parser.add_argument("--dialogs", type=int, default=1000)
+    parser.add_argument("--dialogs", type=int, default=500)
     parser.add_argument("--profile", action="store_true",
                         help="also run one step under cProfile and print the hot spots")
     options = parser.parse_args()
@@ -323,9 +335,18 @@ def main() -> None:
               f"({1000 * cpu / max(calls, 1):.2f} ms per call, both legs)")
         kam, _ = ramp("kamailio", sipp, f"{LOOPBACK}:{kamailio.port}", "callee-k", rates,
                       options.seconds, settle)
-
         if options.bindings or options.dialogs:
+            # On the warmed-up gateway once the ramp's transactions have
+            # ended: CPython keeps the memory they used and reuses it, so
+            # the growth is what bindings and dialogs add.
+            drained = time.monotonic()
+            waitUntil("the ramp's transactions to end",
+                      lambda: int(gateway.status()["sip"]["transactions"]) < 10,  # type: ignore[index]
+                      80)
+            print(f"(waited {time.monotonic() - drained:.0f} s for the gateway's transactions "
+                  "to end)")
             measureMemory(gateway, sipp, uasPort, options.bindings, options.dialogs)
+
         if options.profile and sipxmpp:
             profile(kamailio, sipp, uas, sipxmpp, options.seconds, workDir)
     print(f"total {time.monotonic() - began:.0f} s; load average after: "

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -126,6 +127,24 @@ class GatewayServer(ServerProcess):
                 return bool(response.status == 200)
         except (OSError, urllib.error.URLError):
             return False
+
+    def kill(self) -> None:
+        """
+        Kill the gateway at once (SIGKILL to its process group), as a crash
+        would: nothing is flushed, its files stay for the next L{start}.
+        """
+        process, self.process = self.process, None
+        if process is not None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+            ServerProcess._running.discard(self)
+
+    def savedState(self) -> list[dict[str, object]]:
+        """
+        What the gateway last wrote to its store (C{sipxmpp-admin state}).
+        """
+        reports: list[dict[str, object]] = json.loads(self.admin("state", "--json").stdout)
+        return reports
 
     # --- talking to it ---
 

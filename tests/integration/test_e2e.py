@@ -794,3 +794,51 @@ class GatewayRestartTests(E2ETestCase):
         await self.finished("x-rita's phone", uas)
         await self.expectBack("rita", restarted)
         await self.expectTelephony("rita", "online")
+
+
+class GatewayKilledTests(E2ETestCase):
+    """
+    The gateway crashes (SIGKILL) during a call: what it had written to the
+    store is all there is.
+    """
+
+    shared = SharedServer(lambda: Stack(provision=["kim"]))
+
+    @deferred
+    async def test_gatewayKilledMidCall(self) -> None:
+        """
+        kim is on the phone, her client at dnd by remote control, when the
+        gateway is killed; started again with the same store, it restores
+        her call from what it had saved, and when the call ends her client
+        gets its saved status back: nothing stays stuck.
+        """
+        await self.provisionedPhone("kim")
+        outside = self.registerOutside("x-kim")
+        uas = self.startPhone("uas", "x-kim", outside)
+        mark = self.watch.mark()
+        call = self.startCall("uac", self.gateway.address, "x-kim", "kim", pauseMs=9000)
+        await self.expectBusy("kim", mark)
+
+        # Kill only once the call and the client's saved status are written
+        # (the store is written at most every half second).
+        deadline = time.monotonic() + WAIT
+        while True:
+            reports = [r for r in self.gateway.savedState() if r.get("aor") == aor("kim")]
+            saved = reports[0] if reports else {}
+            if saved.get("dialogs") and saved.get("saved_statuses"):
+                break
+            if time.monotonic() > deadline:
+                self.fail(f"the call and saved status of kim never reached the store: {reports}")
+            await sleep(0.1)
+        self.gateway.kill()
+        await self.watch.expect(f"{jid('kim')}/sipxmpp", mark, available=False)
+        restarted = self.watch.mark()
+        self.gateway.start()
+        await self.expectTelephony("kim", "on-the-phone")
+        self.assertStillRunning(call, "the restarted gateway had restored the call")
+        self.assertEqual(self.watch.of(f"{jid('kim')}/psi", restarted), [])
+
+        await self.finished("kim's call across the crash", call)
+        await self.finished("x-kim's phone", uas)
+        await self.expectBack("kim", restarted)
+        await self.expectTelephony("kim", "online")

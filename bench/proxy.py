@@ -26,12 +26,14 @@ failing step is run once more after a pause (the machine may be shared;
 both runs are printed), and the ramp of a system stops when the retry
 fails too. Its figure is the highest passing rate.
 
-Memory, after the ramp once the gateway's transactions have ended (CPython
-keeps and reuses the memory they had): its RSS (C{/proc/PID/status} VmRSS)
-before and after C{--bindings} users registered through it (200/s), and
-while C{--dialogs} calls from distinct callers are up (set up at 50/s).
-Both include the transactions still alive (64*T1 = 32 s each, RFC 3261
-Timer J and RFC 6026 Timers L and M).
+Memory, on a fresh gateway of its own: its RSS (C{/proc/PID/status}
+VmRSS) before and after C{--bindings} users registered through it
+(200/s), and while C{--dialogs} calls from distinct callers are up (set
+up at 50/s). Twice: the first round also warms the process up and counts
+the transactions still alive (64*T1 = 32 s each); the second, with new
+users once those transactions have ended, shows what bindings and
+dialogs keep (CPython reuses the memory the first round's transactions
+freed).
 
 With C{--profile}, a second gateway runs under cProfile (twistd
 C{--profile}) for one step at the sipxmpp figure and the functions with
@@ -45,6 +47,8 @@ The last line is always::
 from __future__ import annotations
 
 import argparse
+import heapq
+import ipaddress
 import os
 import pstats
 import sys
@@ -56,6 +60,13 @@ from dataclasses import dataclass
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from sipxmpp.ops.metrics import Metrics
+from sipxmpp.presence.state import TelephonyStateMachine
+from sipxmpp.sip.message import SIPRequest, SIPResponse, makeResponse, parseMessage
+from sipxmpp.sip.observer import TelephonyObserver
+from sipxmpp.sip.peer import Peer
+from sipxmpp.sip.proxy import Proxy, ProxySettings
+from sipxmpp.store.addresses import aorOfURI
 from sipxmpp.testing.gateway import GatewayServer
 from sipxmpp.testing.kamailio import KamailioServer
 from sipxmpp.testing.ports import LOOPBACK, freeSIPPort
@@ -186,8 +197,37 @@ def register(sipp: SippRunner, target: str, user: str, port: int) -> None:
         raise SystemExit(f"bench/proxy.py: cannot register {user}: {result.describe()}")
 
 
-def measureMemory(gw: GatewayServer, sipp: SippRunner, uasPort: int, bindings: int,
-                  dialogs: int) -> None:
+def measureMemory(kamailio: KamailioServer, sipp: SippRunner, uas: SippProcess,
+                  bindings: int, dialogs: int) -> None:
+    """
+    RSS per binding and per dialog on a gateway of its own: a first round
+    (bindings and dialogs, which also warms the process up) and, once its
+    transactions have ended, a second round of new users, whose growth is
+    what bindings and dialogs keep (their own transactions reuse the memory
+    the first round's freed).
+    """
+    gw = GatewayServer(upstreamPort=kamailio.port, settings={("log", "level"): "info"})
+    try:
+        gw.start()
+        uas.stop()
+        register(sipp, gw.address, "callee-gw", uas.port)
+        uas = startUAS(sipp, uas.port)
+        for round in ("first", "second"):
+            if round == "second":
+                drained = time.monotonic()
+                waitUntil("the first round's transactions to end",
+                          lambda: int(gw.status()["sip"]["transactions"]) < 10,  # type: ignore[index]
+                          60)
+                print(f"  (waited {time.monotonic() - drained:.0f} s for the first round's "
+                      "transactions to end)")
+            _memoryRound(gw, sipp, round, bindings, dialogs)
+    finally:
+        gw.stop()
+        uas.stop()
+
+
+def _memoryRound(gw: GatewayServer, sipp: SippRunner, round: str, bindings: int,
+                 dialogs: int) -> None:
     pid = gw.pid
     assert pid is not None
 
@@ -196,15 +236,16 @@ def measureMemory(gw: GatewayServer, sipp: SippRunner, uasPort: int, bindings: i
 
     before = rss(pid)
     baseBindings = sipCount("bindings")
-    result = sipp.run("proxy_bench_register", gw.address, service="bench-user",
+    result = sipp.run("proxy_bench_register", gw.address, service=f"{round}-user",
                       keys={"domain": DOMAIN, "expires": 3600}, calls=bindings,
                       timeout=bindings / 200 + 20, extraArgs=["-r", "200", "-l", "200"])
     if result.successful != bindings:
         raise SystemExit(f"bench/proxy.py: registering {bindings} users: {result.describe()}")
     waitUntil("the bindings", lambda: sipCount("bindings") >= baseBindings + bindings, 20)
     after = rss(pid)
-    print(f"gateway RSS: {before / 2**20:.1f} MiB before, {after / 2**20:.1f} MiB with "
-          f"{bindings} more bindings: {(after - before) / bindings:.0f} bytes per binding")
+    print(f"  {round} round: RSS {before / 2**20:.1f} -> {after / 2**20:.1f} MiB with "
+          f"{bindings} more bindings ({sipCount('transactions')} transactions alive): "
+          f"{(after - before) / bindings:.0f} bytes per binding")
 
     def onThePhone() -> int:
         users = gw.status()["users"]
@@ -214,23 +255,21 @@ def measureMemory(gw: GatewayServer, sipp: SippRunner, uasPort: int, bindings: i
     before = rss(pid)
     # Slowly (each call spirals through the gateway), held until all are up.
     rate = 50
-    hold = int(dialogs / rate * 1000 + 4000)
+    hold = int(dialogs / rate * 1000 + 3000)
     call = sipp.start("proxy_bench_uac", gw.address, service="callee-gw",
-                      keys={"domain": DOMAIN, "caller": "bench-dialog"}, calls=dialogs,
+                      keys={"domain": DOMAIN, "caller": f"{round}-caller"}, calls=dialogs,
                       timeout=hold / 1000 + 30,
                       extraArgs=["-r", str(rate), "-l", str(dialogs), "-d", str(hold)],
                       waitBound=False)
     # Every caller plus the one callee is on the phone.
     waitUntil("the dialogs", lambda: onThePhone() >= dialogs + 1, dialogs / rate + 20)
     during = rss(pid)
-    transactions = sipCount("transactions")
-    print(f"gateway RSS: {before / 2**20:.1f} MiB before, {during / 2**20:.1f} MiB with "
-          f"{dialogs} dialogs up ({transactions} transactions alive): "
+    print(f"  {round} round: RSS {before / 2**20:.1f} -> {during / 2**20:.1f} MiB with "
+          f"{dialogs} dialogs up ({sipCount('transactions')} transactions alive): "
           f"{(during - before) / dialogs:.0f} bytes per dialog")
     result = call.wait(hold / 1000 + 40)
     if result.successful != dialogs:
         print(f"  (warning: {result.successful} of {dialogs} held calls completed)")
-
 
 
 def startUAS(sipp: SippRunner, port: int) -> SippProcess:
@@ -287,6 +326,264 @@ def profile(kamailio: KamailioServer, sipp: SippRunner, uas: SippProcess, rate: 
         print(f"    {100 * cumulative / busy:5.1f} %  {label}")
 
 
+# --- in-process: the SIP pipeline without sockets ------------------------
+#
+# The gateway's proxy, observer and state machine fed by a scripted peer
+# (phones, a registrar that follows the Path, a callee), on a heap-based
+# clock: no kernel, no sipp, no other process competing. Exact Python heap
+# figures (tracemalloc) and CPU per call, for --inprocess.
+
+GW = Peer("UDP", "127.0.0.1", 5060)
+UP = Peer("UDP", "127.0.0.1", 5070)
+A = Peer("UDP", "127.0.0.1", 6001)
+B = Peer("UDP", "127.0.0.1", 6002)
+SDP = (b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+       b"m=audio 6000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n")
+
+
+class _Call:
+    def __init__(self, time: float, fn, args, kwargs) -> None:
+        self.time, self.fn, self.args, self.kwargs = time, fn, args, kwargs
+        self.cancelled = self.called = False
+
+    def getTime(self) -> float:
+        return self.time
+
+    def active(self) -> bool:
+        return not (self.cancelled or self.called)
+
+    def cancel(self) -> None:
+        if not self.active():
+            raise RuntimeError("cancel of an inactive call")
+        self.cancelled = True
+        self.fn = self.args = self.kwargs = None  # as twisted's DelayedCall.cancel does
+
+
+class HeapClock:
+    """
+    IReactorTime on a heap (twisted's task.Clock sorts its whole list on
+    every callLater: quadratic with the thousands of timers of a load).
+    """
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self._heap: list = []
+        self._seq = 0
+
+    def seconds(self) -> float:
+        return self.now
+
+    def callLater(self, delay: float, fn, *args, **kwargs) -> _Call:
+        call = _Call(self.now + delay, fn, args, kwargs)
+        self._seq += 1
+        heapq.heappush(self._heap, (call.time, self._seq, call))
+        return call
+
+    def getDelayedCalls(self) -> list:
+        return [c for _, _, c in self._heap if c.active()]
+
+    def advance(self, amount: float) -> None:
+        self.now += amount
+        heap = self._heap
+        while heap and heap[0][0] <= self.now:
+            call = heapq.heappop(heap)[2]
+            if call.active():
+                call.called = True
+                call.fn(*call.args, **call.kwargs)
+
+
+class Pipeline:
+    """The gateway's SIP pipeline without sockets: proxy, observer, state."""
+
+    def __init__(self) -> None:
+        self.clock = HeapClock()
+        self.machine = TelephonyStateMachine(self.clock)
+        self.outbox: list[tuple[bytes, Peer]] = []
+        self.proxy = Proxy(self.clock, ProxySettings({"UDP": GW}, UP, (ipaddress.ip_network("127.0.0.0/8"),)),
+                           lambda data, peer: self.outbox.append((data, peer)), aorOfURI, Metrics())
+        self.proxy.addObserver(TelephonyObserver(self.machine, aorOfURI))
+        self.n = 0
+
+    gatewayCPU = 0.0
+
+    def deliver(self, data: bytes, source: Peer) -> None:
+        t = time.process_time()
+        self.proxy.messageReceived(parseMessage(data), source)
+        Pipeline.gatewayCPU += time.process_time() - t
+
+    def tick(self, amount: float) -> None:
+        t = time.process_time()
+        self.clock.advance(amount)
+        Pipeline.gatewayCPU += time.process_time() - t
+
+    def take(self, to: Peer) -> SIPRequest | SIPResponse:
+        found = [d for d, p in self.outbox if p == to]
+        self.outbox.clear()
+        messages = [parseMessage(d) for d in found]
+        messages = [m for m in messages if not (isinstance(m, SIPResponse) and m.code == 100)]
+        assert len(messages) == 1, (to, messages)
+        return messages[0]
+
+    def register(self, user: str, phone: Peer) -> None:
+        self.deliver((
+            f"REGISTER sip:example.test SIP/2.0\r\nVia: SIP/2.0/UDP {phone.host}:{phone.port};branch=z9hG4bKr{user};rport\r\n"
+            f"Max-Forwards: 70\r\nFrom: <sip:{user}@example.test>;tag=r{user}\r\nTo: <sip:{user}@example.test>\r\n"
+            f"Call-ID: reg-{user}\r\nCSeq: 1 REGISTER\r\nContact: <sip:{user}@{phone.host}:{phone.port}>\r\n"
+            "Expires: 3600\r\nContent-Length: 0\r\n\r\n").encode(), phone)
+        forwarded = self.take(UP)
+        assert isinstance(forwarded, SIPRequest)
+        ok = makeResponse(forwarded, 200, headers=[("Contact", f"<sip:{user}@{phone.host}:{phone.port}>;expires=3600")])
+        self.deliver(ok.toBytes(), UP)
+        self.take(phone)
+
+    def upstreamForwards(self, request: SIPRequest, branch: str, uri: str | None = None,
+                         recordRoute: bool = False) -> bytes:
+        # The registrar: its Via, its own Route entry popped, Path as Route.
+        request.prependVia(f"SIP/2.0/UDP {UP.host}:{UP.port};branch=z9hG4bKk{branch}")
+        if uri is not None:
+            request.setURI(uri)
+            request.addHeader("Route", f"<sip:{GW.host}:{GW.port};lr>", first=True)
+        else:
+            request.popRoute()
+        if recordRoute:
+            request.addRecordRoute(f"<sip:{UP.host}:{UP.port};lr>")
+        return request.toBytes()
+
+    def upstreamReturns(self, response: SIPResponse) -> bytes:
+        response.popVia()
+        return response.toBytes()
+
+    def call(self) -> None:
+        self.n += 1
+        n = self.n
+        invite = (
+            f"INVITE sip:callee@example.test SIP/2.0\r\nVia: SIP/2.0/UDP {A.host}:{A.port};branch=z9hG4bKa{n}\r\n"
+            f"Max-Forwards: 70\r\nFrom: <sip:caller@example.test>;tag=a{n}\r\nTo: <sip:callee@example.test>\r\n"
+            f"Call-ID: call-{n}\r\nCSeq: 1 INVITE\r\nContact: <sip:caller@{A.host}:{A.port}>\r\n"
+            f"Content-Type: application/sdp\r\nContent-Length: {len(SDP)}\r\n\r\n").encode() + SDP
+        self.deliver(invite, A)
+        toUp = self.take(UP)
+        assert isinstance(toUp, SIPRequest)
+        self.deliver(makeResponse(toUp, 100).toBytes(), UP)
+        self.deliver(self.upstreamForwards(toUp, f"{n}i", f"sip:callee@{B.host}:{B.port}", True), UP)
+        toB = self.take(B)
+        assert isinstance(toB, SIPRequest)
+        rr = [("Record-Route", v) for v in toB.getHeaderValues("Record-Route")]
+        contact = [("Contact", f"<sip:callee@{B.host}:{B.port}>")]
+        for code, body in ((180, b""), (200, SDP)):
+            response = makeResponse(toB, code, toTag=f"b{n}", headers=rr + contact, body=body,
+                                    contentType="application/sdp" if body else None)
+            self.deliver(response.toBytes(), B)
+            back = self.take(UP)
+            assert isinstance(back, SIPResponse)
+            self.deliver(self.upstreamReturns(back), UP)
+            atA = self.take(A)
+            assert isinstance(atA, SIPResponse) and atA.code == code, atA
+        routes = "".join(f"Route: {v}\r\n" for v in reversed(atA.getHeaderValues("Record-Route")))
+        for method, cseq in (("ACK", 1), ("BYE", 2)):
+            request = (
+                f"{method} sip:callee@{B.host}:{B.port} SIP/2.0\r\nVia: SIP/2.0/UDP {A.host}:{A.port};branch=z9hG4bKa{n}{method}\r\n"
+                f"{routes}Max-Forwards: 70\r\nFrom: <sip:caller@example.test>;tag=a{n}\r\nTo: <sip:callee@example.test>;tag=b{n}\r\n"
+                f"Call-ID: call-{n}\r\nCSeq: {cseq} {method}\r\nContent-Length: 0\r\n\r\n").encode()
+            self.deliver(request, A)
+            toUp = self.take(UP)
+            assert isinstance(toUp, SIPRequest)
+            self.deliver(self.upstreamForwards(toUp, f"{n}{method}"), UP)
+            toB = self.take(B)
+            assert isinstance(toB, SIPRequest) and toB.method == method
+            if method == "BYE":
+                self.deliver(makeResponse(toB, 200).toBytes(), B)
+                back = self.take(UP)
+                assert isinstance(back, SIPResponse)
+                self.deliver(self.upstreamReturns(back), UP)
+                atA = self.take(A)
+                assert isinstance(atA, SIPResponse) and atA.code == 200
+
+
+
+def openCall(p: Pipeline, n: int) -> None:
+    """
+    A spiralled call from caller-N to callee, answered and ACKed, left up.
+    """
+    invite = (
+        f"INVITE sip:callee@example.test SIP/2.0\r\nVia: SIP/2.0/UDP {A.host}:{A.port};branch=z9hG4bKd{n}\r\n"
+        f"Max-Forwards: 70\r\nFrom: <sip:caller{n}@example.test>;tag=d{n}\r\nTo: <sip:callee@example.test>\r\n"
+        f"Call-ID: dlg-{n}\r\nCSeq: 1 INVITE\r\nContact: <sip:caller{n}@{A.host}:{A.port}>\r\n"
+        f"Content-Type: application/sdp\r\nContent-Length: {len(SDP)}\r\n\r\n").encode() + SDP
+    p.deliver(invite, A)
+    toUp = p.take(UP)
+    assert isinstance(toUp, SIPRequest)
+    p.deliver(p.upstreamForwards(toUp, f"d{n}", f"sip:callee@{B.host}:{B.port}", True), UP)
+    toB = p.take(B)
+    assert isinstance(toB, SIPRequest)
+    rr = [("Record-Route", v) for v in toB.getHeaderValues("Record-Route")]
+    ok = makeResponse(toB, 200, toTag=f"e{n}",
+                      headers=rr + [("Contact", f"<sip:callee@{B.host}:{B.port}>")],
+                      body=SDP, contentType="application/sdp")
+    p.deliver(ok.toBytes(), B)
+    back = p.take(UP)
+    assert isinstance(back, SIPResponse)
+    p.deliver(p.upstreamReturns(back), UP)
+    p.take(A)
+
+
+def inProcess(calls: int, bindings: int, dialogs: int) -> None:
+    import gc
+    import tracemalloc
+
+    p = Pipeline()
+    p.register("callee", B)
+    p.register("caller", A)
+    for _ in range(calls):  # to steady state: 32 s of transactions alive
+        p.call()
+        p.tick(0.01)
+    gcTime = [0.0, 0.0]
+
+    def timeGC(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            gcTime[1] = time.process_time()
+        else:
+            gcTime[0] += time.process_time() - gcTime[1]
+
+    gc.callbacks.append(timeGC)
+    Pipeline.gatewayCPU = 0.0
+    started = time.process_time()
+    for _ in range(calls):
+        p.call()
+        p.tick(0.01)
+    total = time.process_time() - started
+    gc.callbacks.remove(timeGC)
+    print(f"in-process, {calls} spiralled calls at a virtual 100 cps (steady state, "
+          f"{p.proxy.activeTransactions} transactions alive, {len(gc.get_objects())} objects "
+          f"tracked by the GC): {1e6 * Pipeline.gatewayCPU / calls:.0f} us gateway CPU per call, "
+          f"{1e6 * total / calls:.0f} us with the scripted peers; the GC took "
+          f"{1e6 * gcTime[0] / calls:.0f} us per call of that")
+
+    p.tick(40)
+    gc.collect()
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    for i in range(bindings):
+        p.register(f"user{i}", Peer("UDP", "127.0.0.1", 20000 + i))
+    live = tracemalloc.get_traced_memory()[0]
+    p.tick(40)
+    gc.collect()
+    kept = tracemalloc.get_traced_memory()[0]
+    print(f"in-process heap per binding: {(kept - before) / bindings:.0f} B kept, "
+          f"{(live - before) / bindings:.0f} B while its REGISTER transactions live")
+    before = kept
+    for n in range(dialogs):
+        openCall(p, n)
+    live = tracemalloc.get_traced_memory()[0]
+    p.tick(40)
+    gc.collect()
+    kept = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    print(f"in-process heap per dialog (a spiralled call: both users' state): "
+          f"{(kept - before) / dialogs:.0f} B kept, {(live - before) / dialogs:.0f} B while "
+          "its INVITE transactions live")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", default="50,100,200,400,800,1600,3200",
@@ -295,11 +592,15 @@ def main() -> None:
                         help="seconds of calls per step (default %(default)s)")
     parser.add_argument("--bindings", type=int, default=2000)
     parser.add_argument("--dialogs", type=int, default=500)
+    parser.add_argument("--inprocess", action="store_true",
+                        help="also measure the pipeline in-process (CPU per call, heap)")
     parser.add_argument("--profile", action="store_true",
                         help="also run one step under cProfile and print the hot spots")
     options = parser.parse_args()
     rates = [int(r) for r in options.steps.split(",")]
 
+    if options.inprocess:
+        inProcess(3000, options.bindings, options.dialogs)
     workDir = tempfile.mkdtemp(prefix="sipxmpp-bench-proxy-")
     sipp = SippRunner(os.path.join(workDir, "sipp"), timeout=60)
     kamailio = KamailioServer(children=2, shmMB=512, maxBuffer=8 * 2**20)
@@ -336,21 +637,9 @@ def main() -> None:
         kam, _ = ramp("kamailio", sipp, f"{LOOPBACK}:{kamailio.port}", "callee-k", rates,
                       options.seconds, settle)
         if options.bindings or options.dialogs:
-            # On the warmed-up gateway once the ramp's transactions have
-            # ended: CPython keeps the memory they used and reuses it, so
-            # the growth is what bindings and dialogs add.
-            drained = time.monotonic()
-            deadline = drained + 40
-            alive = int(gateway.status()["sip"]["transactions"])  # type: ignore[index]
-            while alive >= 10 and time.monotonic() < deadline:
-                time.sleep(0.5)
-                alive = int(gateway.status()["sip"]["transactions"])  # type: ignore[index]
-            # Calls that failed in the ramp may keep INVITE transactions
-            # until Timer C (181 s); measure anyway, saying so.
-            print(f"(waited {time.monotonic() - drained:.0f} s for the ramp's transactions "
-                  f"to end; {alive} still alive)")
-            measureMemory(gateway, sipp, uasPort, options.bindings, options.dialogs)
-
+            print("gateway memory (a gateway of its own):")
+            measureMemory(kamailio, sipp, uas, options.bindings, options.dialogs)
+            uas = startUAS(sipp, uasPort)
         if options.profile and sipxmpp:
             profile(kamailio, sipp, uas, sipxmpp, options.seconds, workDir)
     print(f"total {time.monotonic() - began:.0f} s; load average after: "

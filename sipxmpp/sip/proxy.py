@@ -393,7 +393,11 @@ class Proxy:
             outgoing.setMaxForwards(70)
         else:
             outgoing.decrementMaxForwards()
-        if (target.transport == "UDP" and "TCP" in self.settings.local
+        # §18.1.1: too big for UDP goes over TCP -- towards the upstream
+        # only: a phone registered over UDP rarely accepts TCP, and on its
+        # LAN a fragmented datagram still arrives.
+        if (target == self.settings.upstream and target.transport == "UDP"
+                and "TCP" in self.settings.local
                 and len(outgoing.toBytes()) + 120 > UDP_MTU_LIMIT):
             target = target._replace(transport="TCP")
         outgoing.prependVia(self._via(target, self._branch(received)))

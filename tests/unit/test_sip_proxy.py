@@ -410,6 +410,19 @@ CSeq: 1 INVITE
         self.assertEqual(forwarded[0][1], Peer("TCP", "127.0.0.1", 5070))
         self.assertEqual(forwarded[0][0].topVia.transport, "TCP")
 
+    def test_bigRequestToUDPPhoneStaysUDP(self) -> None:
+        """
+        Only the upstream is assumed to take TCP: a big request for a phone
+        that registered over UDP is sent to it over UDP.
+        """
+        self.registerAlice()
+        self.receive(invite(uri="sip:alice@127.0.0.1:5080", via="SIP/2.0/UDP 127.0.0.1:5070",
+                            extra="Route: <sip:127.0.0.1:5060;lr>",
+                            body="v=0\r\n" + "a=x-padding:" + "x" * 1400 + "\r\n"), UPSTREAM)
+        forwarded = self.takeOne(PHONE)
+        assert isinstance(forwarded, SIPRequest)
+        self.assertEqual(forwarded.topVia.transport, "UDP")
+
     def test_doubleRecordRouteAcrossTransports(self) -> None:
         self.receive(invite(via="SIP/2.0/TCP 127.0.0.1:40001"), PHONE_TCP)
         forwarded = [m for m, p in self.take() if isinstance(m, SIPRequest)][0]

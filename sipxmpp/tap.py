@@ -8,6 +8,7 @@ touches the global reactor: everything below it gets the reactor passed in.
 
 from __future__ import annotations
 
+import gc
 import sys
 from typing import Any
 
@@ -97,6 +98,24 @@ class Options(usage.Options):
         return result
 
 
+# Under load tens of thousands of SIP transactions live for 64*T1 each, and
+# CPython's default thresholds run a full collection over all of them every
+# few thousand allocations: measured as about half the gateway's CPU per
+# call. The code keeps reference cycles rare, so collecting less often costs
+# little memory.
+GC_THRESHOLDS = (50_000, 50, 100)
+
+
+def tuneGarbageCollector() -> None:
+    """
+    Move what start-up created out of the collector's sight (C{gc.freeze})
+    and collect the young generation less often.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
 class GatewayService(MultiService):
     """
     The top-level service: named children for each part of the gateway.
@@ -148,6 +167,7 @@ class GatewayService(MultiService):
         self.log.info(
             "sipxmpp {version} starting with {path}", version=__version__, path=self.settings.path
         )
+        tuneGarbageCollector()
         super().startService()
 
     def stopService(self) -> Deferred[None]:

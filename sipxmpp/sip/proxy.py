@@ -36,10 +36,17 @@ from zope.interface import Interface
 from sipxmpp.ops.metrics import Metrics
 from sipxmpp.sip.errors import SIPParseError
 from sipxmpp.sip.headers import NameAddr, parseNameAddr
-from sipxmpp.sip.message import SIPRequest, SIPResponse, makeResponse, parseMessage
+from sipxmpp.sip.message import SIPRequest, SIPResponse, makeResponse
 from sipxmpp.sip.peer import Peer
 from sipxmpp.sip.registrations import Binding, Registrations, contactKey
-from sipxmpp.sip.transaction import T1, ClientTransaction, Send, ServerTransaction, State
+from sipxmpp.sip.transaction import (
+    T1,
+    ClientTransaction,
+    Send,
+    ServerTransaction,
+    State,
+    hopByHopRequest,
+)
 from sipxmpp.sip.uri import SIPURI, URI, parseURI
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -562,19 +569,7 @@ class Proxy:
         client = forward.client
         assert client is not None
         invite = client.request
-        lines = [
-            b"CANCEL " + invite.uriText.encode("utf-8", "surrogateescape") + b" SIP/2.0",
-            b"Via: " + invite.topVia.text.encode("utf-8", "surrogateescape"),
-        ]
-        for name in ("From", "To", "Call-ID"):
-            value = invite.getHeader(name) or ""
-            lines.append(name.encode() + b": " + value.encode("utf-8", "surrogateescape"))
-        lines.append(b"CSeq: %d CANCEL" % invite.cseq.number)
-        for route in invite.getHeaderValues("Route"):
-            lines.append(b"Route: " + route.encode("utf-8", "surrogateescape"))
-        lines += [b"Max-Forwards: 70", b"Content-Length: 0"]
-        cancel = parseMessage(b"\r\n".join(lines) + b"\r\n\r\n")
-        assert isinstance(cancel, SIPRequest)
+        cancel = hopByHopRequest(invite, "CANCEL")
         key = (invite.topVia.branch or "", "CANCEL")
         tx = ClientTransaction(
             self._clock, cancel, client.peer, self._send,

@@ -320,24 +320,37 @@ class ClientTransaction(_Transaction):
             self._after("K", 0 if self.peer.reliable else T4, self._terminate)
 
 
+def hopByHopRequest(request: SIPRequest, method: str,
+                    response: SIPResponse | None = None) -> SIPRequest:
+    """
+    A request about C{request} for the same next hop: the ACK for a non-2xx
+    final response (§17.1.1.3) or a CANCEL (§9.1). It has the request's
+    Request-URI, top Via (so the same branch), From, Call-ID, Route and CSeq
+    number; the To is the response's (with its tag) when given, else the
+    request's.
+    """
+    def field(value: str) -> bytes:
+        return value.encode("utf-8", "surrogateescape")
+
+    to = (response or request).getHeader("To")
+    lines = [
+        method.encode("ascii") + b" " + field(request.uriText) + b" SIP/2.0",
+        b"Via: " + field(request.topVia.text),
+        b"From: " + field(request.getHeader("From") or ""),
+        b"To: " + field(to or ""),
+        b"Call-ID: " + field(request.callID),
+        b"CSeq: %d " % request.cseq.number + method.encode("ascii"),
+        *(b"Route: " + field(route) for route in request.getHeaderValues("Route")),
+        b"Max-Forwards: 70",
+        b"Content-Length: 0",
+    ]
+    message = parseMessage(b"\r\n".join(lines) + b"\r\n\r\n")
+    assert isinstance(message, SIPRequest)
+    return message
+
+
 def buildACK(request: SIPRequest, response: SIPResponse) -> SIPRequest:
     """
-    The hop-by-hop ACK for a non-2xx final response (§17.1.1.3): the
-    request's Request-URI, top Via, From, Call-ID, Route and CSeq number,
-    and the response's To (with its tag).
+    The hop-by-hop ACK for a non-2xx final response (§17.1.1.3).
     """
-    lines = [b"ACK " + request.uriText.encode("utf-8", "surrogateescape") + b" SIP/2.0"]
-    lines.append(b"Via: " + request.topVia.text.encode("utf-8", "surrogateescape"))
-    for name in ("From", "To", "Call-ID"):
-        source = response if name == "To" else request
-        value = source.getHeader(name)
-        assert value is not None  # both passed the parser's mandatory checks
-        lines.append(name.encode("ascii") + b": " + value.encode("utf-8", "surrogateescape"))
-    lines.append(b"CSeq: %d ACK" % request.cseq.number)
-    for route in request.getHeaderValues("Route"):
-        lines.append(b"Route: " + route.encode("utf-8", "surrogateescape"))
-    lines.append(b"Max-Forwards: 70")
-    lines.append(b"Content-Length: 0")
-    ack = parseMessage(b"\r\n".join(lines) + b"\r\n\r\n")
-    assert isinstance(ack, SIPRequest)
-    return ack
+    return hopByHopRequest(request, "ACK", response)

@@ -7,7 +7,6 @@ the core hands them the L{Peer} to send to; neither side looks further.
 
 from __future__ import annotations
 
-import ipaddress
 from typing import NamedTuple
 
 RELIABLE_TRANSPORTS = frozenset(("TCP", "TLS"))
@@ -42,10 +41,3 @@ class Peer(NamedTuple):
         """
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{host}:{self.port}"
-
-    def sameAddress(self, other: Peer) -> bool:
-        """
-        Do both name the same IP address and port, whatever the transport?
-        """
-        return (self.port == other.port and
-                ipaddress.ip_address(self.host) == ipaddress.ip_address(other.host))

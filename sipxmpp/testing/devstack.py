@@ -32,6 +32,7 @@ from collections.abc import Sequence
 from types import FrameType
 
 from sipxmpp.testing.demo import runDemo
+from sipxmpp.testing.gateway import AdminError, runAdmin
 from sipxmpp.testing.kamailio import KamailioServer
 from sipxmpp.testing.ports import LOOPBACK, isTCPPortFree, isUDPPortFree, tcpAccepting
 from sipxmpp.testing.process import (
@@ -129,13 +130,10 @@ class GatewayProcess(ServerProcess):
                             "--password-stdin", stdin=DEMO_USERS[user] + "\n")
 
     def _admin(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(
-            [sys.executable, "-m", "sipxmpp.ops.admin", "--config", self.configFile, *args],
-            input=stdin, capture_output=True, text=True, cwd=self.workDir, check=False,
-        )
-        if result.returncode != 0:
-            raise ServerStartError(f"sipxmpp-admin {args[0]} failed: {result.stderr.strip()}")
-        return result
+        try:
+            return runAdmin(self.configFile, args, self.workDir, stdin)
+        except AdminError as e:
+            raise ServerStartError(str(e)) from None
 
     def isReady(self) -> bool:
         if not self.endpoints:

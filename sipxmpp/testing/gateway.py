@@ -17,7 +17,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TypeVar
 
 from sipxmpp.testing.ports import LOOPBACK, freeSIPPort, freeTCPPort
@@ -27,6 +27,31 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 TWISTD = "import sys; from twisted.scripts.twistd import run; sys.argv[0] = 'twistd'; run()"
 
 _T = TypeVar("_T")
+
+
+class AdminError(RuntimeError):
+    """
+    C{sipxmpp-admin} failed; the message holds its exit status and stderr.
+    """
+
+
+def runAdmin(configFile: str, args: Sequence[str], cwd: str, stdin: str | None = None,
+             env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """
+    Run the real C{sipxmpp-admin --config configFile ARGS} in C{cwd} (where
+    the file's relative paths resolve).
+
+    @raise AdminError: if it exits non-zero.
+    """
+    result = subprocess.run(
+        [sys.executable, "-m", "sipxmpp.ops.admin", "--config", configFile, *args],
+        input=stdin, capture_output=True, text=True, env=env, cwd=cwd, timeout=60,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise AdminError(f"sipxmpp-admin {' '.join(args)} exited {result.returncode}: "
+                         f"{result.stderr.strip()}")
+    return result
 
 
 class GatewayServer(ServerProcess):
@@ -152,15 +177,7 @@ class GatewayServer(ServerProcess):
         """
         Run C{sipxmpp-admin --config FILE ARGS}; raise if it fails.
         """
-        result = subprocess.run(
-            [sys.executable, "-m", "sipxmpp.ops.admin", "--config", self.configFile, *args],
-            input=stdin, capture_output=True, text=True, env=self.environment(),
-            cwd=self.baseDir, timeout=60, check=False,
-        )
-        if result.returncode != 0:
-            raise RuntimeError(f"sipxmpp-admin {' '.join(args)} exited {result.returncode}: "
-                               f"{result.stderr.strip()}")
-        return result
+        return runAdmin(self.configFile, args, self.baseDir, stdin, self.environment())
 
     def addAccount(self, aor: str, jid: str, password: str, mode: str | None = None) -> None:
         """

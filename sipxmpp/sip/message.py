@@ -69,7 +69,6 @@ from sipxmpp.sip.headers import (
     headerKey,
     parseNameAddr,
     parseNameAddrBytes,
-    parseVia,
     parseViaBytes,
 )
 from sipxmpp.sip.uri import SUPPORTED_SCHEMES, URI, parseURI, uriScheme
@@ -92,6 +91,7 @@ __all__ = [
     "errorResponse",
     "makeResponse",
     "parseMessage",
+    "responseBytes",
 ]
 
 
@@ -298,6 +298,7 @@ class SIPMessage:
         cache = self._cache
         cache.pop(key, None)
         cache.pop(key + "*", None)
+        cache.pop(key + "^", None)
         slot = _HOT_SLOTS.get(key)
         if slot is not None:
             setattr(self, slot, None)
@@ -382,23 +383,28 @@ class SIPMessage:
             self._dropFields(key, index)
         self._changed(key)
 
-    def _popTop(self, key: str) -> str | None:
-        # Remove the first element of the first field called key.
-        keys = self._keys
-        if key not in keys:
-            return None
-        index = keys.index(key)
+    def _dropTop(self, key: str) -> None:
+        # Remove the first element of the first field called key (callers
+        # have checked there is one).
+        index = self._keys.index(key)
         value = self._parts[2 * index + 2]
-        spans = splitList(value)
-        start, end = spans[0]
-        text = decodeText(_clean(value[start:end]))
-        if len(spans) == 1:
+        spans = splitList(value) if b"," in value else ()
+        if len(spans) < 2:
             self._deleteField(index)
         else:
             # Keep the name as spelled and the rest of the line as written.
             self._parts[2 * index + 2] = b" " + value[spans[1][0] :].lstrip(b" \t\r\n")
         self._changed(key)
-        return text
+
+    def rawValues(self, name: str) -> list[bytes]:
+        """
+        The raw values of every field called C{name}, as on the wire
+        (folding and surrounding LWS included, not split on commas): for
+        cheap byte searches before anything is parsed.
+        """
+        key = canonicalName(name)
+        parts = self._parts
+        return [parts[2 * i + 2] for i, k in enumerate(self._keys) if k == key]
 
     def _replaceTop(self, key: str, element: bytes) -> None:
         index, start, end = self._elements(key)[0]
@@ -456,8 +462,11 @@ class SIPMessage:
 
         @raise SIPParseError: if the removed value is malformed.
         """
-        text = self._popTop("via")
-        return None if text is None else parseVia(_nonEmpty(text, "Via"))
+        if "via" not in self._keys:
+            return None
+        via = self.topVia
+        self._dropTop("via")
+        return via
 
     def setTopViaReceived(self, received: str | None, rport: int | None = None) -> None:
         """
@@ -499,6 +508,29 @@ class SIPMessage:
         return cast(list[NameAddr], cached)
 
     @property
+    def topRoute(self) -> NameAddr | None:
+        """
+        The top Route value, or L{None} when there is none; only that value
+        is parsed.
+
+        @raise SIPParseError: (400) if it is malformed.
+        """
+        cached = self._cache.get("route^", _UNSET)
+        if cached is _UNSET:
+            return self._build("route^", lambda: self._firstAddress("route", "Route"))
+        return cast("NameAddr | None", cached)
+
+    def _firstAddress(self, key: str, what: str) -> NameAddr | None:
+        keys = self._keys
+        if key not in keys:
+            return None
+        raw = self._parts[2 * keys.index(key) + 2]
+        if b"," in raw:
+            start, end = splitList(raw)[0]
+            raw = raw[start:end]
+        return parseNameAddrBytes(_nonBlank(raw, what))
+
+    @property
     def routes(self) -> list[NameAddr]:
         """
         The Route values, top first.
@@ -513,8 +545,10 @@ class SIPMessage:
 
         @raise SIPParseError: (400) if the removed value is malformed.
         """
-        text = self._popTop("route")
-        return None if text is None else parseNameAddr(_nonEmpty(text, "Route"))
+        route = self.topRoute
+        if route is not None:
+            self._dropTop("route")
+        return route
 
     def prependRoute(self, value: str | bytes) -> None:
         """
@@ -829,6 +863,17 @@ class SIPMessage:
         return wire
 
     __bytes__ = toBytes
+
+    def size(self) -> int:
+        """
+        The length of L{toBytes}, without serializing.
+        """
+        wire = self._wire
+        if wire is not None:
+            return len(wire)
+        parts = self._parts
+        # Each field is "name:value" plus CRLF; then the empty line.
+        return sum(map(len, parts)) + 3 * (len(parts) // 2) + 4 + len(self._body)
 
     def copy(self) -> Self:
         """
@@ -1370,6 +1415,25 @@ def makeResponse(
     @raise ValueError: for a status code outside 100-699 or a header value
         with CR or LF.
     """
+    data = responseBytes(request, code, reason, toTag=toTag, headers=headers, body=body,
+                         contentType=contentType)
+    return cast(SIPResponse, parseMessage(data, _UNLIMITED))
+
+
+def responseBytes(
+    request: SIPRequest,
+    code: int,
+    reason: str | None = None,
+    *,
+    toTag: str | None = None,
+    headers: Sequence[tuple[str, str | bytes]] = (),
+    body: bytes = b"",
+    contentType: str | None = None,
+) -> bytes:
+    """
+    L{makeResponse} as bytes only, for a response that is just sent (100
+    Trying): no parse of what was built.
+    """
     lines = [_statusLine(code, reason)]
     keys = request._keys
     parts = request._parts
@@ -1394,8 +1458,7 @@ def makeResponse(
     if body and contentType is not None:
         lines.append(b"Content-Type: " + _encode(contentType))
     lines.append(b"Content-Length: %d" % len(body))
-    data = b"\r\n".join(lines) + b"\r\n\r\n" + body
-    return cast(SIPResponse, parseMessage(data, _UNLIMITED))
+    return b"\r\n".join(lines) + b"\r\n\r\n" + body
 
 
 # Responses built from a request that passed the limits are not limited again.

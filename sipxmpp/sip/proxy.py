@@ -188,6 +188,16 @@ def _ipAddress(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
     return ipaddress.ip_address(host)
 
 
+@functools.lru_cache(maxsize=4096)
+def _isInNetworks(host: str, networks: tuple[Network, ...]) -> bool:
+    """
+    Is address C{host} inside one of C{networks}? Memoised like
+    L{_ipAddress}: every message asks it of its source.
+    """
+    address = _ipAddress(host)
+    return any(address in network for network in networks)
+
+
 def _hash(*parts: object) -> str:
     digest = hashlib.blake2b(repr(parts).encode("utf-8", "surrogateescape"), digest_size=8)
     return digest.hexdigest()
@@ -319,7 +329,8 @@ class Proxy:
     def _forwardRequest(self, forward: _Forward) -> None:
         received = forward.received
         outgoing = received.copy()
-        self._checkRequest(received)
+        loop = self._loopHash(received)
+        self._checkRequest(received, loop)
         target, leg = self._route(outgoing, forward.leg.fromPhone, forward.source)
         forward.leg = leg
         if received.method == "REGISTER" and leg.fromPhone:
@@ -328,7 +339,7 @@ class Proxy:
             self._recordRoute(outgoing, forward.source, target)
             if leg.fromPhone:
                 self._learnDialogTargets(outgoing, forward.source, leg.aor)
-        target = self._prepareOutgoing(outgoing, received, target)
+        target = self._prepareOutgoing(outgoing, received, target, loop)
         key = forward.clientKey = (outgoing.topVia.branch or "", received.cseq.method)
         client = ClientTransaction(
             self._clock, outgoing, target, self._send,
@@ -343,14 +354,18 @@ class Proxy:
         self.metrics.increment("sipxmpp_sip_requests_forwarded_total", method=received.method)
         client.start()
 
-    def _checkRequest(self, request: SIPRequest) -> None:
+    def _checkRequest(self, request: SIPRequest, loop: str) -> None:
         maxForwards = request.maxForwards
         if maxForwards is not None and maxForwards <= 0:
             raise RoutingError(483, "Too Many Hops")
-        if request.proxyRequire:
+        if request.hasHeader("proxy-require") and request.proxyRequire:
             raise RoutingError(420, "Bad Extension")
         request.uri  # noqa: B018 -- parse it now: a malformed one is answered 400
-        loop = self._loopHash(request)
+        # A loop needs a Via of ours whose branch carries this loop hash; a
+        # case-blind byte search rules that out before any Via is parsed.
+        marker = f"branch=z9hG4bK{loop}-".lower().encode("ascii")
+        if not any(marker in raw.lower() for raw in request.rawValues("via")):
+            return
         for via in request.vias:
             if (via.sentBy.lower() in self._ourSentBy and via.branch is not None
                     and via.branch.startswith(f"z9hG4bK{loop}-")):
@@ -363,7 +378,7 @@ class Proxy:
         self._popOwnRoutes(outgoing)
         if fromPhone:
             return self.settings.upstream, Leg(True, self._aorOf(outgoing.fromAddr.uri))
-        if outgoing.routes:
+        if outgoing.topRoute is not None:
             raise RoutingError(403, "Forbidden (will not route beyond a phone)")
         binding = self._bindingFor(outgoing.uri)
         if binding is None:
@@ -377,10 +392,10 @@ class Proxy:
         return self.registrations.lookup(uri) or self.dialogTargets.lookup(uri)
 
     def _popOwnRoutes(self, request: SIPRequest) -> None:
-        for route in request.routes:
-            if not self._isOurs(route.uri):
-                return
+        route = request.topRoute
+        while route is not None and self._isOurs(route.uri):
             request.popRoute()
+            route = request.topRoute
 
     def _isOurs(self, uri: URI) -> bool:
         if not isinstance(uri, SIPURI):
@@ -392,7 +407,8 @@ class Proxy:
         port = uri.port or (5061 if uri.secure else 5060)
         return (host, port) in self._ourHosts
 
-    def _prepareOutgoing(self, outgoing: SIPRequest, received: SIPRequest, target: Peer) -> Peer:
+    def _prepareOutgoing(self, outgoing: SIPRequest, received: SIPRequest, target: Peer,
+                         loop: str) -> Peer:
         """
         Max-Forwards, our Via, and the transport (TCP when too big for UDP).
         """
@@ -405,9 +421,9 @@ class Proxy:
         # LAN a fragmented datagram still arrives.
         if (target == self.settings.upstream and target.transport == "UDP"
                 and "TCP" in self.settings.local
-                and len(outgoing.toBytes()) + 120 > UDP_MTU_LIMIT):
+                and outgoing.size() + 120 > UDP_MTU_LIMIT):
             target = target._replace(transport="TCP")
-        outgoing.prependVia(self._via(target, self._branch(received)))
+        outgoing.prependVia(self._via(target, self._branch(received, loop)))
         return target
 
     def _via(self, target: Peer, branch: str) -> str:
@@ -415,10 +431,10 @@ class Proxy:
         rport = ";rport" if target.transport == "UDP" else ""
         return f"SIP/2.0/{target.transport} {local.hostPort};branch={branch}{rport}"
 
-    def _branch(self, received: SIPRequest) -> str:
+    def _branch(self, received: SIPRequest, loop: str) -> str:
         via = received.topVia
         kind = "INVITE" if received.method in ("ACK", "CANCEL") else received.method
-        return f"z9hG4bK{self._loopHash(received)}-{_hash(via.branch, via.sentBy, kind)}"
+        return f"z9hG4bK{loop}-{_hash(via.branch, via.sentBy, kind)}"
 
     def _loopHash(self, request: SIPRequest) -> str:
         # §16.6 step 8: what a looped request repeats but a spiral changes.
@@ -538,15 +554,16 @@ class Proxy:
         An ACK for a 2xx is end-to-end: forward it statelessly by policy.
         """
         outgoing = request.copy()
+        loop = self._loopHash(request)
         try:
-            self._checkRequest(request)
+            self._checkRequest(request, loop)
             target, leg = self._route(outgoing, not fromUpstream, source)
         except RoutingError as error:
             self.metrics.increment("sipxmpp_sip_refused_total", reason=str(error.code))
             self.log.info("dropped ACK from {source}: {reason}", source=source,
                           reason=error.reason)
             return
-        target = self._prepareOutgoing(outgoing, request, target)
+        target = self._prepareOutgoing(outgoing, request, target, loop)
         self._notify("requestForwarded", request, leg)
         self._send(outgoing.toBytes(), target)
 
@@ -682,8 +699,7 @@ class Proxy:
         return source.port == upstream.port or (source.reliable and not self._isTrusted(source))
 
     def _isTrusted(self, source: Peer) -> bool:
-        address = _ipAddress(source.host)
-        return any(address in network for network in self.settings.trustedNetworks)
+        return _isInNetworks(source.host, self.settings.trustedNetworks)
 
     def _notify(self, name: str, *args: object) -> None:
         for observer in self._observers:

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
-from sipxmpp.sip.message import SIPRequest, SIPResponse, makeResponse, parseMessage
+from sipxmpp.sip.message import SIPRequest, SIPResponse, parseMessage, responseBytes
 from sipxmpp.sip.peer import Peer
 
 T1 = 0.5
@@ -140,7 +140,7 @@ class ServerTransaction(_Transaction):
             self.state = State.PROCEEDING
             # §16.2: a proxy answers INVITE with 100 Trying so the previous
             # hop stops retransmitting.
-            self._transmit(makeResponse(request, 100).toBytes())
+            self._transmit(responseBytes(request, 100))
         else:
             self.state = State.TRYING
 

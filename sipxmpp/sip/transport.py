@@ -16,7 +16,6 @@ and their number is capped.
 from __future__ import annotations
 
 import errno
-import ipaddress
 from collections.abc import Callable
 from typing import Any
 
@@ -192,7 +191,8 @@ class SIPTransports(Service):
         peer's connection (opened when there is none).
         """
         if peer.transport == "UDP":
-            version = ipaddress.ip_address(peer.host).version
+            # A Peer's host is an IP literal: only IPv6 ones hold a colon.
+            version = 6 if ":" in peer.host else 4
             protocol = self._udp.get(version)
             if protocol is None or protocol.transport is None or len(data) > MAX_DATAGRAM:
                 reason = "message too large" if len(data) > MAX_DATAGRAM else (

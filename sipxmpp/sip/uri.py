@@ -11,6 +11,8 @@ REGISTER Contact) is the caller's decision; see L{SUPPORTED_SCHEMES}.
 
 from __future__ import annotations
 
+import functools
+
 from sipxmpp.sip.errors import SIPParseError
 from sipxmpp.sip.grammar import isHost, parsePort, unescape
 
@@ -214,9 +216,13 @@ def _parseTel(text: str, rest: str) -> TelURI:
     return uri
 
 
+@functools.lru_cache(maxsize=4096)
 def parseURI(text: str) -> URI:
     """
     Parse a URI.
+
+    Memoised: the same few URIs (contacts, Routes, AoRs) recur in every
+    call, and a parsed URI is read-only. Errors are not cached.
 
     @raise SIPParseError: (400) if C{text} is not a URI or is a malformed
         C{sip:}, C{sips:} or C{tel:} URI.

@@ -30,6 +30,7 @@ from sipxmpp.sip.message import (
     errorResponse,
     makeResponse,
     parseMessage,
+    responseBytes,
 )
 from sipxmpp.sip.uri import SIPURI
 
@@ -817,6 +818,67 @@ class MutationTests(SynchronousTestCase):
         self.assertIsNone(message.popRoute())
         self.assertEqual(message.routes, [])
         self.assertNotIn(b"Route", message.toBytes())
+
+    def test_topRouteParsesOnlyTheTop(self) -> None:
+        # A malformed second Route does not stop reading or popping the top.
+        message = parseMessage(request(b"Route: <sip:a;lr>", b"Route: <sip:b;lr"))
+        self.assertRaises(SIPParseError, getattr, message, "routes")
+        top = message.topRoute
+        assert top is not None
+        self.assertEqual(top.uriText, "sip:a;lr")
+        self.assertIs(message.popRoute(), top)
+        self.assertRaises(SIPParseError, getattr, message, "topRoute")
+        self.assertIsNone(parseMessage(request()).topRoute)
+        empty = parseMessage(request(b"Route: ,<sip:a;lr>"))
+        self.assertRaises(SIPParseError, getattr, empty, "topRoute")
+        self.assertRaises(SIPParseError, empty.popRoute)
+
+    def test_topRouteFollowsMutations(self) -> None:
+        message = parseMessage(request(b"Route: <sip:a;lr>"))
+        self.assertEqual(message.topRoute.uriText, "sip:a;lr")  # type: ignore[union-attr]
+        message.prependRoute("<sip:z;lr>")
+        self.assertEqual(message.topRoute.uriText, "sip:z;lr")  # type: ignore[union-attr]
+        message.popRoute()
+        message.popRoute()
+        self.assertIsNone(message.topRoute)
+
+    def test_popViaReturnsTheTop(self) -> None:
+        message = parseMessage(request(b"Via: SIP/2.0/TCP b.example.com;branch=z9hG4bKb"))
+        top = message.topVia
+        popped = message.popVia()
+        self.assertIs(popped, top)
+        assert popped is not None
+        self.assertEqual((popped.host, popped.branch), ("192.0.2.1", "z9hG4bK1"))
+        self.assertEqual(message.topVia.host, "b.example.com")
+
+    def test_rawValues(self) -> None:
+        message = parseMessage(request(b"v: SIP/2.0/UDP b;branch=z9hG4bKb ,\r\n c;branch=z9hG4bKc"))
+        self.assertEqual(message.rawValues("Via"), [
+            b" SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK1",
+            b" SIP/2.0/UDP b;branch=z9hG4bKb ,\r\n c;branch=z9hG4bKc",
+        ])
+        self.assertEqual(message.rawValues("route"), [])
+
+    def test_size(self) -> None:
+        message = parseMessage(request(b"Route: <sip:a;lr>", body=b"x\x00y"))
+        self.assertEqual(message.size(), len(message.toBytes()))
+        message.prependVia("SIP/2.0/UDP p;branch=z9hG4bKp")
+        message.popRoute()
+        message.setBody(b"longer body")
+        size = message.size()
+        self.assertEqual(size, len(message.toBytes()))
+        self.assertNotEqual(size, len(request(b"Route: <sip:a;lr>", body=b"x\x00y")))
+
+    def test_responseBytesIsWhatMakeResponseParses(self) -> None:
+        invite = parseRequest(request(method=b"INVITE"))
+        for code in (100, 180, 486):
+            data = responseBytes(invite, code, headers=[("Contact", "<sip:b@192.0.2.2>")])
+            self.assertEqual(data, makeResponse(invite, code, headers=[
+                ("Contact", "<sip:b@192.0.2.2>")]).toBytes())
+            parsed = parseMessage(data)
+            assert isinstance(parsed, SIPResponse)
+            self.assertEqual((parsed.code, parsed.callID), (code, "c1@192.0.2.1"))
+            self.assertEqual(parsed.toTag is None, code == 100)
 
     def test_setContacts(self) -> None:
         message = parseMessage(request(b"Contact: <sip:a@h1>", b"X-Between: 1", b"m: <sip:b@h2>"))

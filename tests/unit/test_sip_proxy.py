@@ -302,6 +302,38 @@ class CallTests(ProxyTestCase):
         assert isinstance(response, SIPResponse)
         self.assertEqual(response.code, 482)
 
+    def test_loopDetectedWhateverTheViaSpelling(self) -> None:
+        # Our Via comes back joined with the next hop's on one line and with
+        # its parameter name in capitals: still a loop.
+        self.receive(invite(), PHONE)
+        forwarded = self.takeOne(UPSTREAM)
+        assert isinstance(forwarded, SIPRequest)
+        ours = forwarded.getHeaders("Via")[0]
+        data = forwarded.toBytes().replace(f"Via: {ours}\r\n".encode(), b"", 1)
+        data = data.replace(b"Via: ", f"Via: {ours.replace('branch=', 'BRANCH=')} , ".encode(), 1)
+        looped = parseMessage(data)
+        self.assertEqual(len(looped.vias), 2)
+        self.receive(looped, Peer("UDP", "127.0.0.1", 5070))
+        response = self.takeOne(UPSTREAM)
+        assert isinstance(response, SIPResponse)
+        self.assertEqual(response.code, 482)
+
+    def test_spiralIsNoLoop(self) -> None:
+        # Back from the upstream with a new Request-URI: a spiral, forwarded.
+        self.receive(register(), PHONE)
+        self.receive(answer(self.takeOne(UPSTREAM).toBytes(), 200,
+                            extra="Contact: <sip:alice@127.0.0.1:5080>;expires=3600"), UPSTREAM)
+        self.take()
+        self.receive(invite(), PHONE)
+        forwarded = self.takeOne(UPSTREAM)
+        assert isinstance(forwarded, SIPRequest)
+        forwarded.setURI("sip:alice@127.0.0.1:5080")
+        forwarded.prependVia("SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKk1")
+        self.receive(parseMessage(forwarded.toBytes()), UPSTREAM)
+        sent = self.take()
+        self.assertEqual([(getattr(m, "method", None), p) for m, p in sent if p == PHONE],
+                         [("INVITE", PHONE)])
+
     def test_inviteRetransmission(self) -> None:
         self.receive(invite(), PHONE)
         self.take()

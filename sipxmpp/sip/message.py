@@ -875,6 +875,16 @@ class SIPMessage:
         # Each field is "name:value" plus CRLF; then the empty line.
         return sum(map(len, parts)) + 3 * (len(parts) // 2) + 4 + len(self._body)
 
+    def compact(self) -> None:
+        """
+        Forget the decoded values (they are decoded again when next asked
+        for): for a message that is only kept, such as the request of a
+        transaction waiting out its timers, which then holds fewer objects
+        for the garbage collector to scan.
+        """
+        self._cache = {}
+        self._via = self._from = self._to = self._callID = self._cseq = None
+
     def copy(self) -> Self:
         """
         An independent copy, to change without affecting this one.

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
-from zope.interface import Interface
+from zope.interface import Interface, implementer
 
 from sipxmpp.ops.metrics import Metrics
 from sipxmpp.sip.errors import SIPParseError
@@ -42,6 +42,7 @@ from sipxmpp.sip.registrations import Binding, Registrations, contactKey
 from sipxmpp.sip.transaction import (
     T1,
     ClientTransaction,
+    IClientTransactionUser,
     Send,
     ServerTransaction,
     State,
@@ -59,7 +60,7 @@ UDP_MTU_LIMIT = 1300
 DIALOG_TARGET_LIFETIME = 4 * 3600.0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Leg:
     """
     Which side a request came from, and which user of ours it concerns.
@@ -120,13 +121,12 @@ class RoutingError(Exception):
         self.reason = reason
 
 
-@dataclass(eq=False)
+@implementer(IClientTransactionUser)
+@dataclass(eq=False, slots=True)
 class _Forward:
     """
-    One request in flight: its server and client transactions.
-
-    Its methods are the transactions' callbacks (bound methods rather than
-    closures: fewer objects for the garbage collector per transaction).
+    One request in flight: its server and client transactions, whose user
+    it is.
     """
 
     proxy: Proxy
@@ -141,20 +141,44 @@ class _Forward:
     giveUp: IDelayedCall | None = None
     registered: list[tuple[NameAddr, NameAddr | None]] | None = None
 
-    def serverTerminated(self) -> None:
-        self.proxy._servers.pop(self.serverKey, None)
+    def transactionTerminated(self, transaction: object) -> None:
+        if transaction is self.server:
+            self.proxy._servers.pop(self.serverKey, None)
+        else:
+            self.proxy._clients.pop(self.clientKey, None)  # type: ignore[arg-type]
 
-    def clientTerminated(self) -> None:
-        self.proxy._clients.pop(self.clientKey, None)  # type: ignore[arg-type]
-
-    def clientResponse(self, response: SIPResponse) -> None:
+    def transactionResponse(self, transaction: object, response: SIPResponse) -> None:
         self.proxy._clientResponse(self, response)
 
-    def clientTimedOut(self, code: int) -> None:
+    def transactionTimedOut(self, transaction: object, code: int) -> None:
         self.proxy._clientTimedOut(self, code)
 
-    def timerC(self) -> None:
+    def transactionTimerC(self, transaction: object) -> None:
         self.proxy._timerC(self)
+
+
+@implementer(IClientTransactionUser)
+@dataclass(eq=False, slots=True)
+class _CancelUser:
+    """
+    The user of a CANCEL we send: only forgets it when it ends (the answer
+    to a CANCEL changes nothing, §9.1).
+    """
+
+    clients: dict[tuple[str, str], ClientTransaction]
+    key: tuple[str, str]
+
+    def transactionTerminated(self, transaction: object) -> None:
+        self.clients.pop(self.key, None)
+
+    def transactionResponse(self, transaction: object, response: SIPResponse) -> None:
+        pass
+
+    def transactionTimedOut(self, transaction: object, code: int) -> None:
+        pass
+
+    def transactionTimerC(self, transaction: object) -> None:
+        pass
 
 
 def _flowFor(contact: URI, source: Peer) -> Peer:
@@ -311,9 +335,7 @@ class Proxy:
             return
         leg = Leg(fromPhone=not fromUpstream, aor=None)
         forward = _Forward(self, request, leg, source, key)
-        forward.server = ServerTransaction(
-            self._clock, request, source, self._send, forward.serverTerminated
-        )
+        forward.server = ServerTransaction(self._clock, request, source, self._send, forward)
         self._servers[key] = forward
         try:
             self._forwardRequest(forward)
@@ -341,13 +363,7 @@ class Proxy:
                 self._learnDialogTargets(outgoing, forward.source, leg.aor)
         target = self._prepareOutgoing(outgoing, received, target, loop)
         key = forward.clientKey = (outgoing.topVia.branch or "", received.cseq.method)
-        client = ClientTransaction(
-            self._clock, outgoing, target, self._send,
-            onTerminated=forward.clientTerminated,
-            onResponse=forward.clientResponse,
-            onTimeout=forward.clientTimedOut,
-            onTimerC=forward.timerC,
-        )
+        client = ClientTransaction(self._clock, outgoing, target, self._send, forward, timerC=True)
         forward.client = client
         self._clients[key] = client
         self._notify("requestForwarded", received, leg)
@@ -584,15 +600,12 @@ class Proxy:
 
     def _sendCancel(self, forward: _Forward) -> None:
         client = forward.client
-        assert client is not None
+        assert client is not None and client.request is not None
         invite = client.request
         cancel = hopByHopRequest(invite, "CANCEL")
         key = (invite.topVia.branch or "", "CANCEL")
-        tx = ClientTransaction(
-            self._clock, cancel, client.peer, self._send,
-            onTerminated=lambda: self._clients.pop(key, None),
-            onResponse=lambda response: None, onTimeout=lambda code: None,
-        )
+        tx = ClientTransaction(self._clock, cancel, client.peer, self._send,
+                               _CancelUser(self._clients, key))
         self._clients[key] = tx
         tx.start()
         # §16.8 / §9.1: if no final response comes within 64*T1, give up.
@@ -663,6 +676,9 @@ class Proxy:
     def _respond(self, forward: _Forward, response: SIPResponse) -> None:
         self._notify("responseForwarded", forward.received, response, forward.leg)
         forward.server.respond(response)
+        if response.code >= 200:
+            # Kept for up to 64*T1 from now, and rarely read again.
+            forward.received.compact()
 
     # --- helpers ---
 

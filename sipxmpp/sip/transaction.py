@@ -21,6 +21,7 @@ from collections.abc import Callable
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
+from zope.interface import Interface
 
 from sipxmpp.sip.message import SIPRequest, SIPResponse, parseMessage, responseBytes
 from sipxmpp.sip.peer import Peer
@@ -31,6 +32,43 @@ T4 = 5.0
 TIMER_C = 181.0  # proxy INVITE timer: "greater than 3 minutes" (§16.6)
 
 Send = Callable[[bytes, Peer], None]
+
+
+class ITransactionUser(Interface):
+    """
+    What a server transaction tells its user (the proxy core). One object
+    per request in flight, rather than a callback per event: thousands of
+    transactions wait out their timers, and every bound method they held
+    would be one more object for the garbage collector.
+    """
+
+    def transactionTerminated(transaction: object) -> None:
+        """
+        C{transaction} has ended; forget it.
+        """
+
+
+class IClientTransactionUser(ITransactionUser):
+    """
+    What a client transaction tells its user.
+    """
+
+    def transactionResponse(transaction: object, response: SIPResponse) -> None:
+        """
+        Pass C{response} on (every response but the retransmissions of a
+        non-2xx final response).
+        """
+
+    def transactionTimedOut(transaction: object, code: int) -> None:
+        """
+        No final response came in time (Timer B or F), or the transport
+        failed; answer C{code} (408 or 503). Called at most once.
+        """
+
+    def transactionTimerC(transaction: object) -> None:
+        """
+        Timer C fired on an INVITE transaction (§16.8).
+        """
 
 
 class State(enum.Enum):
@@ -52,9 +90,10 @@ class _Timers:
     Named one-shot timers on an injected clock; all cancelled on close.
 
     A timer calls C{fn(*args)}: callers pass bound methods and arguments,
-    never closures. Thousands of transactions live for 64*T1 under load
-    and every object they hold is work for the cyclic garbage collector,
-    whose full collections stall the reactor.
+    never closures, and no wrapper is scheduled (a fired call simply stays
+    in the table, inactive, until replaced). Tens of thousands of
+    transactions live for 64*T1 under load and every object they hold is
+    work for the cyclic garbage collector.
     """
 
     __slots__ = ("_clock", "_calls")
@@ -64,52 +103,45 @@ class _Timers:
         self._calls: dict[str, IDelayedCall] = {}
 
     def start(self, name: str, delay: float, fn: Callable[..., None], *args: object) -> None:
-        self.stop(name)
-        self._calls[name] = self._clock.callLater(delay, self._fire, name, fn, *args)
-
-    def _fire(self, name: str, fn: Callable[..., None], *args: object) -> None:
-        del self._calls[name]
-        fn(*args)
+        calls = self._calls
+        call = calls.get(name)
+        if call is not None and call.active():
+            call.cancel()
+        calls[name] = self._clock.callLater(delay, fn, *args)
 
     def stop(self, name: str) -> None:
         call = self._calls.pop(name, None)
-        if call is not None:
+        if call is not None and call.active():
             call.cancel()
 
     def stopAll(self) -> None:
         for call in self._calls.values():
-            call.cancel()
+            if call.active():
+                call.cancel()
         self._calls.clear()
 
 
 class _Transaction:
     log = Logger()
 
-    def __init__(
-        self,
-        clock: IReactorTime,
-        request: SIPRequest,
-        peer: Peer,
-        send: Send,
-        onTerminated: Callable[[], object],
-    ) -> None:
-        self.request = request
+    __slots__ = ("isInvite", "peer", "state", "_send", "_timers")
+
+    # Set by each subclass, typed for what it tells its user.
+    _user: ITransactionUser
+
+    def __init__(self, clock: IReactorTime, request: SIPRequest, peer: Peer, send: Send) -> None:
+        self.isInvite = request.method == "INVITE"
         self.peer = peer
         self.state = State.TERMINATED
         self._send = send
         self._timers = _Timers(clock)
-        self._onTerminated = onTerminated
-
-    @property
-    def isInvite(self) -> bool:
-        return self.request.method == "INVITE"
 
     def _terminate(self) -> None:
         if self.state is State.TERMINATED:
             return
         self.state = State.TERMINATED
         self._timers.stopAll()
-        self._onTerminated()
+        self._user.transactionTerminated(self)
 
     def _after(self, name: str, delay: float, fn: Callable[[], None]) -> None:
         # Zero-length timers (reliable transports) end at once.
@@ -124,7 +156,11 @@ class ServerTransaction(_Transaction):
     The proxy's transaction towards the previous hop (§17.2).
 
     @ivar lastResponse: the last response sent, repeated on retransmissions.
+    @ivar request: the request; released once a final response is sent
+        (retransmissions are answered with C{lastResponse}).
     """
+
+    __slots__ = ("_user", "request", "lastResponse")
 
     def __init__(
         self,
@@ -132,9 +168,11 @@ class ServerTransaction(_Transaction):
         request: SIPRequest,
         peer: Peer,
         send: Send,
-        onTerminated: Callable[[], object],
+        user: ITransactionUser,
     ) -> None:
-        super().__init__(clock, request, peer, send, onTerminated)
+        super().__init__(clock, request, peer, send)
+        self._user = user
+        self.request: SIPRequest | None = request
         self.lastResponse: bytes | None = None
         if self.isInvite:
             self.state = State.PROCEEDING
@@ -170,7 +208,9 @@ class ServerTransaction(_Transaction):
         self._transmit(response.toBytes())
         if code < 200:
             self.state = State.PROCEEDING
-        elif self.isInvite and code < 300:
+            return
+        self.request = None
+        if self.isInvite and code < 300:
             self.state = State.ACCEPTED
             self._timers.start("L", 64 * T1, self._terminate)
         elif self.isInvite:
@@ -189,10 +229,7 @@ class ServerTransaction(_Transaction):
             self._timers.start("G", interval, self._retransmitResponse, interval)
 
     def _timerH(self) -> None:
-        self.log.info(
-            "no ACK for the final response to {request!r} from {peer}",
-            request=self.request, peer=self.peer,
-        )
+        self.log.info("no ACK for a final response to an INVITE from {peer}", peer=self.peer)
         self._terminate()
 
     def ackReceived(self) -> None:
@@ -210,12 +247,15 @@ class ClientTransaction(_Transaction):
     """
     The proxy's transaction towards the next hop (§17.1).
 
-    @param onResponse: called with every response to pass upstream (not the
-        retransmissions of a non-2xx final response).
-    @param onTimeout: called once if no final response came in time (Timer
-        B or F), or the transport failed; the proxy answers 408 or 503.
-    @param onTimerC: for INVITE, called when Timer C fires (§16.8).
+    @param user: told of responses, timeouts and Timer C.
+    @param timerC: for INVITE, run Timer C (§16.8).
+    @ivar request: the request; released once a final response arrived
+        (what a waiting transaction needs is kept as bytes).
     """
+
+    __slots__ = ("_user", "request", "provisionalSeen", "_timerC", "_data", "_ack")
+
+    _user: IClientTransactionUser
 
     def __init__(
         self,
@@ -223,18 +263,15 @@ class ClientTransaction(_Transaction):
         request: SIPRequest,
         peer: Peer,
         send: Send,
-        onTerminated: Callable[[], object],
-        onResponse: Callable[[SIPResponse], None],
-        onTimeout: Callable[[int], None],
-        onTimerC: Callable[[], None] | None = None,
+        user: IClientTransactionUser,
+        timerC: bool = False,
     ) -> None:
-        super().__init__(clock, request, peer, send, onTerminated)
-        self._onResponse = onResponse
-        self._onTimeout = onTimeout
-        self._onTimerC = onTimerC
+        super().__init__(clock, request, peer, send)
+        self._user = user
+        self.request: SIPRequest | None = request
+        self._timerC = timerC and self.isInvite
         self._data = request.toBytes()
         self.provisionalSeen = False
-        self.finalResponse: SIPResponse | None = None
         self._ack: bytes | None = None
 
     def start(self) -> None:
@@ -246,8 +283,11 @@ class ClientTransaction(_Transaction):
         if not self.peer.reliable:
             self._timers.start("A", T1, self._retransmit, T1)
         self._timers.start("B", 64 * T1, self._timedOut, 408)
-        if self.isInvite and self._onTimerC is not None:
-            self._timers.start("C", TIMER_C, self._onTimerC)
+        if self._timerC:
+            self._timers.start("C", TIMER_C, self._fireTimerC)
+
+    def _fireTimerC(self) -> None:
+        self._user.transactionTimerC(self)
 
     def _retransmit(self, interval: float) -> None:
         if self.state not in (State.CALLING, State.TRYING, State.PROCEEDING):
@@ -263,7 +303,7 @@ class ClientTransaction(_Transaction):
 
     def _timedOut(self, code: int) -> None:
         if self.state in (State.CALLING, State.TRYING, State.PROCEEDING):
-            self._onTimeout(code)
+            self._user.transactionTimedOut(self, code)
             self._terminate()
 
     def transportFailed(self) -> None:
@@ -284,7 +324,7 @@ class ClientTransaction(_Transaction):
             return
         if state is State.ACCEPTED:
             if 200 <= code < 300:
-                self._onResponse(response)
+                self._user.transactionResponse(self, response)
             return
         if state not in (State.CALLING, State.TRYING, State.PROCEEDING):
             return
@@ -295,28 +335,31 @@ class ClientTransaction(_Transaction):
                 # Timer C (the proxy's) now bounds the wait (§16.7 step 2).
                 self._timers.stop("A")
                 self._timers.stop("B")
-                if self._onTimerC is not None:
-                    self._timers.start("C", TIMER_C, self._onTimerC)
+                if self._timerC:
+                    self._timers.start("C", TIMER_C, self._fireTimerC)
             self.state = State.PROCEEDING
-            self._onResponse(response)
+            self._user.transactionResponse(self, response)
             return
-        self.finalResponse = response
+        request = self.request
+        assert request is not None
+        self.request = None
+        self._data = b""
         self._timers.stop("A")
         self._timers.stop("B")
         self._timers.stop("C")
         if self.isInvite and code < 300:
             self.state = State.ACCEPTED
             self._timers.start("M", 64 * T1, self._terminate)
-            self._onResponse(response)
+            self._user.transactionResponse(self, response)
         elif self.isInvite:
             self.state = State.COMPLETED
-            self._ack = buildACK(self.request, response).toBytes()
+            self._ack = buildACK(request, response).toBytes()
             self._send(self._ack, self.peer)
-            self._onResponse(response)
+            self._user.transactionResponse(self, response)
             self._after("D", 0 if self.peer.reliable else 32.0, self._terminate)
         else:
             self.state = State.COMPLETED
-            self._onResponse(response)
+            self._user.transactionResponse(self, response)
             self._after("K", 0 if self.peer.reliable else T4, self._terminate)
 
 

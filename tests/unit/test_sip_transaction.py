@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
 
 from sipxmpp.sip.message import SIPRequest, SIPResponse, makeResponse, parseMessage
 from sipxmpp.sip.peer import Peer
@@ -16,6 +17,7 @@ from sipxmpp.sip.transaction import (
     T4,
     TIMER_C,
     ClientTransaction,
+    IClientTransactionUser,
     ServerTransaction,
     State,
     buildACK,
@@ -59,18 +61,46 @@ class Wire:
                 else data.split(b"\r\n", 1)[0] for data, _ in self.sent]
 
 
+@implementer(IClientTransactionUser)
+class User:
+    """
+    Records what a transaction tells its user.
+    """
+
+    def __init__(self) -> None:
+        self.terminated: list[object] = []
+        self.responses: list[int] = []
+        self.timeouts: list[int] = []
+        self.timerC = 0
+
+    def transactionTerminated(self, transaction: object) -> None:
+        self.terminated.append(transaction)
+
+    def transactionResponse(self, transaction: object, response: SIPResponse) -> None:
+        self.responses.append(response.code)
+
+    def transactionTimedOut(self, transaction: object, code: int) -> None:
+        self.timeouts.append(code)
+
+    def transactionTimerC(self, transaction: object) -> None:
+        self.timerC += 1
+
+
 class ServerTransactionTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = Clock()
         self.wire = Wire()
-        self.terminated = 0
+        self.user = User()
+
+    @property
+    def terminated(self) -> int:
+        return len(self.user.terminated)
 
     def server(self, method: str = "INVITE", peer: Peer = UDP) -> ServerTransaction:
-        def done() -> None:
-            self.terminated += 1
-
         self.req = request(method)
-        return ServerTransaction(self.clock, self.req, peer, self.wire, done)
+        tx = ServerTransaction(self.clock, self.req, peer, self.wire, self.user)
+        self.addCleanup(lambda: self.assertTrue(all(t is tx for t in self.user.terminated)))
+        return tx
 
     def test_inviteSends100AndAbsorbsRetransmissions(self) -> None:
         tx = self.server()
@@ -156,23 +186,22 @@ class ClientTransactionTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = Clock()
         self.wire = Wire()
-        self.responses: list[int] = []
-        self.timeouts: list[int] = []
-        self.timerC = 0
-        self.terminated = 0
+        self.user = User()
+        self.responses = self.user.responses
+        self.timeouts = self.user.timeouts
+
+    @property
+    def terminated(self) -> int:
+        return len(self.user.terminated)
+
+    @property
+    def timerC(self) -> int:
+        return self.user.timerC
 
     def client(self, method: str = "INVITE", peer: Peer = UDP) -> ClientTransaction:
-        def done() -> None:
-            self.terminated += 1
-
-        def onTimerC() -> None:
-            self.timerC += 1
-
         self.req = request(method)
-        tx = ClientTransaction(
-            self.clock, self.req, peer, self.wire, done,
-            lambda r: self.responses.append(r.code), self.timeouts.append, onTimerC,
-        )
+        tx = ClientTransaction(self.clock, self.req, peer, self.wire, self.user, timerC=True)
+        self.addCleanup(lambda: self.assertTrue(all(t is tx for t in self.user.terminated)))
         tx.start()
         return tx
 
@@ -257,6 +286,39 @@ class ClientTransactionTests(SynchronousTestCase):
         tx.transportFailed()
         self.assertEqual(self.timeouts, [503])
         self.assertEqual(tx.state, State.TERMINATED)
+
+    def test_timerCOnlyWhenAsked(self) -> None:
+        self.req = request()
+        tx = ClientTransaction(self.clock, self.req, UDP, self.wire, self.user)
+        tx.start()
+        tx.responseReceived(response(self.req, 180))
+        self.clock.advance(TIMER_C + 1)
+        self.assertEqual((self.timerC, tx.state), (0, State.PROCEEDING))
+
+    def test_requestReleasedOnceFinal(self) -> None:
+        # A transaction waiting out Timer D keeps the ACK as bytes, not the
+        # request, and still answers a retransmitted final response.
+        tx = self.client()
+        self.assertIs(tx.request, self.req)
+        tx.responseReceived(response(self.req, 486))
+        self.assertIsNone(tx.request)
+        tx.responseReceived(response(self.req, 486))
+        self.assertEqual(self.wire.firstLines(), [b"INVITE sip:bob@example.test SIP/2.0",
+                                                  b"ACK sip:bob@example.test SIP/2.0",
+                                                  b"ACK sip:bob@example.test SIP/2.0"])
+
+
+class ServerReleaseTests(SynchronousTestCase):
+    def test_requestReleasedOnceFinal(self) -> None:
+        user, wire = User(), Wire()
+        req = request("BYE")
+        tx = ServerTransaction(Clock(), req, UDP, wire, user)
+        tx.respond(response(req, 180))
+        self.assertIs(tx.request, req)
+        tx.respond(response(req, 200))
+        self.assertIsNone(tx.request)
+        tx.requestRetransmitted()
+        self.assertEqual(wire.firstLines(), [b"SIP/2.0 180", b"SIP/2.0 200", b"SIP/2.0 200"])
 
 
 class BuildACKTests(SynchronousTestCase):

@@ -75,6 +75,12 @@ class Leg:
     aor: str | None
 
 
+@functools.lru_cache(maxsize=4096)
+def _leg(fromPhone: bool, aor: str | None) -> Leg:
+    # Shared: every transaction of a user keeps one for up to 64*T1.
+    return Leg(fromPhone, aor)
+
+
 class IProxyObserver(Interface):
     """
     Sees what the proxy forwards. Must return quickly and never raise.
@@ -333,7 +339,7 @@ class Proxy:
         if existing is not None:
             existing.server.requestRetransmitted()
             return
-        leg = Leg(fromPhone=not fromUpstream, aor=None)
+        leg = _leg(not fromUpstream, None)
         forward = _Forward(self, request, leg, source, key)
         forward.server = ServerTransaction(self._clock, request, source, self._send, forward)
         self._servers[key] = forward
@@ -393,7 +399,7 @@ class Proxy:
         """
         self._popOwnRoutes(outgoing)
         if fromPhone:
-            return self.settings.upstream, Leg(True, self._aorOf(outgoing.fromAddr.uri))
+            return self.settings.upstream, _leg(True, self._aorOf(outgoing.fromAddr.uri))
         if outgoing.topRoute is not None:
             raise RoutingError(403, "Forbidden (will not route beyond a phone)")
         binding = self._bindingFor(outgoing.uri)
@@ -402,7 +408,7 @@ class Proxy:
         if binding.contact != outgoing.uriText:
             outgoing.setURI(binding.contact)  # contact mode: back to the phone's own
         aor = binding.aor or self._aorOf(outgoing.toAddr.uri)
-        return binding.flow, Leg(False, aor)
+        return binding.flow, _leg(False, aor)
 
     def _bindingFor(self, uri: URI) -> Binding | None:
         return self.registrations.lookup(uri) or self.dialogTargets.lookup(uri)

@@ -85,46 +85,10 @@ class State(enum.Enum):
     TERMINATED = "terminated"
 
 
-class _Timers:
-    """
-    Named one-shot timers on an injected clock; all cancelled on close.
-
-    A timer calls C{fn(*args)}: callers pass bound methods and arguments,
-    never closures, and no wrapper is scheduled (a fired call simply stays
-    in the table, inactive, until replaced). Tens of thousands of
-    transactions live for 64*T1 under load and every object they hold is
-    work for the cyclic garbage collector.
-    """
-
-    __slots__ = ("_clock", "_calls")
-
-    def __init__(self, clock: IReactorTime) -> None:
-        self._clock = clock
-        self._calls: dict[str, IDelayedCall] = {}
-
-    def start(self, name: str, delay: float, fn: Callable[..., None], *args: object) -> None:
-        calls = self._calls
-        call = calls.get(name)
-        if call is not None and call.active():
-            call.cancel()
-        calls[name] = self._clock.callLater(delay, fn, *args)
-
-    def stop(self, name: str) -> None:
-        call = self._calls.pop(name, None)
-        if call is not None and call.active():
-            call.cancel()
-
-    def stopAll(self) -> None:
-        for call in self._calls.values():
-            if call.active():
-                call.cancel()
-        self._calls.clear()
-
-
 class _Transaction:
     log = Logger()
 
-    __slots__ = ("isInvite", "peer", "state", "_send", "_timers")
+    __slots__ = ("isInvite", "peer", "state", "_send", "_clock", "_calls")
 
     # Set by each subclass, typed for what it tells its user.
     _user: ITransactionUser
@@ -134,21 +98,46 @@ class _Transaction:
         self.peer = peer
         self.state = State.TERMINATED
         self._send = send
-        self._timers = _Timers(clock)
+        self._clock = clock
+        self._calls: dict[str, IDelayedCall] = {}
 
     def _terminate(self) -> None:
         if self.state is State.TERMINATED:
             return
         self.state = State.TERMINATED
-        self._timers.stopAll()
+        self._stopTimers()
         self._user.transactionTerminated(self)
+
+    # Named one-shot timers, all cancelled on termination. A timer calls
+    # fn(*args): bound methods and arguments, never closures, and no wrapper
+    # (a fired call stays in the table, inactive, until replaced). Tens of
+    # thousands of transactions wait out 64*T1 under load, and every object
+    # they hold is work for the cyclic garbage collector.
+
+    def _startTimer(self, name: str, delay: float, fn: Callable[..., None], *args: object) -> None:
+        calls = self._calls
+        call = calls.get(name)
+        if call is not None and call.active():
+            call.cancel()
+        calls[name] = self._clock.callLater(delay, fn, *args)
+
+    def _stopTimer(self, name: str) -> None:
+        call = self._calls.pop(name, None)
+        if call is not None and call.active():
+            call.cancel()
+
+    def _stopTimers(self) -> None:
+        for call in self._calls.values():
+            if call.active():
+                call.cancel()
+        self._calls.clear()
 
     def _after(self, name: str, delay: float, fn: Callable[[], None]) -> None:
         # Zero-length timers (reliable transports) end at once.
         if delay <= 0:
             fn()
         else:
-            self._timers.start(name, delay, fn)
+            self._startTimer(name, delay, fn)
 
 
 class ServerTransaction(_Transaction):
@@ -212,12 +201,12 @@ class ServerTransaction(_Transaction):
         self.request = None
         if self.isInvite and code < 300:
             self.state = State.ACCEPTED
-            self._timers.start("L", 64 * T1, self._terminate)
+            self._startTimer("L", 64 * T1, self._terminate)
         elif self.isInvite:
             self.state = State.COMPLETED
             if not self.peer.reliable:
-                self._timers.start("G", T1, self._retransmitResponse, T1)
-            self._timers.start("H", 64 * T1, self._timerH)
+                self._startTimer("G", T1, self._retransmitResponse, T1)
+            self._startTimer("H", 64 * T1, self._timerH)
         else:
             self.state = State.COMPLETED
             self._after("J", 0 if self.peer.reliable else 64 * T1, self._terminate)
@@ -226,7 +215,7 @@ class ServerTransaction(_Transaction):
         if self.state is State.COMPLETED and self.lastResponse:
             self._send(self.lastResponse, self.peer)
             interval = min(2 * interval, T2)
-            self._timers.start("G", interval, self._retransmitResponse, interval)
+            self._startTimer("G", interval, self._retransmitResponse, interval)
 
     def _timerH(self) -> None:
         self.log.info("no ACK for a final response to an INVITE from {peer}", peer=self.peer)
@@ -238,8 +227,8 @@ class ServerTransaction(_Transaction):
         """
         if self.state is State.COMPLETED:
             self.state = State.CONFIRMED
-            self._timers.stop("G")
-            self._timers.stop("H")
+            self._stopTimer("G")
+            self._stopTimer("H")
             self._after("I", 0 if self.peer.reliable else T4, self._terminate)
 
 
@@ -281,10 +270,10 @@ class ClientTransaction(_Transaction):
         self.state = State.CALLING if self.isInvite else State.TRYING
         self._send(self._data, self.peer)
         if not self.peer.reliable:
-            self._timers.start("A", T1, self._retransmit, T1)
-        self._timers.start("B", 64 * T1, self._timedOut, 408)
+            self._startTimer("A", T1, self._retransmit, T1)
+        self._startTimer("B", 64 * T1, self._timedOut, 408)
         if self._timerC:
-            self._timers.start("C", TIMER_C, self._fireTimerC)
+            self._startTimer("C", TIMER_C, self._fireTimerC)
 
     def _fireTimerC(self) -> None:
         self._user.transactionTimerC(self)
@@ -299,7 +288,7 @@ class ClientTransaction(_Transaction):
             interval = T2
         else:
             interval = min(2 * interval, T2)
-        self._timers.start("A", interval, self._retransmit, interval)
+        self._startTimer("A", interval, self._retransmit, interval)
 
     def _timedOut(self, code: int) -> None:
         if self.state in (State.CALLING, State.TRYING, State.PROCEEDING):
@@ -333,10 +322,10 @@ class ClientTransaction(_Transaction):
             if self.isInvite:
                 # A provisional response stops retransmissions and Timer B;
                 # Timer C (the proxy's) now bounds the wait (§16.7 step 2).
-                self._timers.stop("A")
-                self._timers.stop("B")
+                self._stopTimer("A")
+                self._stopTimer("B")
                 if self._timerC:
-                    self._timers.start("C", TIMER_C, self._fireTimerC)
+                    self._startTimer("C", TIMER_C, self._fireTimerC)
             self.state = State.PROCEEDING
             self._user.transactionResponse(self, response)
             return
@@ -344,12 +333,12 @@ class ClientTransaction(_Transaction):
         assert request is not None
         self.request = None
         self._data = b""
-        self._timers.stop("A")
-        self._timers.stop("B")
-        self._timers.stop("C")
+        self._stopTimer("A")
+        self._stopTimer("B")
+        self._stopTimer("C")
         if self.isInvite and code < 300:
             self.state = State.ACCEPTED
-            self._timers.start("M", 64 * T1, self._terminate)
+            self._startTimer("M", 64 * T1, self._terminate)
             self._user.transactionResponse(self, response)
         elif self.isInvite:
             self.state = State.COMPLETED

@@ -20,6 +20,7 @@ from sipxmpp.sip.message import Limits
 from sipxmpp.sip.observer import TelephonyObserver
 from sipxmpp.sip.peer import DEFAULT_PORTS, Peer
 from sipxmpp.sip.proxy import Proxy, ProxySettings
+from sipxmpp.sip.timers import TimerQueue
 from sipxmpp.sip.transport import SIPTransports
 from sipxmpp.sip.uri import SIPURI, URI, parseURI
 
@@ -84,7 +85,10 @@ def buildSIP(
         idleTimeout=settings.streamIdleTimeout, maxConnections=settings.maxConnections,
     )
     proxy = Proxy(
-        reactor,
+        # Under load the proxy has tens of thousands of transaction timers
+        # pending and cancels nearly all: far cheaper on a TimerQueue than
+        # as the reactor's DelayedCalls.
+        TimerQueue(reactor),
         ProxySettings(local, upstream, settings.trustedNetworks, settings.registerMode),
         transports.send,
         aorOf,

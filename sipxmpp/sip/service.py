@@ -83,6 +83,7 @@ def buildSIP(
     transports = SIPTransports(
         reactor, settings.listen, metrics, limits,
         idleTimeout=settings.streamIdleTimeout, maxConnections=settings.maxConnections,
+        udpReceiveBuffer=settings.udpReceiveBuffer,
     )
     proxy = Proxy(
         # Under load the proxy has tens of thousands of transaction timers

@@ -16,6 +16,8 @@ and their number is capped.
 from __future__ import annotations
 
 import errno
+import socket
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -54,6 +56,20 @@ _TRANSIENT_SEND_ERRORS = frozenset((errno.EAGAIN, errno.EWOULDBLOCK, errno.ENOBU
                                     errno.EINTR))
 
 
+def setReceiveBuffer(sock: socket.socket, size: int) -> int:
+    """
+    Ask for a kernel receive buffer of C{size} bytes on C{sock}; return
+    what the kernel granted (Linux reports twice the usable size, and caps
+    the request at net.core.rmem_max).
+    """
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+    except OSError:
+        pass
+    granted = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+    return granted // 2 if sys.platform.startswith("linux") else granted
+
+
 def _peerOf(transport: str, address: Any) -> Peer:
     return Peer(transport, address.host, address.port)
 
@@ -80,6 +96,7 @@ class SIPTransports(Service):
         idleTimeout: float = 600.0,
         maxConnections: int = 1024,
         closeGrace: float = 2.0,
+        udpReceiveBuffer: int = 4 * 2**20,
     ) -> None:
         self._reactor = reactor
         self.specs = specs
@@ -88,6 +105,7 @@ class SIPTransports(Service):
         self.idleTimeout = idleTimeout
         self.closeGrace = closeGrace
         self.maxConnections = maxConnections
+        self.udpReceiveBuffer = udpReceiveBuffer
         self.handler: Handler = lambda message, peer: None
         self.onDeliveryFailed: Callable[[Peer], None] = lambda peer: None
         self.ports: list[tuple[ListenSpec, IListeningPort]] = []
@@ -105,6 +123,9 @@ class SIPTransports(Service):
             if spec.transport == "UDP":
                 protocol = SIPDatagramProtocol(self)
                 port = self._reactor.listenUDP(spec.port, protocol, interface=spec.interface)
+                sock = getattr(port, "socket", None)  # a real socket, not a test double
+                if sock is not None:
+                    self._sizeReceiveBuffer(sock, port)
                 version = 6 if spec.interface and ":" in spec.interface else 4
                 self._udp.setdefault(version, protocol)
             else:
@@ -121,6 +142,14 @@ class SIPTransports(Service):
             self.ports.append((spec, port))
             self.log.info("SIP listening on {transport} {address}",
                           transport=spec.transport, address=port.getHost())
+
+    def _sizeReceiveBuffer(self, sock: socket.socket, port: Any) -> None:
+        granted = setReceiveBuffer(sock, self.udpReceiveBuffer)
+        if granted < self.udpReceiveBuffer:
+            self.log.warn(
+                "UDP receive buffer of {address} is {granted} bytes, not the {wanted} asked "
+                "for ([sip] udp_receive_buffer): raise net.core.rmem_max to allow it",
+                address=port.getHost(), granted=granted, wanted=self.udpReceiveBuffer)
 
     def stopService(self) -> Any:
         super().stopService()

@@ -63,6 +63,7 @@ class LoadSettingsTests(SynchronousTestCase):
         self.assertEqual(settings.sip.registerMode, "path")
         self.assertEqual(settings.sip.dialogWatchdog, 14400)
         self.assertEqual((settings.sip.streamIdleTimeout, settings.sip.maxConnections), (600, 1024))
+        self.assertEqual(settings.sip.udpReceiveBuffer, 4 * 2**20)
         self.assertEqual((settings.sip.maxMessageSize, settings.sip.maxHeaders,
                           settings.sip.maxHeaderLength, settings.sip.maxBodySize),
                          (65535, 256, 8192, 65535))
@@ -167,6 +168,8 @@ class LoadSettingsTests(SynchronousTestCase):
         self.assertConfigError(MINIMAL + "max_connections = 0\n", "[sip] max_connections",
                                "whole number from 1")
         self.assertConfigError(MINIMAL + "max_message_size = big\n", "[sip] max_message_size")
+        self.assertConfigError(MINIMAL + "udp_receive_buffer = 4096\n", "[sip] udp_receive_buffer",
+                               "whole number from 65536")
         for line, fragment in [
             ("mode = both", "expected one of remote-control, resource"),
             ("priority = 5", "negative integer"),

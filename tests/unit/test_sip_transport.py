@@ -8,6 +8,7 @@ transport, and every timer runs on the reactor's clock.
 from __future__ import annotations
 
 import errno
+import socket
 from typing import Any
 
 from twisted.internet.address import IPv4Address, IPv6Address
@@ -28,6 +29,7 @@ from sipxmpp.sip.transport import (
     SIPStreamFactory,
     SIPStreamProtocol,
     SIPTransports,
+    setReceiveBuffer,
 )
 
 PHONE_ADDR = ("127.0.0.7", 5099)
@@ -656,3 +658,47 @@ class SendTests(TransportTestCase):
         self.reactor.advance(0)
         self.assertEqual(self.failedPeers, [peer])
         self.assertEqual(self.counter("sipxmpp_sip_send_failures_total", transport="TLS"), 1)
+
+
+class ReceiveBufferTests(SynchronousTestCase):
+    """
+    The UDP receive buffer: asked for, capped by the kernel, and a warning
+    when capped. Real sockets, bound to loopback and never used.
+    """
+
+    def rmemMax(self) -> int:
+        with open("/proc/sys/net/core/rmem_max", encoding="ascii") as f:
+            return int(f.read())
+
+    def socket(self) -> socket.socket:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.addCleanup(sock.close)
+        sock.bind(("127.0.0.1", 0))
+        return sock
+
+    def test_granted(self) -> None:
+        size = min(256 * 1024, self.rmemMax())
+        self.assertEqual(setReceiveBuffer(self.socket(), size), size)
+
+    def test_cappedByTheKernel(self) -> None:
+        cap = self.rmemMax()
+        self.assertEqual(setReceiveBuffer(self.socket(), 4 * cap), cap)
+
+    def test_warnedWhenCapped(self) -> None:
+        class Port:
+            def __init__(self, sock: socket.socket) -> None:
+                self.socket = sock
+
+            def getHost(self) -> IPv4Address:
+                return IPv4Address("UDP", *self.socket.getsockname())
+
+        transports = SIPTransports(UDPMemoryReactor(), (), Metrics(),
+                                   udpReceiveBuffer=4 * self.rmemMax())
+        with capturedLogs() as events:
+            transports._sizeReceiveBuffer(self.socket(), Port(self.socket()))
+        self.assertEqual([e["log_format"].split(" of ")[0] for e in events],
+                         ["UDP receive buffer"])
+        transports.udpReceiveBuffer = 65536
+        with capturedLogs() as events:
+            transports._sizeReceiveBuffer(self.socket(), Port(self.socket()))
+        self.assertEqual(list(events), [])

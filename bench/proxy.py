@@ -47,7 +47,6 @@ The last line is always::
 from __future__ import annotations
 
 import argparse
-import heapq
 import ipaddress
 import os
 import pstats
@@ -58,6 +57,8 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 
+from twisted.internet.task import Clock
+
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from sipxmpp.ops.metrics import Metrics
@@ -66,6 +67,7 @@ from sipxmpp.sip.message import SIPRequest, SIPResponse, makeResponse, parseMess
 from sipxmpp.sip.observer import TelephonyObserver
 from sipxmpp.sip.peer import Peer
 from sipxmpp.sip.proxy import Proxy, ProxySettings
+from sipxmpp.sip.timers import TimerQueue
 from sipxmpp.store.addresses import aorOfURI
 from sipxmpp.testing.gateway import GatewayServer
 from sipxmpp.testing.kamailio import KamailioServer
@@ -329,7 +331,7 @@ def profile(kamailio: KamailioServer, sipp: SippRunner, uas: SippProcess, rate: 
 # --- in-process: the SIP pipeline without sockets ------------------------
 #
 # The gateway's proxy, observer and state machine fed by a scripted peer
-# (phones, a registrar that follows the Path, a callee), on a heap-based
+# (phones, a registrar that follows the Path, a callee), on a virtual
 # clock: no kernel, no sipp, no other process competing. Exact Python heap
 # figures (tracemalloc) and CPU per call, for --inprocess.
 
@@ -341,65 +343,18 @@ SDP = (b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r
        b"m=audio 6000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n")
 
 
-class _Call:
-    def __init__(self, time: float, fn, args, kwargs) -> None:
-        self.time, self.fn, self.args, self.kwargs = time, fn, args, kwargs
-        self.cancelled = self.called = False
-
-    def getTime(self) -> float:
-        return self.time
-
-    def active(self) -> bool:
-        return not (self.cancelled or self.called)
-
-    def cancel(self) -> None:
-        if not self.active():
-            raise RuntimeError("cancel of an inactive call")
-        self.cancelled = True
-        self.fn = self.args = self.kwargs = None  # as twisted's DelayedCall.cancel does
-
-
-class HeapClock:
-    """
-    IReactorTime on a heap (twisted's task.Clock sorts its whole list on
-    every callLater: quadratic with the thousands of timers of a load).
-    """
-
-    def __init__(self) -> None:
-        self.now = 0.0
-        self._heap: list = []
-        self._seq = 0
-
-    def seconds(self) -> float:
-        return self.now
-
-    def callLater(self, delay: float, fn, *args, **kwargs) -> _Call:
-        call = _Call(self.now + delay, fn, args, kwargs)
-        self._seq += 1
-        heapq.heappush(self._heap, (call.time, self._seq, call))
-        return call
-
-    def getDelayedCalls(self) -> list:
-        return [c for _, _, c in self._heap if c.active()]
-
-    def advance(self, amount: float) -> None:
-        self.now += amount
-        heap = self._heap
-        while heap and heap[0][0] <= self.now:
-            call = heapq.heappop(heap)[2]
-            if call.active():
-                call.called = True
-                call.fn(*call.args, **call.kwargs)
-
-
 class Pipeline:
     """The gateway's SIP pipeline without sockets: proxy, observer, state."""
 
     def __init__(self) -> None:
-        self.clock = HeapClock()
-        self.machine = TelephonyStateMachine(self.clock)
+        # The proxy on a TimerQueue as in the gateway. The state machine's
+        # timers go on the reactor's heap there; here on a second queue
+        # (Clock sorts its whole list on every callLater), so Clock's list
+        # holds two calls at most.
+        self.clock = Clock()
+        self.machine = TelephonyStateMachine(TimerQueue(self.clock))
         self.outbox: list[tuple[bytes, Peer]] = []
-        self.proxy = Proxy(self.clock, ProxySettings({"UDP": GW}, UP, (ipaddress.ip_network("127.0.0.0/8"),)),
+        self.proxy = Proxy(TimerQueue(self.clock), ProxySettings({"UDP": GW}, UP, (ipaddress.ip_network("127.0.0.0/8"),)),
                            lambda data, peer: self.outbox.append((data, peer)), aorOfURI, Metrics())
         self.proxy.addObserver(TelephonyObserver(self.machine, aorOfURI))
         self.n = 0

@@ -37,8 +37,30 @@ from sipxmpp.presence.events import Event, ITelephonyObserver, StateChange, Tele
 TOMBSTONE_LIFETIME = 32.0
 
 
-@dataclass
+# TelephonyState members in rising precedence (their definition order). The
+# per-event path works on these indexes: comparing ints is much cheaper than
+# hashing enum members.
+_STATES: tuple[TelephonyState, ...] = tuple(TelephonyState)
+_OFFLINE = _STATES.index(TelephonyState.OFFLINE)
+_ONLINE = _STATES.index(TelephonyState.ONLINE)
+_RINGING = _STATES.index(TelephonyState.RINGING)
+_ON_HOLD = _STATES.index(TelephonyState.ON_HOLD)
+_ON_THE_PHONE = _STATES.index(TelephonyState.ON_THE_PHONE)
+
+
+def _dialogRank(confirmed: bool, held: bool, outgoing: bool) -> int:
+    """
+    The rank of the state one dialog shows on its own.
+    """
+    if confirmed:
+        return _ON_HOLD if held else _ON_THE_PHONE
+    return _ON_THE_PHONE if outgoing else _RINGING
+
+
+@dataclass(slots=True)
 class _Dialog:
+    # Change confirmed and held only through _User.changeDialog, which
+    # keeps rank and the user's counts in step.
     confirmed: bool = False
     held: bool = False
     # An unanswered call the user placed: they are busy dialling, which is
@@ -46,31 +68,62 @@ class _Dialog:
     # after a restart an unanswered call shows as ringing until answered.)
     outgoing: bool = False
     timer: IDelayedCall | None = None
+    rank: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.rank = _dialogRank(self.confirmed, self.held, self.outgoing)
 
 
 @dataclass
 class _User:
+    """
+    One AoR. C{dialogs} is changed only through L{addDialog},
+    L{changeDialog} and L{removeDialog}: they keep C{counts} (how many
+    dialogs show each rank), so that L{aggregate} costs the same however
+    many dialogs the AoR has.
+    """
+
     bindings: dict[Hashable, IDelayedCall] = field(default_factory=dict)
     dialogs: dict[Hashable, _Dialog] = field(default_factory=dict)
     tombstones: dict[Hashable, IDelayedCall] = field(default_factory=dict)
-    state: TelephonyState = TelephonyState.OFFLINE
+    rank: int = _OFFLINE
+    counts: list[int] = field(default_factory=lambda: [0] * len(_STATES))
 
-    def aggregate(self) -> TelephonyState:
+    @property
+    def state(self) -> TelephonyState:
+        return _STATES[self.rank]
+
+    def addDialog(self, dialogId: Hashable, dialog: _Dialog) -> None:
+        self.dialogs[dialogId] = dialog
+        self.counts[dialog.rank] += 1
+
+    def changeDialog(self, dialog: _Dialog, confirmed: bool, held: bool) -> None:
+        counts = self.counts
+        counts[dialog.rank] -= 1
+        dialog.confirmed = confirmed
+        dialog.held = held
+        dialog.rank = _dialogRank(confirmed, held, dialog.outgoing)
+        counts[dialog.rank] += 1
+
+    def removeDialog(self, dialogId: Hashable) -> _Dialog:
+        dialog = self.dialogs.pop(dialogId)
+        self.counts[dialog.rank] -= 1
+        return dialog
+
+    def aggregate(self) -> int:
         """
-        The state all devices and dialogs add up to: an active call beats a
-        held one, which beats ringing, which beats being registered.
+        The rank of the state all devices and dialogs add up to: an active
+        call beats a held one, which beats ringing, which beats being
+        registered.
         """
-        best = TelephonyState.ONLINE if self.bindings else TelephonyState.OFFLINE
-        for dialog in self.dialogs.values():
-            if dialog.confirmed:
-                state = TelephonyState.ON_HOLD if dialog.held else TelephonyState.ON_THE_PHONE
-            elif dialog.outgoing:
-                state = TelephonyState.ON_THE_PHONE
-            else:
-                state = TelephonyState.RINGING
-            if _RANK[state] > _RANK[best]:
-                best = state
-        return best
+        counts = self.counts
+        if counts[_ON_THE_PHONE]:
+            return _ON_THE_PHONE
+        if counts[_ON_HOLD]:
+            return _ON_HOLD
+        if counts[_RINGING]:
+            return _RINGING
+        return _ONLINE if self.bindings else _OFFLINE
 
     def idle(self) -> bool:
         return not (self.bindings or self.dialogs or self.tombstones)
@@ -124,15 +177,6 @@ class UserSnapshot:
         return not (self.bindings or self.dialogs)
 
 
-_RANK = {state: rank for rank, state in enumerate(TelephonyState)}
-
-# The event that reports a transition into a state, by (previous, new).
-_STILL = {
-    TelephonyState.ONLINE: Event.STILL_ONLINE,
-    TelephonyState.ON_THE_PHONE: Event.STILL_ON_THE_PHONE,
-}
-
-
 def _transitionEvent(previous: TelephonyState, new: TelephonyState) -> Event:
     if new is TelephonyState.ON_HOLD:
         return Event.HELD
@@ -144,6 +188,20 @@ def _transitionEvent(previous: TelephonyState, new: TelephonyState) -> Event:
         TelephonyState.RINGING: Event.RINGING,
         TelephonyState.ON_THE_PHONE: Event.ON_THE_PHONE,
     }[new]
+
+
+# The event that reports a transition, by [previous rank][new rank], and the
+# one that reports a refresh (or None), by rank: precomputed for the hot path.
+_TRANSITIONS: tuple[tuple[Event, ...], ...] = tuple(
+    tuple(_transitionEvent(previous, new) for new in _STATES) for previous in _STATES
+)
+_STILL: tuple[Event | None, ...] = tuple(
+    {
+        TelephonyState.ONLINE: Event.STILL_ONLINE,
+        TelephonyState.ON_THE_PHONE: Event.STILL_ON_THE_PHONE,
+    }.get(state)
+    for state in _STATES
+)
 
 
 class TelephonyStateMachine:
@@ -266,7 +324,8 @@ class TelephonyStateMachine:
             remaining = min(saved.expiresAt - now, bound)
             if remaining <= 0 or dialogId in user.dialogs or dialogId in user.tombstones:
                 continue
-            dialog = user.dialogs[dialogId] = _Dialog(saved.confirmed, saved.held)
+            dialog = _Dialog(saved.confirmed, saved.held)
+            user.addDialog(dialogId, dialog)
             self._arm(aor, dialogId, dialog, remaining)
         self._update(aor, user)
 
@@ -331,7 +390,7 @@ class TelephonyStateMachine:
         if dialogId in user.tombstones or dialogId in user.dialogs:
             return
         dialog = _Dialog(outgoing=outgoing)
-        user.dialogs[dialogId] = dialog
+        user.addDialog(dialogId, dialog)
         self._arm(aor, dialogId, dialog, self.earlyLifetime)
         self._update(aor, user)
 
@@ -344,8 +403,12 @@ class TelephonyStateMachine:
         user = self._user(aor)
         if dialogId in user.tombstones:
             return
-        dialog = user.dialogs.setdefault(dialogId, _Dialog())
-        dialog.confirmed = True
+        dialog = user.dialogs.get(dialogId)
+        if dialog is None:
+            dialog = _Dialog(confirmed=True)
+            user.addDialog(dialogId, dialog)
+        elif not dialog.confirmed:
+            user.changeDialog(dialog, True, dialog.held)
         self._arm(aor, dialogId, dialog, sessionExpires or self.dialogWatchdog)
         # Another answered call (or a 200 retransmission) while already on
         # the phone is reported as "still on the phone".
@@ -390,7 +453,7 @@ class TelephonyStateMachine:
         dialog = user.dialogs.get(dialogId) if user is not None else None
         if user is None or dialog is None or not dialog.confirmed:
             return
-        dialog.held = held
+        user.changeDialog(dialog, True, held)
         self._update(aor, user, refresh=True)
 
     def dialogTerminated(self, aor: str, dialogId: Hashable) -> None:
@@ -419,7 +482,7 @@ class TelephonyStateMachine:
         self._end(aor, user, dialogId)
 
     def _end(self, aor: str, user: _User, dialogId: Hashable) -> None:
-        dialog = user.dialogs.pop(dialogId)
+        dialog = user.removeDialog(dialogId)
         if dialog.timer is not None:
             dialog.timer.cancel()
         user.tombstones[dialogId] = self._clock.callLater(
@@ -442,12 +505,12 @@ class TelephonyStateMachine:
         return user
 
     def _update(self, aor: str, user: _User, refresh: bool = False) -> None:
-        previous = user.state
-        state = user.state = user.aggregate()
-        if state is not previous:
-            event = _transitionEvent(previous, state)
-        elif refresh and state in _STILL:
-            event = _STILL[state]
+        previous = user.rank
+        rank = user.rank = user.aggregate()
+        if rank != previous:
+            event: Event | None = _TRANSITIONS[previous][rank]
+        elif refresh:
+            event = _STILL[rank]
         else:
             event = None
         if user.idle():
@@ -459,7 +522,7 @@ class TelephonyStateMachine:
                 self.log.failure("persistence callback failed for {aor}", aor=aor)
         if event is None:
             return
-        change = StateChange(aor, event, state, previous, self._clock.seconds())
+        change = StateChange(aor, event, _STATES[rank], _STATES[previous], self._clock.seconds())
         for observer in self._observers:
             try:
                 observer.telephonyStateChanged(change)

@@ -43,8 +43,10 @@ def dialogKey(message: SIPMessage) -> DialogKey:
     Identify a dialog the same way from both ends: Call-ID and both tags,
     in a fixed order (a BYE from the callee has From and To swapped).
     """
-    first, second = sorted((message.fromTag or "", message.toTag or ""))
-    return (message.callID, first, second)
+    fromTag, toTag = message.fromTag or "", message.toTag or ""
+    if toTag < fromTag:  # the same order as sorted(), without building a list
+        return (message.callID, toTag, fromTag)
+    return (message.callID, fromTag, toTag)
 
 
 @implementer(IProxyObserver)
@@ -121,16 +123,21 @@ class TelephonyObserver:
         if code < 200:
             if code > 100 and response.toTag is not None:
                 key = dialogKey(response)
-                self._early.setdefault(call, set()).add(key)
+                early = self._early.get(call)
+                if early is None:
+                    early = self._early[call] = set()
+                early.add(key)
                 self.state.dialogEarly(aor, key, outgoing)
             return
-        forks = self._early.pop(call, set())
+        forks = self._early.pop(call, None)
         if code < 300:
             key = dialogKey(response)
-            forks.discard(key)
+            if forks is not None:
+                forks.discard(key)
             self.state.dialogConfirmed(aor, key, self._sessionExpires(response, request))
-        for key in forks:
-            self.state.dialogTerminated(aor, key)
+        if forks:
+            for key in forks:
+                self.state.dialogTerminated(aor, key)
 
     def _midDialog(self, aor: str, request: SIPRequest, response: SIPResponse) -> None:
         key = dialogKey(request)

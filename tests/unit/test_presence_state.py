@@ -10,6 +10,7 @@ from zope.interface import implementer
 
 from sipxmpp.presence.events import Event, ITelephonyObserver, StateChange, TelephonyState
 from sipxmpp.presence.state import TOMBSTONE_LIFETIME, TelephonyStateMachine
+from tests.unit.test_presence_state_counts import installChecker
 
 ALICE = "sip:alice@example.test"
 BOB = "sip:bob@example.test"
@@ -34,6 +35,8 @@ class StateMachineTestCase(SynchronousTestCase):
         self.machine = TelephonyStateMachine(
             self.clock, dialogWatchdog=3600, earlyLifetime=180, bindingGrace=5
         )
+        # Every step of every test also checks the dialog counts.
+        installChecker(self.machine)
         self.recorder = Recorder()
         self.machine.addObserver(self.recorder)
 
@@ -294,6 +297,7 @@ class ObserverFailureTests(StateMachineTestCase):
                 raise RuntimeError("boom")
 
         machine = TelephonyStateMachine(self.clock)
+        installChecker(machine)
         machine.addObserver(Broken())
         machine.addObserver(self.recorder)
         machine.bindingUpdated(ALICE, "c1", 60)

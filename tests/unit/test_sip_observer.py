@@ -12,6 +12,7 @@ from sipxmpp.presence.events import Event, ITelephonyObserver, StateChange, Tele
 from sipxmpp.presence.state import TelephonyStateMachine
 from sipxmpp.sip.message import SIPRequest, SIPResponse
 from sipxmpp.sip.observer import TelephonyObserver, dialogKey
+from tests.unit.test_presence_state_counts import installChecker
 from tests.unit.test_sip_proxy import (
     PHONE,
     UPSTREAM,
@@ -41,6 +42,7 @@ class ObserverTests(ProxyTestCase):
     def setUp(self) -> None:
         super().setUp()
         self.state = TelephonyStateMachine(self.clock)
+        installChecker(self.state)
         self.events = Events()
         self.state.addObserver(self.events)
         self.proxy.addObserver(TelephonyObserver(self.state, aorOf))

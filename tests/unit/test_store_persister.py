@@ -19,6 +19,7 @@ from sipxmpp.store.errors import StoreUnavailable
 from sipxmpp.store.interfaces import IRuntimeStateStore, ISavedStatuses
 from sipxmpp.store.persister import RuntimeStatePersister
 from sipxmpp.store.records import AoRChanges, SavedStatus, UserReport
+from tests.unit.test_presence_state_counts import installChecker
 
 ALICE = "sip:alice@example.test"
 BOB = "sip:bob@example.test"
@@ -65,6 +66,7 @@ class PersisterTests(SynchronousTestCase):
         self.clock.advance(1000)
         self.store = FakeRuntimeStore()
         self.machine = TelephonyStateMachine(self.clock, dialogWatchdog=3600)
+        installChecker(self.machine)
         self.persister = RuntimeStatePersister(
             self.store, self.clock, interval=0.5, retryInterval=1.0, maxRetryInterval=4.0
         )

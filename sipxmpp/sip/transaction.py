@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
-from zope.interface import Interface
+from zope.interface import Interface, implementer
 
 from sipxmpp.sip.message import SIPRequest, SIPResponse, parseMessage, responseBytes
 from sipxmpp.sip.peer import Peer
@@ -71,6 +71,28 @@ class IClientTransactionUser(ITransactionUser):
         """
 
 
+@implementer(IClientTransactionUser)
+class _Ended:
+    """
+    The user of a transaction that has ended: hears nothing.
+    """
+
+    def transactionTerminated(self, transaction: object) -> None:
+        pass
+
+    def transactionResponse(self, transaction: object, response: SIPResponse) -> None:
+        pass
+
+    def transactionTimedOut(self, transaction: object, code: int) -> None:
+        pass
+
+    def transactionTimerC(self, transaction: object) -> None:
+        pass
+
+
+_ENDED = _Ended()
+
+
 class State(enum.Enum):
     """
     Transaction states (RFC 3261 §17 and RFC 6026 "Accepted").
@@ -88,7 +110,7 @@ class State(enum.Enum):
 class _Transaction:
     log = Logger()
 
-    __slots__ = ("isInvite", "peer", "state", "_send", "_clock", "_calls")
+    __slots__ = ("isInvite", "peer", "state", "_send", "_clock", "_calls", "_user")
 
     # Set by each subclass, typed for what it tells its user.
     _user: ITransactionUser
@@ -106,7 +128,11 @@ class _Transaction:
             return
         self.state = State.TERMINATED
         self._stopTimers()
-        self._user.transactionTerminated(self)
+        user, self._user = self._user, _ENDED
+        # The user usually holds this transaction too: letting go of it
+        # leaves no cycle, so both are freed at once, without waiting for
+        # the garbage collector.
+        user.transactionTerminated(self)
 
     # Named one-shot timers, all cancelled on termination. A timer calls
     # fn(*args): bound methods and arguments, never closures, and no wrapper
@@ -149,7 +175,7 @@ class ServerTransaction(_Transaction):
         (retransmissions are answered with C{lastResponse}).
     """
 
-    __slots__ = ("_user", "request", "lastResponse")
+    __slots__ = ("request", "lastResponse")
 
     def __init__(
         self,
@@ -242,7 +268,7 @@ class ClientTransaction(_Transaction):
         (what a waiting transaction needs is kept as bytes).
     """
 
-    __slots__ = ("_user", "request", "provisionalSeen", "_timerC", "_data", "_ack")
+    __slots__ = ("request", "provisionalSeen", "_timerC", "_data", "_ack")
 
     _user: IClientTransactionUser
 

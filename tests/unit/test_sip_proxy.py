@@ -5,6 +5,7 @@ sans-IO on a L{Clock}. Messages are bytes; "sending" appends to a list.
 
 from __future__ import annotations
 
+import gc
 import ipaddress
 
 from twisted.internet.task import Clock
@@ -251,6 +252,32 @@ class CallTests(ProxyTestCase):
         self.receive(answer(data, 200), UPSTREAM)
         self.assertEqual([m.code for m, _ in self.take()], [180, 200])  # type: ignore[union-attr]
         self.assertEqual([code for _, code, _ in self.recorder.responses], [180, 200])
+
+    def test_endedTransactionsLeaveNoCycles(self) -> None:
+        # Once a request's transactions have ended, reference counting frees
+        # them with their _Forward: nothing waits for the cyclic collector.
+        gc.collect()
+        flags = gc.get_debug()
+        gc.disable()
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        self.addCleanup(gc.enable)
+        self.addCleanup(gc.set_debug, flags)
+        self.addCleanup(gc.garbage.clear)
+        for code in (200, 486):
+            self.receive(invite(branch=f"c{code}"), PHONE)
+            data = self.takeOne(UPSTREAM).toBytes()
+            self.receive(answer(data, 180, "Ringing"), UPSTREAM)
+            self.receive(answer(data, code, "OK" if code == 200 else "Busy Here"), UPSTREAM)
+            self.take()
+        self.receive(register(branch="r9"), PHONE)
+        self.receive(answer(self.takeOne(UPSTREAM).toBytes(), 200,
+                            extra="Contact: <sip:alice@127.0.0.1:5080>;expires=60"), UPSTREAM)
+        self.clock.advance(64 * T1)
+        self.clock.advance(64 * T1)
+        self.assertEqual(self.proxy.activeTransactions, 0)
+        gc.collect()
+        kinds = {type(o).__name__ for o in gc.garbage}
+        self.assertFalse(kinds & {"_Forward", "ServerTransaction", "ClientTransaction"}, kinds)
 
     def test_inboundCallToRegisteredPhone(self) -> None:
         self.registerAlice()

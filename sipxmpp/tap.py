@@ -21,6 +21,7 @@ from twisted.python.components import Componentized
 
 from sipxmpp import __version__
 from sipxmpp.config import DEFAULT_CONFIG_PATH, ConfigError, Settings, loadSettings
+from sipxmpp.ops.gcstats import CollectorTimer
 from sipxmpp.ops.logs import makeLogObserver, openLogFile
 from sipxmpp.ops.metrics import Metrics
 from sipxmpp.ops.web import makeSite
@@ -135,6 +136,7 @@ class GatewayService(MultiService):
         self.settings = settings
         self.metrics = metrics
         self._logfile = logfile
+        self._collectorTimer = CollectorTimer(metrics)
 
     def setServiceParent(self, parent: Any) -> None:
         if isinstance(parent, Componentized) and parent.getComponent(ILogObserver) is None:
@@ -168,6 +170,7 @@ class GatewayService(MultiService):
             "sipxmpp {version} starting with {path}", version=__version__, path=self.settings.path
         )
         tuneGarbageCollector()
+        self._collectorTimer.install()
         super().startService()
 
     def stopService(self) -> Deferred[None]:
@@ -180,6 +183,7 @@ class GatewayService(MultiService):
         them all at once, and such a status would be lost.
         """
         Service.stopService(self)
+        self._collectorTimer.uninstall()
 
         async def stopAll() -> None:
             for child in reversed(list(self)):

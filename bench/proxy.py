@@ -165,6 +165,25 @@ def cpuSeconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / ticks
 
 
+def collectorSummary(metrics: str) -> str:
+    """
+    The gateway's garbage collections and pauses so far, from C{/metrics}.
+    """
+    count: dict[str, float] = {}
+    pause: dict[str, float] = {}
+    longest = 0.0
+    for line in metrics.splitlines():
+        name, _, value = line.rpartition(" ")
+        if name.startswith("sipxmpp_gc_collections_total"):
+            count[name.split('"')[1]] = float(value)
+        elif name.startswith("sipxmpp_gc_pause_seconds_total"):
+            pause[name.split('"')[1]] = float(value)
+        elif name == "sipxmpp_gc_longest_pause_seconds":
+            longest = float(value)
+    each = ", ".join(f"gen{g} {count[g]:.0f} in {pause.get(g, 0):.2f} s" for g in sorted(count))
+    return f"GC collections: {each or 'none'}; longest {1000 * longest:.0f} ms"
+
+
 def waitUntil(what: str, probe: object, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while not probe():  # type: ignore[operator]
@@ -617,7 +636,8 @@ def main() -> None:
         cpu = cpuSeconds(gatewayPid) - cpuBefore
         calls = sum(s.successful for s in sipxmppSteps)
         print(f"  gateway CPU: {cpu:.1f} s for {calls} spiralled calls "
-              f"({1000 * cpu / max(calls, 1):.2f} ms per call, both legs)")
+              f"({1000 * cpu / max(calls, 1):.2f} ms per call, both legs); "
+              f"{collectorSummary(gateway.metrics())}")
         cpuBefore = cpuSeconds(gatewayPid)
         outbound, outboundSteps = ramp("outbound", sipp, gateway.address, "callee-k", rates,
                                        options.seconds, settle)

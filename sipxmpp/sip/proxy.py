@@ -121,10 +121,12 @@ class RoutingError(Exception):
     The request cannot be forwarded; answer it with C{code}.
     """
 
-    def __init__(self, code: int, reason: str) -> None:
+    def __init__(self, code: int, reason: str,
+                 headers: tuple[tuple[str, str], ...] = ()) -> None:
         super().__init__(code, reason)
         self.code = code
         self.reason = reason
+        self.headers = headers
 
 
 @implementer(IClientTransactionUser)
@@ -185,6 +187,11 @@ class _CancelUser:
 
     def transactionTimerC(self, transaction: object) -> None:
         pass
+
+
+# A new call while the gateway is overloaded (RFC 3261 §21.5.4): the caller
+# may try again, here or elsewhere, in a few seconds.
+_OVERLOADED = RoutingError(503, "Service Unavailable", (("Retry-After", "5"),))
 
 
 def _flowFor(contact: URI, source: Peer) -> Peer:
@@ -267,6 +274,9 @@ class Proxy:
         self._ourHosts = {
             (ipaddress.ip_address(peer.host), peer.port) for peer in settings.local.values()
         }
+        #: Tells whether new calls are to be refused (the composition root
+        #: connects it to a L{sipxmpp.sip.overload.LagMonitor}).
+        self.isOverloaded: Callable[[], bool] = lambda: False
 
     def addObserver(self, observer: IProxyObserver) -> None:
         """
@@ -346,16 +356,23 @@ class Proxy:
         try:
             self._forwardRequest(forward)
         except RoutingError as error:
-            self.metrics.increment("sipxmpp_sip_refused_total", reason=str(error.code))
-            self.log.info(
-                "refused {method} {uri} from {source}: {code} {reason}",
-                method=method, uri=request.uriText, source=source,
-                code=error.code, reason=error.reason,
-            )
-            self._respond(forward, makeResponse(request, error.code, error.reason))
+            if error is _OVERLOADED:
+                # Counted, not logged one by one: the monitor logs the episode.
+                self.metrics.increment("sipxmpp_sip_refused_total", reason="overload")
+            else:
+                self.metrics.increment("sipxmpp_sip_refused_total", reason=str(error.code))
+                self.log.info(
+                    "refused {method} {uri} from {source}: {code} {reason}",
+                    method=method, uri=request.uriText, source=source,
+                    code=error.code, reason=error.reason,
+                )
+            self._respond(forward, makeResponse(request, error.code, error.reason,
+                                                headers=error.headers))
 
     def _forwardRequest(self, forward: _Forward) -> None:
         received = forward.received
+        if received.method == "INVITE" and received.toTag is None and self.isOverloaded():
+            raise _OVERLOADED
         outgoing = received.copy()
         loop = self._loopHash(received)
         self._checkRequest(received, loop)

@@ -279,6 +279,44 @@ class CallTests(ProxyTestCase):
         kinds = {type(o).__name__ for o in gc.garbage}
         self.assertFalse(kinds & {"_Forward", "ServerTransaction", "ClientTransaction"}, kinds)
 
+    def test_overloadRefusesNewCallsOnly(self) -> None:
+        # A call up before the overload goes on; a new INVITE gets 503 with
+        # Retry-After from a server transaction, which absorbs its ACK.
+        self.receive(invite(), PHONE)
+        data = self.takeOne(UPSTREAM).toBytes()
+        self.receive(answer(data, 200), UPSTREAM)
+        self.take()
+        overloaded = [True]
+        self.proxy.isOverloaded = lambda: overloaded[0]
+        self.receive(invite(branch="new"), PHONE)
+        sent = self.take()
+        self.assertEqual([(getattr(m, "code", None), p) for m, p in sent],
+                         [(100, PHONE), (503, PHONE)])
+        refusal = sent[1][0]
+        assert isinstance(refusal, SIPResponse)
+        self.assertEqual(refusal.getHeader("Retry-After"), "5")
+        self.assertEqual(self.proxy.metrics.value("sipxmpp_sip_refused_total",
+                                                  reason="overload"), 1)
+        ack = message(f"""
+ACK sip:bob@example.test SIP/2.0
+Via: SIP/2.0/UDP 127.0.0.1:5080;branch=z9hG4bKnew;rport
+Max-Forwards: 70
+From: "Alice" <sip:alice@example.test>;tag=a1
+To: {refusal.getHeader("To")}
+Call-ID: call-1
+CSeq: 1 ACK
+""")
+        self.receive(ack, PHONE)
+        self.assertEqual(self.take(), [])
+        # In-dialog requests of the call that is up still go through.
+        reinvite = invite(branch="re", extra="Route: <sip:127.0.0.1:5060;lr>")
+        reinvite.setHeader("To", "<sip:bob@example.test>;tag=b1")
+        self.receive(parseMessage(reinvite.toBytes()), PHONE)
+        self.assertEqual([p for _, p in self.take()], [PHONE, UPSTREAM])
+        overloaded[0] = False
+        self.receive(invite(branch="later"), PHONE)
+        self.assertEqual([p for _, p in self.take()], [PHONE, UPSTREAM])
+
     def test_inboundCallToRegisteredPhone(self) -> None:
         self.registerAlice()
         request = invite(uri="sip:alice@127.0.0.1:5080", via="SIP/2.0/UDP 127.0.0.1:5070",

@@ -17,6 +17,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from sipxmpp.config import loadSettings
 from sipxmpp.ops.logs import makeLogObserver
+from sipxmpp.sip.overload import LagMonitor
 from sipxmpp.store.opening import initialiseStore
 from sipxmpp.tap import GatewayService, Options, makeService
 
@@ -111,7 +112,11 @@ class MakeServiceTests(SynchronousTestCase):
         assert isinstance(service, GatewayService)
         self.assertEqual(service.settings.sip.domain, "example.test")
         self.assertEqual([child.name for child in service],
-                         ["store", "xmpp", "sip", "http"])
+                         ["store", "xmpp", "sip", "overload", "http"])
+        overload = service.getServiceNamed("overload")
+        assert isinstance(overload, LagMonitor) and service.proxy is not None
+        self.assertEqual(service.proxy.isOverloaded, overload.isOverloaded)
+        self.assertEqual(overload.threshold, 0.3)
         sip = service.getServiceNamed("sip")
         http = service.getServiceNamed("http")
         sip.startService()

@@ -71,6 +71,7 @@ class SIPSettings:
     maxConnections: int
     udpReceiveBuffer: int
     overloadLag: float
+    overloadBacklog: float
     maxMessageSize: int
     maxHeaders: int
     maxHeaderLength: int
@@ -300,6 +301,16 @@ def _integer(low: int, high: int) -> Callable[[str], int]:
     return parse
 
 
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError("expected a fraction from 0 to 1") from None
+    if not 0 <= value <= 1:
+        raise ValueError("expected a fraction from 0 to 1")
+    return value
+
+
 def _storeURL(text: str) -> str:
     if text.startswith("sqlite:///") and len(text) > len("sqlite:///"):
         return text
@@ -340,6 +351,7 @@ SCHEMA: Mapping[str, Mapping[str, Key]] = {
         "stream_idle_timeout": Key("600", _seconds(1, 86400)),
         "max_connections": Key("1024", _integer(1, 1_000_000)),
         "udp_receive_buffer": Key("4194304", _integer(65_536, 1_073_741_824)),
+        "overload_backlog": Key("0.25", _fraction),
         "overload_lag": Key("0.3", _seconds(0, 10)),
         "max_message_size": Key("65535", _integer(1024, 1_048_576)),
         "max_headers": Key("256", _integer(16, 4096)),

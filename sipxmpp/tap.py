@@ -26,7 +26,7 @@ from sipxmpp.ops.logs import makeLogObserver, openLogFile
 from sipxmpp.ops.metrics import Metrics
 from sipxmpp.ops.web import makeSite
 from sipxmpp.presence.state import TelephonyStateMachine
-from sipxmpp.sip.overload import LagMonitor
+from sipxmpp.sip.overload import OverloadMonitor
 from sipxmpp.sip.proxy import Proxy
 from sipxmpp.sip.service import UpstreamError, buildSIP
 from sipxmpp.store.addresses import aorOfURI
@@ -246,7 +246,8 @@ def buildService(settings: Settings, reactor: Any, logfile: str | None = None) -
     except UpstreamError as e:
         raise StartupError(f"[sip] upstream: {e}") from None
     sip.setServiceParent(top)
-    overload = LagMonitor(reactor, settings.sip.overloadLag, metrics)
+    overload = OverloadMonitor(reactor, settings.sip.overloadLag, settings.sip.overloadBacklog,
+                               sip.receiveBacklog, metrics)
     overload.setName("overload")
     overload.setServiceParent(top)
     proxy.isOverloaded = overload.isOverloaded

@@ -275,7 +275,7 @@ class Proxy:
             (ipaddress.ip_address(peer.host), peer.port) for peer in settings.local.values()
         }
         #: Tells whether new calls are to be refused (the composition root
-        #: connects it to a L{sipxmpp.sip.overload.LagMonitor}).
+        #: connects it to a L{sipxmpp.sip.overload.OverloadMonitor}).
         self.isOverloaded: Callable[[], bool] = lambda: False
 
     def addObserver(self, observer: IProxyObserver) -> None:

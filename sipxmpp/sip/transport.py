@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import errno
 import socket
+import struct
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -68,6 +69,27 @@ def setReceiveBuffer(sock: socket.socket, size: int) -> int:
         pass
     granted = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
     return granted // 2 if sys.platform.startswith("linux") else granted
+
+
+# Linux: getsockopt(SOL_SOCKET, SO_MEMINFO) gives the socket's memory
+# counters, the first two being the receive queue and the receive buffer.
+_SO_MEMINFO = 55
+_MEMINFO = struct.Struct("9I")
+
+
+def receiveBufferFill(sock: socket.socket) -> float:
+    """
+    How full the receive buffer of C{sock} is, 0 to 1 (the kernel drops
+    datagrams at 1); 0 where the kernel does not tell.
+    """
+    if not sys.platform.startswith("linux"):
+        return 0.0
+    try:
+        queued, size = _MEMINFO.unpack(
+            sock.getsockopt(socket.SOL_SOCKET, _SO_MEMINFO, _MEMINFO.size))[:2]
+    except (OSError, struct.error):
+        return 0.0
+    return min(1.0, queued / size) if size else 0.0
 
 
 def _peerOf(transport: str, address: Any) -> Peer:
@@ -142,6 +164,18 @@ class SIPTransports(Service):
             self.ports.append((spec, port))
             self.log.info("SIP listening on {transport} {address}",
                           transport=spec.transport, address=port.getHost())
+
+    def receiveBacklog(self) -> float:
+        """
+        The fill of the fullest UDP receive buffer, 0 to 1: datagrams that
+        arrived and wait to be read (0 where the kernel does not tell).
+        """
+        fullest = 0.0
+        for spec, port in self.ports:
+            sock = getattr(port, "socket", None)
+            if spec.transport == "UDP" and sock is not None:
+                fullest = max(fullest, receiveBufferFill(sock))
+        return fullest
 
     def _sizeReceiveBuffer(self, sock: socket.socket, port: Any) -> None:
         granted = setReceiveBuffer(sock, self.udpReceiveBuffer)

@@ -64,7 +64,7 @@ class LoadSettingsTests(SynchronousTestCase):
         self.assertEqual(settings.sip.dialogWatchdog, 14400)
         self.assertEqual((settings.sip.streamIdleTimeout, settings.sip.maxConnections), (600, 1024))
         self.assertEqual(settings.sip.udpReceiveBuffer, 4 * 2**20)
-        self.assertEqual(settings.sip.overloadLag, 0.3)
+        self.assertEqual((settings.sip.overloadLag, settings.sip.overloadBacklog), (0.3, 0.25))
         self.assertEqual((settings.sip.maxMessageSize, settings.sip.maxHeaders,
                           settings.sip.maxHeaderLength, settings.sip.maxBodySize),
                          (65535, 256, 8192, 65535))
@@ -173,6 +173,8 @@ class LoadSettingsTests(SynchronousTestCase):
                                "whole number from 65536")
         self.assertConfigError(MINIMAL + "overload_lag = -1\n", "[sip] overload_lag",
                                "seconds from 0 to 10")
+        self.assertConfigError(MINIMAL + "overload_backlog = 2\n", "[sip] overload_backlog",
+                               "fraction from 0 to 1")
         for line, fragment in [
             ("mode = both", "expected one of remote-control, resource"),
             ("priority = 5", "negative integer"),

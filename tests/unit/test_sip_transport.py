@@ -29,6 +29,7 @@ from sipxmpp.sip.transport import (
     SIPStreamFactory,
     SIPStreamProtocol,
     SIPTransports,
+    receiveBufferFill,
     setReceiveBuffer,
 )
 
@@ -702,3 +703,52 @@ class ReceiveBufferTests(SynchronousTestCase):
         with capturedLogs() as events:
             transports._sizeReceiveBuffer(self.socket(), Port(self.socket()))
         self.assertEqual(list(events), [])
+
+
+class ReceiveBacklogTests(SynchronousTestCase):
+    """
+    How full a UDP receive buffer is: datagrams sent on loopback to a
+    socket that does not read them.
+    """
+
+    def test_fillGrowsWithQueuedDatagrams(self) -> None:
+        receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.addCleanup(receiver.close)
+        receiver.bind(("127.0.0.1", 0))
+        setReceiveBuffer(receiver, 65536)
+        self.assertEqual(receiveBufferFill(receiver), 0.0)
+        sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.addCleanup(sender.close)
+        for _ in range(20):
+            sender.sendto(b"x" * 1000, receiver.getsockname())
+        fill = receiveBufferFill(receiver)
+        self.assertGreater(fill, 0.1)
+        self.assertLessEqual(fill, 1.0)
+        receiver.setblocking(False)
+        while True:
+            try:
+                receiver.recv(2048)
+            except BlockingIOError:
+                break
+        self.assertEqual(receiveBufferFill(receiver), 0.0)
+
+    def test_transportsReportTheFullest(self) -> None:
+        class Port:
+            def __init__(self, fill: int) -> None:
+                self.socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                self.socket.bind(("127.0.0.1", 0))
+                setReceiveBuffer(self.socket, 65536)
+                sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                for _ in range(fill):
+                    sender.sendto(b"x" * 1000, self.socket.getsockname())
+                sender.close()
+
+        transports = SIPTransports(UDPMemoryReactor(), (), Metrics())
+        quiet, busy = Port(0), Port(30)
+        self.addCleanup(quiet.socket.close)
+        self.addCleanup(busy.socket.close)
+        udp = parseListen("udp:5060:interface=127.0.0.1")
+        tcp = parseListen("tcp:5060:interface=127.0.0.1")
+        transports.ports = [(udp, quiet), (udp, busy), (tcp, object())]  # type: ignore[list-item]
+        self.assertEqual(transports.receiveBacklog(), receiveBufferFill(busy.socket))
+        self.assertGreater(transports.receiveBacklog(), 0.1)

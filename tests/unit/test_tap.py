@@ -17,7 +17,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from sipxmpp.config import loadSettings
 from sipxmpp.ops.logs import makeLogObserver
-from sipxmpp.sip.overload import LagMonitor
+from sipxmpp.sip.overload import OverloadMonitor
 from sipxmpp.store.opening import initialiseStore
 from sipxmpp.tap import GatewayService, Options, makeService
 
@@ -114,9 +114,9 @@ class MakeServiceTests(SynchronousTestCase):
         self.assertEqual([child.name for child in service],
                          ["store", "xmpp", "sip", "overload", "http"])
         overload = service.getServiceNamed("overload")
-        assert isinstance(overload, LagMonitor) and service.proxy is not None
+        assert isinstance(overload, OverloadMonitor) and service.proxy is not None
         self.assertEqual(service.proxy.isOverloaded, overload.isOverloaded)
-        self.assertEqual(overload.threshold, 0.3)
+        self.assertEqual((overload.lagThreshold, overload.backlogThreshold), (0.3, 0.25))
         sip = service.getServiceNamed("sip")
         http = service.getServiceNamed("http")
         sip.startService()

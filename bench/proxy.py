@@ -630,21 +630,19 @@ def main() -> None:
             # Let the gateway's backlog drain before the next step.
             time.sleep(1.0)
 
-        cpuBefore = cpuSeconds(gatewayPid)
-        sipxmpp, sipxmppSteps = ramp("sipxmpp", sipp, gateway.address, "callee-gw", rates,
-                                     options.seconds, settle)
-        cpu = cpuSeconds(gatewayPid) - cpuBefore
-        calls = sum(s.successful for s in sipxmppSteps)
-        print(f"  gateway CPU: {cpu:.1f} s for {calls} spiralled calls "
-              f"({1000 * cpu / max(calls, 1):.2f} ms per call, both legs); "
-              f"{collectorSummary(gateway.metrics())}")
-        cpuBefore = cpuSeconds(gatewayPid)
-        outbound, outboundSteps = ramp("outbound", sipp, gateway.address, "callee-k", rates,
-                                       options.seconds, settle)
-        cpu = cpuSeconds(gatewayPid) - cpuBefore
-        calls = sum(s.successful for s in outboundSteps)
-        print(f"  gateway CPU: {cpu:.1f} s for {calls} outbound calls "
-              f"({1000 * cpu / max(calls, 1):.2f} ms per call, one leg)")
+        def throughGateway(name: str, callee: str, kind: str) -> int:
+            cpuBefore = cpuSeconds(gatewayPid)
+            figure, steps = ramp(name, sipp, gateway.address, callee, rates,
+                                 options.seconds, settle)
+            cpu = cpuSeconds(gatewayPid) - cpuBefore
+            calls = sum(s.successful for s in steps)
+            print(f"  gateway CPU: {cpu:.1f} s for {calls} {kind} calls "
+                  f"({1000 * cpu / max(calls, 1):.2f} ms per call); "
+                  f"{collectorSummary(gateway.metrics())} (since start)")
+            return figure
+
+        sipxmpp = throughGateway("sipxmpp", "callee-gw", "spiralled (both legs)")
+        outbound = throughGateway("outbound", "callee-k", "outbound (one leg)")
         kam, _ = ramp("kamailio", sipp, f"{LOOPBACK}:{kamailio.port}", "callee-k", rates,
                       options.seconds, settle)
         if options.bindings or options.dialogs:

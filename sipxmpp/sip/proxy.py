@@ -43,6 +43,7 @@ from sipxmpp.sip.transaction import (
     T1,
     ClientTransaction,
     IClientTransactionUser,
+    NullUser,
     Send,
     ServerTransaction,
     State,
@@ -165,9 +166,8 @@ class _Forward:
         self.proxy._timerC(self)
 
 
-@implementer(IClientTransactionUser)
 @dataclass(eq=False, slots=True)
-class _CancelUser:
+class _CancelUser(NullUser):
     """
     The user of a CANCEL we send: only forgets it when it ends (the answer
     to a CANCEL changes nothing, §9.1).
@@ -178,15 +178,6 @@ class _CancelUser:
 
     def transactionTerminated(self, transaction: object) -> None:
         self.clients.pop(self.key, None)
-
-    def transactionResponse(self, transaction: object, response: SIPResponse) -> None:
-        pass
-
-    def transactionTimedOut(self, transaction: object, code: int) -> None:
-        pass
-
-    def transactionTimerC(self, transaction: object) -> None:
-        pass
 
 
 # A new call while the gateway is overloaded (RFC 3261 §21.5.4): the caller

@@ -72,10 +72,14 @@ class IClientTransactionUser(ITransactionUser):
 
 
 @implementer(IClientTransactionUser)
-class _Ended:
+class NullUser:
     """
-    The user of a transaction that has ended: hears nothing.
+    A transaction user that does nothing with what it hears: the user of a
+    transaction that has ended, and a base for users that care for only
+    some events.
     """
+
+    __slots__ = ()
 
     def transactionTerminated(self, transaction: object) -> None:
         pass
@@ -90,7 +94,7 @@ class _Ended:
         pass
 
 
-_ENDED = _Ended()
+_ENDED = NullUser()
 
 
 class State(enum.Enum):

@@ -352,7 +352,7 @@ SCHEMA: Mapping[str, Mapping[str, Key]] = {
         "max_connections": Key("1024", _integer(1, 1_000_000)),
         "udp_receive_buffer": Key("4194304", _integer(65_536, 1_073_741_824)),
         "overload_backlog": Key("0.25", _fraction),
-        "overload_lag": Key("0.3", _seconds(0, 10)),
+        "overload_lag": Key("1", _seconds(0, 10)),
         "max_message_size": Key("65535", _integer(1024, 1_048_576)),
         "max_headers": Key("256", _integer(16, 4096)),
         "max_header_length": Key("8192", _integer(256, 1_048_576)),

@@ -64,7 +64,7 @@ class LoadSettingsTests(SynchronousTestCase):
         self.assertEqual(settings.sip.dialogWatchdog, 14400)
         self.assertEqual((settings.sip.streamIdleTimeout, settings.sip.maxConnections), (600, 1024))
         self.assertEqual(settings.sip.udpReceiveBuffer, 4 * 2**20)
-        self.assertEqual((settings.sip.overloadLag, settings.sip.overloadBacklog), (0.3, 0.25))
+        self.assertEqual((settings.sip.overloadLag, settings.sip.overloadBacklog), (1, 0.25))
         self.assertEqual((settings.sip.maxMessageSize, settings.sip.maxHeaders,
                           settings.sip.maxHeaderLength, settings.sip.maxBodySize),
                          (65535, 256, 8192, 65535))

@@ -116,7 +116,7 @@ class MakeServiceTests(SynchronousTestCase):
         overload = service.getServiceNamed("overload")
         assert isinstance(overload, OverloadMonitor) and service.proxy is not None
         self.assertEqual(service.proxy.isOverloaded, overload.isOverloaded)
-        self.assertEqual((overload.lagThreshold, overload.backlogThreshold), (0.3, 0.25))
+        self.assertEqual((overload.lagThreshold, overload.backlogThreshold), (1, 0.25))
         sip = service.getServiceNamed("sip")
         http = service.getServiceNamed("http")
         sip.startService()

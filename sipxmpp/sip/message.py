@@ -524,10 +524,7 @@ class SIPMessage:
         keys = self._keys
         if key not in keys:
             return None
-        raw = self._parts[2 * keys.index(key) + 2]
-        if b"," in raw:
-            start, end = splitList(raw)[0]
-            raw = raw[start:end]
+        raw = _firstElement(self._parts[2 * keys.index(key) + 2], what)
         return parseNameAddrBytes(_nonBlank(raw, what))
 
     @property
@@ -918,11 +915,16 @@ def _nonBlank(raw: bytes, what: str) -> bytes:
     return raw
 
 
+def _firstElement(raw: bytes, what: str) -> bytes:
+    # The first element of a comma-separated field value.
+    if b"," not in raw:
+        return raw
+    start, end = splitList(raw)[0]
+    return _nonBlank(raw[start:end], what)
+
+
 def _firstVia(raw: bytes) -> Via:
-    if b"," in raw:
-        start, end = splitList(raw)[0]
-        raw = _nonBlank(raw[start:end], "Via")
-    return parseViaBytes(raw)
+    return parseViaBytes(_firstElement(raw, "Via"))
 
 
 def _callID(raw: bytes) -> str:

@@ -180,9 +180,14 @@ class _CancelUser(NullUser):
         self.clients.pop(self.key, None)
 
 
-# A new call while the gateway is overloaded (RFC 3261 §21.5.4): the caller
-# may try again, here or elsewhere, in a few seconds.
-_OVERLOADED = RoutingError(503, "Service Unavailable", (("Retry-After", "5"),))
+class _Overloaded(RoutingError):
+    """
+    A new call while the gateway is overloaded (RFC 3261 §21.5.4): the
+    caller may try again, here or elsewhere, in a few seconds.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(503, "Service Unavailable", (("Retry-After", "5"),))
 
 
 def _flowFor(contact: URI, source: Peer) -> Peer:
@@ -347,7 +352,7 @@ class Proxy:
         try:
             self._forwardRequest(forward)
         except RoutingError as error:
-            if error is _OVERLOADED:
+            if isinstance(error, _Overloaded):
                 # Counted, not logged one by one: the monitor logs the episode.
                 self.metrics.increment("sipxmpp_sip_refused_total", reason="overload")
             else:
@@ -363,7 +368,7 @@ class Proxy:
     def _forwardRequest(self, forward: _Forward) -> None:
         received = forward.received
         if received.method == "INVITE" and received.toTag is None and self.isOverloaded():
-            raise _OVERLOADED
+            raise _Overloaded()
         outgoing = received.copy()
         loop = self._loopHash(received)
         self._checkRequest(received, loop)

@@ -145,9 +145,7 @@ class SIPTransports(Service):
             if spec.transport == "UDP":
                 protocol = SIPDatagramProtocol(self)
                 port = self._reactor.listenUDP(spec.port, protocol, interface=spec.interface)
-                sock = getattr(port, "socket", None)  # a real socket, not a test double
-                if sock is not None:
-                    self._sizeReceiveBuffer(sock, port)
+                self._sizeReceiveBuffer(port)
                 version = 6 if spec.interface and ":" in spec.interface else 4
                 self._udp.setdefault(version, protocol)
             else:
@@ -177,7 +175,10 @@ class SIPTransports(Service):
                 fullest = max(fullest, receiveBufferFill(sock))
         return fullest
 
-    def _sizeReceiveBuffer(self, sock: socket.socket, port: Any) -> None:
+    def _sizeReceiveBuffer(self, port: Any) -> None:
+        sock = getattr(port, "socket", None)  # a real socket, not a test double
+        if sock is None:
+            return
         granted = setReceiveBuffer(sock, self.udpReceiveBuffer)
         if granted < self.udpReceiveBuffer:
             self.log.warn(

@@ -696,12 +696,12 @@ class ReceiveBufferTests(SynchronousTestCase):
         transports = SIPTransports(UDPMemoryReactor(), (), Metrics(),
                                    udpReceiveBuffer=4 * self.rmemMax())
         with capturedLogs() as events:
-            transports._sizeReceiveBuffer(self.socket(), Port(self.socket()))
+            transports._sizeReceiveBuffer(Port(self.socket()))
         self.assertEqual([e["log_format"].split(" of ")[0] for e in events],
                          ["UDP receive buffer"])
         transports.udpReceiveBuffer = 65536
         with capturedLogs() as events:
-            transports._sizeReceiveBuffer(self.socket(), Port(self.socket()))
+            transports._sizeReceiveBuffer(Port(self.socket()))
         self.assertEqual(list(events), [])
 
 

@@ -54,6 +54,12 @@ With C{--profile}, a second gateway runs under cProfile (twistd
 C{--profile}) for one step at the sipxmpp figure and the functions with
 the most own time are printed.
 
+Last, the floor of the stack (bench/floor.py): the CPU a Twisted UDP
+relay doing no SIP work spends per datagram, times the messages the
+gateway received per call in each ramp, is what a call costs one reactor
+before any SIP work; one core's worth of it is the most calls/s a
+single-reactor Python proxy could reach here, printed beside Kamailio's.
+
 The last line is always::
 
     proxy cps ratio sipxmpp/kamailio: R (sipxmpp N cps, kamailio M cps)
@@ -75,6 +81,8 @@ from dataclasses import dataclass
 from twisted.internet.task import Clock
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from floor import relayCost  # bench/floor.py, beside this file
 
 from sipxmpp.ops.metrics import Metrics
 from sipxmpp.presence.state import TelephonyStateMachine
@@ -182,6 +190,18 @@ def collectorSummary(metrics: str) -> str:
             longest = float(value)
     each = ", ".join(f"gen{g} {count[g]:.0f} in {pause.get(g, 0):.2f} s" for g in sorted(count))
     return f"GC collections: {each or 'none'}; longest {1000 * longest:.0f} ms"
+
+
+def messagesReceived(metrics: str) -> float:
+    """
+    The SIP messages the gateway has received so far, from C{/metrics}.
+    """
+    total = 0.0
+    for line in metrics.splitlines():
+        name, _, value = line.rpartition(" ")
+        if name.startswith("sipxmpp_sip_messages_received_total"):
+            total += float(value)
+    return total
 
 
 def waitUntil(what: str, probe: object, timeout: float) -> None:
@@ -630,15 +650,21 @@ def main() -> None:
             # Let the gateway's backlog drain before the next step.
             time.sleep(1.0)
 
+        perCall: dict[str, float] = {}
+
         def throughGateway(name: str, callee: str, kind: str) -> int:
             cpuBefore = cpuSeconds(gatewayPid)
+            received = messagesReceived(gateway.metrics())
             figure, steps = ramp(name, sipp, gateway.address, callee, rates,
                                  options.seconds, settle)
             cpu = cpuSeconds(gatewayPid) - cpuBefore
+            metrics = gateway.metrics()
             calls = sum(s.successful for s in steps)
+            perCall[name] = (messagesReceived(metrics) - received) / max(calls, 1)
             print(f"  gateway CPU: {cpu:.1f} s for {calls} {kind} calls "
-                  f"({1000 * cpu / max(calls, 1):.2f} ms per call); "
-                  f"{collectorSummary(gateway.metrics())} (since start)")
+                  f"({1000 * cpu / max(calls, 1):.2f} ms per call, "
+                  f"{perCall[name]:.1f} messages received per call); "
+                  f"{collectorSummary(metrics)} (since start)")
             return figure
 
         sipxmpp = throughGateway("sipxmpp", "callee-gw", "spiralled (both legs)")
@@ -651,6 +677,20 @@ def main() -> None:
             uas = startUAS(sipp, uasPort)
         if options.profile and sipxmpp:
             profile(kamailio, sipp, uas, sipxmpp, options.seconds, workDir)
+    # The ceiling of the stack itself: per call, as many datagrams relayed
+    # as the gateway received (it sends about as many), at the cost of a
+    # Twisted relay that does nothing else, on one core.
+    cost = relayCost()
+    if cost is None:
+        print("stack floor: not measured (the relay lost datagrams)")
+    else:
+        print(f"stack floor: a Twisted UDP relay doing no SIP work spends {1e6 * cost:.1f} us "
+              f"CPU per datagram relayed (bench/floor.py); at the messages per call above, "
+              f"one reactor on one core could do at most:")
+        for name, count in perCall.items():
+            ceiling = 1 / (cost * count) if count else 0.0
+            print(f"  {name:8s} {ceiling:.0f} cps with no SIP work at all "
+                  f"({ceiling / kam if kam else 0.0:.2f} of kamailio's {kam} cps)")
     print(f"total {time.monotonic() - began:.0f} s; load average after: "
           + " ".join(f"{x:.2f}" for x in os.getloadavg()))
     print(f"one leg through the gateway (caller ours, callee registered at Kamailio "

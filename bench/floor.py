@@ -18,20 +18,27 @@ over the count, is the figure.
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import socket
+import sys
 import time
+from collections.abc import Callable
 from multiprocessing import Pipe, Process
 from multiprocessing.connection import Connection
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from sipxmpp.sip.transport import setReceiveBuffer
+from sipxmpp.testing.ports import LOOPBACK
+
 PAYLOAD = b"INVITE sip:callee@127.0.0.1 SIP/2.0\r\nX-Pad: " + b"a" * 700 + b"\r\n\r\n"
-LOOPBACK = "127.0.0.1"
 
 
-def _sink(port: Connection) -> None:
+def _sink(report: Connection) -> None:
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.bind((LOOPBACK, 0))
-    port.send(s.getsockname()[1])
+    report.send(s.getsockname()[1])
     s.settimeout(2)
     try:
         while True:
@@ -47,9 +54,13 @@ def _relay(report: Connection, sinkPort: int, datagrams: int, deadline: float) -
     class Relay(DatagramProtocol):
         count = 0
         first: resource.struct_rusage | None = None
+        sendto: Callable[[bytes, tuple[str, int]], object]
+
+        def startProtocol(self) -> None:
+            self.sendto = self.transport.socket.sendto  # type: ignore[union-attr]
 
         def datagramReceived(self, data: bytes, addr: tuple[str, int]) -> None:
-            self.transport.socket.sendto(data, (LOOPBACK, sinkPort))  # type: ignore[union-attr]
+            self.sendto(data, (LOOPBACK, sinkPort))
             self.count += 1
             if self.count == 1:
                 self.first = resource.getrusage(resource.RUSAGE_SELF)
@@ -61,7 +72,7 @@ def _relay(report: Connection, sinkPort: int, datagrams: int, deadline: float) -
                 reactor.stop()  # type: ignore[attr-defined]
 
     port = reactor.listenUDP(0, Relay(), interface=LOOPBACK)  # type: ignore[attr-defined]
-    port.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+    setReceiveBuffer(port.socket, 8 << 20)
     report.send(port.getHost().port)
     reactor.callLater(deadline, reactor.stop)  # type: ignore[attr-defined]
     reactor.run()  # type: ignore[attr-defined]

@@ -173,6 +173,16 @@ def cpuSeconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / ticks
 
 
+def samples(metrics: str) -> Iterator[tuple[str, float]]:
+    """
+    The samples of a C{/metrics} page: name with its labels, and value.
+    """
+    for line in metrics.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            yield name, float(value)
+
+
 def collectorSummary(metrics: str) -> str:
     """
     The gateway's garbage collections and pauses so far, from C{/metrics}.
@@ -180,14 +190,13 @@ def collectorSummary(metrics: str) -> str:
     count: dict[str, float] = {}
     pause: dict[str, float] = {}
     longest = 0.0
-    for line in metrics.splitlines():
-        name, _, value = line.rpartition(" ")
+    for name, value in samples(metrics):
         if name.startswith("sipxmpp_gc_collections_total"):
-            count[name.split('"')[1]] = float(value)
+            count[name.split('"')[1]] = value
         elif name.startswith("sipxmpp_gc_pause_seconds_total"):
-            pause[name.split('"')[1]] = float(value)
+            pause[name.split('"')[1]] = value
         elif name == "sipxmpp_gc_longest_pause_seconds":
-            longest = float(value)
+            longest = value
     each = ", ".join(f"gen{g} {count[g]:.0f} in {pause.get(g, 0):.2f} s" for g in sorted(count))
     return f"GC collections: {each or 'none'}; longest {1000 * longest:.0f} ms"
 
@@ -196,12 +205,8 @@ def messagesReceived(metrics: str) -> float:
     """
     The SIP messages the gateway has received so far, from C{/metrics}.
     """
-    total = 0.0
-    for line in metrics.splitlines():
-        name, _, value = line.rpartition(" ")
-        if name.startswith("sipxmpp_sip_messages_received_total"):
-            total += float(value)
-    return total
+    return sum(value for name, value in samples(metrics)
+               if name.startswith("sipxmpp_sip_messages_received_total"))
 
 
 def waitUntil(what: str, probe: object, timeout: float) -> None:

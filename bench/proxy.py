@@ -74,9 +74,9 @@ import pstats
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from twisted.internet.task import Clock
 
@@ -127,6 +127,8 @@ class Step:
     successful: int
     failed: int
     seconds: float
+    #: user and system CPU seconds each watched process spent in the step
+    cpu: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     @property
     def unfinished(self) -> int:
@@ -163,14 +165,47 @@ def rss(pid: int) -> int:
     raise RuntimeError(f"no VmRSS for {pid}")
 
 
-def cpuSeconds(pid: int) -> float:
+def cpuTimes(pid: int) -> tuple[float, float]:
     """
-    User plus system CPU time of process C{pid} (and its reaped children).
+    User and system CPU seconds of process C{pid} (and its reaped children).
     """
     with open(f"/proc/{pid}/stat", encoding="ascii") as f:
         fields = f.read().rpartition(")")[2].split()
     ticks = os.sysconf("SC_CLK_TCK")
-    return (int(fields[11]) + int(fields[12])) / ticks
+    return int(fields[11]) / ticks, int(fields[12]) / ticks
+
+
+def cpuSeconds(pid: int) -> float:
+    """
+    User plus system CPU time of process C{pid} (and its reaped children).
+    """
+    return sum(cpuTimes(pid))
+
+
+def treeCPU(pid: int) -> tuple[float, float]:
+    """
+    User and system CPU seconds of process C{pid} and its live children
+    (Kamailio's workers, timer and TCP processes).
+    """
+    pids = [pid]
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat", encoding="ascii") as f:
+                    parent = int(f.read().rpartition(")")[2].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue  # ended meanwhile
+            if parent == pid:
+                pids.append(int(entry))
+    user = system = 0.0
+    for each in pids:
+        try:
+            u, s = cpuTimes(each)
+        except OSError:
+            continue
+        user += u
+        system += s
+    return user, system
 
 
 def samples(metrics: str) -> Iterator[tuple[str, float]]:
@@ -217,8 +252,14 @@ def waitUntil(what: str, probe: object, timeout: float) -> None:
         time.sleep(0.1)
 
 
-def runStep(sipp: SippRunner, target: str, callee: str, rate: int, seconds: float) -> Step:
+Watch = dict[str, Callable[[], tuple[float, float]]]
+
+
+def runStep(sipp: SippRunner, target: str, callee: str, rate: int, seconds: float,
+            watch: Watch | None = None) -> Step:
     calls = max(MIN_CALLS, int(rate * seconds))
+    watch = watch or {}
+    before = {name: probe() for name, probe in watch.items()}
     started = time.monotonic()
     result = sipp.run(
         "uac", target, service=callee, keys={"domain": DOMAIN, "caller": "bench-caller"},
@@ -226,21 +267,26 @@ def runStep(sipp: SippRunner, target: str, callee: str, rate: int, seconds: floa
         extraArgs=["-r", str(rate), "-l", str(calls), "-d", "0"],
     )
     elapsed = time.monotonic() - started
-    return Step(rate, calls, result.successful or 0, result.failed or 0, elapsed)
+    cpu = {}
+    for name, probe in watch.items():
+        user, system = probe()
+        cpu[name] = (user - before[name][0], system - before[name][1])
+    return Step(rate, calls, result.successful or 0, result.failed or 0, elapsed, cpu)
 
 
 def ramp(name: str, sipp: SippRunner, target: str, callee: str, rates: list[int],
-         seconds: float, settle: object = None) -> tuple[int, list[Step]]:
+         seconds: float, settle: object = None, watch: Watch | None = None
+         ) -> tuple[int, list[Step]]:
     best = 0
     steps = []
     for rate in rates:
-        step = runStep(sipp, target, callee, rate, seconds)
+        step = runStep(sipp, target, callee, rate, seconds, watch)
         steps.append(step)
         print(f"  {name:8s} {step.describe()}", flush=True)
         if not step.passed:
             # The machine is shared: one retry, after a pause; both shown.
             time.sleep(3.0)
-            step = runStep(sipp, target, callee, rate, seconds)
+            step = runStep(sipp, target, callee, rate, seconds, watch)
             steps.append(step)
             print(f"  {name:8s} {step.describe()} (retry)", flush=True)
         if not step.passed:
@@ -337,6 +383,37 @@ def _memoryRound(gw: GatewayServer, sipp: SippRunner, round: str, bindings: int,
     result = call.wait(hold / 1000 + 40)
     if result.successful != dialogs:
         print(f"  (warning: {result.successful} of {dialogs} held calls completed)")
+
+
+def cpuPerCall(ramps: dict[str, list[Step]]) -> None:
+    """
+    Print what each process spent per call at the highest rate every ramp
+    passed: CPU per call does not depend on how many cores a system may
+    use, so gateway against Kamailio there is hop for hop, core for core.
+    """
+    passed = [{s.rate for s in steps if s.passed} for steps in ramps.values()]
+    common = set.intersection(*passed) if passed else set()
+    if not common:
+        print("CPU per call: no rate that every ramp passed")
+        return
+    rate = max(common)
+    print(f"CPU per call at {rate} cps (the highest rate every ramp passed), "
+          "user + system:")
+    figures: dict[tuple[str, str], float] = {}
+    for name, steps in ramps.items():
+        step = next(s for s in steps if s.rate == rate and s.passed)
+        parts = []
+        for process, (user, system) in step.cpu.items():
+            each = 1000 / step.successful
+            figures[name, process] = (user + system) * each
+            parts.append(f"{process} {(user + system) * each:.3f} ms "
+                         f"({user * each:.3f} + {system * each:.3f})")
+        print(f"  {name:8s} " + ", ".join(parts))
+    kamailio = figures.get(("kamailio", "kamailio"))
+    oneLeg = figures.get(("outbound", "gateway"))
+    if kamailio and oneLeg:
+        print(f"  one hop: kamailio/gateway CPU per call {kamailio / oneLeg:.2f} "
+              f"(the cps ratio on equal cores, were CPU the only limit)")
 
 
 def startUAS(sipp: SippRunner, port: int) -> SippProcess:
@@ -656,12 +733,18 @@ def main() -> None:
             time.sleep(1.0)
 
         perCall: dict[str, float] = {}
+        kamailioPid = kamailio.pid
+        assert kamailioPid is not None
+        watch: Watch = {"gateway": lambda: cpuTimes(gatewayPid),
+                        "kamailio": lambda: treeCPU(kamailioPid)}
+        ramps: dict[str, list[Step]] = {}
 
         def throughGateway(name: str, callee: str, kind: str) -> int:
             cpuBefore = cpuSeconds(gatewayPid)
             received = messagesReceived(gateway.metrics())
             figure, steps = ramp(name, sipp, gateway.address, callee, rates,
-                                 options.seconds, settle)
+                                 options.seconds, settle, watch)
+            ramps[name] = steps
             cpu = cpuSeconds(gatewayPid) - cpuBefore
             metrics = gateway.metrics()
             calls = sum(s.successful for s in steps)
@@ -674,8 +757,10 @@ def main() -> None:
 
         sipxmpp = throughGateway("sipxmpp", "callee-gw", "spiralled (both legs)")
         outbound = throughGateway("outbound", "callee-k", "outbound (one leg)")
-        kam, _ = ramp("kamailio", sipp, f"{LOOPBACK}:{kamailio.port}", "callee-k", rates,
-                      options.seconds, settle)
+        kam, ramps["kamailio"] = ramp("kamailio", sipp, f"{LOOPBACK}:{kamailio.port}",
+                                      "callee-k", rates, options.seconds, settle,
+                                      {"kamailio": watch["kamailio"]})
+        cpuPerCall(ramps)
         if options.bindings or options.dialogs:
             print("gateway memory (a gateway of its own):")
             measureMemory(kamailio, sipp, uas, options.bindings, options.dialogs)

@@ -41,6 +41,12 @@ failing step is run once more after a pause (the machine may be shared;
 both runs are printed), and the ramp of a system stops when the retry
 fails too. Its figure is the highest passing rate.
 
+During each step the user and system CPU of the gateway and of Kamailio's
+whole process tree are read from /proc; at the highest rate every ramp
+passed, each one's CPU per call is printed, and Kamailio's over the
+gateway's for one hop: the throughput ratio on equal cores, were CPU the
+only limit (Kamailio's two workers use both cores, the gateway one).
+
 Memory, on a fresh gateway of its own: its RSS (C{/proc/PID/status}
 VmRSS) before and after C{--bindings} users registered through it
 (200/s), and while C{--dialogs} calls from distinct callers are up (set

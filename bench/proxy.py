@@ -64,7 +64,10 @@ Last, the floor of the stack (bench/floor.py): the CPU a Twisted UDP
 relay doing no SIP work spends per datagram, times the messages the
 gateway received per call in each ramp, is what a call costs one reactor
 before any SIP work; one core's worth of it is the most calls/s a
-single-reactor Python proxy could reach here, printed beside Kamailio's.
+single-reactor Python proxy could reach here, printed beside Kamailio's:
+once for datagrams that come in bursts (a saturated reactor, which wakes
+once for many) and once for datagrams that come one at a time (each wakes
+it; four to five times dearer here).
 
 The last line is always::
 
@@ -88,7 +91,7 @@ from twisted.internet.task import Clock
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from floor import relayCost  # bench/floor.py, beside this file
+from floor import ONE_BY_ONE, relayCost  # bench/floor.py, beside this file
 
 from sipxmpp.ops.metrics import Metrics
 from sipxmpp.presence.state import TelephonyStateMachine
@@ -776,16 +779,19 @@ def main() -> None:
     # The ceiling of the stack itself: per call, as many datagrams relayed
     # as the gateway received (it sends about as many), at the cost of a
     # Twisted relay that does nothing else, on one core.
-    cost = relayCost()
-    if cost is None:
-        print("stack floor: not measured (the relay lost datagrams)")
-    else:
-        print(f"stack floor: a Twisted UDP relay doing no SIP work spends {1e6 * cost:.1f} us "
-              f"CPU per datagram relayed (bench/floor.py); at the messages per call above, "
-              f"one reactor on one core could do at most:")
+    costs = {"in bursts (a saturated reactor)": relayCost(),
+             "one at a time (each wakes the reactor)": relayCost(*ONE_BY_ONE)}
+    print("stack floor: the CPU a Twisted UDP relay doing no SIP work spends per datagram "
+          "relayed (bench/floor.py); at the messages per call above, one reactor on one "
+          "core could do at most:")
+    for how, cost in costs.items():
+        if cost is None:
+            print(f"  datagrams {how}: not measured (the relay lost datagrams)")
+            continue
+        print(f"  datagrams {how}, {1e6 * cost:.1f} us each:")
         for name, count in perCall.items():
             ceiling = 1 / (cost * count) if count else 0.0
-            print(f"  {name:8s} {ceiling:.0f} cps with no SIP work at all "
+            print(f"    {name:8s} {ceiling:.0f} cps with no SIP work at all "
                   f"({ceiling / kam if kam else 0.0:.2f} of kamailio's {kam} cps)")
     print(f"total {time.monotonic() - began:.0f} s; load average after: "
           + " ".join(f"{x:.2f}" for x in os.getloadavg()))

@@ -19,7 +19,8 @@ in bursts of 100 (the reactor wakes once for many, as in a proxy that is
 saturated and always has a backlog), and one at a time at 4000/s (every
 datagram wakes the relay and the sink from their sleep, as sipp's paced
 calls do below saturation). Here the second cost four to five times the
-first: the wake-ups, not the copying, are most of it.
+first (up to seven times in some runs): the wake-ups, not the copying,
+are most of it.
 """
 
 from __future__ import annotations

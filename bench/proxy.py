@@ -67,7 +67,7 @@ before any SIP work; one core's worth of it is the most calls/s a
 single-reactor Python proxy could reach here, printed beside Kamailio's:
 once for datagrams that come in bursts (a saturated reactor, which wakes
 once for many) and once for datagrams that come one at a time (each wakes
-it; four to five times dearer here).
+it; four to seven times dearer here).
 
 The last line is always::
 

@@ -125,8 +125,8 @@ def relayCost(datagrams: int = BURSTS[0], rate: int = BURSTS[1],
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.parse_args()
-    for label, (datagrams, rate, burst) in (("in bursts of 100", BURSTS),
-                                            ("one at a time, 4000/s", ONE_BY_ONE)):
+    for datagrams, rate, burst in (BURSTS, ONE_BY_ONE):
+        label = f"in bursts of {burst}" if burst > 1 else f"one at a time, {rate}/s"
         cost = relayCost(datagrams, rate, burst)
         if cost is None:
             raise SystemExit(f"bench/floor.py: datagrams were lost ({label}); no figure")

@@ -174,21 +174,21 @@ def rss(pid: int) -> int:
     raise RuntimeError(f"no VmRSS for {pid}")
 
 
-def cpuTimes(pid: int) -> tuple[float, float]:
+def _stat(pid: int) -> list[str]:
     """
-    User and system CPU seconds of process C{pid} (and its reaped children).
+    The fields of C{/proc/PID/stat} after the command name (state first).
     """
     with open(f"/proc/{pid}/stat", encoding="ascii") as f:
-        fields = f.read().rpartition(")")[2].split()
+        return f.read().rpartition(")")[2].split()
+
+
+def cpuTimes(pid: int) -> tuple[float, float]:
+    """
+    User and system CPU seconds of process C{pid} itself.
+    """
+    fields = _stat(pid)
     ticks = os.sysconf("SC_CLK_TCK")
     return int(fields[11]) / ticks, int(fields[12]) / ticks
-
-
-def cpuSeconds(pid: int) -> float:
-    """
-    User plus system CPU time of process C{pid} (and its reaped children).
-    """
-    return sum(cpuTimes(pid))
 
 
 def treeCPU(pid: int) -> tuple[float, float]:
@@ -200,12 +200,10 @@ def treeCPU(pid: int) -> tuple[float, float]:
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
-                with open(f"/proc/{entry}/stat", encoding="ascii") as f:
-                    parent = int(f.read().rpartition(")")[2].split()[1])
+                if int(_stat(int(entry))[1]) == pid:
+                    pids.append(int(entry))
             except (OSError, ValueError, IndexError):
                 continue  # ended meanwhile
-            if parent == pid:
-                pids.append(int(entry))
     user = system = 0.0
     for each in pids:
         try:
@@ -412,8 +410,8 @@ def cpuPerCall(ramps: dict[str, list[Step]]) -> None:
     for name, steps in ramps.items():
         step = next(s for s in steps if s.rate == rate and s.passed)
         parts = []
+        each = 1000 / step.successful  # ms per call, per CPU second
         for process, (user, system) in step.cpu.items():
-            each = 1000 / step.successful
             figures[name, process] = (user + system) * each
             parts.append(f"{process} {(user + system) * each:.3f} ms "
                          f"({user * each:.3f} + {system * each:.3f})")
@@ -749,12 +747,11 @@ def main() -> None:
         ramps: dict[str, list[Step]] = {}
 
         def throughGateway(name: str, callee: str, kind: str) -> int:
-            cpuBefore = cpuSeconds(gatewayPid)
             received = messagesReceived(gateway.metrics())
             figure, steps = ramp(name, sipp, gateway.address, callee, rates,
                                  options.seconds, settle, watch)
             ramps[name] = steps
-            cpu = cpuSeconds(gatewayPid) - cpuBefore
+            cpu = sum(sum(s.cpu["gateway"]) for s in steps)
             metrics = gateway.metrics()
             calls = sum(s.successful for s in steps)
             perCall[name] = (messagesReceived(metrics) - received) / max(calls, 1)

@@ -41,11 +41,16 @@ failing step is run once more after a pause (the machine may be shared;
 both runs are printed), and the ramp of a system stops when the retry
 fails too. Its figure is the highest passing rate.
 
-During each step the user and system CPU of the gateway and of Kamailio's
-whole process tree are read from /proc; at the highest rate every ramp
-passed, each one's CPU per call is printed, and Kamailio's over the
-gateway's for one hop: the throughput ratio on equal cores, were CPU the
-only limit (Kamailio's two workers use both cores, the gateway one).
+During each step the user and system CPU of the gateway, of Kamailio's
+whole process tree and of sipp (UAS and the step's UAC) are read from
+/proc; at the highest rate every ramp passed, each one's CPU per call is
+printed, and Kamailio's over the gateway's for one hop: the throughput
+ratio on equal cores, were CPU the only limit (Kamailio's two workers use
+both cores, the gateway one). From the same figures, what a ratio of 0.5
+leaves the gateway per spiralled call: one core's worth at half
+Kamailio's rate, and no more than the machine's cores less Kamailio's and
+sipp's CPU for those calls (an estimate: CPU per call falls as the rate
+rises and datagrams batch).
 
 Memory, on a fresh gateway of its own: its RSS (C{/proc/PID/status}
 VmRSS) before and after C{--bindings} users registered through it
@@ -154,6 +159,14 @@ class Step:
     @property
     def passed(self) -> bool:
         return self.failureRatio < FAILURE_LIMIT and self.achieved >= KEPT_UP * self.rate
+
+    def msPerCall(self, process: str) -> float:
+        """
+        The user + system CPU milliseconds C{process} spent per successful
+        call of the step.
+        """
+        user, system = self.cpu.get(process, (0.0, 0.0))
+        return 1000 * (user + system) / max(self.successful, 1)
 
     def describe(self) -> str:
         return (f"{self.rate:5d} cps offered: {self.calls:6d} calls, {self.successful:6d} ok, "
@@ -392,6 +405,20 @@ def _memoryRound(gw: GatewayServer, sipp: SippRunner, round: str, bindings: int,
         print(f"  (warning: {result.successful} of {dialogs} held calls completed)")
 
 
+def sippCPU(uas: SippProcess) -> Callable[[], tuple[float, float]]:
+    """
+    A probe of sipp's user and system CPU seconds: the UAS's so far plus
+    those of this process's reaped children, which during a ramp are the
+    steps' UACs, each counted once it has ended (as it has when its step
+    is read).
+    """
+    def probe() -> tuple[float, float]:
+        user, system = cpuTimes(uas.pid)
+        times = os.times()
+        return user + times.children_user, system + times.children_system
+    return probe
+
+
 def cpuPerCall(ramps: dict[str, list[Step]]) -> None:
     """
     Print what each process spent per call at the highest rate every ramp
@@ -412,8 +439,8 @@ def cpuPerCall(ramps: dict[str, list[Step]]) -> None:
         parts = []
         each = 1000 / step.successful  # ms per call, per CPU second
         for process, (user, system) in step.cpu.items():
-            figures[name, process] = (user + system) * each
-            parts.append(f"{process} {(user + system) * each:.3f} ms "
+            figures[name, process] = step.msPerCall(process)
+            parts.append(f"{process} {figures[name, process]:.3f} ms "
                          f"({user * each:.3f} + {system * each:.3f})")
         print(f"  {name:8s} " + ", ".join(parts))
     kamailio = figures.get(("kamailio", "kamailio"))
@@ -421,6 +448,38 @@ def cpuPerCall(ramps: dict[str, list[Step]]) -> None:
     if kamailio and oneLeg:
         print(f"  one hop: kamailio/gateway CPU per call {kamailio / oneLeg:.2f} "
               f"(the cps ratio on equal cores, were CPU the only limit)")
+
+
+def budget(ramps: dict[str, list[Step]], kam: int, ratio: float = 0.5) -> None:
+    """
+    Print the most CPU per spiralled call the gateway could spend at
+    C{ratio} times Kamailio's cps: one core's worth (one reactor), and no
+    more than the machine's cores leave once Kamailio and sipp have done
+    their part of those calls, which is taken from Kamailio's own ramp at
+    that rate (the same sipp calls, the same hop through Kamailio). The
+    gateway's own figure is from its highest passing rate, where it was
+    cheapest per call (datagrams batch as the rate rises).
+    """
+    target = ratio * kam
+    ours = [s for s in ramps.get("sipxmpp", []) if s.passed]
+    theirs = [s for s in ramps.get("kamailio", []) if s.passed and s.rate >= target]
+    if not (ours and theirs):
+        print(f"ratio {ratio:g}: no figures for the gateway's CPU budget")
+        return
+    best = max(ours, key=lambda s: s.rate)
+    peer = min(theirs, key=lambda s: s.rate)
+    others = peer.msPerCall("kamailio") + peer.msPerCall("sipp")
+    cores = os.cpu_count() or 1
+    oneCore = 1000 / target
+    leftOver = max(0.0, cores - target * others / 1000) * 1000 / target
+    allowed = min(oneCore, leftOver)
+    gateway = best.msPerCall("gateway")
+    over = f"{gateway / allowed:.1f} times that" if allowed else "with nothing left for it"
+    print(f"ratio {ratio:g} = {target:.0f} spiralled cps: the gateway could spend at most "
+          f"{allowed:.3f} ms of CPU per call (one core: {oneCore:.3f} ms; the {cores} cores "
+          f"less Kamailio's and sipp's {others:.3f} ms per call at {peer.rate} cps in "
+          f"Kamailio's ramp: {leftOver:.3f} ms); it spent {gateway:.3f} ms at {best.rate} "
+          f"cps, its highest passing rate: {over}")
 
 
 def startUAS(sipp: SippRunner, port: int) -> SippProcess:
@@ -743,7 +802,8 @@ def main() -> None:
         kamailioPid = kamailio.pid
         assert kamailioPid is not None
         watch: Watch = {"gateway": lambda: cpuTimes(gatewayPid),
-                        "kamailio": lambda: treeCPU(kamailioPid)}
+                        "kamailio": lambda: treeCPU(kamailioPid),
+                        "sipp": sippCPU(uas)}
         ramps: dict[str, list[Step]] = {}
 
         def throughGateway(name: str, callee: str, kind: str) -> int:
@@ -765,8 +825,9 @@ def main() -> None:
         outbound = throughGateway("outbound", "callee-k", "outbound (one leg)")
         kam, ramps["kamailio"] = ramp("kamailio", sipp, f"{LOOPBACK}:{kamailio.port}",
                                       "callee-k", rates, options.seconds, settle,
-                                      {"kamailio": watch["kamailio"]})
+                                      {"kamailio": watch["kamailio"], "sipp": watch["sipp"]})
         cpuPerCall(ramps)
+        budget(ramps, kam)
         if options.bindings or options.dialogs:
             print("gateway memory (a gateway of its own):")
             measureMemory(kamailio, sipp, uas, options.bindings, options.dialogs)

@@ -37,7 +37,7 @@ from multiprocessing.connection import Connection
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from sipxmpp.sip.transport import setReceiveBuffer
+from sipxmpp.sip.shell.transport import setReceiveBuffer
 from sipxmpp.testing.ports import LOOPBACK
 
 PAYLOAD = b"INVITE sip:callee@127.0.0.1 SIP/2.0\r\nX-Pad: " + b"a" * 700 + b"\r\n\r\n"

@@ -40,7 +40,7 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.words.protocols.jabber.jid import JID
 from twisted.words.xish import domish
 
-from sipxmpp.presence.events import Event, StateChange, TelephonyState
+from sipxmpp.telephony.events import Event, StateChange, TelephonyState
 from sipxmpp.testing.prosody import ProsodyServer
 from sipxmpp.testing.templates import etcPath
 from sipxmpp.xmpp.accounts import Account, MemoryAccountDirectory

@@ -99,14 +99,14 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from floor import ONE_BY_ONE, relayCost  # bench/floor.py, beside this file
 
 from sipxmpp.ops.metrics import Metrics
-from sipxmpp.presence.state import TelephonyStateMachine
-from sipxmpp.sip.message import SIPRequest, SIPResponse, makeResponse, parseMessage
-from sipxmpp.sip.observer import TelephonyObserver
-from sipxmpp.sip.peer import Peer
-from sipxmpp.sip.proxy import Proxy, ProxySettings
-from sipxmpp.sip.timers import TimerQueue
+from sipxmpp.sip.core.observer import TelephonyObserver
+from sipxmpp.sip.core.peer import Peer
+from sipxmpp.sip.core.proxy import Proxy, ProxySettings
+from sipxmpp.sip.core.timers import TimerQueue
+from sipxmpp.sip.wire.message import SIPRequest, SIPResponse, makeResponse, parseMessage
 from sipxmpp.store.addresses import aorOfURI
 from sipxmpp.tap import tuneGarbageCollector
+from sipxmpp.telephony.state import TelephonyStateMachine
 from sipxmpp.testing.gateway import GatewayServer
 from sipxmpp.testing.kamailio import KamailioServer
 from sipxmpp.testing.ports import LOOPBACK, freeSIPPort

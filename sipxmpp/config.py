@@ -17,9 +17,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sipxmpp.sip.endpoints import EndpointSyntaxError, ListenSpec, parseListen
-from sipxmpp.sip.errors import SIPParseError
-from sipxmpp.sip.uri import SIPURI, parseURI
+from sipxmpp.sip.shell.endpoints import EndpointSyntaxError, ListenSpec, parseListen
+from sipxmpp.sip.wire.errors import SIPParseError
+from sipxmpp.sip.wire.uri import SIPURI, parseURI
 
 DEFAULT_CONFIG_PATH = "/etc/sipxmpp/sipxmpp.conf"
 

@@ -25,13 +25,13 @@ from sipxmpp.ops.gcstats import CollectorTimer
 from sipxmpp.ops.logs import makeLogObserver, openLogFile
 from sipxmpp.ops.metrics import Metrics
 from sipxmpp.ops.web import makeSite
-from sipxmpp.presence.state import TelephonyStateMachine
-from sipxmpp.sip.overload import OverloadMonitor
-from sipxmpp.sip.proxy import Proxy
-from sipxmpp.sip.service import UpstreamError, buildSIP
+from sipxmpp.sip.core.proxy import Proxy
+from sipxmpp.sip.shell.overload import OverloadMonitor
+from sipxmpp.sip.shell.service import UpstreamError, buildSIP
 from sipxmpp.store.addresses import aorOfURI
 from sipxmpp.store.errors import StoreError
 from sipxmpp.store.service import makeStoreService
+from sipxmpp.telephony.state import TelephonyStateMachine
 from sipxmpp.xmpp.publisher import Publisher, PublisherSettings
 from sipxmpp.xmpp.session import SessionFactory, sessionSettingsFrom
 

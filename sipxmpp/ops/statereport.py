@@ -15,10 +15,10 @@ from typing import Any
 
 from twisted.internet.task import Clock
 
-from sipxmpp.presence.events import TelephonyState
-from sipxmpp.presence.state import TelephonyStateMachine
 from sipxmpp.store.keycodec import encodeKey
 from sipxmpp.store.records import UserReport
+from sipxmpp.telephony.events import TelephonyState
+from sipxmpp.telephony.state import TelephonyStateMachine
 
 
 def telephonyState(report: UserReport, now: float) -> TelephonyState:

@@ -26,7 +26,7 @@ import re
 
 from twisted.words.protocols.jabber.jid import JID, InvalidFormat
 
-from sipxmpp.sip.uri import SIPURI, URI
+from sipxmpp.sip.wire.uri import SIPURI, URI
 
 __all__ = ["InvalidAddress", "aorOrNone", "normaliseAoR", "parseBareJID"]
 

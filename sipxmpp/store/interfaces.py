@@ -21,8 +21,8 @@ from collections.abc import Sequence
 from twisted.internet.defer import Deferred
 from zope.interface import Interface
 
-from sipxmpp.presence.state import UserSnapshot
 from sipxmpp.store.records import AccountRecord, AoRChanges, SavedStatus, UserReport
+from sipxmpp.telephony.state import UserSnapshot
 from sipxmpp.xmpp.accounts import Account
 
 

@@ -24,10 +24,10 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from sipxmpp.presence.state import TelephonyStateMachine
 from sipxmpp.store.errors import StoreError
 from sipxmpp.store.interfaces import IRuntimeStateStore, ISavedStatuses
 from sipxmpp.store.records import AoRChanges, SavedStatus, SessionRecord
+from sipxmpp.telephony.state import TelephonyStateMachine
 
 
 @dataclass

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sipxmpp.presence.state import UserSnapshot
+from sipxmpp.telephony.state import UserSnapshot
 
 
 @dataclass(frozen=True)

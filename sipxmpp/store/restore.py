@@ -21,10 +21,10 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from sipxmpp.presence.state import TelephonyStateMachine, UserSnapshot
 from sipxmpp.store.interfaces import IRuntimeStateStore
 from sipxmpp.store.persister import RuntimeStatePersister
 from sipxmpp.store.records import SavedStatus
+from sipxmpp.telephony.state import TelephonyStateMachine, UserSnapshot
 
 log = Logger()
 

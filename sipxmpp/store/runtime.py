@@ -17,11 +17,11 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from sipxmpp.presence.state import BindingSnapshot, DialogSnapshot, UserSnapshot
 from sipxmpp.store.database import Database, Transaction
 from sipxmpp.store.interfaces import IRuntimeStateStore
 from sipxmpp.store.keycodec import UnencodableKey, decodeKey, encodeKey
 from sipxmpp.store.records import AoRChanges, SavedStatus, SessionRecord, UserReport
+from sipxmpp.telephony.state import BindingSnapshot, DialogSnapshot, UserSnapshot
 
 
 @implementer(IRuntimeStateStore)

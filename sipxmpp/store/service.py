@@ -15,12 +15,12 @@ from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from sipxmpp.config import StoreSettings
-from sipxmpp.presence.state import TelephonyStateMachine
 from sipxmpp.store.errors import StoreError
 from sipxmpp.store.opening import Store, openStore
 from sipxmpp.store.persister import RuntimeStatePersister
 from sipxmpp.store.restore import RestoreSummary, restoreRuntimeState
 from sipxmpp.store.runners import threadPoolRunner
+from sipxmpp.telephony.state import TelephonyStateMachine
 
 
 class StoreService(Service):

@@ -39,9 +39,9 @@ from twisted.words.protocols.jabber.jid import JID
 from twisted.words.xish import domish
 from zope.interface import implementer
 
-from sipxmpp.presence.events import ITelephonyObserver, StateChange, TelephonyState
 from sipxmpp.store.interfaces import ISavedStatuses
 from sipxmpp.store.records import SavedStatus
+from sipxmpp.telephony.events import ITelephonyObserver, StateChange, TelephonyState
 from sipxmpp.xmpp.accounts import Account, IAccountDirectory
 from sipxmpp.xmpp.remote import (
     STATUS_NODES,

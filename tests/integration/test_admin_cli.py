@@ -18,9 +18,9 @@ from typing import Any
 from twisted.trial.unittest import SynchronousTestCase
 
 from sipxmpp.config import StoreSettings
-from sipxmpp.presence.state import BindingSnapshot, DialogSnapshot, UserSnapshot
 from sipxmpp.store.opening import openStore
 from sipxmpp.store.records import AoRChanges, SavedStatus, SessionRecord
+from sipxmpp.telephony.state import BindingSnapshot, DialogSnapshot, UserSnapshot
 from sipxmpp.testing.postgres import PostgresServer, requirePostgres
 from sipxmpp.testing.process import SharedServer
 

@@ -53,9 +53,9 @@ from typing import Any
 
 from twisted.trial.unittest import FailTest, SkipTest, SynchronousTestCase
 
-from sipxmpp.sip.errors import SIPParseError
-from sipxmpp.sip.framing import StreamFramer
-from sipxmpp.sip.message import SIPRequest, errorResponse, makeResponse, parseMessage
+from sipxmpp.sip.wire.errors import SIPParseError
+from sipxmpp.sip.wire.framing import StreamFramer
+from sipxmpp.sip.wire.message import SIPRequest, errorResponse, makeResponse, parseMessage
 from sipxmpp.testing.gateway import GatewayServer
 from sipxmpp.testing.ports import LOOPBACK, freeSIPPort
 from sipxmpp.testing.process import isCI

@@ -26,9 +26,9 @@ from typing import Self
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from sipxmpp.sip.errors import SIPParseError
-from sipxmpp.sip.framing import StreamFramer
-from sipxmpp.sip.message import SIPRequest, SIPResponse, parseMessage
+from sipxmpp.sip.wire.errors import SIPParseError
+from sipxmpp.sip.wire.framing import StreamFramer
+from sipxmpp.sip.wire.message import SIPRequest, SIPResponse, parseMessage
 from sipxmpp.testing.gateway import GatewayServer
 from sipxmpp.testing.kamailio import KamailioServer
 from sipxmpp.testing.ports import LOOPBACK, freeSIPPort, freeTCPPort

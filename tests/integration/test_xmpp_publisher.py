@@ -23,7 +23,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import FailTest, TestCase
 from twisted.words.protocols.jabber.jid import JID
 
-from sipxmpp.presence.events import Event, StateChange, TelephonyState
+from sipxmpp.telephony.events import Event, StateChange, TelephonyState
 from sipxmpp.testing.process import ServerProcess, requireBinaries
 from sipxmpp.testing.tls import TestCA
 from sipxmpp.xmpp.accounts import Account, MemoryAccountDirectory

@@ -32,16 +32,16 @@ from dataclasses import dataclass, field
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from sipxmpp.sip.errors import SIPParseError
-from sipxmpp.sip.framing import StreamFramer
-from sipxmpp.sip.message import (
+from sipxmpp.sip.wire.errors import SIPParseError
+from sipxmpp.sip.wire.framing import StreamFramer
+from sipxmpp.sip.wire.message import (
     SIPMessage,
     SIPRequest,
     SIPResponse,
     errorResponse,
     parseMessage,
 )
-from sipxmpp.sip.uri import SIPURI, AbsoluteURI
+from sipxmpp.sip.wire.uri import SIPURI, AbsoluteURI
 from tests.unit.test_sip_fuzz import ACCESSORS, exerciseMessage
 
 PARSE = "parse"

@@ -1,10 +1,10 @@
 """
-Tests for L{sipxmpp.sip.endpoints.parseListen}.
+Tests for L{sipxmpp.sip.shell.endpoints.parseListen}.
 """
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from sipxmpp.sip.endpoints import EndpointSyntaxError, parseListen
+from sipxmpp.sip.shell.endpoints import EndpointSyntaxError, parseListen
 
 
 class ParseListenTests(SynchronousTestCase):

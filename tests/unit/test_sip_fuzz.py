@@ -25,9 +25,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from sipxmpp.sip.errors import SIPParseError
-from sipxmpp.sip.framing import StreamFramer
-from sipxmpp.sip.message import (
+from sipxmpp.sip.wire.errors import SIPParseError
+from sipxmpp.sip.wire.framing import StreamFramer
+from sipxmpp.sip.wire.message import (
     DEFAULT_LIMITS,
     Limits,
     SIPMessage,

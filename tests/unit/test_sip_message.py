@@ -1,6 +1,6 @@
 """
-Tests for L{sipxmpp.sip.message}, L{sipxmpp.sip.headers} and
-L{sipxmpp.sip.framing}: parsing, transparency, mutation, validation, limits,
+Tests for L{sipxmpp.sip.wire.message}, L{sipxmpp.sip.wire.headers} and
+L{sipxmpp.sip.wire.framing}: parsing, transparency, mutation, validation, limits,
 error responses and stream framing.
 """
 
@@ -10,10 +10,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from sipxmpp.sip.errors import DROP, SIPParseError
-from sipxmpp.sip.framing import StreamFramer
-from sipxmpp.sip.grammar import TOKEN_CHARS
-from sipxmpp.sip.headers import (
+from sipxmpp.sip.wire.errors import DROP, SIPParseError
+from sipxmpp.sip.wire.framing import StreamFramer
+from sipxmpp.sip.wire.grammar import TOKEN_CHARS
+from sipxmpp.sip.wire.headers import (
     COMPACT_FORMS,
     NameAddr,
     Via,
@@ -22,7 +22,7 @@ from sipxmpp.sip.headers import (
     parseVia,
     parseViaBytes,
 )
-from sipxmpp.sip.message import (
+from sipxmpp.sip.wire.message import (
     DEFAULT_LIMITS,
     Limits,
     SIPRequest,
@@ -32,7 +32,7 @@ from sipxmpp.sip.message import (
     parseMessage,
     responseBytes,
 )
-from sipxmpp.sip.uri import SIPURI
+from sipxmpp.sip.wire.uri import SIPURI
 
 REGISTER = (
     b"REGISTER sip:registrar.example.com SIP/2.0\r\n"

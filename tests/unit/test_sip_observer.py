@@ -1,5 +1,5 @@
 """
-Tests for L{sipxmpp.sip.observer.TelephonyObserver}: SIP through the proxy
+Tests for L{sipxmpp.sip.core.observer.TelephonyObserver}: SIP through the proxy
 core drives the telephony state machine. Sans-IO, on a L{Clock}.
 """
 
@@ -8,11 +8,10 @@ from __future__ import annotations
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
-from sipxmpp.presence.events import Event, ITelephonyObserver, StateChange, TelephonyState
-from sipxmpp.presence.state import TelephonyStateMachine
-from sipxmpp.sip.message import SIPRequest, SIPResponse
-from sipxmpp.sip.observer import TelephonyObserver, dialogKey
-from tests.unit.test_presence_state_counts import installChecker
+from sipxmpp.sip.core.observer import TelephonyObserver, dialogKey
+from sipxmpp.sip.wire.message import SIPRequest, SIPResponse
+from sipxmpp.telephony.events import Event, ITelephonyObserver, StateChange, TelephonyState
+from sipxmpp.telephony.state import TelephonyStateMachine
 from tests.unit.test_sip_proxy import (
     PHONE,
     UPSTREAM,
@@ -23,6 +22,7 @@ from tests.unit.test_sip_proxy import (
     invite,
     message,
 )
+from tests.unit.test_telephony_state_counts import installChecker
 
 ALICE = "sip:alice@example.test"
 SDP = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n" \

@@ -1,5 +1,5 @@
 """
-Tests for L{sipxmpp.sip.overload.OverloadMonitor} on a L{Clock}: behind is
+Tests for L{sipxmpp.sip.shell.overload.OverloadMonitor} on a L{Clock}: behind is
 two samples in a row over a threshold (receive backlog or reactor lag), and
 one sample under half of each ends it.
 """
@@ -11,7 +11,7 @@ from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 
 from sipxmpp.ops.metrics import Metrics
-from sipxmpp.sip.overload import SAMPLE_INTERVAL, OverloadMonitor
+from sipxmpp.sip.shell.overload import SAMPLE_INTERVAL, OverloadMonitor
 
 
 class OverloadMonitorTests(SynchronousTestCase):

@@ -1,5 +1,5 @@
 """
-Tests for L{sipxmpp.sip.proxy.Proxy}: routing, policy and transactions,
+Tests for L{sipxmpp.sip.core.proxy.Proxy}: routing, policy and transactions,
 sans-IO on a L{Clock}. Messages are bytes; "sending" appends to a list.
 """
 
@@ -12,11 +12,11 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
-from sipxmpp.sip.message import SIPRequest, SIPResponse, parseMessage
-from sipxmpp.sip.peer import Peer
-from sipxmpp.sip.proxy import IProxyObserver, Leg, Proxy, ProxySettings
-from sipxmpp.sip.transaction import T1, TIMER_C
-from sipxmpp.sip.uri import SIPURI, URI
+from sipxmpp.sip.core.peer import Peer
+from sipxmpp.sip.core.proxy import IProxyObserver, Leg, Proxy, ProxySettings
+from sipxmpp.sip.core.transaction import T1, TIMER_C
+from sipxmpp.sip.wire.message import SIPRequest, SIPResponse, parseMessage
+from sipxmpp.sip.wire.uri import SIPURI, URI
 
 US_UDP = Peer("UDP", "127.0.0.1", 5060)
 US_TCP = Peer("TCP", "127.0.0.1", 5060)

@@ -1,5 +1,5 @@
 """
-Tests for L{sipxmpp.sip.registrations.Registrations}: lazy expiry on a
+Tests for L{sipxmpp.sip.core.registrations.Registrations}: lazy expiry on a
 L{Clock}, and that expired bindings neither count nor pile up.
 """
 
@@ -8,9 +8,9 @@ from __future__ import annotations
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from sipxmpp.sip.peer import Peer
-from sipxmpp.sip.registrations import PURGE_INTERVAL, Binding, Registrations, contactKey
-from sipxmpp.sip.uri import parseURI
+from sipxmpp.sip.core.peer import Peer
+from sipxmpp.sip.core.registrations import PURGE_INTERVAL, Binding, Registrations, contactKey
+from sipxmpp.sip.wire.uri import parseURI
 
 FLOW = Peer("UDP", "127.0.0.1", 5080)
 

@@ -1,10 +1,10 @@
 """
-Tests for L{sipxmpp.sip.sdp.isHold}.
+Tests for L{sipxmpp.sip.wire.sdp.isHold}.
 """
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from sipxmpp.sip.sdp import isHold
+from sipxmpp.sip.wire.sdp import isHold
 
 HEAD = b"v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\n"
 AUDIO = b"m=audio 6000 RTP/AVP 0\r\n"

@@ -1,5 +1,5 @@
 """
-Tests for L{sipxmpp.sip.timers.TimerQueue}: timers multiplexed onto one
+Tests for L{sipxmpp.sip.core.timers.TimerQueue}: timers multiplexed onto one
 call of an underlying L{Clock}.
 """
 
@@ -22,10 +22,10 @@ from zope.interface.verify import verifyObject
 
 from sipxmpp.config import loadSettings
 from sipxmpp.ops.metrics import Metrics
-from sipxmpp.presence.state import TelephonyStateMachine
-from sipxmpp.sip.service import buildSIP
-from sipxmpp.sip.timers import TimerQueue
+from sipxmpp.sip.core.timers import TimerQueue
+from sipxmpp.sip.shell.service import buildSIP
 from sipxmpp.store.addresses import aorOfURI
+from sipxmpp.telephony.state import TelephonyStateMachine
 
 
 def entryCount(queue: TimerQueue) -> int:
@@ -283,7 +283,7 @@ class TimerQueueTests(TestCase):
         self.assertEqual(self.ran, [("before", 1.0), ("after", 1.0)])
         self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
         [failure] = [e for e in events if "log_failure" in e]
-        self.assertEqual(failure["log_namespace"], "sipxmpp.sip.timers.TimerQueue")
+        self.assertEqual(failure["log_namespace"], "sipxmpp.sip.core.timers.TimerQueue")
         self.clock.advance(1)
         self.queue.callLater(1, self.record, "new")
         self.clock.advance(1)

@@ -1,5 +1,5 @@
 """
-Tests for L{sipxmpp.sip.transaction}: RFC 3261 §17 timers and state, on a
+Tests for L{sipxmpp.sip.core.transaction}: RFC 3261 §17 timers and state, on a
 L{Clock}, with no sockets.
 """
 
@@ -9,9 +9,8 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
-from sipxmpp.sip.message import SIPRequest, SIPResponse, makeResponse, parseMessage
-from sipxmpp.sip.peer import Peer
-from sipxmpp.sip.transaction import (
+from sipxmpp.sip.core.peer import Peer
+from sipxmpp.sip.core.transaction import (
     T1,
     T2,
     T4,
@@ -22,6 +21,7 @@ from sipxmpp.sip.transaction import (
     State,
     buildACK,
 )
+from sipxmpp.sip.wire.message import SIPRequest, SIPResponse, makeResponse, parseMessage
 
 UDP = Peer("UDP", "127.0.0.1", 5070)
 TCP = Peer("TCP", "127.0.0.1", 5070)

@@ -1,5 +1,5 @@
 """
-Tests for L{sipxmpp.sip.transport}: the UDP, TCP and TLS shells, without
+Tests for L{sipxmpp.sip.shell.transport}: the UDP, TCP and TLS shells, without
 sockets.  Stream connections run over L{StringTransport}, outbound ones are
 made through L{MemoryReactorClock}, UDP writes go to a fake datagram
 transport, and every timer runs on the reactor's clock.
@@ -19,11 +19,10 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from sipxmpp.ops.metrics import Metrics
-from sipxmpp.sip import transport as transportModule
-from sipxmpp.sip.endpoints import parseListen
-from sipxmpp.sip.message import SIPRequest, SIPResponse, parseMessage
-from sipxmpp.sip.peer import Peer
-from sipxmpp.sip.transport import (
+from sipxmpp.sip.core.peer import Peer
+from sipxmpp.sip.shell import transport as transportModule
+from sipxmpp.sip.shell.endpoints import parseListen
+from sipxmpp.sip.shell.transport import (
     MAX_DATAGRAM,
     SIPDatagramProtocol,
     SIPStreamFactory,
@@ -32,6 +31,7 @@ from sipxmpp.sip.transport import (
     receiveBufferFill,
     setReceiveBuffer,
 )
+from sipxmpp.sip.wire.message import SIPRequest, SIPResponse, parseMessage
 
 PHONE_ADDR = ("127.0.0.7", 5099)
 UPSTREAM = Peer("TCP", "127.0.0.1", 5070)

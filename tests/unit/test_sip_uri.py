@@ -1,14 +1,14 @@
 """
-Tests for L{sipxmpp.sip.uri} and the lexical helpers of
-L{sipxmpp.sip.grammar}.
+Tests for L{sipxmpp.sip.wire.uri} and the lexical helpers of
+L{sipxmpp.sip.wire.grammar}.
 """
 
 from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from sipxmpp.sip.errors import SIPParseError
-from sipxmpp.sip.grammar import (
+from sipxmpp.sip.wire.errors import SIPParseError
+from sipxmpp.sip.wire.grammar import (
     isHost,
     isToken,
     parseParams,
@@ -17,7 +17,7 @@ from sipxmpp.sip.grammar import (
     unescape,
     unquote,
 )
-from sipxmpp.sip.uri import SIPURI, AbsoluteURI, TelURI, parseURI, uriScheme
+from sipxmpp.sip.wire.uri import SIPURI, AbsoluteURI, TelURI, parseURI, uriScheme
 
 
 def sip(text: str) -> SIPURI:

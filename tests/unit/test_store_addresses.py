@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from sipxmpp.sip.uri import parseURI
+from sipxmpp.sip.wire.uri import parseURI
 from sipxmpp.store.addresses import (
     InvalidAddress,
     aorOfURI,

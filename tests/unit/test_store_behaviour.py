@@ -17,7 +17,6 @@ from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
 
 from sipxmpp.config import StoreSettings
-from sipxmpp.presence.state import BindingSnapshot, DialogSnapshot, UserSnapshot
 from sipxmpp.store.addresses import InvalidAddress
 from sipxmpp.store.errors import (
     AccountExists,
@@ -34,6 +33,7 @@ from sipxmpp.store.migrations import latestVersion
 from sipxmpp.store.opening import Store, backendFor, initialiseStore, openStore
 from sipxmpp.store.records import AccountRecord, AoRChanges, SavedStatus, SessionRecord
 from sipxmpp.store.sqlite import SQLiteBackend
+from sipxmpp.telephony.state import BindingSnapshot, DialogSnapshot, UserSnapshot
 from sipxmpp.xmpp.accounts import IAccountDirectory
 
 T = TypeVar("T")

@@ -14,12 +14,12 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from sipxmpp.presence.state import TelephonyStateMachine, UserSnapshot
 from sipxmpp.store.errors import StoreUnavailable
 from sipxmpp.store.interfaces import IRuntimeStateStore, ISavedStatuses
 from sipxmpp.store.persister import RuntimeStatePersister
 from sipxmpp.store.records import AoRChanges, SavedStatus, UserReport
-from tests.unit.test_presence_state_counts import installChecker
+from sipxmpp.telephony.state import TelephonyStateMachine, UserSnapshot
+from tests.unit.test_telephony_state_counts import installChecker
 
 ALICE = "sip:alice@example.test"
 BOB = "sip:bob@example.test"

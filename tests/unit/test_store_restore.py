@@ -14,18 +14,18 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
 from sipxmpp.config import StoreSettings
-from sipxmpp.presence.events import Event, ITelephonyObserver, StateChange, TelephonyState
-from sipxmpp.presence.state import (
-    BindingSnapshot,
-    DialogSnapshot,
-    TelephonyStateMachine,
-    UserSnapshot,
-)
 from sipxmpp.store.opening import Store, initialiseStore, openStore
 from sipxmpp.store.persister import RuntimeStatePersister
 from sipxmpp.store.records import AoRChanges, SavedStatus
 from sipxmpp.store.restore import RestoreSummary, restoreRuntimeState
 from sipxmpp.store.service import StoreService
+from sipxmpp.telephony.events import Event, ITelephonyObserver, StateChange, TelephonyState
+from sipxmpp.telephony.state import (
+    BindingSnapshot,
+    DialogSnapshot,
+    TelephonyStateMachine,
+    UserSnapshot,
+)
 
 ALICE = "sip:alice@example.test"
 BOB = "sip:bob@example.test"

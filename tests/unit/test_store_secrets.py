@@ -17,11 +17,11 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from sipxmpp.config import StoreSettings
 from sipxmpp.ops.admin import main
-from sipxmpp.presence.state import TelephonyStateMachine
 from sipxmpp.store.errors import SecretUnreadable, WrongKey
 from sipxmpp.store.keyfile import createKeyFile
 from sipxmpp.store.opening import openStore
 from sipxmpp.store.persister import RuntimeStatePersister
+from sipxmpp.telephony.state import TelephonyStateMachine
 
 PASSWORD = "Unit-Leak-Probe-7x"
 ALICE = "sip:alice@example.test"

@@ -13,11 +13,11 @@ from twisted.internet import reactor
 from twisted.trial.unittest import TestCase
 
 from sipxmpp.config import StoreSettings
-from sipxmpp.presence.events import TelephonyState
-from sipxmpp.presence.state import TelephonyStateMachine
 from sipxmpp.store.opening import initialiseStore
 from sipxmpp.store.records import AccountRecord
 from sipxmpp.store.service import StoreService, makeStoreService
+from sipxmpp.telephony.events import TelephonyState
+from sipxmpp.telephony.state import TelephonyStateMachine
 
 ALICE = "sip:alice@example.test"
 

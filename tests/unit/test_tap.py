@@ -17,7 +17,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from sipxmpp.config import loadSettings
 from sipxmpp.ops.logs import makeLogObserver
-from sipxmpp.sip.overload import OverloadMonitor
+from sipxmpp.sip.shell.overload import OverloadMonitor
 from sipxmpp.store.opening import initialiseStore
 from sipxmpp.tap import GatewayService, Options, makeService
 

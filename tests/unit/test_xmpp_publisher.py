@@ -11,8 +11,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.words.protocols.jabber.jid import JID
 from twisted.words.xish import domish
 
-from sipxmpp.presence.events import Event, StateChange, TelephonyState
 from sipxmpp.store.records import SavedStatus
+from sipxmpp.telephony.events import Event, StateChange, TelephonyState
 from sipxmpp.xmpp.accounts import Account, MemoryAccountDirectory
 from sipxmpp.xmpp.publisher import RESOURCE_SETTLE, CaseA, CaseB, Publisher, PublisherSettings
 from sipxmpp.xmpp.remote import NODE_LEGACY_GAJIM, NODE_SET_STATUS, RemoteStatus

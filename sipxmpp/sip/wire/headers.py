@@ -13,8 +13,8 @@ from __future__ import annotations
 import re
 from typing import NamedTuple
 
-from sipxmpp.sip.errors import SIPParseError
-from sipxmpp.sip.grammar import (
+from sipxmpp.sip.wire.errors import SIPParseError
+from sipxmpp.sip.wire.grammar import (
     TOKEN_BYTES,
     TOKEN_CHARS,
     isHost,
@@ -23,7 +23,7 @@ from sipxmpp.sip.grammar import (
     quotedEnd,
     unquote,
 )
-from sipxmpp.sip.uri import URI, parseURI
+from sipxmpp.sip.wire.uri import URI, parseURI
 
 __all__ = [
     "COMPACT_FORMS",

@@ -1,5 +1,5 @@
 """
-Tests for the per-user dialog counts of L{sipxmpp.presence.state}: the
+Tests for the per-user dialog counts of L{sipxmpp.telephony.state}: the
 aggregate the state machine keeps up to date on every change must be the one
 the old loop over all dialogs computes.
 
@@ -19,8 +19,8 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
-from sipxmpp.presence.events import Event, ITelephonyObserver, StateChange, TelephonyState
-from sipxmpp.presence.state import (
+from sipxmpp.telephony.events import Event, ITelephonyObserver, StateChange, TelephonyState
+from sipxmpp.telephony.state import (
     TOMBSTONE_LIFETIME,
     DialogSnapshot,
     TelephonyStateMachine,

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import functools
 
-from sipxmpp.sip.errors import SIPParseError
-from sipxmpp.sip.grammar import isHost, parsePort, unescape
+from sipxmpp.sip.wire.errors import SIPParseError
+from sipxmpp.sip.wire.grammar import isHost, parsePort, unescape
 
 __all__ = [
     "SUPPORTED_SCHEMES",

@@ -15,14 +15,14 @@ from typing import Any
 
 from sipxmpp.config import SIPSettings
 from sipxmpp.ops.metrics import Metrics
-from sipxmpp.presence.state import TelephonyStateMachine
-from sipxmpp.sip.message import Limits
-from sipxmpp.sip.observer import TelephonyObserver
-from sipxmpp.sip.peer import DEFAULT_PORTS, Peer
-from sipxmpp.sip.proxy import Proxy, ProxySettings
-from sipxmpp.sip.timers import TimerQueue
-from sipxmpp.sip.transport import SIPTransports
-from sipxmpp.sip.uri import SIPURI, URI, parseURI
+from sipxmpp.sip.core.observer import TelephonyObserver
+from sipxmpp.sip.core.peer import DEFAULT_PORTS, Peer
+from sipxmpp.sip.core.proxy import Proxy, ProxySettings
+from sipxmpp.sip.core.timers import TimerQueue
+from sipxmpp.sip.shell.transport import SIPTransports
+from sipxmpp.sip.wire.message import Limits
+from sipxmpp.sip.wire.uri import SIPURI, URI, parseURI
+from sipxmpp.telephony.state import TelephonyStateMachine
 
 
 class UpstreamError(Exception):

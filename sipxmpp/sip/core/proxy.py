@@ -34,12 +34,9 @@ from twisted.logger import Logger
 from zope.interface import Interface, implementer
 
 from sipxmpp.ops.metrics import Metrics
-from sipxmpp.sip.errors import SIPParseError
-from sipxmpp.sip.headers import NameAddr, parseNameAddr
-from sipxmpp.sip.message import SIPRequest, SIPResponse, makeResponse
-from sipxmpp.sip.peer import Peer
-from sipxmpp.sip.registrations import Binding, Registrations, contactKey
-from sipxmpp.sip.transaction import (
+from sipxmpp.sip.core.peer import Peer
+from sipxmpp.sip.core.registrations import Binding, Registrations, contactKey
+from sipxmpp.sip.core.transaction import (
     T1,
     ClientTransaction,
     IClientTransactionUser,
@@ -49,7 +46,10 @@ from sipxmpp.sip.transaction import (
     State,
     hopByHopRequest,
 )
-from sipxmpp.sip.uri import SIPURI, URI, parseURI
+from sipxmpp.sip.wire.errors import SIPParseError
+from sipxmpp.sip.wire.headers import NameAddr, parseNameAddr
+from sipxmpp.sip.wire.message import SIPRequest, SIPResponse, makeResponse
+from sipxmpp.sip.wire.uri import SIPURI, URI, parseURI
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -271,7 +271,7 @@ class Proxy:
             (ipaddress.ip_address(peer.host), peer.port) for peer in settings.local.values()
         }
         #: Tells whether new calls are to be refused (the composition root
-        #: connects it to a L{sipxmpp.sip.overload.OverloadMonitor}).
+        #: connects it to a L{sipxmpp.sip.shell.overload.OverloadMonitor}).
         self.isOverloaded: Callable[[], bool] = lambda: False
 
     def addObserver(self, observer: IProxyObserver) -> None:

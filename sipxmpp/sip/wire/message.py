@@ -54,12 +54,12 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Self, TypeVar, cast
 
-from sipxmpp.sip.errors import DROP, SIPParseError
-from sipxmpp.sip.grammar import decodeText, isTokenBytes, parseParams, splitList
-from sipxmpp.sip.headers import (
+from sipxmpp.sip.wire.errors import DROP, SIPParseError
+from sipxmpp.sip.wire.grammar import decodeText, isTokenBytes, parseParams, splitList
+from sipxmpp.sip.wire.headers import (
     _SPELLINGS as _HEADER_SPELLINGS,
 )
-from sipxmpp.sip.headers import (
+from sipxmpp.sip.wire.headers import (
     CSeq,
     NameAddr,
     SessionExpires,
@@ -71,7 +71,7 @@ from sipxmpp.sip.headers import (
     parseNameAddrBytes,
     parseViaBytes,
 )
-from sipxmpp.sip.uri import SUPPORTED_SCHEMES, URI, parseURI, uriScheme
+from sipxmpp.sip.wire.uri import SUPPORTED_SCHEMES, URI, parseURI, uriScheme
 
 __all__ = [
     "DEFAULT_LIMITS",
@@ -1278,7 +1278,7 @@ def parseMessage(
     Parse one SIP message.
 
     @param data: a whole UDP datagram (C{datagram=True}), or one message as
-        framed by L{sipxmpp.sip.framing.StreamFramer} (C{datagram=False}:
+        framed by L{sipxmpp.sip.wire.framing.StreamFramer} (C{datagram=False}:
         Content-Length is then mandatory and must match exactly).
     @param limits: size limits.
     @raise SIPParseError: if the message is malformed or too large.  For a

@@ -1,5 +1,5 @@
 """
-Tests for L{sipxmpp.presence.state.TelephonyStateMachine}, on a L{Clock}.
+Tests for L{sipxmpp.telephony.state.TelephonyStateMachine}, on a L{Clock}.
 """
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
-from sipxmpp.presence.events import Event, ITelephonyObserver, StateChange, TelephonyState
-from sipxmpp.presence.state import TOMBSTONE_LIFETIME, TelephonyStateMachine
-from tests.unit.test_presence_state_counts import installChecker
+from sipxmpp.telephony.events import Event, ITelephonyObserver, StateChange, TelephonyState
+from sipxmpp.telephony.state import TOMBSTONE_LIFETIME, TelephonyStateMachine
+from tests.unit.test_telephony_state_counts import installChecker
 
 ALICE = "sip:alice@example.test"
 BOB = "sip:bob@example.test"

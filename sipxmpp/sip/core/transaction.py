@@ -23,8 +23,8 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from zope.interface import Interface, implementer
 
-from sipxmpp.sip.message import SIPRequest, SIPResponse, parseMessage, responseBytes
-from sipxmpp.sip.peer import Peer
+from sipxmpp.sip.core.peer import Peer
+from sipxmpp.sip.wire.message import SIPRequest, SIPResponse, parseMessage, responseBytes
 
 T1 = 0.5
 T2 = 4.0

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
-from sipxmpp.presence.events import Event, ITelephonyObserver, StateChange, TelephonyState
+from sipxmpp.telephony.events import Event, ITelephonyObserver, StateChange, TelephonyState
 
 # Seconds: how long a dialog that ended is remembered so late retransmissions
 # about it are ignored (64*T1, the longest RFC 3261 transaction lifetime).

@@ -1,7 +1,7 @@
 """
 Twisted shells that move SIP bytes: UDP, TCP and TLS.
 
-They parse what arrives (L{sipxmpp.sip.message}, L{sipxmpp.sip.framing}),
+They parse what arrives (L{sipxmpp.sip.wire.message}, L{sipxmpp.sip.wire.framing}),
 hand each message and the L{Peer} it came from to a handler (the proxy
 core), and send what the core asks them to. Malformed input never gets
 further: a request that can be answered gets its error response (sent back
@@ -33,10 +33,11 @@ from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 
 from sipxmpp.ops.metrics import Metrics
-from sipxmpp.sip.endpoints import ListenSpec
-from sipxmpp.sip.errors import SIPParseError
-from sipxmpp.sip.framing import StreamFramer
-from sipxmpp.sip.message import (
+from sipxmpp.sip.core.peer import Peer
+from sipxmpp.sip.shell.endpoints import ListenSpec
+from sipxmpp.sip.wire.errors import SIPParseError
+from sipxmpp.sip.wire.framing import StreamFramer
+from sipxmpp.sip.wire.message import (
     DEFAULT_LIMITS,
     Limits,
     SIPRequest,
@@ -44,7 +45,6 @@ from sipxmpp.sip.message import (
     errorResponse,
     parseMessage,
 )
-from sipxmpp.sip.peer import Peer
 
 Handler = Callable[[SIPRequest | SIPResponse, Peer], None]
 

@@ -27,12 +27,12 @@ from collections.abc import Callable
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from sipxmpp.presence.state import TelephonyStateMachine
-from sipxmpp.sip.errors import SIPParseError
-from sipxmpp.sip.message import SIPMessage, SIPRequest, SIPResponse
-from sipxmpp.sip.proxy import IProxyObserver, Leg
-from sipxmpp.sip.sdp import isHold
-from sipxmpp.sip.uri import URI
+from sipxmpp.sip.core.proxy import IProxyObserver, Leg
+from sipxmpp.sip.wire.errors import SIPParseError
+from sipxmpp.sip.wire.message import SIPMessage, SIPRequest, SIPResponse
+from sipxmpp.sip.wire.sdp import isHold
+from sipxmpp.sip.wire.uri import URI
+from sipxmpp.telephony.state import TelephonyStateMachine
 
 DialogKey = tuple[str, str, str]
 CallKey = tuple[str, str, str | None]  # (aor, Call-ID, caller's tag)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from urllib.parse import unquote as _urlUnquote
 
-from sipxmpp.sip.errors import SIPParseError
+from sipxmpp.sip.wire.errors import SIPParseError
 
 __all__ = [
     "TOKEN_BYTES",

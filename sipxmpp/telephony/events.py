@@ -1,7 +1,7 @@
 """
 The plain interface between the telephony state and its consumers.
 
-The state machine (L{sipxmpp.presence.state}) aggregates what the SIP
+The state machine (L{sipxmpp.telephony.state}) aggregates what the SIP
 observer saw into one L{TelephonyState} per user (AoR) and reports each
 transition and refresh as a L{StateChange} to every L{ITelephonyObserver},
 such as the XMPP publisher. Nothing here knows about SIP or XMPP.

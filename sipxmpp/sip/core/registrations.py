@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 from twisted.internet.interfaces import IReactorTime
 
-from sipxmpp.sip.peer import DEFAULT_PORTS, Peer
-from sipxmpp.sip.uri import SIPURI, URI
+from sipxmpp.sip.core.peer import DEFAULT_PORTS, Peer
+from sipxmpp.sip.wire.uri import SIPURI, URI
 
 ContactKey = tuple[str, str, int]
 

@@ -19,8 +19,8 @@ L{StreamFramer.pendingError} and raised by the next call.
 
 from __future__ import annotations
 
-from sipxmpp.sip.errors import SIPParseError
-from sipxmpp.sip.message import DEFAULT_LIMITS, Limits, annotateError, contentLengthOf
+from sipxmpp.sip.wire.errors import SIPParseError
+from sipxmpp.sip.wire.message import DEFAULT_LIMITS, Limits, annotateError, contentLengthOf
 
 __all__ = ["StreamFramer"]
 

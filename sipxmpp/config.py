@@ -17,13 +17,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from sipxmpp.sip.core.proxy import Network
 from sipxmpp.sip.shell.endpoints import EndpointSyntaxError, ListenSpec, parseListen
+from sipxmpp.sip.shell.service import SIPSettings
 from sipxmpp.sip.wire.errors import SIPParseError
 from sipxmpp.sip.wire.uri import SIPURI, parseURI
+from sipxmpp.store.opening import StoreSettings
 
 DEFAULT_CONFIG_PATH = "/etc/sipxmpp/sipxmpp.conf"
 
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class ConfigError(Exception):
@@ -55,38 +57,6 @@ class ConfigError(Exception):
 
 
 @dataclass(frozen=True)
-class SIPSettings:
-    """
-    C{[sip]}: where the edge proxy listens and where it forwards.
-    """
-
-    listen: tuple[ListenSpec, ...]
-    upstream: str
-    domain: str
-    trustedNetworks: tuple[Network, ...]
-    address: str
-    registerMode: str
-    dialogWatchdog: float
-    streamIdleTimeout: float
-    maxConnections: int
-    udpReceiveBuffer: int
-    overloadLag: float
-    overloadBacklog: float
-    maxMessageSize: int
-    maxHeaders: int
-    maxHeaderLength: int
-    maxBodySize: int
-
-    @property
-    def advertisedAddress(self) -> str:
-        """
-        The IP address written into Via, Record-Route and Path: C{address},
-        or the interface of the first listen endpoint that has one.
-        """
-        return self.address or next(s.interface for s in self.listen if s.interface)
-
-
-@dataclass(frozen=True)
 class XMPPSettings:
     """
     C{[xmpp]}: how the publisher logs in and what it shows.
@@ -108,16 +78,6 @@ class XMPPSettings:
     pingTimeout: float
     reconnectMaxDelay: float
     failedRetryDelay: float
-
-
-@dataclass(frozen=True)
-class StoreSettings:
-    """
-    C{[store]}: provisioning and restart state.
-    """
-
-    url: str
-    keyFile: str
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from zope.interface import implementer
 
+from sipxmpp.sip.core.metrics import IMetrics
+
+
+@implementer(IMetrics)
 class Metrics:
     """
     A registry of named counters (monotonic) and gauges (sampled on render).

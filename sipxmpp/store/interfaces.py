@@ -5,9 +5,10 @@ The store's seams, one interface per concern:
     also provides L{sipxmpp.xmpp.accounts.IAccountDirectory}, the lookup
     the publisher uses;
   - L{IRuntimeStateStore}: bindings, dialogs, saved client statuses and
-    XMPP session states of one gateway, for restarts and operators;
-  - L{ISavedStatuses}: what the publisher calls to keep its saved client
-    statuses and session state across restarts (coalesced writes).
+    XMPP session states of one gateway, for restarts and operators.
+
+The publisher's own seam, L{sipxmpp.xmpp.savedstatuses.ISavedStatuses}, is
+provided by the persister (L{sipxmpp.store.persister}).
 
 Every method returns a L{Deferred}; none blocks the reactor. Addresses are
 validated and normalised (L{sipxmpp.store.addresses}); bad ones fail with
@@ -21,9 +22,10 @@ from collections.abc import Sequence
 from twisted.internet.defer import Deferred
 from zope.interface import Interface
 
-from sipxmpp.store.records import AccountRecord, AoRChanges, SavedStatus, UserReport
+from sipxmpp.store.records import AccountRecord, AoRChanges, UserReport
 from sipxmpp.telephony.state import UserSnapshot
 from sipxmpp.xmpp.accounts import Account
+from sipxmpp.xmpp.savedstatuses import SavedStatus
 
 
 class IAccountStore(Interface):
@@ -103,35 +105,4 @@ class IRuntimeStateStore(Interface):
         """
         What every gateway sharing the store saved, per owner and AoR, not
         expired at C{now} (for operators).
-        """
-
-
-class ISavedStatuses(Interface):
-    """
-    The publisher's saved client statuses and session states, kept across
-    restarts.
-    """
-
-    def savedStatuses(aor: str) -> tuple[SavedStatus, ...]:
-        """
-        The statuses saved for C{aor}'s clients and not yet put back (after
-        a restart: those saved before it).
-        """
-
-    def aorsWithSavedStatuses() -> list[str]:
-        """
-        The AoRs that have saved statuses, so the publisher can put them
-        back after a restart once their calls are gone.
-        """
-
-    def setSavedStatuses(aor: str, statuses: Sequence[SavedStatus]) -> None:
-        """
-        C{statuses} are now all that is saved for C{aor} (empty once every
-        client got its status back). Written soon, coalesced per AoR.
-        """
-
-    def sessionStateChanged(aor: str, state: str, detail: str = "") -> None:
-        """
-        The gateway's XMPP session for C{aor} is now in C{state} (for the
-        admin command's C{state}). Written soon, coalesced per AoR.
         """

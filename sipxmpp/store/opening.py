@@ -14,7 +14,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sipxmpp.config import StoreSettings
 from sipxmpp.store.accounts import SQLAccountStore, hasKeyCheck, verifyOrWriteKeyCheck
 from sipxmpp.store.database import Backend, Database
 from sipxmpp.store.errors import AlreadyInitialised, KeyFileExists, StoreError
@@ -25,6 +24,17 @@ from sipxmpp.store.postgresql import PostgreSQLBackend
 from sipxmpp.store.runners import Runner, synchronousRunner
 from sipxmpp.store.runtime import SQLRuntimeStateStore
 from sipxmpp.store.sqlite import SQLiteBackend
+
+
+@dataclass(frozen=True)
+class StoreSettings:
+    """
+    C{[store]}: provisioning and restart state (built by
+    L{sipxmpp.config} from the configuration file).
+    """
+
+    url: str
+    keyFile: str
 
 
 def defaultOwner() -> str:

@@ -25,9 +25,10 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from sipxmpp.store.errors import StoreError
-from sipxmpp.store.interfaces import IRuntimeStateStore, ISavedStatuses
-from sipxmpp.store.records import AoRChanges, SavedStatus, SessionRecord
+from sipxmpp.store.interfaces import IRuntimeStateStore
+from sipxmpp.store.records import AoRChanges, SessionRecord
 from sipxmpp.telephony.state import TelephonyStateMachine
+from sipxmpp.xmpp.savedstatuses import ISavedStatuses, SavedStatus
 
 
 @dataclass

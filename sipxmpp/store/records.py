@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sipxmpp.telephony.state import UserSnapshot
+from sipxmpp.xmpp.savedstatuses import SavedStatus
 
 
 @dataclass(frozen=True)
@@ -38,29 +39,6 @@ class AccountRecord:
     enabled: bool = True
     createdAt: float = 0.0
     updatedAt: float = 0.0
-
-
-@dataclass(frozen=True)
-class SavedStatus:
-    """
-    The status one of the user's own clients had before the publisher set
-    it to dnd by remote control, to be put back after the call; the fields
-    of L{sipxmpp.xmpp.remote.RemoteStatus} plus who and when.
-
-    @ivar aor: the user.
-    @ivar resource: the client's full JID.
-    @ivar status: the XEP-0146 value (C{online}, C{away}, C{dnd}, ...).
-    @ivar priority: its priority, or L{None} when its form had none.
-    @ivar message: its status message (empty for none).
-    @ivar savedAt: POSIX time it was saved.
-    """
-
-    aor: str
-    resource: str
-    status: str
-    priority: int | None
-    message: str
-    savedAt: float
 
 
 @dataclass(frozen=True)

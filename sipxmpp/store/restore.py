@@ -23,8 +23,8 @@ from twisted.logger import Logger
 
 from sipxmpp.store.interfaces import IRuntimeStateStore
 from sipxmpp.store.persister import RuntimeStatePersister
-from sipxmpp.store.records import SavedStatus
 from sipxmpp.telephony.state import TelephonyStateMachine, UserSnapshot
+from sipxmpp.xmpp.savedstatuses import SavedStatus
 
 log = Logger()
 

@@ -14,9 +14,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
-from sipxmpp.config import StoreSettings
 from sipxmpp.store.errors import StoreError
-from sipxmpp.store.opening import Store, openStore
+from sipxmpp.store.opening import Store, StoreSettings, openStore
 from sipxmpp.store.persister import RuntimeStatePersister
 from sipxmpp.store.restore import RestoreSummary, restoreRuntimeState
 from sipxmpp.store.runners import threadPoolRunner

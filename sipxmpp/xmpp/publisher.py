@@ -39,8 +39,6 @@ from twisted.words.protocols.jabber.jid import JID
 from twisted.words.xish import domish
 from zope.interface import implementer
 
-from sipxmpp.store.interfaces import ISavedStatuses
-from sipxmpp.store.records import SavedStatus
 from sipxmpp.telephony.events import ITelephonyObserver, StateChange, TelephonyState
 from sipxmpp.xmpp.accounts import Account, IAccountDirectory
 from sipxmpp.xmpp.remote import (
@@ -58,6 +56,7 @@ from sipxmpp.xmpp.resources import (
     ResourceTracker,
     cacheKey,
 )
+from sipxmpp.xmpp.savedstatuses import ISavedStatuses, SavedStatus
 from sipxmpp.xmpp.session import IXMPPSession
 from sipxmpp.xmpp.wokkelcompat import subprotocols
 

@@ -17,12 +17,12 @@ from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from sipxmpp.config import StoreSettings
-from sipxmpp.store.opening import openStore
-from sipxmpp.store.records import AoRChanges, SavedStatus, SessionRecord
+from sipxmpp.store.opening import StoreSettings, openStore
+from sipxmpp.store.records import AoRChanges, SessionRecord
 from sipxmpp.telephony.state import BindingSnapshot, DialogSnapshot, UserSnapshot
 from sipxmpp.testing.postgres import PostgresServer, requirePostgres
 from sipxmpp.testing.process import SharedServer
+from sipxmpp.xmpp.savedstatuses import SavedStatus
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 PASSWORD = "Zx9-cli-secret-Pw"

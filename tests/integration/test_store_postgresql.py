@@ -11,9 +11,8 @@ import os
 
 from twisted.trial.unittest import FailTest, SkipTest, SynchronousTestCase
 
-from sipxmpp.config import StoreSettings
 from sipxmpp.store.errors import StoreUnavailable
-from sipxmpp.store.opening import openStore
+from sipxmpp.store.opening import StoreSettings, openStore
 from sipxmpp.testing.ports import freeTCPPort
 from sipxmpp.testing.postgres import PostgresServer, requirePostgres
 from sipxmpp.testing.process import SharedServer

@@ -12,6 +12,7 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
+from sipxmpp.ops.metrics import Metrics
 from sipxmpp.sip.core.peer import Peer
 from sipxmpp.sip.core.proxy import IProxyObserver, Leg, Proxy, ProxySettings
 from sipxmpp.sip.core.transaction import T1, TIMER_C
@@ -137,6 +138,7 @@ class ProxyTestCase(SynchronousTestCase):
             ),
             lambda data, peer: self.sent.append((data, peer)),
             aorOf,
+            Metrics(),
         )
         self.recorder = Recorder()
         self.proxy.addObserver(self.recorder)

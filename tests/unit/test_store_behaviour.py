@@ -16,7 +16,6 @@ from typing import Any, TypeVar
 from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
 
-from sipxmpp.config import StoreSettings
 from sipxmpp.store.addresses import InvalidAddress
 from sipxmpp.store.errors import (
     AccountExists,
@@ -30,11 +29,12 @@ from sipxmpp.store.errors import (
 )
 from sipxmpp.store.keyfile import createKeyFile
 from sipxmpp.store.migrations import latestVersion
-from sipxmpp.store.opening import Store, backendFor, initialiseStore, openStore
-from sipxmpp.store.records import AccountRecord, AoRChanges, SavedStatus, SessionRecord
+from sipxmpp.store.opening import Store, StoreSettings, backendFor, initialiseStore, openStore
+from sipxmpp.store.records import AccountRecord, AoRChanges, SessionRecord
 from sipxmpp.store.sqlite import SQLiteBackend
 from sipxmpp.telephony.state import BindingSnapshot, DialogSnapshot, UserSnapshot
 from sipxmpp.xmpp.accounts import IAccountDirectory
+from sipxmpp.xmpp.savedstatuses import SavedStatus
 
 T = TypeVar("T")
 

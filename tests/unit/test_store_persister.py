@@ -15,10 +15,11 @@ from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from sipxmpp.store.errors import StoreUnavailable
-from sipxmpp.store.interfaces import IRuntimeStateStore, ISavedStatuses
+from sipxmpp.store.interfaces import IRuntimeStateStore
 from sipxmpp.store.persister import RuntimeStatePersister
-from sipxmpp.store.records import AoRChanges, SavedStatus, UserReport
+from sipxmpp.store.records import AoRChanges, UserReport
 from sipxmpp.telephony.state import TelephonyStateMachine, UserSnapshot
+from sipxmpp.xmpp.savedstatuses import ISavedStatuses, SavedStatus
 from tests.unit.test_telephony_state_counts import installChecker
 
 ALICE = "sip:alice@example.test"

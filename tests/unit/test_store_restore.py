@@ -13,10 +13,9 @@ from twisted.python.threadpool import ThreadPool
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
-from sipxmpp.config import StoreSettings
-from sipxmpp.store.opening import Store, initialiseStore, openStore
+from sipxmpp.store.opening import Store, StoreSettings, initialiseStore, openStore
 from sipxmpp.store.persister import RuntimeStatePersister
-from sipxmpp.store.records import AoRChanges, SavedStatus
+from sipxmpp.store.records import AoRChanges
 from sipxmpp.store.restore import RestoreSummary, restoreRuntimeState
 from sipxmpp.store.service import StoreService
 from sipxmpp.telephony.events import Event, ITelephonyObserver, StateChange, TelephonyState
@@ -26,6 +25,7 @@ from sipxmpp.telephony.state import (
     TelephonyStateMachine,
     UserSnapshot,
 )
+from sipxmpp.xmpp.savedstatuses import SavedStatus
 
 ALICE = "sip:alice@example.test"
 BOB = "sip:bob@example.test"

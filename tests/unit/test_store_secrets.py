@@ -15,11 +15,10 @@ from twisted.internet.task import Clock
 from twisted.logger import LogEvent, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
-from sipxmpp.config import StoreSettings
 from sipxmpp.ops.admin import main
 from sipxmpp.store.errors import SecretUnreadable, WrongKey
 from sipxmpp.store.keyfile import createKeyFile
-from sipxmpp.store.opening import openStore
+from sipxmpp.store.opening import StoreSettings, openStore
 from sipxmpp.store.persister import RuntimeStatePersister
 from sipxmpp.telephony.state import TelephonyStateMachine
 

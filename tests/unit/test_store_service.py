@@ -12,8 +12,7 @@ import threading
 from twisted.internet import reactor
 from twisted.trial.unittest import TestCase
 
-from sipxmpp.config import StoreSettings
-from sipxmpp.store.opening import initialiseStore
+from sipxmpp.store.opening import StoreSettings, initialiseStore
 from sipxmpp.store.records import AccountRecord
 from sipxmpp.store.service import StoreService, makeStoreService
 from sipxmpp.telephony.events import TelephonyState

@@ -11,11 +11,11 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.words.protocols.jabber.jid import JID
 from twisted.words.xish import domish
 
-from sipxmpp.store.records import SavedStatus
 from sipxmpp.telephony.events import Event, StateChange, TelephonyState
 from sipxmpp.xmpp.accounts import Account, MemoryAccountDirectory
 from sipxmpp.xmpp.publisher import RESOURCE_SETTLE, CaseA, CaseB, Publisher, PublisherSettings
 from sipxmpp.xmpp.remote import NODE_LEGACY_GAJIM, NODE_SET_STATUS, RemoteStatus
+from sipxmpp.xmpp.savedstatuses import SavedStatus
 from tests.unit.test_xmpp_fakes import (
     NS_COMMANDS,
     FakeSession,

@@ -33,7 +33,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from zope.interface import Interface, implementer
 
-from sipxmpp.ops.metrics import Metrics
+from sipxmpp.sip.core.metrics import IMetrics
 from sipxmpp.sip.core.peer import Peer
 from sipxmpp.sip.core.registrations import Binding, Registrations, contactKey
 from sipxmpp.sip.core.transaction import (
@@ -254,13 +254,13 @@ class Proxy:
         settings: ProxySettings,
         send: Send,
         aorOf: Callable[[URI], str | None],
-        metrics: Metrics | None = None,
+        metrics: IMetrics,
     ) -> None:
         self._clock = clock
         self.settings = settings
         self._send = send
         self._aorOf = aorOf
-        self.metrics = metrics if metrics is not None else Metrics()
+        self.metrics = metrics
         self.registrations = Registrations(clock)
         self.dialogTargets = Registrations(clock)
         self._observers: list[IProxyObserver] = []

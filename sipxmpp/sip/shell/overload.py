@@ -29,7 +29,7 @@ from twisted.application.service import Service
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
-from sipxmpp.ops.metrics import Metrics
+from sipxmpp.sip.core.metrics import IMetrics
 
 #: Seconds between two samples.
 SAMPLE_INTERVAL = 0.05
@@ -55,7 +55,7 @@ class OverloadMonitor(Service):
     log = Logger()
 
     def __init__(self, clock: IReactorTime, lagThreshold: float, backlogThreshold: float,
-                 backlog: Callable[[], float], metrics: Metrics) -> None:
+                 backlog: Callable[[], float], metrics: IMetrics) -> None:
         self._clock = clock
         self.lagThreshold = lagThreshold
         self.backlogThreshold = backlogThreshold

@@ -11,18 +11,52 @@ from __future__ import annotations
 import ipaddress
 import socket
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-from sipxmpp.config import SIPSettings
-from sipxmpp.ops.metrics import Metrics
+from sipxmpp.sip.core.metrics import IMetrics
 from sipxmpp.sip.core.observer import TelephonyObserver
 from sipxmpp.sip.core.peer import DEFAULT_PORTS, Peer
-from sipxmpp.sip.core.proxy import Proxy, ProxySettings
+from sipxmpp.sip.core.proxy import Network, Proxy, ProxySettings
 from sipxmpp.sip.core.timers import TimerQueue
+from sipxmpp.sip.shell.endpoints import ListenSpec
 from sipxmpp.sip.shell.transport import SIPTransports
 from sipxmpp.sip.wire.message import Limits
 from sipxmpp.sip.wire.uri import SIPURI, URI, parseURI
 from sipxmpp.telephony.state import TelephonyStateMachine
+
+
+@dataclass(frozen=True)
+class SIPSettings:
+    """
+    C{[sip]}: where the edge proxy listens and where it forwards (built by
+    L{sipxmpp.config} from the configuration file).
+    """
+
+    listen: tuple[ListenSpec, ...]
+    upstream: str
+    domain: str
+    trustedNetworks: tuple[Network, ...]
+    address: str
+    registerMode: str
+    dialogWatchdog: float
+    streamIdleTimeout: float
+    maxConnections: int
+    udpReceiveBuffer: int
+    overloadLag: float
+    overloadBacklog: float
+    maxMessageSize: int
+    maxHeaders: int
+    maxHeaderLength: int
+    maxBodySize: int
+
+    @property
+    def advertisedAddress(self) -> str:
+        """
+        The IP address written into Via, Record-Route and Path: C{address},
+        or the interface of the first listen endpoint that has one.
+        """
+        return self.address or next(s.interface for s in self.listen if s.interface)
 
 
 class UpstreamError(Exception):
@@ -56,7 +90,7 @@ def upstreamPeer(uriText: str) -> Peer:
 def buildSIP(
     settings: SIPSettings,
     reactor: Any,
-    metrics: Metrics,
+    metrics: IMetrics,
     machine: TelephonyStateMachine,
     aorOf: Callable[[URI], str | None],
 ) -> tuple[SIPTransports, Proxy]:

@@ -32,7 +32,7 @@ from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 
-from sipxmpp.ops.metrics import Metrics
+from sipxmpp.sip.core.metrics import IMetrics
 from sipxmpp.sip.core.peer import Peer
 from sipxmpp.sip.shell.endpoints import ListenSpec
 from sipxmpp.sip.wire.errors import SIPParseError
@@ -113,7 +113,7 @@ class SIPTransports(Service):
         self,
         reactor: Any,
         specs: tuple[ListenSpec, ...],
-        metrics: Metrics,
+        metrics: IMetrics,
         limits: Limits = DEFAULT_LIMITS,
         idleTimeout: float = 600.0,
         maxConnections: int = 1024,

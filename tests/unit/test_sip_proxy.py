@@ -200,6 +200,21 @@ class RegisterTests(ProxyTestCase):
         self.clock.advance(61)
         self.assertEqual(list(self.proxy.registrations), [])
 
+    def test_contactWithoutExpiresIsBound(self) -> None:
+        """
+        A registrar that lists the contact without an expires parameter or
+        an Expires header granted the default 3600 s (RFC 3261 §10.2.1.1):
+        the proxy keeps routing to the phone, as the observer keeps it
+        registered.
+        """
+        self.receive(register(), PHONE)
+        forwarded = self.takeOne(UPSTREAM)
+        self.receive(answer(forwarded.toBytes(), 200,
+                            extra="Contact: <sip:alice@127.0.0.1:5080>"), UPSTREAM)  # fmt: skip
+        self.take()
+        [binding] = list(self.proxy.registrations)
+        self.assertEqual(binding.expiresAt, self.clock.seconds() + 3600)
+
     def test_deregister(self) -> None:
         self.registerAlice()
         self.receive(register(branch="r2"), PHONE)

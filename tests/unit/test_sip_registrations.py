@@ -1,6 +1,7 @@
 """
-Tests for L{sipxmpp.sip.core.registrations.Registrations}: lazy expiry on a
-L{Clock}, and that expired bindings neither count nor pile up.
+Tests for L{sipxmpp.sip.core.registrations}: how a registrar's answer is
+read (L{grantedContacts}), and L{Registrations}' lazy expiry on a L{Clock}
+(expired bindings neither count nor pile up).
 """
 
 from __future__ import annotations
@@ -9,7 +10,15 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from sipxmpp.sip.core.peer import Peer
-from sipxmpp.sip.core.registrations import PURGE_INTERVAL, Binding, Registrations, contactKey
+from sipxmpp.sip.core.registrations import (
+    DEFAULT_EXPIRES,
+    PURGE_INTERVAL,
+    Binding,
+    Registrations,
+    contactKey,
+    grantedContacts,
+)
+from sipxmpp.sip.wire.message import SIPResponse, parseMessage
 from sipxmpp.sip.wire.uri import parseURI
 
 FLOW = Peer("UDP", "127.0.0.1", 5080)
@@ -59,3 +68,52 @@ class RegistrationsTests(SynchronousTestCase):
         self.clock.advance(PURGE_INTERVAL + 10)
         self.registrations.update(*binding("new", PURGE_INTERVAL + 3600))
         self.assertEqual(len(self.registrations._bindings), 1)
+
+
+def registerOK(*fields: str) -> SIPResponse:
+    head = [
+        "SIP/2.0 200 OK",
+        "Via: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK-1",
+        "From: <sip:alice@example.test>;tag=a",
+        "To: <sip:alice@example.test>;tag=r",
+        "Call-ID: reg-1",
+        "CSeq: 2 REGISTER",
+        *fields,
+        "Content-Length: 0",
+    ]
+    response = parseMessage(("\r\n".join(head) + "\r\n\r\n").encode())
+    assert isinstance(response, SIPResponse)
+    return response
+
+
+class GrantedContactsTests(SynchronousTestCase):
+    """
+    The one reading of a REGISTER answer that the proxy and the observer
+    share.
+    """
+
+    def test_expiresParameterWins(self) -> None:
+        response = registerOK("Contact: <sip:alice@127.0.0.1:5080>;expires=120",
+                              "Expires: 600")  # fmt: skip
+        [(contact, expires)] = grantedContacts(response)
+        self.assertEqual((contact.uriText, expires), ("sip:alice@127.0.0.1:5080", 120))
+
+    def test_expiresHeaderThenDefault(self) -> None:
+        """
+        A contact without C{expires} takes the Expires header, and without
+        one the RFC 3261 default of 3600 s (not 0: the contact is bound).
+        """
+        withHeader = registerOK("Contact: <sip:alice@127.0.0.1:5080>", "Expires: 600")
+        self.assertEqual([e for _, e in grantedContacts(withHeader)], [600])
+        bare = registerOK("Contact: <sip:alice@127.0.0.1:5080>")
+        self.assertEqual([e for _, e in grantedContacts(bare)], [DEFAULT_EXPIRES])
+        self.assertEqual(DEFAULT_EXPIRES, 3600)
+
+    def test_everyContactListedNoWildcard(self) -> None:
+        response = registerOK("Contact: <sip:alice@127.0.0.1:5080>;expires=60, "
+                              "<sip:alice@127.0.0.1:5090>;expires=0", "Contact: *")  # fmt: skip
+        self.assertEqual([(c.uriText, e) for c, e in grantedContacts(response)],
+                         [("sip:alice@127.0.0.1:5080", 60), ("sip:alice@127.0.0.1:5090", 0)])  # fmt: skip
+
+    def test_noContacts(self) -> None:
+        self.assertEqual(grantedContacts(registerOK()), [])

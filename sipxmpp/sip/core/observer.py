@@ -28,6 +28,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from sipxmpp.sip.core.proxy import IProxyObserver, Leg
+from sipxmpp.sip.core.registrations import grantedContacts
 from sipxmpp.sip.wire.errors import SIPParseError
 from sipxmpp.sip.wire.message import SIPMessage, SIPRequest, SIPResponse
 from sipxmpp.sip.wire.sdp import isHold
@@ -94,14 +95,8 @@ class TelephonyObserver:
         aor = self._aorOf(request.toAddr.uri)
         if aor is None:
             return
-        default = response.expires
         current: dict[str, int] = {}
-        for contact in response.contacts:
-            if contact.isWildcard:
-                continue
-            expires = contact.expires if contact.expires is not None else default
-            if expires is None:
-                expires = 3600  # RFC 3261 §10.2.1.1 default
+        for contact, expires in grantedContacts(response):
             if expires > 0:
                 current[contact.uriText] = expires
         previous = self._contacts.get(aor, set())

@@ -35,7 +35,12 @@ from zope.interface import Interface, implementer
 
 from sipxmpp.sip.core.metrics import IMetrics
 from sipxmpp.sip.core.peer import Peer
-from sipxmpp.sip.core.registrations import Binding, Registrations, contactKey
+from sipxmpp.sip.core.registrations import (
+    Binding,
+    Registrations,
+    contactKey,
+    grantedContacts,
+)
 from sipxmpp.sip.core.transaction import (
     T1,
     ClientTransaction,
@@ -530,13 +535,11 @@ class Proxy:
         aor = forward.leg.aor
         if aor is None:
             return
-        expiresHeader = response.expires
         now = self._clock.seconds()
         granted: dict[tuple[str, str, int], int] = {}
-        for contact in response.contacts:
-            key = contactKey(contact.uri) if not contact.isWildcard else None
-            expires = contact.expires if contact.expires is not None else expiresHeader
-            if key is not None and expires is not None:
+        for contact, expires in grantedContacts(response):
+            key = contactKey(contact.uri)
+            if key is not None:
                 granted[key] = expires
         replaced: dict[str, str] = {}
         for original, mine in forward.registered or ():

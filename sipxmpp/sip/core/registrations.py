@@ -18,12 +18,38 @@ from dataclasses import dataclass
 from twisted.internet.interfaces import IReactorTime
 
 from sipxmpp.sip.core.peer import DEFAULT_PORTS, Peer
+from sipxmpp.sip.wire.headers import NameAddr
+from sipxmpp.sip.wire.message import SIPResponse
 from sipxmpp.sip.wire.uri import SIPURI, URI
 
 ContactKey = tuple[str, str, int]
 
 # Seconds between sweeps of expired bindings, done by the next update.
 PURGE_INTERVAL = 60.0
+
+# The lifetime of a registration that names none (RFC 3261 §10.2.1.1).
+DEFAULT_EXPIRES = 3600
+
+
+def grantedContacts(response: SIPResponse) -> list[tuple[NameAddr, int]]:
+    """
+    Read a registrar's 2xx to REGISTER: every contact it lists with the
+    lifetime it granted, in seconds.
+
+    The answer lists all current bindings of the AoR (RFC 3261 §10.3 step
+    8); a contact without an C{expires} parameter takes the Expires header,
+    and without that the default of §10.2.1.1. A wildcard is never a
+    binding. The proxy and the observer both read the answer here, so they
+    agree on which contacts are registered and for how long.
+    """
+    default = response.expires
+    if default is None:
+        default = DEFAULT_EXPIRES
+    return [
+        (contact, contact.expires if contact.expires is not None else default)
+        for contact in response.contacts
+        if not contact.isWildcard
+    ]
 
 
 def contactKey(uri: URI) -> ContactKey | None:

@@ -15,8 +15,8 @@ from typing import Any
 
 from twisted.internet.task import Clock
 
-from sipxmpp.store.keycodec import encodeKey
 from sipxmpp.store.records import UserReport
+from sipxmpp.store.statekeys import encodeKey
 from sipxmpp.telephony.events import TelephonyState
 from sipxmpp.telephony.state import TelephonyStateMachine
 

@@ -18,12 +18,12 @@ from sipxmpp.store.accounts import SQLAccountStore, hasKeyCheck, verifyOrWriteKe
 from sipxmpp.store.database import Backend, Database
 from sipxmpp.store.errors import AlreadyInitialised, KeyFileExists, StoreError
 from sipxmpp.store.keyfile import SecretBox, createKeyFile, loadKeyFile
-from sipxmpp.store.location import POSTGRESQL, parseStoreURL
 from sipxmpp.store.migrations import migrateBlocking
 from sipxmpp.store.postgresql import PostgreSQLBackend
 from sipxmpp.store.runners import Runner, synchronousRunner
-from sipxmpp.store.runtime import SQLRuntimeStateStore
+from sipxmpp.store.runtimestate import SQLRuntimeStateStore
 from sipxmpp.store.sqlite import SQLiteBackend
+from sipxmpp.store.storeurl import POSTGRESQL, parseStoreURL
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,8 @@ from zope.interface import implementer
 
 from sipxmpp.store.database import Database, Transaction
 from sipxmpp.store.interfaces import IRuntimeStateStore
-from sipxmpp.store.keycodec import UnencodableKey, decodeKey, encodeKey
 from sipxmpp.store.records import AoRChanges, SessionRecord, UserReport
+from sipxmpp.store.statekeys import UnencodableKey, decodeKey, encodeKey
 from sipxmpp.telephony.state import BindingSnapshot, DialogSnapshot, UserSnapshot
 from sipxmpp.xmpp.savedstatuses import SavedStatus
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from sipxmpp.sip.core.proxy import Network
 from sipxmpp.sip.shell.endpoints import EndpointSyntaxError, ListenSpec, parseListen
-from sipxmpp.sip.shell.service import SIPSettings
+from sipxmpp.sip.shell.service import IngestSettings, SIPSettings
 from sipxmpp.sip.wire.errors import SIPParseError
 from sipxmpp.sip.wire.uri import SIPURI, parseURI
 from sipxmpp.store.opening import StoreSettings
@@ -107,6 +107,7 @@ class Settings:
 
     path: str
     sip: SIPSettings
+    ingest: IngestSettings
     xmpp: XMPPSettings
     store: StoreSettings
     http: HTTPSettings
@@ -137,6 +138,9 @@ _HOST = r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)"
 def _sipURI(text: str) -> str:
     # The upstream is a server: scheme, host, port and URI parameters such
     # as transport=tcp, no user part. Parsed by the SIP stack's own parser.
+    # Empty: no upstream, the gateway forwards nothing (a pure publisher).
+    if not text:
+        return text
     expected = "expected a SIP URI of a server, like sip:127.0.0.1:5070;transport=udp"
     try:
         uri = parseURI(text)
@@ -318,6 +322,11 @@ SCHEMA: Mapping[str, Mapping[str, Key]] = {
         "max_header_length": Key("8192", _integer(256, 1_048_576)),
         "max_body_size": Key("65535", _integer(0, 1_048_576)),
     },
+    "ingest": {
+        "publishers": Key("", _networks),
+        "min_expires": Key("60", _integer(1, 3600)),
+        "max_expires": Key("86400", _integer(60, 7 * 86400)),
+    },
     "xmpp": {
         "mode": Key("remote-control", _choice("remote-control", "resource")),
         "resource": Key("sipxmpp", _resource),
@@ -408,6 +417,16 @@ def loadSettings(
             except ValueError as e:
                 raise ConfigError(path, str(e), section, key, text) from None
 
+    ingest = parsed["ingest"]
+    if ingest["minExpires"] > ingest["maxExpires"]:
+        raise ConfigError(path, f"must not be above max_expires ({ingest['maxExpires']})",
+                          "ingest", "min_expires", str(ingest["minExpires"]))
+    if not parsed["sip"]["upstream"] and not ingest["publishers"]:
+        raise ConfigError(
+            path, "empty, and [ingest] publishers is empty too: the gateway would learn "
+            "nothing; name the SIP core to forward to, or the publishers allowed to PUBLISH",
+            "sip", "upstream", "",
+        )
     if not parsed["sip"]["address"] and not any(s.interface for s in parsed["sip"]["listen"]):
         raise ConfigError(
             path, "required when no listen endpoint names an interface: the IP address "
@@ -416,6 +435,7 @@ def loadSettings(
     return Settings(
         path=path,
         sip=SIPSettings(**parsed["sip"]),
+        ingest=IngestSettings(**parsed["ingest"]),
         xmpp=XMPPSettings(**parsed["xmpp"]),
         store=StoreSettings(**parsed["store"]),
         http=HTTPSettings(**parsed["http"]),

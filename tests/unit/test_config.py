@@ -121,6 +121,35 @@ class LoadSettingsTests(SynchronousTestCase):
         error = self.assertRaises(ConfigError, loadSettings, path, {("sip", "nope"): "1"})
         self.assertIn("[sip] nope", str(error))
 
+    def test_ingest(self) -> None:
+        """
+        C{[ingest]}: no publisher by default; with one, the upstream may be
+        empty (a gateway outside the SIP path that only takes PUBLISH).
+        """
+        settings = loadSettings(self.write(MINIMAL))
+        self.assertEqual(settings.ingest.publishers, ())
+        self.assertEqual((settings.ingest.minExpires, settings.ingest.maxExpires), (60, 86400))
+        settings = loadSettings(self.write(
+            "[sip]\nupstream =\ndomain = a.test\n"
+            "[ingest]\npublishers = 127.0.0.1/32 10.1.0.0/16\nmin_expires = 30\n"
+        ))
+        self.assertEqual(settings.sip.upstream, "")
+        self.assertEqual(settings.ingest.publishers, (ipaddress.ip_network("127.0.0.1/32"),
+                                                      ipaddress.ip_network("10.1.0.0/16")))
+        self.assertEqual(settings.ingest.minExpires, 30)
+
+    def test_ingestErrors(self) -> None:
+        """
+        A gateway with neither an upstream nor a publisher would learn
+        nothing; bounds must be ordered; publishers are CIDRs.
+        """
+        self.assertConfigError("[sip]\nupstream =\ndomain = a.test\n",
+                               "[sip] upstream = ''", "[ingest] publishers is empty")
+        self.assertConfigError(MINIMAL + "[ingest]\nmin_expires = 600\nmax_expires = 300\n",
+                               "[ingest] min_expires = '600'", "max_expires (300)")
+        self.assertConfigError(MINIMAL + "[ingest]\npublishers = core.example\n",
+                               "[ingest] publishers", "CIDRs")
+
     def test_missingFile(self) -> None:
         error = self.assertRaises(ConfigError, loadSettings, "/nonexistent/sipxmpp.conf")
         self.assertEqual(

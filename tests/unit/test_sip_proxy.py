@@ -124,6 +124,7 @@ class Recorder:
 
 class ProxyTestCase(SynchronousTestCase):
     registerMode = "path"
+    upstream: Peer | None = UPSTREAM
 
     def setUp(self) -> None:
         self.clock = Clock()
@@ -132,7 +133,7 @@ class ProxyTestCase(SynchronousTestCase):
             self.clock,
             ProxySettings(
                 local={"UDP": US_UDP, "TCP": US_TCP},
-                upstream=UPSTREAM,
+                upstream=self.upstream,
                 trustedNetworks=(ipaddress.ip_network("127.0.0.0/8"),),
                 registerMode=self.registerMode,
             ),
@@ -252,6 +253,26 @@ class ContactModeTests(ProxyTestCase):
         call = self.takeOne(PHONE)
         assert isinstance(call, SIPRequest)
         self.assertEqual(call.uriText, "sip:alice@127.0.0.1:5080;ob")
+
+
+class NoUpstreamTests(ProxyTestCase):
+    """
+    Without an upstream (a gateway that only takes PUBLISH) nothing is
+    forwarded: a phone's request is refused, and a request from anywhere
+    else is not mistaken for the upstream's.
+    """
+
+    upstream = None
+
+    def test_phoneRequestRefused(self) -> None:
+        for request in (invite(), register()):
+            self.receive(request, PHONE)
+            response = self.takeOne(PHONE)
+            assert isinstance(response, SIPResponse)
+            self.assertEqual((response.code, response.reason),
+                             (403, "Forbidden (no upstream: this gateway forwards nothing)"))
+        self.assertEqual(self.proxy.activeTransactions, 2)  # server transactions only
+        self.assertEqual(list(self.proxy.registrations), [])
 
 
 class CallTests(ProxyTestCase):

@@ -111,13 +111,14 @@ class ProxySettings:
 
     @ivar local: our address per transport (C{"UDP"}, C{"TCP"}, C{"TLS"}),
         as written into Via, Record-Route and Path.
-    @ivar upstream: the registrar / SIP core (an IP address).
+    @ivar upstream: the registrar / SIP core (an IP address), or L{None}
+        when the gateway forwards nothing (it only takes PUBLISH).
     @ivar trustedNetworks: where phones may send from.
     @ivar registerMode: C{"path"} or C{"contact"} (rewrite Contact).
     """
 
     local: dict[str, Peer]
-    upstream: Peer
+    upstream: Peer | None
     trustedNetworks: tuple[Network, ...]
     registerMode: str = "path"
 
@@ -417,6 +418,8 @@ class Proxy:
         """
         self._popOwnRoutes(outgoing)
         if fromPhone:
+            if self.settings.upstream is None:
+                raise RoutingError(403, "Forbidden (no upstream: this gateway forwards nothing)")
             return self.settings.upstream, _leg(True, self._aorOf(outgoing.fromAddr.uri))
         if outgoing.topRoute is not None:
             raise RoutingError(403, "Forbidden (will not route beyond a phone)")
@@ -506,7 +509,9 @@ class Proxy:
         phone's contacts with what the registrar will see instead.
         """
         contacts = outgoing.contacts
-        upstreamTransport = self.settings.upstream.transport
+        upstream = self.settings.upstream
+        assert upstream is not None  # only REGISTERs routed to it get here
+        upstreamTransport = upstream.transport
         if self.settings.registerMode == "path":
             outgoing.addPath(f"<{self._localURI(upstreamTransport)}>")
             return [(contact, None) for contact in contacts]
@@ -732,7 +737,7 @@ class Proxy:
         # one host, configure the registrar to reuse its listening port,
         # e.g. Kamailio's tcp_reuse_port).
         upstream = self.settings.upstream
-        if _ipAddress(source.host) != _ipAddress(upstream.host):
+        if upstream is None or _ipAddress(source.host) != _ipAddress(upstream.host):
             return False
         return source.port == upstream.port or (source.reliable and not self._isTrusted(source))
 

@@ -59,6 +59,22 @@ class SIPSettings:
         return self.address or next(s.interface for s in self.listen if s.interface)
 
 
+@dataclass(frozen=True)
+class IngestSettings:
+    """
+    C{[ingest]}: telephony state published to the gateway by a SIP core
+    (RFC 3903 PUBLISH of dialog-info or PIDF).
+
+    @ivar publishers: the networks allowed to PUBLISH; empty refuses all.
+    @ivar minExpires: shorter publications are answered 423.
+    @ivar maxExpires: longer ones are granted this long.
+    """
+
+    publishers: tuple[Network, ...]
+    minExpires: int
+    maxExpires: int
+
+
 class UpstreamError(Exception):
     """
     The configured upstream cannot be used; the message says why.
@@ -102,8 +118,8 @@ def buildSIP(
     local: dict[str, Peer] = {}
     for spec in settings.listen:
         local.setdefault(spec.transport, Peer(spec.transport, address, spec.port))
-    upstream = upstreamPeer(settings.upstream)
-    if upstream.transport not in local:
+    upstream = upstreamPeer(settings.upstream) if settings.upstream else None
+    if upstream is not None and upstream.transport not in local:
         raise UpstreamError(
             f"the upstream uses {upstream.transport} but [sip] listen has no "
             f"{upstream.transport.lower()}: endpoint to send it from"

@@ -27,7 +27,7 @@ from collections.abc import Callable
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from sipxmpp.sip.wire.message import parseMessage
+from sipxmpp.sip.wire.parser import parseMessage
 
 
 def _withLength(head: bytes, body: bytes) -> bytes:

@@ -103,7 +103,9 @@ from sipxmpp.sip.core.observer import TelephonyObserver
 from sipxmpp.sip.core.peer import Peer
 from sipxmpp.sip.core.proxy import Proxy, ProxySettings
 from sipxmpp.sip.core.timers import TimerQueue
-from sipxmpp.sip.wire.message import SIPRequest, SIPResponse, makeResponse, parseMessage
+from sipxmpp.sip.wire.message import SIPRequest, SIPResponse
+from sipxmpp.sip.wire.parser import parseMessage
+from sipxmpp.sip.wire.responses import makeResponse
 from sipxmpp.store.addresses import aorOfURI
 from sipxmpp.tap import tuneGarbageCollector
 from sipxmpp.telephony.state import TelephonyStateMachine

@@ -37,7 +37,17 @@ except ImportError:  # pragma: no cover - depends on the environment
     sys.exit("atheris is not installed: .venv/bin/pip install atheris")
 
 with atheris.instrument_imports(include=["sipxmpp.sip"]):
-    from sipxmpp.sip.wire import errors, framing, grammar, headers, message, uri  # noqa: F401
+    from sipxmpp.sip.wire import (  # noqa: F401
+        errors,
+        fields,
+        framing,
+        grammar,
+        headers,
+        message,
+        parser,
+        responses,
+        uri,
+    )
 
 from tests.unit.test_sip_fuzz import SEEDS, exercise  # noqa: E402
 

@@ -55,7 +55,9 @@ from twisted.trial.unittest import FailTest, SkipTest, SynchronousTestCase
 
 from sipxmpp.sip.wire.errors import SIPParseError
 from sipxmpp.sip.wire.framing import StreamFramer
-from sipxmpp.sip.wire.message import SIPRequest, errorResponse, makeResponse, parseMessage
+from sipxmpp.sip.wire.message import SIPRequest
+from sipxmpp.sip.wire.parser import parseMessage
+from sipxmpp.sip.wire.responses import errorResponse, makeResponse
 from sipxmpp.testing.gateway import GatewayServer
 from sipxmpp.testing.ports import LOOPBACK, freeSIPPort
 from sipxmpp.testing.process import isCI

@@ -28,7 +28,8 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from sipxmpp.sip.wire.errors import SIPParseError
 from sipxmpp.sip.wire.framing import StreamFramer
-from sipxmpp.sip.wire.message import SIPRequest, SIPResponse, parseMessage
+from sipxmpp.sip.wire.message import SIPRequest, SIPResponse
+from sipxmpp.sip.wire.parser import parseMessage
 from sipxmpp.testing.gateway import GatewayServer
 from sipxmpp.testing.kamailio import KamailioServer
 from sipxmpp.testing.ports import LOOPBACK, freeSIPPort, freeTCPPort

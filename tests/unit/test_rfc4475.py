@@ -34,13 +34,9 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from sipxmpp.sip.wire.errors import SIPParseError
 from sipxmpp.sip.wire.framing import StreamFramer
-from sipxmpp.sip.wire.message import (
-    SIPMessage,
-    SIPRequest,
-    SIPResponse,
-    errorResponse,
-    parseMessage,
-)
+from sipxmpp.sip.wire.message import SIPMessage, SIPRequest, SIPResponse
+from sipxmpp.sip.wire.parser import parseMessage
+from sipxmpp.sip.wire.responses import errorResponse
 from sipxmpp.sip.wire.uri import SIPURI, AbsoluteURI
 from tests.unit.test_sip_fuzz import ACCESSORS, exerciseMessage
 

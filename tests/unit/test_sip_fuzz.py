@@ -27,14 +27,9 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from sipxmpp.sip.wire.errors import SIPParseError
 from sipxmpp.sip.wire.framing import StreamFramer
-from sipxmpp.sip.wire.message import (
-    DEFAULT_LIMITS,
-    Limits,
-    SIPMessage,
-    SIPRequest,
-    errorResponse,
-    parseMessage,
-)
+from sipxmpp.sip.wire.message import SIPMessage, SIPRequest
+from sipxmpp.sip.wire.parser import DEFAULT_LIMITS, Limits, parseMessage
+from sipxmpp.sip.wire.responses import errorResponse
 
 #: Every status code the layer may ask a server to answer with.
 ALLOWED_CODES = {None, 400, 413, 416, 505, 513}

@@ -16,7 +16,8 @@ from sipxmpp.ops.metrics import Metrics
 from sipxmpp.sip.core.peer import Peer
 from sipxmpp.sip.core.proxy import IProxyObserver, Leg, Proxy, ProxySettings
 from sipxmpp.sip.core.transaction import T1, TIMER_C
-from sipxmpp.sip.wire.message import SIPRequest, SIPResponse, parseMessage
+from sipxmpp.sip.wire.message import SIPRequest, SIPResponse
+from sipxmpp.sip.wire.parser import parseMessage
 from sipxmpp.sip.wire.uri import SIPURI, URI
 
 US_UDP = Peer("UDP", "127.0.0.1", 5060)

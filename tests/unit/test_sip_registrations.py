@@ -18,7 +18,8 @@ from sipxmpp.sip.core.registrations import (
     contactKey,
     grantedContacts,
 )
-from sipxmpp.sip.wire.message import SIPResponse, parseMessage
+from sipxmpp.sip.wire.message import SIPResponse
+from sipxmpp.sip.wire.parser import parseMessage
 from sipxmpp.sip.wire.uri import parseURI
 
 FLOW = Peer("UDP", "127.0.0.1", 5080)

@@ -21,7 +21,9 @@ from sipxmpp.sip.core.transaction import (
     State,
     buildACK,
 )
-from sipxmpp.sip.wire.message import SIPRequest, SIPResponse, makeResponse, parseMessage
+from sipxmpp.sip.wire.message import SIPRequest, SIPResponse
+from sipxmpp.sip.wire.parser import parseMessage
+from sipxmpp.sip.wire.responses import makeResponse
 
 UDP = Peer("UDP", "127.0.0.1", 5070)
 TCP = Peer("TCP", "127.0.0.1", 5070)

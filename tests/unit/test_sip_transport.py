@@ -31,7 +31,8 @@ from sipxmpp.sip.shell.transport import (
     receiveBufferFill,
     setReceiveBuffer,
 )
-from sipxmpp.sip.wire.message import SIPRequest, SIPResponse, parseMessage
+from sipxmpp.sip.wire.message import SIPRequest, SIPResponse
+from sipxmpp.sip.wire.parser import parseMessage
 
 PHONE_ADDR = ("127.0.0.7", 5099)
 UPSTREAM = Peer("TCP", "127.0.0.1", 5070)

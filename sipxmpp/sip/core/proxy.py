@@ -53,7 +53,8 @@ from sipxmpp.sip.core.transaction import (
 )
 from sipxmpp.sip.wire.errors import SIPParseError
 from sipxmpp.sip.wire.headers import NameAddr, parseNameAddr
-from sipxmpp.sip.wire.message import SIPRequest, SIPResponse, makeResponse
+from sipxmpp.sip.wire.message import SIPRequest, SIPResponse
+from sipxmpp.sip.wire.responses import makeResponse
 from sipxmpp.sip.wire.uri import SIPURI, URI, parseURI
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network

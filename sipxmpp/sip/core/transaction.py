@@ -24,7 +24,9 @@ from twisted.logger import Logger
 from zope.interface import Interface, implementer
 
 from sipxmpp.sip.core.peer import Peer
-from sipxmpp.sip.wire.message import SIPRequest, SIPResponse, parseMessage, responseBytes
+from sipxmpp.sip.wire.message import SIPRequest, SIPResponse
+from sipxmpp.sip.wire.parser import parseMessage
+from sipxmpp.sip.wire.responses import responseBytes
 
 T1 = 0.5
 T2 = 4.0

@@ -21,7 +21,7 @@ from sipxmpp.sip.core.proxy import Network, Proxy, ProxySettings
 from sipxmpp.sip.core.timers import TimerQueue
 from sipxmpp.sip.shell.endpoints import ListenSpec
 from sipxmpp.sip.shell.transport import SIPTransports
-from sipxmpp.sip.wire.message import Limits
+from sipxmpp.sip.wire.parser import Limits
 from sipxmpp.sip.wire.uri import SIPURI, URI, parseURI
 from sipxmpp.telephony.state import TelephonyStateMachine
 

@@ -37,14 +37,9 @@ from sipxmpp.sip.core.peer import Peer
 from sipxmpp.sip.shell.endpoints import ListenSpec
 from sipxmpp.sip.wire.errors import SIPParseError
 from sipxmpp.sip.wire.framing import StreamFramer
-from sipxmpp.sip.wire.message import (
-    DEFAULT_LIMITS,
-    Limits,
-    SIPRequest,
-    SIPResponse,
-    errorResponse,
-    parseMessage,
-)
+from sipxmpp.sip.wire.message import SIPRequest, SIPResponse
+from sipxmpp.sip.wire.parser import DEFAULT_LIMITS, Limits, parseMessage
+from sipxmpp.sip.wire.responses import errorResponse
 
 Handler = Callable[[SIPRequest | SIPResponse, Peer], None]
 

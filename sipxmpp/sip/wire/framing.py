@@ -20,7 +20,7 @@ L{StreamFramer.pendingError} and raised by the next call.
 from __future__ import annotations
 
 from sipxmpp.sip.wire.errors import SIPParseError
-from sipxmpp.sip.wire.message import DEFAULT_LIMITS, Limits, annotateError, contentLengthOf
+from sipxmpp.sip.wire.parser import DEFAULT_LIMITS, Limits, annotateError, contentLengthOf
 
 __all__ = ["StreamFramer"]
 

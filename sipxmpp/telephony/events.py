@@ -2,7 +2,8 @@
 The plain interface between the telephony state and its consumers.
 
 The state machine (L{sipxmpp.telephony.state}) aggregates what the SIP
-observer saw into one L{TelephonyState} per user (AoR) and reports each
+observer saw, and what publications (SIP PUBLISH, NOTIFY) reported as
+L{DialogReport}s, into one L{TelephonyState} per user (AoR) and reports each
 transition and refresh as a L{StateChange} to every L{ITelephonyObserver},
 such as the XMPP publisher. Nothing here knows about SIP or XMPP.
 """
@@ -10,6 +11,7 @@ such as the XMPP publisher. Nothing here knows about SIP or XMPP.
 from __future__ import annotations
 
 import enum
+from collections.abc import Hashable
 from dataclasses import dataclass
 
 from zope.interface import Interface
@@ -62,6 +64,38 @@ class StateChange:
     state: TelephonyState
     previous: TelephonyState
     at: float
+
+
+class DialogPhase(enum.Enum):
+    """
+    Where a dialog a publication reports stands: ringing (trying,
+    proceeding or early), answered, answered and held, or over.
+    """
+
+    EARLY = "early"
+    CONFIRMED = "confirmed"
+    HELD = "held"
+    TERMINATED = "terminated"
+
+
+@dataclass(frozen=True, slots=True)
+class DialogReport:
+    """
+    One dialog as a publication (an RFC 4235 dialog-info document) reports it.
+
+    @ivar dialogId: what identifies the dialog across the reports of one
+        user, whichever publication carries them (for dialog-info: its
+        C{call-id} and C{id}, never its tags, which some publishers send
+        only while the dialog is early).
+    @ivar phase: the dialog's state.
+    @ivar outgoing: the user placed the call (dialog-info direction
+        C{initiator}); an unanswered outgoing call shows as on the phone,
+        not ringing.
+    """
+
+    dialogId: Hashable
+    phase: DialogPhase
+    outgoing: bool = False
 
 
 class ITelephonyObserver(Interface):

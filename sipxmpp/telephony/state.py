@@ -20,17 +20,43 @@ when an AoR's snapshot changed, and L{TelephonyStateMachine.restore} brings
 a snapshot back after a restart: what has ended meanwhile stays gone, and a
 restored dialog is again bounded by the current lifetimes. Tombstones are
 not part of a snapshot (they live for seconds).
+
+Publications (RFC 3903 PUBLISH, later RFC 6665 NOTIFY) are another source
+of the same dialogs: L{TelephonyStateMachine.publicationSet} takes what one
+publication of an AoR reports (L{DialogReport}s, or just "on the phone" for
+an RPID activity), with the publication's lifetime. Its dialogs aggregate
+with the observed ones and with other publications' into the one state of
+the AoR, keyed apart from the observed ones (the two cannot be matched:
+published dialogs may carry no tags). A dialog belongs to the publication
+that reported it last, and ends when that publication says so, expires or
+is removed; an early one also after C{earlyLifetime}. A dialog a report
+ends is tombstoned like an observed one, so a late or reordered "confirmed"
+cannot bring it back.
+
+Publications are not part of a snapshot, and changes to them do not call
+the persistence callback: a restart forgets them. RFC 3903 publishers
+recover by themselves: their next refresh or modification gets 412
+(unknown entity-tag) and they publish afresh. Until then (for Kamailio's
+pua_dialoginfo, the next change of the call), a call in progress during the
+restart is not shown.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
-from sipxmpp.telephony.events import Event, ITelephonyObserver, StateChange, TelephonyState
+from sipxmpp.telephony.events import (
+    DialogPhase,
+    DialogReport,
+    Event,
+    ITelephonyObserver,
+    StateChange,
+    TelephonyState,
+)
 
 # Seconds: how long a dialog that ended is remembered so late retransmissions
 # about it are ignored (64*T1, the longest RFC 3261 transaction lifetime).
@@ -68,10 +94,45 @@ class _Dialog:
     # after a restart an unanswered call shows as ringing until answered.)
     outgoing: bool = False
     timer: IDelayedCall | None = None
+    # The publication that reported it last (None: observed by the proxy).
+    # A published dialog lives as long as that publication; an early one
+    # has a timer for its early lifetime too.
+    publication: Hashable | None = None
     rank: int = field(init=False)
 
     def __post_init__(self) -> None:
         self.rank = _dialogRank(self.confirmed, self.held, self.outgoing)
+
+
+@dataclass(frozen=True, slots=True)
+class _Published:
+    """
+    The key of a dialog a publication reported: never equal to the key of a
+    dialog the proxy observed.
+    """
+
+    dialogId: Hashable
+
+
+@dataclass(frozen=True, slots=True)
+class _Busy:
+    """
+    The key of the dialog that stands for a publication saying the user is
+    on the phone without naming a call (RPID C{on-the-phone}).
+    """
+
+    publication: Hashable
+
+
+@dataclass(slots=True)
+class _Publication:
+    """
+    One publication of an AoR: when it expires, and the keys of the dialogs
+    it owns in L{_User.dialogs}.
+    """
+
+    timer: IDelayedCall
+    dialogs: set[Hashable] = field(default_factory=set)
 
 
 @dataclass
@@ -86,6 +147,7 @@ class _User:
     bindings: dict[Hashable, IDelayedCall] = field(default_factory=dict)
     dialogs: dict[Hashable, _Dialog] = field(default_factory=dict)
     tombstones: dict[Hashable, IDelayedCall] = field(default_factory=dict)
+    publications: dict[Hashable, _Publication] = field(default_factory=dict)
     rank: int = _OFFLINE
     counts: list[int] = field(default_factory=lambda: [0] * len(_STATES))
 
@@ -126,7 +188,7 @@ class _User:
         return _ONLINE if self.bindings else _OFFLINE
 
     def idle(self) -> bool:
-        return not (self.bindings or self.dialogs or self.tombstones)
+        return not (self.bindings or self.dialogs or self.tombstones or self.publications)
 
 
 @dataclass(frozen=True)
@@ -234,6 +296,9 @@ class TelephonyStateMachine:
         self.earlyLifetime = earlyLifetime
         self.bindingGrace = bindingGrace
         self._persist: Callable[[str], None] | None = None
+        # Set while a publication changes: the snapshot, which leaves
+        # publications out, does not change, so the store is not told.
+        self._publishing = False
 
     def addObserver(self, observer: ITelephonyObserver) -> None:
         """
@@ -269,7 +334,8 @@ class TelephonyStateMachine:
     def snapshot(self, aor: str) -> UserSnapshot:
         """
         Return the bindings and dialogs of C{aor} with the clock times they
-        end (an empty snapshot when there are none).
+        end (an empty snapshot when there are none). Dialogs that
+        publications reported are left out (see the module docstring).
         """
         user = self._users.get(aor)
         if user is None:
@@ -286,6 +352,7 @@ class TelephonyStateMachine:
                 dialog.timer.getTime() if dialog.timer is not None else self._clock.seconds(),
             )
             for dialogId, dialog in user.dialogs.items()
+            if dialog.publication is None
         )
         return UserSnapshot(aor, bindings, dialogs)
 
@@ -479,16 +546,185 @@ class TelephonyStateMachine:
             "{kind} dialog {dialog} of {aor} reached its lifetime; ending it",
             kind="confirmed" if dialog.confirmed else "early", dialog=dialogId, aor=aor,
         )
-        self._end(aor, user, dialogId)
+        if dialog.publication is None:
+            self._end(aor, user, dialogId)
+        else:
+            self._retire(aor, user, dialogId)
+            self._publicationUpdate(aor, user)
 
     def _end(self, aor: str, user: _User, dialogId: Hashable) -> None:
+        self._retire(aor, user, dialogId)
+        self._update(aor, user)
+
+    def _retire(self, aor: str, user: _User, dialogId: Hashable) -> None:
+        """
+        Remove a dialog without updating the aggregate: tombstone it, and
+        take it from the publication that owned it.
+        """
         dialog = user.removeDialog(dialogId)
         if dialog.timer is not None:
             dialog.timer.cancel()
+        if dialog.publication is not None:
+            user.publications[dialog.publication].dialogs.discard(dialogId)
+            if isinstance(dialogId, _Busy):
+                return  # it stood for no call, so no late report can revive it
+        self._tombstone(aor, user, dialogId)
+
+    def _tombstone(self, aor: str, user: _User, dialogId: Hashable) -> None:
         user.tombstones[dialogId] = self._clock.callLater(
             TOMBSTONE_LIFETIME, self._forget, aor, dialogId
         )
-        self._update(aor, user)
+
+    # --- publications ---
+
+    def publicationSet(
+        self,
+        aor: str,
+        publication: Hashable,
+        expires: float,
+        dialogs: Iterable[DialogReport] = (),
+        busy: bool = False,
+        partial: bool = False,
+    ) -> None:
+        """
+        A publication of C{aor} was created or modified: it lives for
+        C{expires} seconds from now (0 or less removes it) and reports
+        C{dialogs}.
+
+        Each reported dialog is created or changed and now belongs to this
+        publication; one reported as terminated ends, whichever publication
+        had it (and is tombstoned even if unknown, so that a "confirmed"
+        arriving late cannot start it). A confirmed dialog is never turned
+        back into an early one. Unless C{partial}, the report is the
+        publication's full state: its dialogs not listed end.
+
+        @param publication: identifies the publication among those of
+            C{aor}; stays the same across its refreshes and modifications.
+        @param busy: the publication says the user is on the phone without
+            naming a dialog (RPID C{on-the-phone} or C{busy}); replaces
+            what it said about that before.
+        """
+        if expires <= 0:
+            self.publicationRemoved(aor, publication)
+            return
+        user = self._user(aor)
+        owned = user.publications.get(publication)
+        if owned is None:
+            owned = user.publications[publication] = _Publication(
+                self._clock.callLater(expires, self._publicationExpired, aor, publication)
+            )
+        else:
+            owned.timer.reset(expires)
+        listed: set[Hashable] = set()
+        for report in dialogs:
+            published = _Published(report.dialogId)
+            listed.add(published)
+            self._applyReport(aor, user, publication, owned, published, report)
+        busyKey = _Busy(publication)
+        if busy:
+            listed.add(busyKey)
+            if busyKey not in user.dialogs:
+                user.addDialog(busyKey, _Dialog(confirmed=True, publication=publication))
+                owned.dialogs.add(busyKey)
+        elif busyKey in user.dialogs:
+            self._retire(aor, user, busyKey)
+        if not partial:
+            for gone in owned.dialogs - listed:
+                self._retire(aor, user, gone)
+        # A publication that still reports a call is a refresh of it.
+        self._publicationUpdate(aor, user, refresh=bool(owned.dialogs))
+
+    def _applyReport(self, aor: str, user: _User, publication: Hashable,
+                     owned: _Publication, key: _Published, report: DialogReport) -> None:
+        phase = report.phase
+        dialog = user.dialogs.get(key)
+        if phase is DialogPhase.TERMINATED:
+            if dialog is not None:
+                self._retire(aor, user, key)
+            elif key not in user.tombstones:
+                self._tombstone(aor, user, key)
+            return
+        if key in user.tombstones:
+            return
+        confirmed = phase is not DialogPhase.EARLY
+        held = phase is DialogPhase.HELD
+        if dialog is None:
+            dialog = _Dialog(confirmed=confirmed, held=held, outgoing=report.outgoing,
+                             publication=publication)
+            user.addDialog(key, dialog)
+            owned.dialogs.add(key)
+            if not confirmed:
+                self._arm(aor, key, dialog, self.earlyLifetime)
+            return
+        if dialog.publication != publication:
+            previous = dialog.publication
+            if previous is not None:
+                user.publications[previous].dialogs.discard(key)
+            dialog.publication = publication
+            owned.dialogs.add(key)
+        if confirmed:
+            if dialog.timer is not None:
+                # From now on it lives as long as its publication.
+                dialog.timer.cancel()
+                dialog.timer = None
+            if not dialog.confirmed or dialog.held != held:
+                user.changeDialog(dialog, True, held)
+
+    def publicationRefreshed(self, aor: str, publication: Hashable, expires: float) -> None:
+        """
+        A publication of C{aor} was refreshed without a change: it lives
+        for another C{expires} seconds (0 or less removes it). Unknown
+        publications are ignored.
+        """
+        if expires <= 0:
+            self.publicationRemoved(aor, publication)
+            return
+        user = self._users.get(aor)
+        owned = user.publications.get(publication) if user is not None else None
+        if user is None or owned is None:
+            return
+        owned.timer.reset(expires)
+        self._publicationUpdate(aor, user, refresh=bool(owned.dialogs))
+
+    def publicationRemoved(self, aor: str, publication: Hashable) -> None:
+        """
+        A publication of C{aor} was removed (or expired at its source): the
+        dialogs it owns end. Repeats are harmless.
+        """
+        user = self._users.get(aor)
+        owned = user.publications.pop(publication, None) if user is not None else None
+        if user is None or owned is None:
+            return
+        if owned.timer.active():
+            owned.timer.cancel()
+        self._endPublication(aor, user, publication, owned)
+
+    def _publicationExpired(self, aor: str, publication: Hashable) -> None:
+        user = self._users[aor]
+        owned = user.publications.pop(publication)
+        self.log.info(
+            "publication {publication} of {aor} expired, ending {count} of its dialogs",
+            publication=publication, aor=aor, count=len(owned.dialogs),
+        )
+        self._endPublication(aor, user, publication, owned)
+
+    def _endPublication(self, aor: str, user: _User, publication: Hashable,
+                        owned: _Publication) -> None:
+        # Popped from user.publications first: _retire must not look it up.
+        for key in owned.dialogs:
+            dialog = user.removeDialog(key)
+            if dialog.timer is not None:
+                dialog.timer.cancel()
+            if not isinstance(key, _Busy):
+                self._tombstone(aor, user, key)
+        self._publicationUpdate(aor, user)
+
+    def _publicationUpdate(self, aor: str, user: _User, refresh: bool = False) -> None:
+        self._publishing = True
+        try:
+            self._update(aor, user, refresh)
+        finally:
+            self._publishing = False
 
     def _forget(self, aor: str, dialogId: Hashable) -> None:
         user = self._users[aor]
@@ -515,7 +751,7 @@ class TelephonyStateMachine:
             event = None
         if user.idle():
             del self._users[aor]
-        if self._persist is not None:
+        if self._persist is not None and not self._publishing:
             try:
                 self._persist(aor)
             except Exception:

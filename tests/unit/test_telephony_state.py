@@ -8,7 +8,14 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
-from sipxmpp.telephony.events import Event, ITelephonyObserver, StateChange, TelephonyState
+from sipxmpp.telephony.events import (
+    DialogPhase,
+    DialogReport,
+    Event,
+    ITelephonyObserver,
+    StateChange,
+    TelephonyState,
+)
 from sipxmpp.telephony.state import TOMBSTONE_LIFETIME, TelephonyStateMachine
 from tests.unit.test_telephony_state_counts import installChecker
 
@@ -283,6 +290,264 @@ class DialogTests(StateMachineTestCase):
         self.machine.dialogTerminated(ALICE, "d1")
         self.assertEqual(self.machine.stateOf(ALICE), S.OFFLINE)
         self.assertEqual(self.events()[-1], Event.OFFLINE)
+
+
+def early(dialogId: str, outgoing: bool = False) -> DialogReport:
+    return DialogReport(dialogId, DialogPhase.EARLY, outgoing)
+
+
+def confirmed(dialogId: str) -> DialogReport:
+    return DialogReport(dialogId, DialogPhase.CONFIRMED)
+
+
+def held(dialogId: str) -> DialogReport:
+    return DialogReport(dialogId, DialogPhase.HELD)
+
+
+def terminated(dialogId: str) -> DialogReport:
+    return DialogReport(dialogId, DialogPhase.TERMINATED)
+
+
+class PublicationTests(StateMachineTestCase):
+    """
+    Publications (PUBLISH, NOTIFY) report dialogs that aggregate with the
+    observed ones; each publication bounds the life of its dialogs.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.machine.bindingUpdated(ALICE, "c1", 3600)
+
+    def test_publishedCall(self) -> None:
+        """
+        Early, confirmed and terminated reports of one dialog, one per
+        modification of a publication (as Kamailio's pua_dialoginfo sends
+        them), ring, answer and end the call.
+        """
+        self.machine.publicationSet(ALICE, "p1", 43201, [early("d1")])
+        self.assertEqual(self.machine.stateOf(ALICE), S.RINGING)
+        self.machine.publicationSet(ALICE, "p1", 43201, [confirmed("d1")])
+        self.assertEqual(self.machine.stateOf(ALICE), S.ON_THE_PHONE)
+        self.machine.publicationSet(ALICE, "p1", 11, [terminated("d1")])
+        self.assertEqual(self.machine.stateOf(ALICE), S.ONLINE)
+        self.assertEqual(
+            self.events(), [Event.ONLINE, Event.RINGING, Event.ON_THE_PHONE, Event.ONLINE]
+        )
+        self.clock.advance(11)
+        self.assertEqual(self.machine._users[ALICE].publications, {})
+        self.assertEqual(self.events()[-1], Event.ONLINE)
+
+    def test_outgoingEarlyIsOnThePhone(self) -> None:
+        self.machine.publicationSet(ALICE, "p1", 3600, [early("d1", outgoing=True)])
+        self.assertEqual(self.machine.stateOf(ALICE), S.ON_THE_PHONE)
+
+    def test_holdAndResume(self) -> None:
+        self.machine.publicationSet(ALICE, "p1", 3600, [confirmed("d1")])
+        self.machine.publicationSet(ALICE, "p1", 3600, [held("d1")])
+        self.assertEqual(self.machine.stateOf(ALICE), S.ON_HOLD)
+        self.machine.publicationSet(ALICE, "p1", 3600, [confirmed("d1")])
+        self.assertEqual(self.events(),
+                         [Event.ONLINE, Event.ON_THE_PHONE, Event.HELD, Event.RESUMED])
+
+    def test_expiryEndsItsDialogs(self) -> None:
+        """
+        A publisher that dies never leaves the user on the phone: when its
+        publication expires, so do the dialogs it reported.
+        """
+        self.machine.publicationSet(ALICE, "p1", 60, [confirmed("d1")])
+        self.clock.advance(59)
+        self.assertEqual(self.machine.stateOf(ALICE), S.ON_THE_PHONE)
+        self.clock.advance(1)
+        self.assertEqual(self.machine.stateOf(ALICE), S.ONLINE)
+        self.assertEqual(self.events(), [Event.ONLINE, Event.ON_THE_PHONE, Event.ONLINE])
+
+    def test_expiryForgetsEverything(self) -> None:
+        self.machine.bindingRemoved(ALICE, "c1")
+        self.machine.publicationSet(ALICE, "p1", 60, [confirmed("d1")], busy=True)
+        self.clock.advance(60)
+        self.clock.advance(TOMBSTONE_LIFETIME)
+        self.assertEqual(self.machine._users, {})
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_refreshExtends(self) -> None:
+        self.machine.publicationSet(ALICE, "p1", 60, [confirmed("d1")])
+        self.clock.advance(50)
+        self.machine.publicationRefreshed(ALICE, "p1", 60)
+        self.clock.advance(59)
+        self.assertEqual(self.machine.stateOf(ALICE), S.ON_THE_PHONE)
+        self.clock.advance(1)
+        self.assertEqual(self.machine.stateOf(ALICE), S.ONLINE)
+        self.assertEqual(self.events(), [Event.ONLINE, Event.ON_THE_PHONE,
+                                         Event.STILL_ON_THE_PHONE, Event.ONLINE])
+
+    def test_removal(self) -> None:
+        self.machine.publicationSet(ALICE, "p1", 3600, [confirmed("d1")])
+        self.machine.publicationRemoved(ALICE, "p1")
+        self.assertEqual(self.machine.stateOf(ALICE), S.ONLINE)
+        self.machine.publicationRemoved(ALICE, "p1")
+        self.machine.publicationRefreshed(ALICE, "p1", 60)
+        self.machine.publicationRemoved(BOB, "p1")
+        self.assertEqual(self.events(), [Event.ONLINE, Event.ON_THE_PHONE, Event.ONLINE])
+
+    def test_zeroExpiresRemoves(self) -> None:
+        self.machine.publicationSet(ALICE, "p1", 3600, [confirmed("d1")])
+        self.machine.publicationRefreshed(ALICE, "p1", 0)
+        self.assertEqual(self.machine.stateOf(ALICE), S.ONLINE)
+        self.machine.publicationSet(ALICE, "p2", 3600, [confirmed("d2")])
+        self.machine.publicationSet(ALICE, "p2", 0, [confirmed("d2")])
+        self.assertEqual(self.machine.stateOf(ALICE), S.ONLINE)
+        self.assertEqual(self.machine._users[ALICE].publications, {})
+
+    def test_fullStateEndsUnlistedDialogs(self) -> None:
+        self.machine.publicationSet(ALICE, "p1", 3600, [confirmed("d1"), early("d2")])
+        self.machine.publicationSet(ALICE, "p1", 3600, [early("d2")])
+        self.assertEqual(self.machine.stateOf(ALICE), S.RINGING)
+        self.machine.publicationSet(ALICE, "p1", 3600, [])
+        self.assertEqual(self.machine.stateOf(ALICE), S.ONLINE)
+
+    def test_partialStateKeepsUnlistedDialogs(self) -> None:
+        self.machine.publicationSet(ALICE, "p1", 3600, [confirmed("d1")])
+        self.machine.publicationSet(ALICE, "p1", 3600, [early("d2")], partial=True)
+        self.assertEqual(self.machine.stateOf(ALICE), S.ON_THE_PHONE)
+        self.machine.publicationSet(ALICE, "p1", 3600, [terminated("d1")], partial=True)
+        self.assertEqual(self.machine.stateOf(ALICE), S.RINGING)
+
+    def test_terminatedInAnotherPublication(self) -> None:
+        """
+        A publisher that lost its entity-tag (a 412 after our restart, say)
+        reports the end of a call in a new publication: the call ends, and
+        the old publication expiring later changes nothing.
+        """
+        self.machine.publicationSet(ALICE, "p1", 3600, [confirmed("d1")])
+        self.machine.publicationSet(ALICE, "p2", 11, [terminated("d1")])
+        self.assertEqual(self.machine.stateOf(ALICE), S.ONLINE)
+        self.clock.advance(3600)
+        self.assertEqual(self.events(), [Event.ONLINE, Event.ON_THE_PHONE, Event.ONLINE])
+
+    def test_dialogBelongsToLastReporter(self) -> None:
+        self.machine.publicationSet(ALICE, "p1", 60, [confirmed("d1")])
+        self.machine.publicationSet(ALICE, "p2", 3600, [confirmed("d1")])
+        self.clock.advance(60)
+        self.assertEqual(self.machine.stateOf(ALICE), S.ON_THE_PHONE)
+        self.machine.publicationSet(ALICE, "p1", 60, [])  # p1 anew, without d1
+        self.assertEqual(self.machine.stateOf(ALICE), S.ON_THE_PHONE)
+        self.machine.publicationRemoved(ALICE, "p2")
+        self.assertEqual(self.machine.stateOf(ALICE), S.ONLINE)
+
+    def test_confirmedWhileRingingThenTerminated(self) -> None:
+        """
+        pua_dialoginfo reports "confirmed" on any request inside an early
+        dialog (a PRACK): on the phone, as the report says, and the later
+        "terminated" of the unanswered call still ends it.
+        """
+        self.machine.publicationSet(ALICE, "p1", 43201, [early("d1")])
+        self.machine.publicationSet(ALICE, "p1", 43201, [confirmed("d1")])
+        self.machine.publicationSet(ALICE, "p1", 43201, [early("d1")])
+        self.assertEqual(self.machine.stateOf(ALICE), S.ON_THE_PHONE)
+        self.machine.publicationSet(ALICE, "p1", 11, [terminated("d1")])
+        self.assertEqual(self.machine.stateOf(ALICE), S.ONLINE)
+
+    def test_lateConfirmedCannotRevive(self) -> None:
+        """
+        A "confirmed" that arrives after the "terminated" (reordered, or in
+        another publication) is ignored, also for a dialog never seen.
+        """
+        self.machine.publicationSet(ALICE, "p1", 3600, [confirmed("d1")])
+        self.machine.publicationSet(ALICE, "p1", 11, [terminated("d1")])
+        self.machine.publicationSet(ALICE, "p2", 3600, [confirmed("d1")])
+        self.machine.publicationSet(ALICE, "p3", 11, [terminated("d2")])
+        self.machine.publicationSet(ALICE, "p3", 3600, [confirmed("d2")])
+        self.assertEqual(self.machine.stateOf(ALICE), S.ONLINE)
+        self.clock.advance(TOMBSTONE_LIFETIME)
+        self.machine.publicationSet(ALICE, "p2", 3600, [confirmed("d1")])
+        self.assertEqual(self.machine.stateOf(ALICE), S.ON_THE_PHONE)
+
+    def test_earlyLifetimeBoundsPublishedEarly(self) -> None:
+        """
+        An early dialog ends after the early lifetime even while its
+        publication (43201 s from pua_dialoginfo) lives on; answered in
+        time, it lives as long as its publication.
+        """
+        self.machine.bindingUpdated(ALICE, "c1", 86400)
+        self.machine.publicationSet(ALICE, "p1", 43201, [early("d1")])
+        self.clock.advance(180)
+        self.assertEqual(self.machine.stateOf(ALICE), S.ONLINE)
+        self.assertIn("p1", self.machine._users[ALICE].publications)
+        self.machine.publicationSet(ALICE, "p2", 43201, [early("d2")])
+        self.clock.advance(100)
+        self.machine.publicationSet(ALICE, "p2", 43201, [confirmed("d2")])
+        self.clock.advance(43000)
+        self.assertEqual(self.machine.stateOf(ALICE), S.ON_THE_PHONE)
+        self.clock.advance(201)
+        self.assertEqual(self.machine.stateOf(ALICE), S.ONLINE)
+
+    def test_busyActivity(self) -> None:
+        """
+        A publication saying "on the phone" without a dialog (PIDF with RPID
+        on-the-phone) shows as on the phone until it says otherwise.
+        """
+        self.machine.publicationSet(ALICE, "pidf", 3600, busy=True)
+        self.assertEqual(self.machine.stateOf(ALICE), S.ON_THE_PHONE)
+        self.machine.publicationSet(ALICE, "pidf", 3600, busy=False)
+        self.assertEqual(self.machine.stateOf(ALICE), S.ONLINE)
+        self.machine.publicationSet(ALICE, "pidf", 3600, busy=True)
+        self.assertEqual(self.machine.stateOf(ALICE), S.ON_THE_PHONE)
+        # A partial report changes only the dialogs it lists, but says
+        # whether the user is busy all the same.
+        self.machine.publicationSet(ALICE, "pidf", 3600, busy=False, partial=True)
+        self.assertEqual(self.machine.stateOf(ALICE), S.ONLINE)
+        self.assertEqual(self.events(), [Event.ONLINE, Event.ON_THE_PHONE, Event.ONLINE,
+                                         Event.ON_THE_PHONE, Event.ONLINE])
+
+    def test_sourcesAggregate(self) -> None:
+        """
+        The proxy's own observations, a dialog-info publication and a PIDF
+        one add up to one state; published and observed dialogs are keyed
+        apart even when their ids are equal.
+        """
+        self.machine.dialogEarly(ALICE, "d1")
+        self.machine.publicationSet(ALICE, "dialog", 3600, [confirmed("d1")])
+        self.machine.publicationSet(ALICE, "pidf", 3600, busy=True)
+        self.assertEqual(self.machine.stateOf(ALICE), S.ON_THE_PHONE)
+        self.machine.publicationSet(ALICE, "dialog", 11, [terminated("d1")])
+        self.assertEqual(self.machine.stateOf(ALICE), S.ON_THE_PHONE)
+        self.machine.publicationRemoved(ALICE, "pidf")
+        self.assertEqual(self.machine.stateOf(ALICE), S.RINGING)
+        self.machine.dialogTerminated(ALICE, "d1")
+        self.assertEqual(self.machine.stateOf(ALICE), S.ONLINE)
+
+    def test_observedEndDoesNotEndPublished(self) -> None:
+        self.machine.publicationSet(ALICE, "dialog", 3600, [confirmed("d1")])
+        self.machine.dialogTerminated(ALICE, "d1")
+        self.machine.dialogHeld(ALICE, "d1")
+        self.assertEqual(self.machine.stateOf(ALICE), S.ON_THE_PHONE)
+
+    def test_notSnapshottedNorPersisted(self) -> None:
+        """
+        Snapshots leave publications out, and publication changes do not
+        ask the store to save one (see the module docstring for why).
+        """
+        saved: list[str] = []
+        self.machine.setPersistenceCallback(saved.append)
+        self.machine.dialogConfirmed(ALICE, "observed")
+        self.assertEqual(saved, [ALICE])
+        self.machine.publicationSet(ALICE, "p1", 60, [early("d1")], busy=True)
+        self.machine.publicationSet(ALICE, "p1", 60, [confirmed("d1")])
+        self.machine.publicationRefreshed(ALICE, "p1", 60)
+        self.clock.advance(60)
+        self.assertEqual(saved, [ALICE])
+        self.machine.publicationSet(ALICE, "p2", 60, [confirmed("d2")])
+        snapshot = self.machine.snapshot(ALICE)
+        self.assertEqual([d.dialogId for d in snapshot.dialogs], ["observed"])
+
+    def test_publicationWithoutDialogsKeepsRecord(self) -> None:
+        self.machine.bindingRemoved(ALICE, "c1")
+        self.machine.publicationSet(ALICE, "pidf", 60)
+        self.assertEqual(self.machine.stateOf(ALICE), S.OFFLINE)
+        self.assertIn(ALICE, self.machine._users)
+        self.clock.advance(60)
+        self.assertEqual(self.machine._users, {})
+        self.assertEqual(self.clock.getDelayedCalls(), [])
 
 
 class ObserverFailureTests(StateMachineTestCase):

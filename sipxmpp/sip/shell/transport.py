@@ -1,7 +1,7 @@
 """
 Twisted shells that move SIP bytes: UDP, TCP and TLS.
 
-They parse what arrives (L{sipxmpp.sip.wire.message}, L{sipxmpp.sip.wire.framing}),
+They parse what arrives (L{sipxmpp.sip.wire.parser}, L{sipxmpp.sip.wire.framing}),
 hand each message and the L{Peer} it came from to a handler (the proxy
 core), and send what the core asks them to. Malformed input never gets
 further: a request that can be answered gets its error response (sent back

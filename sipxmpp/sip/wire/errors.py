@@ -31,7 +31,7 @@ class SIPParseError(ValueError):
         C{(canonicalName, rawValue)} pairs with canonical names among
         C{"via"}, C{"from"}, C{"to"}, C{"call-id"} and C{"cseq"}.  Empty
         unless the input was a request whose header section could be split.
-        L{sipxmpp.sip.wire.message.errorResponse} turns it into bytes.
+        L{sipxmpp.sip.wire.responses.errorResponse} turns it into bytes.
     """
 
     reason: str

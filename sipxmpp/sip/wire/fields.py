@@ -42,12 +42,6 @@ def _clean(value: bytes) -> bytes:
     return value
 
 
-def _nonEmpty(text: str, what: str) -> str:
-    if not text:
-        raise SIPParseError(f"empty {what} value")
-    return text
-
-
 def _nonBlank(raw: bytes, what: str) -> bytes:
     if not raw.strip(b" \t\r\n"):
         raise SIPParseError(f"empty {what} value")

@@ -166,7 +166,7 @@ def displayName(key: str) -> str:
 # over raw header bytes (surrounding LWS included, so the value needs no
 # strip and no decoding first) that accepts a strict subset of what the
 # general parsers below accept and yields the same result for it
-# (tests/unit/test_sip_message.py checks this on generated input); any
+# (tests/unit/test_sip_headers.py checks this on generated input); any
 # other value takes the general path.  The patterns are sequences of
 # simple character classes with no ambiguous nesting: matching is linear.
 _TOKC = rb"A-Za-z0-9\-.!%*_+`'~"

@@ -31,11 +31,14 @@ setup(
         "cryptography>=42",
         "scramp>=1.4",
         "psycopg[binary]>=3.1",
+        # Hardened XML for PUBLISH bodies (dialog-info, PIDF): no entities.
+        "defusedxml>=0.7",
     ],
     extras_require={
         # slixmpp plays the user's desktop client in the integration tests.
         "test": ["hypothesis>=6.100", "slixmpp>=1.8"],
-        "dev": ["hypothesis>=6.100", "slixmpp>=1.8", "ruff", "mypy", "mypy-zope"],
+        "dev": ["hypothesis>=6.100", "slixmpp>=1.8", "ruff", "mypy", "mypy-zope",
+                "types-defusedxml"],
     },
     entry_points={
         "console_scripts": ["sipxmpp-admin = sipxmpp.ops.admin:main"],

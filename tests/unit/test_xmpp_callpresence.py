@@ -10,18 +10,14 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.words.protocols.jabber.jid import JID
 
 from sipxmpp.telephony.events import TelephonyState
-from sipxmpp.xmpp.callpresence import (
-    RESOURCE_SETTLE,
+from sipxmpp.xmpp.callevents import (
     Action,
-    CallPresence,
-    CallTexts,
     CommandsFailed,
     CommandsKnown,
     Event,
     ForgetCommands,
     LearnCommands,
     Log,
-    Phase,
     QueryCommands,
     ResourceChanged,
     RestoreAnswered,
@@ -37,11 +33,17 @@ from sipxmpp.xmpp.callpresence import (
     SetStatusAnswered,
     SetStatusFailed,
     SetStatusTimedOut,
-    ShownOnClient,
-    ShownOnOwnResource,
     StartTimer,
     TelephonyChanged,
     TimerFired,
+)
+from sipxmpp.xmpp.callpresence import (
+    RESOURCE_SETTLE,
+    CallPresence,
+    CallTexts,
+    Phase,
+    ShownOnClient,
+    ShownOnOwnResource,
 )
 from sipxmpp.xmpp.remote import NODE_LEGACY_GAJIM, NODE_SET_STATUS, RemoteStatus
 from sipxmpp.xmpp.resources import Caps, ResourceChange, ResourcePresence

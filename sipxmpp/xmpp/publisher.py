@@ -2,28 +2,24 @@
 The XMPP publisher: puts each provisioned user's telephony state into their
 XMPP presence.
 
-For every call (ringing, on the phone, on hold; each with its own text):
-
-  - B{case b} (C{mode = remote-control}): the user's highest-priority
-    available client that offers XEP-0146 C{rc#set-status} (or Gajim's
-    legacy C{change-status}) is set to C{dnd} with the text, keeping its
-    priority; when the last call is over, its saved values are put back --
-    unless the user changed that client's status meanwhile, which we see in
-    the presence the client broadcasts: once our change has shown up, any
-    later different status is the user's, and the user wins;
-  - B{case a} (C{mode = resource}, and the fallback when no client offers
-    remote control or the command fails or times out): the gateway's own
-    resource shows C{dnd} with the text and a priority above the user's
-    others, then goes back to its negative priority.
+For every call (ringing, on the phone, on hold; each with its own text) the
+call is shown either B{on the user's client by remote control} (XEP-0146,
+C{mode = remote-control}), its status put back after the call unless the
+user changed it meanwhile, or B{on the gateway's own resource} (C{mode =
+resource}, and the fallback when no client can be remote-controlled). What
+to do when is decided by L{sipxmpp.xmpp.callpresence.CallPresence}, a
+sans-IO state machine per user whose module docstring tells the states;
+L{UserPublisher} is the thin XMPP shell around it.
 
 The SIP side never waits: L{Publisher.telephonyStateChanged} records the
-latest state and returns; each user's L{UserPublisher} works towards the
-latest state one step at a time, so when XMPP is slow or down, whatever
-happened meanwhile collapses into the latest state once it is back.
+latest state and returns; each user's machine works towards the latest state
+one answer at a time, so when XMPP is slow or down, whatever happened
+meanwhile collapses into the latest state once it is back.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -32,7 +28,6 @@ from twisted.application import service
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
-from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.words.protocols.jabber.jid import JID
@@ -41,13 +36,45 @@ from zope.interface import implementer
 
 from sipxmpp.telephony.events import ITelephonyObserver, StateChange, TelephonyState
 from sipxmpp.xmpp.accounts import Account, IAccountDirectory
+from sipxmpp.xmpp.callevents import (
+    Action,
+    CommandsFailed,
+    CommandsKnown,
+    Event,
+    ForgetCommands,
+    LearnCommands,
+    Log,
+    QueryCommands,
+    ResourceChanged,
+    RestoreAnswered,
+    RestoreClientStatus,
+    RestoreFailed,
+    RestoreInterrupted,
+    SavedStatusAdopted,
+    SaveStatus,
+    SendOwnPresence,
+    SessionLost,
+    SessionReady,
+    SetClientStatus,
+    SetStatusAnswered,
+    SetStatusFailed,
+    SetStatusTimedOut,
+    StartTimer,
+    TelephonyChanged,
+    TimerFired,
+)
+from sipxmpp.xmpp.callpresence import (
+    CallPresence,
+    CallTexts,
+    ShownOnClient,
+    ShownOnOwnResource,
+)
 from sipxmpp.xmpp.remote import (
-    STATUS_NODES,
     CommandFailed,
+    CommandTimeout,
     RemoteControl,
     RemoteControlError,
     RemoteStatus,
-    showToStatus,
 )
 from sipxmpp.xmpp.resources import (
     CommandCache,
@@ -65,14 +92,6 @@ NS_ACTIVITY = "http://jabber.org/protocol/activity"
 
 # How long an AoR without an account is not looked up again.
 UNPROVISIONED_TTL = 60.0
-
-# Seconds after login during which a call waits for the user's other
-# resources to be announced before choosing where to show it.
-RESOURCE_SETTLE = 0.5
-
-# Stanza errors meaning that the controlled client is not online (RFC 6120
-# 8.5.3.2.1): its status is put back once it is online again.
-UNREACHABLE = frozenset({"service-unavailable", "recipient-unavailable", "item-not-found"})
 
 
 @dataclass(frozen=True)
@@ -107,38 +126,15 @@ class PublisherSettings:
         )
 
 
-class CaseA:
+def callTexts(account: Account, settings: PublisherSettings) -> CallTexts:
     """
-    The call is shown on the gateway's own resource.
+    The texts of C{account}'s calls: its own, else the configured ones.
     """
-
-    def __init__(self, text: str, priority: int) -> None:
-        self.text = text
-        self.priority = priority
-
-
-class CaseB:
-    """
-    The call is shown on one of the user's clients, by remote control.
-
-    @ivar saved: the client's status before, once known.
-    @ivar seenOurs: the client has broadcast the status we set.
-    @ivar overridden: after that, it broadcast a different one: the user
-        changed it, so it is not restored.
-    @ivar anyDnd: while the client is offline, any dnd it comes back with
-        counts as ours (the text we set is not known: it was restored from
-        the store after a restart).
-    """
-
-    def __init__(self, target: JID, node: str, text: str, saved: RemoteStatus | None) -> None:
-        self.target = target
-        self.node = node
-        self.text = text
-        self.saved = saved
-        self.seenOurs = False
-        self.overridden = False
-        self.restoring = False
-        self.anyDnd = False
+    return CallTexts(
+        ringing=account.ringingText or settings.ringingText,
+        onThePhone=account.statusText or settings.statusText,
+        onHold=account.holdText or settings.holdText,
+    )
 
 
 class CommandDirectory:
@@ -188,11 +184,13 @@ class CommandDirectory:
 
 class UserPublisher(subprotocols.XMPPHandler):  # type: ignore[misc]
     """
-    One user's presence, on that user's session.
+    One user's presence, on that user's session: the XMPP shell around the
+    user's L{CallPresence}. Stanzas and answers become its events; its
+    actions are carried out with L{RemoteControl}, the L{CommandDirectory},
+    the session and the clock.
 
-    @ivar telephony: the latest telephony state.
-    @ivar shown: how the current call is shown (L{CaseA}, L{CaseB}), or
-        L{None} when nothing is.
+    @ivar machine: what decides.
+    @ivar tracker: the user's other resources, from the presence stanzas.
     """
 
     log = Logger()
@@ -206,29 +204,46 @@ class UserPublisher(subprotocols.XMPPHandler):  # type: ignore[misc]
         self.settings = settings
         self.mode = account.mode or settings.mode
         self.commandDirectory = commands
-        self.telephony = TelephonyState.ONLINE
-        self.shown: CaseA | CaseB | None = None
+        self.texts = callTexts(account, settings)
+        self.machine = CallPresence(session.jid, self.texts, self.mode != "resource",
+                                    settings.priority)  # fmt: skip
         self.tracker = ResourceTracker(session.jid)
         self.remote = RemoteControl(session.jid, session.sendRequest, clock, settings.commandTimeout)
-        self._activity: str | None = None
-        self._readyAt = -RESOURCE_SETTLE
-        self._running = False
-        self._again = False
-        self._idleWaiters: list[Deferred[None]] = []
         # Told (client, status) when a client's status is saved before the
         # publisher changes it, and (None, None) once nothing is saved: the
         # store keeps it so that a restart can still put it back.
         self.onSaved: Callable[[JID | None, RemoteStatus | None], None] = lambda j, s: None
-        self._adopt: tuple[JID, RemoteStatus] | None = None
-        # A client we set to dnd that went away before its status could be
-        # put back (it left, or it was not back yet after the XMPP server
-        # restarted): if it comes back still showing our dnd, it is taken
-        # over again and restored once no call is left. Its saved status
-        # stays in the store meanwhile.
-        self._away: CaseB | None = None
+        self._activity: str | None = None
+        # Events that come while others are handled (a cached answer fires
+        # at once) wait their turn, so the machine sees one at a time.
+        self._events: deque[Event] = deque()
+        self._handling = False
+        self._timer: IDelayedCall | None = None
+        self._idleWaiters: list[Deferred[None]] = []
 
     def __repr__(self) -> str:
         return f"<UserPublisher {self.account.aor} {self.telephony.value}>"
+
+    @property
+    def telephony(self) -> TelephonyState:
+        """
+        The latest telephony state.
+        """
+        return self.machine.telephony
+
+    @property
+    def shown(self) -> ShownOnOwnResource | ShownOnClient | None:
+        """
+        How the current call is shown, or L{None} when nothing is.
+        """
+        return self.machine.shown
+
+    def desiredText(self) -> str | None:
+        """
+        Return the text to show for the latest telephony state, or L{None}
+        when no call is to be shown.
+        """
+        return self.machine.desiredText()
 
     # -- inputs ----------------------------------------------------------
 
@@ -236,8 +251,8 @@ class UserPublisher(subprotocols.XMPPHandler):  # type: ignore[misc]
         """
         Record the user's latest telephony state and work towards it.
         """
-        self.telephony = state
-        self._kick()
+        self._handle(TelephonyChanged(state))
+        self._publishActivity()
 
     def adoptSaved(self, target: JID, saved: RemoteStatus) -> None:
         """
@@ -245,306 +260,22 @@ class UserPublisher(subprotocols.XMPPHandler):  # type: ignore[misc]
         showed before: take the call over again, so that the status is put
         back once no call is left (if the client still shows our dnd).
         """
-        self._adopt = (target, saved)
-        self._kick()
-
-    def _clearCaseB(self) -> None:
-        self.shown = None
-        self.onSaved(None, None)
+        self._handle(SavedStatusAdopted(target, saved))
 
     def connectionInitialized(self) -> None:
         self.tracker = ResourceTracker(self.session.jid)
         self.remote = RemoteControl(self.session.jid, self.session.sendRequest, self.clock,
                                     self.settings.commandTimeout)  # fmt: skip
         self.xmlstream.addObserver("/presence", self._onPresence)
-        self._readyAt = self.clock.seconds()
-        # Our presence first: the server then sends us the user's other
-        # resources' presence. A call shown on our resource goes on being
-        # shown (with the latest text) unless it ended meanwhile.
-        text = self.desiredText()
-        if isinstance(self.shown, CaseA) and text is not None:
-            self.shown.text = text
-            self._sendOwn(text, self.shown.priority)
-        else:
-            if isinstance(self.shown, CaseA):
-                self.shown = None
-            self._sendOwn(None, self.settings.priority)
+        self._handle(SessionReady())
         self._activity = None
-        self._kick()
+        self._publishActivity()
 
     def connectionLost(self, reason: Failure) -> None:
         self.tracker.clear()
-
-    # -- what to show ------------------------------------------------------
-
-    def desiredText(self) -> str | None:
-        """
-        Return the text to show for the latest telephony state, or L{None}
-        when no call is to be shown.
-        """
-        account, settings = self.account, self.settings
-        if self.telephony is TelephonyState.ON_THE_PHONE:
-            return account.statusText or settings.statusText
-        if self.telephony is TelephonyState.RINGING:
-            return account.ringingText or settings.ringingText
-        if self.telephony is TelephonyState.ON_HOLD:
-            return account.holdText or settings.holdText
-        return None
-
-    def whenIdle(self) -> Deferred[None]:
-        """
-        Fire once no step is in progress.
-        """
-        if not self._running:
-            return defer.succeed(None)
-        d: Deferred[None] = Deferred()
-        self._idleWaiters.append(d)
-        return d
-
-    def _kick(self) -> None:
-        if self._running:
-            self._again = True
-            return
-        self._running = True
-        d = Deferred.fromCoroutine(self._loop())
-        d.addErrback(lambda f: self.log.failure("presence update for {aor} failed", f,
-                                                aor=self.account.aor))  # fmt: skip
-
-    async def _loop(self) -> None:
-        try:
-            while True:
-                self._again = False
-                await self._step()
-                if not self._again:
-                    break
-        finally:
-            self._running = False
-            waiters, self._idleWaiters = self._idleWaiters, []
-            for w in waiters:
-                w.callback(None)
-
-    async def _step(self) -> None:
-        if not self.session.ready:
-            return
-        if self._adopt is not None and self.shown is None:
-            await self._adoptSaved()
-        text = self.desiredText()
-        self._publishActivity()
-        shown = self.shown
-        if text is None:
-            if isinstance(shown, CaseA):
-                self._sendOwn(None, self.settings.priority)
-                self.shown = None
-                self.log.info("{aor}: call over, gateway resource back to priority {p}",
-                              aor=self.account.aor, p=self.settings.priority)  # fmt: skip
-                if self._adopt is not None:
-                    self._again = True  # a client of ours came back: restore it
-            elif isinstance(shown, CaseB):
-                await self._restore(shown)
-                if self._adopt is not None and self.shown is None:
-                    self._again = True
-            return
-        if shown is None:
-            if self.mode == "resource":
-                self._showOwn(text)
-                return
-            # The server sends the other resources' presence right after
-            # ours (within milliseconds): a call that starts as we log in
-            # waits for it rather than miss a remote-controllable client.
-            settle = self._readyAt + RESOURCE_SETTLE - self.clock.seconds()
-            if settle > 0:
-                await deferLater(self.clock, settle, lambda: None)
-                if not self.session.ready or self.shown is not None:
-                    return
-                text = self.desiredText()
-                if text is None:
-                    return
-            target = await self._pickTarget()
-            if self.shown is not None or self.desiredText() is None:
-                return  # things changed while we looked; the loop runs again
-            if target is None:
-                self._showOwn(text)
-                return
-            await self._control(target[0], target[1], text, None)
-        elif isinstance(shown, CaseA):
-            if shown.text != text:
-                self._showOwn(text)
-        elif not shown.overridden and shown.text != text:
-            await self._control(shown.target, shown.node, text, shown.saved)
-
-    async def _adoptSaved(self) -> None:
-        settle = self._readyAt + RESOURCE_SETTLE - self.clock.seconds()
-        if settle > 0:
-            await deferLater(self.clock, settle, lambda: None)
-        adopt, self._adopt = self._adopt, None
-        if adopt is None or self.shown is not None:
-            return
-        target, saved = adopt
-        presence = self.tracker.get(target.resource or "")
-        if presence is None:
-            # Not online (yet): take it over if it comes back at our dnd.
-            self._waitForReturn(CaseB(target, STATUS_NODES[0], "", saved), anyDnd=True)
-            return
-        if presence.show != "dnd":
-            # The client went away, or the user changed it while we were
-            # down: either way there is nothing of ours to undo.
-            self.log.info("{aor}: {jid} no longer shows the dnd set before the restart; "
-                          "its saved status is dropped", aor=self.account.aor,
-                          jid=target.full())  # fmt: skip
-            self.onSaved(None, None)
-            return
-        try:
-            nodes = await self.commandDirectory.commands(self.remote, target, presence)
-        except Exception:
-            nodes = frozenset()
-        node = next((n for n in STATUS_NODES if n in nodes), STATUS_NODES[0])
-        record = CaseB(target, node, presence.status or "", saved)
-        record.seenOurs = True
-        self.shown = record
-        self.log.info("{aor}: took over {jid}'s dnd from before the restart",
-                      aor=self.account.aor, jid=target.full())  # fmt: skip
-
-    # -- case a ------------------------------------------------------------
-
-    def _showOwn(self, text: str) -> None:
-        priority = self._busyPriority()
-        self.shown = CaseA(text, priority)
-        self._sendOwn(text, priority)
-        self.log.info("{aor}: showing {text!r} on the gateway resource at priority {p}",
-                      aor=self.account.aor, text=text, p=priority)  # fmt: skip
-
-    def _busyPriority(self) -> int:
-        highest = self.tracker.highestPriority()
-        return 0 if highest is None or highest < 0 else min(127, highest + 1)
-
-    def _sendOwn(self, text: str | None, priority: int) -> None:
-        presence = domish.Element((None, "presence"))
-        if text is not None:
-            presence.addElement("show", content="dnd")
-            presence.addElement("status", content=text)
-        presence.addElement("priority", content=str(priority))
-        self.session.send(presence)
-
-    # -- case b ------------------------------------------------------------
-
-    async def _pickTarget(self) -> tuple[JID, str] | None:
-        for presence in self.tracker.available():
-            jid = JID(tuple=(self.session.jid.user, self.session.jid.host, presence.resource))
-            try:
-                nodes = await self.commandDirectory.commands(self.remote, jid, presence)
-            except Exception as e:
-                self.log.info("{aor}: no command list from {jid}: {e}",
-                              aor=self.account.aor, jid=jid.full(), e=e)  # fmt: skip
-                continue
-            for node in STATUS_NODES:
-                if node in nodes and self.tracker.get(presence.resource) is not None:
-                    return jid, node
-        return None
-
-    async def _control(self, target: JID, node: str, text: str,
-                       saved: RemoteStatus | None) -> None:  # fmt: skip
-        away = self._away
-        if saved is None and away is not None and away.target == target:
-            # A client we left at dnd is chosen again: what it showed before
-            # that is what comes back after the call, not our dnd.
-            self._away = None
-            saved = away.saved
-        record = CaseB(target, node, text, saved)
-        self.shown = record
-        presence = self.tracker.get(target.resource or "")
-        current = (
-            RemoteStatus(showToStatus(presence.show), presence.priority, presence.status or "")
-            if presence is not None
-            else saved
-        )
-        try:
-            previous = await self.remote.setStatus(target, node, "dnd", text, current)
-        except Exception as e:
-            if self.shown is not record:
-                return
-            if saved is None:
-                # Nothing changed on the client: show the call ourselves.
-                self.log.warn("{aor}: remote control of {jid} failed ({e}); "
-                              "showing the call on the gateway resource",
-                              aor=self.account.aor, jid=target.full(), e=e)  # fmt: skip
-                self.shown = None
-                if self.session.ready and self.desiredText() is not None:
-                    self._showOwn(self.desiredText() or text)
-            else:
-                self.log.warn("{aor}: could not change the text on {jid}: {e}",
-                              aor=self.account.aor, jid=target.full(), e=e)  # fmt: skip
-            return
-        if record.saved is None:
-            record.saved = previous
-            self.onSaved(target, previous)
-        self.log.info("{aor}: {jid} set to dnd {text!r} by remote control ({node})",
-                      aor=self.account.aor, jid=target.full(), text=text, node=node)  # fmt: skip
-
-    async def _restore(self, shown: CaseB) -> None:
-        if shown.overridden or shown.saved is None:
-            self.log.info("{aor}: call over; {jid} left as the user set it",
-                          aor=self.account.aor, jid=shown.target.full())  # fmt: skip
-            self._clearCaseB()
-            return
-        # The client broadcasts the restored status while we wait for its
-        # answer: that is ours, not the user's.
-        shown.restoring = True
-        try:
-            await self.remote.restoreStatus(shown.target, shown.node, shown.saved)
-        except CommandFailed as e:
-            if e.condition in UNREACHABLE and self.shown is shown:
-                # The client is not online: after an XMPP server restart we
-                # may be back before it is. Restore it when it returns.
-                self.shown = None
-                self._waitForReturn(shown)
-                return
-            self.log.warn("{aor}: could not restore {jid}: {e}",
-                          aor=self.account.aor, jid=shown.target.full(), e=e)  # fmt: skip
-        except RemoteControlError as e:
-            self.log.warn("{aor}: could not restore {jid}: {e}",
-                          aor=self.account.aor, jid=shown.target.full(), e=e)  # fmt: skip
-        except Exception as e:
-            # The stream went away: try again on the next one.
-            shown.restoring = False
-            self.log.info("{aor}: restoring {jid} deferred until reconnected: {e}",
-                          aor=self.account.aor, jid=shown.target.full(), e=e)  # fmt: skip
-            return
-        else:
-            self.log.info("{aor}: call over; {jid} restored to {status} {message!r}",
-                          aor=self.account.aor, jid=shown.target.full(),
-                          status=shown.saved.status, message=shown.saved.message)  # fmt: skip
-        if self.shown is shown:
-            self._clearCaseB()
-
-    def _waitForReturn(self, shown: CaseB, anyDnd: bool = False) -> None:
-        """
-        C{shown}'s client is offline while still at our dnd (as far as we
-        know): keep its saved status until it comes back.
-        """
-        shown.restoring = False
-        shown.anyDnd = anyDnd
-        self._away = shown
-        self.log.info("{aor}: {jid} is offline; its status is put back if it returns at dnd",
-                      aor=self.account.aor, jid=shown.target.full())  # fmt: skip
-
-    def _returned(self, change: ResourceChange) -> None:
-        """
-        A client we left at dnd while it was away is online again.
-        """
-        away, self._away = self._away, None
-        assert away is not None and change.after is not None
-        if away.saved is not None and change.after.show == "dnd" and (
-            away.anyDnd or change.after.looksLike("dnd", away.text)
-        ):
-            self.log.info("{aor}: {jid} is back at our dnd", aor=self.account.aor,
-                          jid=away.target.full())  # fmt: skip
-            self._adopt = (away.target, away.saved)
-            self._kick()
-            return
-        self.log.info("{aor}: {jid} came back with another status; its saved status is dropped",
-                      aor=self.account.aor, jid=away.target.full())  # fmt: skip
-        if not isinstance(self.shown, CaseB):
-            self.onSaved(None, None)
+        # The machine drops a settling that was under way; so does its timer.
+        self._cancelTimer()
+        self._handle(SessionLost())
 
     def _onPresence(self, element: domish.Element) -> None:
         change = self.tracker.presenceReceived(element)
@@ -555,50 +286,116 @@ class UserPublisher(subprotocols.XMPPHandler):  # type: ignore[misc]
         """
         React to another resource of the user coming, changing or leaving.
         """
-        jid = JID(tuple=(self.session.jid.user, self.session.jid.host, change.resource))
-        if change.after is not None:
-            if change.before is None or change.before.caps != change.after.caps:
-                # Learn its commands now, so that a call does not wait for it.
-                self.commandDirectory.commands(self.remote, jid, change.after).addErrback(
+        self._handle(ResourceChanged(change))
+
+    def whenIdle(self) -> Deferred[None]:
+        """
+        Fire once no answer is awaited.
+        """
+        if not self._handling and not self.machine.busy:
+            return defer.succeed(None)
+        d: Deferred[None] = Deferred()
+        self._idleWaiters.append(d)
+        return d
+
+    # -- the machine -------------------------------------------------------
+
+    def _handle(self, event: Event) -> None:
+        self._events.append(event)
+        if self._handling:
+            return
+        self._handling = True
+        try:
+            while self._events:
+                event = self._events.popleft()
+                try:
+                    actions = self.machine.handle(event, self.clock.seconds())
+                except Exception:
+                    self.log.failure("{aor}: handling {event} failed", aor=self.account.aor,
+                                     event=event)  # fmt: skip
+                    continue
+                for action in actions:
+                    try:
+                        self._do(action)
+                    except Exception:
+                        self.log.failure("presence update for {aor} failed ({action})",
+                                         aor=self.account.aor, action=action)  # fmt: skip
+        finally:
+            self._handling = False
+        if not self.machine.busy and self._idleWaiters:
+            waiters, self._idleWaiters = self._idleWaiters, []
+            for w in waiters:
+                w.callback(None)
+
+    def _do(self, action: Action) -> None:
+        match action:
+            case SendOwnPresence(text, priority):
+                self._sendOwn(text, priority)
+            case QueryCommands(target, presence):
+                self.commandDirectory.commands(self.remote, target, presence).addCallbacks(
+                    lambda nodes: self._handle(CommandsKnown(target, nodes)),
+                    lambda f: self._handle(CommandsFailed(target, f.getErrorMessage())),
+                )
+            case LearnCommands(target, presence):
+                self.commandDirectory.commands(self.remote, target, presence).addErrback(
                     lambda _: None
                 )
-        elif change.before is not None:
-            self.commandDirectory.forget(jid, change.before)
-        away = self._away
-        if (away is not None and change.after is not None
-                and away.target.resource == change.resource):
-            self._returned(change)
-        shown = self.shown
-        if isinstance(shown, CaseB) and shown.target.resource == change.resource:
-            if change.after is None:
-                self.log.info("{aor}: {jid} went offline during the call",
-                              aor=self.account.aor, jid=jid.full())  # fmt: skip
-                self.shown = None
-                if shown.saved is not None and not shown.overridden:
-                    self._waitForReturn(shown)
-                else:
-                    self._clearCaseB()
-                self._kick()
-            elif shown.restoring:
-                pass
-            elif change.after.looksLike("dnd", shown.text):
-                shown.seenOurs = True
-            elif shown.seenOurs and not shown.overridden:
-                shown.overridden = True
-                self.log.info("{aor}: the user changed {jid} to {show} {status!r} during the "
-                              "call; it will not be restored", aor=self.account.aor,
-                              jid=jid.full(), show=change.after.show or "online",
-                              status=change.after.status or "")  # fmt: skip
-        elif isinstance(shown, CaseA):
-            wanted = self._busyPriority()
-            if wanted > shown.priority:
-                shown.priority = wanted
-                self._sendOwn(shown.text, wanted)
+            case ForgetCommands(target, presence):
+                self.commandDirectory.forget(target, presence)
+            case SetClientStatus(target, node, text, current):
+                self.remote.setStatus(target, node, "dnd", text, current).addCallbacks(
+                    lambda previous: self._handle(SetStatusAnswered(target, previous)),
+                    lambda f: self._handle(self._setStatusFailed(target, f)),
+                )
+            case RestoreClientStatus(target, node, saved):
+                self.remote.restoreStatus(target, node, saved).addCallbacks(
+                    lambda _: self._handle(RestoreAnswered(target)),
+                    lambda f: self._handle(self._restoreFailed(target, f)),
+                )
+            case SaveStatus(target, status):
+                self.onSaved(target, status)
+            case StartTimer(delay):
+                self._cancelTimer()
+                self._timer = self.clock.callLater(delay, self._timerFired)
+            case Log(level, format, fields):
+                self.log.emit(level, "{aor}: " + format, aor=self.account.aor, **fields)
+
+    @staticmethod
+    def _setStatusFailed(target: JID, reason: Failure) -> Event:
+        if reason.check(CommandTimeout):
+            return SetStatusTimedOut(target, reason.getErrorMessage())
+        return SetStatusFailed(target, reason.getErrorMessage())
+
+    @staticmethod
+    def _restoreFailed(target: JID, reason: Failure) -> Event:
+        error = reason.value
+        if isinstance(error, RemoteControlError):
+            condition = error.condition if isinstance(error, CommandFailed) else None
+            return RestoreFailed(target, reason.getErrorMessage(), condition)
+        # No answer from the client: the stream went away.
+        return RestoreInterrupted(target, reason.getErrorMessage())
+
+    def _timerFired(self) -> None:
+        self._timer = None
+        self._handle(TimerFired())
+
+    def _cancelTimer(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+
+    def _sendOwn(self, text: str | None, priority: int) -> None:
+        presence = domish.Element((None, "presence"))
+        if text is not None:
+            presence.addElement("show", content="dnd")
+            presence.addElement("status", content=text)
+        presence.addElement("priority", content=str(priority))
+        self.session.send(presence)
 
     # -- XEP-0108 ----------------------------------------------------------
 
     def _publishActivity(self) -> None:
-        if not self.settings.publishActivity:
+        if not self.settings.publishActivity or not self.session.ready:
             return
         wanted = None
         if self.telephony in (TelephonyState.ON_THE_PHONE, TelephonyState.ON_HOLD):

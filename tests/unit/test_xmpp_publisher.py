@@ -13,7 +13,8 @@ from twisted.words.xish import domish
 
 from sipxmpp.telephony.events import Event, StateChange, TelephonyState
 from sipxmpp.xmpp.accounts import Account, MemoryAccountDirectory
-from sipxmpp.xmpp.publisher import RESOURCE_SETTLE, CaseA, CaseB, Publisher, PublisherSettings
+from sipxmpp.xmpp.callpresence import RESOURCE_SETTLE, ShownOnClient, ShownOnOwnResource
+from sipxmpp.xmpp.publisher import Publisher, PublisherSettings
 from sipxmpp.xmpp.remote import NODE_LEGACY_GAJIM, NODE_SET_STATUS, RemoteStatus
 from sipxmpp.xmpp.savedstatuses import SavedStatus
 from tests.unit.test_xmpp_fakes import (
@@ -123,7 +124,7 @@ class PublisherPolicyTests(PublisherTestsMixin, SynchronousTestCase):
         self.change(S.OFFLINE)
         self.assertEqual(self.sessions, [])
 
-    def test_caseB(self) -> None:
+    def test_shownOnClient(self) -> None:
         """
         On the phone: the highest-priority client with remote control is set
         to dnd with the text, keeping its priority; after the call its
@@ -137,7 +138,7 @@ class PublisherPolicyTests(PublisherTestsMixin, SynchronousTestCase):
         self.assertEqual(values["status-message"], [self.settings.statusText])
         self.assertEqual(values["status-priority"], ["5"])
         self.assertNotIn("sessionid", values)
-        self.assertIsInstance(self.publisher.users[AOR].shown, CaseB)
+        self.assertIsInstance(self.publisher.users[AOR].shown, ShownOnClient)
         # The gateway's own resource did not change.
         self.assertEqual(session.presences(), [])
         session.receive(presenceXML(PSI, "dnd", self.settings.statusText, 5, "psi-ver"))
@@ -183,7 +184,7 @@ class PublisherPolicyTests(PublisherTestsMixin, SynchronousTestCase):
         session.receive(presenceXML("alice@example.test/psi2", priority=1, caps="psi-ver"))
         self.assertEqual(session.iqs(), [])
 
-    def test_caseAWithoutRemoteControl(self) -> None:
+    def test_ownResourceWithoutRemoteControl(self) -> None:
         """
         No client offers remote control: the gateway's resource shows dnd
         above the user's highest priority, then returns to its own.
@@ -198,13 +199,13 @@ class PublisherPolicyTests(PublisherTestsMixin, SynchronousTestCase):
         [idle] = session.presences()
         self.assertEqual(ownPresence(idle), (None, None, -1))
 
-    def test_caseAWithoutOtherClients(self) -> None:
+    def test_ownResourceWithoutOtherClients(self) -> None:
         session = self.login()
         self.change(S.ON_THE_PHONE)
         [busy] = session.presences()
         self.assertEqual(ownPresence(busy), ("dnd", self.settings.statusText, 0))
 
-    def test_caseARaisesPriorityWhenAClientDoes(self) -> None:
+    def test_ownResourceRaisesPriorityWhenAClientDoes(self) -> None:
         session = self.login()
         self.psiOnline(session, GAJIM, priority=3, nodes=(), caps="gajim-ver")
         self.change(S.ON_THE_PHONE)
@@ -225,7 +226,7 @@ class PublisherPolicyTests(PublisherTestsMixin, SynchronousTestCase):
         )
         [busy] = session.presences()
         self.assertEqual(ownPresence(busy), ("dnd", self.settings.statusText, 6))
-        self.assertIsInstance(self.publisher.users[AOR].shown, CaseA)
+        self.assertIsInstance(self.publisher.users[AOR].shown, ShownOnOwnResource)
         self.change(S.ONLINE)
         [idle] = session.presences()
         self.assertEqual(ownPresence(idle), (None, None, -1))
@@ -294,7 +295,7 @@ class PublisherPolicyTests(PublisherTestsMixin, SynchronousTestCase):
         self.runCommand(session)
         session.receive(presenceXML(PSI, "dnd", self.settings.statusText, 5, "psi-ver"))
         record = self.publisher.users[AOR].shown
-        assert isinstance(record, CaseB)
+        assert isinstance(record, ShownOnClient)
         self.change(S.ONLINE)
         [execute] = session.iqs()
         session.answer(execute, commandAnswer(NODE_SET_STATUS, "executing", body=rcForm("dnd")))
@@ -333,7 +334,7 @@ class PublisherPolicyTests(PublisherTestsMixin, SynchronousTestCase):
         restored = self.runCommand(session)
         self.assertEqual((restored["status"], restored["status-message"]), (["online"], ["working"]))
 
-    def test_caseATexts(self) -> None:
+    def test_ownResourceTexts(self) -> None:
         session = self.login()
         self.change(S.RINGING)
         self.change(S.ON_HOLD)
@@ -422,7 +423,7 @@ class PublisherPolicyTests(PublisherTestsMixin, SynchronousTestCase):
         [idle] = session.presences()
         self.assertEqual(ownPresence(idle), (None, None, -1))
 
-    def test_caseAShownAgainAfterReconnect(self) -> None:
+    def test_ownResourceShownAgainAfterReconnect(self) -> None:
         session = self.login()
         self.change(S.ON_THE_PHONE)
         session.presences()
@@ -459,7 +460,7 @@ class PublisherPolicyTests(PublisherTestsMixin, SynchronousTestCase):
 class ModeResourceTests(PublisherTestsMixin, SynchronousTestCase):
     settings = PublisherSettings(mode="resource")
 
-    def test_alwaysCaseA(self) -> None:
+    def test_alwaysOwnResource(self) -> None:
         session = self.login()
         self.psiOnline(session)
         self.change(S.ON_THE_PHONE)
@@ -659,7 +660,7 @@ class SavedStatusTests(PublisherTestsMixin, SynchronousTestCase):
         session.answer(disco, itemsAnswer(PSI, [NODE_SET_STATUS]))
         self.clock.advance(RESOURCE_SETTLE)
         record = self.publisher.users[AOR].shown
-        assert isinstance(record, CaseB)
+        assert isinstance(record, ShownOnClient)
         self.assertEqual(record.saved, RemoteStatus("away", 3, "lunch"))
         self.assertEqual(session.iqs(), [])
         self.change(S.ONLINE)

@@ -36,6 +36,7 @@ from zope.interface import implementer
 
 from sipxmpp.telephony.events import ITelephonyObserver, StateChange, TelephonyState
 from sipxmpp.xmpp.accounts import Account, IAccountDirectory
+from sipxmpp.xmpp.activity import UserActivityPublisher
 from sipxmpp.xmpp.callevents import (
     Action,
     CommandsFailed,
@@ -86,9 +87,6 @@ from sipxmpp.xmpp.resources import (
 from sipxmpp.xmpp.savedstatuses import ISavedStatuses, SavedStatus
 from sipxmpp.xmpp.session import IXMPPSession
 from sipxmpp.xmpp.wokkelcompat import subprotocols
-
-NS_PUBSUB = "http://jabber.org/protocol/pubsub"
-NS_ACTIVITY = "http://jabber.org/protocol/activity"
 
 # How long an AoR without an account is not looked up again.
 UNPROVISIONED_TTL = 60.0
@@ -213,7 +211,6 @@ class UserPublisher(subprotocols.XMPPHandler):  # type: ignore[misc]
         # publisher changes it, and (None, None) once nothing is saved: the
         # store keeps it so that a restart can still put it back.
         self.onSaved: Callable[[JID | None, RemoteStatus | None], None] = lambda j, s: None
-        self._activity: str | None = None
         # Events that come while others are handled (a cached answer fires
         # at once) wait their turn, so the machine sees one at a time.
         self._events: deque[Event] = deque()
@@ -252,7 +249,6 @@ class UserPublisher(subprotocols.XMPPHandler):  # type: ignore[misc]
         Record the user's latest telephony state and work towards it.
         """
         self._handle(TelephonyChanged(state))
-        self._publishActivity()
 
     def adoptSaved(self, target: JID, saved: RemoteStatus) -> None:
         """
@@ -268,8 +264,6 @@ class UserPublisher(subprotocols.XMPPHandler):  # type: ignore[misc]
                                     self.settings.commandTimeout)  # fmt: skip
         self.xmlstream.addObserver("/presence", self._onPresence)
         self._handle(SessionReady())
-        self._activity = None
-        self._publishActivity()
 
     def connectionLost(self, reason: Failure) -> None:
         self.tracker.clear()
@@ -392,31 +386,6 @@ class UserPublisher(subprotocols.XMPPHandler):  # type: ignore[misc]
         presence.addElement("priority", content=str(priority))
         self.session.send(presence)
 
-    # -- XEP-0108 ----------------------------------------------------------
-
-    def _publishActivity(self) -> None:
-        if not self.settings.publishActivity or not self.session.ready:
-            return
-        wanted = None
-        if self.telephony in (TelephonyState.ON_THE_PHONE, TelephonyState.ON_HOLD):
-            wanted = self.desiredText()
-        if wanted == self._activity:
-            return
-        iq = domish.Element((None, "iq"))
-        iq["type"] = "set"
-        iq.addUniqueId()
-        publish = iq.addElement((NS_PUBSUB, "pubsub")).addElement("publish")
-        publish["node"] = NS_ACTIVITY
-        activity = publish.addElement("item").addElement((NS_ACTIVITY, "activity"))
-        if wanted is not None:
-            activity.addElement("talking").addElement("on_the_phone")
-            activity.addElement("text", content=wanted)
-        self._activity = wanted
-        self.session.sendRequest(iq, self.settings.commandTimeout).addErrback(
-            lambda f: self.log.info("{aor}: user activity not published: {e}",
-                                    aor=self.account.aor, e=f.getErrorMessage())  # fmt: skip
-        )
-
 
 SessionMaker = Callable[[JID, str], IXMPPSession]
 
@@ -450,6 +419,8 @@ class Publisher(service.Service):
         self.sessionMaker = sessionMaker
         self.commands = commands if commands is not None else CommandDirectory()
         self.users: dict[str, UserPublisher] = {}
+        # XEP-0108, beside each user's publisher when publishActivity is on.
+        self.activities: dict[str, UserActivityPublisher] = {}
         self._lookups: dict[str, TelephonyState] = {}
         self._unprovisioned: dict[str, float] = {}
         self._logouts: dict[str, IDelayedCall] = {}
@@ -465,7 +436,7 @@ class Publisher(service.Service):
     def _changed(self, aor: str, state: TelephonyState) -> None:
         user = self.users.get(aor)
         if user is not None:
-            user.setTelephony(state)
+            self._setTelephony(aor, user, state)
             self._scheduleLogout(aor, state)
             return
         if aor in self._lookups:
@@ -495,11 +466,15 @@ class Publisher(service.Service):
         user = UserPublisher(self.clock, account, session, self.settings, self.commands)
         self.users[aor] = user
         session.addHandler(user)
+        if self.settings.publishActivity:
+            activity = UserActivityPublisher(aor, session, user.texts, self.settings.commandTimeout)
+            self.activities[aor] = activity
+            session.addHandler(activity)
         saved = self.savedStatuses
         if saved is not None:
             user.onSaved = lambda target, status: self._saved(aor, target, status)
             session.onStateChanged = lambda text: saved.sessionStateChanged(aor, text)
-        user.setTelephony(state)
+        self._setTelephony(aor, user, state)
         if adopt is not None:
             user.adoptSaved(JID(adopt.resource), RemoteStatus(adopt.status, adopt.priority,
                                                               adopt.message))
@@ -507,6 +482,12 @@ class Publisher(service.Service):
         self.log.info("{aor}: online on SIP; logging in to XMPP as {jid}",
                       aor=aor, jid=session.jid.full())  # fmt: skip
         session.start()
+
+    def _setTelephony(self, aor: str, user: UserPublisher, state: TelephonyState) -> None:
+        user.setTelephony(state)
+        activity = self.activities.get(aor)
+        if activity is not None:
+            activity.setTelephony(state)
 
     def _lookupFailed(self, aor: str, reason: Failure) -> None:
         self._lookups.pop(aor, None)
@@ -573,6 +554,7 @@ class Publisher(service.Service):
         Log C{aor} out (once its presence is up to date) and forget it.
         """
         user = self.users.pop(aor, None)
+        self.activities.pop(aor, None)
         pending = self._logouts.pop(aor, None)
         if pending is not None and pending.active():
             pending.cancel()

@@ -5,17 +5,32 @@ Kamailio runs in the foreground (C{kamailio -DD -E}) with the static
 C{etc/kamailio.cfg}; listening sockets, worker count, memory and switches
 are given on the command line.  It is ready when it answers an OPTIONS over
 UDP, which proves that its workers run the routing script.
+
+L{KamailioPuaServer} runs C{etc/kamailio-pua.cfg} instead: Kamailio as the
+telco's proxy, PUBLISHing its users' dialog state (pua_dialoginfo) to a
+presence server such as sipxmpp.
 """
 
 from __future__ import annotations
 
+import functools
 import os
+import shutil
 import socket
 import uuid
 from collections.abc import Iterable, Mapping
+from typing import Any
+
+from twisted.trial.unittest import FailTest, SkipTest
 
 from sipxmpp.testing.ports import LOOPBACK, freeSIPPort, tcpAccepting
-from sipxmpp.testing.process import ServerProcess, findBinary
+from sipxmpp.testing.process import (
+    MissingBinary,
+    ServerProcess,
+    findBinary,
+    isCI,
+    runCommand,
+)
 from sipxmpp.testing.templates import etcPath
 
 
@@ -179,3 +194,116 @@ class KamailioServer(ServerProcess):
 
     def listenPorts(self) -> list[tuple[str, str, int]]:
         return [("udp", self.host, self.port), ("tcp", self.host, self.port)]
+
+
+@functools.lru_cache(maxsize=1)
+def moduleDirectories() -> tuple[str, ...]:
+    """
+    Return the folders the installed Kamailio loads its modules from, as
+    C{kamailio -I} reports them (Debian:
+    C{/usr/lib/x86_64-linux-gnu/kamailio/modules}).
+
+    @raise MissingBinary: if Kamailio is not installed.
+    """
+    result = runCommand([findBinary("kamailio"), "-I"], timeout=10, check=False)
+    for line in result.stdout.splitlines():
+        name, _, value = line.partition(":")
+        if name.strip().lower() == "default paths to modules":
+            return tuple(path for path in value.strip().split(":") if path)
+    return ()
+
+
+def missingModules(*names: str) -> list[str]:
+    """
+    Return those of the Kamailio modules C{names} (without C{.so}) that
+    are not installed; all of them if Kamailio itself is not.
+    """
+    try:
+        folders = moduleDirectories()
+    except MissingBinary:
+        return list(names)
+    return [
+        name
+        for name in names
+        if not any(os.path.exists(os.path.join(folder, name + ".so")) for folder in folders)
+    ]
+
+
+def requireModules(*names: str) -> None:
+    """
+    Skip the calling test if one of the Kamailio modules C{names} is not
+    installed, or fail it under C{CI=true} (see
+    L{sipxmpp.testing.process.requireBinaries}).
+
+    @raise SkipTest: locally, when a module is missing.
+    @raise FailTest: under CI, when a module is missing.
+    """
+    missing = missingModules(*names)
+    if not missing:
+        return
+    reason = (
+        f"Kamailio module(s) not installed: {', '.join(missing)}"
+        " (Debian: apt-get install kamailio kamailio-presence-modules)"
+    )
+    if isCI():
+        raise FailTest(reason + " (CI=true: missing servers fail instead of skipping)")
+    raise SkipTest(reason)
+
+
+class KamailioPuaServer(KamailioServer):
+    """
+    Kamailio with C{etc/kamailio-pua.cfg}: registrar and proxy for one
+    domain that tracks every call it relays (dialog) and PUBLISHes the
+    caller's and the callee's dialog state (pua_dialoginfo) to
+    C{publishTo}.
+
+    pua cannot start without a database; it gets a private db_text one in
+    C{baseDir/pua-db}, made from the table files the kamailio package
+    ships, and otherwise works from memory.
+
+    @ivar publishTo: where every PUBLISH goes (pua's outbound proxy).
+    """
+
+    name = "kamailio-pua"
+
+    modules = ("dialog", "db_text", "pua", "pua_dialoginfo")
+    """
+    The modules the configuration needs beyond L{KamailioServer}'s.
+    """
+
+    tables = ("version", "pua")
+    """
+    The db_text files pua needs: its table and the table versions.
+    """
+
+    def __init__(self, publishTo: str, **kwargs: Any) -> None:
+        """
+        @param publishTo: a SIP URI on 127.0.0.0/8, e.g.
+            C{sip:127.0.0.1:5090} (the configuration refuses any other).
+        @param kwargs: as for L{KamailioServer} (C{auth} is not supported).
+        """
+        if kwargs.get("auth"):
+            raise ValueError("etc/kamailio-pua.cfg does no digest authentication")
+        kwargs.setdefault("config", etcPath("kamailio-pua.cfg"))
+        super().__init__(**kwargs)
+        self.publishTo = publishTo
+        self.dbDir = os.path.join(self.baseDir, "pua-db")
+        self.defines += [f'PUBLISH_TO="{publishTo}"', f'PUA_DB_URL="text://{self.dbDir}"']
+
+    @staticmethod
+    def schemaDir() -> str:
+        """
+        The folder of the db_text table files of the installed Kamailio
+        (Debian: C{/usr/share/kamailio/dbtext/kamailio}).
+        """
+        prefix = os.path.dirname(os.path.dirname(findBinary("kamailio")))
+        return os.path.join(prefix, "share", "kamailio", "dbtext", "kamailio")
+
+    def prepare(self) -> None:
+        super().prepare()
+        os.makedirs(self.dbDir, exist_ok=True)
+        for table in self.tables:
+            source = os.path.join(self.schemaDir(), table)
+            if not os.path.exists(source):
+                raise FileNotFoundError(f"{source} not found: is the kamailio package complete?")
+            shutil.copyfile(source, os.path.join(self.dbDir, table))

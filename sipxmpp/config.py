@@ -324,8 +324,8 @@ SCHEMA: Mapping[str, Mapping[str, Key]] = {
     },
     "ingest": {
         "publishers": Key("", _networks),
-        "min_expires": Key("60", _integer(1, 3600)),
-        "max_expires": Key("86400", _integer(60, 7 * 86400)),
+        "min_expires": Key("5", _integer(1, 3600)),
+        "max_expires": Key("3600", _integer(60, 7 * 86400)),
     },
     "xmpp": {
         "mode": Key("remote-control", _choice("remote-control", "resource")),

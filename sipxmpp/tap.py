@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from twisted.application import strports
@@ -30,6 +31,7 @@ from sipxmpp.sip.shell.overload import OverloadMonitor
 from sipxmpp.sip.shell.service import UpstreamError, buildSIP
 from sipxmpp.store.addresses import aorOfURI
 from sipxmpp.store.errors import StoreError
+from sipxmpp.store.provisioned import ProvisionedAoRs
 from sipxmpp.store.service import makeStoreService
 from sipxmpp.telephony.state import TelephonyStateMachine
 from sipxmpp.xmpp.publisher import Publisher, PublisherSettings
@@ -239,9 +241,18 @@ def buildService(settings: Settings, reactor: Any, logfile: str | None = None) -
     machine.addObserver(publisher)
     # Once the restart state is back, put back what clients were left at.
     store.restored.addCallback(lambda summary: publisher.reconcile())
+    isProvisioned: Callable[[str], bool] | None = None
+    if settings.ingest.publishers or not settings.sip.upstream:
+        # PUBLISH is answered on the SIP path: who is provisioned is kept
+        # in memory, reloaded from the store.
+        provisioned = ProvisionedAoRs(store.store.accounts, reactor)
+        provisioned.setName("provisioned")
+        provisioned.setServiceParent(top)
+        isProvisioned = provisioned.isProvisioned
     try:
         sip, proxy = buildSIP(
-            settings.sip, reactor, metrics, machine, aorOfURI
+            settings.sip, reactor, metrics, machine, aorOfURI,
+            ingest=settings.ingest, isProvisioned=isProvisioned,
         )
     except UpstreamError as e:
         raise StartupError(f"[sip] upstream: {e}") from None

@@ -146,6 +146,13 @@ class SQLAccountStore:
 
         return self._db.interact(select)
 
+    def enabledAoRs(self) -> Deferred[frozenset[str]]:
+        def select(tx: Transaction) -> frozenset[str]:
+            rows = tx.execute("SELECT aor FROM accounts WHERE enabled")
+            return frozenset(str(row[0]) for row in rows)
+
+        return self._db.interact(select)
+
     def removeAccount(self, aor: str) -> Deferred[None]:
         def prepare() -> Deferred[None]:
             key = normaliseAoR(aor)

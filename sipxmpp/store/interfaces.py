@@ -52,6 +52,11 @@ class IAccountStore(Interface):
         Every account, ordered by AoR.
         """
 
+    def enabledAoRs() -> Deferred[frozenset[str]]:
+        """
+        The AoRs of every enabled account (cheap: no secret is read).
+        """
+
     def removeAccount(aor: str) -> Deferred[None]:
         """
         @raise AccountNotFound: (in the Deferred) if not provisioned.

@@ -128,7 +128,7 @@ class LoadSettingsTests(SynchronousTestCase):
         """
         settings = loadSettings(self.write(MINIMAL))
         self.assertEqual(settings.ingest.publishers, ())
-        self.assertEqual((settings.ingest.minExpires, settings.ingest.maxExpires), (60, 86400))
+        self.assertEqual((settings.ingest.minExpires, settings.ingest.maxExpires), (5, 3600))
         settings = loadSettings(self.write(
             "[sip]\nupstream =\ndomain = a.test\n"
             "[ingest]\npublishers = 127.0.0.1/32 10.1.0.0/16\nmin_expires = 30\n"

@@ -15,10 +15,14 @@ from zope.interface import implementer
 from sipxmpp.ops.metrics import Metrics
 from sipxmpp.sip.core.peer import Peer
 from sipxmpp.sip.core.proxy import IProxyObserver, Leg, Proxy, ProxySettings
+from sipxmpp.sip.core.publications import EventStateCompositor
 from sipxmpp.sip.core.transaction import T1, TIMER_C
 from sipxmpp.sip.wire.message import SIPRequest, SIPResponse
 from sipxmpp.sip.wire.parser import parseMessage
 from sipxmpp.sip.wire.uri import SIPURI, URI
+from sipxmpp.telephony.events import TelephonyState
+from sipxmpp.telephony.state import TelephonyStateMachine
+from tests.unit.test_sip_dialoginfo import KAMAILIO_EARLY_CALLEE
 
 US_UDP = Peer("UDP", "127.0.0.1", 5060)
 US_TCP = Peer("TCP", "127.0.0.1", 5060)
@@ -53,6 +57,30 @@ CSeq: 1 REGISTER
 Contact: {contact}
 Expires: 3600
 """)
+    assert isinstance(request, SIPRequest)
+    return request
+
+
+PUBLISHER = Peer("UDP", "127.0.0.9", 5060)
+
+
+def publishRequest(body: bytes, via: str = "127.0.0.9:5060") -> SIPRequest:
+    """
+    A PUBLISH of Bob's dialog state, as Kamailio's pua_dialoginfo sends it.
+    """
+    head = f"""
+PUBLISH sip:bob@example.test SIP/2.0
+Via: SIP/2.0/UDP {via};branch=z9hG4bKpub1
+Max-Forwards: 70
+From: <sip:bob@example.test>;tag=pua1
+To: <sip:bob@example.test>
+Call-ID: pub-1
+CSeq: 1 PUBLISH
+Event: dialog
+Expires: 43201
+Content-Type: application/dialog-info+xml
+""".strip().replace("\n", "\r\n")
+    request = parseMessage(f"{head}\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
     assert isinstance(request, SIPRequest)
     return request
 
@@ -274,6 +302,68 @@ class NoUpstreamTests(ProxyTestCase):
                              (403, "Forbidden (no upstream: this gateway forwards nothing)"))
         self.assertEqual(self.proxy.activeTransactions, 2)  # server transactions only
         self.assertEqual(list(self.proxy.registrations), [])
+
+
+class PublishTests(ProxyTestCase):
+    """
+    PUBLISH from an allowed publisher is answered by the compositor through
+    a server transaction of its own; a phone's PUBLISH is forwarded.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.machine = TelephonyStateMachine(self.clock)
+        self.proxy.publications = EventStateCompositor(
+            self.clock, self.machine, aorOf, lambda aor: aor == "sip:bob@example.test",
+            ["127.0.0.9/32"], minExpires=5, maxExpires=3600,
+        )
+
+    def test_answeredHere(self) -> None:
+        request = publishRequest(body=KAMAILIO_EARLY_CALLEE)
+        self.receive(request, PUBLISHER)
+        answer = self.takeOne(PUBLISHER)
+        assert isinstance(answer, SIPResponse)
+        self.assertEqual((answer.code, answer.getHeader("Expires")), (200, "3600"))
+        self.assertIsNotNone(answer.getHeader("SIP-ETag"))
+        self.assertEqual(self.machine.stateOf("sip:bob@example.test"), TelephonyState.RINGING)
+        self.assertEqual(self.recorder.requests, [])  # nothing forwarded or observed
+
+    def test_retransmissionGetsTheSameAnswer(self) -> None:
+        """
+        A retransmitted PUBLISH is absorbed by its server transaction: the
+        same 200 and entity-tag again, not a second publication.
+        """
+        request = publishRequest(body=KAMAILIO_EARLY_CALLEE)
+        self.receive(request, PUBLISHER)
+        first = self.takeOne(PUBLISHER)
+        self.receive(publishRequest(body=KAMAILIO_EARLY_CALLEE), PUBLISHER)
+        again = self.takeOne(PUBLISHER)
+        assert isinstance(first, SIPResponse) and isinstance(again, SIPResponse)
+        self.assertEqual(again.getHeader("SIP-ETag"), first.getHeader("SIP-ETag"))
+        self.assertEqual(len(self.proxy.publications or ()), 1)
+
+    def test_phonePublishForwarded(self) -> None:
+        self.receive(publishRequest(body=KAMAILIO_EARLY_CALLEE, via="127.0.0.1:5080"), PHONE)
+        forwarded = self.takeOne(UPSTREAM)
+        assert isinstance(forwarded, SIPRequest)
+        self.assertEqual(forwarded.method, "PUBLISH")
+        self.assertEqual(len(self.proxy.publications or ()), 0)
+
+
+class NoUpstreamPublishTests(PublishTests):
+    """
+    Without an upstream every PUBLISH is ours: one from a source that is
+    not an allowed publisher is refused by the compositor.
+    """
+
+    upstream = None
+
+    def test_phonePublishForwarded(self) -> None:
+        self.receive(publishRequest(body=KAMAILIO_EARLY_CALLEE, via="127.0.0.1:5080"), PHONE)
+        answer = self.takeOne(PHONE)
+        assert isinstance(answer, SIPResponse)
+        self.assertEqual(answer.code, 403)
+        self.assertEqual(len(self.proxy.publications or ()), 0)
 
 
 class CallTests(ProxyTestCase):

@@ -260,6 +260,20 @@ class StoreBehaviourMixin:
             self.assertIn(message, f.getErrorMessage())
         self.assertEqual(self.result(self.store.accounts.listAccounts()), [])
 
+    def test_enabledAoRs(self) -> None:
+        """
+        L{enabledAoRs} lists the normalised AoRs of enabled accounts only.
+        """
+        self.add()
+        self.add("sip:Bob@Example.TEST", "bob@example.test", enabled=False)
+        self.add("sip:carol@example.test", "carol@example.test")
+        self.assertEqual(self.result(self.store.accounts.enabledAoRs()),
+                         frozenset({ALICE, "sip:carol@example.test"}))
+        self.result(self.store.accounts.setEnabled("sip:Bob@example.test", True))
+        self.result(self.store.accounts.removeAccount(ALICE))
+        self.assertEqual(self.result(self.store.accounts.enabledAoRs()),
+                         frozenset({"sip:Bob@example.test", "sip:carol@example.test"}))
+
     def test_removeAndNotFound(self) -> None:
         """
         Removing deletes; unknown AoRs fail with AccountNotFound.

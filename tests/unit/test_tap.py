@@ -132,6 +132,34 @@ class MakeServiceTests(SynchronousTestCase):
             [(5060, "127.0.0.1"), (18099, "127.0.0.1")],
         )
 
+    def test_ingestComposed(self) -> None:
+        """
+        With publishers and no upstream, the gateway keeps the provisioned
+        AoRs in memory and its proxy answers PUBLISH with a compositor that
+        has the configured bounds and publishers; without [ingest], neither.
+        """
+        plain = makeService(self.options(self.configPath()), UDPMemoryReactor())
+        assert isinstance(plain, GatewayService) and plain.proxy is not None
+        self.assertIsNone(plain.proxy.publications)
+        self.assertNotIn("provisioned", [child.name for child in plain])
+        text = CONFIG.replace("upstream = sip:127.0.0.1:5070;transport=udp", "upstream =")
+        text += "[ingest]\npublishers = 127.0.0.2/32\nmin_expires = 8\nmax_expires = 600\n"
+        service = makeService(self.options(self.configPath(text)), UDPMemoryReactor())
+        assert isinstance(service, GatewayService) and service.proxy is not None
+        self.assertEqual([child.name for child in service],
+                         ["store", "xmpp", "provisioned", "sip", "overload", "http"])
+        compositor = service.proxy.publications
+        assert compositor is not None
+        self.assertEqual((compositor.minExpires, compositor.maxExpires), (8, 600))
+        self.assertTrue(compositor.allows("127.0.0.2"))
+        self.assertFalse(compositor.allows("127.0.0.1"))
+        self.assertIsNone(service.proxy.settings.upstream)
+
+    def options(self, path: str) -> Options:
+        options = Options()
+        options.parseOptions(["--config", path])
+        return options
+
     def test_storeNotInitialised(self) -> None:
         """
         A store without its key file stops the start with one line that

@@ -12,7 +12,11 @@ Policy, which makes it an edge proxy and not an open relay:
   - a request from the upstream goes to the phone whose registered (or
     dialog) contact its Request-URI names, at the address that phone sends
     from; any other target is refused with 403;
-  - anything from any other source is refused with 403.
+  - anything from any other source is refused with 403;
+  - a PUBLISH from an allowed publisher (C{[ingest] publishers}), and any
+    PUBLISH when there is no upstream, is not forwarded: the event state
+    compositor (L{sipxmpp.sip.core.publications}) answers it and feeds the
+    telephony state.
 
 It keeps itself in the path: REGISTER gets a Path (RFC 3327) — or, for
 registrars without Path support, its Contact is rewritten to point here —
@@ -35,6 +39,7 @@ from zope.interface import Interface, implementer
 
 from sipxmpp.sip.core.metrics import IMetrics
 from sipxmpp.sip.core.peer import Peer
+from sipxmpp.sip.core.publications import EventStateCompositor
 from sipxmpp.sip.core.registrations import (
     Binding,
     Registrations,
@@ -269,6 +274,9 @@ class Proxy:
         self._aorOf = aorOf
         self.metrics = metrics
         self.registrations = Registrations(clock)
+        # The event state compositor that takes PUBLISH addressed to us
+        # (set by the composition when [ingest] is configured).
+        self.publications: EventStateCompositor | None = None
         self.dialogTargets = Registrations(clock)
         self._observers: list[IProxyObserver] = []
         self._servers: dict[tuple[str, str, str], _Forward] = {}
@@ -327,6 +335,9 @@ class Proxy:
         if not via.hasRFC3261Branch:
             raise SIPParseError("Via has no RFC 3261 branch (RFC 2543 peers are not supported)")
         self._markReceived(request, source)
+        if request.method == "PUBLISH" and self._publishedHere(source):
+            self._publishReceived(request, source)
+            return
         fromUpstream = self._isUpstream(source)
         if not fromUpstream and not self._isTrusted(source):
             self.metrics.increment("sipxmpp_sip_refused_total", reason="untrusted-source")
@@ -371,6 +382,32 @@ class Proxy:
                 )
             self._respond(forward, makeResponse(request, error.code, error.reason,
                                                 headers=error.headers))
+
+    def _publishedHere(self, source: Peer) -> bool:
+        # A PUBLISH from an allowed publisher is telephony state for us; so
+        # is every PUBLISH when there is no upstream to forward to (the
+        # compositor refuses those from elsewhere with 403). A phone's
+        # PUBLISH of its own presence goes on to the upstream as before.
+        compositor = self.publications
+        if compositor is None:
+            return False
+        return self.settings.upstream is None or compositor.allows(source.host)
+
+    def _publishReceived(self, request: SIPRequest, source: Peer) -> None:
+        # Answered here, through a server transaction of its own: a
+        # retransmission gets the same answer again instead of a second
+        # publication (each success changes the entity-tag).
+        assert self.publications is not None
+        key = self._serverKey(request)
+        existing = self._servers.get(key)
+        if existing is not None:
+            existing.server.requestRetransmitted()
+            return
+        forward = _Forward(self, request, _leg(False, None), source, key)
+        forward.server = ServerTransaction(self._clock, request, source, self._send, forward)
+        self._servers[key] = forward
+        answer = self.publications.publishReceived(request, source)
+        forward.server.respond(answer.response(request))
 
     def _forwardRequest(self, forward: _Forward) -> None:
         received = forward.received

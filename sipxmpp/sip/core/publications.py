@@ -273,7 +273,7 @@ class EventStateCompositor:
         return answer
 
     def _process(self, request: SIPRequest, source: Peer) -> tuple[str, PublishAnswer]:
-        if not self._allowed(source.host):
+        if not self.allows(source.host):
             return "other", PublishAnswer(403, "Forbidden")
         aor = self._aorOf(request.uri)
         try:
@@ -369,7 +369,10 @@ class EventStateCompositor:
         # made of token characters (RFC 3261 §25.1).
         return secrets.token_urlsafe(_ETAG_BYTES)
 
-    def _allowed(self, host: str) -> bool:
+    def allows(self, host: str) -> bool:
+        """
+        Is C{host} (an IP address literal) among the allowed publishers?
+        """
         try:
             address = ipaddress.ip_address(host)
         except ValueError:

@@ -18,6 +18,7 @@ from sipxmpp.sip.core.metrics import IMetrics
 from sipxmpp.sip.core.observer import TelephonyObserver
 from sipxmpp.sip.core.peer import DEFAULT_PORTS, Peer
 from sipxmpp.sip.core.proxy import Network, Proxy, ProxySettings
+from sipxmpp.sip.core.publications import EventStateCompositor
 from sipxmpp.sip.core.timers import TimerQueue
 from sipxmpp.sip.shell.endpoints import ListenSpec
 from sipxmpp.sip.shell.transport import SIPTransports
@@ -67,7 +68,8 @@ class IngestSettings:
 
     @ivar publishers: the networks allowed to PUBLISH; empty refuses all.
     @ivar minExpires: shorter publications are answered 423.
-    @ivar maxExpires: longer ones are granted this long.
+    @ivar maxExpires: longer ones are granted this long (also the lifetime
+        of a PUBLISH without Expires).
     """
 
     publishers: tuple[Network, ...]
@@ -109,10 +111,16 @@ def buildSIP(
     metrics: IMetrics,
     machine: TelephonyStateMachine,
     aorOf: Callable[[URI], str | None],
+    ingest: IngestSettings | None = None,
+    isProvisioned: Callable[[str], bool] | None = None,
 ) -> tuple[SIPTransports, Proxy]:
     """
     Build the SIP service and the proxy core, and connect the proxy's
-    observations to the telephony state machine.
+    observations to the telephony state machine; given C{isProvisioned},
+    PUBLISH from C{ingest}'s publishers feeds that machine too.
+
+    @param isProvisioned: whether an AoR may be published for; called on
+        the SIP path, so it must answer from memory.
     """
     address = settings.advertisedAddress
     local: dict[str, Peer] = {}
@@ -148,6 +156,12 @@ def buildSIP(
     transports.handler = proxy.messageReceived
     transports.onDeliveryFailed = proxy.deliveryFailed
     proxy.addObserver(TelephonyObserver(machine, aorOf))
+    if ingest is not None and isProvisioned is not None:
+        proxy.publications = EventStateCompositor(
+            reactor, machine, aorOf, isProvisioned, ingest.publishers,
+            minExpires=ingest.minExpires, maxExpires=ingest.maxExpires,
+            defaultExpires=ingest.maxExpires, metrics=metrics,
+        )
     metrics.gauge("sipxmpp_sip_transactions", lambda: proxy.activeTransactions,
                   "SIP transactions in progress.")
     metrics.gauge("sipxmpp_sip_bindings", lambda: len(proxy.registrations),

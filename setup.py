@@ -20,7 +20,11 @@ setup(
     long_description_content_type="text/x-rst",
     license="MIT",
     python_requires=">=3.11",
-    packages=find_packages(include=["sipxmpp", "sipxmpp.*"]) + ["twisted.plugins"],
+    # sipxmpp.testing (launchers of real servers for the tests, `make run`
+    # and the benchmarks) is test-only: it runs from the source tree and is
+    # never installed.
+    packages=find_packages(include=["sipxmpp", "sipxmpp.*"],
+                           exclude=["sipxmpp.testing", "sipxmpp.testing.*"]) + ["twisted.plugins"],
     package_dir={"twisted.plugins": "twisted_plugins"},
     package_data={"twisted.plugins": ["sipxmpp_plugin.py"]},
     install_requires=[

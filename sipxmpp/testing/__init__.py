@@ -1,5 +1,8 @@
 """
-Real servers on 127.0.0.1 for integration tests and the dev stack.
+Test-only: real servers on 127.0.0.1 for integration tests, the
+benchmarks and the dev stack behind C{make run}. Never installed (setup.py
+leaves it out) and imported by no module of the gateway: it runs from the
+source tree.
 
 Launchers (plain classes; C{start()} blocks until ready, C{stop()} leaves no
 process behind):

@@ -120,3 +120,19 @@ class LayeringTests(SynchronousTestCase):
         for package in ("sip", "xmpp", "store", "telephony"):
             self.assertEqual(edges.get(package, set()) & {"tap", "config", "ops"}, set(),
                              package)  # fmt: skip
+
+    def test_testingIsTestOnly(self) -> None:
+        """
+        No package of the gateway imports the test launchers
+        (C{sipxmpp.testing}, which is never installed).
+        """
+        edges = importGraph(1)
+        self.assertEqual(sorted(p for p, deps in edges.items() if "testing" in deps), [])
+
+    def test_modulesStaySmall(self) -> None:
+        """
+        A module does one job: none is over 900 lines.
+        """
+        big = [str(path.relative_to(SOURCE)) for path in SOURCE.rglob("*.py")
+               if path.read_text(encoding="utf-8").count("\n") > 900]
+        self.assertEqual(big, [])

@@ -11,7 +11,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from sipxmpp.telephony.events import TelephonyState
 from sipxmpp.xmpp.activity import NS_ACTIVITY, NS_PUBSUB, UserActivityPublisher
 from sipxmpp.xmpp.callpresence import CallTexts
-from tests.unit.test_xmpp_fakes import FakeSession, child
+from tests.unit.xmppstreams import FakeSession, child
 
 S = TelephonyState
 TEXTS = CallTexts(ringing="ringing", onThePhone="on the phone", onHold="on hold")

@@ -17,7 +17,7 @@ from sipxmpp.xmpp.callpresence import RESOURCE_SETTLE, ShownOnClient, ShownOnOwn
 from sipxmpp.xmpp.publisher import Publisher, PublisherSettings
 from sipxmpp.xmpp.remote import NODE_LEGACY_GAJIM, NODE_SET_STATUS, RemoteStatus
 from sipxmpp.xmpp.savedstatuses import SavedStatus
-from tests.unit.test_xmpp_fakes import (
+from tests.unit.xmppstreams import (
     NS_COMMANDS,
     FakeSession,
     child,

@@ -18,7 +18,7 @@ from sipxmpp.xmpp.remote import (
     RemoteControl,
     RemoteStatus,
 )
-from tests.unit.test_xmpp_fakes import (
+from tests.unit.xmppstreams import (
     NS_COMMANDS,
     FakeSession,
     child,

@@ -10,7 +10,7 @@ from twisted.words.xish import domish
 from twisted.words.xish.domish import elementStream
 
 from sipxmpp.xmpp.resources import Caps, CommandCache, ResourceChange, ResourceTracker, cacheKey
-from tests.unit.test_xmpp_fakes import presenceXML
+from tests.unit.xmppstreams import presenceXML
 
 
 def parse(xml: str) -> domish.Element:

@@ -4,7 +4,7 @@ twisted.words L{xmlstream.XmlStream} with wokkel's L{StreamManager}, over a
 L{StringTransport}. Tests read what was sent as elements and feed what the
 server or the user's clients answer as XML text.
 
-(No tests here; the name only keeps this helper beside its users.)
+Test-only helpers, no tests: trial does not collect this module.
 """
 
 from __future__ import annotations

@@ -23,6 +23,8 @@ from sipxmpp.sip.shell.service import IngestSettings, SIPSettings
 from sipxmpp.sip.wire.errors import SIPParseError
 from sipxmpp.sip.wire.uri import SIPURI, parseURI
 from sipxmpp.store.opening import StoreSettings
+from sipxmpp.xmpp.publisher import PublisherSettings
+from sipxmpp.xmpp.session import SessionSettings
 
 DEFAULT_CONFIG_PATH = "/etc/sipxmpp/sipxmpp.conf"
 
@@ -78,6 +80,35 @@ class XMPPSettings:
     pingTimeout: float
     reconnectMaxDelay: float
     failedRetryDelay: float
+
+    def session(self) -> SessionSettings:
+        """
+        What every XMPP session takes from C{[xmpp]}.
+        """
+        return SessionSettings(
+            resource=self.resource,
+            server=self.server,
+            requireTLS=self.requireTLS,
+            pingInterval=self.pingInterval,
+            pingTimeout=self.pingTimeout,
+            reconnectMaxDelay=self.reconnectMaxDelay,
+            failedRetryDelay=self.failedRetryDelay,
+        )
+
+    def publisher(self) -> PublisherSettings:
+        """
+        What the publisher takes from C{[xmpp]}.
+        """
+        return PublisherSettings(
+            mode=self.mode,
+            priority=self.priority,
+            statusText=self.statusText,
+            ringingText=self.ringingText,
+            holdText=self.holdText,
+            publishActivity=self.publishActivity,
+            logoutGrace=self.logoutGrace,
+            commandTimeout=self.commandTimeout,
+        )
 
 
 @dataclass(frozen=True)

@@ -34,8 +34,8 @@ from sipxmpp.store.errors import StoreError
 from sipxmpp.store.provisioned import ProvisionedAoRs
 from sipxmpp.store.service import makeStoreService
 from sipxmpp.telephony.state import TelephonyStateMachine
-from sipxmpp.xmpp.publisher import Publisher, PublisherSettings
-from sipxmpp.xmpp.session import SessionFactory, sessionSettingsFrom
+from sipxmpp.xmpp.publisher import Publisher
+from sipxmpp.xmpp.session import SessionFactory
 
 # Command-line flags that override one configuration key each.
 OVERRIDES = {
@@ -228,12 +228,12 @@ def buildService(settings: Settings, reactor: Any, logfile: str | None = None) -
     store.setServiceParent(top)
     try:
         sessions = SessionFactory(
-            reactor, sessionSettingsFrom(settings.xmpp), caFile=settings.xmpp.caFile
+            reactor, settings.xmpp.session(), caFile=settings.xmpp.caFile
         )
     except (OSError, ValueError) as e:
         raise StartupError(f"[xmpp] ca_file {settings.xmpp.caFile!r}: {e}") from None
     publisher = Publisher(
-        reactor, PublisherSettings.fromConfig(settings.xmpp), store.store.accounts, sessions,
+        reactor, settings.xmpp.publisher(), store.store.accounts, sessions,
         savedStatuses=store.persister,
     )
     publisher.setName("xmpp")

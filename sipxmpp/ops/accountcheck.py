@@ -136,9 +136,9 @@ async def _askRemoteControl(session: Any, resource: Resource, timeout: float) ->
 
 async def _check(reactor: Any, settings: Settings, account: Account, timeout: float,
                  wait: float, out: TextIO, err: TextIO) -> int:
-    from sipxmpp.xmpp.session import SessionFactory, sessionSettingsFrom
+    from sipxmpp.xmpp.session import SessionFactory
 
-    factory = SessionFactory(reactor, sessionSettingsFrom(settings.xmpp), settings.xmpp.caFile)
+    factory = SessionFactory(reactor, settings.xmpp.session(), settings.xmpp.caFile)
     session = factory(account.jid, account.password)
     probe = _Probe(settings.xmpp.priority)
     session.addHandler(probe)

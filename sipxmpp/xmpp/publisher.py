@@ -107,21 +107,6 @@ class PublisherSettings:
     logoutGrace: float = 300.0
     commandTimeout: float = 10.0
 
-    @classmethod
-    def fromConfig(cls, xmpp: Any) -> PublisherSettings:
-        """
-        Build from L{sipxmpp.config.XMPPSettings}.
-        """
-        return cls(
-            mode=xmpp.mode,
-            priority=xmpp.priority,
-            statusText=xmpp.statusText,
-            ringingText=xmpp.ringingText,
-            holdText=xmpp.holdText,
-            publishActivity=xmpp.publishActivity,
-            logoutGrace=xmpp.logoutGrace,
-            commandTimeout=xmpp.commandTimeout,
-        )
 
 
 def callTexts(account: Account, settings: PublisherSettings) -> CallTexts:

@@ -502,21 +502,6 @@ class SessionFactory:
                            tlsOptions=self._options[domain], endpoint=endpoint)  # fmt: skip
 
 
-def sessionSettingsFrom(xmppSettings: Any) -> SessionSettings:
-    """
-    Build L{SessionSettings} from L{sipxmpp.config.XMPPSettings}.
-    """
-    return SessionSettings(
-        resource=xmppSettings.resource,
-        server=xmppSettings.server,
-        requireTLS=xmppSettings.requireTLS,
-        pingInterval=xmppSettings.pingInterval,
-        pingTimeout=xmppSettings.pingTimeout,
-        reconnectMaxDelay=xmppSettings.reconnectMaxDelay,
-        failedRetryDelay=xmppSettings.failedRetryDelay,
-    )
-
-
 __all__ = [
     "ElementRequest",
     "IXMPPSession",
@@ -527,5 +512,4 @@ __all__ = [
     "SessionSettings",
     "XMPPSession",
     "makeEndpoint",
-    "sessionSettingsFrom",
 ]

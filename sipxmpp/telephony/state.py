@@ -29,9 +29,12 @@ with the observed ones and with other publications' into the one state of
 the AoR, keyed apart from the observed ones (the two cannot be matched:
 published dialogs may carry no tags). A dialog belongs to the publication
 that reported it last, and ends when that publication says so, expires or
-is removed; an early one also after C{earlyLifetime}. A dialog a report
-ends is tombstoned like an observed one, so a late or reordered "confirmed"
-cannot bring it back.
+is removed; an early one also after C{earlyLifetime}. A report never
+takes a dialog back from confirmed to early, and one that would (reordered,
+or from a publication orphaned by its publisher) does not take the dialog
+over from the publication that confirmed it. A dialog a report ends is
+tombstoned like an observed one, so a late or reordered "confirmed" cannot
+bring it back.
 
 Publications are not part of a snapshot, and changes to them do not call
 the persistence callback: a restart forgets them. RFC 3903 publishers
@@ -595,8 +598,10 @@ class TelephonyStateMachine:
         publication; one reported as terminated ends, whichever publication
         had it (and is tombstoned even if unknown, so that a "confirmed"
         arriving late cannot start it). A confirmed dialog is never turned
-        back into an early one. Unless C{partial}, the report is the
-        publication's full state: its dialogs not listed end.
+        back into an early one, and an early report of it from another
+        publication leaves it with the publication it has. Unless
+        C{partial}, the report is the publication's full state: its dialogs
+        not listed end.
 
         @param publication: identifies the publication among those of
             C{aor}; stays the same across its refreshes and modifications.
@@ -655,6 +660,11 @@ class TelephonyStateMachine:
             owned.dialogs.add(key)
             if not confirmed:
                 self._arm(aor, key, dialog, self.earlyLifetime)
+            return
+        if dialog.confirmed and not confirmed and dialog.publication != publication:
+            # A stale or reordered report from another publication (pua's
+            # orphaned "Trying", an "early" relayed after the 200): the
+            # dialog stays answered and with the publication that says so.
             return
         if dialog.publication != publication:
             previous = dialog.publication

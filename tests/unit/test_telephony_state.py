@@ -462,6 +462,28 @@ class PublicationTests(StateMachineTestCase):
         self.machine.publicationSet(ALICE, "p2", 3600, [confirmed("d1")])
         self.assertEqual(self.machine.stateOf(ALICE), S.ON_THE_PHONE)
 
+    def test_earlyElsewhereAfterConfirmedIgnored(self) -> None:
+        """
+        An "early" for a confirmed dialog in another publication (pua's
+        orphaned first publication, or an "early" relayed after the 200)
+        neither turns it back into ringing nor takes it over: the call
+        outlives that publication, ends with the one that confirmed it,
+        and a "terminated" in either still ends it.
+        """
+        self.machine.publicationSet(BOB, "p1", 3600, [confirmed("d1")])
+        self.machine.publicationSet(BOB, "p2", 3600, [early("d1")])
+        self.assertEqual(self.machine.stateOf(BOB), S.ON_THE_PHONE)
+        self.clock.advance(self.machine.earlyLifetime + 1)
+        self.machine.publicationRemoved(BOB, "p2")
+        self.assertEqual(self.machine.stateOf(BOB), S.ON_THE_PHONE)
+        self.machine.publicationRemoved(BOB, "p1")
+        self.assertEqual(self.machine.stateOf(BOB), S.OFFLINE)
+        self.machine.publicationSet(ALICE, "p1", 3600, [confirmed("d2")])
+        self.machine.publicationSet(ALICE, "p2", 3600, [early("d2")])
+        self.machine.publicationSet(ALICE, "p2", 11, [terminated("d2")])
+        self.assertEqual(self.machine.stateOf(ALICE), S.ONLINE)
+        self.assertNotIn(Event.RINGING, self.events(ALICE) + self.events(BOB))
+
     def test_earlyLifetimeBoundsPublishedEarly(self) -> None:
         """
         An early dialog ends after the early lifetime even while its

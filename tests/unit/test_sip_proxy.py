@@ -13,10 +13,11 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
 from sipxmpp.ops.metrics import Metrics
+from sipxmpp.sip.core.local import OptionsResponder
 from sipxmpp.sip.core.peer import Peer
 from sipxmpp.sip.core.proxy import IProxyObserver, Leg, Proxy, ProxySettings
 from sipxmpp.sip.core.publications import EventStateCompositor
-from sipxmpp.sip.core.transaction import T1, TIMER_C
+from sipxmpp.sip.core.transaction import T1, TIMER_C, IClientTransactionUser, NullUser
 from sipxmpp.sip.wire.message import SIPRequest, SIPResponse
 from sipxmpp.sip.wire.parser import parseMessage
 from sipxmpp.sip.wire.uri import SIPURI, URI
@@ -313,10 +314,11 @@ class PublishTests(ProxyTestCase):
     def setUp(self) -> None:
         super().setUp()
         self.machine = TelephonyStateMachine(self.clock)
-        self.proxy.publications = EventStateCompositor(
+        self.compositor = EventStateCompositor(
             self.clock, self.machine, aorOf, lambda aor: aor == "sip:bob@example.test",
             ["127.0.0.9/32"], minExpires=5, maxExpires=3600,
         )
+        self.proxy.addLocalHandler(self.compositor)
 
     def test_answeredHere(self) -> None:
         request = publishRequest(body=KAMAILIO_EARLY_CALLEE)
@@ -340,14 +342,14 @@ class PublishTests(ProxyTestCase):
         again = self.takeOne(PUBLISHER)
         assert isinstance(first, SIPResponse) and isinstance(again, SIPResponse)
         self.assertEqual(again.getHeader("SIP-ETag"), first.getHeader("SIP-ETag"))
-        self.assertEqual(len(self.proxy.publications or ()), 1)
+        self.assertEqual(len(self.compositor), 1)
 
     def test_phonePublishForwarded(self) -> None:
         self.receive(publishRequest(body=KAMAILIO_EARLY_CALLEE, via="127.0.0.1:5080"), PHONE)
         forwarded = self.takeOne(UPSTREAM)
         assert isinstance(forwarded, SIPRequest)
         self.assertEqual(forwarded.method, "PUBLISH")
-        self.assertEqual(len(self.proxy.publications or ()), 0)
+        self.assertEqual(len(self.compositor), 0)
 
 
 class NoUpstreamPublishTests(PublishTests):
@@ -363,7 +365,101 @@ class NoUpstreamPublishTests(PublishTests):
         answer = self.takeOne(PHONE)
         assert isinstance(answer, SIPResponse)
         self.assertEqual(answer.code, 403)
-        self.assertEqual(len(self.proxy.publications or ()), 0)
+        self.assertEqual(len(self.compositor), 0)
+
+
+def options(uri: str) -> SIPRequest:
+    request = message(f"""
+OPTIONS {uri} SIP/2.0
+Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKping1
+Max-Forwards: 70
+From: <sip:probe@127.0.0.1>;tag=p1
+To: <{uri}>
+Call-ID: ping-1
+CSeq: 1 OPTIONS
+""")
+    assert isinstance(request, SIPRequest)
+    return request
+
+
+class OptionsTests(ProxyTestCase):
+    """
+    An OPTIONS to the gateway's own address (a keepalive probe) is answered
+    here; an OPTIONS to a user or another host is forwarded as before.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.proxy.addLocalHandler(OptionsResponder(self.proxy.settings.local.values(),
+                                                    ["PUBLISH"]))  # fmt: skip
+
+    def test_toUsAnswered(self) -> None:
+        self.receive(options("sip:127.0.0.1:5060"), UPSTREAM)
+        answer = self.takeOne(UPSTREAM)
+        assert isinstance(answer, SIPResponse)
+        self.assertEqual((answer.code, answer.getHeader("Allow")), (200, "OPTIONS, PUBLISH"))
+        self.assertEqual(self.recorder.requests, [])
+
+    def test_toOthersForwarded(self) -> None:
+        for n, uri in enumerate(["sip:bob@example.test", "sip:example.test",
+                                 "sip:127.0.0.1:5070"]):  # fmt: skip
+            request = options(uri)
+            request.setHeader("Call-ID", f"ping-{n}")
+            request.popVia()
+            request.prependVia(f"SIP/2.0/UDP 127.0.0.1:5080;branch=z9hG4bKfwd{n}")
+            self.receive(request, PHONE)
+            forwarded = self.takeOne(UPSTREAM)
+            assert isinstance(forwarded, SIPRequest)
+            self.assertEqual(forwarded.uriText, uri)
+
+
+@implementer(IClientTransactionUser)
+class OwnUser(NullUser):
+    def __init__(self) -> None:
+        self.events: list[object] = []
+
+    def transactionResponse(self, transaction: object, response: SIPResponse) -> None:
+        self.events.append(response.code)
+
+    def transactionTimedOut(self, transaction: object, code: int) -> None:
+        self.events.append(("timeout", code))
+
+    def transactionTerminated(self, transaction: object) -> None:
+        self.events.append("terminated")
+
+
+class OwnRequestTests(ProxyTestCase):
+    """
+    L{Proxy.sendRequest}: a request of the gateway's own, in a client
+    transaction whose responses reach the sender, not the forwarding path.
+    """
+
+    def subscribe(self) -> bytes:
+        return (b"SUBSCRIBE sip:bob@example.test SIP/2.0\r\nMax-Forwards: 70\r\n"
+                b"From: <sip:gateway@example.test>;tag=g1\r\nTo: <sip:bob@example.test>\r\n"
+                b"Call-ID: own-1\r\nCSeq: 1 SUBSCRIBE\r\nEvent: dialog\r\nExpires: 600\r\n"
+                b"Content-Length: 0\r\n\r\n")
+
+    def test_responseReachesSender(self) -> None:
+        user = OwnUser()
+        self.proxy.sendRequest(self.subscribe(), UPSTREAM, user)
+        sent = self.takeOne(UPSTREAM)
+        assert isinstance(sent, SIPRequest)
+        self.assertEqual(sent.topVia.sentBy, "127.0.0.1:5060")
+        self.assertTrue(sent.topVia.hasRFC3261Branch)
+        self.receive(answer(sent.toBytes(), 200), UPSTREAM)
+        self.assertEqual(user.events, [200])
+        self.assertEqual(self.take(), [])  # not forwarded anywhere
+        self.assertEqual(self.recorder.responses, [])
+        self.clock.advance(64 * T1)
+        self.assertEqual(user.events, [200, "terminated"])
+        self.assertEqual(self.proxy.activeTransactions, 0)
+
+    def test_timeout(self) -> None:
+        user = OwnUser()
+        self.proxy.sendRequest(self.subscribe(), UPSTREAM, user)
+        self.clock.advance(64 * T1 + 1)
+        self.assertEqual(user.events, [("timeout", 408), "terminated"])
 
 
 class CallTests(ProxyTestCase):

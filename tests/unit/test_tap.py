@@ -17,6 +17,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from sipxmpp.config import loadSettings
 from sipxmpp.ops.logs import makeLogObserver
+from sipxmpp.sip.core.publications import EventStateCompositor
 from sipxmpp.sip.shell.overload import OverloadMonitor
 from sipxmpp.store.opening import initialiseStore
 from sipxmpp.tap import GatewayService, Options, makeService
@@ -140,7 +141,7 @@ class MakeServiceTests(SynchronousTestCase):
         """
         plain = makeService(self.options(self.configPath()), UDPMemoryReactor())
         assert isinstance(plain, GatewayService) and plain.proxy is not None
-        self.assertIsNone(plain.proxy.publications)
+        self.assertEqual(plain.proxy.localHandlers("PUBLISH"), [])
         self.assertNotIn("provisioned", [child.name for child in plain])
         text = CONFIG.replace("upstream = sip:127.0.0.1:5070;transport=udp", "upstream =")
         text += "[ingest]\npublishers = 127.0.0.2/32\nmin_expires = 8\nmax_expires = 600\n"
@@ -148,8 +149,8 @@ class MakeServiceTests(SynchronousTestCase):
         assert isinstance(service, GatewayService) and service.proxy is not None
         self.assertEqual([child.name for child in service],
                          ["store", "xmpp", "provisioned", "sip", "overload", "http"])
-        compositor = service.proxy.publications
-        assert compositor is not None
+        [compositor] = service.proxy.localHandlers("PUBLISH")
+        assert isinstance(compositor, EventStateCompositor)
         self.assertEqual((compositor.minExpires, compositor.maxExpires), (8, 600))
         self.assertTrue(compositor.allows("127.0.0.2"))
         self.assertFalse(compositor.allows("127.0.0.1"))

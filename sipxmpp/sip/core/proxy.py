@@ -13,10 +13,12 @@ Policy, which makes it an edge proxy and not an open relay:
     dialog) contact its Request-URI names, at the address that phone sends
     from; any other target is refused with 403;
   - anything from any other source is refused with 403;
-  - a PUBLISH from an allowed publisher (C{[ingest] publishers}), and any
-    PUBLISH when there is no upstream, is not forwarded: the event state
-    compositor (L{sipxmpp.sip.core.publications}) answers it and feeds the
-    telephony state.
+  - a request addressed to the gateway itself is not forwarded but answered
+    by an L{ILocalHandler} (L{sipxmpp.sip.core.local}): a PUBLISH from an
+    allowed publisher (C{[ingest] publishers}), or any PUBLISH when there is
+    no upstream, by the event state compositor
+    (L{sipxmpp.sip.core.publications}), which feeds the telephony state; an
+    OPTIONS to the gateway's own address with 200.
 
 It keeps itself in the path: REGISTER gets a Path (RFC 3327) — or, for
 registrars without Path support, its Contact is rewritten to point here —
@@ -30,6 +32,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import ipaddress
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -37,9 +40,9 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from zope.interface import Interface, implementer
 
+from sipxmpp.sip.core.local import ILocalHandler
 from sipxmpp.sip.core.metrics import IMetrics
 from sipxmpp.sip.core.peer import Peer
-from sipxmpp.sip.core.publications import EventStateCompositor
 from sipxmpp.sip.core.registrations import (
     Binding,
     Registrations,
@@ -59,6 +62,7 @@ from sipxmpp.sip.core.transaction import (
 from sipxmpp.sip.wire.errors import SIPParseError
 from sipxmpp.sip.wire.headers import NameAddr, parseNameAddr
 from sipxmpp.sip.wire.message import SIPRequest, SIPResponse
+from sipxmpp.sip.wire.parser import parseMessage
 from sipxmpp.sip.wire.responses import makeResponse
 from sipxmpp.sip.wire.uri import SIPURI, URI, parseURI
 
@@ -178,6 +182,32 @@ class _Forward:
         self.proxy._timerC(self)
 
 
+@implementer(IClientTransactionUser)
+@dataclass(eq=False, slots=True)
+class _OwnRequest:
+    """
+    The user of a request the gateway sends on its own behalf: forgets the
+    transaction when it ends and tells the sender everything else.
+    """
+
+    clients: dict[tuple[str, str], ClientTransaction]
+    key: tuple[str, str]
+    user: IClientTransactionUser
+
+    def transactionTerminated(self, transaction: object) -> None:
+        self.clients.pop(self.key, None)
+        self.user.transactionTerminated(transaction)
+
+    def transactionResponse(self, transaction: object, response: SIPResponse) -> None:
+        self.user.transactionResponse(transaction, response)
+
+    def transactionTimedOut(self, transaction: object, code: int) -> None:
+        self.user.transactionTimedOut(transaction, code)
+
+    def transactionTimerC(self, transaction: object) -> None:
+        self.user.transactionTimerC(transaction)
+
+
 @dataclass(eq=False, slots=True)
 class _CancelUser(NullUser):
     """
@@ -274,9 +304,9 @@ class Proxy:
         self._aorOf = aorOf
         self.metrics = metrics
         self.registrations = Registrations(clock)
-        # The event state compositor that takes PUBLISH addressed to us
-        # (set by the composition when [ingest] is configured).
-        self.publications: EventStateCompositor | None = None
+        # Method -> the handlers of requests addressed to us (PUBLISH from
+        # the core, OPTIONS probes): one dict lookup per request.
+        self._local: dict[str, list[ILocalHandler]] = {}
         self.dialogTargets = Registrations(clock)
         self._observers: list[IProxyObserver] = []
         self._servers: dict[tuple[str, str, str], _Forward] = {}
@@ -294,6 +324,49 @@ class Proxy:
         Report forwarded requests and responses to C{observer}.
         """
         self._observers.append(observer)
+
+    def addLocalHandler(self, handler: ILocalHandler) -> None:
+        """
+        Let C{handler} answer the requests addressed to the gateway that it
+        accepts, instead of forwarding them (first added, first asked).
+        """
+        for method in handler.methods:
+            self._local.setdefault(method, []).append(handler)
+
+    def localMethods(self) -> frozenset[str]:
+        """
+        The methods some local handler takes.
+        """
+        return frozenset(self._local)
+
+    def localHandlers(self, method: str) -> list[ILocalHandler]:
+        """
+        The handlers asked about requests of C{method}.
+        """
+        return list(self._local.get(method, ()))
+
+    def sendRequest(self, data: bytes, target: Peer,
+                    user: IClientTransactionUser) -> ClientTransaction:  # fmt: skip
+        """
+        Send a request of the gateway's own (a SUBSCRIBE of its own) to
+        C{target} in a client transaction: C{data} is the whole request but
+        its Via, which is ours with a fresh branch; C{user} is told of its
+        responses (our Via still on top), its timeout and its end.
+
+        @raise SIPParseError: if C{data} is not a request.
+        """
+        branch = f"z9hG4bK-own-{secrets.token_hex(8)}"
+        line, rest = data.split(b"\r\n", 1)
+        via = self._via(target, branch).encode("ascii")
+        request = parseMessage(line + b"\r\nVia: " + via + b"\r\n" + rest)
+        if not isinstance(request, SIPRequest):
+            raise SIPParseError("not a request")
+        key = (branch, request.method)
+        client = ClientTransaction(self._clock, request, target, self._send,
+                                   _OwnRequest(self._clients, key, user))  # fmt: skip
+        self._clients[key] = client
+        client.start()
+        return client
 
     @property
     def activeTransactions(self) -> int:
@@ -335,9 +408,13 @@ class Proxy:
         if not via.hasRFC3261Branch:
             raise SIPParseError("Via has no RFC 3261 branch (RFC 2543 peers are not supported)")
         self._markReceived(request, source)
-        if request.method == "PUBLISH" and self._publishedHere(source):
-            self._publishReceived(request, source)
-            return
+        handlers = self._local.get(request.method)
+        if handlers is not None:
+            forwarding = self.settings.upstream is not None
+            for handler in handlers:
+                if handler.accepts(request, source, forwarding):
+                    self._answerLocally(handler, request, source)
+                    return
         fromUpstream = self._isUpstream(source)
         if not fromUpstream and not self._isTrusted(source):
             self.metrics.increment("sipxmpp_sip_refused_total", reason="untrusted-source")
@@ -383,21 +460,10 @@ class Proxy:
             self._respond(forward, makeResponse(request, error.code, error.reason,
                                                 headers=error.headers))
 
-    def _publishedHere(self, source: Peer) -> bool:
-        # A PUBLISH from an allowed publisher is telephony state for us; so
-        # is every PUBLISH when there is no upstream to forward to (the
-        # compositor refuses those from elsewhere with 403). A phone's
-        # PUBLISH of its own presence goes on to the upstream as before.
-        compositor = self.publications
-        if compositor is None:
-            return False
-        return self.settings.upstream is None or compositor.allows(source.host)
-
-    def _publishReceived(self, request: SIPRequest, source: Peer) -> None:
-        # Answered here, through a server transaction of its own: a
-        # retransmission gets the same answer again instead of a second
-        # publication (each success changes the entity-tag).
-        assert self.publications is not None
+    def _answerLocally(self, handler: ILocalHandler, request: SIPRequest, source: Peer) -> None:
+        # Through a server transaction of its own: a retransmission gets the
+        # same answer again instead of being handled twice (a second
+        # publication: each success changes the entity-tag).
         key = self._serverKey(request)
         existing = self._servers.get(key)
         if existing is not None:
@@ -406,8 +472,7 @@ class Proxy:
         forward = _Forward(self, request, _leg(False, None), source, key)
         forward.server = ServerTransaction(self._clock, request, source, self._send, forward)
         self._servers[key] = forward
-        answer = self.publications.publishReceived(request, source)
-        forward.server.respond(answer.response(request))
+        forward.server.respond(handler.answer(request, source))
 
     def _forwardRequest(self, forward: _Forward) -> None:
         received = forward.received

@@ -56,7 +56,9 @@ from itertools import count
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
+from zope.interface import implementer
 
+from sipxmpp.sip.core.local import ILocalHandler
 from sipxmpp.sip.core.metrics import IMetrics
 from sipxmpp.sip.core.peer import Peer
 from sipxmpp.sip.wire import dialoginfo, pidf
@@ -181,6 +183,7 @@ def _eventPackage(value: str | None) -> str | None:
     return value.split(";", 1)[0].strip().lower() or None
 
 
+@implementer(ILocalHandler)
 class EventStateCompositor:
     """
     Accepts PUBLISH for provisioned users from allowed publishers, keeps
@@ -246,6 +249,22 @@ class EventStateCompositor:
         The number of live publications.
         """
         return len(self._publications)
+
+    # -- ILocalHandler ------------------------------------------------------
+
+    methods = frozenset({"PUBLISH"})
+
+    def accepts(self, request: SIPRequest, source: Peer, forwarding: bool) -> bool:
+        """
+        A PUBLISH from an allowed publisher is telephony state for us; so is
+        every PUBLISH when the proxy forwards nothing (those from elsewhere
+        get 403). A phone's PUBLISH of its own presence goes on to the
+        upstream.
+        """
+        return not forwarding or self.allows(source.host)
+
+    def answer(self, request: SIPRequest, source: Peer) -> SIPResponse:
+        return self.publishReceived(request, source).response(request)
 
     def publishReceived(self, request: SIPRequest, source: Peer) -> PublishAnswer:
         """

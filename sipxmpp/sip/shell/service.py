@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from sipxmpp.sip.core.local import OptionsResponder
 from sipxmpp.sip.core.metrics import IMetrics
 from sipxmpp.sip.core.observer import TelephonyObserver
 from sipxmpp.sip.core.peer import DEFAULT_PORTS, Peer
@@ -157,11 +158,13 @@ def buildSIP(
     transports.onDeliveryFailed = proxy.deliveryFailed
     proxy.addObserver(TelephonyObserver(machine, aorOf))
     if ingest is not None and isProvisioned is not None:
-        proxy.publications = EventStateCompositor(
+        proxy.addLocalHandler(EventStateCompositor(
             reactor, machine, aorOf, isProvisioned, ingest.publishers,
             minExpires=ingest.minExpires, maxExpires=ingest.maxExpires,
             defaultExpires=ingest.maxExpires, metrics=metrics,
-        )
+        ))
+    # Keepalive probes (Kamailio dispatcher) ask the gateway itself.
+    proxy.addLocalHandler(OptionsResponder(local.values(), proxy.localMethods()))
     metrics.gauge("sipxmpp_sip_transactions", lambda: proxy.activeTransactions,
                   "SIP transactions in progress.")
     metrics.gauge("sipxmpp_sip_bindings", lambda: len(proxy.registrations),

@@ -306,6 +306,16 @@ def _fraction(text: str) -> float:
     return value
 
 
+_INSTANCE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def _instanceName(text: str) -> str:
+    if text and not _INSTANCE.match(text):
+        raise ValueError("expected a name of letters, digits, '.', '_' or '-' (at most 64), "
+                         "or empty for the host name")
+    return text
+
+
 def _storeURL(text: str) -> str:
     if text.startswith("sqlite:///") and len(text) > len("sqlite:///"):
         return text
@@ -379,6 +389,7 @@ SCHEMA: Mapping[str, Mapping[str, Key]] = {
     "store": {
         "url": Key("sqlite:////var/lib/sipxmpp/sipxmpp.sqlite", _storeURL),
         "key_file": Key("/etc/sipxmpp/secret.key", _nonEmpty),
+        "instance": Key("", _instanceName),
     },
     "http": {
         "listen": Key("tcp:8080:interface=127.0.0.1", _httpListen),

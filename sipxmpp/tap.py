@@ -221,7 +221,8 @@ def buildService(settings: Settings, reactor: Any, logfile: str | None = None) -
     top = GatewayService(settings, metrics, logfile)
     machine = TelephonyStateMachine(reactor, dialogWatchdog=settings.sip.dialogWatchdog)
     try:
-        store = makeStoreService(settings.store, reactor, machine)
+        store = makeStoreService(settings.store, reactor, machine,
+                                 owner=settings.store.instance or None)
     except StoreError as e:
         raise StartupError(f"store {settings.store.url}: {e}") from None
     store.setName("store")

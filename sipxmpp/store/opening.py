@@ -35,6 +35,9 @@ class StoreSettings:
 
     url: str
     keyFile: str
+    # This gateway's name for its runtime state in a shared store; empty:
+    # the host name.
+    instance: str = ""
 
 
 def defaultOwner() -> str:

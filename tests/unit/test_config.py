@@ -138,6 +138,17 @@ class LoadSettingsTests(SynchronousTestCase):
                                                       ipaddress.ip_network("10.1.0.0/16")))
         self.assertEqual(settings.ingest.minExpires, 30)
 
+    def test_instance(self) -> None:
+        """
+        C{[store] instance} names the gateway in a shared store: empty (the
+        host name) by default; a name with spaces or slashes is refused.
+        """
+        self.assertEqual(loadSettings(self.write(MINIMAL)).store.instance, "")
+        settings = loadSettings(self.write(MINIMAL + "[store]\ninstance = gw-a.1\n"))
+        self.assertEqual(settings.store.instance, "gw-a.1")
+        self.assertConfigError(MINIMAL + "[store]\ninstance = gw a\n", "[store] instance",
+                               "letters, digits")
+
     def test_ingestErrors(self) -> None:
         """
         A gateway with neither an upstream nor a publisher would learn

@@ -19,7 +19,7 @@ from sipxmpp.config import loadSettings
 from sipxmpp.ops.logs import makeLogObserver
 from sipxmpp.sip.core.publications import EventStateCompositor
 from sipxmpp.sip.shell.overload import OverloadMonitor
-from sipxmpp.store.opening import initialiseStore
+from sipxmpp.store.opening import defaultOwner, initialiseStore
 from sipxmpp.tap import GatewayService, Options, makeService
 
 CONFIG = """\
@@ -155,6 +155,19 @@ class MakeServiceTests(SynchronousTestCase):
         self.assertTrue(compositor.allows("127.0.0.2"))
         self.assertFalse(compositor.allows("127.0.0.1"))
         self.assertIsNone(service.proxy.settings.upstream)
+
+    def test_instanceNamesTheOwner(self) -> None:
+        """
+        C{[store] instance} is the name the gateway's runtime state is
+        saved and restored under; empty, the host name.
+        """
+        plain = makeService(self.options(self.configPath()), UDPMemoryReactor())
+        self.assertEqual(plain.getServiceNamed("store").store.runtime.owner, defaultOwner())
+        path = self.configPath(CONFIG)
+        with open(path, "a", encoding="utf-8") as f:
+            f.write("instance = gw-b\n")
+        named = makeService(self.options(path), UDPMemoryReactor())
+        self.assertEqual(named.getServiceNamed("store").store.runtime.owner, "gw-b")
 
     def options(self, path: str) -> Options:
         options = Options()

@@ -30,7 +30,6 @@ reported to the L{IProxyObserver}s, which derive telephony state from them.
 from __future__ import annotations
 
 import functools
-import hashlib
 import ipaddress
 import secrets
 from collections.abc import Callable
@@ -43,12 +42,14 @@ from zope.interface import Interface, implementer
 from sipxmpp.sip.core.local import ILocalHandler
 from sipxmpp.sip.core.metrics import IMetrics
 from sipxmpp.sip.core.peer import Peer
-from sipxmpp.sip.core.registrations import (
-    Binding,
-    Registrations,
-    contactKey,
-    grantedContacts,
+from sipxmpp.sip.core.phoneroutes import (
+    PhoneRoutes,
+    Registered,
+    ipAddress,
+    localURI,
+    shortHash,
 )
+from sipxmpp.sip.core.registrations import Binding
 from sipxmpp.sip.core.transaction import (
     T1,
     ClientTransaction,
@@ -60,11 +61,10 @@ from sipxmpp.sip.core.transaction import (
     hopByHopRequest,
 )
 from sipxmpp.sip.wire.errors import SIPParseError
-from sipxmpp.sip.wire.headers import NameAddr, parseNameAddr
 from sipxmpp.sip.wire.message import SIPRequest, SIPResponse
 from sipxmpp.sip.wire.parser import parseMessage
 from sipxmpp.sip.wire.responses import makeResponse
-from sipxmpp.sip.wire.uri import SIPURI, URI, parseURI
+from sipxmpp.sip.wire.uri import SIPURI, URI
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -72,8 +72,6 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 DIALOG_FORMING = frozenset(("INVITE", "SUBSCRIBE", "REFER"))
 # RFC 3261 §18.1.1: a request larger than this goes over TCP, not UDP.
 UDP_MTU_LIMIT = 1300
-# How long a phone's dialog contact (from INVITE or its 2xx) stays routable.
-DIALOG_TARGET_LIFETIME = 4 * 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,7 +162,7 @@ class _Forward:
     clientKey: tuple[str, str] | None = None
     cancelPending: bool = False
     giveUp: IDelayedCall | None = None
-    registered: list[tuple[NameAddr, NameAddr | None]] | None = None
+    registered: Registered | None = None
 
     def transactionTerminated(self, transaction: object) -> None:
         if transaction is self.server:
@@ -232,50 +230,14 @@ class _Overloaded(RoutingError):
         super().__init__(503, "Service Unavailable", (("Retry-After", "5"),))
 
 
-def _flowFor(contact: URI, source: Peer) -> Peer:
-    """
-    Where to reach the phone that registered C{contact} from C{source}.
-
-    A phone behind NAT is reached where its requests come from (the flow).
-    A UDP phone that sends from one port but names another port of the same
-    address in its Contact (no rport support, or separate sockets) listens
-    there. The address is always the source's: a host merely named in a
-    message is never contacted.
-    """
-    if source.transport != "UDP" or not isinstance(contact, SIPURI) or contact.port is None:
-        return source
-    try:
-        named = _ipAddress(contact.host.strip("[]"))
-    except ValueError:
-        return source
-    if named == _ipAddress(source.host):
-        return source._replace(port=contact.port)
-    return source
-
-
-@functools.lru_cache(maxsize=4096)
-def _ipAddress(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
-    """
-    L{ipaddress.ip_address}, memoised: the same few peers send every
-    message, and parsing an address costs more than the rest of the policy
-    checks. Raises C{ValueError} (not cached) like the original.
-    """
-    return ipaddress.ip_address(host)
-
-
 @functools.lru_cache(maxsize=4096)
 def _isInNetworks(host: str, networks: tuple[Network, ...]) -> bool:
     """
     Is address C{host} inside one of C{networks}? Memoised like
-    L{_ipAddress}: every message asks it of its source.
+    L{ipAddress}: every message asks it of its source.
     """
-    address = _ipAddress(host)
+    address = ipAddress(host)
     return any(address in network for network in networks)
-
-
-def _hash(*parts: object) -> str:
-    digest = hashlib.blake2b(repr(parts).encode("utf-8", "surrogateescape"), digest_size=8)
-    return digest.hexdigest()
 
 
 class Proxy:
@@ -303,11 +265,12 @@ class Proxy:
         self._send = send
         self._aorOf = aorOf
         self.metrics = metrics
-        self.registrations = Registrations(clock)
+        self.routes = PhoneRoutes(clock, settings.local, settings.registerMode)
+        self.registrations = self.routes.registrations
         # Method -> the handlers of requests addressed to us (PUBLISH from
         # the core, OPTIONS probes): one dict lookup per request.
         self._local: dict[str, list[ILocalHandler]] = {}
-        self.dialogTargets = Registrations(clock)
+        self.dialogTargets = self.routes.dialogTargets
         self._observers: list[IProxyObserver] = []
         self._servers: dict[tuple[str, str, str], _Forward] = {}
         self._clients: dict[tuple[str, str], ClientTransaction] = {}
@@ -484,11 +447,13 @@ class Proxy:
         target, leg = self._route(outgoing, forward.leg.fromPhone, forward.source)
         forward.leg = leg
         if received.method == "REGISTER" and leg.fromPhone:
-            forward.registered = self._prepareRegister(outgoing, forward.source)
+            assert self.settings.upstream is not None  # a phone's request goes there
+            forward.registered = self.routes.prepareRegister(outgoing, forward.source,
+                                                             self.settings.upstream)
         if received.method in DIALOG_FORMING and received.toTag is None:
             self._recordRoute(outgoing, forward.source, target)
             if leg.fromPhone:
-                self._learnDialogTargets(outgoing, forward.source, leg.aor)
+                self.routes.learnDialogTargets(outgoing, forward.source, leg.aor)
         target = self._prepareOutgoing(outgoing, received, target, loop)
         key = forward.clientKey = (outgoing.topVia.branch or "", received.cseq.method)
         client = ClientTransaction(self._clock, outgoing, target, self._send, forward, timerC=True)
@@ -535,7 +500,7 @@ class Proxy:
         return binding.flow, _leg(False, aor)
 
     def _bindingFor(self, uri: URI) -> Binding | None:
-        return self.registrations.lookup(uri) or self.dialogTargets.lookup(uri)
+        return self.routes.bindingFor(uri)
 
     def _popOwnRoutes(self, request: SIPRequest) -> None:
         route = request.topRoute
@@ -547,7 +512,7 @@ class Proxy:
         if not isinstance(uri, SIPURI):
             return False
         try:
-            host = _ipAddress(uri.host.strip("[]"))
+            host = ipAddress(uri.host.strip("[]"))
         except ValueError:
             return False
         port = uri.port or (5061 if uri.secure else 5060)
@@ -580,20 +545,18 @@ class Proxy:
     def _branch(self, received: SIPRequest, loop: str) -> str:
         via = received.topVia
         kind = "INVITE" if received.method in ("ACK", "CANCEL") else received.method
-        return f"z9hG4bK{loop}-{_hash(via.branch, via.sentBy, kind)}"
+        return f"z9hG4bK{loop}-{shortHash(via.branch, via.sentBy, kind)}"
 
     def _loopHash(self, request: SIPRequest) -> str:
         # §16.6 step 8: what a looped request repeats but a spiral changes.
         # The Route set is included because in-dialog requests between two
         # of our users pass us twice with the same Request-URI; only the
         # Route set (ours and the registrar's, then ours) tells them apart.
-        return _hash(request.uriText, request.callID, request.fromTag, request.toTag,
+        return shortHash(request.uriText, request.callID, request.fromTag, request.toTag,
                      request.cseq.number, request.getHeaders("Route"))[:10]
 
     def _localURI(self, transport: str) -> str:
-        local = self.settings.local[transport]
-        param = "" if transport == "UDP" else f";transport={transport.lower()}"
-        return f"sip:{local.hostPort}{param};lr"
+        return localURI(self.settings.local[transport], transport)
 
     def _recordRoute(self, outgoing: SIPRequest, source: Peer, target: Peer) -> None:
         # RFC 5658: the entry nearer the callee faces the next hop; when the
@@ -601,97 +564,6 @@ class Proxy:
         if source.transport != target.transport:
             outgoing.addRecordRoute(f"<{self._localURI(source.transport)}>")
         outgoing.addRecordRoute(f"<{self._localURI(target.transport)}>")
-
-    # --- REGISTER ---
-
-    def _prepareRegister(
-        self, outgoing: SIPRequest, source: Peer
-    ) -> list[tuple[NameAddr, NameAddr | None]]:
-        """
-        Add our Path, or rewrite the contacts to point here; return the
-        phone's contacts with what the registrar will see instead.
-        """
-        contacts = outgoing.contacts
-        upstream = self.settings.upstream
-        assert upstream is not None  # only REGISTERs routed to it get here
-        upstreamTransport = upstream.transport
-        if self.settings.registerMode == "path":
-            outgoing.addPath(f"<{self._localURI(upstreamTransport)}>")
-            return [(contact, None) for contact in contacts]
-        pairs: list[tuple[NameAddr, NameAddr | None]] = []
-        rewritten: list[str] = []
-        for contact in contacts:
-            if contact.isWildcard:
-                rewritten.append(contact.text)
-                pairs.append((contact, None))
-                continue
-            token = "sx" + _hash(contact.uriText, source)
-            local = self.settings.local[upstreamTransport]
-            param = "" if upstreamTransport == "UDP" else f";transport={upstreamTransport.lower()}"
-            mine = f"<sip:{token}@{local.hostPort}{param}>"
-            params = "".join(f";{k}" if v is None else f";{k}={v}" for k, v in contact.params.items())
-            rewritten.append(mine + params)
-            pairs.append((contact, parseNameAddr(mine + params)))
-        outgoing.setContacts(rewritten)
-        return pairs
-
-    def _registered(self, forward: _Forward, response: SIPResponse) -> None:
-        """
-        The registrar accepted a phone's REGISTER: update the routes back to
-        the phone, and in contact mode show the phone its own contacts.
-        """
-        aor = forward.leg.aor
-        if aor is None:
-            return
-        now = self._clock.seconds()
-        granted: dict[tuple[str, str, int], int] = {}
-        for contact, expires in grantedContacts(response):
-            key = contactKey(contact.uri)
-            if key is not None:
-                granted[key] = expires
-        replaced: dict[str, str] = {}
-        for original, mine in forward.registered or ():
-            if original.isWildcard:
-                for binding in list(self.registrations):
-                    if binding.aor == aor:
-                        key = contactKey(parseURI(binding.contact))
-                        if key is not None:
-                            self.registrations.remove(key)
-                continue
-            routed = mine if mine is not None else original
-            key = contactKey(routed.uri)
-            if key is None:
-                continue
-            expires = granted.get(key, 0)
-            if expires > 0:
-                flow = _flowFor(original.uri, forward.source)
-                self.registrations.update(key, Binding(aor, original.uriText, flow, now + expires))
-            else:
-                self.registrations.remove(key)
-            if mine is not None:
-                replaced[mine.uriText] = original.uriText
-        if replaced:
-            restored = []
-            for contact in response.contacts:
-                text = contact.text
-                if contact.uriText in replaced:
-                    text = text.replace(contact.uriText, replaced[contact.uriText], 1)
-                restored.append(text)
-            response.setContacts(restored)
-
-    def _learnDialogTargets(self, request: SIPRequest | SIPResponse, flow: Peer,
-                            aor: str | None) -> None:
-        # A phone's dialog contact may differ from its registered one; in-
-        # dialog requests from the upstream are routed to it too.
-        for contact in request.contacts:
-            if contact.isWildcard:
-                continue
-            key = contactKey(contact.uri)
-            if key is not None and aor is not None:
-                self.dialogTargets.update(key, Binding(
-                    aor, contact.uriText, _flowFor(contact.uri, flow),
-                    self._clock.seconds() + DIALOG_TARGET_LIFETIME,
-                ))
 
     # --- ACK and CANCEL ---
 
@@ -777,11 +649,13 @@ class Proxy:
         if 200 <= code < 300:
             received = forward.received
             if received.method == "REGISTER" and forward.leg.fromPhone:
-                self._registered(forward, response)
+                if forward.leg.aor is not None:
+                    self.routes.registered(forward.leg.aor, forward.source,
+                                           forward.registered or [], response)
             elif received.method in DIALOG_FORMING and not forward.leg.fromPhone:
                 # The phone answered a call: its Contact is a dialog target.
                 assert forward.client is not None
-                self._learnDialogTargets(response, forward.client.peer, forward.leg.aor)
+                self.routes.learnDialogTargets(response, forward.client.peer, forward.leg.aor)
         self._respond(forward, response)
 
     def _clientTimedOut(self, forward: _Forward, code: int) -> None:
@@ -840,7 +714,7 @@ class Proxy:
         # one host, configure the registrar to reuse its listening port,
         # e.g. Kamailio's tcp_reuse_port).
         upstream = self.settings.upstream
-        if upstream is None or _ipAddress(source.host) != _ipAddress(upstream.host):
+        if upstream is None or ipAddress(source.host) != ipAddress(upstream.host):
             return False
         return source.port == upstream.port or (source.reliable and not self._isTrusted(source))
 

@@ -750,3 +750,73 @@ CSeq: 1 INVITE
         forwarded = [m for m, p in self.take() if isinstance(m, SIPRequest)][0]
         self.assertEqual([r.uriText for r in forwarded.recordRoutes],
                          ["sip:127.0.0.1:5060;lr", "sip:127.0.0.1:5060;transport=tcp;lr"])
+
+
+PHONE_B = Peer("UDP", "127.0.0.1", 5082)
+GRUU_A = "sip:alice@example.test;gr=urn:uuid:aaaaaaaa-0000-4000-8000-00000000000a"
+GRUU_B = "sip:alice@example.test;gr=urn:uuid:bbbbbbbb-0000-4000-8000-00000000000b"
+
+
+def byeFromUpstream(uri: str, callID: str) -> SIPRequest:
+    """
+    The far end's BYE, as the registrar loose-routes it to us: the
+    Request-URI is the phone's dialog contact (here its GRUU).
+    """
+    request = message(f"""
+BYE {uri} SIP/2.0
+Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKbye-{callID}
+Max-Forwards: 69
+Route: <sip:127.0.0.1:5060;lr>
+From: <sip:bob@example.test>;tag=b1
+To: <sip:alice@example.test>;tag=a1
+Call-ID: {callID}
+CSeq: 2 BYE
+""")
+    assert isinstance(request, SIPRequest)
+    return request
+
+
+class GRUUTests(ProxyTestCase):
+    """
+    RFC 5627: two devices of one user each use their pub-gruu as Contact;
+    the GRUUs differ only in C{gr}, and each is a route of its own.
+    """
+
+    def call(self, gruu: str, source: Peer, callID: str) -> None:
+        request = invite(via=f"SIP/2.0/UDP 127.0.0.1:{source.port}", branch=callID)
+        request.setContacts([f"<{gruu}>;+sip.instance=\"<urn:uuid:x>\""])
+        request = parseMessage(request.toBytes().replace(b"call-1", callID.encode()))
+        self.receive(request, source)
+        self.take()
+
+    def test_byeToEachDeviceGoesToIt(self) -> None:
+        self.call(GRUU_A, PHONE, "call-a")
+        self.call(GRUU_B, PHONE_B, "call-b")
+        self.receive(byeFromUpstream(GRUU_A, "call-a"), UPSTREAM)
+        forwarded = self.takeOne(PHONE)
+        assert isinstance(forwarded, SIPRequest)
+        self.assertEqual(forwarded.uriText, GRUU_A)
+        self.receive(byeFromUpstream(GRUU_B, "call-b"), UPSTREAM)
+        forwarded = self.takeOne(PHONE_B)
+        assert isinstance(forwarded, SIPRequest)
+        self.assertEqual(forwarded.uriText, GRUU_B)
+
+    def test_requestURIOfPathModeNeverRewritten(self) -> None:
+        """
+        In Path mode the Request-URI is the phone's own: it is never
+        replaced by what the table holds (another spelling of it, or
+        another device's contact).
+        """
+        self.call(GRUU_A, PHONE, "call-a")
+        spelled = GRUU_A.replace(";gr=", ";transport=udp;gr=")
+        self.receive(byeFromUpstream(spelled, "call-a"), UPSTREAM)
+        forwarded = self.takeOne(PHONE)
+        assert isinstance(forwarded, SIPRequest)
+        self.assertEqual(forwarded.uriText, spelled)
+
+    def test_unknownGRUURefused(self) -> None:
+        self.call(GRUU_A, PHONE, "call-a")
+        self.receive(byeFromUpstream(GRUU_B, "call-b"), UPSTREAM)
+        response = self.takeOne(UPSTREAM)
+        assert isinstance(response, SIPResponse)
+        self.assertEqual(response.code, 403)

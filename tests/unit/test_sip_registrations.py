@@ -25,7 +25,7 @@ from sipxmpp.sip.wire.uri import parseURI
 FLOW = Peer("UDP", "127.0.0.1", 5080)
 
 
-def binding(user: str, expiresAt: float) -> tuple[tuple[str, str, int], Binding]:
+def binding(user: str, expiresAt: float) -> tuple[tuple[str, str, int, str], Binding]:
     uri = f"sip:{user}@127.0.0.1:5080"
     key = contactKey(parseURI(uri))
     assert key is not None
@@ -85,6 +85,20 @@ def registerOK(*fields: str) -> SIPResponse:
     response = parseMessage(("\r\n".join(head) + "\r\n\r\n").encode())
     assert isinstance(response, SIPResponse)
     return response
+
+
+class ContactKeyTests(SynchronousTestCase):
+    def test_gruusOfTwoDevicesDiffer(self) -> None:
+        """
+        RFC 5627: the public GRUUs of two devices of one user differ only in
+        C{gr}; they are two routes, and one GRUU is one route whatever the
+        case of its C{gr} value.
+        """
+        a = contactKey(parseURI("sip:alice@example.test;gr=urn:uuid:A"))
+        b = contactKey(parseURI("sip:alice@example.test;gr=urn:uuid:B"))
+        self.assertNotEqual(a, b)
+        self.assertEqual(a, contactKey(parseURI("sip:alice@example.test;GR=URN:UUID:a")))
+        self.assertNotEqual(a, contactKey(parseURI("sip:alice@example.test")))
 
 
 class GrantedContactsTests(SynchronousTestCase):

@@ -494,8 +494,10 @@ class Proxy:
         binding = self._bindingFor(outgoing.uri)
         if binding is None:
             raise RoutingError(403, "Forbidden (not a contact registered here)")
-        if binding.contact != outgoing.uriText:
-            outgoing.setURI(binding.contact)  # contact mode: back to the phone's own
+        if binding.contact != outgoing.uriText and self._isOurs(outgoing.uri):
+            # Contact mode: a contact we rewrote goes back to the phone's
+            # own. A phone's own URI (a GRUU) is never replaced.
+            outgoing.setURI(binding.contact)
         aor = binding.aor or self._aorOf(outgoing.toAddr.uri)
         return binding.flow, _leg(False, aor)
 

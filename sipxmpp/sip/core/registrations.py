@@ -22,7 +22,7 @@ from sipxmpp.sip.wire.headers import NameAddr
 from sipxmpp.sip.wire.message import SIPResponse
 from sipxmpp.sip.wire.uri import SIPURI, URI
 
-ContactKey = tuple[str, str, int]
+ContactKey = tuple[str, str, int, str]
 
 # Seconds between sweeps of expired bindings, done by the next update.
 PURGE_INTERVAL = 60.0
@@ -55,14 +55,20 @@ def grantedContacts(response: SIPResponse) -> list[tuple[NameAddr, int]]:
 def contactKey(uri: URI) -> ContactKey | None:
     """
     The part of a contact URI that identifies it for routing: user, host
-    (lower-cased) and port; C{None} for non-SIP URIs.
+    (lower-cased), port and GRUU (the C{gr} parameter, RFC 5627); C{None}
+    for non-SIP URIs.
+
+    A public GRUU differs from the other devices' of its user only in
+    C{gr}: without it two devices would share one route, and a request for
+    one would reach the other.
     """
     if not isinstance(uri, SIPURI):
         return None
     transport = str(uri.params.get("transport") or "").upper()
     default = DEFAULT_PORTS["TLS"] if uri.secure or transport == "TLS" else 5060
     host = uri.host.lower().strip("[]")
-    return (uri.user or "", host, uri.port or default)
+    gruu = str(uri.params.get("gr") or "").lower()
+    return (uri.user or "", host, uri.port or default, gruu)
 
 
 @dataclass

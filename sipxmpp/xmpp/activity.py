@@ -8,11 +8,21 @@ One handler per feature, like wokkel's: L{UserActivityPublisher} sits on the
 user's session beside L{sipxmpp.xmpp.publisher.UserPublisher} and is driven
 by the same telephony state. The publisher adds it when C{[xmpp]
 publish_activity} is on.
+
+PEP keeps the last item on the server, across our streams and our restarts:
+a call that ended while the stream was down, or before a restart, would
+stay published. So on every session start the activity is published unless
+the server is known to hold what is wanted already: an empty activity is
+skipped only when the last one the server acknowledged was empty (a new
+handler, e.g. after a restart, knows nothing and retracts).
 """
 
 from __future__ import annotations
 
+from typing import Final
+
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.words.xish import domish
 
 from sipxmpp.telephony.events import TelephonyState
@@ -25,6 +35,16 @@ NS_ACTIVITY = "http://jabber.org/protocol/activity"
 
 # Ringing is not talking: only these show as an activity.
 TALKING = frozenset({TelephonyState.ON_THE_PHONE, TelephonyState.ON_HOLD})
+
+
+class _Unknown:
+    def __repr__(self) -> str:
+        return "UNKNOWN"
+
+
+# What the server holds is not known (nothing acknowledged yet, a publish
+# out or refused).
+UNKNOWN: Final = _Unknown()
 
 
 class UserActivityPublisher(subprotocols.XMPPHandler):  # type: ignore[misc]
@@ -49,8 +69,11 @@ class UserActivityPublisher(subprotocols.XMPPHandler):  # type: ignore[misc]
         self.texts = texts
         self.timeout = timeout
         self.telephony = TelephonyState.ONLINE
-        # The text published on this stream (None: no call, or nothing yet).
-        self._published: str | None = None
+        # The text last published on this stream (None: the empty activity).
+        self._published: str | None | _Unknown = UNKNOWN
+        # What the server acknowledged last, as far as we know.
+        self._confirmed: str | None | _Unknown = UNKNOWN
+        self._sequence = 0
 
     def setTelephony(self, state: TelephonyState) -> None:
         """
@@ -61,7 +84,9 @@ class UserActivityPublisher(subprotocols.XMPPHandler):  # type: ignore[misc]
         self._publish()
 
     def connectionInitialized(self) -> None:
-        self._published = None
+        # A call still going on is published again on the new stream; an
+        # empty activity unless the server is known to hold one.
+        self._published = None if self._confirmed is None else UNKNOWN
         self._publish()
 
     def wantedText(self) -> str | None:
@@ -87,7 +112,16 @@ class UserActivityPublisher(subprotocols.XMPPHandler):  # type: ignore[misc]
             activity.addElement("talking").addElement("on_the_phone")
             activity.addElement("text", content=wanted)
         self._published = wanted
-        self.session.sendRequest(iq, self.timeout).addErrback(
-            lambda f: self.log.info("{aor}: user activity not published: {e}",
-                                    aor=self.aor, e=f.getErrorMessage())  # fmt: skip
-        )
+        self._confirmed = UNKNOWN
+        self._sequence += 1
+        sequence = self._sequence
+
+        def published(_: object) -> None:
+            if sequence == self._sequence:  # the latest publish is what is there
+                self._confirmed = wanted
+
+        def failed(f: Failure) -> None:
+            self.log.info("{aor}: user activity not published: {e}",
+                          aor=self.aor, e=f.getErrorMessage())  # fmt: skip
+
+        self.session.sendRequest(iq, self.timeout).addCallbacks(published, failed)

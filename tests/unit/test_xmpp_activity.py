@@ -53,7 +53,8 @@ class UserActivityPublisherTests(SynchronousTestCase):
 
     def test_callAndHold(self) -> None:
         self.session.connect()
-        self.assertEqual(self.published(), [])
+        # A new handler does not know what the server holds: it retracts.
+        self.assertEqual(self.published(), [None])
         self.activity.setTelephony(S.RINGING)
         self.assertEqual(self.published(), [])
         self.activity.setTelephony(S.ON_THE_PHONE)
@@ -75,8 +76,62 @@ class UserActivityPublisherTests(SynchronousTestCase):
         self.session.connect()
         self.assertEqual(self.published(), ["on the phone"])
 
+    def test_retractedAtStartAfterRestart(self) -> None:
+        """
+        PEP keeps the item across our restarts: a new handler (the gateway
+        restarted, the call ended meanwhile) publishes the empty activity on
+        its first session; once that is acknowledged, a reconnect without a
+        call publishes nothing.
+        """
+        self.session.connect()
+        self.assertEqual(self.published(), [None])
+        self.session.disconnect()
+        self.session.connect()
+        self.assertEqual(self.published(), [])
+
+    def test_callEndedWhileDisconnected(self) -> None:
+        """
+        The call was published, the stream went away, the call ended: the
+        empty activity is published once the session is back.
+        """
+        self.session.connect()
+        self.published()
+        self.activity.setTelephony(S.ON_THE_PHONE)
+        self.assertEqual(self.published(), ["on the phone"])
+        self.session.disconnect()
+        self.activity.setTelephony(S.ONLINE)
+        self.assertEqual(self.session.iqs(), [])
+        self.session.connect()
+        self.assertEqual(self.published(), [None])
+
+    def test_unansweredRetractionRepeated(self) -> None:
+        """
+        The empty activity went out but the stream broke before the server
+        answered: it is published again on the next stream.
+        """
+        self.session.connect()
+        self.published()
+        self.activity.setTelephony(S.ON_THE_PHONE)
+        self.published()
+        self.activity.setTelephony(S.ONLINE)
+        [iq] = self.session.iqs()  # never answered
+        self.session.disconnect()
+        self.session.connect()
+        self.assertEqual(self.published(), [None])
+
+    def test_refusedRetractionRepeated(self) -> None:
+        self.session.connect()
+        [iq] = self.session.iqs()
+        self.session.answer(iq, "<error type='wait'><resource-constraint "
+                                "xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error>",
+                            kind="error")  # fmt: skip
+        self.session.disconnect()
+        self.session.connect()
+        self.assertEqual(self.published(), [None])
+
     def test_refusedIsLogged(self) -> None:
         self.session.connect()
+        self.published()
         self.activity.setTelephony(S.ON_THE_PHONE)
         [iq] = self.session.iqs()
         events: list[dict[str, object]] = []

@@ -653,6 +653,35 @@ CSeq: 1 ACK
         self.assertEqual(summary, {("487", PHONE), ("ACK", UPSTREAM)})
         self.assertEqual(len(sent), 2)
 
+    def test_cancelRetransmissionAbsorbed(self) -> None:
+        """
+        A retransmitted CANCEL (same branch) is absorbed by the CANCEL's
+        server transaction: the same 200 again, no second CANCEL upstream,
+        and the give-up timer still counts from the first.
+        """
+        self.receive(invite(), PHONE)
+        forwarded = self.take()[1][0]
+        self.receive(answer(forwarded.toBytes(), 180, "Ringing"), UPSTREAM)
+        self.take()
+        self.receive(cancelFor(invite()), PHONE)
+        first = self.take()
+        self.assertEqual([p for _, p in first], [PHONE, UPSTREAM])
+        self.clock.pump([0.5] * 20)
+        upstreamCancels = len([p for _, p in self.take() if p == UPSTREAM])
+        self.receive(cancelFor(invite()), PHONE)
+        again = self.take()
+        self.assertEqual([(m.code, p) for m, p in again], [(200, PHONE)])  # type: ignore[union-attr]
+        self.assertEqual(again[0][0].toBytes(), first[0][0].toBytes())
+        self.clock.pump([0.5] * 43 + [0.499])
+        sent = self.take()
+        self.assertEqual([m for m, p in sent if p == PHONE], [])
+        # Only the first CANCEL's retransmissions (Timer E, up to T2).
+        upstreamCancels += len([p for _, p in sent if p == UPSTREAM])
+        self.assertEqual(upstreamCancels, 10)
+        self.clock.advance(0.002)
+        self.assertEqual([m.code for m, p in self.take() if p == PHONE],  # type: ignore[union-attr]
+                         [408])
+
     def test_cancelBeforeProvisionalWaits(self) -> None:
         self.receive(invite(), PHONE)
         forwarded = self.take()[1][0]

@@ -588,11 +588,21 @@ class Proxy:
         self._send(outgoing.toBytes(), target)
 
     def _cancelReceived(self, cancel: SIPRequest, source: Peer) -> None:
+        # The CANCEL has a server transaction of its own (§9.2): its
+        # retransmissions get the same 200 again and start nothing.
+        key = self._serverKey(cancel)
+        existing = self._servers.get(key)
+        if existing is not None:
+            existing.server.requestRetransmitted()
+            return
         forward = self._servers.get(self._serverKey(cancel, "INVITE"))
         if forward is None:
             self._statelessReply(cancel, source, 481, "Call/Transaction Does Not Exist")
             return
-        self._statelessReply(cancel, source, 200, "OK")
+        answered = _Forward(self, cancel, forward.leg, source, key)
+        answered.server = ServerTransaction(self._clock, cancel, source, self._send, answered)
+        self._servers[key] = answered
+        answered.server.respond(makeResponse(cancel, 200, "OK"))
         client = forward.client
         if client is None or client.state not in (State.CALLING, State.PROCEEDING):
             return
@@ -608,6 +618,8 @@ class Proxy:
         invite = client.request
         cancel = hopByHopRequest(invite, "CANCEL")
         key = (invite.topVia.branch or "", "CANCEL")
+        if key in self._clients:
+            return  # already cancelling (Timer C, then the phone's CANCEL)
         tx = ClientTransaction(self._clock, cancel, client.peer, self._send,
                                _CancelUser(self._clients, key))
         self._clients[key] = tx

@@ -1,6 +1,6 @@
 """
 Tests for L{sipxmpp.sip.shell.transport}: the UDP, TCP and TLS shells, without
-sockets.  Stream connections run over L{StringTransport}, outbound ones are
+sockets (but L{NoDelayTests}, which asks a real loopback socket).  Stream connections run over L{StringTransport}, outbound ones are
 made through L{MemoryReactorClock}, UDP writes go to a fake datagram
 transport, and every timer runs on the reactor's clock.
 """
@@ -11,12 +11,14 @@ import errno
 import socket
 from typing import Any
 
+from twisted.internet import reactor
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.error import ConnectionRefusedError, MessageLengthError
+from twisted.internet.task import deferLater
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import capturedLogs
 from twisted.python.failure import Failure
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from sipxmpp.ops.metrics import Metrics
 from sipxmpp.sip.core.peer import Peer
@@ -33,6 +35,7 @@ from sipxmpp.sip.shell.transport import (
 )
 from sipxmpp.sip.wire.message import SIPRequest, SIPResponse
 from sipxmpp.sip.wire.parser import parseMessage
+from sipxmpp.testing.tls import TestCA
 
 PHONE_ADDR = ("127.0.0.7", 5099)
 UPSTREAM = Peer("TCP", "127.0.0.1", 5070)
@@ -753,3 +756,54 @@ class ReceiveBacklogTests(SynchronousTestCase):
         transports.ports = [(udp, quiet), (udp, busy), (tcp, object())]  # type: ignore[list-item]
         self.assertEqual(transports.receiveBacklog(), receiveBufferFill(busy.socket))
         self.assertGreater(transports.receiveBacklog(), 0.1)
+
+
+class NoDelayTests(TestCase):
+    """
+    SIP stream connections, accepted or opened, TCP or TLS, have
+    C{TCP_NODELAY} set: a real loopback connection, its socket asked.
+    """
+
+    def setUp(self) -> None:
+        ca = TestCA(self.mktemp())
+        certificate = ca.issue(["localhost"])
+        self.transports = SIPTransports(reactor, (
+            parseListen("tcp:0:interface=127.0.0.1"),
+            parseListen(f"ssl:0:interface=127.0.0.1:privateKey={certificate.keyFile}"
+                        f":certKey={certificate.certFile}"),
+        ), Metrics())
+        self.transports.startService()
+        self.addCleanup(self.transports.stopService)
+
+    def port(self, transport: str) -> int:
+        [port] = [p for spec, p in self.transports.ports if spec.transport == transport]
+        return int(port.getHost().port)  # type: ignore[attr-defined]
+
+    async def waitForConnections(self, count: int) -> list[SIPStreamProtocol]:
+        for _ in range(200):
+            if len(self.transports.connections) >= count:
+                break
+            await deferLater(reactor, 0.01)
+        return list(self.transports.connections.values())
+
+    @staticmethod
+    def noDelay(protocol: SIPStreamProtocol) -> int:
+        transport: Any = protocol.transport
+        while not isinstance(transport.getHandle(), socket.socket):
+            transport = transport.transport  # TLS: the TCP transport underneath
+        return int(transport.getHandle().getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+
+    async def test_tcpAcceptedAndOpened(self) -> None:
+        # The gateway connects to its own listener: one outbound, one inbound.
+        self.transports.send(request(),
+                             Peer("TCP", "127.0.0.1", self.port("TCP")))
+        connections = await self.waitForConnections(2)
+        self.assertEqual(len(connections), 2)
+        self.assertEqual([self.noDelay(c) for c in connections], [1, 1])
+
+    async def test_tlsAccepted(self) -> None:
+        client = socket.create_connection(("127.0.0.1", self.port("TLS")))
+        self.addCleanup(client.close)
+        [connection] = await self.waitForConnections(1)
+        self.assertEqual(connection.peer.transport, "TLS")
+        self.assertEqual(self.noDelay(connection), 1)

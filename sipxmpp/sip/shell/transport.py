@@ -399,6 +399,12 @@ class SIPStreamProtocol(Protocol, TimeoutMixin):
             self.transport.abortConnection()  # type: ignore[attr-defined]
             return
         transports.connections[self.peer] = self
+        # Messages are written whole: Nagle would hold a small one back until
+        # the peer acknowledges the last (a phone's delayed ACK, ~40 ms).
+        # Through TLS this reaches the TCP transport underneath.
+        setNoDelay = getattr(self.transport, "setTcpNoDelay", None)
+        if setNoDelay is not None:
+            setNoDelay(True)
         self.setTimeout(transports.idleTimeout)
 
     def dataReceived(self, data: bytes) -> None:

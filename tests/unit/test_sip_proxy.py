@@ -260,6 +260,43 @@ class RegisterTests(ProxyTestCase):
         self.assertEqual(len(self.take()), 1)
 
 
+class StaleBindingTests(ProxyTestCase):
+    """
+    The registrar's 2xx lists every binding of the AoR: the proxy keeps
+    exactly those, as the observer does.
+    """
+
+    INSTANCE = ';+sip.instance="<urn:uuid:aaaaaaaa-0000-4000-8000-00000000000a>"'
+
+    def registerTCP(self, port: int, listed: list[int]) -> None:
+        source = Peer("TCP", "127.0.0.1", port)
+        contact = f"<sip:alice@127.0.0.1:{port};transport=tcp>{self.INSTANCE}"
+        self.receive(register(branch=f"r{port}", contact=contact, transport="TCP", port=port),
+                     source)
+        forwarded = self.takeOne(UPSTREAM)
+        contacts = ", ".join(f"<sip:alice@127.0.0.1:{p};transport=tcp>;expires=3600"
+                             f"{self.INSTANCE}" for p in listed)
+        self.receive(answer(forwarded.toBytes(), 200, extra=f"Contact: {contacts}"), UPSTREAM)
+        self.takeOne(source)
+
+    def test_reconnectedPhoneReplacesItsBinding(self) -> None:
+        """
+        A TCP phone reconnects from a new port and registers again; the
+        registrar replaces its binding by +sip.instance and lists only the
+        new one: the old ones go.
+        """
+        self.registerTCP(40001, [40001])
+        self.registerTCP(40002, [40002])
+        self.registerTCP(40003, [40003])
+        self.assertEqual([b.flow.port for b in self.proxy.registrations], [40003])
+
+    def test_otherDevicesKept(self) -> None:
+        self.registerTCP(40001, [40001])
+        self.registerTCP(40002, [40001, 40002])
+        self.assertEqual(sorted(b.flow.port for b in self.proxy.registrations),
+                         [40001, 40002])
+
+
 class ContactModeTests(ProxyTestCase):
     registerMode = "contact"
 

@@ -87,6 +87,20 @@ def registerOK(*fields: str) -> SIPResponse:
     return response
 
 
+class RetainTests(SynchronousTestCase):
+    def test_keepsOnlyTheListedOfTheAoR(self) -> None:
+        registrations = Registrations(Clock())
+        for user in ("alice", "bob"):
+            registrations.update(*binding(user, 60))
+        key, alice2 = binding("alice2", 60)
+        alice2.aor = "sip:alice@example.test"
+        registrations.update(key, alice2)
+        dropped = registrations.retain("sip:alice@example.test", {key})
+        self.assertEqual([b.contact for b in dropped], ["sip:alice@127.0.0.1:5080"])
+        self.assertEqual(sorted(b.contact for b in registrations),
+                         ["sip:alice2@127.0.0.1:5080", "sip:bob@127.0.0.1:5080"])
+
+
 class ContactKeyTests(SynchronousTestCase):
     def test_gruusOfTwoDevicesDiffer(self) -> None:
         """

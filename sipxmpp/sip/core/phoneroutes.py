@@ -22,6 +22,7 @@ from twisted.internet.interfaces import IReactorTime
 from sipxmpp.sip.core.peer import Peer
 from sipxmpp.sip.core.registrations import (
     Binding,
+    ContactKey,
     Registrations,
     contactKey,
     grantedContacts,
@@ -135,14 +136,20 @@ class PhoneRoutes:
         return pairs
 
     def registered(self, aor: str, source: Peer, pairs: Registered,
-                   response: SIPResponse) -> None:
+                   response: SIPResponse) -> list[Binding]:
         """
         The registrar accepted a phone's REGISTER (C{pairs} from
         L{prepareRegister}): update the routes back to the phone, and in
         contact mode show the phone its own contacts.
+
+        The answer lists every binding of the AoR (RFC 3261 §10.3 step 8):
+        the AoR keeps exactly the contacts it lists. Any other, such as the
+        contact a TCP phone had before it reconnected from a new port (which
+        the registrar replaced by C{+sip.instance}), is forgotten and
+        returned.
         """
         now = self._clock.seconds()
-        granted = {}
+        granted: dict[ContactKey, int] = {}
         for contact, expires in grantedContacts(response):
             key = contactKey(contact.uri)
             if key is not None:
@@ -168,6 +175,8 @@ class PhoneRoutes:
                 self.registrations.remove(key)
             if mine is not None:
                 replaced[mine.uriText] = original.uriText
+        stale = self.registrations.retain(
+            aor, {key for key, expires in granted.items() if expires > 0})
         if replaced:
             restored = []
             for contact in response.contacts:
@@ -176,6 +185,7 @@ class PhoneRoutes:
                     text = text.replace(contact.uriText, replaced[contact.uriText], 1)
                 restored.append(text)
             response.setContacts(restored)
+        return stale
 
     def learnDialogTargets(self, message: SIPRequest | SIPResponse, flow: Peer,
                            aor: str | None) -> None:

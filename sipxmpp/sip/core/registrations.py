@@ -12,7 +12,7 @@ never looked up again do not pile up), and are never counted.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 
 from twisted.internet.interfaces import IReactorTime
@@ -124,6 +124,16 @@ class Registrations:
         Forget a binding (de-registration).
         """
         self._bindings.pop(key, None)
+
+    def retain(self, aor: str, keys: Collection[ContactKey]) -> list[Binding]:
+        """
+        Forget the bindings of C{aor} whose key is not among C{keys} (the
+        registrar no longer lists them); return the live ones forgotten.
+        """
+        now = self._clock.seconds()
+        gone = [k for k, b in self._bindings.items() if b.aor == aor and k not in keys]
+        dropped = [self._bindings.pop(k) for k in gone]
+        return [b for b in dropped if b.expiresAt > now]
 
     def lookup(self, uri: URI) -> Binding | None:
         """

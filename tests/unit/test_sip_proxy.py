@@ -9,6 +9,7 @@ import gc
 import ipaddress
 
 from twisted.internet.task import Clock
+from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
@@ -289,12 +290,24 @@ class StaleBindingTests(ProxyTestCase):
         self.registerTCP(40002, [40002])
         self.registerTCP(40003, [40003])
         self.assertEqual([b.flow.port for b in self.proxy.registrations], [40003])
+        self.assertEqual(
+            self.proxy.metrics.value("sipxmpp_sip_bindings_replaced_total"), 2)
+
+    def test_replacedBindingLogged(self) -> None:
+        with capturedLogs() as logs:
+            self.registerTCP(40001, [40001])
+            self.registerTCP(40002, [40002])
+        [line] = [e for e in logs if "replaced" in str(e.get("log_format"))]
+        self.assertEqual((line["aor"], line["flow"]),
+                         ("sip:alice@example.test", Peer("TCP", "127.0.0.1", 40001)))
 
     def test_otherDevicesKept(self) -> None:
         self.registerTCP(40001, [40001])
         self.registerTCP(40002, [40001, 40002])
         self.assertEqual(sorted(b.flow.port for b in self.proxy.registrations),
                          [40001, 40002])
+        self.assertEqual(
+            self.proxy.metrics.value("sipxmpp_sip_bindings_replaced_total"), 0)
 
 
 class ContactModeTests(ProxyTestCase):
@@ -886,3 +899,60 @@ class GRUUTests(ProxyTestCase):
         response = self.takeOne(UPSTREAM)
         assert isinstance(response, SIPResponse)
         self.assertEqual(response.code, 403)
+
+
+class ReportTests(ProxyTestCase):
+    """
+    A 481 from the next hop, a timeout and a replaced binding are counted
+    each time and logged at most once a minute per peer (or AoR), with the
+    number held back since.
+    """
+
+    def lines(self, logs: list[dict[str, object]], word: str) -> list[dict[str, object]]:
+        return [e for e in logs if word in str(e.get("log_format"))]
+
+    def test_timeoutsCountedLogRateLimited(self) -> None:
+        with capturedLogs() as logs:
+            for n in range(3):
+                self.receive(invite(branch=f"t{n}"), PHONE)
+            self.clock.advance(64 * T1)
+            self.clock.advance(60)
+            self.receive(invite(branch="t9"), PHONE)
+            self.clock.advance(64 * T1)
+        self.assertEqual(self.proxy.metrics.value(
+            "sipxmpp_sip_transaction_timeouts_total", code="408"), 4)
+        self.assertEqual([e["held"] for e in self.lines(logs, "no answer")], [0, 2])
+
+    def test_481Counted(self) -> None:
+        bye = message("""
+BYE sip:bob@127.0.0.1:5090 SIP/2.0
+Via: SIP/2.0/UDP 127.0.0.1:5080;branch=z9hG4bKbye1
+Max-Forwards: 70
+Route: <sip:127.0.0.1:5060;lr>
+From: <sip:alice@example.test>;tag=a1
+To: <sip:bob@example.test>;tag=b1
+Call-ID: call-1
+CSeq: 2 BYE
+""")
+        assert isinstance(bye, SIPRequest)
+        with capturedLogs() as logs:
+            self.receive(bye, PHONE)
+            forwarded = self.takeOne(UPSTREAM)
+            self.receive(answer(forwarded.toBytes(), 481, "Call/Transaction Does Not Exist"),
+                         UPSTREAM)
+        self.assertEqual(self.takeOne(PHONE).code, 481)  # type: ignore[union-attr]
+        self.assertEqual(self.proxy.metrics.value(
+            "sipxmpp_sip_answered_481_total", method="BYE"), 1)
+        [line] = self.lines(logs, "answered 481")
+        self.assertEqual((line["peer"], line["method"]), (UPSTREAM, "BYE"))
+
+    def test_cancelAnswered481Counted(self) -> None:
+        self.receive(invite(), PHONE)
+        forwarded = self.take()[1][0]
+        self.receive(answer(forwarded.toBytes(), 180, "Ringing"), UPSTREAM)
+        self.receive(cancelFor(invite()), PHONE)
+        cancel = [m for m, p in self.take() if p == UPSTREAM][0]
+        self.receive(answer(cancel.toBytes(), 481, "Call/Transaction Does Not Exist"),
+                     UPSTREAM)
+        self.assertEqual(self.proxy.metrics.value(
+            "sipxmpp_sip_answered_481_total", method="CANCEL"), 1)

@@ -209,15 +209,53 @@ class _OwnRequest:
 @dataclass(eq=False, slots=True)
 class _CancelUser(NullUser):
     """
-    The user of a CANCEL we send: only forgets it when it ends (the answer
-    to a CANCEL changes nothing, §9.1).
+    The user of a CANCEL we send: forgets it when it ends, and reports a
+    481 or a timeout (the answer to a CANCEL changes nothing else, §9.1).
     """
 
-    clients: dict[tuple[str, str], ClientTransaction]
+    proxy: Proxy
     key: tuple[str, str]
+    peer: Peer
 
     def transactionTerminated(self, transaction: object) -> None:
-        self.clients.pop(self.key, None)
+        self.proxy._clients.pop(self.key, None)
+
+    def transactionResponse(self, transaction: object, response: SIPResponse) -> None:
+        if response.code == 481:
+            self.proxy._answered481("CANCEL", self.peer)
+
+    def transactionTimedOut(self, transaction: object, code: int) -> None:
+        self.proxy._timedOut("CANCEL", self.peer, code)
+
+
+class LogLimiter:
+    """
+    Rate-limits log lines: at most one per key every C{interval} seconds of
+    C{clock}, telling how many were held back since the last.
+    """
+
+    MAX_KEYS = 4096
+
+    def __init__(self, clock: IReactorTime, interval: float = 60.0) -> None:
+        self._clock = clock
+        self.interval = interval
+        self._keys: dict[object, list[float]] = {}  # key -> [next line at, held back]
+
+    def allow(self, key: object) -> int | None:
+        """
+        C{None} if a line for C{key} is to be held back; else how many were
+        held back since the last line.
+        """
+        now = self._clock.seconds()
+        entry = self._keys.get(key)
+        if entry is not None and now < entry[0]:
+            entry[1] += 1
+            return None
+        if entry is None and len(self._keys) >= self.MAX_KEYS:
+            for old in [k for k, e in self._keys.items() if e[0] <= now]:
+                del self._keys[old]
+        self._keys[key] = [now + self.interval, 0]
+        return int(entry[1]) if entry is not None else 0
 
 
 class _Overloaded(RoutingError):
@@ -265,6 +303,8 @@ class Proxy:
         self._send = send
         self._aorOf = aorOf
         self.metrics = metrics
+        #: Holds back repeated lines about one peer (481s, timeouts).
+        self.logLimiter = LogLimiter(clock)
         self.routes = PhoneRoutes(clock, settings.local, settings.registerMode)
         self.registrations = self.routes.registrations
         # Method -> the handlers of requests addressed to us (PUBLISH from
@@ -621,7 +661,7 @@ class Proxy:
         if key in self._clients:
             return  # already cancelling (Timer C, then the phone's CANCEL)
         tx = ClientTransaction(self._clock, cancel, client.peer, self._send,
-                               _CancelUser(self._clients, key))
+                               _CancelUser(self, key, client.peer))
         self._clients[key] = tx
         tx.start()
         # §16.8 / §9.1: if no final response comes within 64*T1, give up.
@@ -659,13 +699,15 @@ class Proxy:
             forward.giveUp = None
         if code == 100:
             return  # §16.7 step 3: 100 Trying is hop by hop
+        if code == 481 and forward.client is not None:
+            self._answered481(forward.received.method, forward.client.peer)
         response.popVia()
         if 200 <= code < 300:
             received = forward.received
             if received.method == "REGISTER" and forward.leg.fromPhone:
                 if forward.leg.aor is not None:
-                    self.routes.registered(forward.leg.aor, forward.source,
-                                           forward.registered or [], response)
+                    self._replaced(forward.leg.aor, self.routes.registered(
+                        forward.leg.aor, forward.source, forward.registered or [], response))
             elif received.method in DIALOG_FORMING and not forward.leg.fromPhone:
                 # The phone answered a call: its Contact is a dialog target.
                 assert forward.client is not None
@@ -674,10 +716,8 @@ class Proxy:
 
     def _clientTimedOut(self, forward: _Forward, code: int) -> None:
         reason = "Request Timeout" if code == 408 else "Service Unavailable"
-        self.metrics.increment("sipxmpp_sip_transaction_timeouts_total", code=str(code))
-        self.log.info("no answer from {peer} to {method}; answering {code}",
-                      peer=forward.client.peer if forward.client else None,
-                      method=forward.received.method, code=code)
+        self._timedOut(forward.received.method,
+                       forward.client.peer if forward.client else None, code)
         if forward.received.method == "INVITE" and forward.server.state is State.ACCEPTED:
             return
         self._respond(forward, makeResponse(forward.received, code, reason))
@@ -697,6 +737,33 @@ class Proxy:
         if response.code >= 200:
             # Kept for up to 64*T1 from now, and rarely read again.
             forward.received.compact()
+
+    # --- reports: counted, and logged at most once a minute per peer ---
+
+    def _timedOut(self, method: str, peer: Peer | None, code: int) -> None:
+        self.metrics.increment("sipxmpp_sip_transaction_timeouts_total", code=str(code))
+        held = self.logLimiter.allow(("timeout", peer))
+        if held is not None:
+            self.log.info("no answer from {peer} to {method}; answering {code}"
+                          " ({held} more since the last line)",
+                          peer=peer, method=method, code=code, held=held)
+
+    def _answered481(self, method: str, peer: Peer) -> None:
+        self.metrics.increment("sipxmpp_sip_answered_481_total", method=method)
+        held = self.logLimiter.allow(("481", peer))
+        if held is not None:
+            self.log.info("{peer} answered 481 (no such dialog or transaction) to {method}"
+                          " ({held} more since the last line)",
+                          peer=peer, method=method, held=held)
+
+    def _replaced(self, aor: str, stale: list[Binding]) -> None:
+        for binding in stale:
+            self.metrics.increment("sipxmpp_sip_bindings_replaced_total")
+            held = self.logLimiter.allow(("replaced", aor))
+            if held is not None:
+                self.log.info("binding {contact} of {aor} from {flow} replaced: the registrar"
+                              " no longer lists it ({held} more since the last line)",
+                              contact=binding.contact, aor=aor, flow=binding.flow, held=held)
 
     # --- helpers ---
 

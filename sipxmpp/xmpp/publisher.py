@@ -70,7 +70,9 @@ from sipxmpp.xmpp.callpresence import (
     ShownOnClient,
     ShownOnOwnResource,
 )
+from sipxmpp.xmpp.caps import verifies
 from sipxmpp.xmpp.remote import (
+    STATUS_NODES,
     CommandFailed,
     CommandTimeout,
     RemoteControl,
@@ -83,6 +85,7 @@ from sipxmpp.xmpp.resources import (
     ResourcePresence,
     ResourceTracker,
     cacheKey,
+    jidKey,
 )
 from sipxmpp.xmpp.savedstatuses import ISavedStatuses, SavedStatus
 from sipxmpp.xmpp.session import IXMPPSession
@@ -122,47 +125,86 @@ def callTexts(account: Account, settings: PublisherSettings) -> CallTexts:
 
 class CommandDirectory:
     """
-    Which status commands each client offers, shared by all users: cached
-    per caps (L{CommandCache}), with one disco query in flight per key.
+    Which status commands each client offers, shared by all users.
+
+    What a client says of itself is kept under its full JID (L{jidKey}).
+    It is shared with every client advertising the same XEP-0115 caps
+    (L{cacheKey}) only once its C{ver} is verified against its own
+    disco#info (L{sipxmpp.xmpp.caps}): a client whose caps do not verify
+    (no hash, a mismatch, an unsupported hash, no answer) speaks for itself
+    alone. Even a verified answer that offers no status command is not
+    taken for another client: one user's Psi with remote control off
+    advertises the same caps as another's with it on, so such a client is
+    asked itself. One query is in flight per client; entries are bounded
+    and expire (L{CommandCache}).
     """
 
-    def __init__(self, cache: CommandCache | None = None) -> None:
-        self.cache = cache if cache is not None else CommandCache()
-        self._inFlight: dict[tuple[str, str, str], list[Deferred[frozenset[str]]]] = {}
+    def __init__(self, cache: CommandCache | None = None,
+                 now: Callable[[], float] | None = None) -> None:  # fmt: skip
+        self.cache = cache if cache is not None else CommandCache(now=now)
+        self._inFlight: dict[str, list[Deferred[frozenset[str]]]] = {}
+
+    def known(self, target: JID, presence: ResourcePresence) -> frozenset[str] | None:
+        """
+        Return what is known of C{target}'s commands without asking it, or
+        L{None}.
+        """
+        own = self.cache.get(jidKey(target))
+        if own is not None:
+            return own
+        caps = presence.caps
+        if caps is not None and caps.hash:
+            shared = self.cache.get(cacheKey(target, caps))
+            if shared is not None and any(n in shared for n in STATUS_NODES):
+                return shared
+        return None
 
     def commands(self, remote: RemoteControl, target: JID,
                  presence: ResourcePresence) -> Deferred[frozenset[str]]:  # fmt: skip
-        key = cacheKey(target, presence.caps)
-        cached = self.cache.get(key)
-        if cached is not None:
-            return defer.succeed(cached)
+        known = self.known(target, presence)
+        if known is not None:
+            return defer.succeed(known)
         d: Deferred[frozenset[str]] = Deferred()
-        waiters = self._inFlight.get(key)
+        waiters = self._inFlight.get(target.full())
         if waiters is not None:
             waiters.append(d)
             return d
-        waiters = self._inFlight[key] = [d]
+        waiters = self._inFlight[target.full()] = [d]
 
         def done(result: frozenset[str] | Failure) -> None:
-            del self._inFlight[key]
+            del self._inFlight[target.full()]
             if isinstance(result, Failure):
                 for w in waiters:
                     w.errback(result)
-            else:
-                self.cache.put(key, result)
-                for w in waiters:
-                    w.callback(result)
+                return
+            self.cache.put(jidKey(target), result)
+            for w in waiters:
+                w.callback(result)
 
-        remote.commands(target).addBoth(done)
+        items = remote.commands(target)
+        caps = presence.caps
+        if caps is not None and caps.hash and self.cache.get(cacheKey(target, caps)) is None:
+            verified = remote.discoInfo(target, f"{caps.node}#{caps.ver}").addCallbacks(
+                lambda query: verifies(query, caps.hash, caps.ver), lambda _: False
+            )
+
+            def share(nodes: frozenset[str]) -> frozenset[str]:
+                def checked(ok: bool) -> None:
+                    if ok:
+                        self.cache.put(cacheKey(target, caps), nodes)
+
+                verified.addCallback(checked)
+                return nodes
+
+            items.addCallback(share)
+        items.addBoth(done)
         return d
 
     def forget(self, target: JID, presence: ResourcePresence) -> None:
         """
-        Drop what is known of a client that has no hashed caps (it left).
+        Drop what C{target} said of itself (it left).
         """
-        key = cacheKey(target, presence.caps)
-        if key[0] == "jid":
-            self.cache.forget(key)
+        self.cache.forget(jidKey(target))
 
 
 class UserPublisher(subprotocols.XMPPHandler):  # type: ignore[misc]
@@ -402,7 +444,7 @@ class Publisher(service.Service):
         self.settings = settings
         self.accounts = accounts
         self.sessionMaker = sessionMaker
-        self.commands = commands if commands is not None else CommandDirectory()
+        self.commands = commands if commands is not None else CommandDirectory(now=clock.seconds)
         self.users: dict[str, UserPublisher] = {}
         # XEP-0108, beside each user's publisher when publishActivity is on.
         self.activities: dict[str, UserActivityPublisher] = {}

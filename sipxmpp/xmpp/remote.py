@@ -37,6 +37,7 @@ from sipxmpp.xmpp.wokkelcompat import data_form
 
 NS_COMMANDS = "http://jabber.org/protocol/commands"
 NS_DISCO_ITEMS = "http://jabber.org/protocol/disco#items"
+NS_DISCO_INFO = "http://jabber.org/protocol/disco#info"
 NS_RC = "http://jabber.org/protocol/rc"
 NODE_SET_STATUS = "http://jabber.org/protocol/rc#set-status"
 NODE_LEGACY_GAJIM = "change-status"
@@ -205,6 +206,30 @@ class RemoteControl:
                         if item.name == "item" and item.getAttribute("node"):
                             nodes.add(item["node"])
             return frozenset(nodes)
+
+        return self._bounded(run())
+
+    def discoInfo(self, target: JID, node: str | None) -> Deferred[domish.Element]:
+        """
+        Ask C{target} for its disco#info on C{node} (for XEP-0115, the caps
+        C{node#ver}); return the C{<query/>} of its answer.
+        """
+        try:
+            checkOwnResource(self.ownJID, target)
+        except NotOwnResource:
+            return defer.fail()
+        iq = self._iq(target, "get")
+        query = iq.addElement((NS_DISCO_INFO, "query"))
+        if node:
+            query["node"] = node
+
+        async def run() -> domish.Element:
+            result = await self._request(iq)
+            for child in result.elements():
+                if child.name == "query" and child.uri == NS_DISCO_INFO:
+                    answer: domish.Element = child
+                    return answer
+            raise CommandFailed(f"{target.full()} answered disco#info without a query")
 
         return self._bounded(run())
 

@@ -10,6 +10,7 @@ with ten calls a day costs one disco query per client version, not per call.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from twisted.words.protocols.jabber.jid import JID, InvalidFormat
@@ -171,34 +172,66 @@ class ResourceTracker:
 
 def cacheKey(jid: JID, caps: Caps | None) -> tuple[str, str, str]:
     """
-    Return the L{CommandCache} key for a client: its caps hash and
-    verification string when it has hashed caps, otherwise its full JID
-    (legacy or missing caps say nothing about other clients).
+    Return the L{CommandCache} key shared by every client that advertises
+    C{caps} (hash and verification string) when it has hashed caps,
+    otherwise C{jid}'s own key (L{jidKey}: legacy or missing caps say
+    nothing about other clients). Only answers whose C{ver} was verified
+    may be stored under a caps key (L{sipxmpp.xmpp.caps}).
     """
     if caps is not None and caps.hash:
         return ("caps", caps.hash, caps.ver)
+    return jidKey(jid)
+
+
+def jidKey(jid: JID) -> tuple[str, str, str]:
+    """
+    Return the L{CommandCache} key for what one client (by full JID) said
+    of itself.
+    """
     return ("jid", jid.full(), "")
+
+
+# How long a cached command list is trusted.
+COMMANDS_TTL = 3600.0
 
 
 class CommandCache:
     """
     Remote-control commands a client offers (the nodes of its disco#items
-    on C{http://jabber.org/protocol/commands}), per L{cacheKey}, bounded
-    with least-recently-used eviction.
+    on C{http://jabber.org/protocol/commands}), per L{cacheKey} or
+    L{jidKey}, bounded with least-recently-used eviction; an entry expires
+    C{ttl} seconds after it was stored.
     """
 
-    def __init__(self, maxEntries: int = 10000) -> None:
+    def __init__(self, maxEntries: int = 10000, ttl: float = COMMANDS_TTL,
+                 now: Callable[[], float] | None = None) -> None:  # fmt: skip
+        """
+        @param now: the clock (seconds); entries never expire without one.
+        """
         self.maxEntries = maxEntries
-        self._entries: OrderedDict[tuple[str, str, str], frozenset[str]] = OrderedDict()
+        self.ttl = ttl
+        self.now = now
+        self._entries: OrderedDict[tuple[str, str, str], tuple[frozenset[str], float]] = (
+            OrderedDict()
+        )
+
+    def _time(self) -> float:
+        return self.now() if self.now is not None else 0.0
 
     def get(self, key: tuple[str, str, str]) -> frozenset[str] | None:
-        nodes = self._entries.get(key)
-        if nodes is not None:
-            self._entries.move_to_end(key)
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        nodes, expires = entry
+        if self.now is not None and self._time() >= expires:
+            del self._entries[key]
+            return None
+        self._entries.move_to_end(key)
         return nodes
 
     def put(self, key: tuple[str, str, str], nodes: frozenset[str]) -> None:
-        self._entries[key] = nodes
+        expires = self._time() + self.ttl if self.now is not None else float("inf")
+        self._entries[key] = (nodes, expires)
         self._entries.move_to_end(key)
         while len(self._entries) > self.maxEntries:
             self._entries.popitem(last=False)

@@ -18,8 +18,12 @@ from sipxmpp.xmpp.publisher import Publisher, PublisherSettings
 from sipxmpp.xmpp.remote import NODE_LEGACY_GAJIM, NODE_SET_STATUS, RemoteStatus
 from sipxmpp.xmpp.savedstatuses import SavedStatus
 from tests.unit.xmppstreams import (
+    CAPS_NODE,
     NS_COMMANDS,
+    NS_DISCO_INFO,
     FakeSession,
+    capsInfo,
+    capsVer,
     child,
     commandAnswer,
     formValues,
@@ -89,6 +93,7 @@ class PublisherTestsMixin:
         [disco] = session.iqs()
         assert disco["to"] == resource, disco.toXml()
         session.answer(disco, itemsAnswer(resource, list(nodes)))
+        session.answerDiscoInfos()
 
 
 class PublisherPolicyTests(PublisherTestsMixin, SynchronousTestCase):
@@ -455,6 +460,115 @@ class PublisherPolicyTests(PublisherTestsMixin, SynchronousTestCase):
         session.send = broken  # type: ignore[method-assign]
         self.change(S.ON_THE_PHONE)
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+
+class CapsTests(PublisherTestsMixin, SynchronousTestCase):
+    """
+    Command lists are shared between users only under verified XEP-0115
+    caps. Alice's and Bob's Psi advertise the same caps; Alice's has remote
+    control off, Bob's has it on.
+    """
+
+    BOB_PSI = "bob@example.test/psi"
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.accounts = MemoryAccountDirectory([
+            Account(AOR, JID("alice@example.test"), "s3cret"),
+            Account("sip:bob@example.test", JID("bob@example.test"), "s3cret"),
+        ])  # fmt: skip
+        self.publisher.accounts = self.accounts
+
+    def loginBoth(self) -> tuple[FakeSession, FakeSession]:
+        alice = self.login()
+        self.change(S.ONLINE, aor="sip:bob@example.test")
+        bob = self.sessions[1]
+        bob.connect()
+        bob.presences()
+        self.clock.advance(RESOURCE_SETTLE)
+        return alice, bob
+
+    def alicePsiWithoutRC(self, alice: FakeSession, info: str) -> None:
+        alice.receive(presenceXML(PSI, status="working", priority=5, caps="psi"))
+        [items] = alice.iqs()
+        alice.answer(items, itemsAnswer(PSI, []))
+        [query] = alice.discoInfos()
+        self.assertEqual(child(query, "query", NS_DISCO_INFO)["node"],  # type: ignore[index]
+                         f"{CAPS_NODE}#{capsVer('psi')}")  # fmt: skip
+        alice.answer(query, info)
+
+    def bobCallOnHisPsi(self, bob: FakeSession) -> None:
+        bob.receive(presenceXML(self.BOB_PSI, status="working", priority=5, caps="psi")
+                    .replace("alice@example.test/sipxmpp", "bob@example.test/sipxmpp"))  # fmt: skip
+        [items] = bob.iqs()  # Bob's Psi is asked itself
+        self.assertEqual(items["to"], self.BOB_PSI)
+        bob.answer(items, itemsAnswer(self.BOB_PSI, [NODE_SET_STATUS]))
+        bob.answerDiscoInfos()
+        self.change(S.ON_THE_PHONE, aor="sip:bob@example.test")
+        [execute] = bob.iqs()
+        self.assertEqual(execute["to"], self.BOB_PSI)
+        self.assertIsNotNone(child(execute, "command", NS_COMMANDS))
+        self.assertEqual(bob.presences(), [])
+
+    def test_unverifiedAnswerNotShared(self) -> None:
+        """
+        Alice's Psi answers disco#info with what does not hash to the ver
+        it advertises: its empty command list is Alice's Psi's alone, and
+        Bob's call goes to his Psi by remote control, not to case a.
+        """
+        alice, bob = self.loginBoth()
+        mismatch = capsInfo("psi").replace(f"<feature var='{NS_COMMANDS}'/>", "")
+        self.alicePsiWithoutRC(alice, mismatch)
+        self.bobCallOnHisPsi(bob)
+
+    def test_verifiedNegativeAnswerNotTakenForOthers(self) -> None:
+        """
+        Even when Alice's Psi's caps verify (Psi advertises the same caps
+        with remote control on or off), its lack of remote control is not
+        taken for Bob's Psi.
+        """
+        alice, bob = self.loginBoth()
+        self.alicePsiWithoutRC(alice, capsInfo("psi"))
+        self.bobCallOnHisPsi(bob)
+
+    def test_queryFailsNotShared(self) -> None:
+        """
+        A disco#info that fails leaves the answer for that client alone:
+        a second client with those caps is asked itself.
+        """
+        alice = self.login()
+        alice.receive(presenceXML(PSI, priority=5, caps="psi"))
+        [items] = alice.iqs()
+        alice.answer(items, itemsAnswer(PSI, [NODE_SET_STATUS]))
+        [query] = alice.discoInfos()
+        alice.answer(query, "<error type='cancel'><service-unavailable "
+                            "xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error>",
+                     kind="error")  # fmt: skip
+        alice.receive(presenceXML("alice@example.test/psi2", priority=1, caps="psi"))
+        [again] = alice.iqs()
+        self.assertEqual(again["to"], "alice@example.test/psi2")
+
+    def test_verifiedAnswerShared(self) -> None:
+        """
+        A verified answer with remote control serves every client with
+        those caps, other users' included.
+        """
+        alice, bob = self.loginBoth()
+        self.psiOnline(alice, caps="psi")
+        bob.receive(presenceXML(self.BOB_PSI, status="working", priority=5, caps="psi"))
+        self.assertEqual(bob.iqs(), [])
+        self.assertEqual(bob.discoInfos(), [])
+
+    def test_expires(self) -> None:
+        """
+        After an hour, a client with those caps is asked again.
+        """
+        session = self.login()
+        self.psiOnline(session, caps="psi")
+        self.clock.advance(3600)
+        session.receive(presenceXML("alice@example.test/psi2", priority=1, caps="psi"))
+        [again] = session.iqs()
+        self.assertEqual(again["to"], "alice@example.test/psi2")
 
 
 class ModeResourceTests(PublisherTestsMixin, SynchronousTestCase):

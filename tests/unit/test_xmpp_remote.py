@@ -56,6 +56,19 @@ class RemoteControlTests(SynchronousTestCase):
         self.session.answer(iq, itemsAnswer(PSI.full(), [NODE_SET_STATUS, "other"]))
         self.assertEqual(self.successResultOf(d), frozenset([NODE_SET_STATUS, "other"]))
 
+    def test_discoInfo(self) -> None:
+        d = self.remote.discoInfo(PSI, "http://psi-plus.com#abc")
+        [iq] = self.session.discoInfos()
+        query = child(iq, "query", "http://jabber.org/protocol/disco#info")
+        assert query is not None
+        self.assertEqual((iq["type"], iq["to"], query["node"]),
+                         ("get", PSI.full(), "http://psi-plus.com#abc"))  # fmt: skip
+        self.session.answer(iq, "<query xmlns='http://jabber.org/protocol/disco#info'>"
+                                "<feature var='x'/></query>")  # fmt: skip
+        self.assertEqual(self.successResultOf(d).name, "query")
+        self.failureResultOf(self.remote.discoInfo(JID("bob@example.test/psi"), None),
+                             NotOwnResource)  # fmt: skip
+
     def test_commandsError(self) -> None:
         """
         A client that answers disco#items with an error offers no command.

@@ -10,7 +10,7 @@ from twisted.words.xish import domish
 from twisted.words.xish.domish import elementStream
 
 from sipxmpp.xmpp.resources import Caps, CommandCache, ResourceChange, ResourceTracker, cacheKey
-from tests.unit.xmppstreams import presenceXML
+from tests.unit.xmppstreams import capsVer, presenceXML
 
 
 def parse(xml: str) -> domish.Element:
@@ -35,7 +35,7 @@ class ResourceTrackerTests(SynchronousTestCase):
         psi = self.tracker.get("psi")
         assert psi is not None
         self.assertEqual((psi.priority, psi.show, psi.status), (5, "away", "lunch"))
-        self.assertEqual(psi.caps, Caps("http://psi-plus.com", "v1", "sha-1"))
+        self.assertEqual(psi.caps, Caps("http://psi-plus.com", capsVer("v1"), "sha-1"))
         assert change is not None
         self.assertIsNone(change.before)
 
@@ -104,3 +104,21 @@ class CommandCacheTests(SynchronousTestCase):
         cache.put(c, frozenset())
         self.assertIsNone(cache.get(b))
         self.assertEqual(len(cache), 2)
+
+    def test_expires(self) -> None:
+        """
+        An entry is gone C{ttl} seconds after it was stored (stored again,
+        it lives on).
+        """
+        now = [1000.0]
+        cache = CommandCache(ttl=3600, now=lambda: now[0])
+        key = ("caps", "sha-1", "v")
+        cache.put(key, frozenset(["x"]))
+        now[0] += 3599
+        self.assertEqual(cache.get(key), frozenset(["x"]))
+        now[0] += 1
+        self.assertIsNone(cache.get(key))
+        self.assertEqual(len(cache), 0)
+        cache.put(key, frozenset())
+        now[0] += 3000
+        self.assertEqual(cache.get(key), frozenset())

@@ -9,6 +9,8 @@ Test-only helpers, no tests: trial does not collect this module.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 from typing import Any
 
 from twisted.internet import defer
@@ -27,6 +29,9 @@ from sipxmpp.xmpp.wokkelcompat import subprotocols
 
 NS_COMMANDS = "http://jabber.org/protocol/commands"
 NS_XDATA = "jabber:x:data"
+NS_CAPS = "http://jabber.org/protocol/caps"
+NS_DISCO_INFO = "http://jabber.org/protocol/disco#info"
+CAPS_NODE = "http://psi-plus.com"
 STREAM_HEADER = (
     "<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'"
     " from='example.test' id='s1' version='1.0'>"
@@ -158,9 +163,37 @@ class FakeSession:
 
     def iqs(self) -> list[domish.Element]:
         """
-        Return and forget the iqs sent so far (other stanzas stay).
+        Return and forget the iqs sent so far (other stanzas stay), but the
+        XEP-0115 disco#info queries (see L{discoInfos}).
         """
-        return self._takeNamed("iq")
+        taken = [e for e in self.sent if e.name == "iq" and not isDiscoInfo(e)]
+        self.sent = [e for e in self.sent if e.name != "iq" or isDiscoInfo(e)]
+        return taken
+
+    def discoInfos(self) -> list[domish.Element]:
+        """
+        Return and forget the disco#info queries sent so far.
+        """
+        taken = [e for e in self.sent if e.name == "iq" and isDiscoInfo(e)]
+        self.sent = [e for e in self.sent if not (e.name == "iq" and isDiscoInfo(e))]
+        return taken
+
+    def answerDiscoInfos(self) -> None:
+        """
+        Answer every disco#info query sent so far as the client whose caps
+        name (see L{capsVer}) its node names; unknown ones get an error.
+        """
+        for iq in self.discoInfos():
+            query = child(iq, "query", NS_DISCO_INFO)
+            assert query is not None
+            node = query.getAttribute("node") or ""
+            name = CAPS_NAMES.get(node.partition("#")[2])
+            if name is None:
+                self.answer(iq, "<error type='cancel'><item-not-found "
+                                "xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error>",
+                            kind="error")  # fmt: skip
+            else:
+                self.answer(iq, capsInfo(name, node))
 
     def presences(self) -> list[domish.Element]:
         """
@@ -177,6 +210,37 @@ class FakeSession:
             f"<iq type='{kind}' id='{iq['id']}' from='{sender}' to='{self.jid.full()}'>"
             f"{payload}</iq>"
         )
+
+
+def isDiscoInfo(iq: domish.Element) -> bool:
+    return iq.getAttribute("type") == "get" and child(iq, "query", NS_DISCO_INFO) is not None
+
+
+# ver -> the caps name it was made from (L{capsVer}).
+CAPS_NAMES: dict[str, str] = {}
+
+
+def capsInfo(name: str, node: str | None = None) -> str:
+    """
+    The disco#info answer of a client whose caps are named C{name}: one
+    identity called C{name}, the caps and commands features.
+    """
+    nodeAttr = f" node='{node}'" if node else ""
+    return (
+        f"<query xmlns='{NS_DISCO_INFO}'{nodeAttr}>"
+        f"<identity category='client' type='pc' name='{name}'/>"
+        f"<feature var='{NS_CAPS}'/><feature var='{NS_COMMANDS}'/></query>"
+    )
+
+
+def capsVer(name: str) -> str:
+    """
+    The XEP-0115 sha-1 ver that L{capsInfo} of C{name} verifies.
+    """
+    s = f"client/pc//{name}<{NS_CAPS}<{NS_COMMANDS}<".encode()
+    ver = base64.b64encode(hashlib.sha1(s).digest()).decode()
+    CAPS_NAMES[ver] = name
+    return ver
 
 
 def rcForm(status: str = "online", priority: str | None = "5", message: str = "working",
@@ -210,6 +274,10 @@ def itemsAnswer(jid: str, nodes: list[str]) -> str:
 
 def presenceXML(frm: str, show: str | None = None, status: str | None = None,
                 priority: int = 0, caps: str | None = None, kind: str | None = None) -> str:  # fmt: skip
+    """
+    A presence from C{frm}; C{caps} names its XEP-0115 caps (the ver is
+    L{capsVer} of it, answered by L{FakeSession.answerDiscoInfos}).
+    """
     parts = []
     if show:
         parts.append(f"<show>{show}</show>")
@@ -218,7 +286,7 @@ def presenceXML(frm: str, show: str | None = None, status: str | None = None,
     parts.append(f"<priority>{priority}</priority>")
     if caps:
         parts.append(
-            f"<c xmlns='http://jabber.org/protocol/caps' hash='sha-1' node='http://psi-plus.com' ver='{caps}'/>"
+            f"<c xmlns='{NS_CAPS}' hash='sha-1' node='{CAPS_NODE}' ver='{capsVer(caps)}'/>"
         )
     kindAttr = f" type='{kind}'" if kind else ""
     return f"<presence from='{frm}' to='alice@example.test/sipxmpp'{kindAttr}>{''.join(parts)}</presence>"

@@ -8,7 +8,11 @@ What the clients that answer do, as measured:
     C{executing} and B{no sessionid}, and resets the priority to 0 when
     C{status-priority} is left out of the submitted form;
   - Tkabber requires C{status-priority};
-  - mcabber has no priority field (an extra field is ignored);
+  - mcabber (1.1.2) answers the command list (disco#items on the commands
+    node) with its C{<query/>} in the commands namespace instead of
+    disco#items, and its set-status form has no priority field (an extra
+    field is ignored) and no value in C{status-message}: the message it
+    shows is taken from its last presence;
   - Gajim before 1.4.4 offered node C{change-status} with fields
     C{presence-type} and C{presence-desc} instead.
 
@@ -184,7 +188,10 @@ class RemoteControl:
         """
         Ask C{target} for the nodes of its ad-hoc commands (disco#items on
         the commands node). A client that does not answer disco#items with
-        a result offers none.
+        a result offers none. The items are also read from a C{<query/>} in
+        the commands namespace, as mcabber 1.1.2 answers: that is accepted
+        only because C{target} is another resource of the user's own bare
+        JID (nothing else is asked).
         """
         try:
             checkOwnResource(self.ownJID, target)
@@ -201,7 +208,7 @@ class RemoteControl:
                 return frozenset()
             nodes = set()
             for child in result.elements():
-                if child.name == "query" and child.uri == NS_DISCO_ITEMS:
+                if child.name == "query" and child.uri in (NS_DISCO_ITEMS, NS_COMMANDS):
                     for item in child.elements():
                         if item.name == "item" and item.getAttribute("node"):
                             nodes.add(item["node"])
@@ -337,10 +344,17 @@ class RemoteControl:
             priority = _int(form.get("status-priority"))
             if priority is None and current is not None:
                 priority = current.priority
+            message = form.fields.get("status-message")
+            if message is not None and message.values:
+                text = _text(message.values)
+            else:
+                # mcabber's form does not show the current message; the
+                # presence we tracked does.
+                text = current.message if current is not None else ""
             now = RemoteStatus(
                 _text(form.get("status")) or (current.status if current else "online"),
                 priority,
-                _text(form.get("status-message")),
+                text,
             )
             wanted = values(now)
             submit = data_form.Form("submit", formNamespace=NS_RC)

@@ -29,6 +29,40 @@ from tests.unit.xmppstreams import (
 )
 
 PSI = JID("alice@example.test/psi")
+MCABBER = JID("alice@example.test/mcabber")
+
+# What mcabber 1.1.2 sends (as its xmpp_iq.c builds it): the command list
+# in the commands namespace, ...
+MCABBER_ITEMS = (
+    "<query xmlns='http://jabber.org/protocol/commands' node='http://jabber.org/protocol/commands'>"
+    "<item node='http://jabber.org/protocol/rc#set-status' name='Change client status'"
+    " jid='alice@example.test/mcabber'/>"
+    "<item node='http://jabber.org/protocol/rc#leave-groupchats' name='Leave groupchat(s)'"
+    " jid='alice@example.test/mcabber'/></query>"
+)
+# ... a set-status form with no priority and no current message, ...
+MCABBER_FORM = (
+    "<command node='http://jabber.org/protocol/rc#set-status'"
+    " xmlns='http://jabber.org/protocol/commands' sessionid='set-status-1' status='executing'>"
+    "<x type='form' xmlns='jabber:x:data'><title>Change Status</title>"
+    "<instructions>Choose the status and status message</instructions>"
+    "<field type='hidden' var='FORM_TYPE'><value>http://jabber.org/protocol/rc</value></field>"
+    "<field type='list-single' var='status' label='Status'><required/><value>{status}</value>"
+    "<option label='Offline'><value>offline</value></option>"
+    "<option label='Online'><value>online</value></option>"
+    "<option label='Chat'><value>chat</value></option>"
+    "<option label='Do not disturb'><value>dnd</value></option>"
+    "<option label='Extended away'><value>xa</value></option>"
+    "<option label='Away'><value>away</value></option></field>"
+    "<field type='text-multi' var='status-message' label='Message'/></x></command>"
+)
+# ... and its answer to the submitted form.
+MCABBER_DONE = (
+    "<command node='http://jabber.org/protocol/rc#set-status'"
+    " xmlns='http://jabber.org/protocol/commands' status='completed' sessionid='set-status-1'>"
+    "<x type='result' xmlns='jabber:x:data'><field type='text-single' var='message'>"
+    "<value>Status has been changed</value></field></x></command>"
+)
 
 
 class RemoteControlTests(SynchronousTestCase):
@@ -55,6 +89,63 @@ class RemoteControlTests(SynchronousTestCase):
         self.assertEqual(query["node"], NS_COMMANDS)
         self.session.answer(iq, itemsAnswer(PSI.full(), [NODE_SET_STATUS, "other"]))
         self.assertEqual(self.successResultOf(d), frozenset([NODE_SET_STATUS, "other"]))
+
+    def test_mcabberCommands(self) -> None:
+        """
+        mcabber 1.1.2 answers the command list in the commands namespace:
+        read as the items it lists (the request went to the user's own
+        resource only).
+        """
+        d = self.remote.commands(MCABBER)
+        [iq] = self.session.iqs()
+        self.session.answer(iq, MCABBER_ITEMS)
+        self.assertEqual(self.successResultOf(d), frozenset([
+            NODE_SET_STATUS, "http://jabber.org/protocol/rc#leave-groupchats"]))  # fmt: skip
+
+    def test_mcabberSetAndRestore(self) -> None:
+        """
+        mcabber's form shows no message: the one from its last presence
+        (C{current}) is what setStatus returns, and what restoring puts
+        back.
+        """
+        d = self.remote.setStatus(MCABBER, NODE_SET_STATUS, "dnd", "On the phone",
+                                  current=RemoteStatus("away", 0, "at lunch"))  # fmt: skip
+        [iq] = self.session.iqs()
+        self.session.answer(iq, MCABBER_FORM.format(status="away"))
+        [submit] = self.session.iqs()
+        command = child(submit, "command", NS_COMMANDS)
+        assert command is not None
+        self.assertEqual(command["sessionid"], "set-status-1")
+        values = formValues(command)
+        self.assertEqual((values["status"], values["status-message"]), (["dnd"], ["On the phone"]))
+        self.session.answer(submit, MCABBER_DONE)
+        saved = self.successResultOf(d)
+        self.assertEqual(saved, RemoteStatus("away", 0, "at lunch"))
+
+        d2 = self.remote.restoreStatus(MCABBER, NODE_SET_STATUS, saved)
+        [iq] = self.session.iqs()
+        self.session.answer(iq, MCABBER_FORM.format(status="dnd"))
+        [submit] = self.session.iqs()
+        command = child(submit, "command", NS_COMMANDS)
+        assert command is not None
+        values = formValues(command)
+        self.assertEqual((values["status"], values["status-message"]), (["away"], ["at lunch"]))
+        self.session.answer(submit, MCABBER_DONE)
+        self.successResultOf(d2)
+
+    def test_emptyMessageValueIsTheClients(self) -> None:
+        """
+        A form with an empty message value shows the client's message: it
+        is empty, whatever its presence said before.
+        """
+        d = self.remote.setStatus(PSI, NODE_SET_STATUS, "dnd", "x",
+                                  current=RemoteStatus("online", 5, "stale"))  # fmt: skip
+        iq = self.executeSent()
+        self.session.answer(iq, commandAnswer(NODE_SET_STATUS, "executing",
+                                              body=rcForm(message="")))  # fmt: skip
+        [submit] = self.session.iqs()
+        self.session.answer(submit, commandAnswer(NODE_SET_STATUS, "completed"))
+        self.assertEqual(self.successResultOf(d).message, "")
 
     def test_discoInfo(self) -> None:
         d = self.remote.discoInfo(PSI, "http://psi-plus.com#abc")

@@ -307,3 +307,99 @@ class KamailioPuaServer(KamailioServer):
             if not os.path.exists(source):
                 raise FileNotFoundError(f"{source} not found: is the kamailio package complete?")
             shutil.copyfile(source, os.path.join(self.dbDir, table))
+
+
+# --- scale-out: Kamailio dispatcher in front of several sipxmpp (issue 15, item 6) ---
+
+
+class KamailioDispatcherServer(KamailioServer):
+    """
+    Kamailio with C{etc/kamailio-dispatcher.cfg}: takes the PUBLISHes of a
+    core (L{KamailioPuaServer} with C{publishTo=} this server's L{uri}) and
+    relays each to one of C{destinations}, chosen by a hash of the
+    Request-URI's user part among those that answer its OPTIONS probes.
+
+    The dispatcher list file (set 1, C{destinations} in order) is written
+    to C{baseDir/dispatcher.list} at start.
+
+    @ivar destinations: the sipxmpp instances' SIP URIs, in hash order.
+    @ivar ctlSocket: the BINRPC socket (C{kamcmd -s unix:PATH}), for
+        L{dispatcherStates}.
+    """
+
+    name = "kamailio-dispatcher"
+
+    modules = ("dispatcher", "ctl")
+    """
+    The modules the configuration needs beyond L{KamailioServer}'s.
+    """
+
+    def __init__(
+        self,
+        destinations: Iterable[str],
+        pingInterval: int = 1,
+        probingThreshold: int = 1,
+        inactiveThreshold: int = 1,
+        probeTimeoutMs: int = 2000,
+        **kwargs: Any,
+    ) -> None:
+        """
+        @param destinations: SIP URIs on 127.0.0.0/8, e.g.
+            C{sip:127.0.0.1:5090} (the configuration refuses any other).
+        @param pingInterval: seconds between OPTIONS probes
+            (C{DS_PING_INTERVAL}).
+        @param probingThreshold: failed probes before an instance is out
+            (C{DS_PROBING_THRESHOLD}).
+        @param inactiveThreshold: answered probes before it is back
+            (C{DS_INACTIVE_THRESHOLD}).
+        @param probeTimeoutMs: silence, ms, that fails a probe or a PUBLISH
+            (C{PROBE_TIMEOUT}).
+        @param kwargs: as for L{KamailioServer} (C{auth} is not supported).
+        """
+        if kwargs.get("auth"):
+            raise ValueError("etc/kamailio-dispatcher.cfg does no digest authentication")
+        kwargs.setdefault("config", etcPath("kamailio-dispatcher.cfg"))
+        super().__init__(**kwargs)
+        self.destinations = list(destinations)
+        for destination in self.destinations:
+            if not destination.startswith("sip:127.") or any(c in destination for c in " \n\""):
+                raise ValueError(f"not a loopback SIP URI: {destination!r}")
+        self.listFile = os.path.join(self.baseDir, "dispatcher.list")
+        self.ctlSocket = os.path.join(self.baseDir, "ctl.sock")
+        self.defines += [
+            f'DS_LIST="{self.listFile}"',
+            f"DS_PING_INTERVAL={pingInterval}",
+            f"DS_PROBING_THRESHOLD={probingThreshold}",
+            f"DS_INACTIVE_THRESHOLD={inactiveThreshold}",
+            f"PROBE_TIMEOUT={probeTimeoutMs}",
+            f'PING_FROM="sip:sipxmpp-dispatcher@{self.host}"',
+            f'CTL_SOCKET="unix:{self.ctlSocket}"',
+        ]
+
+    def prepare(self) -> None:
+        super().prepare()
+        with open(self.listFile, "w", encoding="utf-8") as f:
+            for destination in self.destinations:
+                f.write(f"1 {destination} 0 0\n")
+
+    def dispatcherStates(self) -> dict[str, str]:
+        """
+        Each destination's state flags as C{kamcmd dispatcher.list} shows
+        them (e.g. C{AP}: active and probing, C{IP}: inactive).
+        """
+        result = runCommand(
+            [findBinary("kamcmd"), "-s", f"unix:{self.ctlSocket}", "dispatcher.list"],
+            timeout=10,
+            check=False,
+        )
+        states: dict[str, str] = {}
+        uri = None
+        for line in result.stdout.splitlines():
+            key, _, value = line.strip().partition(":")
+            value = value.strip()
+            if key == "URI":
+                uri = value
+            elif key == "FLAGS" and uri is not None:
+                states[uri] = value
+                uri = None
+        return states

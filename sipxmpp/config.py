@@ -367,6 +367,8 @@ SCHEMA: Mapping[str, Mapping[str, Key]] = {
         "publishers": Key("", _networks),
         "min_expires": Key("5", _integer(1, 3600)),
         "max_expires": Key("3600", _integer(60, 7 * 86400)),
+        "subscribe": Key("", _sipURI),
+        "subscribe_expires": Key("3600", _integer(10, 7 * 86400)),
     },
     "xmpp": {
         "mode": Key("remote-control", _choice("remote-control", "resource")),
@@ -463,10 +465,11 @@ def loadSettings(
     if ingest["minExpires"] > ingest["maxExpires"]:
         raise ConfigError(path, f"must not be above max_expires ({ingest['maxExpires']})",
                           "ingest", "min_expires", str(ingest["minExpires"]))
-    if not parsed["sip"]["upstream"] and not ingest["publishers"]:
+    if not parsed["sip"]["upstream"] and not ingest["publishers"] and not ingest["subscribe"]:
         raise ConfigError(
-            path, "empty, and [ingest] publishers is empty too: the gateway would learn "
-            "nothing; name the SIP core to forward to, or the publishers allowed to PUBLISH",
+            path, "empty, and [ingest] publishers is empty too and [ingest] subscribe off: "
+            "the gateway would learn nothing; name the SIP core to forward to, the "
+            "publishers allowed to PUBLISH, or a server to SUBSCRIBE at",
             "sip", "upstream", "",
         )
     if not parsed["sip"]["address"] and not any(s.interface for s in parsed["sip"]["listen"]):

@@ -28,7 +28,12 @@ from sipxmpp.ops.metrics import Metrics
 from sipxmpp.ops.web import makeSite
 from sipxmpp.sip.core.proxy import Proxy
 from sipxmpp.sip.shell.overload import OverloadMonitor
-from sipxmpp.sip.shell.service import UpstreamError, buildSIP
+from sipxmpp.sip.shell.service import (
+    SubscriptionsService,
+    UpstreamError,
+    buildSIP,
+    subscriptionsOf,
+)
 from sipxmpp.store.addresses import aorOfURI
 from sipxmpp.store.errors import StoreError
 from sipxmpp.store.provisioned import ProvisionedAoRs
@@ -243,9 +248,11 @@ def buildService(settings: Settings, reactor: Any, logfile: str | None = None) -
     # Once the restart state is back, put back what clients were left at.
     store.restored.addCallback(lambda summary: publisher.reconcile())
     isProvisioned: Callable[[str], bool] | None = None
-    if settings.ingest.publishers or not settings.sip.upstream:
+    provisioned: ProvisionedAoRs | None = None
+    if settings.ingest.publishers or not settings.sip.upstream or settings.ingest.subscribe:
         # PUBLISH is answered on the SIP path: who is provisioned is kept
-        # in memory, reloaded from the store.
+        # in memory, reloaded from the store; SUBSCRIBE mode subscribes
+        # for those AoRs.
         provisioned = ProvisionedAoRs(store.store.accounts, reactor)
         provisioned.setName("provisioned")
         provisioned.setServiceParent(top)
@@ -256,8 +263,15 @@ def buildService(settings: Settings, reactor: Any, logfile: str | None = None) -
             ingest=settings.ingest, isProvisioned=isProvisioned,
         )
     except UpstreamError as e:
-        raise StartupError(f"[sip] upstream: {e}") from None
+        text = str(e)
+        raise StartupError(text if text.startswith("[") else f"[sip] upstream: {text}") from None
     sip.setServiceParent(top)
+    subscriptions = subscriptionsOf(proxy)
+    if subscriptions is not None and provisioned is not None:
+        provisioned.addListener(subscriptions.aorsChanged)
+        subscribing = SubscriptionsService(subscriptions)
+        subscribing.setName("subscribe")
+        subscribing.setServiceParent(top)
     overload = OverloadMonitor(reactor, settings.sip.overloadLag, settings.sip.overloadBacklog,
                                sip.receiveBacklog, metrics)
     overload.setName("overload")

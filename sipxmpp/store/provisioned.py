@@ -6,9 +6,15 @@ the answer to "is this AoR provisioned?" must be in memory. The set of
 enabled accounts' AoRs is loaded when the service starts and reloaded every
 C{interval} seconds, so an account added, removed, enabled or disabled with
 C{sipxmpp-admin} counts within that time.
+
+Listeners (L{ProvisionedAoRs.addListener}) are told the difference after
+each load that changed the set: SUBSCRIBE mode subscribes for the AoRs
+added and unsubscribes the ones removed.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from twisted.application import service
 from twisted.internet.defer import Deferred
@@ -38,6 +44,24 @@ class ProvisionedAoRs(service.Service):
         self._loop.clock = clock
         self.interval = interval
         self._failing = False
+        self._listeners: list[Callable[[frozenset[str], frozenset[str]], None]] = []
+
+    def addListener(self, listener: Callable[[frozenset[str], frozenset[str]], None]) -> None:
+        """
+        Call C{listener(added, removed)} after every load that changes the
+        set (the first load adds all); told at once of the AoRs already
+        loaded, if any.
+        """
+        self._listeners.append(listener)
+        if self._aors:
+            listener(self._aors, frozenset())
+
+    @property
+    def aors(self) -> frozenset[str]:
+        """
+        The provisioned AoRs as last loaded.
+        """
+        return self._aors
 
     def __contains__(self, aor: object) -> bool:
         return aor in self._aors
@@ -61,7 +85,14 @@ class ProvisionedAoRs(service.Service):
         if self._failing:
             self.log.info("provisioned accounts readable again ({n})", n=len(aors))
             self._failing = False
-        self._aors = aors
+        previous, self._aors = self._aors, frozenset(aors)
+        added, removed = self._aors - previous, previous - self._aors
+        if added or removed:
+            for listener in list(self._listeners):
+                try:
+                    listener(added, removed)
+                except Exception:
+                    self.log.failure("a listener of the provisioned AoRs failed")
 
     def _failed(self, reason: Failure) -> None:
         if not self._failing:

@@ -161,6 +161,34 @@ class LoadSettingsTests(SynchronousTestCase):
         self.assertConfigError(MINIMAL + "[ingest]\npublishers = core.example\n",
                                "[ingest] publishers", "CIDRs")
 
+    def test_subscribe(self) -> None:
+        """
+        C{[ingest] subscribe} names a server like the upstream (empty: off)
+        and is a source of its own: with it, the upstream may be empty;
+        C{subscribe_expires} is 3600 by default.
+        """
+        settings = loadSettings(self.write(MINIMAL))
+        self.assertEqual((settings.ingest.subscribe, settings.ingest.subscribeExpires),
+                         ("", 3600))  # fmt: skip
+        settings = loadSettings(self.write(
+            "[sip]\nupstream =\ndomain = a.test\n"
+            "[ingest]\nsubscribe = sip:127.0.0.1:5070;transport=tcp\nsubscribe_expires = 60\n"
+        ))  # fmt: skip
+        self.assertEqual(settings.sip.upstream, "")
+        self.assertEqual(settings.ingest.subscribe, "sip:127.0.0.1:5070;transport=tcp")
+        self.assertEqual(settings.ingest.subscribeExpires, 60)
+        self.assertConfigError("[sip]\nupstream =\ndomain = a.test\n[ingest]\nsubscribe =\n",
+                               "[sip] upstream = ''", "[ingest] subscribe off")  # fmt: skip
+        for value, fragment in [
+            ("sip:alice@a.test", "expected a SIP URI of a server"),
+            ("http://a.test", "expected a SIP URI"),
+            ("sips:a.test", "TLS"),
+        ]:
+            self.assertConfigError(MINIMAL + f"[ingest]\nsubscribe = {value}\n",
+                                   f"[ingest] subscribe = {value!r}", fragment)  # fmt: skip
+        self.assertConfigError(MINIMAL + "[ingest]\nsubscribe_expires = 5\n",
+                               "[ingest] subscribe_expires", "whole number from 10")  # fmt: skip
+
     def test_missingFile(self) -> None:
         error = self.assertRaises(ConfigError, loadSettings, "/nonexistent/sipxmpp.conf")
         self.assertEqual(

@@ -65,3 +65,40 @@ class ProvisionedAoRsTests(SynchronousTestCase):
         self.add(ALICE, "alice@example.test")
         self.clock.advance(60)
         self.assertFalse(self.provisioned.isProvisioned(ALICE))
+
+    def test_listenersToldTheDifference(self) -> None:
+        """
+        A listener hears the AoRs added and removed by each load that
+        changed the set, and at once those already loaded.
+        """
+        heard: list[tuple[frozenset[str], frozenset[str]]] = []
+        self.provisioned.addListener(lambda added, removed: heard.append((added, removed)))
+        self.add(ALICE, "alice@example.test")
+        self.provisioned.startService()
+        self.addCleanup(self.provisioned.stopService)
+        self.assertEqual(heard, [(frozenset({ALICE}), frozenset())])
+        self.clock.advance(5)
+        self.assertEqual(len(heard), 1)
+        self.add(BOB, "bob@example.test")
+        self.successResultOf(self.store.accounts.setEnabled(ALICE, False))
+        self.clock.advance(5)
+        self.assertEqual(heard[1], (frozenset({BOB}), frozenset({ALICE})))
+        self.assertEqual(self.provisioned.aors, frozenset({BOB}))
+        late: list[tuple[frozenset[str], frozenset[str]]] = []
+        self.provisioned.addListener(lambda added, removed: late.append((added, removed)))
+        self.assertEqual(late, [(frozenset({BOB}), frozenset())])
+
+    def test_failingListener(self) -> None:
+        """
+        A listener that raises is logged; the set is loaded all the same.
+        """
+
+        def broken(added: frozenset[str], removed: frozenset[str]) -> None:
+            raise RuntimeError("boom")
+
+        self.provisioned.addListener(broken)
+        self.add(ALICE, "alice@example.test")
+        self.provisioned.startService()
+        self.addCleanup(self.provisioned.stopService)
+        self.assertTrue(self.provisioned.isProvisioned(ALICE))
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)

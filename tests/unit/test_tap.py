@@ -10,16 +10,19 @@ import os
 import sys
 
 from twisted.application.service import Application, IServiceCollection
-from twisted.internet.testing import MemoryReactor
+from twisted.internet.testing import MemoryReactor, MemoryReactorClock
 from twisted.logger import ILogObserver, Logger
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
 from sipxmpp.config import loadSettings
 from sipxmpp.ops.logs import makeLogObserver
+from sipxmpp.sip.core.peer import Peer
 from sipxmpp.sip.core.publications import EventStateCompositor
 from sipxmpp.sip.shell.overload import OverloadMonitor
+from sipxmpp.sip.shell.service import subscriptionsOf
 from sipxmpp.store.opening import defaultOwner, initialiseStore
+from sipxmpp.store.provisioned import ProvisionedAoRs
 from sipxmpp.tap import GatewayService, Options, makeService
 
 CONFIG = """\
@@ -31,7 +34,7 @@ listen = tcp:18099:interface=127.0.0.1
 """
 
 
-class UDPMemoryReactor(MemoryReactor):
+class UDPMemoryReactor(MemoryReactorClock):
     """
     A memory reactor that also records UDP listeners.
     """
@@ -156,6 +159,48 @@ class MakeServiceTests(SynchronousTestCase):
         self.assertFalse(compositor.allows("127.0.0.1"))
         self.assertIsNone(service.proxy.settings.upstream)
 
+    def test_subscribeComposed(self) -> None:
+        """
+        With C{[ingest] subscribe} (and no upstream) the provisioned AoRs
+        are kept, the proxy's NOTIFY handler is the dialog subscriptions
+        at that server, fed by the provisioned AoRs, started after SIP.
+        """
+        plain = makeService(self.options(self.configPath()), UDPMemoryReactor())
+        assert isinstance(plain, GatewayService) and plain.proxy is not None
+        self.assertIsNone(subscriptionsOf(plain.proxy))
+        text = CONFIG.replace("upstream = sip:127.0.0.1:5070;transport=udp", "upstream =")
+        text += "[ingest]\nsubscribe = sip:127.0.0.1:5070\nsubscribe_expires = 120\n"
+        service = makeService(self.options(self.configPath(text)), UDPMemoryReactor())
+        assert isinstance(service, GatewayService) and service.proxy is not None
+        self.assertEqual([child.name for child in service],
+                         ["store", "xmpp", "provisioned", "sip", "subscribe", "overload",
+                          "http"])  # fmt: skip
+        subscriptions = subscriptionsOf(service.proxy)
+        assert subscriptions is not None
+        self.assertEqual(subscriptions.server, Peer("UDP", "127.0.0.1", 5070))
+        self.assertEqual(subscriptions.expires, 120)
+        self.assertEqual(subscriptions.contact, "sip:sipxmpp@127.0.0.1:5060")
+        self.assertIn("NOTIFY", service.proxy.localMethods())
+        provisioned = service.getServiceNamed("provisioned")
+        assert isinstance(provisioned, ProvisionedAoRs)
+        provisioned._loaded(frozenset({"sip:alice@example.test"}))
+        self.assertEqual(subscriptions.aors, frozenset({"sip:alice@example.test"}))
+
+    def test_subscribeTransportNotListening(self) -> None:
+        """
+        A subscribe server over a transport SIP does not listen on stops
+        the start with one line naming the key.
+        """
+        text = CONFIG + "[ingest]\nsubscribe = sip:127.0.0.1:5070;transport=tcp\n"
+        text = text.replace("[http]", "listen = udp:5060:interface=127.0.0.1\n[http]")
+        stderr = io.StringIO()
+        self.patch(sys, "stderr", stderr)
+        exit = self.assertRaises(SystemExit, makeService, self.options(self.configPath(text)),
+                                 UDPMemoryReactor())  # fmt: skip
+        self.assertEqual(exit.code, 1)
+        [line] = stderr.getvalue().splitlines()
+        self.assertIn("[ingest] subscribe: the server uses TCP", line)
+
     def test_instanceNamesTheOwner(self) -> None:
         """
         C{[store] instance} is the name the gateway's runtime state is
@@ -185,7 +230,7 @@ class MakeServiceTests(SynchronousTestCase):
         options.parseOptions(["--config", path])
         stderr = io.StringIO()
         self.patch(sys, "stderr", stderr)
-        exit = self.assertRaises(SystemExit, makeService, options, MemoryReactor())
+        exit = self.assertRaises(SystemExit, makeService, options, MemoryReactorClock())
         self.assertEqual(exit.code, 1)
         [line] = stderr.getvalue().splitlines()
         self.assertIn("sipxmpp-admin init", line)
@@ -198,7 +243,7 @@ class MakeServiceTests(SynchronousTestCase):
         options.parseOptions(["--config", self.configPath(CONFIG + "[log]\nlevel = loud\n")])
         stderr = io.StringIO()
         self.patch(sys, "stderr", stderr)
-        exit = self.assertRaises(SystemExit, makeService, options, MemoryReactor())
+        exit = self.assertRaises(SystemExit, makeService, options, MemoryReactorClock())
         self.assertEqual(exit.code, 1)
         lines = stderr.getvalue().splitlines()
         self.assertEqual(len(lines), 1)
@@ -210,7 +255,7 @@ class MakeServiceTests(SynchronousTestCase):
         options.parseOptions(
             ["--config", self.configPath(), "--http-listen", "tcp:18098:interface=127.0.0.1"]
         )
-        reactor = MemoryReactor()
+        reactor = MemoryReactorClock()
         service = makeService(options, reactor)
         http = service.getServiceNamed("http")  # type: ignore[attr-defined]
         http.startService()
@@ -224,7 +269,7 @@ class MakeServiceTests(SynchronousTestCase):
         """
         options = Options()
         options.parseOptions(["--config", self.configPath()])
-        service = makeService(options, MemoryReactor())
+        service = makeService(options, MemoryReactorClock())
         application = Application("sipxmpp")
         service.setServiceParent(application)
         self.assertIsNotNone(application.getComponent(ILogObserver))

@@ -2,8 +2,11 @@
 The SIP half of the gateway, composed: transports, proxy core, observer.
 
 L{buildSIP} is called by the composition root (L{sipxmpp.tap}) with
-validated settings; it resolves the configured upstream (the one name the
-gateway ever resolves) and wires the pieces together.
+validated settings; it resolves the configured upstream and the server of
+C{[ingest] subscribe} (the only names the gateway ever resolves) and wires
+the pieces together. In SUBSCRIBE mode the proxy gets a
+L{DialogSubscriptions} as the handler of its NOTIFYs (L{subscriptionsOf}
+finds it), which L{SubscriptionsService} starts and stops.
 """
 
 from __future__ import annotations
@@ -14,12 +17,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from twisted.application import service
+
 from sipxmpp.sip.core.local import OptionsResponder
 from sipxmpp.sip.core.metrics import IMetrics
 from sipxmpp.sip.core.observer import TelephonyObserver
 from sipxmpp.sip.core.peer import DEFAULT_PORTS, Peer
 from sipxmpp.sip.core.proxy import Network, Proxy, ProxySettings
 from sipxmpp.sip.core.publications import EventStateCompositor
+from sipxmpp.sip.core.subscriptions import DialogSubscriptions
 from sipxmpp.sip.core.timers import TimerQueue
 from sipxmpp.sip.shell.endpoints import ListenSpec
 from sipxmpp.sip.shell.transport import SIPTransports
@@ -71,11 +77,16 @@ class IngestSettings:
     @ivar minExpires: shorter publications are answered 423.
     @ivar maxExpires: longer ones are granted this long (also the lifetime
         of a PUBLISH without Expires).
+    @ivar subscribe: the SIP URI of a server to SUBSCRIBE at for the
+        dialog state of every provisioned user; empty: off.
+    @ivar subscribeExpires: the Expires those SUBSCRIBEs ask for.
     """
 
     publishers: tuple[Network, ...]
     minExpires: int
     maxExpires: int
+    subscribe: str = ""
+    subscribeExpires: int = 3600
 
 
 class UpstreamError(Exception):
@@ -118,7 +129,9 @@ def buildSIP(
     """
     Build the SIP service and the proxy core, and connect the proxy's
     observations to the telephony state machine; given C{isProvisioned},
-    PUBLISH from C{ingest}'s publishers feeds that machine too.
+    PUBLISH from C{ingest}'s publishers feeds that machine too, and so do
+    the NOTIFYs of C{ingest}'s subscriptions (C{[ingest] subscribe}; the
+    AoRs to subscribe for are told to L{subscriptionsOf} the proxy).
 
     @param isProvisioned: whether an AoR may be published for; called on
         the SIP path, so it must answer from memory.
@@ -133,6 +146,17 @@ def buildSIP(
             f"the upstream uses {upstream.transport} but [sip] listen has no "
             f"{upstream.transport.lower()}: endpoint to send it from"
         )
+    subscribeAt: Peer | None = None
+    if ingest is not None and ingest.subscribe:
+        try:
+            subscribeAt = upstreamPeer(ingest.subscribe)
+        except UpstreamError as e:
+            raise UpstreamError(f"[ingest] subscribe: {e}") from None
+        if subscribeAt.transport not in local:
+            raise UpstreamError(
+                f"[ingest] subscribe: the server uses {subscribeAt.transport} but [sip] "
+                f"listen has no {subscribeAt.transport.lower()}: endpoint to send it from"
+            )
     limits = Limits(
         maxMessageSize=settings.maxMessageSize,
         maxHeaderCount=settings.maxHeaders,
@@ -163,6 +187,15 @@ def buildSIP(
             minExpires=ingest.minExpires, maxExpires=ingest.maxExpires,
             defaultExpires=ingest.maxExpires, metrics=metrics,
         ))
+    if ingest is not None and subscribeAt is not None:
+        ours = local[subscribeAt.transport]
+        transport = "" if ours.transport == "UDP" else f";transport={ours.transport.lower()}"
+        proxy.addLocalHandler(DialogSubscriptions(
+            reactor, machine, proxy.sendRequest, subscribeAt, ingest.subscribe,
+            contact=f"sip:sipxmpp@{ours.hostPort}{transport}",
+            fromURI=f"sip:sipxmpp@{settings.domain}",
+            expires=ingest.subscribeExpires, metrics=metrics,
+        ))
     # Keepalive probes (Kamailio dispatcher) ask the gateway itself.
     proxy.addLocalHandler(OptionsResponder(local.values(), proxy.localMethods()))
     metrics.gauge("sipxmpp_sip_transactions", lambda: proxy.activeTransactions,
@@ -171,3 +204,31 @@ def buildSIP(
                   "Contacts registered through the gateway.")
     transports.setName("sip")
     return transports, proxy
+
+
+def subscriptionsOf(proxy: Proxy) -> DialogSubscriptions | None:
+    """
+    The dialog subscriptions L{buildSIP} gave C{proxy}, if any.
+    """
+    for handler in proxy.localHandlers("NOTIFY"):
+        if isinstance(handler, DialogSubscriptions):
+            return handler
+    return None
+
+
+class SubscriptionsService(service.Service):
+    """
+    Starts the dialog subscriptions once SIP listens, and unsubscribes
+    them (Expires 0) before it stops: a child after C{sip}.
+    """
+
+    def __init__(self, subscriptions: DialogSubscriptions) -> None:
+        self.subscriptions = subscriptions
+
+    def startService(self) -> None:
+        super().startService()
+        self.subscriptions.start()
+
+    def stopService(self) -> None:
+        super().stopService()
+        self.subscriptions.stop()

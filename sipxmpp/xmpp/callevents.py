@@ -61,7 +61,8 @@ class ResourceChanged:
 @dataclass(frozen=True)
 class CommandsKnown:
     """
-    The answer to L{QueryCommands}: the status nodes C{target} offers.
+    The answer to L{QueryCommands} or L{LearnCommands}: the command nodes
+    C{target} offers.
     """
 
     target: JID
@@ -71,7 +72,7 @@ class CommandsKnown:
 @dataclass(frozen=True)
 class CommandsFailed:
     """
-    L{QueryCommands} for C{target} failed.
+    L{QueryCommands} or L{LearnCommands} for C{target} failed.
     """
 
     target: JID
@@ -196,7 +197,8 @@ class QueryCommands:
 class LearnCommands:
     """
     A client came or changed its caps: learn its commands now, so that a
-    call does not wait for them. No answer is expected.
+    call does not wait for them. Answer with L{CommandsKnown} or
+    L{CommandsFailed}.
     """
 
     target: JID

@@ -24,6 +24,14 @@ A call is shown in one of two ways:
     not answer in time): the gateway's resource shows dnd with a priority
     above the user's others, then goes back to its negative priority.
 
+A call never waits for discovery. Each client is asked for its commands as
+soon as it comes online (L{LearnCommands}, answered with L{CommandsKnown}
+or L{CommandsFailed}); when a call starts while a client that would come
+first is still being asked (a client that never answers takes the whole
+command timeout), the call is shown on our own resource at once, and moved
+to the client once the answers name one that offers remote control (our
+resource goes back to its idle priority once the client took it).
+
 The phases (L{Phase}). At most one question to the server or a client is
 out at a time; what changes meanwhile is looked at once its answer is in, so
 whatever happened collapses into the latest telephony state:
@@ -32,23 +40,24 @@ whatever happened collapses into the latest telephony state:
   phase                   waits for             then
   ======================  ====================  ==============================
   IDLE                    a call                SETTLING if just logged in,
-                                                else CHOOSING (or, in mode
-                                                C{resource},
-                                                SHOWN_ON_OWN_RESOURCE)
+                                                else AWAITING_CLIENT for the
+                                                highest-priority client known
+                                                to offer remote control, else
+                                                SHOWN_ON_OWN_RESOURCE (also
+                                                while a client before it is
+                                                still being asked)
   SETTLING                the settle timer      decides again: the server
                                                 sends the user's other
                                                 resources right after login
-  CHOOSING                each client's         AWAITING_CLIENT for the first
-                          command list,         that offers remote control;
-                          highest priority      SHOWN_ON_OWN_RESOURCE if none
-                          first                 does
   AWAITING_CLIENT         its set-status        SHOWN_ON_CLIENT; refused or
                           answer                timed out: SHOWN_ON_OWN_RESOURCE
   SHOWN_ON_CLIENT         the call's end, or    RESTORING (IDLE if the user
                           another text          changed it); AWAITING_CLIENT
   RESTORING               the restore answer    IDLE
   SHOWN_ON_OWN_RESOURCE   the call's end, or    IDLE (back to the idle
-                          another text          priority); shown again
+                          another text, or the  priority); shown again;
+                          answers still out     AWAITING_CLIENT when one
+                                                offers remote control
   ADOPTING                a client's command    SHOWN_ON_CLIENT: a client set
                           list                  to dnd before a restart is
                                                 taken over
@@ -181,7 +190,6 @@ class Phase(enum.Enum):
 
     IDLE = "idle"
     SETTLING = "settling after login"
-    CHOOSING = "choosing a client"
     ADOPTING = "taking over a client after a restart"
     SHOWN_ON_OWN_RESOURCE = "shown on our own resource"
     AWAITING_CLIENT = "controlling a client: awaiting its answer"
@@ -190,8 +198,16 @@ class Phase(enum.Enum):
 
 
 # The phases with a question out: nothing else is started until its answer.
-BUSY = frozenset({Phase.SETTLING, Phase.CHOOSING, Phase.ADOPTING, Phase.AWAITING_CLIENT,
-                  Phase.RESTORING})  # fmt: skip
+BUSY = frozenset({Phase.SETTLING, Phase.ADOPTING, Phase.AWAITING_CLIENT, Phase.RESTORING})
+
+
+class _Pending:
+    def __repr__(self) -> str:
+        return "PENDING"
+
+
+# A client that would be chosen first is still being asked for its commands.
+PENDING = _Pending()
 
 
 # -- the machine ---------------------------------------------------------------
@@ -231,8 +247,15 @@ class CallPresence:
         self._settleUntil = float("-inf")
         # A client to take over once nothing else is shown.
         self._adopt: tuple[JID, RemoteStatus] | None = None
-        # CHOOSING: the clients not asked yet, the one asked first.
-        self._candidates: list[ResourcePresence] = []
+        # The commands each client answered it offers (none if it failed);
+        # a client not in here is still being asked.
+        self._commands: dict[str, frozenset[str]] = {}
+        # The call is shown on our resource while clients are still being
+        # asked: moved to the first that offers remote control.
+        self._discovering = False
+        # Our resource shows the call (it may still while a client is being
+        # set to dnd in its place).
+        self._ownShows: ShownOnOwnResource | None = None
         # ADOPTING: the client asked, its saved status, what it showed.
         self._adopting: tuple[JID, RemoteStatus, ResourcePresence] | None = None
         # AWAITING_CLIENT, RESTORING: the record the answer is about (it may
@@ -315,11 +338,19 @@ class CallPresence:
             return self._takeOver()
         text = self.desiredText()
         shown = self.shown
+        if self._ownShows is not None and (isinstance(shown, ShownOnClient) or text is None):
+            # The call is on a client now (or over): our resource steps back.
+            self._discovering = False
+            self._ownIdle()
+            if isinstance(shown, ShownOnOwnResource):
+                self._show(None)
+                self._log("call over, gateway resource back to priority {p}",
+                          p=self.idlePriority)  # fmt: skip
+            return True
         if text is None:
             if isinstance(shown, ShownOnOwnResource):
                 self._show(None)
-                self._emit(SendOwnPresence(None, self.idlePriority))
-                self._log("call over, gateway resource back to priority {p}", p=self.idlePriority)
+                self._ownIdle()
                 return True
             if isinstance(shown, ShownOnClient) and not self._restoreHeld:
                 return self._restore(shown)
@@ -328,8 +359,10 @@ class CallPresence:
             if not self.remoteControl:
                 self._showOwn(text)
             elif not self._settling(now):
-                self._choose()
+                self._choose(text)
         elif isinstance(shown, ShownOnOwnResource):
+            if self._discovering and self._moved(text):
+                return False
             if shown.text != text:
                 self._showOwn(text)
         elif not shown.overridden and shown.text != text:
@@ -365,17 +398,24 @@ class CallPresence:
         # shown (with the latest text) unless it ended meanwhile.
         text = self.desiredText()
         shown = self.shown
+        self._commands.clear()
         if isinstance(shown, ShownOnOwnResource) and text is not None:
             shown.text = text
+            self._ownShows = shown
             self._emit(SendOwnPresence(text, shown.priority))
             return
         if isinstance(shown, ShownOnOwnResource):
             self._show(None)
-        self._emit(SendOwnPresence(None, self.idlePriority))
+        self._ownIdle()
 
     def _sessionLost(self) -> None:
         self.ready = False
         self._resources.clear()
+        self._commands.clear()
+        # Our presence went with the stream; a call shown on our resource
+        # stays there once back.
+        self._ownShows = None
+        self._discovering = False
         phase, pending = self.phase, self._pending
         self._pending = None
         if phase is Phase.ADOPTING and self._adopting is not None:
@@ -383,8 +423,7 @@ class CallPresence:
             target, saved, _ = self._adopting
             self._adopt = (target, saved)
         self._adopting = None
-        self._candidates = []
-        if phase in (Phase.SETTLING, Phase.CHOOSING, Phase.ADOPTING):
+        if phase in (Phase.SETTLING, Phase.ADOPTING):
             self.phase = Phase.IDLE
         elif phase is Phase.AWAITING_CLIENT and pending is not None:
             self._log("stream lost before {jid} answered", jid=pending.target.full())
@@ -417,9 +456,11 @@ class CallPresence:
         if after is not None:
             self._resources[change.resource] = after
             if change.before is None or change.before.caps != after.caps:
+                self._commands.pop(change.resource, None)
                 self._emit(LearnCommands(jid, after))
         else:
             self._resources.pop(change.resource, None)
+            self._commands.pop(change.resource, None)
             if change.before is not None:
                 self._emit(ForgetCommands(jid, change.before))
         away = self.away
@@ -455,65 +496,84 @@ class CallPresence:
 
     def _showOwn(self, text: str) -> None:
         priority = self._busyPriority()
-        self._show(ShownOnOwnResource(text, priority))
+        showing = self._ownShows
+        if showing is not None and showing.text == text and showing.priority >= priority:
+            # Still shown there (a client was to take it and did not).
+            self._show(showing)
+            return
+        shown = ShownOnOwnResource(text, priority)
+        self._show(shown)
+        self._ownShows = shown
         self._emit(SendOwnPresence(text, priority))
         self._log("showing {text!r} on the gateway resource at priority {p}",
                   text=text, p=priority)  # fmt: skip
 
+    def _ownIdle(self) -> None:
+        self._ownShows = None
+        self._emit(SendOwnPresence(None, self.idlePriority))
+
     # -- choosing a client -----------------------------------------------------
 
-    def _choose(self) -> None:
-        self.phase = Phase.CHOOSING
-        self._candidates = self._available()
-        self._askNext()
+    def _pick(self) -> tuple[JID, str] | None | _Pending:
+        """
+        Return the highest-priority client that offers remote control and
+        its node, L{None} if none does, or L{PENDING} if a client before
+        any that does is still being asked.
+        """
+        for presence in self._available():
+            nodes = self._commands.get(presence.resource)
+            if nodes is None:
+                return PENDING
+            for node in STATUS_NODES:
+                if node in nodes:
+                    return (self._jidOf(presence.resource), node)
+        return None
 
-    def _askNext(self) -> None:
-        if not self._candidates:
-            self._chosen(None)
-            return
-        presence = self._candidates[0]
-        self._emit(QueryCommands(self._jidOf(presence.resource), presence))
-
-    def _chosen(self, choice: tuple[JID, str] | None) -> None:
-        self.phase = Phase.IDLE
-        self._candidates = []
-        text = self.desiredText()
-        if text is None:
-            return  # the call ended while we looked
-        if choice is None:
+    def _choose(self, text: str) -> None:
+        choice = self._pick()
+        if isinstance(choice, _Pending):
+            # Never wait for discovery: show it ourselves meanwhile.
+            self._discovering = True
+            self._showOwn(text)
+            self._log("the user's clients are still being asked for their commands")
+        elif choice is None:
             self._showOwn(text)
         else:
             self._control(choice[0], choice[1], text, None)
 
-    def _asked(self, target: JID) -> ResourcePresence | None:
-        if self.phase is not Phase.CHOOSING or not self._candidates:
-            return None
-        presence = self._candidates[0]
-        return presence if self._jidOf(presence.resource) == target else None
+    def _moved(self, text: str) -> bool:
+        """
+        The call is on our resource while clients are asked: move it to
+        the client the answers name, if they do by now.
+        """
+        choice = self._pick()
+        if isinstance(choice, _Pending):
+            return False
+        self._discovering = False
+        if choice is None:
+            return False
+        self._log("moving the call to {jid}, which offers remote control",
+                  jid=choice[0].full())  # fmt: skip
+        self._control(choice[0], choice[1], text, None)
+        return True
 
     def _commandsKnown(self, target: JID, nodes: frozenset[str]) -> None:
+        self._learned(target, nodes)
         if self._adoptingTarget(target):
             self._adopted(nodes)
-            return
-        presence = self._asked(target)
-        if presence is None:
-            return  # an answer we no longer wait for
-        self._candidates.pop(0)
-        for node in STATUS_NODES:
-            if node in nodes and presence.resource in self._resources:
-                self._chosen((target, node))
-                return
-        self._askNext()
 
     def _commandsFailed(self, target: JID, reason: str) -> None:
+        if self._learned(target, frozenset()):
+            self._log("no command list from {jid}: {e}", jid=target.full(), e=reason)
         if self._adoptingTarget(target):
             self._adopted(frozenset())
-            return
-        if self._asked(target) is None:
-            return
-        self._log("no command list from {jid}: {e}", jid=target.full(), e=reason)
-        self._candidates.pop(0)
-        self._askNext()
+
+    def _learned(self, target: JID, nodes: frozenset[str]) -> bool:
+        resource = target.resource or ""
+        if target.userhost() != self.ownJID.userhost() or resource not in self._resources:
+            return False  # an answer about a client gone meanwhile
+        self._commands[resource] = nodes
+        return True
 
     # -- controlling a client --------------------------------------------------
 

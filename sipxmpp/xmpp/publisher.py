@@ -358,8 +358,9 @@ class UserPublisher(subprotocols.XMPPHandler):  # type: ignore[misc]
                     lambda f: self._handle(CommandsFailed(target, f.getErrorMessage())),
                 )
             case LearnCommands(target, presence):
-                self.commandDirectory.commands(self.remote, target, presence).addErrback(
-                    lambda _: None
+                self.commandDirectory.commands(self.remote, target, presence).addCallbacks(
+                    lambda nodes: self._handle(CommandsKnown(target, nodes)),
+                    lambda f: self._handle(CommandsFailed(target, f.getErrorMessage())),
                 )
             case ForgetCommands(target, presence):
                 self.commandDirectory.forget(target, presence)

@@ -126,11 +126,9 @@ class CallPresenceTestsMixin:
         self.login()
         psi = self.client(PSI)
         assert self.shows(psi) == [LearnCommands(PSI, psi)]
-        assert self.call(S.ON_THE_PHONE) == [QueryCommands(PSI, psi)]
-        assert self.phase() is Phase.CHOOSING
-        assert self.feed(CommandsKnown(PSI, RC)) == [
-            SetClientStatus(PSI, NODE_SET_STATUS, PHONE, WORKING)
-        ]
+        # The answer to LearnCommands is in before the call.
+        assert self.feed(CommandsKnown(PSI, RC)) == []
+        assert self.call(S.ON_THE_PHONE) == [SetClientStatus(PSI, NODE_SET_STATUS, PHONE, WORKING)]
         assert self.phase() is Phase.AWAITING_CLIENT
         assert self.feed(SetStatusAnswered(PSI, WORKING)) == [SaveStatus(PSI, WORKING)]
         assert self.phase() is Phase.SHOWN_ON_CLIENT
@@ -169,10 +167,10 @@ class ShownOnClientTests(CallPresenceTestsMixin, SynchronousTestCase):
         tkabber = self.client(TKABBER, priority=1)
         for presence in (tkabber, psi, gajim):
             self.shows(presence)
-        self.assertEqual(self.call(S.ON_THE_PHONE), [QueryCommands(GAJIM, gajim)])
-        self.assertEqual(self.feed(CommandsKnown(GAJIM, frozenset())), [QueryCommands(PSI, psi)])
-        self.assertEqual(self.feed(CommandsFailed(PSI, "timed out")), [QueryCommands(TKABBER, tkabber)])
-        self.assertEqual(self.feed(CommandsKnown(TKABBER, frozenset({NODE_LEGACY_GAJIM}))),
+        self.feed(CommandsKnown(GAJIM, frozenset()))
+        self.feed(CommandsFailed(PSI, "timed out"))
+        self.feed(CommandsKnown(TKABBER, frozenset({NODE_LEGACY_GAJIM})))
+        self.assertEqual(self.call(S.ON_THE_PHONE),
                          [SetClientStatus(TKABBER, NODE_LEGACY_GAJIM, PHONE,
                                           RemoteStatus("online", 1, "working"))])  # fmt: skip
 
@@ -197,8 +195,8 @@ class ShownOnClientTests(CallPresenceTestsMixin, SynchronousTestCase):
         self.login()
         psi = self.client(PSI)
         self.shows(psi)
-        self.call(S.ON_THE_PHONE)
         self.feed(CommandsKnown(PSI, RC))
+        self.call(S.ON_THE_PHONE)
         self.shows(self.client(PSI, "away", "old news"))
         self.feed(SetStatusAnswered(PSI, WORKING))
         self.assertEqual(self.call(S.ONLINE), [RestoreClientStatus(PSI, NODE_SET_STATUS, WORKING)])
@@ -211,8 +209,8 @@ class ShownOnClientTests(CallPresenceTestsMixin, SynchronousTestCase):
         self.login()
         psi = self.client(PSI)
         self.shows(psi)
-        self.assertEqual(self.call(S.RINGING), [QueryCommands(PSI, psi)])
-        self.assertEqual(self.feed(CommandsKnown(PSI, RC)),
+        self.feed(CommandsKnown(PSI, RC))
+        self.assertEqual(self.call(S.RINGING),
                          [SetClientStatus(PSI, NODE_SET_STATUS, RINGING, WORKING)])  # fmt: skip
         self.assertEqual(self.feed(SetStatusAnswered(PSI, WORKING)), [SaveStatus(PSI, WORKING)])
         self.shows(self.client(PSI, "dnd", RINGING))
@@ -249,18 +247,21 @@ class ShownOnClientTests(CallPresenceTestsMixin, SynchronousTestCase):
         self.assertEqual(self.call(S.RINGING), [])
         psi = self.client(PSI)
         self.assertEqual(self.shows(psi), [])
-        self.assertEqual(self.feed(RestoreAnswered(PSI)),
-                         [SaveStatus(None, None), QueryCommands(PSI, psi)])  # fmt: skip
-        self.assertEqual(self.feed(CommandsKnown(PSI, RC)),
-                         [SetClientStatus(PSI, NODE_SET_STATUS, RINGING, WORKING)])  # fmt: skip
+        self.assertEqual(self.feed(RestoreAnswered(PSI)), [
+            SaveStatus(None, None), SetClientStatus(PSI, NODE_SET_STATUS, RINGING, WORKING)
+        ])
         self.assertEqual(self.feed(SetStatusAnswered(PSI, WORKING)), [SaveStatus(PSI, WORKING)])
 
     def test_callOverWhileChoosing(self) -> None:
+        """
+        (Adapted: the call no longer waits for Psi's answer; it is shown on
+        our resource meanwhile, and the late answer moves nothing.)
+        """
         self.login()
         psi = self.client(PSI)
         self.shows(psi)
-        self.call(S.ON_THE_PHONE)
-        self.assertEqual(self.call(S.ONLINE), [])
+        self.assertEqual(self.call(S.ON_THE_PHONE), [SendOwnPresence(PHONE, 6)])
+        self.assertEqual(self.call(S.ONLINE), [SendOwnPresence(None, -1)])
         self.assertEqual(self.feed(CommandsKnown(PSI, RC)), [])
         self.assertIs(self.machine.phase, Phase.IDLE)
 
@@ -284,14 +285,14 @@ class FallbackTests(CallPresenceTestsMixin, SynchronousTestCase):
         self.login()
         gajim = self.client(GAJIM, priority=10)
         self.shows(gajim)
-        self.assertEqual(self.call(S.ON_THE_PHONE), [QueryCommands(GAJIM, gajim)])
-        self.assertEqual(self.feed(CommandsKnown(GAJIM, frozenset())), [SendOwnPresence(PHONE, 11)])
+        self.feed(CommandsKnown(GAJIM, frozenset()))
+        self.assertEqual(self.call(S.ON_THE_PHONE), [SendOwnPresence(PHONE, 11)])
 
     def refusedBy(self, answer: Event) -> None:
         self.login()
         self.shows(self.client(PSI))
-        self.call(S.ON_THE_PHONE)
         self.feed(CommandsKnown(PSI, RC))
+        self.call(S.ON_THE_PHONE)
         self.assertEqual(self.feed(answer), [SendOwnPresence(PHONE, 6)])
         self.assertIsInstance(self.machine.shown, ShownOnOwnResource)
         self.assertEqual([line.level for line in self.logged[-2:-1]], [LogLevel.warn])
@@ -314,16 +315,16 @@ class FallbackTests(CallPresenceTestsMixin, SynchronousTestCase):
         self.login()
         gajim = self.client(GAJIM, priority=3)
         self.shows(gajim)
-        self.call(S.ON_THE_PHONE)
         self.feed(CommandsKnown(GAJIM, frozenset()))
+        self.call(S.ON_THE_PHONE)
         self.assertEqual(self.shows(self.client(GAJIM, priority=20)), [SendOwnPresence(PHONE, 21)])
         self.assertEqual(self.shows(self.client(GAJIM, priority=2)), [])
 
     def test_shownAgainAfterReconnect(self) -> None:
         self.login()
         self.shows(self.client(GAJIM, priority=3))
-        self.call(S.ON_THE_PHONE)
         self.feed(CommandsKnown(GAJIM, frozenset()))
+        self.call(S.ON_THE_PHONE)
         self.assertEqual(self.feed(SessionLost()), [])
         self.call(S.ON_HOLD)
         self.assertEqual(self.feed(SessionReady()), [SendOwnPresence(HOLD, 4)])
@@ -366,8 +367,10 @@ class SettleTests(CallPresenceTestsMixin, SynchronousTestCase):
         self.now += RESOURCE_SETTLE / 10
         psi = self.client(PSI)
         self.assertEqual(self.shows(psi), [LearnCommands(PSI, psi)])
+        self.assertEqual(self.feed(CommandsKnown(PSI, RC)), [])
         self.now += RESOURCE_SETTLE
-        self.assertEqual(self.feed(TimerFired()), [QueryCommands(PSI, psi)])
+        self.assertEqual(self.feed(TimerFired()),
+                         [SetClientStatus(PSI, NODE_SET_STATUS, PHONE, WORKING)])  # fmt: skip
 
     def test_timerAHairEarly(self) -> None:
         """
@@ -427,12 +430,11 @@ class ClientAwayTests(CallPresenceTestsMixin, SynchronousTestCase):
         The restore bounced but Psi never said it left, so it is chosen for
         the next call: what it showed before our dnd is what comes back.
         """
-        dnd = self.onPsi()
+        self.onPsi()
         self.call(S.ONLINE)
         self.feed(RestoreFailed(PSI, "bounced", "service-unavailable"))
         self.assertIsNotNone(self.machine.away)
-        self.assertEqual(self.call(S.RINGING), [QueryCommands(PSI, dnd)])
-        self.assertEqual(self.feed(CommandsKnown(PSI, RC)), [
+        self.assertEqual(self.call(S.RINGING), [
             SetClientStatus(PSI, NODE_SET_STATUS, RINGING, RemoteStatus("dnd", 5, PHONE))
         ])
         self.assertIsNone(self.machine.away)
@@ -475,8 +477,8 @@ class ClientAwayTests(CallPresenceTestsMixin, SynchronousTestCase):
         self.login()
         psi = self.client(PSI)
         self.shows(psi)
-        self.call(S.ON_THE_PHONE)
         self.feed(CommandsKnown(PSI, RC))
+        self.call(S.ON_THE_PHONE)
         self.assertEqual(self.leaves(PSI), [ForgetCommands(PSI, psi), SaveStatus(None, None)])
         self.assertEqual(self.feed(SetStatusAnswered(PSI, WORKING)),
                          [SaveStatus(PSI, WORKING), SendOwnPresence(PHONE, 0)])  # fmt: skip
@@ -566,8 +568,8 @@ class SessionLostTests(CallPresenceTestsMixin, SynchronousTestCase):
         self.login()
         psi = self.client(PSI)
         self.shows(psi)
-        self.call(S.ON_THE_PHONE)
         self.feed(CommandsKnown(PSI, RC))
+        self.call(S.ON_THE_PHONE)
         self.assertEqual(self.feed(SessionLost()), [])
         self.assertIs(self.machine.phase, Phase.IDLE)
         self.assertIsNone(self.machine.shown)
@@ -576,19 +578,23 @@ class SessionLostTests(CallPresenceTestsMixin, SynchronousTestCase):
         self.assertEqual(self.feed(SessionReady()),
                          [SendOwnPresence(None, -1), StartTimer(RESOURCE_SETTLE)])  # fmt: skip
         self.shows(psi)
+        self.feed(CommandsKnown(PSI, RC))
         self.now += RESOURCE_SETTLE
-        self.assertEqual(self.feed(TimerFired()), [QueryCommands(PSI, psi)])
-        self.assertEqual(self.feed(CommandsKnown(PSI, RC)),
+        self.assertEqual(self.feed(TimerFired()),
                          [SetClientStatus(PSI, NODE_SET_STATUS, PHONE, WORKING)])  # fmt: skip
 
     def test_whileChoosing(self) -> None:
+        """
+        (Adapted: while Psi is asked, the call is on our resource, and stays
+        there on the next session; Psi's stale answer moves nothing.)
+        """
         self.login()
         psi = self.client(PSI)
         self.shows(psi)
         self.call(S.ON_THE_PHONE)
         self.assertEqual(self.feed(SessionLost()), [])
         self.assertEqual(self.feed(CommandsKnown(PSI, RC)), [])
-        self.assertIsNone(self.machine.shown)
+        self.assertIsInstance(self.machine.shown, ShownOnOwnResource)
 
     def test_midRestore(self) -> None:
         """
@@ -633,3 +639,137 @@ class SessionLostTests(CallPresenceTestsMixin, SynchronousTestCase):
         self.shows(dnd)
         self.now += RESOURCE_SETTLE
         self.assertEqual(self.feed(TimerFired()), [QueryCommands(PSI, dnd)])
+
+
+class DiscoveryTests(CallPresenceTestsMixin, SynchronousTestCase):
+    """
+    A call never waits for the clients' command lists: it is shown on our
+    resource at once and moved to a client once one is known to offer
+    remote control.
+    """
+
+    def test_shownAtOnceThenMovedAndRestored(self) -> None:
+        self.login()
+        psi = self.client(PSI)
+        self.shows(psi)
+        self.assertEqual(self.call(S.ON_THE_PHONE), [SendOwnPresence(PHONE, 6)])
+        self.assertIs(self.phase(), Phase.SHOWN_ON_OWN_RESOURCE)
+        self.assertFalse(self.machine.busy)
+        self.assertEqual(self.feed(CommandsKnown(PSI, RC)),
+                         [SetClientStatus(PSI, NODE_SET_STATUS, PHONE, WORKING)])  # fmt: skip
+        self.assertIs(self.phase(), Phase.AWAITING_CLIENT)
+        # Psi took it: our resource goes back to its idle priority.
+        self.assertEqual(self.feed(SetStatusAnswered(PSI, WORKING)),
+                         [SaveStatus(PSI, WORKING), SendOwnPresence(None, -1)])  # fmt: skip
+        self.assertIs(self.phase(), Phase.SHOWN_ON_CLIENT)
+        self.assertEqual(self.shows(self.client(PSI, "dnd", PHONE)), [])
+        self.assertEqual(self.call(S.ONLINE), [RestoreClientStatus(PSI, NODE_SET_STATUS, WORKING)])
+        self.assertEqual(self.feed(RestoreAnswered(PSI)), [SaveStatus(None, None)])
+        self.assertIsNone(self.machine.shown)
+        self.assertIs(self.phase(), Phase.IDLE)
+
+    def test_neverAnswers(self) -> None:
+        """
+        The client's command list times out: the call stays on our
+        resource, and goes back to idle after.
+        """
+        self.login()
+        self.shows(self.client(PSI))
+        self.assertEqual(self.call(S.ON_THE_PHONE), [SendOwnPresence(PHONE, 6)])
+        self.now += 10
+        self.assertEqual(self.feed(CommandsFailed(PSI, "no answer within 10 s")), [])
+        self.assertIsInstance(self.machine.shown, ShownOnOwnResource)
+        self.assertEqual(self.call(S.ON_HOLD), [SendOwnPresence(HOLD, 6)])
+        self.assertEqual(self.call(S.ONLINE), [SendOwnPresence(None, -1)])
+        self.assertIsNone(self.machine.shown)
+
+    def test_higherPriorityStillAsked(self) -> None:
+        """
+        Psi is known to offer remote control, Gajim (higher priority) is
+        still being asked: shown on our resource, then on Psi once Gajim
+        turns out to offer none.
+        """
+        self.login()
+        self.shows(self.client(GAJIM, priority=10))
+        self.shows(self.client(PSI, priority=5))
+        self.feed(CommandsKnown(PSI, RC))
+        self.assertEqual(self.call(S.ON_THE_PHONE), [SendOwnPresence(PHONE, 11)])
+        self.assertEqual(self.feed(CommandsKnown(GAJIM, frozenset())),
+                         [SetClientStatus(PSI, NODE_SET_STATUS, PHONE, WORKING)])  # fmt: skip
+
+    def test_movedToTheHigherOne(self) -> None:
+        self.login()
+        gajim = self.client(GAJIM, priority=10)
+        self.shows(gajim)
+        self.shows(self.client(PSI, priority=5))
+        self.feed(CommandsKnown(PSI, RC))
+        self.call(S.ON_THE_PHONE)
+        self.assertEqual(self.feed(CommandsKnown(GAJIM, RC)), [
+            SetClientStatus(GAJIM, NODE_SET_STATUS, PHONE, RemoteStatus("online", 10, "working"))
+        ])
+
+    def test_textChangesMeanwhile(self) -> None:
+        self.login()
+        self.shows(self.client(PSI))
+        self.assertEqual(self.call(S.RINGING), [SendOwnPresence(RINGING, 6)])
+        self.assertEqual(self.call(S.ON_THE_PHONE), [SendOwnPresence(PHONE, 6)])
+        self.assertEqual(self.feed(CommandsKnown(PSI, RC)),
+                         [SetClientStatus(PSI, NODE_SET_STATUS, PHONE, WORKING)])  # fmt: skip
+
+    def test_movedClientRefuses(self) -> None:
+        """
+        The client refuses: the call simply stays on our resource (nothing
+        sent again), and is not offered to it again during this call.
+        """
+        self.login()
+        self.shows(self.client(PSI))
+        self.call(S.ON_THE_PHONE)
+        self.feed(CommandsKnown(PSI, RC))
+        self.assertEqual(self.feed(SetStatusFailed(PSI, "forbidden")), [])
+        self.assertIs(self.phase(), Phase.SHOWN_ON_OWN_RESOURCE)
+        self.assertEqual(self.shows(self.client(PSI, priority=6)), [SendOwnPresence(PHONE, 7)])
+        self.assertEqual(self.call(S.ONLINE), [SendOwnPresence(None, -1)])
+
+    def test_callEndsWhileMoving(self) -> None:
+        """
+        The call ends while the client is being set: once it answered, our
+        resource steps back and the client is restored.
+        """
+        self.login()
+        self.shows(self.client(PSI))
+        self.call(S.ON_THE_PHONE)
+        self.feed(CommandsKnown(PSI, RC))
+        self.assertEqual(self.call(S.ONLINE), [])
+        self.assertEqual(self.feed(SetStatusAnswered(PSI, WORKING)), [
+            SaveStatus(PSI, WORKING), SendOwnPresence(None, -1),
+            RestoreClientStatus(PSI, NODE_SET_STATUS, WORKING),
+        ])  # fmt: skip
+
+    def test_callEndsAndMoveRefused(self) -> None:
+        self.login()
+        self.shows(self.client(PSI))
+        self.call(S.ON_THE_PHONE)
+        self.feed(CommandsKnown(PSI, RC))
+        self.call(S.ONLINE)
+        self.assertEqual(self.feed(SetStatusTimedOut(PSI, "no answer")),
+                         [SendOwnPresence(None, -1)])  # fmt: skip
+        self.assertIsNone(self.machine.shown)
+
+    def test_sessionLostWhileMoving(self) -> None:
+        """
+        The stream goes while the client is being set: the call is placed
+        again on the next session (Psi known by then: on Psi).
+        """
+        self.login()
+        psi = self.client(PSI)
+        self.shows(psi)
+        self.call(S.ON_THE_PHONE)
+        self.feed(CommandsKnown(PSI, RC))
+        self.feed(SessionLost())
+        self.assertEqual(self.feed(SessionReady()),
+                         [SendOwnPresence(None, -1), StartTimer(RESOURCE_SETTLE)])  # fmt: skip
+        self.shows(psi)
+        self.feed(CommandsKnown(PSI, RC))
+        self.now += RESOURCE_SETTLE
+        self.assertEqual(self.feed(TimerFired()),
+                         [SetClientStatus(PSI, NODE_SET_STATUS, PHONE, WORKING)])  # fmt: skip

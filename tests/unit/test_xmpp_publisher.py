@@ -180,6 +180,44 @@ class PublisherPolicyTests(PublisherTestsMixin, SynchronousTestCase):
         values = self.runCommand(session, GAJIM, "g1", form, NODE_LEGACY_GAJIM)
         self.assertEqual(values, {"presence-type": ["dnd"], "presence-desc": [self.settings.statusText]})
 
+    def test_callDoesNotWaitForDiscovery(self) -> None:
+        """
+        Psi has not answered for its commands when the call starts: the
+        call is on the gateway's resource at once; once Psi answers, the
+        call moves to it and the gateway's resource goes back to idle.
+        """
+        session = self.login()
+        session.receive(presenceXML(PSI, status="working", priority=5, caps="psi-ver"))
+        [disco] = session.iqs()
+        self.change(S.ON_THE_PHONE)
+        [busy] = session.presences()
+        self.assertEqual(ownPresence(busy), ("dnd", self.settings.statusText, 6))
+        self.clock.advance(5)
+        session.answer(disco, itemsAnswer(PSI, [NODE_SET_STATUS]))
+        values = self.runCommand(session)
+        self.assertEqual(values["status"], ["dnd"])
+        [idle] = session.presences()
+        self.assertEqual(ownPresence(idle), (None, None, -1))
+        self.assertIsInstance(self.publisher.users[AOR].shown, ShownOnClient)
+        session.receive(presenceXML(PSI, "dnd", self.settings.statusText, 5, "psi-ver"))
+        self.change(S.ONLINE)
+        restored = self.runCommand(session, form=rcForm("dnd", "5", self.settings.statusText))
+        self.assertEqual(restored["status"], ["online"])
+        self.assertEqual(session.presences(), [])
+
+    def test_clientNeverAnswersDiscovery(self) -> None:
+        session = self.login()
+        session.receive(presenceXML(PSI, status="working", priority=5, caps="psi-ver"))
+        self.change(S.ON_THE_PHONE)
+        [busy] = session.presences()
+        self.assertEqual(ownPresence(busy), ("dnd", self.settings.statusText, 6))
+        self.assertTrue(self.publisher.users[AOR].whenIdle().called)
+        self.clock.advance(self.settings.commandTimeout)
+        self.assertEqual(session.presences(), [])
+        self.change(S.ONLINE)
+        [idle] = session.presences()
+        self.assertEqual(ownPresence(idle), (None, None, -1))
+
     def test_commandCachedPerCaps(self) -> None:
         """
         A second client with the same caps is not asked again.

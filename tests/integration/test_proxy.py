@@ -78,8 +78,9 @@ class Stack:
     (usable with L{SharedServer}).
     """
 
-    def __init__(self, settings: dict[tuple[str, str], str] | None = None) -> None:
-        self.registrar = Registrar()
+    def __init__(self, settings: dict[tuple[str, str], str] | None = None,
+                 debug: bool = False) -> None:
+        self.registrar = Registrar(debug=debug)
         self.settings = settings or {}
         self.gateway: GatewayServer | None = None
 
@@ -519,3 +520,121 @@ class GatewayWithKamailioTests(ProxyTestCase):
         self.assertSucceeded(uasLong.wait())
         expectState(gw, "kim", "online")
         self.assertEqual(len(self.registrar.contacts("kim")), 2)
+
+
+class RealPhoneCasesTests(ProxyTestCase):
+    """
+    What linphone found (issue 22), with sipp playing the phones: GRUUs of
+    two devices of one user, a retransmitted CANCEL, a TCP phone that
+    reconnects. The registrar logs every request, so a test can count what
+    reached it.
+    """
+
+    shared = SharedServer(lambda: Stack(debug=True))
+
+    def requestsAtRegistrar(self, method: str, callID: str) -> int:
+        """
+        How many C{method} requests of call C{callID} reached Kamailio
+        (its debug log has one line per request, prefixed with the Call-ID).
+        """
+        with open(self.registrar.consoleLog, encoding="utf-8", errors="replace") as log:
+            return sum(1 for line in log
+                       if f" {callID}}}" in line and f"request {method} " in line)
+
+    def registerGRUU(self, user: str, instance: str) -> int:
+        port = freeSIPPort()
+        result = self.sipp.run("proxy_register_gruu", self.gateway.address, service=user,
+                               keys={"domain": DOMAIN, "expires": 300, "instance": instance},
+                               localPort=port)
+        self.assertTrue(result.ok, result.describe())
+        return port
+
+    def test_byeToEachDevicesGRUU(self) -> None:
+        """
+        Two devices of one user register with GRUUs and each calls with its
+        pub-gruu as Contact. The far end of the first call hangs up after
+        the second call started: Kamailio loose-routes the BYE to the
+        gateway with the first device's GRUU as Request-URI, and it reaches
+        that device, unchanged (it went to the other device before).
+        """
+        gw = self.gateway
+        instances = ["aaaaaaaa-0000-4000-8000-00000000000a",
+                     "bbbbbbbb-0000-4000-8000-00000000000b"]
+        ports = [self.registerGRUU("leo", instance) for instance in instances]
+        far = [self.registerAtRegistrar(user) for user in ("outside7", "outside8")]
+        # The first call's far end hangs up after 4 s, the second's after 1 s.
+        uasFirst = self.sipp.start("proxy_uas_bye", service="outside7", localPort=far[0],
+                                   extraArgs=["-d", "4000"])
+        uasSecond = self.sipp.start("proxy_uas_bye", service="outside8", localPort=far[1],
+                                    extraArgs=["-d", "1000"])
+        calls = []
+        for port, instance, callee in zip(ports, instances, ("outside7", "outside8"), strict=True):
+            calls.append(self.sipp.start(
+                "proxy_uac_gruu", gw.address, service=callee, localPort=port,
+                keys={"domain": DOMAIN, "caller": "leo", "instance": instance,
+                      "gruu": f"sip:leo@{DOMAIN};gr=urn:uuid:{instance}"},
+                traceMessages=True, waitBound=False))
+            expectState(gw, "leo", "on-the-phone")
+        for process in (*calls, uasFirst, uasSecond):
+            self.assertSucceeded(process.wait(timeout=20))
+        for result, instance in zip((c.wait() for c in calls), instances, strict=True):
+            [bye] = received(result, "BYE ")
+            self.assertEqual(bye.startLine,
+                             f"BYE sip:leo@{DOMAIN};gr=urn:uuid:{instance} SIP/2.0")
+        expectState(gw, "leo", "online")
+
+    def test_retransmittedCancelAbsorbed(self) -> None:
+        """
+        A phone sends its CANCEL again (same branch): every copy gets a 200
+        from the gateway, and only one CANCEL reaches Kamailio (the second
+        started another downstream CANCEL before).
+        """
+        gw = self.gateway
+        port = self.registerThroughGateway("mia")
+        uas = self.sipp.start("proxy_uas_cancel", service="mia", localPort=port,
+                              traceMessages=True)
+        call = self.sipp.start("proxy_uac_cancel_repeat", gw.address, service="mia",
+                               keys={"domain": DOMAIN, "caller": "outside9"},
+                               traceMessages=True, waitBound=False)
+        called = call.wait()
+        self.assertSucceeded(called)
+        answered = uas.wait()
+        self.assertSucceeded(answered)
+        # sipp takes the second 200 for a retransmission of the first and
+        # answers it with its CANCEL again, until the 487: every copy of
+        # the CANCEL got its 200.
+        traced = tracedMessages(called.messages)
+        sent = [m for m in traced if not m.received and m.startLine.startswith("CANCEL ")]
+        answers = [m for m in traced if m.received and m.startLine.startswith("SIP/2.0 200 ")
+                   and m.values("CSeq") == ["1 CANCEL"]]
+        self.assertGreaterEqual(len(sent), 2)
+        self.assertEqual(len(answers), len(sent))
+        [cancel] = received(answered, "CANCEL ")
+        callID = cancel.values("Call-ID")[0]
+        # The gateway's CANCEL, answered at once, is never retransmitted.
+        time.sleep(2.0)
+        self.assertEqual(self.requestsAtRegistrar("CANCEL", callID), 1)
+        self.assertEqual(metricValue(gw, 'sipxmpp_sip_answered_481_total{method="CANCEL"}'), 0)
+        expectState(gw, "mia", "online")
+
+    def test_reconnectedTCPPhoneKeepsOneBinding(self) -> None:
+        """
+        A TCP phone (one +sip.instance) registers, reconnects from a new
+        port and registers again: Kamailio replaces its binding, and so
+        does the gateway (it kept all of them before).
+        """
+        gw = self.gateway
+        tcp = SippRunner(self.mktemp(), transport="t1")
+        self.addCleanup(tcp.stopAll)
+        instance = "cccccccc-0000-4000-8000-00000000000c"
+        before = metricValue(gw, "sipxmpp_sip_bindings_replaced_total")
+        bindings = metricValue(gw, "sipxmpp_sip_bindings")
+        for _ in range(3):
+            result = tcp.run("proxy_register_gruu", gw.address, service="nina",
+                             keys={"domain": DOMAIN, "expires": 300, "instance": instance},
+                             localPort=freeSIPPort())
+            self.assertTrue(result.ok, result.describe())
+        self.assertEqual(len(self.registrar.contacts("nina")), 1)
+        self.assertEqual(metricValue(gw, "sipxmpp_sip_bindings_replaced_total") - before, 2)
+        self.assertEqual(metricValue(gw, "sipxmpp_sip_bindings"), bindings + 1)
+

@@ -403,3 +403,63 @@ class KamailioDispatcherServer(KamailioServer):
                 states[uri] = value
                 uri = None
         return states
+
+
+class KamailioPresenceServer(KamailioServer):
+    """
+    Kamailio with C{etc/kamailio-presence.cfg}: registrar and proxy for one
+    domain that tracks every call it relays (dialog), PUBLISHes both
+    parties' dialog state to itself (pua_dialoginfo, pua) and serves it to
+    subscribers (presence, presence_dialoginfo): the server of sipxmpp's
+    SUBSCRIBE mode.
+
+    pua and presence cannot start without a database; they get a private
+    db_text one in C{baseDir/presence-db} and otherwise work from memory,
+    so a restart forgets every subscription and presentity.
+    """
+
+    name = "kamailio-presence"
+
+    modules = ("dialog", "db_text", "pua", "pua_dialoginfo", "presence", "presence_dialoginfo")
+    """
+    The modules the configuration needs beyond L{KamailioServer}'s.
+    """
+
+    tables = ("version", "pua", "presentity", "active_watchers", "watchers")
+    """
+    The db_text files pua and presence look for.
+    """
+
+    def __init__(self, maxExpires: int = 3600, **kwargs: Any) -> None:
+        """
+        @param maxExpires: the longest subscription granted.
+        @param kwargs: as for L{KamailioServer} (C{auth} is not supported).
+        """
+        if kwargs.get("auth"):
+            raise ValueError("etc/kamailio-presence.cfg does no digest authentication")
+        kwargs.setdefault("config", etcPath("kamailio-presence.cfg"))
+        super().__init__(**kwargs)
+        self.maxExpires = maxExpires
+        self.dbDir = os.path.join(self.baseDir, "presence-db")
+
+    def command(self) -> list[str]:
+        # The port may change between starts (choosePorts): define it here.
+        args = super().command()
+        for define in (
+            f'PRESENCE_URI="{self.uri}"',
+            f'PRESENCE_DB_URL="text://{self.dbDir}"',
+            f"MAX_EXPIRES={self.maxExpires}",
+        ):
+            args += ["-A", define]
+        return args
+
+    def prepare(self) -> None:
+        super().prepare()
+        # Fresh tables at every start: nothing survives a restart.
+        shutil.rmtree(self.dbDir, ignore_errors=True)
+        os.makedirs(self.dbDir)
+        for table in self.tables:
+            source = os.path.join(KamailioPuaServer.schemaDir(), table)
+            if not os.path.exists(source):
+                raise FileNotFoundError(f"{source} not found: is the kamailio package complete?")
+            shutil.copyfile(source, os.path.join(self.dbDir, table))

@@ -656,6 +656,7 @@ class DialogSubscriptions:
             return 200, "OK", ()
         remaining = self._remaining(dialog)
         if info is None:
+            self.log.debug("NOTIFY for {aor}: no body, {state}", aor=dialog.aor, state=stateText)
             if dialog.published:
                 self._state.publicationRefreshed(dialog.aor, dialog.key, remaining)
             return 200, "OK", ()
@@ -680,6 +681,11 @@ class DialogSubscriptions:
             return
         dialog.version = info.version
         dialog.published = True
+        self.log.debug(
+            "NOTIFY for {aor}: version {v}, {kind} state, dialogs {dialogs}",
+            aor=dialog.aor, v=info.version, kind="full" if info.full else "partial",
+            dialogs=[f"{d.id}={d.state}" for d in info.dialogs],
+        )  # fmt: skip
         self._state.publicationSet(dialog.aor, dialog.key, remaining, dialogReports(info),
                                    partial=not info.full)  # fmt: skip
         if info.full:

@@ -13,7 +13,7 @@ CONFIG ?= etc/sipxmpp.conf.example
 TESTS ?= tests
 
 # Real servers and user agents the tests run against.
-APT_PACKAGES := prosody ejabberd kamailio kamailio-presence-modules sip-tester baresip postgresql \
+APT_PACKAGES := prosody ejabberd kamailio kamailio-presence-modules sip-tester baresip linphone-cli postgresql \
 	openssl iproute2 procps tshark python3-venv mcabber
 
 .PHONY: deps venv install test lint run demo clean

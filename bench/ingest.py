@@ -20,10 +20,9 @@ Everything runs on 127.0.0.1 and is stopped (by PID) at the end:
   - Kamailio "with": C{etc/kamailio-pua.cfg} (2 workers), PUBLISHing to
     the gateway, with C{CTL_SOCKET} so C{kamcmd tm.stats} counts the
     PUBLISHes it sent (its local transactions: pua sends nothing else);
-  - Kamailio "alone": the same configuration, copied into the run's
-    temporary folder without C{loadmodule "pua_dialoginfo.so"} and its
-    C{modparam}s (the file has no define for that): dialogs are still
-    tracked (dlg_manage), nothing is published.
+  - Kamailio "alone": the same configuration with C{WITHOUT_PUBLISH}
+    (pua_dialoginfo left out): dialogs are still tracked (dlg_manage),
+    nothing is published.
 
 caller and callee register at both Kamailios directly (callee from the
 port of one sipp UAS, C{proxy_bench_ramp_uas.xml}; caller from the port
@@ -113,7 +112,6 @@ from sipxmpp.testing.kamailio import KamailioPuaServer, missingModules
 from sipxmpp.testing.ports import LOOPBACK, freeSIPPort
 from sipxmpp.testing.prosody import ProsodyServer
 from sipxmpp.testing.sipp import SippProcess, SippRunner
-from sipxmpp.testing.templates import etcPath
 
 DOMAIN = "example.test"
 USERS = {"caller": "caller-pw", "callee": "callee-pw", "carol": "carol-pw"}
@@ -124,7 +122,6 @@ PER_CALL = 7
 BUSY = ("ringing", "on-the-phone", "on-hold")
 PUBLISH_METRIC = "sipxmpp_sip_publish_total"
 #: Lines of etc/kamailio-pua.cfg removed for Kamailio alone.
-NO_PUBLISH = re.compile(r'^(loadmodule "pua_dialoginfo\.so"|modparam\("pua_dialoginfo")')
 
 
 def fail(message: str) -> SystemExit:
@@ -152,16 +149,13 @@ def version(command: list[str]) -> str:
 
 class Kamailio(KamailioPuaServer):
     """
-    Kamailio with etc/kamailio-pua.cfg (or C{config}) and a ctl socket, so
-    that C{kamcmd} reads its transaction counters.
+    Kamailio with etc/kamailio-pua.cfg (without publishing, or not) and a
+    ctl socket, so that C{kamcmd} reads its transaction counters.
     """
 
-    def __init__(self, publishTo: str, ctlSocket: str, config: str | None = None) -> None:
-        kwargs: dict[str, object] = {"children": 2, "shmMB": 512, "maxBuffer": 8 * 2**20,
-                                     "defines": [f'CTL_SOCKET="unix:{ctlSocket}"']}
-        if config is not None:
-            kwargs["config"] = config
-        super().__init__(publishTo, **kwargs)
+    def __init__(self, publishTo: str, ctlSocket: str, publish: bool = True) -> None:
+        defines = [f'CTL_SOCKET="unix:{ctlSocket}"'] + ([] if publish else ["WITHOUT_PUBLISH"])
+        super().__init__(publishTo, children=2, shmMB=512, maxBuffer=8 * 2**20, defines=defines)
         self.ctlSocket = ctlSocket
 
     @property
@@ -190,21 +184,6 @@ class Kamailio(KamailioPuaServer):
         """
         return self._counter("dlg.stats_active", "all")
 
-
-def aloneConfig(workDir: str) -> str:
-    """
-    A copy of etc/kamailio-pua.cfg in C{workDir} without pua_dialoginfo.
-    """
-    with open(etcPath("kamailio-pua.cfg"), encoding="utf-8") as f:
-        lines = f.read().splitlines(keepends=True)
-    kept = [line for line in lines if not NO_PUBLISH.match(line)]
-    if len(lines) - len(kept) != 6:  # loadmodule + five modparams
-        raise fail(f"expected to remove 6 pua_dialoginfo lines from etc/kamailio-pua.cfg, "
-                   f"found {len(lines) - len(kept)}: has the file changed?")
-    path = os.path.join(workDir, "kamailio-alone.cfg")
-    with open(path, "w", encoding="utf-8") as f:
-        f.writelines(kept)
-    return path
 
 
 def publishAnswers(gateway: GatewayServer) -> dict[str, int]:
@@ -580,7 +559,7 @@ def main() -> None:
         withPua = Kamailio(publishTo, os.path.join(workDir, "with.ctl"))
         stack.callback(withPua.stop)
         withPua.start()
-        alone = Kamailio(publishTo, os.path.join(workDir, "alone.ctl"), aloneConfig(workDir))
+        alone = Kamailio(publishTo, os.path.join(workDir, "alone.ctl"), publish=False)
         stack.callback(alone.stop)
         alone.start()
 

@@ -26,6 +26,7 @@ from sipxmpp.sip.wire.parser import parseMessage
 from sipxmpp.sip.wire.responses import makeResponse
 from sipxmpp.telephony.events import TelephonyState
 from sipxmpp.telephony.state import TelephonyStateMachine
+from tests.unit.test_sip_proxy import PHONE, UPSTREAM, ProxyTestCase, answer, message
 from tests.unit.test_telephony_state import Recorder
 from tests.unit.test_telephony_state_counts import installChecker
 
@@ -349,6 +350,52 @@ class SubscribeTests(SubscriptionsTestCase):
         self.sent[0].respond(202, ("Expires", "600"))
         self.assertEqual((len(self.sent), self.subs.active), (1, 0))
 
+    def test_grantedExpires(self) -> None:
+        """
+        A 2xx without Expires grants what was asked; one with Expires 0
+        ends the subscription, and another follows after the backoff.
+        """
+        self.subs.aorsChanged([ALICE], [])
+        self.subs.start()
+        self.sent[0].respond(200)
+        self.clock.advance(479)
+        self.assertEqual(len(self.sent), 1)
+        self.clock.advance(1)
+        self.assertEqual(len(self.sent), 2)
+        self.sent[1].respond(200, ("Expires", "0"))
+        self.assertEqual(self.subs.active, 0)
+        self.clock.advance(1)
+        self.assertIsNone(self.sent[-1].request.toTag)
+        self.assertEqual(len(self.sent), 3)
+
+    def test_sendFails(self) -> None:
+        """
+        A send that raises is logged and retried after the backoff.
+        """
+        calls: list[bytes] = []
+
+        def broken(data: bytes, target: Peer, user: IClientTransactionUser) -> None:
+            calls.append(data)
+            raise OSError("no route")
+
+        self.subs = DialogSubscriptions(
+            self.clock, self.machine, broken, SERVER, "", CONTACT, FROM, jitter=lambda: 0.0
+        )
+        self.subs.aorsChanged([ALICE], [])
+        self.subs.start()
+        self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
+        self.clock.advance(1)
+        self.assertEqual(len(calls), 2)
+        self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
+
+    def test_addedTwiceRemovedUnknown(self) -> None:
+        self.subs.start()
+        self.subs.aorsChanged([ALICE], ["sip:nobody@example.test"])
+        self.subs.aorsChanged([ALICE], [])
+        self.assertEqual(len(self.sent), 1)
+        self.assertIsNotNone(self.subs.subscription(ALICE))
+        self.assertIsNone(self.subs.subscription(BOB))
+
 
 class NotifyTests(SubscriptionsTestCase):
     def test_fullAndPartial(self) -> None:
@@ -444,6 +491,22 @@ class NotifyTests(SubscriptionsTestCase):
         self.assertEqual(len(self.sent), 2)
         self.assertNotEqual(self.sent[-1].request.callID, sent.request.callID)
 
+    def test_activeExpiresZero(self) -> None:
+        """
+        An active NOTIFY with expires=0 ends the subscription like
+        terminated, but the state it said lives on until replaced.
+        """
+        sent = self.established()
+        self.answer(self.notify(sent, dialogInfo(0, "full", ("d1", "confirmed"))))
+        self.assertEqual(self.answer(self.notify(sent, state="active;expires=0")), 200)
+        self.assertEqual(self.subs.active, 0)
+        self.assertEqual(self.machine.stateOf(ALICE), S.ON_THE_PHONE)
+        self.clock.advance(1)
+        fresh = self.sent[-1]
+        fresh.respond(202, ("Expires", "600"), toTag="srv2")
+        self.answer(self.notify(fresh, dialogInfo(0), fromTag="srv2"))
+        self.assertEqual(self.machine.stateOf(ALICE), S.OFFLINE)
+
     def test_terminatedRetryAfter(self) -> None:
         sent = self.established()
         self.answer(self.notify(sent, state="terminated;reason=probation;retry-after=60"))
@@ -532,3 +595,83 @@ class SubscriptionStateTests(SynchronousTestCase):
         self.assertRaises(ValueError, DialogSubscriptions, Clock(),
                           TelephonyStateMachine(Clock()), lambda *a: None, SERVER, "", "", "",
                           expires=0)  # fmt: skip
+
+
+class ThroughProxyTests(ProxyTestCase):
+    """
+    The subscriptions on a real L{Proxy}: SUBSCRIBEs through
+    L{Proxy.sendRequest}, NOTIFYs taken as a local handler.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.machine = TelephonyStateMachine(self.clock, earlyLifetime=180)
+        self.subs = DialogSubscriptions(
+            self.clock, self.machine, self.proxy.sendRequest, UPSTREAM, "sip:127.0.0.1:5070",
+            CONTACT, FROM, expires=600,
+        )  # fmt: skip
+        self.proxy.addLocalHandler(self.subs)
+
+    def notify(self, subscribe: SIPRequest, toTag: str, branch: str, version: int,
+               uri: str = CONTACT) -> SIPRequest:  # fmt: skip
+        body = dialogInfo(version, "full", ("d1", "confirmed")).decode()
+        request = message(
+            f"""
+NOTIFY {uri} SIP/2.0
+Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-{branch}
+Max-Forwards: 70
+From: <{ALICE}>;tag=srv1
+To: <{FROM}>;tag={toTag}
+Call-ID: {subscribe.callID}
+CSeq: {version + 1} NOTIFY
+Event: dialog
+Subscription-State: active;expires=600
+Content-Type: {DIALOG_INFO}""",
+            body,
+        )
+        assert isinstance(request, SIPRequest)
+        return request
+
+    def test_subscribeAndNotify(self) -> None:
+        """
+        The SUBSCRIBE goes to the server with our Via; its 202 reaches the
+        subscriptions; the NOTIFY is answered by the gateway (once, also
+        to a retransmission) and feeds the state.
+        """
+        self.subs.aorsChanged([ALICE], [])
+        self.subs.start()
+        subscribe = self.takeOne(UPSTREAM)
+        assert isinstance(subscribe, SIPRequest)
+        self.assertEqual(subscribe.topVia.sentBy, "127.0.0.1:5060")
+        self.receive(answer(subscribe.toBytes(), 202, "Accepted", "srv1", "Expires: 600"),
+                     UPSTREAM)  # fmt: skip
+        self.assertEqual(self.subs.active, 1)
+        notify = self.notify(subscribe, subscribe.fromTag or "", "n1", 1)
+        self.receive(notify, UPSTREAM)
+        response = self.takeOne(UPSTREAM)
+        assert isinstance(response, SIPResponse)
+        self.assertEqual(response.code, 200)
+        self.assertEqual(self.machine.stateOf(ALICE), TelephonyState.ON_THE_PHONE)
+        self.receive(self.notify(subscribe, subscribe.fromTag or "", "n1", 1), UPSTREAM)
+        again = self.takeOne(UPSTREAM)
+        assert isinstance(again, SIPResponse)
+        self.assertEqual(again.code, 200)
+        self.assertEqual(self.recorder.requests, [])
+
+    def test_othersNotifyForwarded(self) -> None:
+        """
+        A NOTIFY from the upstream for a phone's subscription is not ours:
+        the proxy forwards it to the phone as before.
+        """
+        self.registerAlice()
+        self.subs.aorsChanged([ALICE], [])
+        self.subs.start()
+        subscribe = self.takeOne(UPSTREAM)
+        assert isinstance(subscribe, SIPRequest)
+        notify = self.notify(subscribe, "phone-tag", "n2", 1, "sip:alice@127.0.0.1:5080")
+        assert isinstance(notify, SIPRequest)
+        self.receive(notify, UPSTREAM)
+        forwarded = self.takeOne(PHONE)
+        assert isinstance(forwarded, SIPRequest)
+        self.assertEqual(forwarded.method, "NOTIFY")
+        self.assertEqual(self.machine.stateOf(ALICE), TelephonyState.OFFLINE)

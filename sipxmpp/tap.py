@@ -23,9 +23,11 @@ from twisted.python.components import Componentized
 from sipxmpp import __version__
 from sipxmpp.config import DEFAULT_CONFIG_PATH, ConfigError, Settings, loadSettings
 from sipxmpp.ops.gcstats import CollectorTimer
+from sipxmpp.ops.health import Check, UpstreamProbe, lagCheck, storeCheck, xmppCheck
 from sipxmpp.ops.logs import makeLogObserver, openLogFile
 from sipxmpp.ops.metrics import Metrics
 from sipxmpp.ops.web import makeSite
+from sipxmpp.ops.xmppreport import XMPPReport, sessionStateKind
 from sipxmpp.sip.core.proxy import Proxy
 from sipxmpp.sip.shell.overload import OverloadMonitor
 from sipxmpp.sip.shell.service import (
@@ -39,6 +41,7 @@ from sipxmpp.store.errors import StoreError
 from sipxmpp.store.provisioned import ProvisionedAoRs
 from sipxmpp.store.service import makeStoreService
 from sipxmpp.telephony.state import TelephonyStateMachine
+from sipxmpp.xmpp.callpresence import ShownOnClient, ShownOnOwnResource
 from sipxmpp.xmpp.publisher import Publisher
 from sipxmpp.xmpp.session import SessionFactory
 
@@ -138,6 +141,11 @@ class GatewayService(MultiService):
     proxy: Proxy | None = None
     machine: TelephonyStateMachine | None = None
     publisher: Publisher | None = None
+    report: XMPPReport | None = None
+    clock: Any = None
+    # When the service started (the clock's seconds), for the XMPP check's
+    # grace after a start.
+    startedAt: float | None = None
 
     def __init__(self, settings: Settings, metrics: Metrics, logfile: str | None = None) -> None:
         super().__init__()
@@ -155,23 +163,41 @@ class GatewayService(MultiService):
 
     def status(self) -> dict[str, object]:
         """
-        What C{/status} shows: each known user's telephony state and XMPP
-        session state, and the SIP core's counts.
+        What C{/status} shows (as JSON, and as the page for people): each
+        known user's telephony state (C{"telephony"}) and XMPP session state
+        (C{"xmpp"}), JID, how the call is shown (C{"shown"}: C{"on"} is
+        C{"client"} or C{"own-resource"}, with the resource) and last
+        events; the totals, and the SIP core's counts.
         """
         telephony = self.machine.users() if self.machine is not None else {}
-        sessions = self.publisher.sessionStates() if self.publisher is not None else {}
-        users = {
-            aor: {
+        publishers = self.publisher.users if self.publisher is not None else {}
+        users: dict[str, dict[str, object]] = {}
+        totals: dict[str, dict[str, int]] = {"telephony": {}, "xmpp": {}, "shown": {}}
+        for aor in sorted(set(telephony) | set(publishers)):
+            user = publishers.get(aor)
+            entry: dict[str, object] = {
                 "telephony": telephony[aor].value if aor in telephony else "offline",
-                "xmpp": sessions.get(aor, "logged out"),
+                "xmpp": user.session.state if user is not None else "logged out",
+                "jid": user.session.jid.userhost() if user is not None else None,
+                "mode": user.mode if user is not None else None,
+                "phase": user.machine.phase.value if user is not None else None,
+                "shown": _shown(user),
+                "events": [{"time": e.time, "text": e.text}
+                           for e in (self.report.events(aor) if self.report else ())],
             }
-            for aor in sorted(set(telephony) | set(sessions))
-        }
+            users[aor] = entry
+            for group, value in (("telephony", entry["telephony"]),
+                                 ("xmpp", sessionStateKind(str(entry["xmpp"]))),
+                                 ("shown", _shown(user)["on"])):  # fmt: skip
+                if value is not None:
+                    totals[group][str(value)] = totals[group].get(str(value), 0) + 1
         sip = {}
         if self.proxy is not None:
             sip = {"bindings": len(self.proxy.registrations),
                    "transactions": self.proxy.activeTransactions}
-        return {"users": users, "sip": sip}
+        now = self.clock.seconds() if self.clock is not None else None
+        return {"users": users, "sip": sip, "totals": {"users": len(users), **totals},
+                "time": now, "version": f"sipxmpp {__version__}"}
 
     def startService(self) -> None:
         self.log.info(
@@ -179,6 +205,8 @@ class GatewayService(MultiService):
         )
         tuneGarbageCollector()
         self._collectorTimer.install()
+        if self.clock is not None:
+            self.startedAt = self.clock.seconds()
         super().startService()
 
     def stopService(self) -> Deferred[None]:
@@ -203,6 +231,19 @@ class GatewayService(MultiService):
         return Deferred.fromCoroutine(stopAll())
 
 
+def _shown(user: Any) -> dict[str, str | None]:
+    """
+    How C{user}'s (a L{UserPublisher} or L{None}) call is shown, for
+    C{/status}: C{"on"} and C{"resource"}.
+    """
+    shown = user.shown if user is not None else None
+    if isinstance(shown, ShownOnClient):
+        return {"on": "client", "resource": shown.target.resource or shown.target.full()}
+    if isinstance(shown, ShownOnOwnResource):
+        return {"on": "own-resource", "resource": user.session.jid.resource}
+    return {"on": None, "resource": None}
+
+
 class StartupError(Exception):
     """
     The gateway cannot start as configured; C{str()} is one line.
@@ -224,6 +265,7 @@ def buildService(settings: Settings, reactor: Any, logfile: str | None = None) -
     """
     metrics = Metrics()
     top = GatewayService(settings, metrics, logfile)
+    top.clock = reactor
     machine = TelephonyStateMachine(reactor, dialogWatchdog=settings.sip.dialogWatchdog)
     try:
         store = makeStoreService(settings.store, reactor, machine,
@@ -238,9 +280,13 @@ def buildService(settings: Settings, reactor: Any, logfile: str | None = None) -
         )
     except (OSError, ValueError) as e:
         raise StartupError(f"[xmpp] ca_file {settings.xmpp.caFile!r}: {e}") from None
+    report = XMPPReport(
+        reactor, metrics, lambda: top.publisher.sessionStates() if top.publisher else {}
+    )
+    top.report = report
     publisher = Publisher(
         reactor, settings.xmpp.publisher(), store.store.accounts, sessions,
-        savedStatuses=store.persister,
+        savedStatuses=store.persister, report=report,
     )
     publisher.setName("xmpp")
     publisher.setServiceParent(top)
@@ -280,9 +326,23 @@ def buildService(settings: Settings, reactor: Any, logfile: str | None = None) -
     top.proxy = proxy
     top.machine = machine
     top.publisher = publisher
+    checks: dict[str, Check] = {
+        "running": lambda: top.running == 1,
+        "store": storeCheck(store.store.accounts.lookup),
+        "xmpp": xmppCheck(publisher.sessionStates, reactor, lambda: top.startedAt),
+        "reactor": lagCheck(lambda: overload.lag),
+    }
+    upstream = proxy.settings.upstream
+    if upstream is not None:
+        # OPTIONS keepalives to the upstream, sent once SIP listens.
+        keepalive = UpstreamProbe(reactor, proxy.sendRequest, upstream,
+                                  proxy.settings.local[upstream.transport])
+        keepalive.setName("keepalive")
+        keepalive.setServiceParent(top)
+        checks["upstream"] = keepalive.check
     http = strports.service(
         settings.http.listen,
-        makeSite(metrics, checks={"running": lambda: top.running == 1}, status=top.status),
+        makeSite(metrics, checks=checks, status=top.status, clock=reactor),
         reactor=reactor,
     )
     http.setName("http")

@@ -88,7 +88,7 @@ from sipxmpp.xmpp.resources import (
     jidKey,
 )
 from sipxmpp.xmpp.savedstatuses import ISavedStatuses, SavedStatus
-from sipxmpp.xmpp.session import IXMPPSession
+from sipxmpp.xmpp.session import IXMPPReport, IXMPPSession, NullReport
 from sipxmpp.xmpp.wokkelcompat import subprotocols
 
 # How long an AoR without an account is not looked up again.
@@ -221,8 +221,14 @@ class UserPublisher(subprotocols.XMPPHandler):  # type: ignore[misc]
     log = Logger()
 
     def __init__(self, clock: IReactorTime, account: Account, session: IXMPPSession,
-                 settings: PublisherSettings, commands: CommandDirectory) -> None:  # fmt: skip
+                 settings: PublisherSettings, commands: CommandDirectory,
+                 report: IXMPPReport | None = None) -> None:  # fmt: skip
         super().__init__()
+        # Told what happens, for metrics and the status page.
+        self.report: IXMPPReport = report if report is not None else NullReport()
+        # When the publisher learnt a telephony state presence does not show
+        # yet (the presence latency is measured from there), or None.
+        self._changedAt: float | None = None
         self.clock = clock
         self.account = account
         self.session = session
@@ -275,7 +281,15 @@ class UserPublisher(subprotocols.XMPPHandler):  # type: ignore[misc]
         """
         Record the user's latest telephony state and work towards it.
         """
+        if state is not self.machine.telephony:
+            self.report.telephonyChanged(self.account.aor, state.value)
+            if self._changedAt is None:
+                self._changedAt = self.clock.seconds()
         self._handle(TelephonyChanged(state))
+        shown = self.machine.shown
+        if (self._changedAt is not None and not self.machine.busy
+                and (shown.text if shown is not None else None) == self.desiredText()):
+            self._changedAt = None  # nothing (more) to send for this change
 
     def adoptSaved(self, target: JID, saved: RemoteStatus) -> None:
         """
@@ -329,12 +343,16 @@ class UserPublisher(subprotocols.XMPPHandler):  # type: ignore[misc]
         try:
             while self._events:
                 event = self._events.popleft()
+                before = self.machine.shown
                 try:
                     actions = self.machine.handle(event, self.clock.seconds())
                 except Exception:
                     self.log.failure("{aor}: handling {event} failed", aor=self.account.aor,
                                      event=event)  # fmt: skip
                     continue
+                if (self.mode != "resource" and isinstance(self.machine.shown, ShownOnOwnResource)
+                        and not isinstance(before, ShownOnOwnResource)):
+                    self.report.fallback(self.account.aor)
                 for action in actions:
                     try:
                         self._do(action)
@@ -365,13 +383,15 @@ class UserPublisher(subprotocols.XMPPHandler):  # type: ignore[misc]
             case ForgetCommands(target, presence):
                 self.commandDirectory.forget(target, presence)
             case SetClientStatus(target, node, text, current):
+                self.report.commandSent(self.account.aor, "set-status", target.full())
                 self.remote.setStatus(target, node, "dnd", text, current).addCallbacks(
-                    lambda previous: self._handle(SetStatusAnswered(target, previous)),
+                    lambda previous: self._setStatusAnswered(target, previous),
                     lambda f: self._handle(self._setStatusFailed(target, f)),
                 )
             case RestoreClientStatus(target, node, saved):
+                self.report.commandSent(self.account.aor, "restore", target.full())
                 self.remote.restoreStatus(target, node, saved).addCallbacks(
-                    lambda _: self._handle(RestoreAnswered(target)),
+                    lambda _: self._restoreAnswered(target),
                     lambda f: self._handle(self._restoreFailed(target, f)),
                 )
             case SaveStatus(target, status):
@@ -382,14 +402,41 @@ class UserPublisher(subprotocols.XMPPHandler):  # type: ignore[misc]
             case Log(level, format, fields):
                 self.log.emit(level, "{aor}: " + format, aor=self.account.aor, **fields)
 
-    @staticmethod
-    def _setStatusFailed(target: JID, reason: Failure) -> Event:
+    # -- what is reported (metrics, the status page) -----------------------
+
+    def _commandFailed(self, command: str, reason: Failure) -> None:
+        if reason.check(CommandTimeout):
+            result = "timeout"
+        elif reason.check(RemoteControlError):
+            result = "refused"
+        else:
+            result = "lost"
+        self.report.commandResult(self.account.aor, command, result)
+
+    def _presenceShown(self, via: str) -> None:
+        changedAt, self._changedAt = self._changedAt, None
+        if changedAt is not None:
+            self.report.presenceSent(self.account.aor, self.clock.seconds() - changedAt, via)
+
+    def _setStatusAnswered(self, target: JID, previous: RemoteStatus) -> None:
+        self.report.commandResult(self.account.aor, "set-status", "answered")
+        self._presenceShown("client")
+        self._handle(SetStatusAnswered(target, previous))
+
+    def _restoreAnswered(self, target: JID) -> None:
+        self.report.commandResult(self.account.aor, "restore", "answered")
+        self.report.restored(self.account.aor, target.full())
+        self._presenceShown("client")
+        self._handle(RestoreAnswered(target))
+
+    def _setStatusFailed(self, target: JID, reason: Failure) -> Event:
+        self._commandFailed("set-status", reason)
         if reason.check(CommandTimeout):
             return SetStatusTimedOut(target, reason.getErrorMessage())
         return SetStatusFailed(target, reason.getErrorMessage())
 
-    @staticmethod
-    def _restoreFailed(target: JID, reason: Failure) -> Event:
+    def _restoreFailed(self, target: JID, reason: Failure) -> Event:
+        self._commandFailed("restore", reason)
         error = reason.value
         if isinstance(error, RemoteControlError):
             condition = error.condition if isinstance(error, CommandFailed) else None
@@ -412,7 +459,8 @@ class UserPublisher(subprotocols.XMPPHandler):  # type: ignore[misc]
             presence.addElement("show", content="dnd")
             presence.addElement("status", content=text)
         presence.addElement("priority", content=str(priority))
-        self.session.send(presence)
+        if self.session.send(presence) and text == self.machine.desiredText():
+            self._presenceShown("own-resource")
 
 
 SessionMaker = Callable[[JID, str], IXMPPSession]
@@ -430,7 +478,8 @@ class Publisher(service.Service):
     def __init__(self, clock: IReactorTime, settings: PublisherSettings,
                  accounts: IAccountDirectory, sessionMaker: SessionMaker,
                  commands: CommandDirectory | None = None,
-                 savedStatuses: ISavedStatuses | None = None) -> None:  # fmt: skip
+                 savedStatuses: ISavedStatuses | None = None,
+                 report: IXMPPReport | None = None) -> None:  # fmt: skip
         """
         @param clock: the reactor (for grace periods and command timeouts).
         @param accounts: where users are looked up.
@@ -438,7 +487,9 @@ class Publisher(service.Service):
             password, e.g. L{sipxmpp.xmpp.session.SessionFactory}.
         @param savedStatuses: keeps the clients' saved statuses and the
             session states across restarts (the store's persister).
+        @param report: told what happens (metrics, the status page).
         """
+        self.report: IXMPPReport = report if report is not None else NullReport()
         self.savedStatuses = savedStatuses
         self._adopt: dict[str, SavedStatus] = {}
         self.clock = clock
@@ -491,7 +542,8 @@ class Publisher(service.Service):
         if (state is TelephonyState.OFFLINE and adopt is None) or not self.running:
             return
         session = self.sessionMaker(account.jid, account.password)
-        user = UserPublisher(self.clock, account, session, self.settings, self.commands)
+        user = UserPublisher(self.clock, account, session, self.settings, self.commands,
+                             self.report)
         self.users[aor] = user
         session.addHandler(user)
         if self.settings.publishActivity:
@@ -501,7 +553,15 @@ class Publisher(service.Service):
         saved = self.savedStatuses
         if saved is not None:
             user.onSaved = lambda target, status: self._saved(aor, target, status)
-            session.onStateChanged = lambda text: saved.sessionStateChanged(aor, text)
+        report = self.report
+
+        def stateChanged(text: str) -> None:
+            if saved is not None:
+                saved.sessionStateChanged(aor, text)
+            reason = getattr(session, "failureReason", None) if text.startswith("failed") else None
+            report.sessionStateChanged(aor, text, reason)
+
+        session.onStateChanged = stateChanged
         self._setTelephony(aor, user, state)
         if adopt is not None:
             user.adoptSaved(JID(adopt.resource), RemoteStatus(adopt.status, adopt.priority,

@@ -132,6 +132,86 @@ class IXMPPSession(Interface):
         """
 
 
+class IXMPPReport(Interface):
+    """
+    What the XMPP package tells operations of, per user (the AoR): counted
+    as C{sipxmpp_xmpp_*} metrics and listed as the user's last events on
+    the status page. An interface of this package, provided by
+    L{sipxmpp.ops.xmppreport.XMPPReport}, which C{tap.py} hands in; every
+    method returns at once and never raises.
+    """
+
+    def sessionStateChanged(aor: str, state: str, reason: str | None) -> None:
+        """
+        C{aor}'s session is now in C{state} (L{IXMPPSession.state}); for a
+        failed login, C{reason} is its kind (L{XMPPSession.failureReason}).
+        """
+
+    def telephonyChanged(aor: str, state: str) -> None:
+        """
+        The publisher learnt C{aor}'s new telephony state.
+        """
+
+    def commandSent(aor: str, command: str, target: str) -> None:
+        """
+        A remote-control C{command} (C{"set-status"} or C{"restore"}) went
+        to the client C{target} (a full JID).
+        """
+
+    def commandResult(aor: str, command: str, result: str) -> None:
+        """
+        The client's answer to C{command}: C{"answered"}, C{"refused"} (an
+        error answer), C{"timeout"} or C{"lost"} (the stream went away).
+        """
+
+    def fallback(aor: str) -> None:
+        """
+        A call of a user in remote-control mode is shown on the gateway's
+        own resource instead (no client offers remote control, or it
+        failed).
+        """
+
+    def restored(aor: str, target: str) -> None:
+        """
+        The client C{target} got its status back after the call.
+        """
+
+    def presenceSent(aor: str, latency: float, via: str) -> None:
+        """
+        Presence now shows the latest telephony state, C{latency} seconds
+        after the publisher learnt it; C{via} is C{"own-resource"} or
+        C{"client"}.
+        """
+
+
+@implementer(IXMPPReport)
+class NullReport:
+    """
+    An L{IXMPPReport} that forgets everything (the default).
+    """
+
+    def sessionStateChanged(self, aor: str, state: str, reason: str | None) -> None:
+        pass
+
+    def telephonyChanged(self, aor: str, state: str) -> None:
+        pass
+
+    def commandSent(self, aor: str, command: str, target: str) -> None:
+        pass
+
+    def commandResult(self, aor: str, command: str, result: str) -> None:
+        pass
+
+    def fallback(self, aor: str) -> None:
+        pass
+
+    def restored(self, aor: str, target: str) -> None:
+        pass
+
+    def presenceSent(self, aor: str, latency: float, via: str) -> None:
+        pass
+
+
 class _Resolver(Protocol):
     def lookupService(self, name: str) -> Deferred[Any]: ...
 
@@ -282,6 +362,8 @@ class XMPPSession:
     The real session: see the module docstring.
 
     @ivar failure: why the last login failed, or L{None}.
+    @ivar failureReason: its kind, for metrics: C{"authentication"},
+        C{"tls"}, C{"certificate"}, C{"refused"} or C{"other"}; or L{None}.
     """
 
     log = Logger()
@@ -316,6 +398,7 @@ class XMPPSession:
         # Told of every state change (the store keeps it for operators).
         self.onStateChanged: Callable[[str], None] = lambda state: None
         self.failure: str | None = None
+        self.failureReason: str | None = None
         self._jitter = jitter
         self._consecutiveFailures = 0
         self._stopping = False
@@ -414,25 +497,29 @@ class XMPPSession:
             self.log.info("XMPP session {jid}: logged in again after: {failure}",
                           jid=self.jid.full(), failure=self.failure)  # fmt: skip
         self.failure = None
+        self.failureReason = None
         self.jid = xs.authenticator.jid
         self._setState("connected")
 
     def _initFailed(self, reason: Failure) -> None:
         # Only the exception's message: a traceback's locals could hold the
         # password, and our SASL errors never include it.
+        kind = "other"
         if reason.check(SASLError):
-            why = f"authentication: {reason.getErrorMessage()}"
+            why, kind = f"authentication: {reason.getErrorMessage()}", "authentication"
         elif reason.check(xmlstream.FeatureNotAdvertized) and not self._encrypted():
-            why = "TLS: the server does not offer STARTTLS (require_tls = yes)"
+            why, kind = "TLS: the server does not offer STARTTLS (require_tls = yes)", "tls"
         elif reason.check(xmlstream.FeatureNotAdvertized):
             why = "login failed: the server did not offer SASL or resource binding"
         elif reason.check(xmlstream.TLSRequired, xmlstream.TLSFailed, xmlstream.TLSNotSupported):
             why = f"TLS: {type(reason.value).__name__} (the server did not give us STARTTLS)"
+            kind = "tls"
         elif reason.check(error.StreamError, error.StanzaError):
             why = f"login refused: {getattr(reason.value, 'condition', None)}"
+            kind = "refused"
         else:
             why = f"login failed: {type(reason.value).__name__}: {reason.getErrorMessage()}"
-        self._fail(why)
+        self._fail(why, kind)
         if self._stream is not None:
             self._stream.sendFooter()
             if self._stream.transport is not None:
@@ -449,12 +536,13 @@ class XMPPSession:
             return
         certificate = describeCertificateFailure(reason) if isinstance(reason, Failure) else None
         if certificate is not None:
-            self._fail(certificate)
+            self._fail(certificate, "certificate")
         elif self.failure is None:
             self._setState(f"reconnecting: {reason.getErrorMessage() if isinstance(reason, Failure) else 'stream closed'}")
 
-    def _fail(self, why: str) -> None:
+    def _fail(self, why: str, kind: str) -> None:
         self.failure = why
+        self.failureReason = kind
         self._setState(f"failed: {why}")
         self.log.error(
             "XMPP login as {jid} failed: {why}; retrying in {delay:.0f} s",
@@ -504,9 +592,11 @@ class SessionFactory:
 
 __all__ = [
     "ElementRequest",
+    "IXMPPReport",
     "IXMPPSession",
     "KeepAlive",
     "NotConnected",
+    "NullReport",
     "SRVEndpoint",
     "SessionFactory",
     "SessionSettings",

@@ -166,7 +166,11 @@ class InstalledPluginTests(SynchronousTestCase):
                     body = r.read()
             except OSError:
                 time.sleep(0.1)
-        self.assertEqual(body, b'{"status": "ok", "checks": {"running": true}}\n')
+        assert body is not None, "no answer from /healthz"
+        health = json.loads(body)
+        self.assertEqual((health["status"], health["failing"]), ("ok", []), health)
+        self.assertEqual(sorted(health["checks"]),
+                         ["reactor", "running", "store", "upstream", "xmpp"])
         process.send_signal(signal.SIGTERM)
         output, _ = process.communicate(timeout=30)
         # twistd ends by re-raising the signal it stopped on.

@@ -116,7 +116,7 @@ class MakeServiceTests(SynchronousTestCase):
         assert isinstance(service, GatewayService)
         self.assertEqual(service.settings.sip.domain, "example.test")
         self.assertEqual([child.name for child in service],
-                         ["store", "xmpp", "sip", "overload", "http"])
+                         ["store", "xmpp", "sip", "overload", "keepalive", "http"])
         overload = service.getServiceNamed("overload")
         assert isinstance(overload, OverloadMonitor) and service.proxy is not None
         self.assertEqual(service.proxy.isOverloaded, overload.isOverloaded)
@@ -135,6 +135,32 @@ class MakeServiceTests(SynchronousTestCase):
             sorted((port, interface) for port, _, _, interface in reactor.tcpServers),
             [(5060, "127.0.0.1"), (18099, "127.0.0.1")],
         )
+
+    def test_statusAndChecks(self) -> None:
+        """
+        C{/status} (JSON) has each user's states, JID, how the call is
+        shown and last events, and the totals; C{/healthz/ready} runs the
+        named checks, the upstream's among them since one is configured
+        (without one there is no keepalive: see test_ingestComposed).
+        """
+        reactor = UDPMemoryReactor()
+        service = makeService(self.options(self.configPath()), reactor)
+        assert isinstance(service, GatewayService) and service.machine is not None
+        service.machine.bindingUpdated("sip:alice@example.test", "c1", 3600)
+        service.machine.dialogEarly("sip:alice@example.test", "d1")
+        status = service.status()
+        alice = status["users"]["sip:alice@example.test"]  # type: ignore[index]
+        self.assertEqual(alice["telephony"], "ringing")
+        self.assertEqual(alice["xmpp"], "logged out")
+        self.assertEqual(alice["shown"], {"on": None, "resource": None})
+        self.assertEqual(status["totals"],
+                         {"users": 1, "telephony": {"ringing": 1}, "xmpp": {"logged out": 1},
+                          "shown": {}})
+        self.assertEqual(status["sip"], {"bindings": 0, "transactions": 0})
+        site = service.getServiceNamed("http").factory  # type: ignore[attr-defined]
+        health = site.resource.children[b"healthz"]
+        self.assertEqual(sorted(health.ready._checks),
+                         ["reactor", "running", "store", "upstream", "xmpp"])
 
     def test_ingestComposed(self) -> None:
         """

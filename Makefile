@@ -14,7 +14,7 @@ TESTS ?= tests
 
 # Real servers and user agents the tests run against.
 APT_PACKAGES := prosody ejabberd kamailio kamailio-presence-modules sip-tester baresip linphone-cli postgresql \
-	openssl iproute2 procps tshark python3-venv mcabber
+	openssl iproute2 procps tshark python3-venv mcabber chromium systemd
 
 .PHONY: deps venv install test lint run demo clean
 

@@ -24,7 +24,7 @@ from sipxmpp import __version__
 from sipxmpp.config import DEFAULT_CONFIG_PATH, ConfigError, Settings, loadSettings
 from sipxmpp.ops.gcstats import CollectorTimer
 from sipxmpp.ops.health import Check, UpstreamProbe, lagCheck, storeCheck, xmppCheck
-from sipxmpp.ops.logs import makeLogObserver, openLogFile
+from sipxmpp.ops.logs import makeLogObserver, openLogFile, reopenOnSignal
 from sipxmpp.ops.metrics import Metrics
 from sipxmpp.ops.web import makeSite
 from sipxmpp.ops.xmppreport import XMPPReport, sessionStateKind
@@ -152,13 +152,14 @@ class GatewayService(MultiService):
         self.settings = settings
         self.metrics = metrics
         self._logfile = logfile
+        self._logStream: Any = None
+        self._restoreSignal: Callable[[], None] | None = None
         self._collectorTimer = CollectorTimer(metrics)
 
     def setServiceParent(self, parent: Any) -> None:
         if isinstance(parent, Componentized) and parent.getComponent(ILogObserver) is None:
-            parent.setComponent(
-                ILogObserver, makeLogObserver(self.settings.log, openLogFile(self._logfile))
-            )
+            self._logStream = openLogFile(self._logfile)
+            parent.setComponent(ILogObserver, makeLogObserver(self.settings.log, self._logStream))
         super().setServiceParent(parent)
 
     def status(self) -> dict[str, object]:
@@ -207,6 +208,9 @@ class GatewayService(MultiService):
         self._collectorTimer.install()
         if self.clock is not None:
             self.startedAt = self.clock.seconds()
+            if self._logStream is not None and hasattr(self.clock, "callFromThread"):
+                # logrotate's postrotate: kill -USR1 (see docs/operations.rst).
+                self._restoreSignal = reopenOnSignal(self._logStream, self.clock.callFromThread)
         super().startService()
 
     def stopService(self) -> Deferred[None]:
@@ -220,6 +224,9 @@ class GatewayService(MultiService):
         """
         Service.stopService(self)
         self._collectorTimer.uninstall()
+        if self._restoreSignal is not None:
+            self._restoreSignal()
+            self._restoreSignal = None
 
         async def stopAll() -> None:
             for child in reversed(list(self)):

@@ -4,13 +4,20 @@ The log observer built from C{[log]}: level filter and text or JSON lines.
 twistd consults the application's L{ILogObserver} component before its own
 default, so the gateway service registers the observer built here (see
 L{sipxmpp.tap.GatewayService}). twistd's C{--logfile} is honoured: the
-observer writes there, or to standard output under C{-n} without a file.
+observer writes there, or to standard output under C{-n} without a file
+(under systemd: the journal).
+
+A log file is never rotated by the gateway itself: logrotate moves it and
+sends C{SIGUSR1}, and the gateway reopens the file under its name
+(L{reopenOnSignal}; C{docs/operations.rst} has the logrotate snippet).
 """
 
 from __future__ import annotations
 
 import json
+import signal
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import IO, Any
 
@@ -34,8 +41,34 @@ def openLogFile(logfile: str | None) -> IO[str]:
     """
     if not logfile or logfile == "-":
         return sys.stdout
-    stream: IO[str] = LogFile.fromFullPath(logfile)
+    # No rotation of its own (rotateLength=None): logrotate does it.
+    stream: IO[str] = LogFile.fromFullPath(logfile, rotateLength=None)
     return stream
+
+
+def reopenOnSignal(stream: IO[str], callFromThread: Callable[..., object],
+                   signum: int = signal.SIGUSR1) -> Callable[[], None] | None:  # fmt: skip
+    """
+    Reopen C{stream} (a log file from L{openLogFile}) when the process gets
+    C{signum}, in the reactor thread (C{callFromThread}: safe to call from
+    a signal handler); for logrotate, which moves the file away first.
+
+    @return: a function that puts the previous handler back, or L{None}
+        when C{stream} is not a log file (standard output).
+    """
+    if not isinstance(stream, LogFile):
+        return None
+    logFile = stream
+
+    def handler(number: int, frame: object) -> None:
+        callFromThread(logFile.reopen)
+
+    previous = signal.signal(signum, handler)
+
+    def restore() -> None:
+        signal.signal(signum, previous)
+
+    return restore
 
 
 def makeLogObserver(settings: LogSettings, stream: IO[str]) -> ILogObserver:

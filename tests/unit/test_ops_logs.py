@@ -1,0 +1,79 @@
+"""
+Tests for L{sipxmpp.ops.logs}: the log file and its reopening on SIGUSR1.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from sipxmpp.ops.logs import openLogFile, reopenOnSignal
+
+
+class ReopenTests(SynchronousTestCase):
+    def test_logrotate(self) -> None:
+        """
+        logrotate moves the file away and sends SIGUSR1: the gateway goes on
+        writing to a new file under the old name.
+        """
+        directory = self.mktemp()
+        os.makedirs(directory)
+        path = os.path.join(directory, "sipxmpp.log")
+        stream = openLogFile(path)
+        self.addCleanup(stream.close)
+        calls: list[Callable[[], Any]] = []
+        restore = reopenOnSignal(stream, calls.append)
+        assert restore is not None
+        self.addCleanup(restore)
+        stream.write("before\n")
+        stream.flush()
+        os.rename(path, path + ".1")
+        os.kill(os.getpid(), signal.SIGUSR1)
+        # The handler only asks the reactor thread to reopen.
+        self.assertEqual(len(calls), 1)
+        calls[0]()
+        stream.write("after\n")
+        stream.flush()
+        with open(path + ".1") as f:
+            self.assertEqual(f.read(), "before\n")
+        with open(path) as f:
+            self.assertEqual(f.read(), "after\n")
+
+    def test_restore(self) -> None:
+        directory = self.mktemp()
+        os.makedirs(directory)
+        stream = openLogFile(os.path.join(directory, "x.log"))
+        self.addCleanup(stream.close)
+        before = signal.getsignal(signal.SIGUSR1)
+        restore = reopenOnSignal(stream, lambda f: None)
+        assert restore is not None
+        self.assertNotEqual(signal.getsignal(signal.SIGUSR1), before)
+        restore()
+        self.assertEqual(signal.getsignal(signal.SIGUSR1), before)
+
+    def test_noRotationOfItsOwn(self) -> None:
+        """
+        The file grows past twisted's default 1 MB without being rotated:
+        logrotate does that.
+        """
+        directory = self.mktemp()
+        os.makedirs(directory)
+        path = os.path.join(directory, "x.log")
+        stream = openLogFile(path)
+        self.addCleanup(stream.close)
+        for _ in range(1100):
+            stream.write("x" * 1000 + "\n")
+        stream.flush()
+        self.assertEqual(os.listdir(directory), ["x.log"])
+
+    def test_stdout(self) -> None:
+        """
+        Standard output (the journal under systemd) is not reopened.
+        """
+        self.assertIs(openLogFile(None), sys.stdout)
+        self.assertIsNone(reopenOnSignal(sys.stdout, lambda f: None))

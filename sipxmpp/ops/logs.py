@@ -47,21 +47,22 @@ def openLogFile(logfile: str | None) -> IO[str]:
 
 
 def reopenOnSignal(stream: IO[str], callFromThread: Callable[..., object],
-                   signum: int = signal.SIGUSR1) -> Callable[[], None] | None:  # fmt: skip
+                   signum: int = signal.SIGUSR1) -> Callable[[], None]:  # fmt: skip
     """
     Reopen C{stream} (a log file from L{openLogFile}) when the process gets
     C{signum}, in the reactor thread (C{callFromThread}: safe to call from
     a signal handler); for logrotate, which moves the file away first.
 
-    @return: a function that puts the previous handler back, or L{None}
-        when C{stream} is not a log file (standard output).
+    On standard output (the journal) the signal is ignored, so that
+    C{systemctl reload} never ends the process (the default action).
+
+    @return: a function that puts the previous handler back.
     """
-    if not isinstance(stream, LogFile):
-        return None
-    logFile = stream
+    logFile = stream if isinstance(stream, LogFile) else None
 
     def handler(number: int, frame: object) -> None:
-        callFromThread(logFile.reopen)
+        if logFile is not None:
+            callFromThread(logFile.reopen)
 
     previous = signal.signal(signum, handler)
 

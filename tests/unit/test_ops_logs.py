@@ -27,9 +27,7 @@ class ReopenTests(SynchronousTestCase):
         stream = openLogFile(path)
         self.addCleanup(stream.close)
         calls: list[Callable[[], Any]] = []
-        restore = reopenOnSignal(stream, calls.append)
-        assert restore is not None
-        self.addCleanup(restore)
+        self.addCleanup(reopenOnSignal(stream, calls.append))
         stream.write("before\n")
         stream.flush()
         os.rename(path, path + ".1")
@@ -51,7 +49,6 @@ class ReopenTests(SynchronousTestCase):
         self.addCleanup(stream.close)
         before = signal.getsignal(signal.SIGUSR1)
         restore = reopenOnSignal(stream, lambda f: None)
-        assert restore is not None
         self.assertNotEqual(signal.getsignal(signal.SIGUSR1), before)
         restore()
         self.assertEqual(signal.getsignal(signal.SIGUSR1), before)
@@ -73,7 +70,12 @@ class ReopenTests(SynchronousTestCase):
 
     def test_stdout(self) -> None:
         """
-        Standard output (the journal under systemd) is not reopened.
+        Standard output (the journal under systemd) is not reopened, and
+        the signal does not end the process.
         """
         self.assertIs(openLogFile(None), sys.stdout)
-        self.assertIsNone(reopenOnSignal(sys.stdout, lambda f: None))
+        calls: list[object] = []
+        restore = reopenOnSignal(sys.stdout, calls.append)
+        self.addCleanup(restore)
+        os.kill(os.getpid(), signal.SIGUSR1)
+        self.assertEqual(calls, [])

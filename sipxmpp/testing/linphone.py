@@ -34,6 +34,9 @@ from sipxmpp.testing.process import (
 
 BINARY = "linphonec"
 
+# mediastreamer's camera that sends a still picture: no device needed.
+STATIC_CAMERA = "StaticImage: Static picture"
+
 
 def requireLinphone() -> None:
     """
@@ -52,10 +55,17 @@ class LinphonePhone:
 
     def __init__(self, user: str, proxy: str, workDir: str, domain: str = "example.test",
                  transport: str = "udp", instance: str | None = None,
-                 expires: int = 300) -> None:
+                 expires: int = 300, video: bool = False,
+                 autoAnswer: bool = False) -> None:
         """
         @param proxy: C{HOST:PORT} of the gateway (all requests go there).
         @param transport: C{"udp"} or C{"tcp"}.
+        @param video: capture video (C{-C}, no display): mediastreamer's
+            static picture as the camera, video offered in each call and
+            accepted in each incoming one, with linphone's default video
+            codecs; its INVITE then carries an audio and a video stream
+            (1,391 bytes from linphonec 5.1.65 on loopback).
+        @param autoAnswer: answer every incoming call (C{-a}).
         """
         self.user = user
         self.proxy = proxy
@@ -63,6 +73,8 @@ class LinphonePhone:
         self.transport = transport
         self.instance = instance or str(uuidModule.uuid4())
         self.expires = expires
+        self.video = video
+        self.autoAnswer = autoAnswer
         self.workDir = os.path.abspath(workDir)
         self.port = freeSIPPort()
         self.configFile = os.path.join(self.workDir, "linphonerc")
@@ -105,8 +117,22 @@ class LinphonePhone:
             f"reg_expires={self.expires}",
             "reg_sendregister=1",
             "publish=0",
+            *(self._videoConfiguration() if self.video else []),
             "",
         ])
+
+    def _videoConfiguration(self) -> list[str]:
+        return [
+            "[video]",
+            "capture=1",
+            "display=0",
+            "show_local=0",
+            "self_view=0",
+            "automatically_initiate=1",
+            "automatically_accept=1",
+            f"device={STATIC_CAMERA}",
+            "size=qvga",
+        ]
 
     def start(self, timeout: float = 15.0) -> None:
         """
@@ -122,7 +148,8 @@ class LinphonePhone:
                "XDG_CONFIG_HOME": self.workDir}
         with open(self.consoleFile, "ab") as console:
             self.process = subprocess.Popen(
-                [findBinary(BINARY), "-c", self.configFile, "-d", "6", "-l", self.logFile],
+                [findBinary(BINARY), "-c", self.configFile, "-d", "6", "-l", self.logFile,
+                 *(["-C"] if self.video else []), *(["-a"] if self.autoAnswer else [])],
                 stdin=subprocess.PIPE, stdout=console, stderr=subprocess.STDOUT,
                 cwd=self.workDir, env=env, start_new_session=True, close_fds=True,
             )

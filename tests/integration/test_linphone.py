@@ -2,7 +2,9 @@
 Real softphones with GRUUs (issue 22): two linphone devices (Debian's
 linphonec 5.1, headless, see L{sipxmpp.testing.linphone}) of one user
 register through the gateway to Kamailio, which grants each a public GRUU;
-linphone then calls with its GRUU as Contact. The far ends are sipp.
+linphone then calls with its GRUU as Contact. The far ends are sipp, or
+another linphone (auto-answer) for a video call whose INVITE is too big for
+UDP upstream.
 """
 
 from __future__ import annotations
@@ -34,10 +36,12 @@ class LinphoneTests(ProxyTestCase):
         super().setUp()
 
     def phone(self, user: str, transport: str = "udp", instance: str | None = None,
-              name: str | None = None) -> LinphonePhone:
+              name: str | None = None, video: bool = False,
+              autoAnswer: bool = False) -> LinphonePhone:
         phone = LinphonePhone(user, self.gateway.address,
                               os.path.join(self.mktemp(), name or "phone"),
-                              transport=transport, instance=instance)
+                              transport=transport, instance=instance, video=video,
+                              autoAnswer=autoAnswer)
         phone.start()
         self.addCleanup(phone.stop)
         return phone
@@ -100,3 +104,49 @@ class LinphoneTests(ProxyTestCase):
         self.assertEqual(metricValue(gw, "sipxmpp_sip_bindings"), bindings + 1)
         self.assertEqual(metricValue(gw, "sipxmpp_sip_bindings_replaced_total") - before, 1)
         expectState(gw, "pia", "online")
+
+    def test_videoInviteGoesUpstreamOverTCP(self) -> None:
+        """
+        Device A (UDP) calls B (UDP, auto-answer) with video on: A's INVITE
+        (audio and video SDP) is over 1,300 bytes, so the gateway sends it
+        on to Kamailio over TCP (RFC 3261 §18.1.1) though A and Kamailio's
+        location both say UDP. Kamailio, having received it over TCP,
+        double record-routes it (its C{transport=tcp} entry) on its way to
+        B over UDP. B answers with video, the call connects, A hangs up and
+        both ends and the gateway see the call end cleanly.
+        """
+        gw, registrar = self.gateway, self.registrar
+        a = self.phone("quinn", name="a", video=True)
+        b = self.phone("ruth", name="b", video=True, autoAnswer=True)
+        tcpIn = 'sipxmpp_sip_messages_received_total{transport="TCP"}'
+        answered481 = 'sipxmpp_sip_answered_481_total{method="BYE"}'
+        before = {line: metricValue(gw, line) for line in (tcpIn, answered481)}
+        a.call(f"sip:ruth@{DOMAIN}")
+        for phone in (a, b):
+            phone.waitForLog(r"to LinphoneCallStreamsRunning\b", timeout=20)
+        expectState(gw, "quinn", "on-the-phone")
+        expectState(gw, "ruth", "on-the-phone")
+        # What A sent over UDP to the gateway: too big for UDP upstream.
+        [size] = a.waitForLog(r"message sent to \[UDP://[^\]]+\], size: \[(\d+)\] bytes\s*\n"
+                              r"INVITE sip:ruth@")
+        self.assertGreater(int(size), 1300)
+        # What B received: the gateway's Via on the upstream leg says TCP,
+        # and Kamailio's second Record-Route says it received over TCP.
+        [invite] = b.waitForLog(r"(?ms)^(INVITE sip:ruth@.*?\n)\r?\n")
+        self.assertIn(f"Via: SIP/2.0/TCP {gw.address};", invite)
+        self.assertIn(f"Record-Route: <sip:{registrar.address};transport=tcp;r2=on;lr", invite)
+        self.assertIn(f"Record-Route: <sip:{registrar.address};r2=on;lr", invite)
+        # Video both ways: B's 200 OK accepts the video stream.
+        a.waitForLog(r"(?ms)^SIP/2.0 200 [^\n]*\n(?:[^\n]+\n)*?CSeq: \d+ INVITE\b.*?"
+                     r"^m=video [1-9]")
+        # Kamailio's 100, 180 and 200 came back on that TCP connection.
+        self.assertGreaterEqual(metricValue(gw, tcpIn) - before[tcpIn], 3)
+        a.command("terminate")
+        b.waitForLog(r"(?m)^BYE " + re.escape(b.gruu) + " SIP/2.0")
+        a.waitForLog(r"(?m)^SIP/2.0 200 [^\n]*\n(?:[^\n]+\n)*?CSeq: \d+ BYE\b")
+        for phone in (a, b):
+            phone.waitForLog(r"LinphoneCallEnd to LinphoneCallReleased\b")
+            self.assertNotIn("LinphoneCallError", phone.log())
+        expectState(gw, "quinn", "online")
+        expectState(gw, "ruth", "online")
+        self.assertEqual(metricValue(gw, answered481) - before[answered481], 0)

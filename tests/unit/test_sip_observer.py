@@ -13,9 +13,11 @@ from sipxmpp.sip.wire.message import SIPRequest, SIPResponse
 from sipxmpp.telephony.events import Event, ITelephonyObserver, StateChange, TelephonyState
 from sipxmpp.telephony.state import TelephonyStateMachine
 from tests.unit.test_sip_proxy import (
+    ANONYMOUS,
     PHONE,
     UPSTREAM,
     ProxyTestCase,
+    anonymousInvite,
     answer,
     aorOf,
     cancelFor,
@@ -200,6 +202,77 @@ Contact: <sip:alice@127.0.0.1:5080>
         reinvite = self.inDialog("INVITE", 2, SDP)
         self.receive(answer(reinvite.toBytes(), 481, "Call/Transaction Does Not Exist"), UPSTREAM)
         self.assertEqual(self.state.stateOf(ALICE), TelephonyState.OFFLINE)
+
+
+class AnonymousCallerTests(ProxyTestCase):
+    """
+    RFC 3323 anonymous calls are attributed to the right user: the caller
+    by the registration of the phone's address, the callee by the contact
+    the request goes to; no one by an identity a phone asserts.
+    """
+
+    BOB = "sip:bob@example.test"
+    NOBODY = "sip:anonymous@anonymous.invalid"
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.state = TelephonyStateMachine(self.clock)
+        installChecker(self.state)
+        self.events = Events()
+        self.state.addObserver(self.events)
+        self.proxy.addObserver(TelephonyObserver(self.state, aorOf))
+
+    def seen(self, aor: str = ALICE) -> list[Event]:
+        return [c.event for c in self.events.changes if c.aor == aor]
+
+    def test_anonymousCallOfTheCaller(self) -> None:
+        """
+        Alice's phone calls with an anonymous From (asserting Bob's
+        identity): Alice is on the phone, then online after her anonymous
+        BYE; neither Bob nor C{anonymous@anonymous.invalid} get any state.
+        """
+        self.registerAlice()
+        self.receive(anonymousInvite(extra="P-Asserted-Identity: <sip:bob@example.test>"),
+                     PHONE)
+        forwarded = [m for m, _ in self.take() if isinstance(m, SIPRequest)][0]
+        data = forwarded.toBytes()
+        self.receive(answer(data, 180, "Ringing"), UPSTREAM)
+        self.receive(answer(data, 200), UPSTREAM)
+        self.assertEqual(self.state.stateOf(ALICE), TelephonyState.ON_THE_PHONE)
+        bye = message(f"""
+BYE sip:bob@127.0.0.1:5090 SIP/2.0
+Via: SIP/2.0/UDP 127.0.0.1:5080;branch=z9hG4bKanonbye;rport
+Max-Forwards: 70
+Route: <sip:127.0.0.1:5060;lr>
+From: {ANONYMOUS}
+To: <sip:bob@example.test>;tag=b1
+Call-ID: call-1
+CSeq: 2 BYE
+""")
+        assert isinstance(bye, SIPRequest)
+        self.receive(bye, PHONE)
+        self.assertEqual(self.seen(), [Event.ONLINE, Event.ON_THE_PHONE,
+                                       Event.STILL_ON_THE_PHONE, Event.ONLINE])
+        self.assertEqual(self.seen(self.BOB), [])
+        self.assertEqual(self.seen(self.NOBODY), [])
+
+    def test_anonymousCallToTheCallee(self) -> None:
+        """
+        An anonymous call from the upstream is Alice's, whose contact it
+        goes to; the caller's asserted identity changes no one's state.
+        """
+        self.registerAlice()
+        request = invite(uri="sip:alice@127.0.0.1:5080", via="SIP/2.0/UDP 127.0.0.1:5070",
+                         extra="Route: <sip:127.0.0.1:5060;lr>\n"
+                               "P-Asserted-Identity: <sip:bob@example.test>")
+        request.setHeader("From", ANONYMOUS)
+        self.receive(request, UPSTREAM)
+        toPhone = self.takeOne(PHONE)
+        self.receive(answer(toPhone.toBytes(), 200, toTag="p1",
+                            extra="Contact: <sip:alice@127.0.0.1:5080>"), PHONE)
+        self.assertEqual(self.seen(), [Event.ONLINE, Event.ON_THE_PHONE])
+        self.assertEqual(self.seen(self.BOB), [])
+        self.assertEqual(self.seen(self.NOBODY), [])
 
 
 class DialogKeyTests(SynchronousTestCase):

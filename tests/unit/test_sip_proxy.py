@@ -956,3 +956,201 @@ CSeq: 2 BYE
                      UPSTREAM)
         self.assertEqual(self.proxy.metrics.value(
             "sipxmpp_sip_answered_481_total", method="CANCEL"), 1)
+
+
+ANONYMOUS = '"Anonymous" <sip:anonymous@anonymous.invalid>;tag=a1'
+CAROL = "sip:carol@example.test"
+
+
+def registerLine(user: str, branch: str, source: Peer = PHONE,
+                 contact: str | None = None) -> SIPRequest:
+    """
+    A REGISTER of C{user} from C{source} (one line of a phone).
+    """
+    request = message(f"""
+REGISTER sip:example.test SIP/2.0
+Via: SIP/2.0/UDP 127.0.0.1:{source.port};branch=z9hG4bK{branch};rport
+Max-Forwards: 70
+From: <sip:{user}@example.test>;tag=f{branch}
+To: <sip:{user}@example.test>
+Call-ID: reg-{branch}
+CSeq: 1 REGISTER
+Contact: {contact or f"<sip:{user}@127.0.0.1:{source.port}>"}
+Expires: 3600
+""")
+    assert isinstance(request, SIPRequest)
+    return request
+
+
+def anonymousInvite(branch: str = "anon1", extra: str = "",
+                    via: str = "SIP/2.0/UDP 127.0.0.1:5080") -> SIPRequest:
+    """
+    A phone's INVITE with the From of RFC 3323 §4.1.1.3.
+    """
+    request = invite(branch=branch, via=via, extra=extra)
+    request.setHeader("From", ANONYMOUS)
+    return request
+
+
+class AnonymousCallerTests(ProxyTestCase):
+    """
+    A phone's request with an anonymous From (RFC 3323) is of the user
+    registered from where it comes; a P-Asserted-Identity from a phone is
+    never believed and never forwarded (RFC 3325 §5).
+    """
+
+    def registerLine(self, user: str, branch: str, source: Peer = PHONE,
+                     contact: str | None = None) -> None:
+        self.receive(registerLine(user, branch, source, contact), source)
+        forwarded = self.takeOne(UPSTREAM)
+        assert isinstance(forwarded, SIPRequest)
+        granted = forwarded.contacts[0].uriText
+        self.receive(answer(forwarded.toBytes(), 200, extra=f"Contact: <{granted}>;expires=3600"),
+                     UPSTREAM)
+        self.takeOne(source)
+
+    def forwardedAnonymous(self, source: Peer = PHONE, extra: str = "") -> tuple[SIPRequest, Leg]:
+        via = f"SIP/2.0/UDP 127.0.0.1:{source.port}"
+        self.calls = getattr(self, "calls", 0) + 1
+        self.receive(anonymousInvite(branch=f"anon{self.calls}", via=via, extra=extra), source)
+        forwarded = [m for m, p in self.take() if p == UPSTREAM]
+        self.assertEqual(len(forwarded), 1)
+        request = forwarded[0]
+        assert isinstance(request, SIPRequest)
+        method, leg = self.recorder.requests[-1]
+        self.assertEqual(method, "INVITE")
+        return request, leg
+
+    def test_anonymousOfTheRegisteredFlow(self) -> None:
+        """
+        The anonymous INVITE is of the user registered from its source
+        (not of C{anonymous@anonymous.invalid}), and goes upstream with its
+        From untouched.
+        """
+        self.registerAlice()
+        request, leg = self.forwardedAnonymous()
+        self.assertEqual(leg, Leg(True, "sip:alice@example.test"))
+        self.assertEqual(request.getHeader("From"), ANONYMOUS)
+
+    def test_anonymousFromUnknownFlowIsOfNoOne(self) -> None:
+        """
+        Without a registration from its source, an anonymous request is of
+        no user (never of a user named C{anonymous}).
+        """
+        self.registerAlice(source=Peer("UDP", "127.0.0.1", 5090),
+                           contact="<sip:alice@127.0.0.1:5090>")
+        _, leg = self.forwardedAnonymous()
+        self.assertEqual(leg, Leg(True, None))
+
+    def test_otherAnonymousSpellings(self) -> None:
+        """
+        User C{anonymous} at any host, or any host under C{.invalid}, is
+        anonymous too.
+        """
+        self.registerAlice()
+        for n, sender in enumerate(['"Anonymous" <sip:anonymous@example.test>;tag=x',
+                                    "<sip:restricted@anonymous.invalid>;tag=x",
+                                    "<sip:Anonymous@localhost>;tag=x"]):
+            request = anonymousInvite(branch=f"spell{n}")
+            request.setHeader("From", sender)
+            self.receive(request, PHONE)
+            self.assertEqual(self.recorder.requests[-1],
+                             ("INVITE", Leg(True, "sip:alice@example.test")))
+
+    def test_phonesAssertedIdentityIgnoredAndRemoved(self) -> None:
+        """
+        A P-Asserted-Identity sent by a phone names nobody here, and is not
+        forwarded: the upstream might trust the gateway's requests.
+        """
+        self.registerAlice()
+        request, leg = self.forwardedAnonymous(
+            extra="P-Asserted-Identity: <sip:bob@example.test>")
+        self.assertEqual(leg, Leg(True, "sip:alice@example.test"))
+        self.assertFalse(request.hasHeader("P-Asserted-Identity"))
+        self.receive(invite(branch="named", extra="P-Asserted-Identity: <sip:bob@example.test>"),
+                     PHONE)
+        named = [m for m, p in self.take() if p == UPSTREAM][0]
+        self.assertFalse(named.hasHeader("P-Asserted-Identity"))
+        self.assertEqual(self.recorder.requests[-1],
+                         ("INVITE", Leg(True, "sip:alice@example.test")))
+
+    def test_noAssertedIdentityWithoutRegistration(self) -> None:
+        """
+        Without a registration from its source, a phone's asserted
+        identity still names no one.
+        """
+        _, leg = self.forwardedAnonymous(extra="P-Asserted-Identity: <sip:bob@example.test>")
+        self.assertEqual(leg, Leg(True, None))
+
+    def test_twoLinesPreferredIdentity(self) -> None:
+        """
+        Two AoRs registered from one address: P-Preferred-Identity picks
+        one of them; one not registered there, or none, attributes the
+        anonymous request to no one.
+        """
+        self.registerLine("alice", "la")
+        self.registerLine("carol", "lc")
+        self.assertEqual(self.proxy.routes.registrations.aorsFrom(PHONE),
+                         {"sip:alice@example.test", CAROL})
+        _, leg = self.forwardedAnonymous(extra=f"P-Preferred-Identity: <{CAROL}>")
+        self.assertEqual(leg, Leg(True, CAROL))
+        _, leg = self.forwardedAnonymous(extra="P-Preferred-Identity: <sip:bob@example.test>")
+        self.assertEqual(leg, Leg(True, None))
+        _, leg = self.forwardedAnonymous()
+        self.assertEqual(leg, Leg(True, None))
+        _, leg = self.forwardedAnonymous(extra="P-Preferred-Identity: <sip:broken")
+        self.assertEqual(leg, Leg(True, None))
+
+    def test_udpPhoneListeningOnAnotherPort(self) -> None:
+        """
+        A UDP phone that registers from one port a contact on another is
+        reached at the contact's port, and its requests from the first
+        port are still its own.
+        """
+        sender = Peer("UDP", "127.0.0.1", 5081)
+        self.registerLine("alice", "lp", source=sender, contact="<sip:alice@127.0.0.1:5080>")
+        [(_, binding)] = self.proxy.routes.registrations.items()
+        self.assertEqual((binding.flow, binding.source), (PHONE, sender))
+        _, leg = self.forwardedAnonymous(source=sender)
+        self.assertEqual(leg, Leg(True, "sip:alice@example.test"))
+
+    def test_expiredRegistrationNamesNoOne(self) -> None:
+        """
+        Once the registration from the phone's address expired, its
+        anonymous requests are of no one.
+        """
+        self.registerAlice()
+        self.clock.advance(3601)
+        _, leg = self.forwardedAnonymous()
+        self.assertEqual(leg, Leg(True, None))
+        self.assertEqual(self.proxy.routes.registrations.aorsFrom(PHONE), set())
+
+    def test_deregisteredLineNamesNoOne(self) -> None:
+        """
+        A de-registered (or replaced) binding no longer names the user of
+        its address.
+        """
+        self.registerLine("alice", "la")
+        self.proxy.routes.registrations.retain("sip:alice@example.test", ())
+        self.assertEqual(self.proxy.routes.registrations.aorsFrom(PHONE), set())
+
+    def test_upstreamAssertedIdentityKeptForThePhone(self) -> None:
+        """
+        The upstream's P-Asserted-Identity reaches the phone (it identifies
+        the caller), unless the caller asked for privacy (RFC 3325 §5:
+        C{Privacy: id}); the request is the callee's either way.
+        """
+        self.registerAlice()
+        for n, (privacy, kept) in enumerate([("", True), ("Privacy: id", False),
+                                             ("Privacy: header;id", False),
+                                             ("Privacy: none", True)]):
+            extra = "Route: <sip:127.0.0.1:5060;lr>\nP-Asserted-Identity: <sip:bob@example.test>"
+            request = invite(uri="sip:alice@127.0.0.1:5080", via="SIP/2.0/UDP 127.0.0.1:5070",
+                             branch=f"up{n}", extra=extra + ("\n" + privacy if privacy else ""))
+            request.setHeader("From", ANONYMOUS)
+            self.receive(request, UPSTREAM)
+            forwarded = self.takeOne(PHONE)
+            assert isinstance(forwarded, SIPRequest)
+            self.assertEqual(forwarded.hasHeader("P-Asserted-Identity"), kept, privacy)
+            self.assertEqual(self.recorder.requests[-1],
+                             ("INVITE", Leg(False, "sip:alice@example.test")))

@@ -17,7 +17,10 @@ L{IProxyObserver}) and drives the L{TelephonyStateMachine}:
 
 Each leg concerns one of our users: the caller for a phone's request, the
 callee for a request the registrar routes to a phone. A call between two of
-our users passes the proxy twice and updates both.
+our users passes the proxy twice and updates both. The proxy names the user
+(L{Leg.aor}): an anonymous caller (RFC 3323) by the registration of the
+phone's address, never by an identity the phone asserts (RFC 3325); the
+callee by the registered contact, whatever the caller's identity.
 """
 
 from __future__ import annotations

@@ -9,6 +9,11 @@ registrar's 2xx the contacts it lists become the AoR's bindings, each with
 the flow it came from (L{Registrations}); a phone's dialog contact (its
 INVITE's, or its 2xx's) becomes a dialog target. A GRUU (RFC 5627) is a
 contact of its own: two devices of one user never share a route.
+
+A phone's request is attributed to its user (L{PhoneRoutes.callerAoR}) by
+its From, or, when the From is anonymous (RFC 3323), by the AoR registered
+from the address it sends from; a P-Asserted-Identity from a phone is never
+believed (RFC 3325 §5: it is not from the trust domain).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import ipaddress
+from collections.abc import Callable
 
 from twisted.internet.interfaces import IReactorTime
 
@@ -62,6 +68,22 @@ def localURI(local: Peer, transport: str) -> str:
     """
     param = "" if transport == "UDP" else f";transport={transport.lower()}"
     return f"sip:{local.hostPort}{param};lr"
+
+
+def isAnonymous(uri: URI) -> bool:
+    """
+    Does From C{uri} hide its user (RFC 3323 §4.1.1.3: the recommended
+    C{sip:anonymous@anonymous.invalid}, or any user C{anonymous}, or any
+    host in the reserved C{.invalid} domain)?
+    """
+    if not isinstance(uri, SIPURI):
+        return False
+    host = uri.host.lower().rstrip(".")
+    return host == "invalid" or host.endswith(".invalid") or (uri.user or "").lower() == "anonymous"
+
+
+def _sourceIfOther(flow: Peer, source: Peer) -> Peer | None:
+    return None if flow == source else source
 
 
 def flowFor(contact: URI, source: Peer) -> Peer:
@@ -170,7 +192,8 @@ class PhoneRoutes:
             expires = granted.get(key, 0)
             if expires > 0:
                 flow = flowFor(original.uri, source)
-                self.registrations.update(key, Binding(aor, original.uriText, flow, now + expires))
+                self.registrations.update(key, Binding(aor, original.uriText, flow, now + expires,
+                                                       _sourceIfOther(flow, source)))
             else:
                 self.registrations.remove(key)
             if mine is not None:
@@ -200,7 +223,39 @@ class PhoneRoutes:
                 continue
             key = contactKey(contact.uri)
             if key is not None:
+                target = flowFor(contact.uri, flow)
                 self.dialogTargets.update(key, Binding(
-                    aor, contact.uriText, flowFor(contact.uri, flow),
+                    aor, contact.uriText, target,
                     self._clock.seconds() + DIALOG_TARGET_LIFETIME,
+                    _sourceIfOther(target, flow),
                 ))
+
+    def callerAoR(self, request: SIPRequest, source: Peer,
+                  aorOf: Callable[[URI], str | None]) -> str | None:
+        """
+        The user of ours a phone's C{request} from C{source} is of: its
+        From, unless that is anonymous (RFC 3323); then the AoR registered
+        from C{source}, where the phone sends from (the registrar accepted
+        that REGISTER). A phone with several AoRs registered from one
+        address may name the line in P-Preferred-Identity (RFC 3325 §9.2),
+        believed only among those AoRs; otherwise the request is of no
+        user. The phone's P-Asserted-Identity is never read.
+        """
+        fromURI = request.fromAddr.uri
+        if not isAnonymous(fromURI):
+            aor = aorOf(fromURI)
+            if aor is not None:
+                return aor
+        registered = self.registrations.aorsFrom(source)
+        if len(registered) == 1:
+            return next(iter(registered))
+        if not registered:
+            return None
+        try:
+            for value in request.getHeaderValues("P-Preferred-Identity"):
+                preferred = aorOf(parseNameAddr(value).uri)
+                if preferred in registered:
+                    return preferred
+        except ValueError:  # SIPParseError: a malformed header names no one
+            pass
+        return None

@@ -8,7 +8,10 @@ callable it was given and runs its timers on an injected clock.
 Policy, which makes it an edge proxy and not an open relay:
 
   - a request from a phone (a source inside C{trusted_networks}) goes to the
-    configured upstream, and nowhere else;
+    configured upstream, and nowhere else, without any P-Asserted-Identity
+    (RFC 3325 §5); it is of the user its From names or, for an anonymous
+    From, of the user registered from where it comes
+    (L{PhoneRoutes.callerAoR});
   - a request from the upstream goes to the phone whose registered (or
     dialog) contact its Request-URI names, at the address that phone sends
     from; any other target is refused with 403;
@@ -81,8 +84,9 @@ class Leg:
 
     @ivar fromPhone: the request came from a phone (else from the upstream).
     @ivar aor: the normalised AoR of the phone's user on this leg: the From
-        of a phone's request, the registered AoR of the contact a request
-        from the upstream goes to.
+        of a phone's request (for an anonymous From, the AoR registered from
+        where it comes), the registered AoR of the contact a request from
+        the upstream goes to.
     """
 
     fromPhone: bool
@@ -266,6 +270,19 @@ class _Overloaded(RoutingError):
 
     def __init__(self) -> None:
         super().__init__(503, "Service Unavailable", (("Retry-After", "5"),))
+
+
+def _privacyId(request: SIPRequest) -> bool:
+    """
+    Does C{request} ask for its asserted identity to be withheld (RFC 3325
+    §7, C{Privacy: id})?
+    """
+    try:
+        values = request.getHeaderValues("Privacy")
+    except SIPParseError:
+        return True  # unreadable: err on the side of privacy
+    return any(token.strip().lower() == "id"
+               for value in values for token in value.split(";"))
 
 
 @functools.lru_cache(maxsize=4096)
@@ -528,7 +545,14 @@ class Proxy:
         if fromPhone:
             if self.settings.upstream is None:
                 raise RoutingError(403, "Forbidden (no upstream: this gateway forwards nothing)")
-            return self.settings.upstream, _leg(True, self._aorOf(outgoing.fromAddr.uri))
+            # RFC 3325 §5: an identity asserted by a phone is not the trust
+            # domain's; the upstream must not take it for one of ours.
+            outgoing.removeHeader("P-Asserted-Identity")
+            return self.settings.upstream, _leg(
+                True, self.routes.callerAoR(outgoing, source, self._aorOf))
+        if outgoing.hasHeader("privacy") and _privacyId(outgoing):
+            # RFC 3325 §5: the phone is outside the trust domain.
+            outgoing.removeHeader("P-Asserted-Identity")
         if outgoing.topRoute is not None:
             raise RoutingError(403, "Forbidden (will not route beyond a phone)")
         binding = self._bindingFor(outgoing.uri)

@@ -12,7 +12,7 @@ never looked up again do not pile up), and are never counted.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 
 from twisted.internet.interfaces import IReactorTime
@@ -80,23 +80,42 @@ class Binding:
     @ivar contact: the contact URI as registered.
     @ivar flow: where the phone's REGISTER came from; requests go there.
     @ivar expiresAt: clock time after which the binding is gone.
+    @ivar source: where the REGISTER came from, when that differs from
+        C{flow} only in the port (a UDP phone listening on another port
+        than it sends from); L{None}: the same as C{flow}. The phone's
+        requests come from here, so they are attributed to C{aor}.
     """
 
     aor: str
     contact: str
     flow: Peer
     expiresAt: float
+    source: Peer | None = None
+
+    @property
+    def sentFrom(self) -> Peer:
+        """
+        Where the phone sends from (C{source}, or else C{flow}).
+        """
+        return self.flow if self.source is None else self.source
 
 
 class Registrations:
     """
-    Contact key -> L{Binding}, with lazy expiry on an injected clock.
+    Contact key -> L{Binding}, with lazy expiry on an injected clock, and
+    an index of the keys by the address the phone sends from.
+
+    @ivar onChange: called with the key of every binding added, refreshed
+        or forgotten (not with those that merely expire): the persister's
+        hook. Must return quickly and never raise.
     """
 
     def __init__(self, clock: IReactorTime) -> None:
         self._clock = clock
         self._bindings: dict[ContactKey, Binding] = {}
+        self._bySource: dict[Peer, set[ContactKey]] = {}
         self._nextPurge = 0.0  # the first update sweeps (an empty table)
+        self.onChange: Callable[[ContactKey], None] | None = None
 
     def __len__(self) -> int:
         """
@@ -113,17 +132,46 @@ class Registrations:
         """
         Add or refresh a binding.
         """
-        self._bindings[key] = binding
+        self.restore(key, binding)
+        if self.onChange is not None:
+            self.onChange(key)
         now = self._clock.seconds()
         if now >= self._nextPurge:
             self._nextPurge = now + PURGE_INTERVAL
             self.purge()
 
+    def restore(self, key: ContactKey, binding: Binding) -> None:
+        """
+        Add a binding saved before a restart (not reported to C{onChange}).
+        """
+        old = self._bindings.get(key)
+        if old is not None:
+            self._unindex(key, old)
+        self._bindings[key] = binding
+        sources = self._bySource.get(binding.sentFrom)
+        if sources is None:
+            sources = self._bySource[binding.sentFrom] = set()
+        sources.add(key)
+
+    def _drop(self, key: ContactKey) -> Binding | None:
+        binding = self._bindings.pop(key, None)
+        if binding is not None:
+            self._unindex(key, binding)
+        return binding
+
+    def _unindex(self, key: ContactKey, binding: Binding) -> None:
+        sources = self._bySource.get(binding.sentFrom)
+        if sources is not None:
+            sources.discard(key)
+            if not sources:
+                del self._bySource[binding.sentFrom]
+
     def remove(self, key: ContactKey) -> None:
         """
         Forget a binding (de-registration).
         """
-        self._bindings.pop(key, None)
+        if self._drop(key) is not None and self.onChange is not None:
+            self.onChange(key)
 
     def retain(self, aor: str, keys: Collection[ContactKey]) -> list[Binding]:
         """
@@ -132,21 +180,52 @@ class Registrations:
         """
         now = self._clock.seconds()
         gone = [k for k, b in self._bindings.items() if b.aor == aor and k not in keys]
-        dropped = [self._bindings.pop(k) for k in gone]
+        dropped = []
+        for key in gone:
+            binding = self._drop(key)
+            if binding is not None:
+                dropped.append(binding)
+                if self.onChange is not None:
+                    self.onChange(key)
         return [b for b in dropped if b.expiresAt > now]
+
+    def get(self, key: ContactKey) -> Binding | None:
+        """
+        The live binding under C{key}, or C{None}.
+        """
+        binding = self._bindings.get(key)
+        if binding is None:
+            return None
+        if binding.expiresAt <= self._clock.seconds():
+            self._drop(key)
+            return None
+        return binding
 
     def lookup(self, uri: URI) -> Binding | None:
         """
         The live binding for contact C{uri}, or C{None}.
         """
         key = contactKey(uri)
-        binding = self._bindings.get(key) if key is not None else None
-        if binding is None:
-            return None
-        if binding.expiresAt <= self._clock.seconds():
-            del self._bindings[key]  # type: ignore[arg-type]
-            return None
-        return binding
+        return self.get(key) if key is not None else None
+
+    def aorsFrom(self, source: Peer) -> set[str]:
+        """
+        The AoRs with a live binding registered from C{source} (where the
+        phone sends from): the users a phone's request from there is of.
+        """
+        keys = self._bySource.get(source)
+        if not keys:
+            return set()
+        now = self._clock.seconds()
+        bindings = self._bindings
+        return {bindings[k].aor for k in keys if bindings[k].expiresAt > now}
+
+    def items(self) -> list[tuple[ContactKey, Binding]]:
+        """
+        Every live binding with its key.
+        """
+        now = self._clock.seconds()
+        return [(k, b) for k, b in self._bindings.items() if b.expiresAt > now]
 
     def purge(self) -> int:
         """
@@ -155,5 +234,5 @@ class Registrations:
         now = self._clock.seconds()
         dead = [k for k, b in self._bindings.items() if b.expiresAt <= now]
         for key in dead:
-            del self._bindings[key]
+            self._drop(key)
         return len(dead)

@@ -319,6 +319,9 @@ def buildService(settings: Settings, reactor: Any, logfile: str | None = None) -
         text = str(e)
         raise StartupError(text if text.startswith("[") else f"[sip] upstream: {text}") from None
     sip.setServiceParent(top)
+    # The routes to the phones are restored when the store starts, before
+    # any SIP is read, and saved as they change.
+    store.routes = proxy.routes
     subscriptions = subscriptionsOf(proxy)
     if subscriptions is not None and provisioned is not None:
         provisioned.addListener(subscriptions.aorsChanged)

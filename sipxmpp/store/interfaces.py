@@ -4,8 +4,9 @@ The store's seams, one interface per concern:
   - L{IAccountStore}: provisioning (the admin command); the same object
     also provides L{sipxmpp.xmpp.accounts.IAccountDirectory}, the lookup
     the publisher uses;
-  - L{IRuntimeStateStore}: bindings, dialogs, saved client statuses and
-    XMPP session states of one gateway, for restarts and operators.
+  - L{IRuntimeStateStore}: bindings, dialogs, saved client statuses,
+    XMPP session states and the SIP routes back to the phones of one
+    gateway, for restarts and operators.
 
 The publisher's own seam, L{sipxmpp.xmpp.savedstatuses.ISavedStatuses}, is
 provided by the persister (L{sipxmpp.store.persister}).
@@ -22,7 +23,7 @@ from collections.abc import Sequence
 from twisted.internet.defer import Deferred
 from zope.interface import Interface
 
-from sipxmpp.store.records import AccountRecord, AoRChanges, UserReport
+from sipxmpp.store.records import AccountRecord, AoRChanges, RouteRecord, UserReport
 from sipxmpp.telephony.state import UserSnapshot
 from sipxmpp.xmpp.accounts import Account
 from sipxmpp.xmpp.savedstatuses import SavedStatus
@@ -89,11 +90,18 @@ class IRuntimeStateStore(Interface):
 
     owner: str
 
-    def write(changes: Sequence[AoRChanges], now: float) -> Deferred[None]:
+    def write(changes: Sequence[AoRChanges], now: float,
+              routes: Sequence[RouteRecord] = ()) -> Deferred[None]:
         """
         Replace, in one transaction, what is saved for each AoR by what
-        C{changes} says (parts that are L{None} are left alone), and delete
-        what expired by C{now}.
+        C{changes} says (parts that are L{None} are left alone), save or
+        delete (C{binding} L{None}) each of C{routes}, and delete what
+        expired by C{now}.
+        """
+
+    def loadRoutes(now: float) -> Deferred[list[RouteRecord]]:
+        """
+        The owner's SIP routes back to the phones not expired at C{now}.
         """
 
     def loadSnapshots(now: float) -> Deferred[list[UserSnapshot]]:

@@ -81,6 +81,29 @@ def _v1(blob: str, boolean: str, true: str, real: str) -> tuple[str, ...]:
     )
 
 
+def _v2(real: str) -> tuple[str, ...]:
+    # The proxy's routes back to the phones (PhoneRoutes): without them a
+    # restarted gateway refuses the registrar's requests to its phones
+    # until each phone registers again. source_*: where the phone sends
+    # from, when not where it is reached (NULL: the same).
+    return (
+        f"""CREATE TABLE phone_routes (
+            owner TEXT NOT NULL,
+            kind TEXT NOT NULL CHECK (kind IN ('registration', 'dialog')),
+            contact_key TEXT NOT NULL,
+            aor TEXT NOT NULL,
+            contact TEXT NOT NULL,
+            transport TEXT NOT NULL,
+            host TEXT NOT NULL,
+            port INTEGER NOT NULL,
+            source_host TEXT,
+            source_port INTEGER,
+            expires_at {real} NOT NULL,
+            PRIMARY KEY (owner, kind, contact_key))""",
+        "CREATE INDEX phone_routes_expiry ON phone_routes (owner, expires_at)",
+    )
+
+
 MIGRATIONS: dict[str, tuple[Migration, ...]] = {
     "sqlite": (
         Migration(
@@ -88,6 +111,7 @@ MIGRATIONS: dict[str, tuple[Migration, ...]] = {
             "accounts, key check and runtime state",
             _v1(blob="BLOB", boolean="INTEGER", true="1", real="REAL"),
         ),
+        Migration(2, "SIP routes back to the phones", _v2(real="REAL")),
     ),
     "postgresql": (
         Migration(
@@ -95,6 +119,7 @@ MIGRATIONS: dict[str, tuple[Migration, ...]] = {
             "accounts, key check and runtime state",
             _v1(blob="BYTEA", boolean="BOOLEAN", true="TRUE", real="DOUBLE PRECISION"),
         ),
+        Migration(2, "SIP routes back to the phones", _v2(real="DOUBLE PRECISION")),
     ),
 }
 

@@ -4,8 +4,9 @@ Saving runtime state as it changes, at a bounded rate.
 The state machine calls L{RuntimeStatePersister.aorChanged} after every
 change of an AoR's bindings or dialogs; the publisher calls
 L{RuntimeStatePersister.setSavedStatuses} and
-L{RuntimeStatePersister.sessionStateChanged}. Changes are coalesced per
-AoR: whatever happens to an AoR between two writes costs one row set in the
+L{RuntimeStatePersister.sessionStateChanged}; the proxy's routes back to
+the phones (L{RuntimeStatePersister.attachRoutes}) report each binding and
+dialog target that changes. Changes are coalesced per AoR (and per route): whatever happens to an AoR between two writes costs one row set in the
 next write, and writes start at most once per C{interval} seconds, one at a
 time. The snapshot of an AoR is taken when the write starts, so it is
 always the latest. A failed write is logged and retried (the changes stay
@@ -15,6 +16,7 @@ C{maxRetryInterval}; the SIP path never waits for the database.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -24,9 +26,17 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from sipxmpp.sip.core.phoneroutes import PhoneRoutes
+from sipxmpp.sip.core.registrations import ContactKey, Registrations
 from sipxmpp.store.errors import StoreError
 from sipxmpp.store.interfaces import IRuntimeStateStore
-from sipxmpp.store.records import AoRChanges, SessionRecord
+from sipxmpp.store.records import (
+    DIALOG_TARGET,
+    REGISTRATION,
+    AoRChanges,
+    RouteRecord,
+    SessionRecord,
+)
 from sipxmpp.telephony.state import TelephonyStateMachine
 from sipxmpp.xmpp.savedstatuses import ISavedStatuses, SavedStatus
 
@@ -73,6 +83,8 @@ class RuntimeStatePersister:
         self.maxRetryInterval = maxRetryInterval
         self._machine: TelephonyStateMachine | None = None
         self._pending: dict[str, _Pending] = {}
+        self._routeTables: dict[str, Registrations] = {}
+        self._pendingRoutes: set[tuple[str, ContactKey]] = set()
         self._statuses: dict[str, tuple[SavedStatus, ...]] = {}
         self._timer: IDelayedCall | None = None
         self._writing: Deferred[None] | None = None
@@ -97,6 +109,24 @@ class RuntimeStatePersister:
         persistence callback).
         """
         self._entry(aor).snapshot = True
+        self._schedule()
+
+    def attachRoutes(self, routes: PhoneRoutes) -> None:
+        """
+        Save the proxy's bindings and dialog targets as they change (each
+        as it is when the write starts; what merely expires is pruned by
+        the store).
+        """
+        for kind, table in ((REGISTRATION, routes.registrations),
+                            (DIALOG_TARGET, routes.dialogTargets)):
+            self._routeTables[kind] = table
+            table.onChange = functools.partial(self.routeChanged, kind)
+
+    def routeChanged(self, kind: str, key: ContactKey) -> None:
+        """
+        The route of C{kind} under C{key} was added, refreshed or removed.
+        """
+        self._pendingRoutes.add((kind, key))
         self._schedule()
 
     def loadSavedStatuses(self, statuses: Sequence[SavedStatus]) -> None:
@@ -140,7 +170,7 @@ class RuntimeStatePersister:
     def _schedule(self, delay: float | None = None) -> None:
         if self._stopped or self._timer is not None or self._writing is not None:
             return
-        if not self._pending:
+        if not self._pending and not self._pendingRoutes:
             return
         if delay is None:
             delay = max(0.0, self._lastStart + self.interval - self._clock.seconds())
@@ -159,12 +189,20 @@ class RuntimeStatePersister:
             changes.append(AoRChanges(aor, snapshot, entry.statuses, entry.session))
         return changes
 
+    def _routes(self, keys: set[tuple[str, ContactKey]]) -> list[RouteRecord]:
+        return [RouteRecord(kind, key, self._routeTables[kind].get(key))
+                for kind, key in sorted(keys)]
+
     def _write(self) -> Deferred[None]:
         pending, self._pending = self._pending, {}
+        routes, self._pendingRoutes = self._pendingRoutes, set()
         now = self._clock.seconds()
         self._lastStart = now
         self.writes += 1
-        d = self._store.write(self._changes(pending), now)
+        if routes:
+            d = self._store.write(self._changes(pending), now, self._routes(routes))
+        else:
+            d = self._store.write(self._changes(pending), now)
         self._writing = d
 
         def written(_: None) -> None:
@@ -174,6 +212,7 @@ class RuntimeStatePersister:
             self._failures += 1
             for aor, older in pending.items():
                 self._entry(aor).mergeOlder(older)
+            self._pendingRoutes |= routes
             delay = min(
                 self.retryInterval * 2 ** (self._failures - 1), self.maxRetryInterval
             )
@@ -181,9 +220,9 @@ class RuntimeStatePersister:
                 failure.getErrorMessage() if failure.check(StoreError) else repr(failure.value)
             )
             self.log.error(
-                "saving runtime state of {count} user(s) failed ({reason}); "
-                "retrying in {delay:.1f} s",
-                count=len(pending), reason=reason, delay=delay,
+                "saving runtime state of {count} user(s) and {routes} SIP route(s) failed "
+                "({reason}); retrying in {delay:.1f} s",
+                count=len(pending), routes=len(routes), reason=reason, delay=delay,
             )
             self._retryDelay = delay
 
@@ -215,7 +254,7 @@ class RuntimeStatePersister:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if not self._pending:
+        if not self._pending and not self._pendingRoutes:
             return succeed(None)
         return self._write()
 

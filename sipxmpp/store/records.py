@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sipxmpp.sip.core.registrations import Binding, ContactKey
 from sipxmpp.telephony.state import UserSnapshot
 from sipxmpp.xmpp.savedstatuses import SavedStatus
 
@@ -84,3 +85,24 @@ class UserReport:
     snapshot: UserSnapshot
     statuses: tuple[SavedStatus, ...]
     session: SessionRecord | None
+
+
+# The kinds of SIP routes back to the phones (the proxy's PhoneRoutes).
+REGISTRATION = "registration"
+DIALOG_TARGET = "dialog"
+ROUTE_KINDS = (REGISTRATION, DIALOG_TARGET)
+
+
+@dataclass(frozen=True)
+class RouteRecord:
+    """
+    One route back to a phone, as saved: a binding the registrar granted
+    (C{kind} L{REGISTRATION}) or a phone's dialog contact
+    (L{DIALOG_TARGET}), under its contact key.
+
+    @ivar binding: the route; L{None} in a write means it is gone.
+    """
+
+    kind: str
+    key: ContactKey
+    binding: Binding | None

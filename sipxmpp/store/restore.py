@@ -11,6 +11,12 @@ its observers (so add the publisher as an observer first). Because the
 persister is attached before the restore, the restored (possibly
 shortened) lifetimes are written back, and a second restart cannot extend
 them.
+
+L{restorePhoneRoutes} brings back the proxy's routes to the phones (their
+bindings with the flows they came from, and their dialog targets), each
+with the time it expires: it blocks, and runs when the store service
+starts, before the reactor reads any SIP, so the first request the
+registrar routes to a phone after a restart finds its route.
 """
 
 from __future__ import annotations
@@ -21,8 +27,12 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from sipxmpp.sip.core.phoneroutes import PhoneRoutes
+from sipxmpp.store.errors import StoreError
 from sipxmpp.store.interfaces import IRuntimeStateStore
 from sipxmpp.store.persister import RuntimeStatePersister
+from sipxmpp.store.records import REGISTRATION, RouteRecord
+from sipxmpp.store.runtimestate import SQLRuntimeStateStore
 from sipxmpp.telephony.state import TelephonyStateMachine, UserSnapshot
 from sipxmpp.xmpp.savedstatuses import SavedStatus
 
@@ -77,3 +87,44 @@ def restoreRuntimeState(
         return store.loadSnapshots(clock.seconds()).addCallback(gotSnapshots)
 
     return d.addCallback(gotStatuses)
+
+
+def restorePhoneRoutes(
+    routes: PhoneRoutes,
+    store: SQLRuntimeStateStore,
+    persister: RuntimeStatePersister,
+    clock: IReactorTime,
+) -> int | None:
+    """
+    Restore the routes C{store} saved into C{routes} (blocking), then have
+    C{persister} save their changes from now on. What expired while the
+    gateway was down stays gone. Return how many were restored, or L{None}
+    if the store could not be read (logged: the phones are reached again
+    once they register again).
+    """
+    try:
+        saved = store.loadRoutesBlocking(clock.seconds())
+    except StoreError as e:
+        log.error("cannot restore the SIP routes to the phones ({reason}); phones are "
+                  "reached again once they register again", reason=str(e))
+        saved = None
+    if saved is not None:
+        applyRoutes(routes, saved)
+    persister.attachRoutes(routes)
+    if saved is None:
+        return None
+    registered = sum(1 for r in saved if r.kind == REGISTRATION)
+    log.info("restored {bindings} SIP binding(s) and {targets} dialog target(s) of the phones",
+             bindings=registered, targets=len(saved) - registered)
+    return len(saved)
+
+
+def applyRoutes(routes: PhoneRoutes, saved: list[RouteRecord]) -> None:
+    """
+    Put C{saved} routes into C{routes} (without reporting them as changes).
+    """
+    for record in saved:
+        if record.binding is None:
+            continue
+        table = routes.registrations if record.kind == REGISTRATION else routes.dialogTargets
+        table.restore(record.key, record.binding)

@@ -1,6 +1,6 @@
 """
 Runtime state in an SQL database: each gateway's bindings, dialogs, saved
-client statuses and XMPP session states.
+client statuses, XMPP session states and SIP routes back to the phones.
 
 Rows belong to an I{owner}, the gateway instance that wrote them, so
 several gateways can share one PostgreSQL store: each restores only its
@@ -10,6 +10,7 @@ same after a restart.
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from collections.abc import Hashable, Sequence
 
@@ -17,9 +18,11 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from sipxmpp.sip.core.peer import Peer
+from sipxmpp.sip.core.registrations import Binding, ContactKey
 from sipxmpp.store.database import Database, Transaction
 from sipxmpp.store.interfaces import IRuntimeStateStore
-from sipxmpp.store.records import AoRChanges, SessionRecord, UserReport
+from sipxmpp.store.records import ROUTE_KINDS, AoRChanges, RouteRecord, SessionRecord, UserReport
 from sipxmpp.store.statekeys import UnencodableKey, decodeKey, encodeKey
 from sipxmpp.telephony.state import BindingSnapshot, DialogSnapshot, UserSnapshot
 from sipxmpp.xmpp.savedstatuses import SavedStatus
@@ -43,10 +46,24 @@ class SQLRuntimeStateStore:
 
     # --- writing ---
 
-    def write(self, changes: Sequence[AoRChanges], now: float) -> Deferred[None]:
+    def write(self, changes: Sequence[AoRChanges], now: float,
+              routes: Sequence[RouteRecord] = ()) -> Deferred[None]:
         rows = [self._rows(change) for change in changes]
+        gone = [(self.owner, r.kind, encodeContactKey(r.key)) for r in routes]
+        routeRows = [_routeRow(self.owner, r) for r in routes if r.binding is not None]
 
         def work(tx: Transaction) -> None:
+            if gone:
+                tx.executeMany(
+                    "DELETE FROM phone_routes WHERE owner = ? AND kind = ? AND contact_key = ?",
+                    gone,
+                )
+                tx.executeMany(
+                    "INSERT INTO phone_routes (owner, kind, contact_key, aor, contact, "
+                    "transport, host, port, source_host, source_port, expires_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    routeRows,
+                )
             for change, (bindings, dialogs, statuses) in zip(changes, rows, strict=True):
                 key = (self.owner, change.aor)
                 if change.snapshot is not None:
@@ -119,6 +136,8 @@ class SQLRuntimeStateStore:
     def _prune(self, tx: Transaction, now: float) -> None:
         tx.execute("DELETE FROM bindings WHERE owner = ? AND expires_at <= ?", (self.owner, now))
         tx.execute("DELETE FROM dialogs WHERE owner = ? AND expires_at <= ?", (self.owner, now))
+        tx.execute("DELETE FROM phone_routes WHERE owner = ? AND expires_at <= ?",
+                   (self.owner, now))
 
     # --- reading ---
 
@@ -129,6 +148,40 @@ class SQLRuntimeStateStore:
             return [snapshots[key] for key in sorted(snapshots)]
 
         return self._db.interact(work)
+
+    def loadRoutes(self, now: float) -> Deferred[list[RouteRecord]]:
+        return self._db.interact(lambda tx: self._loadRoutes(tx, now))
+
+    def loadRoutesBlocking(self, now: float) -> list[RouteRecord]:
+        """
+        L{loadRoutes} in the calling thread: for the start, before the
+        reactor handles any SIP (blocking, like opening the store).
+        """
+        return self._db.interactBlocking(lambda tx: self._loadRoutes(tx, now))
+
+    def _loadRoutes(self, tx: Transaction, now: float) -> list[RouteRecord]:
+        self._prune(tx, now)
+        routes = []
+        for (kind, key, aor, contact, transport, host, port, sourceHost, sourcePort,
+             expiresAt) in tx.execute(
+            "SELECT kind, contact_key, aor, contact, transport, host, port, source_host, "
+            "source_port, expires_at FROM phone_routes WHERE owner = ? AND expires_at > ? "
+            "ORDER BY kind, contact_key",
+            (self.owner, now),
+        ):
+            try:
+                contactKey = decodeContactKey(key)
+            except ValueError:
+                self.log.warn("ignoring a saved route with an unreadable key {key!r}", key=key)
+                continue
+            if kind not in ROUTE_KINDS:
+                continue
+            flow = Peer(transport, host, int(port))
+            source = (None if sourceHost is None or sourcePort is None
+                      else Peer(transport, sourceHost, int(sourcePort)))
+            routes.append(RouteRecord(
+                kind, contactKey, Binding(aor, contact, flow, float(expiresAt), source)))
+        return routes
 
     def loadSavedStatuses(self) -> Deferred[list[SavedStatus]]:
         def work(tx: Transaction) -> list[SavedStatus]:
@@ -164,6 +217,37 @@ class SQLRuntimeStateStore:
             ]
 
         return self._db.interact(work)
+
+
+def encodeContactKey(key: ContactKey) -> str:
+    """
+    A contact key (user, host, port, GRUU) as the text saved for it.
+    """
+    return json.dumps(list(key), ensure_ascii=False, separators=(",", ":"))
+
+
+def decodeContactKey(text: str) -> ContactKey:
+    """
+    The contact key L{encodeContactKey} saved as C{text}.
+
+    @raise ValueError: if C{text} is not one.
+    """
+    value = json.loads(text)
+    if (not isinstance(value, list) or len(value) != 4
+            or not all(isinstance(value[i], str) for i in (0, 1, 3))
+            or not isinstance(value[2], int)):
+        raise ValueError(f"not a contact key: {text!r}")
+    return (value[0], value[1], value[2], value[3])
+
+
+def _routeRow(owner: str, route: RouteRecord) -> tuple[object, ...]:
+    b = route.binding
+    assert b is not None
+    source = b.source
+    return (owner, route.kind, encodeContactKey(route.key), b.aor, b.contact,
+            b.flow.transport, b.flow.host, b.flow.port,
+            None if source is None else source.host, None if source is None else source.port,
+            b.expiresAt)
 
 
 def _snapshots(

@@ -14,10 +14,11 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
+from sipxmpp.sip.core.phoneroutes import PhoneRoutes
 from sipxmpp.store.errors import StoreError
 from sipxmpp.store.opening import Store, StoreSettings, openStore
 from sipxmpp.store.persister import RuntimeStatePersister
-from sipxmpp.store.restore import RestoreSummary, restoreRuntimeState
+from sipxmpp.store.restore import RestoreSummary, restorePhoneRoutes, restoreRuntimeState
 from sipxmpp.store.runners import threadPoolRunner
 from sipxmpp.telephony.state import TelephonyStateMachine
 
@@ -34,6 +35,9 @@ class StoreService(Service):
 
     @ivar restored: fires with the L{RestoreSummary} (or L{None} if the
         restore failed, which is logged and leaves the gateway empty).
+    @ivar routes: the proxy's routes to the phones, if set before the
+        service starts: restored when it starts (blocking, before the
+        reactor reads any SIP) and saved as they change.
     """
 
     log = Logger()
@@ -53,9 +57,14 @@ class StoreService(Service):
         self.clock = clock
         self.restored: Deferred[RestoreSummary | None] = Deferred()
         self._restoreCall: IDelayedCall | None = None
+        self.routes: PhoneRoutes | None = None
 
     def startService(self) -> None:
         super().startService()
+        if self.routes is not None:
+            # Before SIP is handled: startService runs before the reactor
+            # reads from any port, and this blocks until the routes are in.
+            restorePhoneRoutes(self.routes, self.store.runtime, self.persister, self.clock)
         self.pool.start()
         # Restore once every sibling service has started (the publisher
         # must be running when the machine reports the restored states).

@@ -16,7 +16,10 @@ from typing import Any, TypeVar
 from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
 
+from sipxmpp.sip.core.peer import Peer
+from sipxmpp.sip.core.registrations import Binding
 from sipxmpp.store.addresses import InvalidAddress
+from sipxmpp.store.database import Database
 from sipxmpp.store.errors import (
     AccountExists,
     AccountNotFound,
@@ -28,9 +31,17 @@ from sipxmpp.store.errors import (
     WrongKey,
 )
 from sipxmpp.store.keyfile import createKeyFile
-from sipxmpp.store.migrations import latestVersion
+from sipxmpp.store.migrations import MIGRATIONS, latestVersion, migrateBlocking
 from sipxmpp.store.opening import Store, StoreSettings, backendFor, initialiseStore, openStore
-from sipxmpp.store.records import AccountRecord, AoRChanges, SessionRecord
+from sipxmpp.store.records import (
+    DIALOG_TARGET,
+    REGISTRATION,
+    AccountRecord,
+    AoRChanges,
+    RouteRecord,
+    SessionRecord,
+)
+from sipxmpp.store.runners import synchronousRunner
 from sipxmpp.store.sqlite import SQLiteBackend
 from sipxmpp.telephony.state import BindingSnapshot, DialogSnapshot, UserSnapshot
 from sipxmpp.xmpp.accounts import IAccountDirectory
@@ -418,6 +429,100 @@ class StoreBehaviourMixin:
         self.assertEqual(report[1].session, session)
         self.assertEqual(report[1].statuses, (status,))
         self.assertEqual(canon([report[1].snapshot]), canon([self.snapshot(BOB)]))
+
+    # --- SIP routes to the phones ---
+
+    def route(self, user: str = "alice", kind: str = REGISTRATION, port: int = 5080,
+              expires: float = 3600.0, source: Peer | None = None,
+              gruu: str = "") -> RouteRecord:
+        contact = f"sip:{user}@192.0.2.1:{port}" + (f";gr={gruu}" if gruu else "")
+        return RouteRecord(kind, (user, "192.0.2.1", port, gruu), Binding(
+            f"sip:{user}@example.test", contact, Peer("UDP", "192.0.2.1", port),
+            self.clockTime + expires, source))
+
+    def test_routesRoundTrip(self) -> None:
+        """
+        Bindings and dialog targets come back with their keys, flows,
+        sources and expiry times; the two kinds are kept apart.
+        """
+        routes = [
+            self.route(),
+            self.route(kind=DIALOG_TARGET, expires=14400.0),
+            self.route("bob", port=5090, source=Peer("UDP", "192.0.2.1", 5091),
+                       gruu="urn:uuid:f81d4fae-7dec-11d0-a765-00a0c91e6bf6"),
+            self.route("zoë", port=5100),
+        ]
+        self.result(self.store.runtime.write([], self.clockTime, routes))
+        loaded = self.result(self.store.runtime.loadRoutes(self.clockTime))
+        self.assertEqual(sorted(loaded, key=repr), sorted(routes, key=repr))
+        self.assertEqual(self.store.runtime.loadRoutesBlocking(self.clockTime), loaded)
+
+    def test_routesReplacedAndRemoved(self) -> None:
+        """
+        A route written again replaces the saved one; one written without
+        a binding is deleted; the others are left alone.
+        """
+        runtime = self.store.runtime
+        self.result(runtime.write([], self.clockTime, [self.route(), self.route("bob", port=5090)]))
+        refreshed = self.route(expires=7200.0)
+        gone = RouteRecord(REGISTRATION, ("bob", "192.0.2.1", 5090, ""), None)
+        self.result(runtime.write([AoRChanges(ALICE, snapshot=self.snapshot())], self.clockTime,
+                                  [refreshed, gone]))
+        self.assertEqual(self.result(runtime.loadRoutes(self.clockTime)), [refreshed])
+        self.assertEqual(canon(self.result(runtime.loadSnapshots(self.clockTime))),
+                         canon([self.snapshot()]))
+
+    def test_routesExpiry(self) -> None:
+        """
+        What expired is neither loaded nor kept.
+        """
+        runtime = self.store.runtime
+        self.result(runtime.write([], self.clockTime,
+                                  [self.route(expires=60.0), self.route("bob", port=5090)]))
+        later = self.clockTime + 60.0
+        self.assertEqual([r.key[0] for r in self.result(runtime.loadRoutes(later))], ["bob"])
+        self.assertEqual(self.rawSQL("SELECT COUNT(*) FROM phone_routes")[0][0], 1)
+
+    def test_routesOwners(self) -> None:
+        """
+        Each gateway restores only its own routes.
+        """
+        other = self.reopen(owner="gw2")
+        self.result(other.runtime.write([], self.clockTime, [self.route("bob", port=5090)]))
+        self.result(self.store.runtime.write([], self.clockTime, [self.route()]))
+        self.assertEqual([r.key[0] for r in self.result(self.store.runtime.loadRoutes(
+            self.clockTime))], ["alice"])
+        self.assertEqual([r.key[0] for r in self.result(other.runtime.loadRoutes(
+            self.clockTime))], ["bob"])
+
+    def test_upgradeKeepsRuntimeState(self) -> None:
+        """
+        A store at schema version 1 (before the routes were saved) is
+        migrated when opened, and what it held is kept.
+        """
+        self.store.close()
+        url = self.newStoreURL()
+        database = Database(backendFor(url), synchronousRunner)
+        backend = database.backend.name
+        self.assertEqual(migrateBlocking(database, MIGRATIONS[backend][:1]), 1)
+        database.interactBlocking(lambda tx: tx.execute(
+            "INSERT INTO bindings (owner, aor, contact, expires_at) VALUES (?, ?, ?, ?)",
+            ("gw1", ALICE, '"desk"', self.clockTime + 60)))
+        database.close()
+        upgraded = self.track(openStore(StoreSettings(url, self.keyFile), owner="gw1",
+                                        now=self.now))
+        self.assertEqual(upgraded.schemaVersion, latestVersion(backend))
+        [snapshot] = self.result(upgraded.runtime.loadSnapshots(self.clockTime))
+        self.assertEqual(snapshot.bindings, (BindingSnapshot("desk", self.clockTime + 60),))
+        self.assertEqual(self.result(upgraded.runtime.loadRoutes(self.clockTime)), [])
+
+    def test_unreadableRouteSkipped(self) -> None:
+        """
+        A saved route whose key cannot be read is left out, not fatal.
+        """
+        self.result(self.store.runtime.write([], self.clockTime, [self.route()]))
+        self.rawSQL("UPDATE phone_routes SET contact_key = ?", ("not json",))
+        self.assertEqual(self.result(self.store.runtime.loadRoutes(self.clockTime)), [])
 
     def test_unreachable(self) -> None:
         """

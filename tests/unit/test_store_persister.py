@@ -14,10 +14,13 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
+from sipxmpp.sip.core.peer import Peer
+from sipxmpp.sip.core.phoneroutes import PhoneRoutes
+from sipxmpp.sip.core.registrations import Binding
 from sipxmpp.store.errors import StoreUnavailable
 from sipxmpp.store.interfaces import IRuntimeStateStore
 from sipxmpp.store.persister import RuntimeStatePersister
-from sipxmpp.store.records import AoRChanges, UserReport
+from sipxmpp.store.records import DIALOG_TARGET, REGISTRATION, AoRChanges, RouteRecord, UserReport
 from sipxmpp.telephony.state import TelephonyStateMachine, UserSnapshot
 from sipxmpp.xmpp.savedstatuses import ISavedStatuses, SavedStatus
 from tests.unit.test_telephony_state_counts import installChecker
@@ -37,11 +40,14 @@ class FakeRuntimeStore:
 
     def __init__(self) -> None:
         self.writes: list[tuple[float, list[AoRChanges]]] = []
+        self.routeWrites: list[list[RouteRecord]] = []
         self.answers: list[str] = []
         self.held: list[Deferred[None]] = []
 
-    def write(self, changes: Sequence[AoRChanges], now: float) -> Deferred[None]:
+    def write(self, changes: Sequence[AoRChanges], now: float,
+              routes: Sequence[RouteRecord] = ()) -> Deferred[None]:
         self.writes.append((now, list(changes)))
+        self.routeWrites.append(list(routes))
         answer = self.answers.pop(0) if self.answers else "ok"
         if answer == "fail":
             return fail(StoreUnavailable("postgresql://gw@db/sipxmpp: connection refused"))
@@ -55,6 +61,9 @@ class FakeRuntimeStore:
         return succeed([])
 
     def loadSavedStatuses(self) -> Deferred[list[SavedStatus]]:
+        return succeed([])
+
+    def loadRoutes(self, now: float) -> Deferred[list[RouteRecord]]:
         return succeed([])
 
     def report(self, now: float) -> Deferred[list[UserReport]]:
@@ -217,3 +226,102 @@ class PersisterTests(SynchronousTestCase):
         self.store.held[0].callback(None)
         self.successResultOf(d)
         self.assertEqual(self.aors(1), [BOB])
+
+
+PHONE = Peer("UDP", "192.0.2.1", 5080)
+KEY = ("alice", "192.0.2.1", 5080, "")
+
+
+class RoutePersistenceTests(SynchronousTestCase):
+    """
+    The proxy's routes to the phones are written as they change: coalesced
+    per route, each as it is when the write starts, retried after a
+    failure; nothing on the SIP path waits.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(1000)
+        self.store = FakeRuntimeStore()
+        self.routes = PhoneRoutes(self.clock, {"UDP": Peer("UDP", "127.0.0.1", 5060)}, "path")
+        self.persister = RuntimeStatePersister(
+            self.store, self.clock, interval=0.5, retryInterval=1.0, maxRetryInterval=4.0
+        )
+        self.persister.attachRoutes(self.routes)
+
+    def binding(self, expires: float = 3600.0) -> Binding:
+        return Binding(ALICE, "sip:alice@192.0.2.1:5080", PHONE, self.clock.seconds() + expires)
+
+    def test_coalescedLatest(self) -> None:
+        """
+        Changes of one route between two writes cost one row, the latest;
+        the two kinds are told apart.
+        """
+        self.routes.registrations.update(KEY, self.binding(60))
+        self.routes.registrations.update(KEY, self.binding(120))
+        self.routes.dialogTargets.update(KEY, self.binding(14400))
+        self.assertEqual(self.store.writes, [])
+        self.clock.advance(0)
+        self.assertEqual(self.store.routeWrites, [[
+            RouteRecord(DIALOG_TARGET, KEY, self.binding(14400)),
+            RouteRecord(REGISTRATION, KEY, self.binding(120)),
+        ]])
+        self.assertEqual(self.store.writes[0][1], [])
+
+    def test_removedWrittenAsGone(self) -> None:
+        """
+        A binding the registrar no longer lists, or a de-registration, is
+        written as gone; one that merely expires is not written (the store
+        prunes it).
+        """
+        self.routes.registrations.update(KEY, self.binding(60))
+        self.clock.advance(0)
+        self.routes.registrations.retain(ALICE, ())
+        self.clock.advance(0.5)
+        self.assertEqual(self.store.routeWrites[-1], [RouteRecord(REGISTRATION, KEY, None)])
+        self.routes.registrations.update(KEY, self.binding(60))
+        self.clock.advance(0.5)
+        self.routes.registrations.remove(KEY)
+        self.clock.advance(0.5)
+        self.assertEqual(self.store.routeWrites[-1], [RouteRecord(REGISTRATION, KEY, None)])
+        writes = len(self.store.writes)
+        self.routes.registrations.update(KEY, self.binding(1))
+        self.clock.advance(0.5)
+        self.clock.advance(3600)
+        self.routes.registrations.purge()
+        self.assertEqual(len(self.store.writes), writes + 1)
+
+    def test_rateBoundAndRetried(self) -> None:
+        """
+        Route changes wait for the rate bound like the rest; after a failed
+        write they are written again, as they are then.
+        """
+        self.store.answers = ["ok", "fail"]
+        self.routes.registrations.update(KEY, self.binding())
+        self.clock.advance(0)
+        self.routes.dialogTargets.update(KEY, self.binding())
+        self.clock.advance(0.25)
+        self.assertEqual(len(self.store.writes), 1)
+        self.clock.advance(0.25)
+        self.assertEqual(len(self.store.writes), 2)  # failed
+        latest = self.binding(10)
+        self.routes.dialogTargets.update(KEY, latest)
+        self.clock.advance(1.0)
+        self.assertEqual(self.store.routeWrites[-1], [RouteRecord(DIALOG_TARGET, KEY, latest)])
+
+    def test_flushWritesRoutes(self) -> None:
+        """
+        At stop, pending route changes are written at once.
+        """
+        self.routes.registrations.update(KEY, self.binding())
+        self.successResultOf(self.persister.stop())
+        self.assertEqual(self.store.routeWrites, [[RouteRecord(REGISTRATION, KEY, self.binding())]])
+
+    def test_writeWithoutRoutesKeepsTwoArguments(self) -> None:
+        """
+        A write with no route changes passes no routes (older stores).
+        """
+        persister = RuntimeStatePersister(self.store, self.clock)
+        persister.sessionStateChanged(ALICE, "online")
+        self.clock.advance(0)
+        self.assertEqual(self.store.routeWrites, [[]])

@@ -6,17 +6,26 @@ bindings and dialogs come back after a restart, expired ones do not.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 
 from twisted.internet.task import Clock
+from twisted.logger import capturedLogs
 from twisted.python.threadpool import ThreadPool
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
+from sipxmpp.ops.metrics import Metrics
+from sipxmpp.sip.core.peer import Peer
+from sipxmpp.sip.core.phoneroutes import PhoneRoutes
+from sipxmpp.sip.core.proxy import Proxy, ProxySettings
+from sipxmpp.sip.core.registrations import Binding
+from sipxmpp.sip.wire.message import SIPRequest, SIPResponse
+from sipxmpp.sip.wire.parser import parseMessage
 from sipxmpp.store.opening import Store, StoreSettings, initialiseStore, openStore
 from sipxmpp.store.persister import RuntimeStatePersister
-from sipxmpp.store.records import AoRChanges
-from sipxmpp.store.restore import RestoreSummary, restoreRuntimeState
+from sipxmpp.store.records import REGISTRATION, AoRChanges, RouteRecord
+from sipxmpp.store.restore import RestoreSummary, restorePhoneRoutes, restoreRuntimeState
 from sipxmpp.store.service import StoreService
 from sipxmpp.telephony.events import Event, ITelephonyObserver, StateChange, TelephonyState
 from sipxmpp.telephony.state import (
@@ -26,6 +35,7 @@ from sipxmpp.telephony.state import (
     UserSnapshot,
 )
 from sipxmpp.xmpp.savedstatuses import SavedStatus
+from tests.unit.test_sip_proxy import answer, aorOf, byeFromUpstream, invite, registerLine
 
 ALICE = "sip:alice@example.test"
 BOB = "sip:bob@example.test"
@@ -295,3 +305,226 @@ class StoreServiceOrderTests(SynchronousTestCase):
         self.assertEqual(recorder.events(ALICE), [Event.ONLINE])
         self.assertEqual(self.successResultOf(service.restored), RestoreSummary(1, 1, 0, 0))
         machine.allBindingsRemoved(ALICE)
+
+
+US = Peer("UDP", "127.0.0.1", 5060)
+UPSTREAM = Peer("UDP", "127.0.0.1", 5070)
+PHONE = Peer("UDP", "127.0.0.1", 5080)
+PHONE_B = Peer("UDP", "127.0.0.1", 5090)
+
+
+class Gateway:
+    """
+    The SIP half of one gateway process on a L{Clock}: a proxy whose
+    routes are restored from and saved to C{store}, as the store service
+    does it at start. Discarding it without a flush is a SIGKILL.
+    """
+
+    def __init__(self, store: Store, now: float) -> None:
+        self.clock = Clock()
+        self.clock.advance(now)
+        self.sent: list[tuple[bytes, Peer]] = []
+        self.proxy = Proxy(
+            self.clock,
+            ProxySettings(local={"UDP": US}, upstream=UPSTREAM,
+                          trustedNetworks=(ipaddress.ip_network("127.0.0.0/8"),)),
+            lambda data, peer: self.sent.append((data, peer)),
+            aorOf,
+            Metrics(),
+        )
+        self.persister = RuntimeStatePersister(store.runtime, self.clock)
+        self.restored = restorePhoneRoutes(self.proxy.routes, store.runtime, self.persister,
+                                           self.clock)
+
+    def take(self) -> list[tuple[SIPRequest | SIPResponse, Peer]]:
+        sent, self.sent = self.sent, []
+        return [(parseMessage(data), peer) for data, peer in sent
+                if not data.startswith(b"SIP/2.0 100 ")]
+
+    def register(self, user: str, phone: Peer, expires: int = 3600) -> None:
+        request = registerLine(user, f"reg-{user}", phone)
+        self.proxy.messageReceived(request, phone)
+        [(forwarded, _)] = self.take()
+        contact = forwarded.contacts[0].uriText
+        self.proxy.messageReceived(answer(forwarded.toBytes(), 200,
+                                          extra=f"Contact: <{contact}>;expires={expires}"),
+                                   UPSTREAM)
+        self.take()
+
+    def fromUpstream(self, request: SIPRequest) -> tuple[SIPRequest | SIPResponse, Peer]:
+        self.proxy.messageReceived(request, UPSTREAM)
+        [sent] = self.take()
+        return sent
+
+
+class RoutesAcrossRestartTests(SynchronousTestCase):
+    """
+    Issue 16 item 1: after a restart, the registrar's requests to the
+    phones (a new call, the far end's BYE) reach them without waiting for
+    the phones to register again; what expired meanwhile stays gone.
+    """
+
+    def setUp(self) -> None:
+        folder = os.path.abspath(self.mktemp())
+        self.settings = StoreSettings(f"sqlite:///{folder}/db.sqlite", f"{folder}/key")
+        initialiseStore(self.settings, owner="gw1").close()
+
+    def open(self, owner: str = "gw1") -> Store:
+        store = openStore(self.settings, owner=owner)
+        self.addCleanup(store.close)
+        return store
+
+    def inboundCall(self, gateway: Gateway, user: str, callID: str) -> None:
+        """
+        A call from the registrar to C{user}'s registered contact, answered
+        with a dialog contact of its own (another port: a dialog target).
+        """
+        request = invite(uri=f"sip:{user}@127.0.0.1:5080", via="SIP/2.0/UDP 127.0.0.1:5070",
+                         branch=f"in-{callID}", extra="Route: <sip:127.0.0.1:5060;lr>")
+        request.setHeader("Call-ID", callID)
+        toPhone, peer = gateway.fromUpstream(request)
+        self.assertEqual(peer, PHONE)
+        gateway.proxy.messageReceived(answer(
+            toPhone.toBytes(), 200, toTag="p1",
+            extra=f"Contact: <sip:{user}-call@127.0.0.1:5080;transport=udp;ob>"), PHONE)
+        self.assertEqual([p for _, p in gateway.take()], [UPSTREAM])
+
+    def test_routingSurvivesKill(self) -> None:
+        """
+        A phone registered and in a call; the gateway dies without a
+        flush, after its last periodic write. The new gateway forwards a
+        new call to the phone's flow and the far end's BYE to the phone's
+        dialog contact, where the old one answered 403 before.
+        """
+        store = self.open()
+        first = Gateway(store, T0)
+        self.assertEqual(first.restored, 0)
+        first.register("alice", PHONE)
+        self.inboundCall(first, "alice", "call-1")
+        first.clock.advance(0.5)  # the persister's periodic write
+        del first  # SIGKILL: nothing else is written
+
+        second = Gateway(self.open(), T0 + 30)
+        self.assertEqual(second.restored, 2)
+        request = invite(uri="sip:alice@127.0.0.1:5080", via="SIP/2.0/UDP 127.0.0.1:5070",
+                         branch="after", extra="Route: <sip:127.0.0.1:5060;lr>")
+        forwarded, peer = second.fromUpstream(request)
+        self.assertEqual((forwarded.method, peer), ("INVITE", PHONE))  # type: ignore[union-attr]
+        bye, peer = second.fromUpstream(
+            byeFromUpstream("sip:alice-call@127.0.0.1:5080;transport=udp;ob", "call-1"))
+        self.assertEqual((bye.method, peer), ("BYE", PHONE))  # type: ignore[union-attr]
+
+    def test_withoutRestoreRefused(self) -> None:
+        """
+        The failure of the issue, for contrast: a gateway that forgot the
+        routes answers the registrar's INVITE with 403.
+        """
+        gateway = Gateway(self.open(), T0)
+        request = invite(uri="sip:alice@127.0.0.1:5080", via="SIP/2.0/UDP 127.0.0.1:5070",
+                         extra="Route: <sip:127.0.0.1:5060;lr>")
+        response, peer = gateway.fromUpstream(request)
+        self.assertEqual((response.code, peer), (403, UPSTREAM))  # type: ignore[union-attr]
+
+    def test_expiredMeanwhileStaysGone(self) -> None:
+        """
+        A binding that expired while the gateway was down is not restored
+        (nor counted); an unexpired one keeps its original expiry.
+        """
+        store = self.open()
+        first = Gateway(store, T0)
+        first.register("alice", PHONE, expires=60)
+        first.register("bob", PHONE_B, expires=600)
+        first.clock.advance(0.5)
+        second = Gateway(self.open(), T0 + 120)
+        self.assertEqual(second.restored, 1)
+        registrations = second.proxy.routes.registrations
+        [(_, binding)] = registrations.items()
+        self.assertEqual((binding.aor, binding.flow, binding.expiresAt),
+                         ("sip:bob@example.test", PHONE_B, T0 + 600))
+        request = invite(uri="sip:alice@127.0.0.1:5080", via="SIP/2.0/UDP 127.0.0.1:5070",
+                         extra="Route: <sip:127.0.0.1:5060;lr>")
+        response, _ = second.fromUpstream(request)
+        self.assertEqual(response.code, 403)  # type: ignore[union-attr]
+        second.clock.advance(481)
+        self.assertEqual(len(registrations), 0)
+
+    def test_restoredAnonymousCallerKnown(self) -> None:
+        """
+        A restored binding still names the user of the phone's address
+        (item 6 across a restart).
+        """
+        first = Gateway(self.open(), T0)
+        first.register("alice", PHONE)
+        first.clock.advance(0.5)
+        second = Gateway(self.open(), T0 + 10)
+        self.assertEqual(second.proxy.routes.registrations.aorsFrom(PHONE), {ALICE})
+
+    def test_deregistrationSaved(self) -> None:
+        """
+        A phone that de-registered before the restart is not routed to
+        after it; changes after the restore are saved, the restore itself
+        is not written back.
+        """
+        first = Gateway(self.open(), T0)
+        first.register("alice", PHONE)
+        first.clock.advance(0.5)
+        first.proxy.routes.registrations.retain(ALICE, ())
+        first.clock.advance(0.5)
+        second = Gateway(self.open(), T0 + 10)
+        self.assertEqual(second.restored, 0)
+        second.register("alice", PHONE)
+        self.assertEqual(second.persister.writes, 0)
+        second.clock.advance(0)
+        self.assertEqual(second.persister.writes, 1)
+
+    def test_otherOwnersRoutesNotRestored(self) -> None:
+        """
+        Keyed by the C{[store] instance} owner: another gateway's phones
+        are not routed to here.
+        """
+        first = Gateway(self.open(owner="gw1"), T0)
+        first.register("alice", PHONE)
+        first.clock.advance(0.5)
+        other = Gateway(self.open(owner="gw2"), T0 + 10)
+        self.assertEqual(other.restored, 0)
+
+    def test_unreadableStoreStartsEmpty(self) -> None:
+        """
+        A store that cannot be read leaves the routes empty (logged), and
+        their changes are still saved once it works again.
+        """
+        store = self.open()
+        store.close()
+        with capturedLogs() as logs:
+            gateway = Gateway(store, T0)
+        self.assertIsNone(gateway.restored)
+        self.assertTrue(any("cannot restore the SIP routes" in str(e.get("log_format"))
+                            for e in logs))
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+
+class StoreServiceRoutesTests(SynchronousTestCase):
+    """
+    The store service restores the routes while it starts, before it
+    returns (so before the reactor reads any SIP), and saves their changes.
+    """
+
+    def test_restoredBeforeStartReturns(self) -> None:
+        folder = os.path.abspath(self.mktemp())
+        settings = StoreSettings(f"sqlite:///{folder}/db.sqlite", f"{folder}/key")
+        store = initialiseStore(settings, owner="gw1")
+        self.addCleanup(store.close)
+        key = ("alice", "127.0.0.1", 5080, "")
+        binding = Binding(ALICE, "sip:alice@127.0.0.1:5080", PHONE, T0 + 600)
+        store.runtime.write([], T0, [RouteRecord(REGISTRATION, key, binding)])
+        clock, machine, _ = machineAt(T0)
+        persister = RuntimeStatePersister(store.runtime, clock)
+        service = StoreService(store, ThreadPool(0, 1), machine, persister, clock)
+        routes = PhoneRoutes(clock, {"UDP": US}, "path")
+        service.routes = routes
+        service.startService()
+        self.addCleanup(service.pool.stop)
+        self.assertEqual(routes.registrations.items(), [(key, binding)])
+        routes.registrations.remove(key)
+        clock.advance(0)
+        self.assertEqual(store.runtime.loadRoutesBlocking(T0), [])

@@ -110,7 +110,11 @@ class Browser:
         self._session: str | None = None
 
     def __enter__(self) -> Browser:
-        self.start()
+        try:
+            self.start()
+        except BaseException:
+            self.stop()  # no Chromium left behind when attaching fails
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -144,6 +148,7 @@ class Browser:
         Close Chromium and remove its profile.
         """
         process, self._process = self._process, None
+        self._session = None
         if process is not None:
             try:
                 self._send({"id": self._id(), "method": "Browser.close"})

@@ -420,6 +420,40 @@ class GatewayWithKamailioTests(ProxyTestCase):
         self.assertEqual(ok.values("Record-Route"), rr)
         self.assertEqual(len(received(answered, "BYE ")), 1)
 
+    def test_anonymousCallerAttributed(self) -> None:
+        """
+        Issue 16 item 6: a phone behind the gateway calls another with an
+        anonymous From (RFC 3323) and a spoofed P-Asserted-Identity. The
+        caller is on the phone by the registration of the phone's address,
+        the callee by its contact; the spoofed identity is removed before
+        Kamailio (RFC 3325 §5) and gives nobody a state, and no user
+        "anonymous" appears.
+        """
+        gw = self.gateway
+        callerPort = self.registerThroughGateway("kate")
+        calleePort = self.registerThroughGateway("leo")
+        uas = self.sipp.answer("leo", localPort=calleePort, traceMessages=True)
+        call = self.sipp.start("proxy_uac_anonymous", gw.address, service="leo",
+                               localPort=callerPort,
+                               keys={"domain": DOMAIN, "caller": "kate", "asserted": "mallory"},
+                               extraArgs=["-d", "1500"], waitBound=False)
+        expectState(gw, "leo", "on-the-phone")
+        expectState(gw, "kate", "on-the-phone")
+        self.assertSucceeded(call.wait())
+        answered = uas.wait()
+        self.assertSucceeded(answered)
+        expectState(gw, "kate", "online")
+        expectState(gw, "leo", "online")
+
+        [invite] = received(answered, "INVITE ")
+        self.assertEqual(invite.values("From")[0].split(";tag=")[0],
+                         '"Anonymous" <sip:anonymous@anonymous.invalid>')
+        self.assertEqual(invite.values("P-Asserted-Identity"), [])
+        users = gw.status()["users"]
+        assert isinstance(users, dict)
+        self.assertNotIn("sip:anonymous@anonymous.invalid", users)
+        self.assertNotIn(aor("mallory"), users)
+
     def test_cancelBeforeAnswer(self) -> None:
         """
         The caller cancels while the callee rings: the callee is ringing,

@@ -14,7 +14,7 @@ import configparser
 import ipaddress
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sipxmpp.sip.core.proxy import Network
@@ -486,6 +486,56 @@ def loadSettings(
         http=HTTPSettings(**parsed["http"]),
         log=LogSettings(**parsed["log"]),
     )
+
+
+# The keys a running gateway applies when it re-reads the file (SIGHUP);
+# every other key takes effect at the next start.
+LIVE_KEYS: frozenset[tuple[str, str]] = frozenset({
+    ("log", "level"),
+    ("xmpp", "mode"),
+    ("xmpp", "status_text"),
+    ("xmpp", "ringing_text"),
+    ("xmpp", "hold_text"),
+    ("xmpp", "logout_grace"),
+    ("xmpp", "command_timeout"),
+    ("xmpp", "failed_retry_delay"),
+})
+
+
+def changedKeys(old: Settings, new: Settings) -> list[tuple[str, str]]:
+    """
+    Return the C{(section, key)} pairs whose value differs between C{old}
+    and C{new}, in the order of L{SCHEMA}.
+    """
+    changed = []
+    for section, keys in SCHEMA.items():
+        before, after = getattr(old, section), getattr(new, section)
+        for key in keys:
+            if getattr(before, _camel(key)) != getattr(after, _camel(key)):
+                changed.append((section, key))
+    return changed
+
+
+def liveSettings(running: Settings, new: Settings) -> tuple[Settings, list[tuple[str, str]],
+                                                            list[tuple[str, str]]]:
+    """
+    Merge a re-read configuration into the C{running} one.
+
+    @return: the settings to run with (C{running} with the live keys of
+        C{new}), the live keys that changed and the changed keys that need
+        a restart.
+    """
+    changed = changedKeys(running, new)
+    live = [k for k in changed if k in LIVE_KEYS]
+    restart = [k for k in changed if k not in LIVE_KEYS]
+    sections: dict[str, Any] = {}
+    for section, key in live:
+        fields = sections.setdefault(section, {})
+        fields[_camel(key)] = getattr(getattr(new, section), _camel(key))
+    merged = running
+    for section, fields in sections.items():
+        merged = replace(merged, **{section: replace(getattr(merged, section), **fields)})
+    return merged, live, restart
 
 
 def _describeParserError(e: configparser.Error) -> str:

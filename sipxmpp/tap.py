@@ -9,19 +9,33 @@ touches the global reactor: everything below it gets the reactor passed in.
 from __future__ import annotations
 
 import gc
+import signal
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from twisted.application import strports
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import Deferred, maybeDeferred
-from twisted.logger import ILogObserver, Logger
+from twisted.logger import (
+    FilteringLogObserver,
+    ILogObserver,
+    Logger,
+    LogLevel,
+    LogLevelFilterPredicate,
+)
 from twisted.python import usage
 from twisted.python.components import Componentized
 
 from sipxmpp import __version__
-from sipxmpp.config import DEFAULT_CONFIG_PATH, ConfigError, Settings, loadSettings
+from sipxmpp.config import (
+    DEFAULT_CONFIG_PATH,
+    ConfigError,
+    Settings,
+    liveSettings,
+    loadSettings,
+)
 from sipxmpp.ops.gcstats import CollectorTimer
 from sipxmpp.ops.health import Check, UpstreamProbe, lagCheck, storeCheck, xmppCheck
 from sipxmpp.ops.logs import makeLogObserver, openLogFile, reopenOnSignal
@@ -36,6 +50,7 @@ from sipxmpp.sip.shell.service import (
     buildSIP,
     subscriptionsOf,
 )
+from sipxmpp.store.accountwatch import AccountWatcher, PostgreSQLNotifications
 from sipxmpp.store.addresses import aorOfURI
 from sipxmpp.store.errors import StoreError
 from sipxmpp.store.provisioned import ProvisionedAoRs
@@ -43,7 +58,7 @@ from sipxmpp.store.service import makeStoreService
 from sipxmpp.telephony.state import TelephonyStateMachine
 from sipxmpp.xmpp.callpresence import ShownOnClient, ShownOnOwnResource
 from sipxmpp.xmpp.publisher import Publisher
-from sipxmpp.xmpp.session import SessionFactory
+from sipxmpp.xmpp.session import SessionFactory, SessionSettings
 
 # Command-line flags that override one configuration key each.
 OVERRIDES = {
@@ -146,6 +161,10 @@ class GatewayService(MultiService):
     # When the service started (the clock's seconds), for the XMPP check's
     # grace after a start.
     startedAt: float | None = None
+    # Where new XMPP sessions get their settings (SIGHUP updates them).
+    sessions: SessionFactory | None = None
+    # The command-line overrides, applied again when the file is re-read.
+    overrides: dict[tuple[str, str], str] = {}
 
     def __init__(self, settings: Settings, metrics: Metrics, logfile: str | None = None) -> None:
         super().__init__()
@@ -154,12 +173,20 @@ class GatewayService(MultiService):
         self._logfile = logfile
         self._logStream: Any = None
         self._restoreSignal: Callable[[], None] | None = None
+        self._restoreHangup: Callable[[], None] | None = None
+        # [log] level, applied in front of the configured observer so that
+        # SIGHUP can change it.
+        self._levelFilter = LogLevelFilterPredicate(
+            defaultLogLevel=LogLevel.levelWithName(settings.log.level))
         self._collectorTimer = CollectorTimer(metrics)
 
     def setServiceParent(self, parent: Any) -> None:
         if isinstance(parent, Componentized) and parent.getComponent(ILogObserver) is None:
             self._logStream = openLogFile(self._logfile)
-            parent.setComponent(ILogObserver, makeLogObserver(self.settings.log, self._logStream))
+            everything = replace(self.settings.log, level="debug")
+            observer = FilteringLogObserver(makeLogObserver(everything, self._logStream),
+                                            [self._levelFilter])  # fmt: skip
+            parent.setComponent(ILogObserver, observer)
         super().setServiceParent(parent)
 
     def status(self) -> dict[str, object]:
@@ -211,6 +238,9 @@ class GatewayService(MultiService):
             if self._logStream is not None and hasattr(self.clock, "callFromThread"):
                 # logrotate's postrotate: kill -USR1 (see docs/operations.rst).
                 self._restoreSignal = reopenOnSignal(self._logStream, self.clock.callFromThread)
+            if hasattr(self.clock, "callFromThread"):
+                self._restoreHangup = _onHangup(
+                    lambda: self.clock.callFromThread(self.reloadConfig))
         super().startService()
 
     def stopService(self) -> Deferred[None]:
@@ -227,6 +257,9 @@ class GatewayService(MultiService):
         if self._restoreSignal is not None:
             self._restoreSignal()
             self._restoreSignal = None
+        if self._restoreHangup is not None:
+            self._restoreHangup()
+            self._restoreHangup = None
 
         async def stopAll() -> None:
             for child in reversed(list(self)):
@@ -236,6 +269,77 @@ class GatewayService(MultiService):
                     self.log.failure("stopping {name} failed", name=child.name)
 
         return Deferred.fromCoroutine(stopAll())
+
+
+    def reloadConfig(self) -> bool:
+        """
+        Re-read the configuration file (SIGHUP) and apply the keys that can
+        change while running (L{sipxmpp.config.LIVE_KEYS}: the log level,
+        the XMPP texts, mode and timeouts); log the changed keys that need a
+        restart. A file that does not load is logged as one line and the
+        running configuration kept.
+
+        @return: whether the file loaded.
+        """
+        try:
+            new = loadSettings(self.settings.path, self.overrides)
+        except ConfigError as e:
+            self.log.error("configuration not reloaded, keeping the running one: {e}", e=str(e))
+            return False
+        merged, live, restart = liveSettings(self.settings, new)
+        self.settings = merged
+        if ("log", "level") in live:
+            self._setLogLevel(merged.log.level)
+        if self.publisher is not None and any(s == "xmpp" for s, _ in live):
+            self.publisher.updateSettings(merged.xmpp.publisher())
+            sessionSettings = merged.xmpp.session()
+            if self.sessions is not None:
+                self.sessions.settings = sessionSettings
+            for user in self.publisher.users.values():
+                if isinstance(getattr(user.session, "settings", None), SessionSettings):
+                    user.session.settings = sessionSettings  # type: ignore[attr-defined]
+        names = ", ".join(f"[{s}] {k}" for s, k in live) or "nothing"
+        self.log.info("configuration reloaded from {path}: applied {names}",
+                      path=self.settings.path, names=names)  # fmt: skip
+        if restart:
+            self.log.warn("configuration: {names} changed; takes effect after a restart",
+                          names=", ".join(f"[{s}] {k}" for s, k in restart))  # fmt: skip
+        return True
+
+    def _setLogLevel(self, level: str) -> None:
+        self._levelFilter.defaultLogLevel = LogLevel.levelWithName(level)
+        self._levelFilter.clearLogLevels()
+
+
+def _onHangup(handler: Callable[[], object]) -> Callable[[], None]:
+    """
+    Call C{handler} (safe from a signal handler) on SIGHUP; return a
+    function that puts the previous handler back.
+    """
+    previous = signal.signal(signal.SIGHUP, lambda number, frame: handler())
+
+    def restore() -> None:
+        signal.signal(signal.SIGHUP, previous)
+
+    return restore
+
+
+def _reloadSoon(reactor: Any, provisioned: ProvisionedAoRs) -> Callable[[str, object], None]:
+    """
+    A listener of account changes that reloads C{provisioned} once after a
+    batch of changes.
+    """
+    pending: list[object] = []
+
+    def reload() -> None:
+        pending.clear()
+        provisioned.reload()
+
+    def changed(aor: str, account: object) -> None:
+        if not pending:
+            pending.append(reactor.callLater(0, reload))
+
+    return changed
 
 
 def _shown(user: Any) -> dict[str, str | None]:
@@ -298,6 +402,17 @@ def buildService(settings: Settings, reactor: Any, logfile: str | None = None) -
     publisher.setName("xmpp")
     publisher.setServiceParent(top)
     machine.addObserver(publisher)
+    top.sessions = sessions
+    # Admin changes to accounts reach the publisher within seconds.
+    watcher = AccountWatcher(store.store.accounts, reactor)
+    watcher.addListener(publisher.accountChanged)
+    watcher.setName("accounts")
+    watcher.setServiceParent(top)
+    backend = store.store.database.backend
+    if backend.name == "postgresql" and hasattr(reactor, "callFromThread"):
+        listen = PostgreSQLNotifications(backend.connect, watcher, reactor.callFromThread)
+        listen.setName("accounts-listen")
+        listen.setServiceParent(top)
     # Once the restart state is back, put back what clients were left at.
     store.restored.addCallback(lambda summary: publisher.reconcile())
     isProvisioned: Callable[[str], bool] | None = None
@@ -310,6 +425,8 @@ def buildService(settings: Settings, reactor: Any, logfile: str | None = None) -
         provisioned.setName("provisioned")
         provisioned.setServiceParent(top)
         isProvisioned = provisioned.isProvisioned
+        # An admin change counts for PUBLISH at once, not at the next reload.
+        watcher.addListener(_reloadSoon(reactor, provisioned))
     try:
         sip, proxy = buildSIP(
             settings.sip, reactor, metrics, machine, aorOfURI,
@@ -379,7 +496,9 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     parent = getattr(options, "parent", None)
     logfile = parent.get("logfile") if parent is not None else None
     try:
-        return buildService(settings, reactor, logfile)
+        service = buildService(settings, reactor, logfile)
+        service.overrides = options.overrides()
+        return service
     except StartupError as e:
         sys.stderr.write(f"sipxmpp: cannot start: {e}\n")
         raise SystemExit(1) from None

@@ -35,6 +35,7 @@ from twisted.python.failure import Failure
 from sipxmpp import __version__
 from sipxmpp.config import DEFAULT_CONFIG_PATH, ConfigError, Settings, loadSettings
 from sipxmpp.ops.statereport import describeReports
+from sipxmpp.store.accountwatch import CHANNEL
 from sipxmpp.store.addresses import InvalidAddress, normaliseAoR, parseBareJID
 from sipxmpp.store.errors import (
     AccountExists,
@@ -313,6 +314,20 @@ def _missing(failure: Failure) -> None:
     return None
 
 
+def _notifyGateways(store: Store) -> None:
+    """
+    Tell running gateways that accounts changed (PostgreSQL NOTIFY; they
+    LISTEN). On SQLite the gateways find the change by their periodic
+    check, within seconds; so do they on PostgreSQL if this fails.
+    """
+    if store.database.backend.name != "postgresql":
+        return
+    try:
+        store.database.interactBlocking(lambda tx: tx.execute(f"NOTIFY {CHANNEL}"))
+    except StoreError:
+        pass
+
+
 def _iso(seconds: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
 
@@ -375,6 +390,7 @@ class Admin:
                 raise AccountExists(f"the SIP AoR {aor} is already provisioned")
             password = _readPassword(o, self.stdin)
             added = _now(store.accounts.addAccount(record, password))
+            _notifyGateways(store)
         finally:
             store.close()
         state = "enabled" if added.enabled else "disabled"
@@ -424,6 +440,7 @@ class Admin:
         try:
             record = _now(store.accounts.getAccount(o["aor"]))
             _now(store.accounts.removeAccount(record.aor))
+            _notifyGateways(store)
         finally:
             store.close()
         self.write(f"removed {record.aor}")
@@ -433,6 +450,7 @@ class Admin:
         store = self.open()
         try:
             record = _now(store.accounts.setEnabled(o["aor"], enabled))
+            _notifyGateways(store)
         finally:
             store.close()
         self.write(f"{'enabled' if enabled else 'disabled'} {record.aor}")
@@ -450,6 +468,7 @@ class Admin:
             record = _now(store.accounts.getAccount(o["aor"]))
             password = _readPassword(o, self.stdin)
             _now(store.accounts.setPassword(record.aor, password))
+            _notifyGateways(store)
         finally:
             store.close()
         self.write(f"password of {record.aor} replaced")

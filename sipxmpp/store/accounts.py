@@ -153,6 +153,35 @@ class SQLAccountStore:
 
         return self._db.interact(select)
 
+    def changeToken(self) -> Deferred[tuple[object, ...]]:
+        """
+        Return a cheap summary of all accounts that changes whenever one is
+        added, removed, enabled, disabled or given a new password (each
+        such change sets C{updated_at}): the count, the latest and the sum
+        of C{updated_at}, and the count of enabled accounts.
+        """
+
+        def select(tx: Transaction) -> tuple[object, ...]:
+            rows = tx.execute(
+                "SELECT COUNT(*), MAX(updated_at), SUM(updated_at), "
+                "SUM(CASE WHEN enabled THEN 1 ELSE 0 END) FROM accounts"
+            )
+            return tuple(rows[0]) if rows else ()
+
+        return self._db.interact(select)
+
+    def accountVersions(self) -> Deferred[dict[str, tuple[float, bool]]]:
+        """
+        Return each account's C{(updated_at, enabled)} by AoR, to tell
+        which accounts changed since the last read.
+        """
+
+        def select(tx: Transaction) -> dict[str, tuple[float, bool]]:
+            rows = tx.execute("SELECT aor, updated_at, enabled FROM accounts")
+            return {str(r[0]): (float(r[1]), bool(r[2])) for r in rows}
+
+        return self._db.interact(select)
+
     def removeAccount(self, aor: str) -> Deferred[None]:
         def prepare() -> Deferred[None]:
             key = normaliseAoR(aor)

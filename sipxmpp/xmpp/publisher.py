@@ -275,6 +275,21 @@ class UserPublisher(subprotocols.XMPPHandler):  # type: ignore[misc]
         """
         return self.machine.desiredText()
 
+    def useAccount(self, account: Account, settings: PublisherSettings | None = None) -> None:
+        """
+        Use C{account} (changed by the administrator) and C{settings} (a
+        reloaded configuration) from the next presence change on: its mode
+        and texts. The password is the session's business.
+        """
+        if settings is not None:
+            self.settings = settings
+            self.remote.timeout = settings.commandTimeout
+        self.account = account
+        self.mode = account.mode or self.settings.mode
+        self.texts = callTexts(account, self.settings)
+        self.machine.texts = self.texts
+        self.machine.remoteControl = self.mode != "resource"
+
     # -- inputs ----------------------------------------------------------
 
     def setTelephony(self, state: TelephonyState) -> None:
@@ -503,6 +518,9 @@ class Publisher(service.Service):
         self._lookups: dict[str, TelephonyState] = {}
         self._unprovisioned: dict[str, float] = {}
         self._logouts: dict[str, IDelayedCall] = {}
+        # The latest telephony state of every AoR not offline on SIP, so
+        # that an account added or enabled later logs its user in at once.
+        self._latest: dict[str, TelephonyState] = {}
 
     # -- ITelephonyObserver ------------------------------------------------
 
@@ -513,6 +531,10 @@ class Publisher(service.Service):
             self.log.failure("publisher: handling {change} failed", change=change)
 
     def _changed(self, aor: str, state: TelephonyState) -> None:
+        if state is TelephonyState.OFFLINE:
+            self._latest.pop(aor, None)
+        else:
+            self._latest[aor] = state
         user = self.users.get(aor)
         if user is not None:
             self._setTelephony(aor, user, state)
@@ -580,6 +602,86 @@ class Publisher(service.Service):
     def _lookupFailed(self, aor: str, reason: Failure) -> None:
         self._lookups.pop(aor, None)
         self.log.error("{aor}: account lookup failed: {e}", aor=aor, e=reason.getErrorMessage())
+
+    # -- changes by the administrator and the configuration ----------------
+
+    def accountChanged(self, aor: str, account: Account | None) -> None:
+        """
+        The administrator changed C{aor}'s account: C{account} as it is
+        now, or L{None} if it was removed or disabled.
+
+        A removed or disabled account's call is taken off its presence and
+        its session logged out. A new password is used by the next login,
+        at once by a session whose login failed. Mode and texts apply from
+        the next presence change. An account added or enabled while its
+        user is online on SIP logs in at once.
+        """
+        try:
+            self._accountChanged(aor, account)
+        except Exception:
+            self.log.failure("publisher: applying the change of {aor} failed", aor=aor)
+
+    def _accountChanged(self, aor: str, account: Account | None) -> None:
+        self._unprovisioned.pop(aor, None)
+        user = self.users.get(aor)
+        if account is None:
+            if user is not None:
+                self.log.info("{aor}: account removed or disabled; logging out of XMPP", aor=aor)
+                # Put back what a client shows for a call before leaving.
+                self._setTelephony(aor, user, TelephonyState.OFFLINE)
+                self.logout(aor)
+            return
+        if user is None:
+            state = self._latest.get(aor)
+            if state is not None and aor not in self._lookups and self.running:
+                self._lookups[aor] = state
+                self._found(aor, account)
+            return
+        if account.jid.userhost() != user.account.jid.userhost():
+            self.log.info("{aor}: JID changed; logging in again as {jid}", aor=aor,
+                          jid=account.jid.userhost())  # fmt: skip
+            self._relogin(aor, user, account)
+            return
+        if account.password != user.account.password:
+            update = getattr(user.session, "updatePassword", None)
+            if update is not None:
+                update(account.password)
+            elif str(user.session.state).startswith("failed"):
+                self._relogin(aor, user, account)
+                return
+        user.useAccount(account)
+        activity = self.activities.get(aor)
+        if activity is not None:
+            activity.texts = user.texts
+
+    def _relogin(self, aor: str, user: UserPublisher, account: Account) -> None:
+        state = user.telephony
+
+        def again(_: object) -> None:
+            if self.running and aor not in self.users and aor not in self._lookups:
+                self._lookups[aor] = self._latest.get(aor, state)
+                self._found(aor, account)
+
+        self.logout(aor).addCallback(again)
+
+    def updateSettings(self, settings: PublisherSettings) -> None:
+        """
+        Use reloaded C{settings} (texts, mode, timeouts) from the next
+        presence change on; C{priority} and C{publishActivity} need a
+        restart.
+        """
+        settings = PublisherSettings(
+            mode=settings.mode, priority=self.settings.priority,
+            statusText=settings.statusText, ringingText=settings.ringingText,
+            holdText=settings.holdText, publishActivity=self.settings.publishActivity,
+            logoutGrace=settings.logoutGrace, commandTimeout=settings.commandTimeout,
+        )
+        self.settings = settings
+        for aor, user in self.users.items():
+            user.useAccount(user.account, settings)
+            activity = self.activities.get(aor)
+            if activity is not None:
+                activity.texts = user.texts
 
     # -- saved statuses ----------------------------------------------------
 

@@ -466,6 +466,28 @@ class XMPPSession:
 
         return d.addCallback(stopped)
 
+    def updatePassword(self, password: str) -> None:
+        """
+        Log in with C{password} from now on (the administrator replaced
+        it). A session whose login failed tries again at once instead of
+        after C{failedRetryDelay}; a connected one keeps its stream.
+        """
+        self.factory.authenticator.password = password
+        if self.failure is None or self._stopping or not self.service.running:
+            return
+        self.log.info("XMPP session {jid}: password replaced; logging in again now",
+                      jid=self.jid.full())  # fmt: skip
+        self.failure = None
+        self.failureReason = None
+        self._consecutiveFailures = 0
+        self._setState("connecting")
+
+        def restart(_: object) -> None:
+            if not self._stopping and not self.service.running:
+                self.service.startService()
+
+        self.service.stopService().addBoth(restart)
+
     # -- stream events -----------------------------------------------------
 
     def _setState(self, state: str) -> None:

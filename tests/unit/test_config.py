@@ -9,7 +9,15 @@ import os
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from sipxmpp.config import ConfigError, loadSettings
+from sipxmpp.config import (
+    LIVE_KEYS,
+    SCHEMA,
+    ConfigError,
+    Settings,
+    changedKeys,
+    liveSettings,
+    loadSettings,
+)
 
 EXAMPLE = os.path.join(os.path.dirname(__file__), "..", "..", "etc", "sipxmpp.conf.example")
 
@@ -269,3 +277,37 @@ class LoadSettingsTests(SynchronousTestCase):
         with open(path, "wb") as f:
             f.write(b"[sip]\ndomain = \xff\n")
         self.assertIn("not UTF-8", str(self.assertRaises(ConfigError, loadSettings, path)))
+
+
+class LiveSettingsTests(SynchronousTestCase):
+    """
+    L{liveSettings}: what a re-read file changes while running.
+    """
+
+    def load(self, extra: str) -> Settings:
+        path = self.mktemp()
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(MINIMAL + extra)
+        return loadSettings(path)
+
+    def test_liveAndRestart(self) -> None:
+        running = self.load("[xmpp]\nstatus_text = Busy\n[log]\nlevel = info\n")
+        new = self.load("[xmpp]\nstatus_text = Telefoniere\npriority = -5\n"
+                        "failed_retry_delay = 30\n[log]\nlevel = debug\n")
+        merged, live, restart = liveSettings(running, new)
+        self.assertEqual(live, [("xmpp", "status_text"), ("xmpp", "failed_retry_delay"),
+                                ("log", "level")])
+        self.assertEqual(restart, [("xmpp", "priority")])
+        self.assertEqual((merged.xmpp.statusText, merged.xmpp.failedRetryDelay,
+                          merged.log.level), ("Telefoniere", 30, "debug"))
+        # A key that needs a restart keeps its running value.
+        self.assertEqual(merged.xmpp.priority, -1)
+        self.assertEqual(changedKeys(merged, new), [("xmpp", "priority")])
+
+    def test_unchanged(self) -> None:
+        running = self.load("")
+        self.assertEqual(liveSettings(running, self.load("")), (running, [], []))
+
+    def test_liveKeysExist(self) -> None:
+        for section, key in LIVE_KEYS:
+            self.assertIn(key, SCHEMA[section])

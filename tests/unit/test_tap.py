@@ -11,7 +11,7 @@ import sys
 
 from twisted.application.service import Application, IServiceCollection
 from twisted.internet.testing import MemoryReactor, MemoryReactorClock
-from twisted.logger import ILogObserver, Logger
+from twisted.logger import ILogObserver, Logger, LogLevel
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -116,7 +116,7 @@ class MakeServiceTests(SynchronousTestCase):
         assert isinstance(service, GatewayService)
         self.assertEqual(service.settings.sip.domain, "example.test")
         self.assertEqual([child.name for child in service],
-                         ["store", "xmpp", "sip", "overload", "keepalive", "http"])
+                         ["store", "xmpp", "accounts", "sip", "overload", "keepalive", "http"])
         overload = service.getServiceNamed("overload")
         assert isinstance(overload, OverloadMonitor) and service.proxy is not None
         self.assertEqual(service.proxy.isOverloaded, overload.isOverloaded)
@@ -177,7 +177,7 @@ class MakeServiceTests(SynchronousTestCase):
         service = makeService(self.options(self.configPath(text)), UDPMemoryReactor())
         assert isinstance(service, GatewayService) and service.proxy is not None
         self.assertEqual([child.name for child in service],
-                         ["store", "xmpp", "provisioned", "sip", "overload", "http"])
+                         ["store", "xmpp", "accounts", "provisioned", "sip", "overload", "http"])
         [compositor] = service.proxy.localHandlers("PUBLISH")
         assert isinstance(compositor, EventStateCompositor)
         self.assertEqual((compositor.minExpires, compositor.maxExpires), (8, 600))
@@ -199,7 +199,7 @@ class MakeServiceTests(SynchronousTestCase):
         service = makeService(self.options(self.configPath(text)), UDPMemoryReactor())
         assert isinstance(service, GatewayService) and service.proxy is not None
         self.assertEqual([child.name for child in service],
-                         ["store", "xmpp", "provisioned", "sip", "subscribe", "overload",
+                         ["store", "xmpp", "accounts", "provisioned", "sip", "subscribe", "overload",
                           "http"])  # fmt: skip
         subscriptions = subscriptionsOf(service.proxy)
         assert subscriptions is not None
@@ -328,3 +328,64 @@ class LogObserverTests(SynchronousTestCase):
         log = Logger(observer=makeLogObserver(self.settings("debug", "text"), stream))  # type: ignore[arg-type]
         log.debug("detail {x}", x=3)
         self.assertIn("detail 3", stream.getvalue())
+
+
+class ReloadConfigTests(SynchronousTestCase):
+    """
+    L{GatewayService.reloadConfig} (SIGHUP) applies the live keys and keeps
+    the running configuration when the file is broken.
+    """
+
+    configPath = MakeServiceTests.configPath
+    options = MakeServiceTests.options
+
+    def service(self) -> tuple[GatewayService, str, list[dict[str, object]]]:
+        path = self.configPath(CONFIG + "[xmpp]\nstatus_text = Busy\n")
+        service = makeService(self.options(path), MemoryReactorClock())
+        assert isinstance(service, GatewayService)
+        events: list[dict[str, object]] = []
+        service.log = Logger(observer=events.append)  # type: ignore[arg-type]
+        return service, path, events
+
+    def rewrite(self, path: str, old: str, new: str) -> None:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text.replace(old, new))
+
+    def test_liveKeysApplied(self) -> None:
+        service, path, events = self.service()
+        assert service.publisher is not None and service.sessions is not None
+        self.rewrite(path, "status_text = Busy", "status_text = Am Telefon\n"
+                     "failed_retry_delay = 30\npriority = -3")
+        self.rewrite(path, "domain = example.test", "domain = other.test")
+        self.assertTrue(service.reloadConfig())
+        self.assertEqual(service.publisher.settings.statusText, "Am Telefon")
+        self.assertEqual(service.sessions.settings.failedRetryDelay, 30)
+        self.assertEqual(service.settings.xmpp.priority, -1)
+        self.assertEqual(service.settings.sip.domain, "example.test")
+        messages = [str(e.get("names")) for e in events]
+        self.assertEqual(messages, ["[xmpp] status_text, [xmpp] failed_retry_delay",
+                                    "[sip] domain, [xmpp] priority"])
+
+    def test_logLevel(self) -> None:
+        service, path, events = self.service()
+        application = Application("sipxmpp")
+        service.setServiceParent(application)
+        observer = application.getComponent(ILogObserver)
+        with open(path, "a", encoding="utf-8") as f:
+            f.write("[log]\nlevel = error\n")
+        self.assertTrue(service.reloadConfig())
+        self.assertEqual(service._levelFilter.defaultLogLevel, LogLevel.error)
+        self.assertFalse(observer._shouldLogEvent({"log_level": LogLevel.warn, "log_namespace": "t"}))
+        self.assertTrue(observer._shouldLogEvent({"log_level": LogLevel.error, "log_namespace": "t"}))
+
+    def test_brokenFileKept(self) -> None:
+        service, path, events = self.service()
+        self.rewrite(path, "status_text = Busy", "status_text = Am Telefon\nnonsense = 1")
+        self.assertFalse(service.reloadConfig())
+        assert service.publisher is not None
+        self.assertEqual(service.publisher.settings.statusText, "Busy")
+        [event] = events
+        self.assertIn("unknown key", str(event["e"]))
+        self.assertNotIn("\n", str(event["e"]))

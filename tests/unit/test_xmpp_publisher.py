@@ -872,3 +872,126 @@ class SavedStatusTests(PublisherTestsMixin, SynchronousTestCase):
         session.receive(presenceXML(PSI, "away", "gone fishing", 5, "psi-ver"))
         self.assertEqual(session.iqs(), [])
         self.assertEqual(self.store.saved, {})
+
+
+class AccountChangeTests(PublisherTestsMixin, SynchronousTestCase):
+    """
+    L{Publisher.accountChanged}: admin changes reach the running sessions.
+    """
+
+    def alice(self, password: str = "s3cret", **kw: object) -> Account:
+        return Account(AOR, JID("alice@example.test"), password, **kw)  # type: ignore[arg-type]
+
+    def test_disabledLogsOutEnabledLogsIn(self) -> None:
+        """
+        A disabled (or removed) account's session logs out at once; enabled
+        again while the user is still online on SIP, it logs in at once.
+        """
+        session = self.login()
+        self.accounts.remove(AOR)
+        self.publisher.accountChanged(AOR, None)
+        self.assertEqual(session.stopped, 1)
+        self.assertNotIn(AOR, self.publisher.users)
+        # SIP goes on; nothing logs in while disabled.
+        self.change(S.ONLINE, event=Event.STILL_ONLINE)
+        self.assertEqual(len(self.sessions), 1)
+        self.accounts.add(self.alice())
+        self.publisher.accountChanged(AOR, self.alice())
+        self.assertEqual(len(self.sessions), 2)
+        self.assertEqual(self.sessions[1].started, 1)
+        self.assertIn(AOR, self.publisher.users)
+
+    def test_disabledDuringCallRestoresFirst(self) -> None:
+        """
+        A client set to dnd for a call gets its status back before the
+        disabled account's session logs out.
+        """
+        session = self.login()
+        self.psiOnline(session)
+        self.change(S.ON_THE_PHONE)
+        PublisherPolicyTests.runCommand(self, session)  # type: ignore[arg-type]
+        self.publisher.accountChanged(AOR, None)
+        self.assertEqual(session.stopped, 0)
+        restored = PublisherPolicyTests.runCommand(self, session)  # type: ignore[arg-type]
+        self.assertEqual(restored["status"], ["online"])
+        self.assertEqual(session.stopped, 1)
+
+    def test_enabledWhileOfflineDoesNothing(self) -> None:
+        self.publisher.accountChanged(AOR, self.alice())
+        self.publisher.accountChanged("sip:bob@example.test", None)
+        self.assertEqual(self.sessions, [])
+
+    def test_addedWhileOnlineLogsInAtOnce(self) -> None:
+        """
+        An AoR found unprovisioned is not looked up again for a while; an
+        account added for it logs in at once all the same.
+        """
+        bob = "sip:bob@example.test"
+        self.change(S.ONLINE, aor=bob)
+        self.assertEqual(self.sessions, [])
+        account = Account(bob, JID("bob@example.test"), "pw")
+        self.accounts.add(account)
+        self.change(S.ONLINE, aor=bob, event=Event.STILL_ONLINE)
+        self.assertEqual(self.sessions, [])
+        self.publisher.accountChanged(bob, account)
+        [session] = self.sessions
+        self.assertEqual(session.jid.userhost(), "bob@example.test")
+
+    def test_newPasswordRestartsAFailedSession(self) -> None:
+        """
+        A session whose login failed logs in again at once with the new
+        password.
+        """
+        self.change(S.ONLINE)
+        [session] = self.sessions
+        session.state = "failed: authentication: not-authorized"
+        self.publisher.accountChanged(AOR, self.alice("fixed"))
+        self.assertEqual(session.stopped, 1)
+        [_, again] = self.sessions
+        self.assertEqual((again.password, again.started), ("fixed", 1))  # type: ignore[attr-defined]
+        self.assertEqual(self.publisher.users[AOR].session, again)
+
+    def test_newPasswordGivenToTheSession(self) -> None:
+        """
+        A session that can take a new password (L{XMPPSession}) keeps
+        running and is given it.
+        """
+        session = self.login()
+        given: list[str] = []
+        session.updatePassword = given.append  # type: ignore[attr-defined]
+        self.publisher.accountChanged(AOR, self.alice("new"))
+        self.assertEqual(given, ["new"])
+        self.assertEqual((len(self.sessions), session.stopped), (1, 0))
+        self.assertEqual(self.publisher.users[AOR].account.password, "new")
+
+    def test_connectedSessionKeepsRunning(self) -> None:
+        """
+        Without L{updatePassword}, a connected session keeps its stream; the
+        next login (a new session) uses the new password.
+        """
+        session = self.login()
+        self.publisher.accountChanged(AOR, self.alice("new"))
+        self.assertEqual((len(self.sessions), session.stopped), (1, 0))
+
+    def test_modeAndTextsAtNextChange(self) -> None:
+        session = self.login()
+        self.publisher.accountChanged(AOR, self.alice(mode="resource", statusText="Telefoniere"))
+        self.psiOnline(session)
+        self.change(S.ON_THE_PHONE)
+        self.assertEqual(session.iqs(), [])
+        [busy] = session.presences()
+        self.assertEqual(ownPresence(busy)[:2], ("dnd", "Telefoniere"))
+
+    def test_updateSettings(self) -> None:
+        """
+        Reloaded texts and mode apply to the next presence change; the
+        priority keeps its running value.
+        """
+        session = self.login()
+        self.publisher.updateSettings(PublisherSettings(
+            mode="resource", statusText="Am Telefon", priority=-5, commandTimeout=3))
+        self.assertEqual(self.publisher.settings.priority, -1)
+        self.assertEqual(self.publisher.users[AOR].remote.timeout, 3)
+        self.change(S.ON_THE_PHONE)
+        [busy] = session.presences()
+        self.assertEqual(ownPresence(busy)[:2], ("dnd", "Am Telefon"))

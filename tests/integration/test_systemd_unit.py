@@ -62,7 +62,7 @@ class UnitContentTests(SynchronousTestCase):
             "Service.CapabilityBoundingSet": ["CAP_NET_BIND_SERVICE"],
             "Service.AmbientCapabilities": ["CAP_NET_BIND_SERVICE"],
             "Service.LimitNOFILE": ["65536"],
-            "Service.ExecReload": ["/bin/kill -USR1 $MAINPID"],
+            "Service.ExecReload": ["/bin/kill -HUP $MAINPID"],
             "Install.WantedBy": ["multi-user.target"],
         }
         for key, value in expected.items():

@@ -19,7 +19,7 @@ from typing import Any
 
 from sipxmpp.sip.core.proxy import Network
 from sipxmpp.sip.shell.endpoints import EndpointSyntaxError, ListenSpec, parseListen
-from sipxmpp.sip.shell.service import IngestSettings, SIPSettings
+from sipxmpp.sip.shell.service import BackpublishSettings, IngestSettings, SIPSettings
 from sipxmpp.sip.wire.errors import SIPParseError
 from sipxmpp.sip.wire.uri import SIPURI, parseURI
 from sipxmpp.store.opening import StoreSettings
@@ -143,6 +143,7 @@ class Settings:
     store: StoreSettings
     http: HTTPSettings
     log: LogSettings
+    backpublish: BackpublishSettings = BackpublishSettings()
 
 
 # --- value parsers: each raises ValueError("expected ...") ---
@@ -370,6 +371,12 @@ SCHEMA: Mapping[str, Mapping[str, Key]] = {
         "subscribe": Key("", _sipURI),
         "subscribe_expires": Key("3600", _integer(10, 7 * 86400)),
     },
+    "backpublish": {
+        "mode": Key("off", _choice("off", "serve", "publish")),
+        "presence_server": Key("", _sipURI),
+        "min_expires": Key("60", _integer(1, 3600)),
+        "max_expires": Key("3600", _integer(60, 7 * 86400)),
+    },
     "xmpp": {
         "mode": Key("remote-control", _choice("remote-control", "resource")),
         "resource": Key("sipxmpp", _resource),
@@ -472,6 +479,14 @@ def loadSettings(
             "publishers allowed to PUBLISH, or a server to SUBSCRIBE at",
             "sip", "upstream", "",
         )
+    backpublish = parsed["backpublish"]
+    if backpublish["minExpires"] > backpublish["maxExpires"]:
+        raise ConfigError(path, f"must not be above max_expires ({backpublish['maxExpires']})",
+                          "backpublish", "min_expires", str(backpublish["minExpires"]))
+    if backpublish["mode"] == "publish" and not backpublish["presenceServer"]:
+        raise ConfigError(path, "required with mode = publish: the SIP URI of the presence "
+                          "server to PUBLISH at, like sip:127.0.0.1:5070;transport=udp",
+                          "backpublish", "presence_server", "")
     if not parsed["sip"]["address"] and not any(s.interface for s in parsed["sip"]["listen"]):
         raise ConfigError(
             path, "required when no listen endpoint names an interface: the IP address "
@@ -485,6 +500,7 @@ def loadSettings(
         store=StoreSettings(**parsed["store"]),
         http=HTTPSettings(**parsed["http"]),
         log=LogSettings(**parsed["log"]),
+        backpublish=BackpublishSettings(**parsed["backpublish"]),
     )
 
 

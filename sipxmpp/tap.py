@@ -431,6 +431,8 @@ def buildService(settings: Settings, reactor: Any, logfile: str | None = None) -
         sip, proxy = buildSIP(
             settings.sip, reactor, metrics, machine, aorOfURI,
             ingest=settings.ingest, isProvisioned=isProvisioned,
+            # No IPresenceSource yet: [backpublish] serve or publish is refused.
+            backpublish=settings.backpublish,
         )
     except UpstreamError as e:
         text = str(e)

@@ -7,15 +7,25 @@ C{[ingest] subscribe} (the only names the gateway ever resolves) and wires
 the pieces together. In SUBSCRIBE mode the proxy gets a
 L{DialogSubscriptions} as the handler of its NOTIFYs (L{subscriptionsOf}
 finds it), which L{SubscriptionsService} starts and stops.
+
+Back-publishing (C{[backpublish]}, issue 18) needs the users' XMPP
+presence, an L{IPresenceSource} the caller gives: in C{serve} mode the
+proxy gets a L{PresenceAgent} as the handler of SUBSCRIBE C{Event:
+presence}, in C{publish} mode a L{PresencePublisher} PUBLISHes at
+C{presence_server}; L{backpublishingOf} finds either, wrapped in the
+L{BackpublishService} that starts and stops it. Without a source (or, for
+C{serve}, without an C{authorise}), a mode other than C{off} is refused
+at start (L{BackpublishError}): never a silent no-op.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
+from weakref import WeakKeyDictionary
 
 from twisted.application import service
 
@@ -23,6 +33,9 @@ from sipxmpp.sip.core.local import OptionsResponder
 from sipxmpp.sip.core.metrics import IMetrics
 from sipxmpp.sip.core.observer import TelephonyObserver
 from sipxmpp.sip.core.peer import DEFAULT_PORTS, Peer
+from sipxmpp.sip.core.presence import IPresenceSource
+from sipxmpp.sip.core.presenceagent import Authorise, PresenceAgent
+from sipxmpp.sip.core.presencepublisher import PresencePublisher
 from sipxmpp.sip.core.proxy import Network, Proxy, ProxySettings
 from sipxmpp.sip.core.publications import EventStateCompositor
 from sipxmpp.sip.core.subscriptions import DialogSubscriptions
@@ -89,9 +102,37 @@ class IngestSettings:
     subscribeExpires: int = 3600
 
 
+@dataclass(frozen=True)
+class BackpublishSettings:
+    """
+    C{[backpublish]}: the users' XMPP presence back to SIP (issue 18).
+
+    @ivar mode: C{"off"}; C{"serve"}: the gateway answers SUBSCRIBE
+        C{Event: presence} for provisioned users (a presence agent);
+        C{"publish"}: it PUBLISHes their presence at C{presenceServer}.
+    @ivar presenceServer: the SIP URI of the presence server (publish).
+    @ivar minExpires: serve: shorter SUBSCRIBEs are answered 423.
+    @ivar maxExpires: serve: longer SUBSCRIBEs are lowered to this (and
+        it is the lifetime of one without Expires); publish: the Expires
+        each PUBLISH asks for.
+    """
+
+    mode: str = "off"
+    presenceServer: str = ""
+    minExpires: int = 60
+    maxExpires: int = 3600
+
+
 class UpstreamError(Exception):
     """
     The configured upstream cannot be used; the message says why.
+    """
+
+
+class BackpublishError(UpstreamError):
+    """
+    C{[backpublish]} cannot be served as configured; the message (one
+    line, naming the key) says why.
     """
 
 
@@ -125,6 +166,9 @@ def buildSIP(
     aorOf: Callable[[URI], str | None],
     ingest: IngestSettings | None = None,
     isProvisioned: Callable[[str], bool] | None = None,
+    backpublish: BackpublishSettings | None = None,
+    presence: IPresenceSource | None = None,
+    authorise: Authorise | None = None,
 ) -> tuple[SIPTransports, Proxy]:
     """
     Build the SIP service and the proxy core, and connect the proxy's
@@ -135,6 +179,11 @@ def buildSIP(
 
     @param isProvisioned: whether an AoR may be published for; called on
         the SIP path, so it must answer from memory.
+    @param backpublish: C{[backpublish]}; a mode other than C{off} needs
+        C{presence} (and for C{serve}, C{authorise} and C{isProvisioned}).
+    @param presence: the users' XMPP presence, for back-publishing.
+    @param authorise: C{authorise(watcherAoR, userAoR)} for C{serve}.
+    @raise BackpublishError: for a back-publishing mode that cannot run.
     """
     address = settings.advertisedAddress
     local: dict[str, Peer] = {}
@@ -157,6 +206,7 @@ def buildSIP(
                 f"[ingest] subscribe: the server uses {subscribeAt.transport} but [sip] "
                 f"listen has no {subscribeAt.transport.lower()}: endpoint to send it from"
             )
+    publishAt = _backpublishTarget(backpublish, presence, authorise, isProvisioned, local)
     limits = Limits(
         maxMessageSize=settings.maxMessageSize,
         maxHeaderCount=settings.maxHeaders,
@@ -196,6 +246,9 @@ def buildSIP(
             fromURI=f"sip:sipxmpp@{settings.domain}",
             expires=ingest.subscribeExpires, metrics=metrics,
         ))
+    if backpublish is not None and presence is not None and backpublish.mode != "off":
+        _addBackpublishing(proxy, reactor, metrics, settings, backpublish, presence, authorise,
+                           isProvisioned, publishAt, local, aorOf)  # fmt: skip
     # Keepalive probes (Kamailio dispatcher) ask the gateway itself.
     proxy.addLocalHandler(OptionsResponder(local.values(), proxy.localMethods()))
     metrics.gauge("sipxmpp_sip_transactions", lambda: proxy.activeTransactions,
@@ -204,6 +257,116 @@ def buildSIP(
                   "Contacts registered through the gateway.")
     transports.setName("sip")
     return transports, proxy
+
+
+def _backpublishTarget(
+    backpublish: BackpublishSettings | None,
+    presence: IPresenceSource | None,
+    authorise: Authorise | None,
+    isProvisioned: Callable[[str], bool] | None,
+    local: dict[str, Peer],
+) -> Peer | None:
+    """
+    Check that C{backpublish} can run with what it was given; the resolved
+    presence server in C{publish} mode.
+    """
+    if backpublish is None or backpublish.mode == "off":
+        return None
+    mode = backpublish.mode
+    if presence is None or (mode == "serve" and (authorise is None or isProvisioned is None)):
+        raise BackpublishError(
+            f"[backpublish] mode = {mode}: not available yet, this version has no source of "
+            "the users' XMPP presence (and no watcher authorisation) to back-publish; "
+            "set mode = off"
+        )
+    if mode != "publish":
+        return None
+    try:
+        server = upstreamPeer(backpublish.presenceServer)
+    except UpstreamError as e:
+        raise BackpublishError(f"[backpublish] presence_server: {e}") from None
+    if server.transport not in local:
+        raise BackpublishError(
+            f"[backpublish] presence_server: the server uses {server.transport} but [sip] "
+            f"listen has no {server.transport.lower()}: endpoint to send it from"
+        )
+    return server
+
+
+def _addBackpublishing(
+    proxy: Proxy,
+    reactor: Any,
+    metrics: IMetrics,
+    settings: SIPSettings,
+    backpublish: BackpublishSettings,
+    presence: IPresenceSource,
+    authorise: Authorise | None,
+    isProvisioned: Callable[[str], bool] | None,
+    publishAt: Peer | None,
+    local: dict[str, Peer],
+    aorOf: Callable[[URI], str | None],
+) -> None:
+    if backpublish.mode == "publish":
+        assert publishAt is not None
+        _backpublishing[proxy] = BackpublishService(PresencePublisher(
+            reactor, presence, proxy.sendRequest, publishAt,
+            expires=backpublish.maxExpires, metrics=metrics,
+        ))  # fmt: skip
+        return
+    assert authorise is not None and isProvisioned is not None
+    ours = local.get("UDP") or next(iter(local.values()))
+    transport = "" if ours.transport == "UDP" else f";transport={ours.transport.lower()}"
+    upstream = proxy.settings.upstream
+    watchers = settings.trustedNetworks + (
+        (ipaddress.ip_network(upstream.host),) if upstream is not None else ()
+    )
+    agent = PresenceAgent(
+        reactor, presence, proxy.sendRequest, aorOf, isProvisioned, authorise,
+        contact=f"sip:sipxmpp@{ours.hostPort}{transport}", watchers=watchers,
+        minExpires=backpublish.minExpires, maxExpires=backpublish.maxExpires,
+        defaultExpires=backpublish.maxExpires, metrics=metrics,
+    )  # fmt: skip
+    proxy.addLocalHandler(agent)
+    _backpublishing[proxy] = BackpublishService(agent)
+
+
+class BackpublishService(service.Service):
+    """
+    Starts back-publishing once SIP listens and ends it before SIP stops
+    (final NOTIFYs, or PUBLISH removals): a child after C{sip}. Tell it
+    the provisioned AoRs with L{aorsChanged}.
+
+    @ivar backpublisher: the L{PresenceAgent} (serve) or the
+        L{PresencePublisher} (publish).
+    """
+
+    def __init__(self, backpublisher: PresenceAgent | PresencePublisher) -> None:
+        self.backpublisher = backpublisher
+
+    def aorsChanged(self, added: Iterable[str], removed: Iterable[str]) -> None:
+        """
+        The provisioned AoRs changed (L{ProvisionedAoRs.addListener}).
+        """
+        self.backpublisher.aorsChanged(added, removed)
+
+    def startService(self) -> None:
+        super().startService()
+        if isinstance(self.backpublisher, PresencePublisher):
+            self.backpublisher.start()
+
+    def stopService(self) -> None:
+        super().stopService()
+        self.backpublisher.stop()
+
+
+_backpublishing: WeakKeyDictionary[Proxy, BackpublishService] = WeakKeyDictionary()
+
+
+def backpublishingOf(proxy: Proxy) -> BackpublishService | None:
+    """
+    The back-publishing L{buildSIP} gave C{proxy}, if any.
+    """
+    return _backpublishing.get(proxy)
 
 
 def subscriptionsOf(proxy: Proxy) -> DialogSubscriptions | None:

@@ -58,7 +58,7 @@ from sipxmpp.sip.core.local import ILocalHandler
 from sipxmpp.sip.core.metrics import IMetrics
 from sipxmpp.sip.core.peer import Peer
 from sipxmpp.sip.core.presence import IPresenceSource, presenceDocument
-from sipxmpp.sip.core.proxy import Network, _isInNetworks  # the proxy's trusted test
+from sipxmpp.sip.core.proxy import Network, isInNetworks
 from sipxmpp.sip.core.transaction import IClientTransactionUser, NullUser
 from sipxmpp.sip.wire import pidf
 from sipxmpp.sip.wire.errors import SIPParseError
@@ -343,7 +343,7 @@ class PresenceAgent:
     def _fromWatchers(self, source: Peer) -> bool:
         assert self.watchers is not None
         try:
-            return _isInNetworks(source.host.strip("[]"), self.watchers)
+            return isInNetworks(source.host.strip("[]"), self.watchers)
         except ValueError:
             return False
 

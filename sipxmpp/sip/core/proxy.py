@@ -286,7 +286,7 @@ def _privacyId(request: SIPRequest) -> bool:
 
 
 @functools.lru_cache(maxsize=4096)
-def _isInNetworks(host: str, networks: tuple[Network, ...]) -> bool:
+def isInNetworks(host: str, networks: tuple[Network, ...]) -> bool:
     """
     Is address C{host} inside one of C{networks}? Memoised like
     L{ipAddress}: every message asks it of its source.
@@ -824,7 +824,7 @@ class Proxy:
         return source.port == upstream.port or (source.reliable and not self._isTrusted(source))
 
     def _isTrusted(self, source: Peer) -> bool:
-        return _isInNetworks(source.host, self.settings.trustedNetworks)
+        return isInNetworks(source.host, self.settings.trustedNetworks)
 
     def _notify(self, name: str, *args: object) -> None:
         for observer in self._observers:

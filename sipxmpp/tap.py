@@ -55,6 +55,7 @@ from sipxmpp.store.addresses import aorOfURI
 from sipxmpp.store.errors import StoreError
 from sipxmpp.store.provisioned import ProvisionedAoRs
 from sipxmpp.store.service import makeStoreService
+from sipxmpp.store.takeover import AoRTakeover
 from sipxmpp.telephony.state import TelephonyStateMachine
 from sipxmpp.xmpp.callpresence import ShownOnClient, ShownOnOwnResource
 from sipxmpp.xmpp.publisher import Publisher
@@ -413,8 +414,16 @@ def buildService(settings: Settings, reactor: Any, logfile: str | None = None) -
         listen = PostgreSQLNotifications(backend.connect, watcher, reactor.callFromThread)
         listen.setName("accounts-listen")
         listen.setServiceParent(top)
-    # Once the restart state is back, put back what clients were left at.
-    store.restored.addCallback(lambda summary: publisher.reconcile())
+    # Once the restart state is back, put back what clients were left at;
+    # from then on, users whose publications reach us but whose clients'
+    # saved statuses another gateway sharing the store wrote are taken over.
+    takeover = AoRTakeover(store.store.runtime, publisher, reactor)
+
+    def restored(summary: object) -> None:
+        publisher.reconcile()
+        machine.addPublicationListener(takeover)
+
+    store.restored.addCallback(restored)
     isProvisioned: Callable[[str], bool] | None = None
     provisioned: ProvisionedAoRs | None = None
     if settings.ingest.publishers or not settings.sip.upstream or settings.ingest.subscribe:

@@ -114,6 +114,18 @@ class IRuntimeStateStore(Interface):
         The owner's saved client statuses.
         """
 
+    def claim(aor: str) -> Deferred[list[SavedStatus]]:
+        """
+        Take C{aor} over from the other gateways sharing the store, in one
+        transaction: move the client statuses they saved for it to the
+        owner (where the owner saved one for the same client itself, its
+        own is kept), and delete their bindings, dialogs and session state
+        of C{aor}. Rows belong to whoever claimed them last. Fire with the
+        statuses moved, by resource (empty, and nothing changed, when no
+        other gateway saved a status for C{aor}: claiming twice is
+        harmless).
+        """
+
     def report(now: float) -> Deferred[list[UserReport]]:
         """
         What every gateway sharing the store saved, per owner and AoR, not

@@ -6,6 +6,16 @@ Rows belong to an I{owner}, the gateway instance that wrote them, so
 several gateways can share one PostgreSQL store: each restores only its
 own users. Times are POSIX times (the reactor's clock), so they mean the
 same after a restart.
+
+Taking a user over (L{SQLRuntimeStateStore.claim}): rows belong to whoever
+claimed them last. An instance that is sent the publications of a user
+whose saved client statuses another instance wrote (that one died, or the
+dispatcher moved the user) moves those statuses to its own name and drops
+the other's bindings, dialogs and session row of that user, in one
+transaction. An instance only ever writes and deletes rows under its own
+name, and restores only those: one that comes back after its users were
+taken over does not find them, and does not act on them again; if their
+publications come back to it, it claims them back the same way.
 """
 
 from __future__ import annotations
@@ -191,6 +201,40 @@ class SQLRuntimeStateStore:
                                                .items())
                 for status in statuses
             ]
+
+        return self._db.interact(work)
+
+    def claim(self, aor: str) -> Deferred[list[SavedStatus]]:
+        def work(tx: Transaction) -> list[SavedStatus]:
+            others = tx.execute(
+                "SELECT resource, status, priority, message, saved_at FROM saved_statuses "
+                "WHERE aor = ? AND owner <> ? ORDER BY saved_at, owner",
+                (aor, self.owner),
+            )
+            if not others:
+                return []
+            own = {row[0] for row in tx.execute(
+                "SELECT resource FROM saved_statuses WHERE owner = ? AND aor = ?",
+                (self.owner, aor),
+            )}
+            # Per client: what this owner saved itself wins, else the newest.
+            chosen: dict[str, SavedStatus] = {}
+            for resource, status, priority, message, savedAt in others:
+                if resource not in own:
+                    chosen[resource] = SavedStatus(
+                        aor, resource, status, None if priority is None else int(priority),
+                        message, float(savedAt))
+            for table in ("saved_statuses", "bindings", "dialogs", "xmpp_sessions"):
+                tx.execute(f"DELETE FROM {table} WHERE aor = ? AND owner <> ?",
+                           (aor, self.owner))
+            claimed = [chosen[resource] for resource in sorted(chosen)]
+            tx.executeMany(
+                "INSERT INTO saved_statuses (owner, aor, resource, status, priority, "
+                "message, saved_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(self.owner, aor, s.resource, s.status, s.priority, s.message, s.savedAt)
+                 for s in claimed],
+            )
+            return claimed
 
         return self._db.interact(work)
 

@@ -108,3 +108,19 @@ class ITelephonyObserver(Interface):
         """
         C{change.aor} had a transition or a refresh.
         """
+
+
+class IPublicationListener(Interface):
+    """
+    Told that a publication (a PUBLISH, or a NOTIFY of a subscription)
+    about a user was accepted, before the state machine applies it: for
+    work that depends on who publishes for whom, not on the state (such as
+    taking a user over from another instance sharing the store).
+    Implementations must return quickly and never raise: they are called on
+    the SIP path.
+    """
+
+    def publicationArrived(aor: str) -> None:
+        """
+        A publication of C{aor} was created or modified.
+        """

@@ -56,6 +56,7 @@ from sipxmpp.telephony.events import (
     DialogPhase,
     DialogReport,
     Event,
+    IPublicationListener,
     ITelephonyObserver,
     StateChange,
     TelephonyState,
@@ -294,6 +295,7 @@ class TelephonyStateMachine:
     ) -> None:
         self._clock = clock
         self._observers: list[ITelephonyObserver] = []
+        self._publicationListeners: list[IPublicationListener] = []
         self._users: dict[str, _User] = {}
         self.dialogWatchdog = dialogWatchdog
         self.earlyLifetime = earlyLifetime
@@ -308,6 +310,13 @@ class TelephonyStateMachine:
         Report every transition and refresh to C{observer}.
         """
         self._observers.append(observer)
+
+    def addPublicationListener(self, listener: IPublicationListener) -> None:
+        """
+        Tell C{listener} of every publication created or modified
+        (L{publicationSet} with a positive lifetime), before it is applied.
+        """
+        self._publicationListeners.append(listener)
 
     def stateOf(self, aor: str) -> TelephonyState:
         """
@@ -612,6 +621,12 @@ class TelephonyStateMachine:
         if expires <= 0:
             self.publicationRemoved(aor, publication)
             return
+        for listener in self._publicationListeners:
+            try:
+                listener.publicationArrived(aor)
+            except Exception:
+                self.log.failure("publication listener {listener} failed on {aor}",
+                                 listener=listener, aor=aor)
         user = self._user(aor)
         owned = user.publications.get(publication)
         if owned is None:

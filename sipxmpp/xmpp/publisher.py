@@ -20,7 +20,7 @@ meanwhile collapses into the latest state once it is back.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -703,19 +703,45 @@ class Publisher(service.Service):
         if saved is None:
             return
         for aor in saved.aorsWithSavedStatuses():
-            for record in saved.savedStatuses(aor)[:1]:
-                user = self.users.get(aor)
-                if user is not None:
-                    user.adoptSaved(JID(record.resource), RemoteStatus(
-                        record.status, record.priority, record.message))
-                    continue
-                self._adopt[aor] = record
-                if aor not in self._lookups:
-                    self._lookups[aor] = TelephonyState.OFFLINE
-                    self.accounts.lookup(aor).addCallbacks(
-                        lambda account, aor=aor: self._found(aor, account),
-                        lambda f, aor=aor: self._lookupFailed(aor, f),
-                    )
+            self._reconcile(aor, saved.savedStatuses(aor))
+
+    def handles(self, aor: str) -> bool:
+        """
+        Whether C{aor} is logged in here, or being looked up to be.
+        """
+        return aor in self.users or aor in self._lookups
+
+    def adoptSavedStatuses(self, aor: str, statuses: Sequence[SavedStatus]) -> None:
+        """
+        C{aor} was taken over from another gateway sharing the store, which
+        had saved C{statuses} of clients it set to dnd: keep them (with the
+        store's persister) and, like L{reconcile} does after a restart, log
+        the user in and take that over, so that the client gets its status
+        back once no call is left.
+        """
+        records = tuple(statuses)
+        if not records:
+            return
+        if self.savedStatuses is not None:
+            self.savedStatuses.setSavedStatuses(aor, records)
+        self.log.info("{aor}: taken over from another gateway; putting back the status "
+                      "of {client} once no call is left", aor=aor, client=records[0].resource)
+        self._reconcile(aor, records)
+
+    def _reconcile(self, aor: str, records: Sequence[SavedStatus]) -> None:
+        for record in records[:1]:
+            user = self.users.get(aor)
+            if user is not None:
+                user.adoptSaved(JID(record.resource), RemoteStatus(
+                    record.status, record.priority, record.message))
+                continue
+            self._adopt[aor] = record
+            if aor not in self._lookups:
+                self._lookups[aor] = self._latest.get(aor, TelephonyState.OFFLINE)
+                self.accounts.lookup(aor).addCallbacks(
+                    lambda account, aor=aor: self._found(aor, account),
+                    lambda f, aor=aor: self._lookupFailed(aor, f),
+                )
 
     # -- logging out -------------------------------------------------------
 

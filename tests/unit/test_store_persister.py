@@ -63,6 +63,9 @@ class FakeRuntimeStore:
     def loadSavedStatuses(self) -> Deferred[list[SavedStatus]]:
         return succeed([])
 
+    def claim(self, aor: str) -> Deferred[list[SavedStatus]]:
+        return succeed([])
+
     def loadRoutes(self, now: float) -> Deferred[list[RouteRecord]]:
         return succeed([])
 

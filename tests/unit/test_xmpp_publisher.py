@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.words.protocols.jabber.jid import JID
@@ -828,6 +829,60 @@ class SavedStatusTests(PublisherTestsMixin, SynchronousTestCase):
         self.change(S.ONLINE)
         restored = self.runPsi(session, form=rcForm("dnd", "3", self.settings.statusText))
         self.assertEqual(restored["status"], ["away"])
+
+    def test_adoptTakenOverRestores(self) -> None:
+        """
+        A user taken over from another gateway (which saved the client's
+        status): the statuses are kept, the user logged in, and the client,
+        still at the other gateway's dnd with no call left, gets its status
+        back; then the user is logged out after the grace period.
+        """
+        self.assertFalse(self.publisher.handles(AOR))
+        record = SavedStatus(AOR, PSI, "away", 3, "lunch", 0.0)
+        self.publisher.adoptSavedStatuses(AOR, [record])
+        self.assertTrue(self.publisher.handles(AOR))
+        self.assertEqual(self.store.savedStatuses(AOR), (record,))
+        [session] = self.sessions
+        self.assertEqual(session.started, 1)
+        session.connect()
+        session.receive(presenceXML(PSI, "dnd", self.settings.statusText, 3, "psi-ver"))
+        [disco] = session.iqs()
+        session.answer(disco, itemsAnswer(PSI, [NODE_SET_STATUS]))
+        self.clock.advance(RESOURCE_SETTLE)
+        restored = self.runPsi(session, form=rcForm("dnd", "3", self.settings.statusText))
+        self.assertEqual((restored["status"], restored["status-message"]), (["away"], ["lunch"]))
+        self.assertEqual(self.store.saved, {})
+        self.clock.advance(self.settings.logoutGrace)
+        self.assertEqual(session.stopped, 1)
+        self.assertFalse(self.publisher.handles(AOR))
+
+    def test_adoptWhileLookingUp(self) -> None:
+        """
+        The publication that triggered the takeover brought the user online
+        here: the lookup under way logs in once, and the call's end puts
+        the client's status back.
+        """
+        pending: Deferred[Account | None] = Deferred()
+        self.accounts.lookup = lambda aor: pending  # type: ignore[method-assign]
+        self.change(S.ON_THE_PHONE)
+        self.assertTrue(self.publisher.handles(AOR))
+        self.publisher.adoptSavedStatuses(AOR, [SavedStatus(AOR, PSI, "away", 3, "lunch", 0.0)])
+        pending.callback(Account(AOR, JID("alice@example.test"), "s3cret"))
+        [session] = self.sessions
+        session.connect()
+        session.receive(presenceXML(PSI, "dnd", self.settings.statusText, 3, "psi-ver"))
+        [disco] = session.iqs()
+        session.answer(disco, itemsAnswer(PSI, [NODE_SET_STATUS]))
+        self.clock.advance(RESOURCE_SETTLE)
+        self.assertEqual(session.iqs(), [])  # still on the phone: dnd stays
+        self.change(S.ONLINE)
+        restored = self.runPsi(session, form=rcForm("dnd", "3", self.settings.statusText))
+        self.assertEqual(restored["status"], ["away"])
+
+    def test_adoptNothing(self) -> None:
+        self.publisher.adoptSavedStatuses(AOR, [])
+        self.assertEqual(self.sessions, [])
+        self.assertFalse(self.publisher.handles(AOR))
 
     def callUntilRestoreFails(self) -> FakeSession:
         """

@@ -16,8 +16,10 @@ C{gw-b} and on the user's client. Everything is on 127.0.0.1; waits are
 bounded and nothing asserts on timing (the failover time is printed).
 
 L{ScaleOutKilledMidCallTests} kills gw-a while its users are in calls:
-gw-b answers pua's next PUBLISHes 412 and accepts pua's new publications,
-but the clients gw-a set dnd stay dnd (a known gap, marked todo).
+gw-b answers pua's next PUBLISHes 412 and accepts pua's new publications;
+the first of these makes gw-b take the user over in the shared store (the
+saved statuses of the clients gw-a set dnd move to gw-b's name), log the
+user in and put each client's status back.
 """
 
 from __future__ import annotations
@@ -336,14 +338,6 @@ class ScaleOutKilledMidCallTests(ScaleOutTestCase):
     """
 
     shared = SharedServer(ScaleOutStack)
-
-    todo = (
-        "a client that a dead instance set dnd stays dnd: the instance that "
-        "takes the user over gets the call's end (412, then pua's new "
-        "publication) but neither logs the user in nor knows the client's "
-        "saved status, which the shared store keeps under the dead "
-        "instance's name"
-    )
 
     @deferred
     async def test_killedMidCall(self) -> None:

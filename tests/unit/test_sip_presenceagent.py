@@ -15,9 +15,10 @@ from twisted.trial.unittest import SynchronousTestCase
 from sipxmpp.ops.metrics import Metrics
 from sipxmpp.sip.core.peer import Peer
 from sipxmpp.sip.core.presence import InMemoryPresenceSource, UserPresence
-from sipxmpp.sip.core.presenceagent import TAG_PREFIX, PresenceAgent, eventPackage
+from sipxmpp.sip.core.presenceagent import TAG_PREFIX, PresenceAgent
 from sipxmpp.sip.core.subscriptions import SubscriptionState, parseSubscriptionState
 from sipxmpp.sip.core.transaction import IClientTransactionUser
+from sipxmpp.sip.wire.headers import parseEvent
 from sipxmpp.sip.wire.message import SIPRequest, SIPResponse
 from sipxmpp.sip.wire.parser import parseMessage
 from sipxmpp.sip.wire.pidf import Presence, parsePresence
@@ -137,9 +138,9 @@ class AcceptsTests(AgentTestCase):
         self.assertTrue(self.agent.accepts(subscribe(event="dialog"), PHONE, False))
 
     def test_eventPackage(self) -> None:
-        self.assertEqual(eventPackage("Presence ; id=7"), ("presence", "7"))
-        self.assertEqual(eventPackage("dialog"), ("dialog", None))
-        self.assertEqual(eventPackage(None), (None, None))
+        self.assertEqual(parseEvent("Presence ; id=7"), ("presence", "7"))
+        self.assertEqual(parseEvent("dialog"), ("dialog", None))
+        self.assertEqual(parseEvent(None), (None, None))
 
 
 class RefusalTests(AgentTestCase):

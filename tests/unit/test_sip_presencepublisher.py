@@ -12,9 +12,10 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from sipxmpp.ops.metrics import Metrics
+from sipxmpp.sip.core.backoff import backoffDelay
 from sipxmpp.sip.core.peer import Peer
 from sipxmpp.sip.core.presence import InMemoryPresenceSource, UserPresence
-from sipxmpp.sip.core.presencepublisher import PresencePublisher, backoffDelay
+from sipxmpp.sip.core.presencepublisher import PresencePublisher
 from sipxmpp.sip.core.transaction import IClientTransactionUser
 from sipxmpp.sip.wire.message import SIPRequest, SIPResponse
 from sipxmpp.sip.wire.parser import parseMessage

@@ -62,11 +62,12 @@ from sipxmpp.sip.core.proxy import Network, isInNetworks
 from sipxmpp.sip.core.transaction import IClientTransactionUser, NullUser
 from sipxmpp.sip.wire import pidf
 from sipxmpp.sip.wire.errors import SIPParseError
+from sipxmpp.sip.wire.headers import parseEvent
 from sipxmpp.sip.wire.message import SIPRequest, SIPResponse
 from sipxmpp.sip.wire.responses import makeResponse
 from sipxmpp.sip.wire.uri import URI
 
-__all__ = ["TAG_PREFIX", "Authorisation", "Authorise", "PresenceAgent", "eventPackage"]
+__all__ = ["TAG_PREFIX", "Authorisation", "Authorise", "PresenceAgent"]
 
 #: The start of every To tag of our presence dialogs: stable across
 #: restarts, so that a refresh of a dialog from before one gets 481.
@@ -81,21 +82,6 @@ _METRIC = "sipxmpp_sip_presence_subscribe_total"
 # Accept values under which a PIDF body may be sent.
 _ACCEPTABLE = frozenset((pidf.CONTENT_TYPE, "application/*", "*/*"))
 
-
-def eventPackage(value: str | None) -> tuple[str | None, str | None]:
-    """
-    The event package of an Event value, lower-cased, and its C{id}
-    parameter (C{"presence;id=7"} -> C{("presence", "7")}).
-    """
-    if value is None:
-        return None, None
-    package, *params = (part.strip() for part in value.split(";"))
-    eventID = None
-    for param in params:
-        name, _, text = param.partition("=")
-        if name.strip().lower() == "id":
-            eventID = text.strip()
-    return package.lower() or None, eventID
 
 
 class _Refused(Exception):
@@ -244,7 +230,7 @@ class PresenceAgent:
         toTag = request.toTag
         if toTag is not None:
             return toTag.startswith(TAG_PREFIX)
-        if eventPackage(request.getHeader("event"))[0] != _EVENT:
+        if parseEvent(request.getHeader("event"))[0] != _EVENT:
             return False
         aor = self._aorOf(request.uri)
         return aor is not None and self._isProvisioned(aor)
@@ -277,7 +263,7 @@ class PresenceAgent:
             raise _Refused(403, "Forbidden")
         if request.fromTag is None:
             raise _Refused(400, "SUBSCRIBE without a From tag")
-        package, eventID = eventPackage(request.getHeader("event"))
+        package, eventID = parseEvent(request.getHeader("event"))
         toTag = request.toTag
         if toTag is not None:
             return self._inDialog(request, source, toTag, package)

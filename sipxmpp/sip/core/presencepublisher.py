@@ -49,6 +49,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from sipxmpp.sip.core.backoff import backoffDelay
 from sipxmpp.sip.core.metrics import IMetrics
 from sipxmpp.sip.core.peer import Peer
 from sipxmpp.sip.core.presence import IPresenceSource, presenceDocument
@@ -57,7 +58,7 @@ from sipxmpp.sip.wire import pidf
 from sipxmpp.sip.wire.errors import SIPParseError
 from sipxmpp.sip.wire.message import SIPResponse
 
-__all__ = ["PresencePublisher", "backoffDelay"]
+__all__ = ["PresencePublisher"]
 
 Send = Callable[[bytes, Peer, IClientTransactionUser], object]
 
@@ -65,14 +66,6 @@ _METRIC = "sipxmpp_sip_presence_publish_total"
 # The longest lifetime a 423's Min-Expires may ask for.
 _LONGEST = 7 * 86400
 
-
-def backoffDelay(failures: int, base: float, cap: float, jitter: Callable[[], float]) -> float:
-    """
-    The delay before attempt C{failures + 1}: C{base} doubling per failure
-    up to C{cap}, scaled by C{0.5 + jitter() / 2}.
-    """
-    delay: float = min(cap, base * 2 ** min(max(failures - 1, 0), 30))
-    return delay * (0.5 + jitter() / 2)
 
 
 @dataclass(eq=False)

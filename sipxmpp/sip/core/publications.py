@@ -64,6 +64,7 @@ from sipxmpp.sip.core.peer import Peer
 from sipxmpp.sip.wire import dialoginfo, pidf
 from sipxmpp.sip.wire.dialoginfo import DialogInfo, parseDialogInfo
 from sipxmpp.sip.wire.errors import SIPParseError
+from sipxmpp.sip.wire.headers import parseEvent
 from sipxmpp.sip.wire.message import SIPRequest, SIPResponse
 from sipxmpp.sip.wire.pidf import Presence, parsePresence
 from sipxmpp.sip.wire.responses import makeResponse
@@ -175,12 +176,6 @@ def _network(value: str | Network) -> Network:
         return ipaddress.ip_network(value.strip(), strict=False)
     return value
 
-
-def _eventPackage(value: str | None) -> str | None:
-    # "dialog;id=..." -> "dialog": parameters do not change the package.
-    if value is None:
-        return None
-    return value.split(";", 1)[0].strip().lower() or None
 
 
 @implementer(ILocalHandler)
@@ -302,7 +297,7 @@ class EventStateCompositor:
             return "other", PublishAnswer(500, "Server Internal Error")
         if aor is None or not known:
             return "other", PublishAnswer(404, "Not Found")
-        event = _eventPackage(request.getHeader("event"))
+        event = parseEvent(request.getHeader("event"))[0]
         if event is None or event not in CONTENT_TYPES:
             return "other", PublishAnswer(489, "Bad Event", (("Allow-Events", _ALLOW_EVENTS),))
         return event, self._publish(request, aor, event)

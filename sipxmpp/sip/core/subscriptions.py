@@ -63,6 +63,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from sipxmpp.sip.core.backoff import backoffDelay
 from sipxmpp.sip.core.local import ILocalHandler
 from sipxmpp.sip.core.metrics import IMetrics
 from sipxmpp.sip.core.peer import Peer
@@ -71,6 +72,7 @@ from sipxmpp.sip.core.transaction import IClientTransactionUser, NullUser
 from sipxmpp.sip.wire import dialoginfo
 from sipxmpp.sip.wire.dialoginfo import DialogInfo, parseDialogInfo
 from sipxmpp.sip.wire.errors import SIPParseError
+from sipxmpp.sip.wire.headers import parseEvent
 from sipxmpp.sip.wire.message import SIPRequest, SIPResponse
 from sipxmpp.sip.wire.responses import makeResponse
 from sipxmpp.telephony.state import TelephonyStateMachine
@@ -131,11 +133,6 @@ def parseSubscriptionState(value: str) -> SubscriptionState:
     return SubscriptionState(state, number("expires"), reason.lower() if reason else None,
                              number("retry-after"))  # fmt: skip
 
-
-def _eventPackage(value: str | None) -> str | None:
-    if value is None:
-        return None
-    return value.split(";", 1)[0].strip().lower() or None
 
 
 @dataclass(eq=False)
@@ -560,8 +557,8 @@ class DialogSubscriptions:
         if dialog.published:
             subscriber.stale.append(dialog.key)
         subscriber.failures += 1
-        delay = min(self.backoffCap, self.backoffBase * 2 ** min(subscriber.failures - 1, 30))
-        delay *= 0.5 + self._jitter() / 2
+        delay = backoffDelay(subscriber.failures, self.backoffBase, self.backoffCap,
+                             self._jitter)  # fmt: skip
         if retryAfter is not None:
             # The server's word counts, up to an hour.
             delay = max(delay, min(float(retryAfter), 3600.0))
@@ -606,7 +603,7 @@ class DialogSubscriptions:
         dialog = self._dialogs.get((request.callID, toTag))
         if dialog is None or dialog.ended:
             return 481, "Subscription Does Not Exist", ()
-        if _eventPackage(request.getHeader("event")) != _EVENT:
+        if parseEvent(request.getHeader("event"))[0] != _EVENT:
             return 489, "Bad Event", (("Allow-Events", _EVENT),)
         number = request.cseq.number
         if dialog.remoteCSeq is not None and number < dialog.remoteCSeq:

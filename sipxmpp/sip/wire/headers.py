@@ -609,3 +609,21 @@ class SessionExpires(NamedTuple):
 
     seconds: int
     refresher: str | None
+
+
+def parseEvent(value: str | None) -> tuple[str | None, str | None]:
+    """
+    The event package of an Event header value, lower-cased, and its C{id}
+    parameter (RFC 6665 §8.2.1): C{"Presence;id=7"} -> C{("presence", "7")};
+    other parameters do not change the package. C{(None, None)} for no
+    value.
+    """
+    if value is None:
+        return None, None
+    package, *params = (part.strip() for part in value.split(";"))
+    eventID = None
+    for param in params:
+        name, _, text = param.partition("=")
+        if name.strip().lower() == "id":
+            eventID = text.strip()
+    return package.lower() or None, eventID

@@ -744,7 +744,7 @@ class CallPresence:
         self._adopting = None
         node = next((n for n in STATUS_NODES if n in nodes), STATUS_NODES[0])
         self._show(ShownOnClient(target, node, presence.status or "", saved, seenOurs=True))
-        self._log("took over {jid}'s dnd from before the restart", jid=target.full())
+        self._log("took over {jid}'s dnd, set before a restart or by another gateway", jid=target.full())
 
     # -- output ----------------------------------------------------------------
 

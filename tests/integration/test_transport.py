@@ -842,15 +842,20 @@ class TCPUpstreamTests(GatewayTestCase):
         Five REGISTERs from a UDP phone travel to Kamailio on one TCP
         connection the gateway opened: after the first and after all five,
         the gateway has exactly one established connection to Kamailio's
-        port, from the same local port, and its gauge says one.
+        port, from the same local port, and its gauge says one. (The
+        upstream keepalive, an OPTIONS at start, may have opened it before
+        the first REGISTER: then the REGISTERs use that one.)
         """
         port = freeSIPPort()
-        self.assertEqual(establishedTo(self.gateway.pid or 0, self.registrar.port), [])
+        before = establishedTo(self.gateway.pid or 0, self.registrar.port)
+        self.assertLessEqual(len(before), 1, before)
         keys = {"domain": DOMAIN, "expires": 300, "contact_user": "tcpup"}
         self.assertSipp(self.sipp.run("register", self.gateway.address, service="tcpup",
                                       keys=keys, localPort=port), "first REGISTER")
         first = establishedTo(self.gateway.pid or 0, self.registrar.port)
         self.assertEqual(len(first), 1, first)
+        if before:
+            self.assertEqual(first, before)
         result = self.sipp.run("register", self.gateway.address, service="tcpup", keys=keys,
                                localPort=port, calls=4)
         self.assertSipp(result, "four more REGISTERs")

@@ -7,10 +7,22 @@ ANONYMOUS and prefers DIGEST-MD5 (deprecated by RFC 6331). L{SASLInitializer}
 keeps its element handling and replaces the choice of mechanism; the
 mechanisms themselves are plain L{ISASLMechanism} providers, so they can be
 tested against a server-side C{scramp} exchange without any stream.
+
+The client proof needs C{SaltedPassword = PBKDF2(password, salt, i)}, by
+far the costliest step of a login (Prosody uses 10,000 iterations). RFC
+5802 (section 5.1) lets a client keep it for the same password, salt and
+iteration count; L{ScramKeyCache} keeps the derived C{ClientKey} and
+C{ServerKey}, in memory only, so a re-login or a reconnect skips PBKDF2.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import os
+import threading
+from base64 import b64decode, b64encode
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
@@ -46,6 +58,78 @@ class NoAcceptableMechanism(SASLFailure):
     """
 
 
+#: Entries the default key cache holds (about 300 bytes each).
+KEY_CACHE_SIZE = 50_000
+
+_HASHES = {"SCRAM-SHA-256": "sha256", "SCRAM-SHA-1": "sha1"}
+
+
+class ScramKeyCache:
+    """
+    A bounded LRU cache of SCRAM C{(ClientKey, ServerKey)} by hash,
+    password, salt and iteration count.
+
+    The password is not kept: the key holds an HMAC of it under a random
+    per-cache key, so a changed password (or salt, or count) misses. The
+    keys derived are password equivalents for that server: they live only
+    in this process's memory and are never logged (C{repr} shows the size).
+    """
+
+    def __init__(self, maxSize: int = KEY_CACHE_SIZE) -> None:
+        if maxSize < 0:
+            raise ValueError("the cache size must not be negative")
+        self.maxSize = maxSize
+        self.hits = 0
+        self.misses = 0
+        self._secret = os.urandom(32)
+        self._entries: OrderedDict[tuple[str, bytes, bytes, int], tuple[bytes, bytes]] = (
+            OrderedDict()
+        )
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"<ScramKeyCache {len(self._entries)}/{self.maxSize}>"
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+    def keys(self, hashName: str, password: bytes, salt: bytes,
+             iterations: int) -> tuple[bytes, bytes]:
+        """
+        Return C{(ClientKey, ServerKey)} for C{password} (already
+        SASLprepped and UTF-8 encoded), deriving them on a miss.
+        """
+        tag = hmac.new(self._secret, password, "sha256").digest()
+        key = (hashName, tag, salt, iterations)
+        with self._lock:
+            found = self._entries.get(key)
+            if found is not None:
+                self._entries.move_to_end(key)
+                self.hits += 1
+                return found
+            self.misses += 1
+        salted = hashlib.pbkdf2_hmac(hashName, password, salt, iterations)
+        derived = (
+            hmac.new(salted, b"Client Key", hashName).digest(),
+            hmac.new(salted, b"Server Key", hashName).digest(),
+        )
+        if self.maxSize:
+            with self._lock:
+                self._entries[key] = derived
+                self._entries.move_to_end(key)
+                while len(self._entries) > self.maxSize:
+                    self._entries.popitem(last=False)
+        return derived
+
+
+#: The cache the gateway's sessions share.
+KEY_CACHE = ScramKeyCache()
+
+
 @implementer(sasl_mechanisms.ISASLMechanism)
 class ScramMechanism:
     """
@@ -55,12 +139,15 @@ class ScramMechanism:
         (its signature in the server-final message was checked).
     """
 
-    def __init__(self, name: str, username: str, password: str) -> None:
+    def __init__(self, name: str, username: str, password: str,
+                 cache: ScramKeyCache | None = None) -> None:
         if name not in SCRAM_MECHANISMS:
             raise ValueError(f"unsupported SCRAM mechanism {name!r}")
         self.name = name
         self.verified = False
         self._client = scramp.ScramClient([name], username, password)
+        self._cache = KEY_CACHE if cache is None else cache
+        self._serverSignature = b""
         self._stage = 0
 
     def getInitialResponse(self) -> bytes:
@@ -81,8 +168,7 @@ class ScramMechanism:
             if self._stage == 0:
                 self._stage = 1
                 self._client.set_server_first(text)
-                final: str = self._client.get_client_final()
-                return final.encode("utf-8")
+                return self._clientFinal().encode("utf-8")
             self.verifyServerFinal(challenge)
             return b""
         except scramp.ScramException as e:
@@ -98,11 +184,36 @@ class ScramMechanism:
             return
         if self._stage != 1:
             raise SASLFailure(f"{self.name}: server-final message before server-first")
+        attributes = dict(
+            part.split("=", 1) for part in self._decode(data).split(",") if "=" in part
+        )
+        if "e" in attributes:
+            raise SASLFailure(f"{self.name}: the server returned an error: {attributes['e']}")
         try:
-            self._client.set_server_final(self._decode(data))
-        except scramp.ScramException as e:
-            raise SASLFailure(f"{self.name}: {e}") from None
+            signature = b64decode(attributes.get("v", ""), validate=True)
+        except ValueError:
+            raise SASLFailure(f"{self.name}: the server signature is not base64") from None
+        if not signature or not hmac.compare_digest(signature, self._serverSignature):
+            raise SASLFailure(f"{self.name}: the server signature doesn't match")
         self.verified = True
+
+    def _clientFinal(self) -> str:
+        # RFC 5802 section 3, as scramp computes it, with the keys from
+        # the cache instead of a PBKDF2 per login.
+        client = self._client
+        hashName = _HASHES[self.name]
+        clientKey, serverKey = self._cache.keys(
+            hashName, bytes(client.password), bytes(client.salt), int(client.iterations)
+        )
+        storedKey = hashlib.new(hashName, clientKey).digest()
+        cbind = b64encode(client.gs2_header.make_cbind_input(client.cb)).decode("ascii")
+        withoutProof = f"c={cbind},r={client.nonce}"
+        authMessage = f"{client.client_first_bare},{client.server_first},{withoutProof}"
+        message = authMessage.encode("utf-8")
+        signature = hmac.new(storedKey, message, hashName).digest()
+        proof = bytes(a ^ b for a, b in zip(clientKey, signature, strict=True))
+        self._serverSignature = hmac.new(serverKey, message, hashName).digest()
+        return f"{withoutProof},p={b64encode(proof).decode('ascii')}"
 
     def _decode(self, data: bytes) -> str:
         try:

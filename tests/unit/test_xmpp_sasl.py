@@ -19,6 +19,7 @@ from sipxmpp.xmpp.sasl import (
     NoAcceptableMechanism,
     SASLFailure,
     SASLInitializer,
+    ScramKeyCache,
     ScramMechanism,
     chooseMechanism,
     replaceSASLInitializer,
@@ -81,6 +82,110 @@ class ScramMechanismTests(SynchronousTestCase):
         server.set_client_final(final.decode())
         self.assertEqual(client.getResponse(server.get_server_final().encode()), b"")
         self.assertTrue(client.verified)
+
+
+class KeyCacheTests(SynchronousTestCase):
+    """
+    L{ScramKeyCache}: a cached exchange still proves the password; another
+    salt, iteration count or password misses; the cache is bounded.
+    """
+
+    def login(self, cache: ScramKeyCache, server: scramp.ScramServer,
+              password: str = PASSWORD, name: str = "SCRAM-SHA-256") -> ScramMechanism:
+        client = ScramMechanism(name, "alice", password, cache=cache)
+        server.set_client_first(client.getInitialResponse().decode())
+        final = client.getResponse(server.get_server_first().encode())
+        server.set_client_final(final.decode())
+        client.verifyServerFinal(server.get_server_final().encode())
+        return client
+
+    def serverFor(self, info: tuple[bytes, bytes, bytes, int],
+                  name: str = "SCRAM-SHA-256") -> scramp.ScramServer:
+        return scramp.ScramMechanism(name).make_server(lambda username: info)
+
+    def info(self, password: str = PASSWORD, salt: bytes = b"s" * 16,
+             iterations: int = 4096, name: str = "SCRAM-SHA-256"
+             ) -> tuple[bytes, bytes, bytes, int]:
+        return scramp.ScramMechanism(name).make_auth_info(  # type: ignore[no-any-return]
+            password, iteration_count=iterations, salt=salt)
+
+    def test_cachedLoginProves(self) -> None:
+        """
+        The second login with the same password, salt and count hits the
+        cache and its proof is still accepted, with the server verified.
+        """
+        cache = ScramKeyCache(10)
+        info = self.info()
+        for name in ("SCRAM-SHA-256", "SCRAM-SHA-1"):
+            info = self.info(name=name)
+            self.assertTrue(self.login(cache, self.serverFor(info, name), name=name).verified)
+            self.assertTrue(self.login(cache, self.serverFor(info, name), name=name).verified)
+        self.assertEqual((cache.hits, cache.misses, len(cache)), (2, 2, 2))
+
+    def test_sameProofAsWithoutCache(self) -> None:
+        """
+        With the same nonces, the client-final message is the one scramp
+        computes itself.
+        """
+        cache = ScramKeyCache(10)
+        info = self.info()
+        for _ in range(2):
+            server = self.serverFor(info)
+            ours = ScramMechanism("SCRAM-SHA-256", "alice", PASSWORD, cache=cache)
+            ours._client.c_nonce = scramp.core.Nonce("fixednonce")
+            reference = scramp.ScramClient(["SCRAM-SHA-256"], "alice", PASSWORD,
+                                           c_nonce="fixednonce")
+            server.set_client_first(ours.getInitialResponse().decode())
+            first = server.get_server_first()
+            reference.get_client_first()
+            reference.set_server_first(first)
+            self.assertEqual(ours.getResponse(first.encode()).decode(),
+                             reference.get_client_final())
+        self.assertEqual(cache.hits, 1)
+
+    def test_changedSaltCountOrPasswordMisses(self) -> None:
+        """
+        Another salt, another iteration count or another password is a
+        miss; a changed password's old keys are never used for the new one.
+        """
+        cache = ScramKeyCache(10)
+        self.login(cache, self.serverFor(self.info()))
+        self.login(cache, self.serverFor(self.info(salt=b"t" * 16)))
+        self.login(cache, self.serverFor(self.info(iterations=4097)))
+        self.login(cache, self.serverFor(self.info("new password")), password="new password")
+        self.assertEqual((cache.hits, cache.misses), (0, 4))
+        # The server changed the password: the cached keys of the old one
+        # (same salt and count) do not log in.
+        server = self.serverFor(self.info("new password"))
+        self.assertRaises(scramp.ScramException, self.login, cache, server)
+
+    def test_bounded(self) -> None:
+        """
+        The least recently used entry goes first when the cache is full; a
+        size of 0 caches nothing.
+        """
+        cache = ScramKeyCache(2)
+        salts = [bytes([65 + i]) * 16 for i in range(3)]
+        cache.keys("sha256", b"pw", salts[0], 1)
+        cache.keys("sha256", b"pw", salts[1], 1)
+        cache.keys("sha256", b"pw", salts[0], 1)  # now most recent
+        cache.keys("sha256", b"pw", salts[2], 1)  # evicts salts[1]
+        self.assertEqual(len(cache), 2)
+        cache.keys("sha256", b"pw", salts[0], 1)
+        cache.keys("sha256", b"pw", salts[1], 1)
+        self.assertEqual((cache.hits, cache.misses), (2, 4))
+        none = ScramKeyCache(0)
+        none.keys("sha256", b"pw", salts[0], 1)
+        none.keys("sha256", b"pw", salts[0], 1)
+        self.assertEqual((len(none), none.hits), (0, 0))
+
+    def test_reprHidesKeys(self) -> None:
+        """
+        The cache's repr says its size only, never a password or a key.
+        """
+        cache = ScramKeyCache(3)
+        client, server = cache.keys("sha256", PASSWORD.encode(), b"s" * 16, 1)
+        self.assertEqual(repr(cache), "<ScramKeyCache 1/3>")
 
 
 class ChooseMechanismTests(SynchronousTestCase):

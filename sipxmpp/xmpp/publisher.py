@@ -250,6 +250,13 @@ class UserPublisher(subprotocols.XMPPHandler):  # type: ignore[misc]
         self._handling = False
         self._timer: IDelayedCall | None = None
         self._idleWaiters: list[Deferred[None]] = []
+        # What the gateway's own resource last showed on this stream: the
+        # dnd text (None: idle) and priority; None while no stream is up.
+        self.ownPresence: tuple[str | None, int] | None = None
+        # Called after the user's presence on XMPP may have changed (a
+        # resource, the gateway's own presence, how a call is shown):
+        # back-publishing (L{sipxmpp.xmpp.presencesource}) listens.
+        self.onPresenceChanged: Callable[[], object] = lambda: None
 
     def __repr__(self) -> str:
         return f"<UserPublisher {self.account.aor} {self.telephony.value}>"
@@ -323,6 +330,7 @@ class UserPublisher(subprotocols.XMPPHandler):  # type: ignore[misc]
 
     def connectionLost(self, reason: Failure) -> None:
         self.tracker.clear()
+        self.ownPresence = None
         # The machine drops a settling that was under way; so does its timer.
         self._cancelTimer()
         self._handle(SessionLost())
@@ -376,6 +384,7 @@ class UserPublisher(subprotocols.XMPPHandler):  # type: ignore[misc]
                                          aor=self.account.aor, action=action)  # fmt: skip
         finally:
             self._handling = False
+        self.onPresenceChanged()
         if not self.machine.busy and self._idleWaiters:
             waiters, self._idleWaiters = self._idleWaiters, []
             for w in waiters:
@@ -474,7 +483,10 @@ class UserPublisher(subprotocols.XMPPHandler):  # type: ignore[misc]
             presence.addElement("show", content="dnd")
             presence.addElement("status", content=text)
         presence.addElement("priority", content=str(priority))
-        if self.session.send(presence) and text == self.machine.desiredText():
+        if not self.session.send(presence):
+            return
+        self.ownPresence = (text, priority)
+        if text == self.machine.desiredText():
             self._presenceShown("own-resource")
 
 
@@ -521,6 +533,21 @@ class Publisher(service.Service):
         # The latest telephony state of every AoR not offline on SIP, so
         # that an account added or enabled later logs its user in at once.
         self._latest: dict[str, TelephonyState] = {}
+        self._userListeners: list[Callable[[str, UserPublisher | None], object]] = []
+
+    def addUserListener(self, listener: Callable[[str, UserPublisher | None], object]) -> None:
+        """
+        Call C{listener(aor, user)} when C{aor} gets a session (before it
+        starts) and C{listener(aor, None)} when it is logged out.
+        """
+        self._userListeners.append(listener)
+
+    def _tellUser(self, aor: str, user: UserPublisher | None) -> None:
+        for listener in list(self._userListeners):
+            try:
+                listener(aor, user)
+            except Exception:
+                self.log.failure("a listener of {aor}'s session failed", aor=aor)
 
     # -- ITelephonyObserver ------------------------------------------------
 
@@ -584,6 +611,7 @@ class Publisher(service.Service):
             report.sessionStateChanged(aor, text, reason)
 
         session.onStateChanged = stateChanged
+        self._tellUser(aor, user)
         self._setTelephony(aor, user, state)
         if adopt is not None:
             user.adoptSaved(JID(adopt.resource), RemoteStatus(adopt.status, adopt.priority,
@@ -776,6 +804,7 @@ class Publisher(service.Service):
             pending.cancel()
         if user is None:
             return defer.succeed(None)
+        self._tellUser(aor, None)
         d = user.whenIdle()
         d.addCallback(lambda _: user.session.stop())
         return d

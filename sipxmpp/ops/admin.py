@@ -15,17 +15,24 @@ Exit status, for scripts::
    4  already exists (account, JID, key file, or a store of another key)
    5  account check: the XMPP login failed
 
+C{account import FILE} reports every bad line of FILE on standard error
+(C{FILE:LINE: reason}) and exits with 2, having stored nothing.
+
 Messages go to standard error as one line, C{sipxmpp-admin: error: ...};
 results go to standard output.
 """
 
 from __future__ import annotations
 
+import csv
 import getpass
+import io
 import json
+import os
+import stat
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TextIO, TypeVar
 
 from twisted.internet.defer import Deferred
@@ -35,6 +42,7 @@ from twisted.python.failure import Failure
 from sipxmpp import __version__
 from sipxmpp.config import DEFAULT_CONFIG_PATH, ConfigError, Settings, loadSettings
 from sipxmpp.ops.statereport import describeReports
+from sipxmpp.store.accounts import AccountsRejected
 from sipxmpp.store.accountwatch import CHANNEL
 from sipxmpp.store.addresses import InvalidAddress, normaliseAoR, parseBareJID
 from sipxmpp.store.errors import (
@@ -189,6 +197,55 @@ class CheckOptions(_AoROnly):
     ]
 
 
+#: The fields of an import file; C{aor}, C{jid} and C{password} are required.
+IMPORT_FIELDS = (
+    "aor", "jid", "password", "mode", "status_text", "ringing_text", "hold_text", "enabled",
+)
+#: The fields of an export (no secret).
+EXPORT_FIELDS = (
+    "aor", "jid", "mode", "status_text", "ringing_text", "hold_text", "enabled",
+    "created_at", "updated_at",
+)
+FORMATS = ("csv", "jsonl")
+
+
+def _formatOption(value: str) -> str:
+    if value not in FORMATS:
+        raise usage.UsageError(f"--format must be one of {', '.join(FORMATS)}, not {value!r}")
+    return value
+
+
+class ImportOptions(_Interspersed):
+    synopsis = "FILE [--format csv|jsonl] [--dry-run]"
+    longdesc = (
+        "Provision many accounts at once from FILE ('-' for standard input): CSV with a "
+        "header row, or JSON lines (one object per line), told apart by the extension "
+        "(.csv, .jsonl, .ndjson, .json) or else by the content. Fields: aor, jid, password "
+        "(required), mode, status_text, ringing_text, hold_text, enabled (true/false; "
+        "default true); an empty or missing field takes the default. All or nothing: "
+        "every bad line is reported as FILE:LINE: reason on standard error and nothing "
+        "is stored (exit status 2). The file holds passwords: a warning is printed when "
+        "other users can read it."
+    )
+    optFlags = [["dry-run", None, "Check the file (and against the store), store nothing."]]
+    optParameters = [
+        ["format", None, None, "csv or jsonl (default: from the extension or content).",
+         _formatOption],
+    ]
+
+    def parseArgs(self, path: str) -> None:  # type: ignore[override]
+        self["file"] = path
+
+
+class ExportOptions(_Interspersed):
+    synopsis = "[--format csv|jsonl]"
+    longdesc = (
+        "Write every account to standard output, as CSV with a header row (default) or "
+        "JSON lines, without any secret: " + ", ".join(EXPORT_FIELDS) + "."
+    )
+    optParameters = [["format", None, "csv", "csv or jsonl.", _formatOption]]
+
+
 class AccountOptions(usage.Options):
     synopsis = "COMMAND [options]"
     longdesc = "Manage provisioned accounts."
@@ -201,13 +258,15 @@ class AccountOptions(usage.Options):
         ["disable", None, DisableOptions, "Disable an account."],
         ["set-password", None, SetPasswordOptions, "Replace an account's password."],
         ["check", None, CheckOptions, "Log in to XMPP as the account and report."],
+        ["import", None, ImportOptions, "Provision accounts from a CSV or JSON lines file."],
+        ["export", None, ExportOptions, "Write every account (no secrets) as CSV or JSON."],
     ]
 
     def postOptions(self) -> None:
         if self.subCommand is None:
             raise usage.UsageError(
                 "expected an account command: add, list, show, remove, enable, disable, "
-                "set-password or check"
+                "set-password, check, import or export"
             )
 
 
@@ -326,6 +385,106 @@ def _notifyGateways(store: Store) -> None:
         store.database.interactBlocking(lambda tx: tx.execute(f"NOTIFY {CHANNEL}"))
     except StoreError:
         pass
+
+
+class _BadLine(Exception):
+    pass
+
+
+def _text(value: object, name: str) -> str | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise _BadLine(f"{name} must be a string")
+    return value
+
+
+def _enabled(value: object) -> bool:
+    if value is None or value == "" or value is True:
+        return True
+    if value is False:
+        return False
+    if isinstance(value, str):
+        word = value.strip().lower()
+        if word in ("true", "yes", "1", "on", "enabled"):
+            return True
+        if word in ("false", "no", "0", "off", "disabled"):
+            return False
+    raise _BadLine(f"enabled must be true or false, not {value!r}")
+
+
+def _entry(fields: dict[str, Any]) -> tuple[AccountRecord, str]:
+    unknown = sorted(set(fields) - set(IMPORT_FIELDS))
+    if unknown:
+        raise _BadLine(f"unknown field(s): {', '.join(unknown)}")
+    required = {}
+    for name in ("aor", "jid", "password"):
+        value = _text(fields.get(name), name)
+        if value is None:
+            raise _BadLine(f"no {name}")
+        required[name] = value
+    mode = _text(fields.get("mode"), "mode")
+    if mode is not None and mode not in MODES:
+        raise _BadLine(f"invalid mode {mode!r}; expected one of {', '.join(MODES)}")
+    record = AccountRecord(
+        required["aor"], required["jid"], mode=mode,
+        statusText=_text(fields.get("status_text"), "status_text"),
+        ringingText=_text(fields.get("ringing_text"), "ringing_text"),
+        holdText=_text(fields.get("hold_text"), "hold_text"),
+        enabled=_enabled(fields.get("enabled")),
+    )
+    return record, required["password"]
+
+
+def _detectFormat(path: str, text: str) -> str:
+    extension = os.path.splitext(path)[1].lower()
+    if extension == ".csv":
+        return "csv"
+    if extension in (".jsonl", ".ndjson", ".json"):
+        return "jsonl"
+    return "jsonl" if text.lstrip().startswith("{") else "csv"
+
+
+def _csvLines(text: str) -> Iterator[tuple[int, dict[str, Any] | str]]:
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header: list[str] | None = None
+    for row in reader:
+        if not row or not any(cell.strip() for cell in row):
+            continue
+        if header is None:
+            header = [cell.strip().lower() for cell in row]
+            unknown = [name for name in header if name not in IMPORT_FIELDS]
+            missing = [name for name in ("aor", "jid", "password") if name not in header]
+            if unknown or missing or len(set(header)) != len(header):
+                yield reader.line_num, (
+                    "the header row must name the columns, among "
+                    f"{', '.join(IMPORT_FIELDS)}"
+                    + (f"; unknown: {', '.join(unknown)}" if unknown else "")
+                    + (f"; missing: {', '.join(missing)}" if missing else "")
+                )
+                return
+            continue
+        if len(row) != len(header):
+            yield reader.line_num, f"{len(row)} fields where the header has {len(header)}"
+            continue
+        yield reader.line_num, dict(zip(header, row, strict=True))
+    if header is None:
+        yield 1, "no header row"
+
+
+def _jsonLines(text: str) -> Iterator[tuple[int, dict[str, Any] | str]]:
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except ValueError as e:
+            yield number, f"not JSON: {e.msg} (column {e.colno})"  # type: ignore[attr-defined]
+            continue
+        if not isinstance(value, dict):
+            yield number, "not a JSON object"
+            continue
+        yield number, value
 
 
 def _iso(seconds: float) -> str:
@@ -483,6 +642,88 @@ class Admin:
         from sipxmpp.ops.accountcheck import runCheck
 
         return runCheck(self.settings, account, o["timeout"], o["wait"], self.out, self.err)
+
+    def account_import(self, o: usage.Options) -> int:
+        path = o["file"]
+        name = "<stdin>" if path == "-" else path
+        try:
+            if path == "-":
+                text = self.stdin.read()
+            else:
+                with open(path, encoding="utf-8-sig", newline="") as f:
+                    mode = os.fstat(f.fileno()).st_mode
+                    if mode & (stat.S_IRGRP | stat.S_IROTH):
+                        self.err.write(
+                            f"{PROGRAM}: warning: {path} holds passwords and other users can "
+                            f"read it (mode {stat.S_IMODE(mode):04o}); chmod 600 it, and "
+                            "delete it once imported\n"
+                        )
+                    text = f.read()
+        except (OSError, UnicodeDecodeError) as e:
+            raise Exit(ERROR, f"cannot read {name}: {e}") from None
+        form = o["format"] or _detectFormat(path, text)
+        parsed = _csvLines(text) if form == "csv" else _jsonLines(text)
+        problems: list[tuple[int, str]] = []
+        entries: list[tuple[AccountRecord, str]] = []
+        lines: list[int] = []
+        for number, fields in parsed:
+            if isinstance(fields, str):
+                problems.append((number, fields))
+                continue
+            try:
+                entries.append(_entry(fields))
+            except _BadLine as e:
+                problems.append((number, str(e)))
+                continue
+            lines.append(number)
+        if not problems and not entries:
+            raise Exit(USAGE, f"{name}: no account to import")
+        store = self.open()
+        try:
+            # With bad lines already, the rest is still checked against the
+            # store (a dry run), to report every bad line at once.
+            dryRun = bool(problems) or o["dry-run"]
+            added: list[AccountRecord] = []
+            try:
+                added = _now(store.accounts.addAccounts(entries, dryRun=dryRun))
+            except AccountsRejected as e:
+                problems += [(lines[index], reason) for index, reason in e.problems]
+            if not dryRun:
+                _notifyGateways(store)
+        finally:
+            store.close()
+        if problems:
+            for number, reason in sorted(problems):
+                self.err.write(f"{name}:{number}: {reason}\n")
+            raise Exit(USAGE, f"{len(problems)} bad line(s) in {name}; nothing was imported")
+        enabled = sum(1 for r in added if r.enabled)
+        if o["dry-run"]:
+            self.write(f"{len(added)} account(s) ({enabled} enabled) would be imported "
+                       f"from {name} (dry run: nothing was stored)")
+            return OK
+        self.write(f"imported {len(added)} account(s) ({enabled} enabled) from {name}")
+        return OK
+
+    def account_export(self, o: usage.Options) -> int:
+        store = self.open()
+        try:
+            records = _now(store.accounts.listAccounts())
+        finally:
+            store.close()
+        rows = [_recordDict(r) for r in records]
+        if o["format"] == "jsonl":
+            for row in rows:
+                self.out.write(json.dumps(row, ensure_ascii=False) + "\n")
+            return OK
+        writer = csv.writer(self.out, lineterminator="\n")
+        writer.writerow(EXPORT_FIELDS)
+        for row in rows:
+            writer.writerow([
+                ("true" if row[f] else "false") if f == "enabled"
+                else "" if row[f] is None else row[f]
+                for f in EXPORT_FIELDS
+            ])
+        return OK
 
     def state(self, o: usage.Options) -> int:
         store = self.open()

@@ -9,7 +9,7 @@ and L{SQLAccountStore.credentials}.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 from twisted.internet.defer import Deferred, fail, succeed
@@ -64,6 +64,21 @@ def _checkPassword(password: str) -> str:
     if "\n" in password or "\r" in password or "\0" in password:
         raise InvalidAddress("the password contains a line break or NUL")
     return password
+
+
+class AccountsRejected(StoreError):
+    """
+    A bulk provisioning was refused and nothing was stored.
+
+    @ivar problems: C{(index, reason)} for every rejected entry, the index
+        into the entries given, in order; a reason never holds a secret.
+    """
+
+    def __init__(self, problems: Sequence[tuple[int, str]]) -> None:
+        self.problems = list(problems)
+        super().__init__(
+            f"{len(self.problems)} account(s) refused, nothing was stored"
+        )
 
 
 def _guard(function: Callable[[], Deferred[T]]) -> Deferred[T]:
@@ -127,6 +142,85 @@ class SQLAccountStore:
                     aor, jid, record.mode, *texts, enabled=record.enabled,
                     createdAt=now, updatedAt=now,
                 )
+
+            return self._db.interact(insert)
+
+        return _guard(prepare)
+
+    def addAccounts(
+        self, entries: Sequence[tuple[AccountRecord, str]], dryRun: bool = False
+    ) -> Deferred[list[AccountRecord]]:
+        """
+        Provision every C{(record, password)} of C{entries} in one
+        transaction, all or none; see L{IAccountStore.addAccounts}.
+        """
+
+        def prepare() -> Deferred[list[AccountRecord]]:
+            problems: list[tuple[int, str]] = []
+            rows: list[tuple[object, ...]] = []
+            records: list[AccountRecord] = []
+            firstAoR: dict[str, int] = {}
+            firstJID: dict[str, int] = {}
+            now = self._now()
+            encrypt = self._box.encrypt
+            for index, (record, password) in enumerate(entries):
+                try:
+                    aor = normaliseAoR(record.aor)
+                    jid = parseBareJID(record.jid).userhost()
+                    if record.mode is not None and record.mode not in MODES:
+                        raise InvalidAddress(
+                            f"invalid mode {record.mode!r}; expected one of {', '.join(MODES)}"
+                        )
+                    texts = (
+                        _checkText("status text", record.statusText),
+                        _checkText("ringing text", record.ringingText),
+                        _checkText("hold text", record.holdText),
+                    )
+                    _checkPassword(password)
+                except InvalidAddress as e:
+                    problems.append((index, str(e)))
+                    continue
+                if aor in firstAoR:
+                    problems.append((index, f"the SIP AoR {aor} is given twice "
+                                            f"(first as entry {firstAoR[aor] + 1})"))
+                    continue
+                if jid in firstJID:
+                    problems.append((index, f"the JID {jid} is given twice "
+                                            f"(first as entry {firstJID[jid] + 1})"))
+                    continue
+                firstAoR[aor] = index
+                firstJID[jid] = index
+                if not (problems or dryRun):
+                    # All or nothing: nothing more is encrypted after a problem.
+                    rows.append((aor, jid, record.mode, *texts, record.enabled, now, now,
+                                 encrypt(aor, password)))
+                records.append(AccountRecord(aor, jid, record.mode, *texts,
+                                             enabled=record.enabled,
+                                             createdAt=now, updatedAt=now))
+
+            def insert(tx: Transaction) -> list[AccountRecord]:
+                taken = tx.execute("SELECT aor, jid FROM accounts")
+                takenAoRs = {str(r[0]) for r in taken}
+                takenJIDs = {str(r[1]): str(r[0]) for r in taken}
+                clashes = list(problems)
+                for aor, index in firstAoR.items():
+                    if aor in takenAoRs:
+                        clashes.append((index, f"the SIP AoR {aor} is already provisioned"))
+                for jid, index in firstJID.items():
+                    owner = takenJIDs.get(jid)
+                    if owner is not None:
+                        clashes.append((index, f"the JID {jid} is already provisioned "
+                                               f"(for {owner})"))
+                if clashes:
+                    raise AccountsRejected(sorted(clashes))
+                if dryRun:
+                    return records
+                tx.executeMany(
+                    f"INSERT INTO accounts ({_COLUMNS}, secret) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    rows,
+                )
+                return records
 
             return self._db.interact(insert)
 

@@ -43,6 +43,23 @@ class IAccountStore(Interface):
             already provisioned.
         """
 
+    def addAccounts(
+        entries: Sequence[tuple[AccountRecord, str]], dryRun: bool = False,
+    ) -> Deferred[list[AccountRecord]]:
+        """
+        Provision every C{(record, password)} of C{entries} in one
+        transaction (bulk import): all of them, or none. Fire with the
+        stored records, in order.
+
+        @raise sipxmpp.store.accounts.AccountsRejected: (in the Deferred)
+            listing every entry refused, by index, with its reason: a
+            malformed address, mode, text or password, an AoR or JID given
+            twice, or already provisioned. Nothing is stored then.
+
+        @param dryRun: check everything (against the store too), store
+            nothing.
+        """
+
     def getAccount(aor: str) -> Deferred[AccountRecord]:
         """
         @raise AccountNotFound: (in the Deferred) if not provisioned.

@@ -236,6 +236,129 @@ class AdminCLIMixin:
         self.assertEqual(report[0]["telephony"], "on-the-phone")
         self.assertEqual(report[0]["xmpp"]["state"], "connected")
 
+    def writeFile(self, name: str, text: str, mode: int = 0o600) -> str:
+        path = os.path.join(self.folder, name)
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.chmod(path, mode)
+        return path
+
+    def test_importExportCSV(self) -> None:
+        """
+        account import of a CSV file provisions every line; account export
+        writes them back without any password; list shows them.
+        """
+        self.init()
+        path = self.writeFile("accounts.csv", (
+            "aor,jid,password,mode,status_text,enabled\n"
+            f"SIP:alice@Example.TEST,Alice@example.test,{PASSWORD},resource,\"On a call, busy\",\n"
+            f"sip:bob@example.test,bob@example.test,{PASSWORD}2,,,false\n"
+        ))
+        code, out, err = self.admin("account", "import", path)
+        self.assertEqual((code, err), (0, ""))
+        self.assertIn(f"imported 2 account(s) (1 enabled) from {path}", out)
+        code, out, err = self.admin("account", "export")
+        self.assertEqual(code, 0)
+        lines = out.splitlines()
+        self.assertEqual(lines[0], "aor,jid,mode,status_text,ringing_text,hold_text,enabled,"
+                                   "created_at,updated_at")
+        self.assertTrue(lines[1].startswith(
+            'sip:alice@example.test,alice@example.test,resource,"On a call, busy",,,true,'))
+        self.assertTrue(lines[2].startswith("sip:bob@example.test,bob@example.test,,,,,false,"))
+        self.assertNotIn("password", out)
+        code, out, _ = self.admin("account", "export", "--format", "jsonl")
+        records = [json.loads(line) for line in out.splitlines()]
+        self.assertEqual([(r["aor"], r["enabled"], r["status_text"]) for r in records],
+                         [(ALICE, True, "On a call, busy"),
+                          ("sip:bob@example.test", False, None)])
+        self.assertNotIn("password", records[0])
+        store = openStore(StoreSettings(self.url, self.keyFile))
+        self.addCleanup(store.close)
+        credentials = store.accounts.credentials("sip:bob@example.test")
+        self.assertEqual(self.successResultOf(credentials).password, PASSWORD + "2")
+
+    def test_importJSONLines(self) -> None:
+        """
+        JSON lines are told by their content when the name says nothing,
+        and can come from standard input.
+        """
+        self.init()
+        text = (
+            json.dumps({"aor": ALICE, "jid": "alice@example.test", "password": PASSWORD,
+                        "ringing_text": "Ringing", "enabled": True}) + "\n\n"
+            + json.dumps({"aor": "sip:bob@example.test", "jid": "bob@example.test",
+                          "password": PASSWORD, "enabled": False}) + "\n"
+        )
+        path = self.writeFile("accounts.txt", text)
+        code, out, err = self.admin("account", "import", path, "--dry-run")
+        self.assertEqual((code, err), (0, ""))
+        self.assertIn("2 account(s) (1 enabled) would be imported", out)
+        code, out, _ = self.admin("account", "list")
+        self.assertEqual(out, "")
+        code, out, err = self.admin("account", "import", "-", stdin=text)
+        self.assertEqual((code, err), (0, ""))
+        self.assertIn("imported 2 account(s) (1 enabled) from <stdin>", out)
+        code, out, _ = self.admin("account", "show", ALICE)
+        self.assertIn("ringing-text: Ringing", out)
+
+    def test_importBadLines(self) -> None:
+        """
+        Every bad line is reported with its number and reason, the exit
+        status is 2, and nothing is stored, not even the good lines.
+        """
+        self.init()
+        self.admin("account", "add", "sip:bob@example.test", "bob@example.test",
+                   "--password-stdin", stdin=PASSWORD)
+        path = self.writeFile("accounts.csv", (
+            "aor,jid,password,mode\n"
+            f"{ALICE},alice@example.test,{PASSWORD},\n"
+            f"alice@example.test,x@example.test,{PASSWORD},\n"
+            f"sip:carol@example.test,carol@example.test,,\n"
+            f"sip:dave@example.test,dave@example.test,{PASSWORD},loud\n"
+            f"sip:bob@example.test,b@example.test,{PASSWORD},\n"
+            f"{ALICE},alice2@example.test,{PASSWORD},\n"
+            f"sip:erin@example.test,erin@example.test\n"
+        ))
+        code, out, err = self.admin("account", "import", path)
+        self.assertEqual(code, 2)
+        lines = err.splitlines()
+        self.assertEqual([line.split(": ", 1)[0] for line in lines[:-1]],
+                         [f"{path}:{n}" for n in (3, 4, 5, 6, 7, 8)])
+        self.assertIn("did you mean", lines[0])
+        self.assertIn("no password", lines[1])
+        self.assertIn("invalid mode 'loud'", lines[2])
+        self.assertIn("sip:bob@example.test is already provisioned", lines[3])
+        self.assertIn("given twice (first as entry", lines[4])
+        self.assertIn("2 fields where the header has 4", lines[5])
+        self.assertIn("6 bad line(s)", lines[-1])
+        self.assertIn("nothing was imported", lines[-1])
+        code, out, _ = self.admin("account", "list")
+        self.assertEqual([line.split("\t")[0] for line in out.splitlines()],
+                         ["sip:bob@example.test"])
+        path = self.writeFile("bad.jsonl", "{nope\n[1]\n"
+                              + json.dumps({"aor": ALICE, "extra": 1}) + "\n")
+        code, out, err = self.admin("account", "import", path)
+        self.assertEqual(code, 2)
+        self.assertIn(f"{path}:1: not JSON", err)
+        self.assertIn(f"{path}:2: not a JSON object", err)
+        self.assertIn(f"{path}:3: unknown field(s): extra", err)
+        path = self.writeFile("header.csv", "sip,jid\n")
+        code, out, err = self.admin("account", "import", path)
+        self.assertEqual(code, 2)
+        self.assertIn(f"{path}:1: the header row must name the columns", err)
+
+    def test_importWarnsReadableFile(self) -> None:
+        """
+        A file other users can read is imported, with a warning.
+        """
+        self.init()
+        path = self.writeFile("accounts.csv", f"aor,jid,password\n{ALICE},a@example.test,"
+                              f"{PASSWORD}\n", mode=0o644)
+        code, out, err = self.admin("account", "import", path)
+        self.assertEqual(code, 0)
+        self.assertIn(f"warning: {path} holds passwords and other users can read it "
+                      "(mode 0644)", err)
+
     def test_help(self) -> None:
         code, out, _ = self.admin("--help")
         self.assertEqual(code, 0)
@@ -270,3 +393,20 @@ class PostgreSQLAdminCLITests(AdminCLIMixin, SynchronousTestCase):
         url = server.createDatabase("cli")
         self.addCleanup(server.dropDatabase, url)
         return url
+
+    def test_importNotifies(self) -> None:
+        """
+        After an import the gateways LISTENing are told (NOTIFY), once.
+        """
+        import psycopg
+
+        self.init()
+        connection = psycopg.connect(self.url, autocommit=True)
+        self.addCleanup(connection.close)
+        connection.execute("LISTEN sipxmpp_accounts")
+        path = self.writeFile("accounts.csv", f"aor,jid,password\n{ALICE},a@example.test,"
+                              f"{PASSWORD}\n")
+        code, _, err = self.admin("account", "import", path)
+        self.assertEqual((code, err), (0, ""))
+        channels = [n.channel for n in connection.notifies(timeout=5, stop_after=1)]
+        self.assertEqual(channels, ["sipxmpp_accounts"])

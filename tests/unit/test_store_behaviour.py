@@ -271,6 +271,77 @@ class StoreBehaviourMixin:
             self.assertIn(message, f.getErrorMessage())
         self.assertEqual(self.result(self.store.accounts.listAccounts()), [])
 
+    def test_addAccounts(self) -> None:
+        """
+        addAccounts stores every entry, normalised, in one go; secrets are
+        sealed per AoR as addAccount seals them.
+        """
+        self.add(BOB, "bob@example.test")
+        records = self.result(self.store.accounts.addAccounts([
+            (AccountRecord("SIP:Alice@Example.TEST", "Alice@Example.TEST", mode="resource",
+                           statusText="busy", enabled=False), PASSWORD),
+            (AccountRecord("sip:carol@example.test", "carol@example.test"), "other"),
+        ]))
+        self.assertEqual([(r.aor, r.jid, r.mode, r.enabled, r.createdAt) for r in records], [
+            ("sip:Alice@example.test", "alice@example.test", "resource", False, self.clockTime),
+            ("sip:carol@example.test", "carol@example.test", None, True, self.clockTime),
+        ])
+        stored = self.result(self.store.accounts.listAccounts())
+        self.assertEqual([r.aor for r in stored],
+                         ["sip:Alice@example.test", BOB, "sip:carol@example.test"])
+        self.assertEqual(stored[0], records[0])
+        self.assertEqual(
+            self.result(self.store.accounts.credentials("sip:Alice@example.test")).password,
+            PASSWORD)
+        self.assertEqual(
+            self.result(self.store.accounts.lookup("sip:carol@example.test")).password, "other")
+        self.assertEqual(self.result(self.store.accounts.addAccounts([])), [])
+
+    def test_addAccountsAllOrNothing(self) -> None:
+        """
+        One bad entry and nothing is stored; every bad entry is reported by
+        index with its reason, never with a password.
+        """
+        from sipxmpp.store.accounts import AccountsRejected
+
+        self.add(BOB, "bob@example.test")
+        entries = [
+            (AccountRecord(ALICE, "alice@example.test"), PASSWORD),
+            (AccountRecord("alice@example.test", "x@example.test"), PASSWORD),
+            (AccountRecord("sips:alice@EXAMPLE.test", "y@example.test"), PASSWORD),
+            (AccountRecord("sip:z@example.test", "alice@example.test"), PASSWORD),
+            (AccountRecord(BOB, "b2@example.test"), PASSWORD),
+            (AccountRecord("sip:c@example.test", "bob@example.test"), PASSWORD),
+            (AccountRecord("sip:d@example.test", "d@example.test", mode="loud"), PASSWORD),
+            (AccountRecord("sip:e@example.test", "e@example.test"), ""),
+            (AccountRecord("sip:f@example.test", "f@example.test"), PASSWORD),
+        ]
+        f = self.failureResultOf(self.store.accounts.addAccounts(entries), AccountsRejected)
+        problems = f.value.problems
+        self.assertEqual([i for i, _ in problems], [1, 2, 3, 4, 5, 6, 7])
+        reasons = dict(problems)
+        self.assertIn("did you mean", reasons[1])
+        self.assertIn(f"{ALICE} is given twice (first as entry 1)", reasons[2])
+        self.assertIn("JID alice@example.test is given twice", reasons[3])
+        self.assertIn(f"{BOB} is already provisioned", reasons[4])
+        self.assertIn(f"bob@example.test is already provisioned (for {BOB})", reasons[5])
+        self.assertIn("invalid mode 'loud'", reasons[6])
+        self.assertIn("password is empty", reasons[7])
+        self.assertNotIn(PASSWORD, repr(problems) + str(f.value))
+        self.assertEqual([r.aor for r in self.result(self.store.accounts.listAccounts())],
+                         [BOB])
+
+    def test_addAccountsMany(self) -> None:
+        """
+        A thousand accounts go in with one call.
+        """
+        entries = [(AccountRecord(f"sip:u{i}@example.test", f"u{i}@example.test"),
+                    f"pw{i}") for i in range(1000)]
+        self.assertEqual(len(self.result(self.store.accounts.addAccounts(entries))), 1000)
+        self.assertEqual(self.rawSQL("SELECT COUNT(*) FROM accounts")[0][0], 1000)
+        self.assertEqual(
+            self.result(self.store.accounts.lookup("sip:u999@example.test")).password, "pw999")
+
     def test_enabledAoRs(self) -> None:
         """
         L{enabledAoRs} lists the normalised AoRs of enabled accounts only.

@@ -42,11 +42,13 @@ from sipxmpp.ops.logs import makeLogObserver, openLogFile, reopenOnSignal
 from sipxmpp.ops.metrics import Metrics
 from sipxmpp.ops.web import makeSite
 from sipxmpp.ops.xmppreport import XMPPReport, sessionStateKind
+from sipxmpp.sip.core.presenceagent import PresenceAgent
 from sipxmpp.sip.core.proxy import Proxy
 from sipxmpp.sip.shell.overload import OverloadMonitor
 from sipxmpp.sip.shell.service import (
     SubscriptionsService,
     UpstreamError,
+    backpublishingOf,
     buildSIP,
     subscriptionsOf,
 )
@@ -58,6 +60,7 @@ from sipxmpp.store.service import makeStoreService
 from sipxmpp.store.takeover import AoRTakeover
 from sipxmpp.telephony.state import TelephonyStateMachine
 from sipxmpp.xmpp.callpresence import ShownOnClient, ShownOnOwnResource
+from sipxmpp.xmpp.presencesource import XMPPPresenceSource
 from sipxmpp.xmpp.publisher import Publisher
 from sipxmpp.xmpp.session import SessionFactory, SessionSettings
 
@@ -426,10 +429,17 @@ def buildService(settings: Settings, reactor: Any, logfile: str | None = None) -
     store.restored.addCallback(restored)
     isProvisioned: Callable[[str], bool] | None = None
     provisioned: ProvisionedAoRs | None = None
-    if settings.ingest.publishers or not settings.sip.upstream or settings.ingest.subscribe:
+    # [backpublish] serve: the users' XMPP presence, from their sessions,
+    # for SIP watchers the users' rosters authorise. (publish is still
+    # refused by buildSIP: it has not been tried against a presence server.)
+    presence: XMPPPresenceSource | None = None
+    if settings.backpublish.mode == "serve":
+        presence = XMPPPresenceSource(publisher, store.store.accounts)
+    if (settings.ingest.publishers or not settings.sip.upstream or settings.ingest.subscribe
+            or presence is not None):
         # PUBLISH is answered on the SIP path: who is provisioned is kept
         # in memory, reloaded from the store; SUBSCRIBE mode subscribes
-        # for those AoRs.
+        # for those AoRs; so does a SUBSCRIBE for a user's presence.
         provisioned = ProvisionedAoRs(store.store.accounts, reactor)
         provisioned.setName("provisioned")
         provisioned.setServiceParent(top)
@@ -440,8 +450,8 @@ def buildService(settings: Settings, reactor: Any, logfile: str | None = None) -
         sip, proxy = buildSIP(
             settings.sip, reactor, metrics, machine, aorOfURI,
             ingest=settings.ingest, isProvisioned=isProvisioned,
-            # No IPresenceSource yet: [backpublish] serve or publish is refused.
-            backpublish=settings.backpublish,
+            backpublish=settings.backpublish, presence=presence,
+            authorise=presence.authorise if presence is not None else None,
         )
     except UpstreamError as e:
         text = str(e)
@@ -456,6 +466,17 @@ def buildService(settings: Settings, reactor: Any, logfile: str | None = None) -
         subscribing = SubscriptionsService(subscriptions)
         subscribing.setName("subscribe")
         subscribing.setServiceParent(top)
+    backpublishing = backpublishingOf(proxy)
+    if backpublishing is not None and provisioned is not None and presence is not None:
+        # Watchers' JIDs are looked up as accounts are provisioned; a roster
+        # change asks the presence agent to authorise its watchers again.
+        provisioned.addListener(presence.aorsChanged)
+        provisioned.addListener(backpublishing.aorsChanged)
+        agent = backpublishing.backpublisher
+        if isinstance(agent, PresenceAgent):
+            presence.addAuthorisationListener(agent.reauthorise)
+        backpublishing.setName("backpublish")
+        backpublishing.setServiceParent(top)
     overload = OverloadMonitor(reactor, settings.sip.overloadLag, settings.sip.overloadBacklog,
                                sip.receiveBacklog, metrics)
     overload.setName("overload")

@@ -194,14 +194,15 @@ class ServiceTests(SynchronousTestCase):
 class StartTests(SynchronousTestCase):
     def test_refusedAtStart(self) -> None:
         """
-        twistd with mode = serve stops at once with one line that says it
-        is not available yet.
+        twistd with mode = publish stops at once with one line that says
+        it is not available yet (serve is composed: see test_tap).
         """
         directory = self.mktemp()
         os.makedirs(directory)
         path = os.path.join(directory, "sipxmpp.conf")
         with open(path, "w", encoding="utf-8") as f:
-            f.write(CONFIG + "[backpublish]\nmode = serve\n"
+            f.write(CONFIG + "[backpublish]\nmode = publish\n"
+                    "presence_server = sip:127.0.0.1:5070\n"
                     f"[store]\nurl = sqlite:///{directory}/store.sqlite\n"
                     f"key_file = {directory}/secret.key\n")  # fmt: skip
         initialiseStore(loadSettings(path).store).close()
@@ -212,5 +213,5 @@ class StartTests(SynchronousTestCase):
         exit = self.assertRaises(SystemExit, makeService, options, UDPMemoryReactor())
         self.assertEqual(exit.code, 1)
         [line] = stderr.getvalue().splitlines()
-        self.assertTrue(line.startswith("sipxmpp: cannot start: [backpublish] mode = serve: "
+        self.assertTrue(line.startswith("sipxmpp: cannot start: [backpublish] mode = publish: "
                                         "not available yet"), line)  # fmt: skip

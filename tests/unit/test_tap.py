@@ -18,12 +18,14 @@ from twisted.trial.unittest import SynchronousTestCase
 from sipxmpp.config import loadSettings
 from sipxmpp.ops.logs import makeLogObserver
 from sipxmpp.sip.core.peer import Peer
+from sipxmpp.sip.core.presenceagent import PresenceAgent
 from sipxmpp.sip.core.publications import EventStateCompositor
 from sipxmpp.sip.shell.overload import OverloadMonitor
-from sipxmpp.sip.shell.service import subscriptionsOf
+from sipxmpp.sip.shell.service import backpublishingOf, subscriptionsOf
 from sipxmpp.store.opening import defaultOwner, initialiseStore
 from sipxmpp.store.provisioned import ProvisionedAoRs
 from sipxmpp.tap import GatewayService, Options, makeService
+from sipxmpp.xmpp.presencesource import XMPPPresenceSource
 
 CONFIG = """\
 [sip]
@@ -211,6 +213,31 @@ class MakeServiceTests(SynchronousTestCase):
         assert isinstance(provisioned, ProvisionedAoRs)
         provisioned._loaded(frozenset({"sip:alice@example.test"}))
         self.assertEqual(subscriptions.aors, frozenset({"sip:alice@example.test"}))
+
+    def test_backpublishServeComposed(self) -> None:
+        """
+        C{[backpublish] mode = serve}: the provisioned AoRs are kept, the
+        proxy's SUBSCRIBE handler is a presence agent reading the users'
+        XMPP presence (and authorising with their rosters), started after
+        SIP as C{backpublish} and fed by the provisioned AoRs.
+        """
+        text = CONFIG + "[backpublish]\nmode = serve\n"
+        service = makeService(self.options(self.configPath(text)), UDPMemoryReactor())
+        assert isinstance(service, GatewayService) and service.proxy is not None
+        self.assertEqual([child.name for child in service],
+                         ["store", "xmpp", "accounts", "provisioned", "sip", "backpublish",
+                          "overload", "keepalive", "http"])  # fmt: skip
+        backpublishing = backpublishingOf(service.proxy)
+        assert backpublishing is not None
+        self.assertIs(service.getServiceNamed("backpublish"), backpublishing)
+        agent = backpublishing.backpublisher
+        assert isinstance(agent, PresenceAgent)
+        self.assertEqual(service.proxy.localHandlers("SUBSCRIBE"), [agent])
+        self.assertIsInstance(agent._source, XMPPPresenceSource)
+        provisioned = service.getServiceNamed("provisioned")
+        assert isinstance(provisioned, ProvisionedAoRs)
+        provisioned._loaded(frozenset({"sip:alice@example.test"}))
+        self.assertTrue(agent._isProvisioned("sip:alice@example.test"))
 
     def test_subscribeTransportNotListening(self) -> None:
         """

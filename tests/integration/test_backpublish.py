@@ -1,0 +1,254 @@
+"""
+Back-publishing in serve mode against real servers (issue 18): the gateway
+(C{[backpublish] mode = serve}, Kamailio upstream) is a presence agent for
+its provisioned users, showing SIP watchers the user's XMPP presence as
+its session on a real Prosody sees it.
+
+alice registers her phone through the gateway (so it logs her in to XMPP)
+and has a desktop client online; bob (provisioned, in alice's roster with
+subscription both) subscribes to C{Event: presence} for alice from a small
+UDP SIP client in the test, and gets NOTIFYs whose PIDF follows alice's
+client: away, dnd, and once it is offline the gateway's own resource
+(open, no activity: her phone is still registered). carol, provisioned but
+not in alice's roster, gets 403. Everything listens on 127.0.0.1; waits
+are bounded.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet import reactor as _reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.protocol import DatagramProtocol
+
+from sipxmpp.sip.wire.pidf import Presence, parsePresence
+from sipxmpp.testing.gateway import GatewayServer
+from sipxmpp.testing.ports import LOOPBACK
+from sipxmpp.testing.process import SharedServer
+from tests.integration.test_e2e import (
+    USERS,
+    WAIT,
+    E2ETestCase,
+    Stack,
+    aor,
+    jid,
+    normalStatus,
+)
+from tests.integration.test_xmpp_publisher import deferred, sleep
+
+reactor: Any = _reactor
+
+
+class BackpublishStack(Stack):
+    """
+    L{Stack} with alice and bob mutual contacts and the gateway in
+    C{[backpublish] mode = serve}.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(provision=["alice", "bob", "carol"])
+        self.prosody.subscribe("alice", "bob")
+
+    def start(self) -> None:
+        self.prosody.start()
+        self.kamailio.start()
+        self.gateway = GatewayServer(
+            upstreamPort=self.kamailio.port,
+            xmppServer=f"{self.prosody.host}:{self.prosody.port}",
+            caFile=self.prosody.caFile,
+            baseDir=os.path.join(self.baseDir, "gateway"),
+            settings={("xmpp", "command_timeout"): "5",
+                      ("xmpp", "reconnect_max_delay"): "2",
+                      ("backpublish", "mode"): "serve"},  # fmt: skip
+        )
+        self.gateway.start()
+        for user in self.provision:
+            self.gateway.addAccount(aor(user), jid(user), USERS[user])
+
+
+class Message:
+    """
+    A SIP message received by L{SIPWatcher}.
+    """
+
+    def __init__(self, data: bytes) -> None:
+        head, _, self.body = data.partition(b"\r\n\r\n")
+        lines = head.decode("utf-8", "replace").split("\r\n")
+        self.startLine = lines[0]
+        self.headers: list[tuple[str, str]] = []
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            self.headers.append((name.strip().lower(), value.strip()))
+        self.isResponse = self.startLine.startswith("SIP/2.0")
+        self.code = int(self.startLine.split()[1]) if self.isResponse else 0
+        self.method = "" if self.isResponse else self.startLine.split()[0]
+
+    def header(self, name: str) -> str:
+        return next((v for n, v in self.headers if n == name.lower()), "")
+
+    def presence(self) -> Presence:
+        return parsePresence(self.body)
+
+    def __repr__(self) -> str:
+        return f"<{self.startLine} {self.header('subscription-state')!r} {self.body[:400]!r}>"
+
+
+class SIPWatcher(DatagramProtocol):
+    """
+    A presence watcher over UDP: sends SUBSCRIBEs, answers NOTIFYs 200,
+    keeps everything it received.
+    """
+
+    def __init__(self, user: str) -> None:
+        self.user = user
+        self.received: list[Message] = []
+        self.callID = f"{uuid.uuid4().hex}@{LOOPBACK}"
+        self.tag = uuid.uuid4().hex[:10]
+        self.cseq = 0
+        self._waiters: list[tuple[Callable[[Message], bool], Deferred[Message]]] = []
+
+    @property
+    def port(self) -> int:
+        port: int = self.transport.getHost().port
+        return port
+
+    def datagramReceived(self, data: bytes, addr: Any) -> None:
+        message = Message(data)
+        self.received.append(message)
+        if message.method == "NOTIFY":
+            answer = ["SIP/2.0 200 OK"]
+            answer += [f"{n}: {v}" for n, v in message.headers
+                       if n in ("via", "from", "to", "call-id", "cseq")]  # fmt: skip
+            answer.append("Content-Length: 0")
+            self.transport.write(("\r\n".join(answer) + "\r\n\r\n").encode(), addr)
+        for match, d in list(self._waiters):
+            if match(message):
+                self._waiters.remove((match, d))
+                d.callback(message)
+
+    def subscribe(self, target: str, gateway: tuple[str, int], event: str = "presence",
+                  expires: int = 300) -> None:  # fmt: skip
+        self.cseq += 1
+        branch = uuid.uuid4().hex[:16]
+        lines = [
+            f"SUBSCRIBE {target} SIP/2.0",
+            f"Via: SIP/2.0/UDP {LOOPBACK}:{self.port};branch=z9hG4bK{branch};rport",
+            "Max-Forwards: 70",
+            f"From: <{aor(self.user)}>;tag={self.tag}",
+            f"To: <{target}>",
+            f"Call-ID: {self.callID}",
+            f"CSeq: {self.cseq} SUBSCRIBE",
+            f"Contact: <sip:{self.user}@{LOOPBACK}:{self.port}>",
+            f"Event: {event}",
+            "Accept: application/pidf+xml",
+            f"Expires: {expires}",
+            "Content-Length: 0",
+        ]
+        self.transport.write(("\r\n".join(lines) + "\r\n\r\n").encode(), gateway)
+
+    def waitFor(self, what: str, match: Callable[[Message], bool], since: int = 0,
+                timeout: float = WAIT) -> Deferred[Message]:  # fmt: skip
+        for message in self.received[since:]:
+            if match(message):
+                return Deferred.fromCoroutine(_now(message))
+        d: Deferred[Message] = Deferred()
+        self._waiters.append((match, d))
+
+        def expire() -> None:
+            if not d.called:
+                self._waiters.remove((match, d))
+                d.errback(AssertionError(f"{self.user}: no {what} in {timeout} s; got "
+                                         f"{self.received[since:]}"))  # fmt: skip
+
+        call = reactor.callLater(timeout, expire)
+        d.addBoth(lambda r: (call.cancel() if call.active() else None, r)[1])
+        return d
+
+
+async def _now(message: Message) -> Message:
+    return message
+
+
+def isFinal(message: Message) -> bool:
+    return message.isResponse and message.code >= 200 and "SUBSCRIBE" in message.header("cseq")
+
+
+def notifyWith(check: Callable[[Presence], bool]) -> Callable[[Message], bool]:
+    def match(message: Message) -> bool:
+        if message.method != "NOTIFY" or not message.body:
+            return False
+        return check(message.presence())
+
+    return match
+
+
+class BackpublishServeTests(E2ETestCase):
+    timeout = 120
+    shared = SharedServer(BackpublishStack)
+
+    def watcher(self, user: str) -> SIPWatcher:
+        watcher = SIPWatcher(user)
+        port = reactor.listenUDP(0, watcher, interface=LOOPBACK)
+        self.addCleanup(port.stopListening)
+        return watcher
+
+    async def subscribed(self, watcher: SIPWatcher, target: str, event: str = "presence") -> Message:
+        """
+        Subscribe until the gateway knows the users (provisioned AoRs are
+        loaded every few seconds); return the final answer.
+        """
+        for _ in range(20):
+            since = len(watcher.received)
+            watcher.subscribe(target, (LOOPBACK, self.gateway.sipPort), event)
+            final = await watcher.waitFor("final answer to SUBSCRIBE", isFinal, since)
+            if final.code != 404:
+                return final
+            await sleep(0.5)
+        return final
+
+    @deferred
+    async def test_serve(self) -> None:
+        """
+        bob sees alice's client's presence in NOTIFYs as it changes; carol
+        (not in alice's roster) gets 403.
+        """
+        client = await self.startClient("alice", "psi")
+        self.register("alice")
+        await self.expectStatus("alice", "xmpp", lambda v: v == "connected", "logged in")
+        bob = self.watcher("bob")
+        answer = await self.subscribed(bob, aor("alice"))
+        self.assertIn(answer.code, (200, 202), answer)
+        first = await bob.waitFor("NOTIFY: alice online", notifyWith(
+            lambda p: p.open and normalStatus("alice") in p.notes))
+        self.assertTrue(first.header("subscription-state").startswith("active"), first)
+        self.assertEqual(first.presence().activities, frozenset())
+
+        mark = len(bob.received)
+        client.send(op="presence", show="away", status="lunch", priority=5)
+        away = await bob.waitFor("NOTIFY: alice away", notifyWith(
+            lambda p: "lunch" in p.notes), mark)
+        self.assertTrue(away.presence().open)
+        self.assertEqual(away.presence().activities, frozenset({"away"}))
+
+        mark = len(bob.received)
+        client.send(op="presence", show="dnd", status="meeting", priority=5)
+        dnd = await bob.waitFor("NOTIFY: alice dnd", notifyWith(
+            lambda p: "meeting" in p.notes), mark)
+        self.assertEqual(dnd.presence().activities, frozenset({"busy"}))
+
+        mark = len(bob.received)
+        client.send(op="quit")
+        gone = await bob.waitFor("NOTIFY: alice's client offline", notifyWith(
+            lambda p: "meeting" not in p.notes), mark)
+        # Her phone is registered: the gateway's own resource decides.
+        self.assertTrue(gone.presence().open, gone)
+        self.assertEqual((gone.presence().activities, gone.presence().notes),
+                         (frozenset(), ()))  # fmt: skip
+
+        carol = self.watcher("carol")
+        refused = await self.subscribed(carol, aor("alice"))
+        self.assertEqual(refused.code, 403, refused)

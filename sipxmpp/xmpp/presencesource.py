@@ -15,7 +15,8 @@ sees it (L{RosterWatch}: one roster get per stream, then roster pushes): a
 watcher whose AoR is provisioned with a JID that has a subscription to the
 user's presence (C{both} or C{from}), or an AoR on the operator's
 allow-list, is C{active}; while the user's roster is not known (no session
-yet) it is C{pending}; otherwise C{rejected}. Authorisation is asked on the
+since the gateway started) it is C{pending}; otherwise C{rejected}. The
+last known roster is kept after the user's session ends. Authorisation is asked on the
 SIP path, so the watchers' JIDs are kept in memory (L{aorsChanged}, fed by
 the provisioned AoRs); whatever may change an answer is told to the
 authorisation listeners (the presence agent's C{reauthorise}).
@@ -82,16 +83,18 @@ class RosterWatch(subprotocols.XMPPHandler):  # type: ignore[misc]
     The user's roster on one session: fetched once per stream, kept up to
     date with roster pushes (RFC 6121 §2.1.6).
 
-    @ivar items: bare JID -> subscription, or L{None} while not known.
+    @ivar items: bare JID -> subscription, or L{None} while not known;
+        kept when the stream goes (the last known roster beats none).
     """
 
     log = Logger()
 
-    def __init__(self, session: IXMPPSession, onChanged: Callable[[], object]) -> None:
+    def __init__(self, session: IXMPPSession, onChanged: Callable[[], object],
+                 items: dict[str, str] | None = None) -> None:  # fmt: skip
         super().__init__()
         self.session = session
         self.onChanged = onChanged
-        self.items: dict[str, str] | None = None
+        self.items = items
 
     def connectionInitialized(self) -> None:
         self.xmlstream.addObserver(ROSTER_PUSH, self._onPush)
@@ -100,11 +103,6 @@ class RosterWatch(subprotocols.XMPPHandler):  # type: ignore[misc]
         iq.addElement((NS_ROSTER, "query"))
         d = self.session.sendRequest(iq)
         d.addCallbacks(self._loaded, self._failed)
-
-    def connectionLost(self, reason: Failure) -> None:
-        if self.items is not None:
-            self.items = None
-            self.onChanged()
 
     def _loaded(self, result: domish.Element) -> None:
         items: dict[str, str] = {}
@@ -179,6 +177,8 @@ class XMPPPresenceSource:
         self.accounts = accounts
         self.allow = frozenset(allow)
         self._users: dict[str, _User] = {}
+        # Each user's roster as last known, also after the session ended.
+        self._rosters: dict[str, RosterWatch] = {}
         self._jids: dict[str, str] = {}
         self._listeners: list[PresenceListener] = []
         self._authorisationListeners: list[Callable[[str | None], object]] = []
@@ -208,11 +208,11 @@ class XMPPPresenceSource:
         """
         if watcher in self.allow:
             return "active"
-        watched = self._users.get(aor)
-        if watched is None:
+        roster = self._rosters.get(aor)
+        if roster is None:
             return "pending"
         jid = self._jids.get(watcher)
-        subscribed = watched.roster.subscribed(jid) if jid is not None else False
+        subscribed = roster.subscribed(jid) if jid is not None else False
         if subscribed is None:
             return "pending"
         return "active" if subscribed else "rejected"
@@ -222,6 +222,9 @@ class XMPPPresenceSource:
         The provisioned AoRs changed (L{ProvisionedAoRs.addListener}): look
         up the JIDs of the ones added, forget the ones removed.
         """
+        removed = list(removed)
+        for aor in removed:
+            self._rosters.pop(aor, None)
         gone = [aor for aor in removed if self._jids.pop(aor, None) is not None]
         if self.accounts is not None:
             for aor in added:
@@ -255,10 +258,12 @@ class XMPPPresenceSource:
         if user is None:
             if self._users.pop(aor, None) is not None:
                 self._tell(aor)
-                self._reauthorise(aor)
             return
         self._jids[aor] = user.account.jid.userhost()
-        roster = RosterWatch(user.session, lambda: self._reauthorise(aor))
+        known = self._rosters.get(aor)
+        roster = RosterWatch(user.session, lambda: self._reauthorise(aor),
+                             known.items if known is not None else None)  # fmt: skip
+        self._rosters[aor] = roster
         self._users[aor] = _User(user, roster)
         user.onPresenceChanged = lambda: self._update(aor)
         user.session.addHandler(roster)

@@ -209,3 +209,20 @@ class PresenceSourceTests(SynchronousTestCase):
         self.source.aorsChanged(set(), {BOB})
         self.assertIn(None, self.reauthorised)
         self.assertEqual(self.source.authorise(BOB, ALICE), "rejected")
+
+    def test_rosterKeptAfterSession(self) -> None:
+        """
+        The last known roster still authorises after the stream went and
+        after the user was logged out; the next session's roster replaces it.
+        """
+        self.source.aorsChanged({ALICE, BOB, CAROL}, set())
+        session = self.login(roster(("bob@example.test", "both")))
+        session.disconnect()
+        self.assertEqual(self.source.authorise(BOB, ALICE), "active")
+        self.publisher.logout(ALICE)
+        self.assertEqual(self.source.authorise(BOB, ALICE), "active")
+        self.assertEqual(self.source.authorise(CAROL, ALICE), "rejected")
+        self.sessions.clear()
+        self.login(roster(("carol@example.test", "from")))
+        self.assertEqual(self.source.authorise(BOB, ALICE), "rejected")
+        self.assertEqual(self.source.authorise(CAROL, ALICE), "active")

@@ -37,6 +37,7 @@ from sipxmpp.config import (
     loadSettings,
 )
 from sipxmpp.ops.gcstats import CollectorTimer
+from sipxmpp.ops.fdlimit import FDMonitor
 from sipxmpp.ops.health import Check, UpstreamProbe, lagCheck, storeCheck, xmppCheck
 from sipxmpp.ops.logs import makeLogObserver, openLogFile, reopenOnSignal
 from sipxmpp.ops.metrics import Metrics
@@ -169,6 +170,8 @@ class GatewayService(MultiService):
     sessions: SessionFactory | None = None
     # The command-line overrides, applied again when the file is re-read.
     overrides: dict[tuple[str, str], str] = {}
+    # Raises the open-file limit before any child starts, then watches it.
+    fds: FDMonitor | None = None
 
     def __init__(self, settings: Settings, metrics: Metrics, logfile: str | None = None) -> None:
         super().__init__()
@@ -245,6 +248,8 @@ class GatewayService(MultiService):
             if hasattr(self.clock, "callFromThread"):
                 self._restoreHangup = _onHangup(
                     lambda: self.clock.callFromThread(self.reloadConfig))
+        if self.fds is not None:
+            self.fds.startService()
         super().startService()
 
     def stopService(self) -> Deferred[None]:
@@ -264,6 +269,8 @@ class GatewayService(MultiService):
         if self._restoreHangup is not None:
             self._restoreHangup()
             self._restoreHangup = None
+        if self.fds is not None and self.fds.running:
+            self.fds.stopService()
 
         async def stopAll() -> None:
             for child in reversed(list(self)):
@@ -381,6 +388,7 @@ def buildService(settings: Settings, reactor: Any, logfile: str | None = None) -
     metrics = Metrics()
     top = GatewayService(settings, metrics, logfile)
     top.clock = reactor
+    top.fds = fds = FDMonitor(reactor)
     machine = TelephonyStateMachine(reactor, dialogWatchdog=settings.sip.dialogWatchdog)
     try:
         store = makeStoreService(settings.store, reactor, machine,
@@ -490,6 +498,7 @@ def buildService(settings: Settings, reactor: Any, logfile: str | None = None) -
         "store": storeCheck(store.store.accounts.lookup),
         "xmpp": xmppCheck(publisher.sessionStates, reactor, lambda: top.startedAt),
         "reactor": lagCheck(lambda: overload.lag),
+        "fds": fds.check,
     }
     upstream = proxy.settings.upstream
     if upstream is not None:

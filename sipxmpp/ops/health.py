@@ -12,7 +12,9 @@ by L{CHECK_TIMEOUT}. Checks:
   - C{xmpp}: at most L{XMPP_FAILING_SHARE} of the users' XMPP sessions are
     failing (a refused login, or reconnecting);
   - C{reactor}: the overload monitor's last reactor lag is below
-    L{LAG_LIMIT}.
+    L{LAG_LIMIT};
+  - C{fds}: at most 95 % of the open-file limit is in use
+    (L{sipxmpp.ops.fdlimit.FDMonitor}).
 """
 
 from __future__ import annotations

@@ -162,7 +162,7 @@ class MakeServiceTests(SynchronousTestCase):
         site = service.getServiceNamed("http").factory  # type: ignore[attr-defined]
         health = site.resource.children[b"healthz"]
         self.assertEqual(sorted(health.ready._checks),
-                         ["reactor", "running", "store", "upstream", "xmpp"])
+                         ["fds", "reactor", "running", "store", "upstream", "xmpp"])
 
     def test_ingestComposed(self) -> None:
         """

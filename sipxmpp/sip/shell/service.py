@@ -275,9 +275,9 @@ def _backpublishTarget(
     mode = backpublish.mode
     if presence is None or (mode == "serve" and (authorise is None or isProvisioned is None)):
         raise BackpublishError(
-            f"[backpublish] mode = {mode}: not available yet, this version has no source of "
-            "the users' XMPP presence (and no watcher authorisation) to back-publish; "
-            "set mode = off"
+            f"[backpublish] mode = {mode}: not available yet (PUBLISHing the users' XMPP "
+            "presence to a presence server is not wired; mode = serve answers SIP "
+            "watchers); set mode = serve or off"
         )
     if mode != "publish":
         return None

@@ -36,8 +36,8 @@ from sipxmpp.config import (
     liveSettings,
     loadSettings,
 )
-from sipxmpp.ops.gcstats import CollectorTimer
 from sipxmpp.ops.fdlimit import FDMonitor
+from sipxmpp.ops.gcstats import CollectorTimer
 from sipxmpp.ops.health import Check, UpstreamProbe, lagCheck, storeCheck, xmppCheck
 from sipxmpp.ops.logs import makeLogObserver, openLogFile, reopenOnSignal
 from sipxmpp.ops.metrics import Metrics

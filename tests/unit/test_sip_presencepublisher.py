@@ -12,7 +12,7 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from sipxmpp.ops.metrics import Metrics
-from sipxmpp.sip.core.backoff import backoffDelay
+from sipxmpp.sip.core.pacing import backoffDelay
 from sipxmpp.sip.core.peer import Peer
 from sipxmpp.sip.core.presence import InMemoryPresenceSource, UserPresence
 from sipxmpp.sip.core.presencepublisher import PresencePublisher

@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import random
 import secrets
-from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -49,8 +48,8 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from sipxmpp.sip.core.backoff import backoffDelay
 from sipxmpp.sip.core.metrics import IMetrics
+from sipxmpp.sip.core.pacing import Pacer, backoffDelay
 from sipxmpp.sip.core.peer import Peer
 from sipxmpp.sip.core.presence import IPresenceSource, presenceDocument
 from sipxmpp.sip.core.transaction import IClientTransactionUser, NullUser
@@ -162,11 +161,9 @@ class PresencePublisher:
         self._jitter = jitter
         self._metrics = metrics
         self._publications: dict[str, _Publication] = {}
-        self._queue: deque[_Publication] = deque()
-        self._sent: deque[float] = deque()
         self._inFlight = 0
-        self._pumpTimer: IDelayedCall | None = None
-        self.running = False
+        self._pacer: Pacer[_Publication] = Pacer(clock, maxInFlight, perSecond,
+                                                 lambda: self._inFlight, self._startPaced)
         source.addListener(self.presenceChanged)
         if metrics is not None:
             metrics.describe(_METRIC, "PIDF PUBLISH sent to the presence server, by answer")
@@ -220,11 +217,18 @@ class PresencePublisher:
             publication.wanted = presenceDocument(publication.aor, presence)
         self._kick(publication)
 
+    @property
+    def running(self) -> bool:
+        """
+        Sending (between L{start} and L{stop}).
+        """
+        return self._pacer.running
+
     def start(self) -> None:
         """
         Start sending (the transports are ready).
         """
-        self.running = True
+        self._pacer.resume()
         for publication in self._publications.values():
             self._kick(publication)
 
@@ -232,11 +236,7 @@ class PresencePublisher:
         """
         Remove every publication at the server (Expires 0), at shutdown.
         """
-        self.running = False
-        if self._pumpTimer is not None and self._pumpTimer.active():
-            self._pumpTimer.cancel()
-        self._pumpTimer = None
-        self._queue.clear()
+        self._pacer.stop()
         for publication in list(self._publications.values()):
             publication.queued = False
             self._cancel(publication)
@@ -267,33 +267,15 @@ class PresencePublisher:
             self._forgetIfDone(publication)
             return
         publication.queued = True
-        self._queue.append(publication)
-        self._pump()
+        self._pacer.add(publication)
 
-    def _pump(self) -> None:
-        self._pumpTimer = None
-        if not self.running:
-            return
-        now = self._clock.seconds()
-        while self._sent and self._sent[0] <= now - 1.0:
-            self._sent.popleft()
-        while self._queue and self._inFlight < self.maxInFlight:
-            if len(self._sent) >= self.perSecond:
-                self._pumpTimer = self._clock.callLater(
-                    max(0.0, self._sent[0] + 1.0 - now), self._pump
-                )
-                return
-            publication = self._queue.popleft()
-            publication.queued = False
-            action = self._action(publication)
-            if action is None or publication.inFlight:
-                continue
-            self._sent.append(now)
-            self._publish(publication, *action)
-
-    def _schedulePump(self) -> None:
-        if self._pumpTimer is None and self._queue and self.running:
-            self._pumpTimer = self._clock.callLater(0, self._pump)
+    def _startPaced(self, publication: _Publication) -> bool:
+        publication.queued = False
+        action = self._action(publication)
+        if action is None or publication.inFlight:
+            return False
+        self._publish(publication, *action)
+        return True
 
     # --- sending ---
 
@@ -337,7 +319,7 @@ class PresencePublisher:
             return
         publication.inFlight = False
         self._inFlight -= 1
-        self._schedulePump()
+        self._pacer.answered()
         if self._metrics is not None:
             self._metrics.increment(_METRIC, code=str(code))
         if 200 <= code < 300 and response is not None:

@@ -54,7 +54,6 @@ from __future__ import annotations
 
 import random
 import secrets
-from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from itertools import count
@@ -63,9 +62,9 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from sipxmpp.sip.core.backoff import backoffDelay
 from sipxmpp.sip.core.local import ILocalHandler
 from sipxmpp.sip.core.metrics import IMetrics
+from sipxmpp.sip.core.pacing import Pacer, backoffDelay
 from sipxmpp.sip.core.peer import Peer
 from sipxmpp.sip.core.publications import dialogReports
 from sipxmpp.sip.core.transaction import IClientTransactionUser, NullUser
@@ -266,12 +265,10 @@ class DialogSubscriptions:
         self._metrics = metrics
         self._subscribers: dict[str, _Subscriber] = {}
         self._dialogs: dict[tuple[str, str], _Dialog] = {}
-        self._queue: deque[str] = deque()
-        self._sent: deque[float] = deque()
         self._initialInFlight = 0
-        self._pumpTimer: IDelayedCall | None = None
+        self._pacer: Pacer[str] = Pacer(clock, maxInFlight, perSecond,
+                                        lambda: self._initialInFlight, self._startPaced)
         self._serial = count(1)
-        self.running = False
         if metrics is not None:
             metrics.describe(_METRIC, "NOTIFY requests answered, by status code")
             metrics.gauge("sipxmpp_sip_subscriptions", lambda: self.active,
@@ -312,24 +309,25 @@ class DialogSubscriptions:
             if aor not in self._subscribers:
                 subscriber = self._subscribers[aor] = _Subscriber(aor)
                 self._enqueue(subscriber)
-        self._pump()
+
+    @property
+    def running(self) -> bool:
+        """
+        Sending (between L{start} and L{stop}).
+        """
+        return self._pacer.running
 
     def start(self) -> None:
         """
         Start sending (the transports are ready).
         """
-        self.running = True
-        self._pump()
+        self._pacer.resume()
 
     def stop(self) -> None:
         """
         Unsubscribe everything and remove what the subscriptions said.
         """
-        self.running = False
-        if self._pumpTimer is not None and self._pumpTimer.active():
-            self._pumpTimer.cancel()
-        self._pumpTimer = None
-        self._queue.clear()
+        self._pacer.stop()
         for subscriber in self._subscribers.values():
             self._drop(subscriber)
             subscriber.queued = False
@@ -351,32 +349,17 @@ class DialogSubscriptions:
     def _enqueue(self, subscriber: _Subscriber) -> None:
         if not subscriber.queued:
             subscriber.queued = True
-            self._queue.append(subscriber.aor)
+            self._pacer.add(subscriber.aor)
 
-    def _pump(self) -> None:
-        self._pumpTimer = None
-        if not self.running:
-            return
-        now = self._clock.seconds()
-        while self._sent and self._sent[0] <= now - 1.0:
-            self._sent.popleft()
-        while self._queue and self._initialInFlight < self.maxInFlight:
-            if len(self._sent) >= self.perSecond:
-                self._pumpTimer = self._clock.callLater(
-                    max(0.0, self._sent[0] + 1.0 - now), self._pump
-                )
-                return
-            subscriber = self._subscribers.get(self._queue.popleft())
-            if subscriber is None or not subscriber.queued:
-                continue
-            subscriber.queued = False
-            if subscriber.dialog is None:
-                self._sent.append(now)
-                self._subscribe(subscriber)
-
-    def _schedulePump(self) -> None:
-        if self._pumpTimer is None and self._queue and self.running:
-            self._pumpTimer = self._clock.callLater(0, self._pump)
+    def _startPaced(self, aor: str) -> bool:
+        subscriber = self._subscribers.get(aor)
+        if subscriber is None or not subscriber.queued:
+            return False
+        subscriber.queued = False
+        if subscriber.dialog is not None:
+            return False
+        self._subscribe(subscriber)
+        return True
 
     # --- sending ---
 
@@ -482,7 +465,7 @@ class DialogSubscriptions:
         if transaction.initial:
             transaction.initial = False
             self._initialInFlight -= 1
-            self._schedulePump()
+            self._pacer.answered()
 
     def _responseReceived(self, transaction: _Transaction, response: SIPResponse) -> None:
         self._initialDone(transaction)
@@ -568,7 +551,6 @@ class DialogSubscriptions:
         subscriber.retry = None
         if self._subscribers.get(subscriber.aor) is subscriber and subscriber.dialog is None:
             self._enqueue(subscriber)
-            self._pump()
 
     # --- NOTIFY: ILocalHandler ---
 

@@ -107,6 +107,7 @@ class ResourceTracker:
             resources to track, its resource which one to leave out.
         """
         self.ownJID = ownJID
+        self._ownFull = ownJID.full()
         self._resources: dict[str, ResourcePresence] = {}
 
     def presenceReceived(self, element: domish.Element) -> ResourceChange | None:
@@ -119,6 +120,11 @@ class ResourceTracker:
         """
         sender = element.getAttribute("from")
         if not sender:
+            return None
+        if sender == self._ownFull:
+            # The server's echo of the gateway's own presence (one per
+            # change it sends): skip the JID preparation, the costliest
+            # part of the stanza for the gateway.
             return None
         try:
             jid = JID(sender)

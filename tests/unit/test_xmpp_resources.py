@@ -53,6 +53,15 @@ class ResourceTrackerTests(SynchronousTestCase):
             self.assertIsNone(self.feed(xml), xml)
         self.assertEqual(self.tracker.available(), [])
 
+    def test_ownPresenceEchoed(self) -> None:
+        """
+        The server's echo of the gateway's own presence, spelled as its
+        full JID or otherwise, is not another resource.
+        """
+        for sender in ("alice@example.test/sipxmpp", "Alice@Example.Test/sipxmpp"):
+            self.assertIsNone(self.feed(presenceXML(sender, priority=9)), sender)
+        self.assertEqual(self.tracker.available(), [])
+
     def test_unavailable(self) -> None:
         self.feed(presenceXML("alice@example.test/psi", priority=1))
         change = self.feed(presenceXML("alice@example.test/psi", kind="unavailable"))

@@ -15,6 +15,7 @@ sends C{SIGUSR1}, and the gateway reopens the file under its name
 from __future__ import annotations
 
 import json
+import math
 import signal
 import sys
 from collections.abc import Callable
@@ -28,7 +29,9 @@ from twisted.logger import (
     LogLevel,
     LogLevelFilterPredicate,
     formatEvent,
-    textFileLogObserver,
+    formatEventAsClassicLogText,
+    formatTime,
+    timeFormatRFC3339,
 )
 from twisted.python.logfile import LogFile
 
@@ -80,9 +83,36 @@ def makeLogObserver(settings: LogSettings, stream: IO[str]) -> ILogObserver:
     if settings.format == "json":
         sink: ILogObserver = FileLogObserver(stream, formatJSONLine)
     else:
-        sink = textFileLogObserver(stream)
+        formatTime = secondCachedTimeFormatter()
+        sink = FileLogObserver(
+            stream, lambda event: formatEventAsClassicLogText(event, formatTime=formatTime)
+        )
     predicate = LogLevelFilterPredicate(defaultLogLevel=LogLevel.levelWithName(settings.level))
     return FilteringLogObserver(sink, [predicate])
+
+
+def secondCachedTimeFormatter(
+    timeFormat: str = timeFormatRFC3339,
+) -> Callable[[float | None], str]:
+    """
+    Return L{twisted.logger.formatTime} for C{timeFormat} (whole seconds,
+    as twisted's L{textFileLogObserver} writes them), remembering the last
+    second formatted: a busy gateway logs many lines a second, and the
+    time zone and C{strftime} work per line cost more than the rest of it.
+    """
+    last: list[Any] = [None, ""]
+
+    def format(when: float | None) -> str:
+        if when is None:
+            return formatTime(when, timeFormat)
+        second = math.floor(when)
+        if second != last[0]:
+            last[0] = second
+            last[1] = formatTime(second, timeFormat)
+        text: str = last[1]
+        return text
+
+    return format
 
 
 def formatJSONLine(event: dict[str, Any]) -> str:

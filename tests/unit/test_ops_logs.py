@@ -10,9 +10,10 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from twisted.logger import formatTime
 from twisted.trial.unittest import SynchronousTestCase
 
-from sipxmpp.ops.logs import openLogFile, reopenOnSignal
+from sipxmpp.ops.logs import openLogFile, reopenOnSignal, secondCachedTimeFormatter
 
 
 class ReopenTests(SynchronousTestCase):
@@ -79,3 +80,15 @@ class ReopenTests(SynchronousTestCase):
         self.addCleanup(restore)
         os.kill(os.getpid(), signal.SIGUSR1)
         self.assertEqual(calls, [])
+
+
+class TimeFormatterTests(SynchronousTestCase):
+    def test_sameAsTwisted(self) -> None:
+        """
+        L{secondCachedTimeFormatter} formats as L{formatTime}, across
+        seconds, within one, back in time and with no time.
+        """
+        format = secondCachedTimeFormatter()
+        for when in (1700000000.0, 1700000000.25, 1700000000.999, 1700000001.0,
+                     1700000000.5, 1600000000.75, 0.5, None):  # fmt: skip
+            self.assertEqual(format(when), formatTime(when), when)

@@ -5,6 +5,7 @@ feeding the telephony state, sans-IO on a L{Clock}.
 
 from __future__ import annotations
 
+import ipaddress
 import string
 from itertools import count
 
@@ -410,6 +411,29 @@ class PolicyTests(CompositorTestCase):
                        Peer("UDP", "::ffff:192.0.2.9", 5060)):
             answer = self.compositor.publishReceived(publish(KAMAILIO_EARLY_CALLEE), source)
             self.assertEqual(answer.code, 200, source)
+
+    def test_allowsRemembered(self) -> None:
+        """
+        The answer per host is remembered, and asked again once the allowed
+        networks are another tuple.
+        """
+        self.assertTrue(self.compositor.allows("192.0.2.7"))
+        self.assertFalse(self.compositor.allows("198.51.100.1"))
+        self.assertFalse(self.compositor.allows("not-an-address"))
+        self.assertTrue(self.compositor.allows("192.0.2.7"))
+        self.assertFalse(self.compositor.allows("198.51.100.1"))
+        self.compositor.publishers = (ipaddress.ip_network("198.51.100.0/24"),)
+        self.assertFalse(self.compositor.allows("192.0.2.7"))
+        self.assertTrue(self.compositor.allows("198.51.100.1"))
+
+    def test_allowsBounded(self) -> None:
+        """
+        No more than a bounded number of hosts are remembered.
+        """
+        for n in range(3000):
+            self.compositor.allows(f"10.{n >> 8}.{n & 255}.1")
+        self.assertLessEqual(len(self.compositor._allows), 1024)
+        self.assertTrue(self.compositor.allows("192.0.2.7"))
 
     def test_noPublishers(self) -> None:
         compositor = EventStateCompositor(self.clock, self.machine, aorOf,

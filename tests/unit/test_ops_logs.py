@@ -10,10 +10,16 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from twisted.logger import formatTime
+from twisted.logger import LogLevel, formatEventAsClassicLogText, formatTime
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from sipxmpp.ops.logs import openLogFile, reopenOnSignal, secondCachedTimeFormatter
+from sipxmpp.ops.logs import (
+    formatClassicLine,
+    openLogFile,
+    reopenOnSignal,
+    secondCachedTimeFormatter,
+)
 
 
 class ReopenTests(SynchronousTestCase):
@@ -92,3 +98,48 @@ class TimeFormatterTests(SynchronousTestCase):
         for when in (1700000000.0, 1700000000.25, 1700000000.999, 1700000001.0,
                      1700000000.5, 1600000000.75, 0.5, None):  # fmt: skip
             self.assertEqual(format(when), formatTime(when), when)
+
+
+class ClassicLineTests(SynchronousTestCase):
+    def test_sameAsTwisted(self) -> None:
+        """
+        L{formatClassicLine} writes what L{formatEventAsClassicLogText}
+        writes, for plain events and for those it leaves to twisted.
+        """
+        failure = Failure(ZeroDivisionError("boom"))
+
+        class Thing:
+            name = "thing"
+
+            def __repr__(self) -> str:
+                return "<Thing>"
+
+        base = {"log_time": 1700000000.5, "log_namespace": "sipxmpp.x.Y",
+                "log_level": LogLevel.info}  # fmt: skip
+        events: list[dict[str, Any]] = [
+            {"log_format": "{aor}: showing {text!r}", "aor": "sip:a@b", "text": "on the phone"},
+            {"log_format": "{n:5d} {f:.2f} {{braces}} {t.name} {l[1]}", "n": 3, "f": 1.5,
+             "t": Thing(), "l": [1, 2]},
+            {"log_format": "two\nlines {x}", "x": "and\nthree"},
+            {"log_format": "{thing} {thing!s} {thing!a}", "thing": Thing()},
+            {"log_format": "{missing}"},
+            {"log_format": "{} {0}"},
+            {"log_format": "{call()}", "call": lambda: "called"},
+            {"log_format": ""},
+            {"log_format": None},
+            {"log_format": b"bytes {x}", "x": 1},
+            {"log_format": "legacy", "log_system": "-"},
+            {"log_format": "legacy", "log_system": 7},
+            {"log_format": "failed {x}", "x": 1, "log_failure": failure},
+            {"log_format": "no level", "log_level": None},
+            {"log_format": "no namespace", "log_namespace": None},
+            {"log_format": "no time", "log_time": None},
+            {"log_format": "{x:{width}}", "x": "pad", "width": 6},
+        ]
+        format = secondCachedTimeFormatter()
+        for extra in events:
+            event = {**base, **extra}
+            if "log_namespace" in extra and extra["log_namespace"] is None:
+                del event["log_namespace"]
+            expected = formatEventAsClassicLogText(event, formatTime=formatTime)
+            self.assertEqual(formatClassicLine(event, format), expected, extra)

@@ -85,7 +85,7 @@ class UpstreamHealthTests(TestCase):
         code, ready = self.get(gateway, "/healthz/ready")
         self.assertEqual((code, ready["failing"]), (200, []), ready)
         self.assertEqual(sorted(ready["checks"]),
-                         ["reactor", "running", "store", "upstream", "xmpp"])
+                         ["fds", "reactor", "running", "store", "upstream", "xmpp"])
 
         upstream.answering = False
         stopped = time.monotonic()

@@ -170,7 +170,7 @@ class InstalledPluginTests(SynchronousTestCase):
         health = json.loads(body)
         self.assertEqual((health["status"], health["failing"]), ("ok", []), health)
         self.assertEqual(sorted(health["checks"]),
-                         ["reactor", "running", "store", "upstream", "xmpp"])
+                         ["fds", "reactor", "running", "store", "upstream", "xmpp"])
         process.send_signal(signal.SIGTERM)
         output, _ = process.communicate(timeout=30)
         # twistd ends by re-raising the signal it stopped on.

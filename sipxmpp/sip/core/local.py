@@ -68,3 +68,30 @@ class OptionsResponder:
 
     def answer(self, request: SIPRequest, source: Peer) -> SIPResponse:
         return makeResponse(request, 200, "OK", headers=(("Allow", self._allow),))
+
+
+def checkLifetimes(what: str, minimum: int, default: int, maximum: int) -> None:
+    """
+    Check the bounds of the lifetimes a handler grants (PUBLISH,
+    SUBSCRIBE).
+
+    @raise ValueError: unless 0 < minimum <= default <= maximum.
+    """
+    if not 0 < minimum <= default <= maximum:
+        raise ValueError(f"{what} lifetimes must be 0 < min ({minimum}) <= default "
+                         f"({default}) <= max ({maximum})")  # fmt: skip
+
+
+def grantedExpires(requested: int | None, minimum: int, default: int,
+                   maximum: int) -> int | None:  # fmt: skip
+    """
+    The lifetime granted for an Expires of C{requested} (RFC 3903 §6,
+    RFC 6665 §4.2.1.1): C{default} when absent, 0 as asked, at most
+    C{maximum}; L{None} when it is shorter than C{minimum}, to be answered
+    423 with Min-Expires.
+    """
+    if requested is None:
+        return default
+    if 0 < requested < minimum:
+        return None
+    return min(requested, maximum)

@@ -54,7 +54,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from sipxmpp.sip.core.local import ILocalHandler
+from sipxmpp.sip.core.local import ILocalHandler, checkLifetimes, grantedExpires
 from sipxmpp.sip.core.metrics import IMetrics
 from sipxmpp.sip.core.peer import Peer
 from sipxmpp.sip.core.presence import IPresenceSource, presenceDocument
@@ -181,11 +181,7 @@ class PresenceAgent:
         defaultExpires: int = 3600,
         metrics: IMetrics | None = None,
     ) -> None:
-        if not 0 < minExpires <= defaultExpires <= maxExpires:
-            raise ValueError(
-                f"SUBSCRIBE lifetimes must be 0 < min ({minExpires}) <= default "
-                f"({defaultExpires}) <= max ({maxExpires})"
-            )
+        checkLifetimes("SUBSCRIBE", minExpires, defaultExpires, maxExpires)
         self._clock = clock
         self._source = source
         self._send = send
@@ -342,12 +338,11 @@ class PresenceAgent:
             raise _Refused(406, "Not Acceptable", ("Accept", pidf.CONTENT_TYPE))
 
     def _expires(self, request: SIPRequest) -> int:
-        expires = request.expires
+        expires = grantedExpires(request.expires, self.minExpires, self.defaultExpires,
+                                 self.maxExpires)  # fmt: skip
         if expires is None:
-            return self.defaultExpires
-        if 0 < expires < self.minExpires:
             raise _Refused(423, "Interval Too Brief", ("Min-Expires", str(self.minExpires)))
-        return min(expires, self.maxExpires)
+        return expires
 
     def _accepted(self, request: SIPRequest, dialog: _Dialog, expires: int) -> SIPResponse:
         headers = [("Record-Route", route) for route in dialog.routes]

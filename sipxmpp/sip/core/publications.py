@@ -58,7 +58,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from sipxmpp.sip.core.local import ILocalHandler
+from sipxmpp.sip.core.local import ILocalHandler, checkLifetimes, grantedExpires
 from sipxmpp.sip.core.metrics import IMetrics
 from sipxmpp.sip.core.peer import Peer
 from sipxmpp.sip.wire import dialoginfo, pidf
@@ -220,11 +220,7 @@ class EventStateCompositor:
         defaultExpires: int = 3600,
         metrics: IMetrics | None = None,
     ) -> None:
-        if not 0 < minExpires <= defaultExpires <= maxExpires:
-            raise ValueError(
-                f"PUBLISH lifetimes must be 0 < min ({minExpires}) <= default "
-                f"({defaultExpires}) <= max ({maxExpires})"
-            )
+        checkLifetimes("PUBLISH", minExpires, defaultExpires, maxExpires)
         self._clock = clock
         self._state = state
         self._aorOf = aorOf
@@ -313,13 +309,11 @@ class EventStateCompositor:
             publication = self._publications.get((aor, event, ifMatch.strip()))
             if publication is None:
                 return PublishAnswer(412, "Conditional Request Failed")
-        expires = request.expires
+        expires = grantedExpires(request.expires, self.minExpires, self.defaultExpires,
+                                 self.maxExpires)  # fmt: skip
         if expires is None:
-            expires = self.defaultExpires
-        elif 0 < expires < self.minExpires:
             return PublishAnswer(423, "Interval Too Brief",
                                  (("Min-Expires", str(self.minExpires)),))  # fmt: skip
-        expires = min(expires, self.maxExpires)
         body = request.body
         if publication is None and not body:
             return PublishAnswer(400, "Initial PUBLISH without a body")

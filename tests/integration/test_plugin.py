@@ -51,9 +51,18 @@ def installedVenv() -> tuple[str, str]:
         atexit.register(shutil.rmtree, workdir, True)
         venv = os.path.join(workdir, "venv")
         subprocess.run([sys.executable, "-m", "venv", venv], check=True)
+        # Build from a copy: pip builds in the source's build/ folder, and
+        # two trial workers installing the same tree at once collide there.
+        source = os.path.join(workdir, "source")
+        os.makedirs(source)
+        for name in ("setup.py", "README.rst", "constraints.txt"):
+            shutil.copy(os.path.join(ROOT, name), source)
+        for name in ("sipxmpp", "twisted_plugins"):
+            shutil.copytree(os.path.join(ROOT, name), os.path.join(source, name),
+                            ignore=shutil.ignore_patterns("__pycache__"))
         result = subprocess.run(
             [os.path.join(venv, "bin", "pip"), "install", "-q", "--disable-pip-version-check",
-             "-c", os.path.join(ROOT, "constraints.txt"), ROOT],
+             "-c", os.path.join(ROOT, "constraints.txt"), source],
             cwd=workdir, capture_output=True, text=True, env=CLEAN_ENV,
         )
         if result.returncode != 0:

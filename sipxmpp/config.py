@@ -24,6 +24,7 @@ from sipxmpp.sip.wire.errors import SIPParseError
 from sipxmpp.sip.wire.uri import SIPURI, parseURI
 from sipxmpp.store.opening import StoreSettings
 from sipxmpp.xmpp.publisher import PublisherSettings
+from sipxmpp.xmpp.resources import gatewayResource
 from sipxmpp.xmpp.session import SessionSettings
 
 DEFAULT_CONFIG_PATH = "/etc/sipxmpp/sipxmpp.conf"
@@ -81,12 +82,16 @@ class XMPPSettings:
     reconnectMaxDelay: float
     failedRetryDelay: float
 
-    def session(self) -> SessionSettings:
+    def session(self, instance: str = "") -> SessionSettings:
         """
-        What every XMPP session takes from C{[xmpp]}.
+        What every XMPP session takes from C{[xmpp]}; C{instance} is C{[store]
+        instance}: when set, the resource names it (L{gatewayResource}), so
+        instances sharing a store never log in with the same full JID. The
+        host name, the default instance name, is not put in the resource:
+        every contact of the user sees the resource.
         """
         return SessionSettings(
-            resource=self.resource,
+            resource=gatewayResource(self.resource, instance),
             server=self.server,
             requireTLS=self.requireTLS,
             pingInterval=self.pingInterval,
@@ -108,6 +113,7 @@ class XMPPSettings:
             publishActivity=self.publishActivity,
             logoutGrace=self.logoutGrace,
             commandTimeout=self.commandTimeout,
+            gatewayResource=self.resource,
         )
 
 

@@ -303,7 +303,7 @@ class GatewayService(MultiService):
             self._setLogLevel(merged.log.level)
         if self.publisher is not None and any(s == "xmpp" for s, _ in live):
             self.publisher.updateSettings(merged.xmpp.publisher())
-            sessionSettings = merged.xmpp.session()
+            sessionSettings = merged.xmpp.session(merged.store.instance)
             if self.sessions is not None:
                 self.sessions.settings = sessionSettings
             for user in self.publisher.users.values():
@@ -397,9 +397,14 @@ def buildService(settings: Settings, reactor: Any, logfile: str | None = None) -
         raise StartupError(f"store {settings.store.url}: {e}") from None
     store.setName("store")
     store.setServiceParent(top)
+    if store.store.database.backend.name == "postgresql" and not settings.store.instance:
+        # A shared store: instances without names of their own share the
+        # XMPP resource, and kick each other's sessions of a user both serve.
+        top.log.warn("[store] instance is not set: gateways sharing this PostgreSQL store "
+                     "need distinct instance names (their XMPP resources end with them)")
     try:
         sessions = SessionFactory(
-            reactor, settings.xmpp.session(), caFile=settings.xmpp.caFile
+            reactor, settings.xmpp.session(settings.store.instance), caFile=settings.xmpp.caFile
         )
     except (OSError, ValueError) as e:
         raise StartupError(f"[xmpp] ca_file {settings.xmpp.caFile!r}: {e}") from None

@@ -2,8 +2,9 @@
 C{sipxmpp-admin account check}: log in to XMPP as a provisioned account,
 the way the gateway would, and report.
 
-It logs in with the gateway's resource and negative priority (so it never
-receives the user's messages), sends an available presence to learn the
+It logs in with C{[xmpp] resource} without an instance name (so a running
+gateway's session, whose resource names its instance, is not kicked) and
+negative priority (so it never receives the user's messages), sends an available presence to learn the
 user's other online resources (the server sends them to a new resource),
 asks each one by service discovery whether it offers XEP-0146's
 C{set-status} command, prints what it found, and logs out.

@@ -12,6 +12,14 @@ persister is attached before the restore, the restored (possibly
 shortened) lifetimes are written back, and a second restart cannot extend
 them.
 
+L{adoptPreviousName} comes first, for a gateway named after its host (the
+default) with an SQLite store, which only it uses: if the host name
+changed (a new container) and the store holds the state of exactly one
+other name and none of this one, that state is renamed to this one and
+restored. A shared (PostgreSQL) store is left alone: there the other name
+may be a live instance; its users are taken over at their first
+publication instead (L{sipxmpp.store.takeover}).
+
 L{restorePhoneRoutes} brings back the proxy's routes to the phones (their
 bindings with the flows they came from, and their dialog targets), each
 with the time it expires: it blocks, and runs when the store service
@@ -117,6 +125,30 @@ def restorePhoneRoutes(
     log.info("restored {bindings} SIP binding(s) and {targets} dialog target(s) of the phones",
              bindings=registered, targets=len(saved) - registered)
     return len(saved)
+
+
+def adoptPreviousName(store: SQLRuntimeStateStore) -> str | None:
+    """
+    At the start of a gateway with a store of its own (SQLite) and the
+    default name (the host name): take the state saved under its previous
+    name if the host name changed (a new container), so that the restore
+    finds it (blocking, before L{restorePhoneRoutes}). Return that name.
+    """
+    try:
+        previous, owners = store.adoptPreviousNameBlocking()
+    except StoreError as e:
+        log.error("cannot check the store for state saved under another name ({reason})",
+                  reason=str(e))
+        return None
+    if previous is not None:
+        log.warn("the store holds runtime state of {previous!r} and none of {owner!r} (the "
+                 "host name): taking it over; set [store] instance to keep one name",
+                 previous=previous, owner=store.owner)
+    elif store.owner not in owners and owners:
+        log.warn("the store holds runtime state of {owners} and none of {owner!r} (the host "
+                 "name); not restored: set [store] instance to the name to restore",
+                 owners=", ".join(repr(o) for o in owners), owner=store.owner)
+    return previous
 
 
 def applyRoutes(routes: PhoneRoutes, saved: list[RouteRecord]) -> None:

@@ -37,6 +37,9 @@ from sipxmpp.store.statekeys import UnencodableKey, decodeKey, encodeKey
 from sipxmpp.telephony.state import BindingSnapshot, DialogSnapshot, UserSnapshot
 from sipxmpp.xmpp.savedstatuses import SavedStatus
 
+# Every table whose rows belong to an owner.
+_OWNED_TABLES = ("bindings", "dialogs", "saved_statuses", "xmpp_sessions", "phone_routes")
+
 
 @implementer(IRuntimeStateStore)
 class SQLRuntimeStateStore:
@@ -237,6 +240,31 @@ class SQLRuntimeStateStore:
             return claimed
 
         return self._db.interact(work)
+
+    def adoptPreviousNameBlocking(self) -> tuple[str | None, list[str]]:
+        """
+        Move the rows of the one other owner in the store to this owner, if
+        this owner has none: the gateway's host name, its default name,
+        changed (a new container). Only for a store of one gateway (SQLite):
+        in a shared store the other owner may be alive. Blocking, for the
+        start.
+
+        @return: the name adopted (or L{None}) and the owners found.
+        """
+        def work(tx: Transaction) -> tuple[str | None, list[str]]:
+            owners: set[str] = set()
+            for table in _OWNED_TABLES:
+                owners.update(row[0] for row in tx.execute(f"SELECT DISTINCT owner FROM {table}"))
+            found = sorted(owners)
+            if self.owner in owners or len(owners) != 1:
+                return None, found
+            previous = found[0]
+            for table in _OWNED_TABLES:
+                tx.execute(f"UPDATE {table} SET owner = ? WHERE owner = ?",
+                           (self.owner, previous))
+            return previous, found
+
+        return self._db.interactBlocking(work)
 
     def report(self, now: float) -> Deferred[list[UserReport]]:
         def work(tx: Transaction) -> list[UserReport]:

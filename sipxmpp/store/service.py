@@ -18,7 +18,12 @@ from sipxmpp.sip.core.phoneroutes import PhoneRoutes
 from sipxmpp.store.errors import StoreError
 from sipxmpp.store.opening import Store, StoreSettings, openStore
 from sipxmpp.store.persister import RuntimeStatePersister
-from sipxmpp.store.restore import RestoreSummary, restorePhoneRoutes, restoreRuntimeState
+from sipxmpp.store.restore import (
+    RestoreSummary,
+    adoptPreviousName,
+    restorePhoneRoutes,
+    restoreRuntimeState,
+)
 from sipxmpp.store.runners import threadPoolRunner
 from sipxmpp.telephony.state import TelephonyStateMachine
 
@@ -38,6 +43,9 @@ class StoreService(Service):
     @ivar routes: the proxy's routes to the phones, if set before the
         service starts: restored when it starts (blocking, before the
         reactor reads any SIP) and saved as they change.
+    @ivar adoptPreviousName: at start, first take over the state saved
+        under a previous host name (L{adoptPreviousName}; a gateway with
+        the default name and a store of its own).
     """
 
     log = Logger()
@@ -58,9 +66,12 @@ class StoreService(Service):
         self.restored: Deferred[RestoreSummary | None] = Deferred()
         self._restoreCall: IDelayedCall | None = None
         self.routes: PhoneRoutes | None = None
+        self.adoptPreviousName = False
 
     def startService(self) -> None:
         super().startService()
+        if self.adoptPreviousName:
+            adoptPreviousName(self.store.runtime)
         if self.routes is not None:
             # Before SIP is handled: startService runs before the reactor
             # reads from any port, and this blocks until the routes are in.
@@ -115,11 +126,16 @@ def makeStoreService(
 
     @param reactor: provides L{IReactorTime} and L{IReactorFromThreads}.
     @param owner: this gateway's name in the runtime state tables
-        (default: the host name).
+        (default: the host name, and state saved under an earlier host
+        name in an SQLite store is taken over).
     @raise sipxmpp.store.errors.StoreError: with a one-line reason.
     """
     pool = ThreadPool(minthreads=1, maxthreads=1, name="sipxmpp-store")
     fromThreads: IReactorFromThreads = reactor
     store = openStore(settings, threadPoolRunner(fromThreads, pool), owner=owner)
     persister = RuntimeStatePersister(store.runtime, reactor, interval=interval)
-    return StoreService(store, pool, machine, persister, reactor)
+    service = StoreService(store, pool, machine, persister, reactor)
+    # Only this gateway writes an SQLite store: a state under another name
+    # is its own, saved under an earlier host name.
+    service.adoptPreviousName = owner is None and store.database.backend.name == "sqlite"
+    return service

@@ -109,6 +109,9 @@ class PublisherSettings:
     publishActivity: bool = False
     logoutGrace: float = 300.0
     commandTimeout: float = 10.0
+    # [xmpp] resource: every gateway instance's resource begins with it
+    # (L{sipxmpp.xmpp.resources.gatewayResource}); none is a client.
+    gatewayResource: str = "sipxmpp"
 
 
 
@@ -238,8 +241,9 @@ class UserPublisher(subprotocols.XMPPHandler):  # type: ignore[misc]
         self.texts = callTexts(account, settings)
         self.machine = CallPresence(session.jid, self.texts, self.mode != "resource",
                                     settings.priority)  # fmt: skip
-        self.tracker = ResourceTracker(session.jid)
-        self.remote = RemoteControl(session.jid, session.sendRequest, clock, settings.commandTimeout)
+        self.tracker = ResourceTracker(session.jid, settings.gatewayResource)
+        self.remote = RemoteControl(session.jid, session.sendRequest, clock,
+                                    settings.commandTimeout, settings.gatewayResource)
         # Told (client, status) when a client's status is saved before the
         # publisher changes it, and (None, None) once nothing is saved: the
         # store keeps it so that a restart can still put it back.
@@ -322,9 +326,10 @@ class UserPublisher(subprotocols.XMPPHandler):  # type: ignore[misc]
         self._handle(SavedStatusAdopted(target, saved))
 
     def connectionInitialized(self) -> None:
-        self.tracker = ResourceTracker(self.session.jid)
+        self.tracker = ResourceTracker(self.session.jid, self.settings.gatewayResource)
         self.remote = RemoteControl(self.session.jid, self.session.sendRequest, self.clock,
-                                    self.settings.commandTimeout)  # fmt: skip
+                                    self.settings.commandTimeout,
+                                    self.settings.gatewayResource)  # fmt: skip
         self.xmlstream.addObserver("/presence", self._onPresence)
         self._handle(SessionReady())
 

@@ -37,6 +37,7 @@ from twisted.words.protocols.jabber import error, xmlstream
 from twisted.words.protocols.jabber.jid import JID
 from twisted.words.xish import domish
 
+from sipxmpp.xmpp.resources import isGatewayResource
 from sipxmpp.xmpp.wokkelcompat import data_form
 
 NS_COMMANDS = "http://jabber.org/protocol/commands"
@@ -115,15 +116,19 @@ def statusToShow(status: str) -> str | None:
     return None if status == "online" else status
 
 
-def checkOwnResource(ownJID: JID, target: JID) -> None:
+def checkOwnResource(ownJID: JID, target: JID, gatewayBase: str | None = None) -> None:
     """
+    @param gatewayBase: C{[xmpp] resource}: no gateway instance's resource
+        (L{isGatewayResource}) is a client either.
     @raise NotOwnResource: unless C{target} is a full JID of the same bare
-        JID as C{ownJID}, other than C{ownJID} itself.
+        JID as C{ownJID}, other than C{ownJID} itself (or another gateway
+        instance's).
     """
     if (
         target.userhost() != ownJID.userhost()
         or not target.resource
         or target.resource == ownJID.resource
+        or (gatewayBase is not None and isGatewayResource(gatewayBase, target.resource))
     ):
         raise NotOwnResource(
             f"refusing remote control of {target.full()}: only other resources of "
@@ -169,15 +174,18 @@ class RemoteControl:
     log = Logger()
 
     def __init__(self, ownJID: JID, sendRequest: SendRequest, clock: IReactorTime,
-                 timeout: float) -> None:  # fmt: skip
+                 timeout: float, gatewayBase: str | None = None) -> None:  # fmt: skip
         """
         @param ownJID: the gateway's full JID.
+        @param gatewayBase: C{[xmpp] resource}: no gateway instance's
+            resource is ever controlled (L{checkOwnResource}).
         @param sendRequest: sends an iq and returns its result (see
             L{sipxmpp.xmpp.session.IXMPPSession.sendRequest}).
         @param clock: for the timeout of every operation.
         @param timeout: seconds an operation (all its round trips) may take.
         """
         self.ownJID = ownJID
+        self.gatewayBase = gatewayBase
         self._sendRequest = sendRequest
         self.clock = clock
         self.timeout = timeout
@@ -194,7 +202,7 @@ class RemoteControl:
         JID (nothing else is asked).
         """
         try:
-            checkOwnResource(self.ownJID, target)
+            checkOwnResource(self.ownJID, target, self.gatewayBase)
         except NotOwnResource:
             return defer.fail()
         iq = self._iq(target, "get")
@@ -222,7 +230,7 @@ class RemoteControl:
         C{node#ver}); return the C{<query/>} of its answer.
         """
         try:
-            checkOwnResource(self.ownJID, target)
+            checkOwnResource(self.ownJID, target, self.gatewayBase)
         except NotOwnResource:
             return defer.fail()
         iq = self._iq(target, "get")
@@ -281,7 +289,7 @@ class RemoteControl:
         current: RemoteStatus | None,
     ) -> Deferred[None]:
         try:
-            checkOwnResource(self.ownJID, target)
+            checkOwnResource(self.ownJID, target, self.gatewayBase)
         except NotOwnResource:
             return defer.fail()
         if node not in STATUS_NODES:

@@ -96,17 +96,41 @@ class ResourceChange:
     after: ResourcePresence | None
 
 
+def gatewayResource(base: str, instance: str) -> str:
+    """
+    The resource gateway instance C{instance} logs in with: C{[xmpp]
+    resource} C{base}, a dash and the instance name, so that two instances
+    that may serve one user (scale-out, a takeover) never share a full JID
+    and kick each other's session. Without an instance name, C{base}.
+    """
+    return f"{base}-{instance}" if instance else base
+
+
+def isGatewayResource(base: str, resource: str) -> bool:
+    """
+    Whether C{resource} is a gateway's (any instance's, by
+    L{gatewayResource}, or one without an instance name, like
+    C{sipxmpp-admin account check}): such a resource is never one of the
+    user's clients.
+    """
+    return resource == base or resource.startswith(base + "-")
+
+
 class ResourceTracker:
     """
-    The available resources of one account, except the gateway's own.
+    The available resources of one account, except the gateways'.
     """
 
-    def __init__(self, ownJID: JID) -> None:
+    def __init__(self, ownJID: JID, gatewayBase: str | None = None) -> None:
         """
         @param ownJID: the gateway's full JID: its bare JID says whose
             resources to track, its resource which one to leave out.
+        @param gatewayBase: C{[xmpp] resource}: every gateway instance's
+            resource (L{isGatewayResource}) is left out too; L{None}: only
+            C{ownJID}'s.
         """
         self.ownJID = ownJID
+        self.gatewayBase = gatewayBase
         self._ownFull = ownJID.full()
         self._resources: dict[str, ResourcePresence] = {}
 
@@ -132,7 +156,10 @@ class ResourceTracker:
             return None
         if jid.userhost() != self.ownJID.userhost() or not jid.resource:
             return None
-        if jid.resource == self.ownJID.resource:
+        if jid.resource == self.ownJID.resource or (
+                self.gatewayBase is not None and isGatewayResource(self.gatewayBase, jid.resource)):
+            # Another gateway instance's resource (a takeover overlaps)
+            # is no client: never remote-controlled, never shown.
             return None
         kind = element.getAttribute("type") or "available"
         before = self._resources.get(jid.resource)

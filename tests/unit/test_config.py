@@ -157,6 +157,20 @@ class LoadSettingsTests(SynchronousTestCase):
         self.assertConfigError(MINIMAL + "[store]\ninstance = gw a\n", "[store] instance",
                                "letters, digits")
 
+    def test_resourceNamesInstance(self) -> None:
+        """
+        An instance with a name logs in with C{[xmpp] resource}, a dash and
+        the name; without one (the host name stays out of what contacts
+        see), with C{[xmpp] resource}. The publisher knows the base, to
+        leave every instance's resource out of the user's clients.
+        """
+        plain = loadSettings(self.write(MINIMAL))
+        self.assertEqual(plain.xmpp.session(plain.store.instance).resource, "sipxmpp")
+        named = loadSettings(self.write(
+            MINIMAL + "[store]\ninstance = gw-a\n[xmpp]\nresource = phone\n"))
+        self.assertEqual(named.xmpp.session(named.store.instance).resource, "phone-gw-a")
+        self.assertEqual(named.xmpp.publisher().gatewayResource, "phone")
+
     def test_ingestErrors(self) -> None:
         """
         A gateway with neither an upstream nor a publisher would learn

@@ -12,13 +12,14 @@ import threading
 from twisted.internet import reactor
 from twisted.trial.unittest import TestCase
 
-from sipxmpp.store.opening import StoreSettings, initialiseStore
+from sipxmpp.store.opening import StoreSettings, defaultOwner, initialiseStore
 from sipxmpp.store.records import AccountRecord
 from sipxmpp.store.service import StoreService, makeStoreService
 from sipxmpp.telephony.events import TelephonyState
 from sipxmpp.telephony.state import TelephonyStateMachine
 
 ALICE = "sip:alice@example.test"
+BOB = "sip:bob@example.test"
 
 
 class StoreServiceTests(TestCase):
@@ -70,3 +71,78 @@ class StoreServiceTests(TestCase):
         self.assertEqual((summary2.users, summary2.bindings), (1, 1))
         machine2.allBindingsRemoved(ALICE)
         await again.stopService()
+
+
+class PreviousHostNameTests(TestCase):
+    """
+    A gateway named after its host (no C{[store] instance}) with an SQLite
+    store finds its state again after the host name changed (a container
+    started anew): the store is its own, so a state under one other name is
+    its earlier one.
+    """
+
+    def setUp(self) -> None:
+        folder = os.path.abspath(self.mktemp())
+        self.settings = StoreSettings(f"sqlite:///{folder}/db.sqlite", f"{folder}/key")
+        initialiseStore(self.settings).close()
+
+    async def gateway(self, owner: str | None, *registered: str) -> tuple[StoreService, int]:
+        """
+        Start a gateway named C{owner} (L{None}: the host name), register
+        C{registered} AoRs, stop it; return it and how many users it
+        restored.
+        """
+        machine = TelephonyStateMachine(reactor)
+        service = makeStoreService(self.settings, reactor, machine, owner, interval=60.0)
+        service.startService()
+        summary = await service.restored
+        assert summary is not None
+        for aor in registered:
+            machine.bindingUpdated(aor, "desk", 3600)
+        await service.stopService()
+        for aor in (ALICE, BOB):  # after stop: not written
+            machine.allBindingsRemoved(aor)
+        return service, summary.users
+
+    async def test_renamedHostRestores(self) -> None:
+        await self.gateway("old-host", ALICE)
+        service, users = await self.gateway(None)
+        self.assertEqual(service.store.runtime.owner, defaultOwner())
+        self.assertEqual(users, 1)
+        # Under the new name now: it is restored again, and nothing is left
+        # under the old one.
+        _, again = await self.gateway(None)
+        self.assertEqual(again, 1)
+        _, old = await self.gateway("old-host")
+        self.assertEqual(old, 0)
+
+    async def test_ownStateWins(self) -> None:
+        """
+        State under this name already: another name's is left alone.
+        """
+        await self.gateway(None, ALICE)
+        await self.gateway("old-host", BOB)
+        _, users = await self.gateway(None)
+        self.assertEqual(users, 1)
+        _, old = await self.gateway("old-host")
+        self.assertEqual(old, 1)
+
+    async def test_severalOthersLeftAlone(self) -> None:
+        """
+        Two other names: which one was this gateway is not known.
+        """
+        await self.gateway("host-1", ALICE)
+        await self.gateway("host-2", BOB)
+        _, users = await self.gateway(None)
+        self.assertEqual(users, 0)
+
+    async def test_namedInstanceNeverAdopts(self) -> None:
+        """
+        An explicit C{[store] instance} is kept as it is: another name in
+        the store may be a sibling on the same host.
+        """
+        await self.gateway("gw-a", ALICE)
+        _, users = await self.gateway("gw-b")
+        self.assertEqual(users, 0)
+        _, users = await self.gateway("gw-a")
+        self.assertEqual(users, 1)

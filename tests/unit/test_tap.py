@@ -267,6 +267,26 @@ class MakeServiceTests(SynchronousTestCase):
         named = makeService(self.options(path), UDPMemoryReactor())
         self.assertEqual(named.getServiceNamed("store").store.runtime.owner, "gw-b")
 
+    def test_instanceNamesTheResource(self) -> None:
+        """
+        A named instance's XMPP sessions log in with a resource of their
+        own (C{[xmpp] resource}, a dash, the name), also after a SIGHUP
+        reload; without a name, with C{[xmpp] resource}.
+        """
+        plain = makeService(self.options(self.configPath()), UDPMemoryReactor())
+        assert isinstance(plain, GatewayService) and plain.sessions is not None
+        self.assertEqual(plain.sessions.settings.resource, "sipxmpp")
+        path = self.configPath(CONFIG)
+        with open(path, "a", encoding="utf-8") as f:
+            f.write("instance = gw-b\n[xmpp]\nstatus_text = Busy\n")
+        named = makeService(self.options(path), UDPMemoryReactor())
+        assert isinstance(named, GatewayService) and named.sessions is not None
+        self.assertEqual(named.sessions.settings.resource, "sipxmpp-gw-b")
+        with open(path, "a", encoding="utf-8") as f:
+            f.write("ringing_text = Rings\n")
+        self.assertTrue(named.reloadConfig())
+        self.assertEqual(named.sessions.settings.resource, "sipxmpp-gw-b")
+
     def options(self, path: str) -> Options:
         options = Options()
         options.parseOptions(["--config", path])

@@ -610,6 +610,51 @@ class CapsTests(PublisherTestsMixin, SynchronousTestCase):
         self.assertEqual(again["to"], "alice@example.test/psi2")
 
 
+class OtherInstanceTests(PublisherTestsMixin, SynchronousTestCase):
+    """
+    This is gateway instance gw-a (resource C{sipxmpp-gw-a}); gw-b is
+    logged in as the same user (it took the user over, or the dispatcher
+    moved the user): gw-b's resource is never taken for the user's client.
+    """
+
+    def makeSession(self, jid: JID, password: str) -> FakeSession:
+        session = FakeSession(self.clock, f"{jid.userhost()}/sipxmpp-gw-a")
+        self.sessions.append(session)
+        return session
+
+    def otherInstanceOnline(self, session: FakeSession) -> None:
+        session.receive(presenceXML("alice@example.test/sipxmpp-gw-b", "dnd",
+                                    self.settings.statusText, 50))  # fmt: skip
+        self.assertEqual(session.iqs(), [])  # not asked for its commands
+
+    def test_clientChosenOverOtherInstance(self) -> None:
+        """
+        gw-b shows dnd at a higher priority than Psi: Psi is still the
+        user's highest-priority client, and the one controlled.
+        """
+        session = self.login()
+        self.otherInstanceOnline(session)
+        self.psiOnline(session)
+        self.change(S.ON_THE_PHONE)
+        [execute] = session.iqs()
+        self.assertEqual(execute["to"], PSI)
+        self.assertEqual([r.resource for r in self.publisher.users[AOR].tracker.available()],
+                         ["psi"])  # fmt: skip
+
+    def test_onlyOtherInstance(self) -> None:
+        """
+        With no client but gw-b's resource, the call is shown on this
+        instance's own resource, at the priority it shows with no client.
+        """
+        session = self.login()
+        self.otherInstanceOnline(session)
+        self.change(S.ON_THE_PHONE)
+        self.assertEqual(session.iqs(), [])
+        [busy] = session.presences()
+        self.assertEqual(ownPresence(busy)[:2], ("dnd", self.settings.statusText))
+        self.assertIsInstance(self.publisher.users[AOR].shown, ShownOnOwnResource)
+
+
 class ModeResourceTests(PublisherTestsMixin, SynchronousTestCase):
     settings = PublisherSettings(mode="resource")
 

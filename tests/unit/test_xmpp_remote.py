@@ -345,6 +345,24 @@ class RemoteControlTests(SynchronousTestCase):
             self.failureResultOf(self.remote.commands(JID(target)), NotOwnResource)
         self.assertEqual(self.session.take(), [])
 
+    def test_noOtherGatewayInstance(self) -> None:
+        """
+        With C{[xmpp] resource} known, another gateway instance's resource
+        (C{sipxmpp-gw-b} while this is C{sipxmpp-gw-a}) is never asked for
+        its commands nor controlled; the user's clients still are.
+        """
+        own = JID("alice@example.test/sipxmpp-gw-a")
+        remote = RemoteControl(own, self.session.sendRequest, self.clock, 10, "sipxmpp")
+        for target in ("alice@example.test/sipxmpp-gw-b", "alice@example.test/sipxmpp"):
+            self.failureResultOf(
+                remote.setStatus(JID(target), NODE_SET_STATUS, "dnd", "x"), NotOwnResource
+            )
+            self.failureResultOf(remote.commands(JID(target)), NotOwnResource)
+        self.assertEqual(self.session.take(), [])
+        remote.commands(PSI)
+        [iq] = self.session.iqs()
+        self.assertEqual(iq["to"], PSI.full())
+
     def test_unknownNode(self) -> None:
         self.failureResultOf(self.remote.setStatus(PSI, "other", "dnd", "x"), CommandFailed)
         self.assertEqual(self.session.take(), [])

@@ -9,7 +9,15 @@ from twisted.words.protocols.jabber.jid import JID
 from twisted.words.xish import domish
 from twisted.words.xish.domish import elementStream
 
-from sipxmpp.xmpp.resources import Caps, CommandCache, ResourceChange, ResourceTracker, cacheKey
+from sipxmpp.xmpp.resources import (
+    Caps,
+    CommandCache,
+    ResourceChange,
+    ResourceTracker,
+    cacheKey,
+    gatewayResource,
+    isGatewayResource,
+)
 from tests.unit.xmppstreams import capsVer, presenceXML
 
 
@@ -95,6 +103,49 @@ class ResourceTrackerTests(SynchronousTestCase):
         self.assertTrue(a.looksLike("dnd", "call"))
         self.assertFalse(a.looksLike("dnd", "other"))
         self.assertFalse(a.looksLike(None, "call"))
+
+
+class GatewayResourceTests(SynchronousTestCase):
+    """
+    Each gateway instance logs in with a resource of its own, and every
+    instance's resource is known for a gateway's, not a client.
+    """
+
+    def test_naming(self) -> None:
+        self.assertEqual(gatewayResource("sipxmpp", "gw-a"), "sipxmpp-gw-a")
+        self.assertEqual(gatewayResource("phone", "gw.b_2"), "phone-gw.b_2")
+        self.assertEqual(gatewayResource("sipxmpp", ""), "sipxmpp")
+        self.assertNotEqual(gatewayResource("sipxmpp", "gw-a"), gatewayResource("sipxmpp", "gw-b"))
+
+    def test_recognised(self) -> None:
+        for resource in ("sipxmpp", "sipxmpp-gw-a", "sipxmpp-gw-b", "sipxmpp-host.example"):
+            self.assertTrue(isGatewayResource("sipxmpp", resource), resource)
+        for resource in ("psi", "sipxmpp2", "Sipxmpp-gw-a", "gw-a", "mcabber-sipxmpp", ""):
+            self.assertFalse(isGatewayResource("sipxmpp", resource), resource)
+
+    def test_otherInstanceIsNoClient(self) -> None:
+        """
+        gw-a's tracker leaves out gw-b's resource (it logs in as the same
+        user while it takes the user over) and one without an instance
+        name, like C{sipxmpp-admin account check}, but not the user's
+        clients.
+        """
+        tracker = ResourceTracker(JID("alice@example.test/sipxmpp-gw-a"), "sipxmpp")
+        for sender in ("alice@example.test/sipxmpp-gw-b", "alice@example.test/sipxmpp",
+                       "alice@example.test/sipxmpp-gw-a"):  # fmt: skip
+            self.assertIsNone(tracker.presenceReceived(parse(presenceXML(sender, priority=9))))
+        self.assertEqual(tracker.available(), [])
+        self.assertIsNotNone(
+            tracker.presenceReceived(parse(presenceXML("alice@example.test/psi", priority=1))))
+        self.assertEqual([r.resource for r in tracker.available()], ["psi"])
+
+    def test_withoutBaseOnlyOwn(self) -> None:
+        """
+        Without the base, only the gateway's own resource is left out.
+        """
+        tracker = ResourceTracker(JID("alice@example.test/sipxmpp-gw-a"))
+        tracker.presenceReceived(parse(presenceXML("alice@example.test/sipxmpp-gw-b", priority=-1)))
+        self.assertEqual([r.resource for r in tracker.available()], ["sipxmpp-gw-b"])
 
 
 class CommandCacheTests(SynchronousTestCase):

@@ -22,7 +22,13 @@ Everything runs on 127.0.0.1 and is stopped (by PID) at the end:
     PUBLISHes it sent (its local transactions: pua sends nothing else);
   - Kamailio "alone": the same configuration with C{WITHOUT_PUBLISH}
     (pua_dialoginfo left out): dialogs are still tracked (dlg_manage),
-    nothing is published.
+    nothing is published;
+  - Kamailio "to a sink" (unless C{--no-sink}): the same configuration
+    as "with", PUBLISHing to a third, stateless Kamailio
+    (C{bench/kamailio-publish-sink.cfg}) that answers every PUBLISH 200
+    at once and keeps nothing: a perfect receiver. Its ramp against
+    Kamailio alone gives what publishing costs Kamailio (and the machine
+    it shares) whatever receives it, the ceiling of R on this machine.
 
 caller and callee register at both Kamailios directly (callee from the
 port of one sipp UAS, C{proxy_bench_ramp_uas.xml}; caller from the port
@@ -108,7 +114,7 @@ from proxy import (  # bench/proxy.py, beside this file
 )
 
 from sipxmpp.testing.gateway import GatewayServer
-from sipxmpp.testing.kamailio import KamailioPuaServer, missingModules
+from sipxmpp.testing.kamailio import KamailioPuaServer, KamailioServer, missingModules
 from sipxmpp.testing.ports import LOOPBACK, freeSIPPort
 from sipxmpp.testing.prosody import ProsodyServer
 from sipxmpp.testing.sipp import SippProcess, SippRunner
@@ -121,7 +127,9 @@ PER_CALL = 7
 #: Telephony states that mean a publication still holds the user.
 BUSY = ("ringing", "on-the-phone", "on-hold")
 PUBLISH_METRIC = "sipxmpp_sip_publish_total"
-#: Lines of etc/kamailio-pua.cfg removed for Kamailio alone.
+#: The stateless receiver of the "to a sink" ramp.
+SINK_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                           "kamailio-publish-sink.cfg")
 
 
 def fail(message: str) -> SystemExit:
@@ -512,6 +520,9 @@ def main() -> None:
     parser.add_argument("--publish-steps", default="100,200,300,400,600,800,1200,1600",
                         help="offered PUBLISH rates straight to the gateway, PUBLISH/s "
                              "(default %(default)s)")
+    parser.add_argument("--no-sink", dest="sink", action="store_false",
+                        help="leave out the ramp with pua_dialoginfo PUBLISHing to a "
+                             "stateless receiver")
     parser.add_argument("--profile", action="store_true",
                         help="run the gateway under cProfile (all ramps, so slower) and print "
                              "its hot spots")
@@ -563,8 +574,19 @@ def main() -> None:
         stack.callback(alone.stop)
         alone.start()
 
+        sink: tuple[KamailioServer, Kamailio] | None = None
+        if options.sink:
+            receiver = KamailioServer(config=SINK_CONFIG, children=2,
+                                      baseDir=os.path.join(workDir, "sink"))
+            stack.callback(receiver.stop)
+            receiver.start()
+            toSink = Kamailio(receiver.uri, os.path.join(workDir, "tosink.ctl"))
+            stack.callback(toSink.stop)
+            toSink.start()
+            sink = (receiver, toSink)
+
         uasPort, callerPort = freeSIPPort(), freeSIPPort()
-        for kamailio in (withPua, alone):
+        for kamailio in (withPua, alone) + ((sink[1],) if sink else ()):
             register(sipp, kamailio.address, "callee", uasPort)
             register(sipp, kamailio.address, "caller", callerPort)
         uas: SippProcess = sipp.start("proxy_bench_ramp_uas", service="callee",
@@ -586,6 +608,16 @@ def main() -> None:
             "kamailio+sipxmpp", sipp, withPua, callerPort, rates, options.seconds,
             {"kamailio": lambda: treeCPU(withPid), "gateway": lambda: cpuTimes(gatewayPid)},
             gateway)
+        sinkBest = None
+        if sink is not None:
+            sinkPid = sink[0].pid
+            assert sinkPid is not None
+            print("kamailio+sink (pua_dialoginfo PUBLISHing to a stateless Kamailio that "
+                  "answers 200):", flush=True)
+            sinkBest, _ = callRamp(
+                "kamailio+sink", sipp, sink[1], callerPort, rates, options.seconds,
+                {"kamailio": lambda: treeCPU(sink[1].pid or 0),
+                 "sink": lambda: treeCPU(sinkPid)})
         print("kamailio alone (no pua_dialoginfo):", flush=True)
         aloneBest, _ = callRamp("kamailio", sipp, alone, callerPort, rates, options.seconds,
                                 {"kamailio": lambda: treeCPU(alonePid)})
@@ -622,6 +654,10 @@ def main() -> None:
     print(f"total {time.monotonic() - began:.0f} s; load average after: "
           + " ".join(f"{x:.2f}" for x in os.getloadavg()))
     ratio = withBest / aloneBest if aloneBest else 0.0
+    if sinkBest is not None:
+        sinkRatio = sinkBest / aloneBest if aloneBest else 0.0
+        print(f"publishing alone, to a receiver that does nothing: kamailio+sink/kamailio "
+              f"{sinkRatio:.2f} ({sinkBest} cps): the most R can be on this machine")
     print(f"ingest cps ratio kamailio+sipxmpp/kamailio: {ratio:.2f} (with {withBest} cps, "
           f"alone {aloneBest} cps, publications {publishBest}/s, lost {lostPassed})")
 

@@ -442,11 +442,11 @@ def buildService(settings: Settings, reactor: Any, logfile: str | None = None) -
     store.restored.addCallback(restored)
     isProvisioned: Callable[[str], bool] | None = None
     provisioned: ProvisionedAoRs | None = None
-    # [backpublish] serve: the users' XMPP presence, from their sessions,
-    # for SIP watchers the users' rosters authorise. (publish is still
-    # refused by buildSIP: it has not been tried against a presence server.)
+    # [backpublish]: the users' XMPP presence, from their sessions, for SIP
+    # watchers the users' rosters authorise (serve) or for a presence
+    # server (publish).
     presence: XMPPPresenceSource | None = None
-    if settings.backpublish.mode == "serve":
+    if settings.backpublish.mode != "off":
         presence = XMPPPresenceSource(publisher, store.store.accounts)
     if (settings.ingest.publishers or not settings.sip.upstream or settings.ingest.subscribe
             or presence is not None):

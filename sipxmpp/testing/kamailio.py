@@ -420,7 +420,8 @@ class KamailioPresenceServer(KamailioServer):
 
     name = "kamailio-presence"
 
-    modules = ("dialog", "db_text", "pua", "pua_dialoginfo", "presence", "presence_dialoginfo")
+    modules = ("dialog", "db_text", "pua", "pua_dialoginfo", "presence", "presence_dialoginfo",
+               "presence_xml")
     """
     The modules the configuration needs beyond L{KamailioServer}'s.
     """

@@ -1,14 +1,12 @@
 """
 Tests for C{[backpublish]} (issue 18): its keys in L{sipxmpp.config}, the
-wiring in L{sipxmpp.sip.shell.service.buildSIP}, and the start refused by
-L{sipxmpp.tap} while no source of the users' XMPP presence exists.
+wiring in L{sipxmpp.sip.shell.service.buildSIP} (refused without a source
+of the users' XMPP presence), and publish mode composed by L{sipxmpp.tap}.
 """
 
 from __future__ import annotations
 
-import io
 import os
-import sys
 
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
@@ -29,8 +27,10 @@ from sipxmpp.sip.shell.service import (
 )
 from sipxmpp.store.addresses import aorOfURI
 from sipxmpp.store.opening import initialiseStore
-from sipxmpp.tap import Options, makeService
+from sipxmpp.store.provisioned import ProvisionedAoRs
+from sipxmpp.tap import GatewayService, Options, makeService
 from sipxmpp.telephony.state import TelephonyStateMachine
+from sipxmpp.xmpp.presencesource import XMPPPresenceSource
 from tests.unit.test_config import MINIMAL
 from tests.unit.test_tap import CONFIG, UDPMemoryReactor
 
@@ -125,7 +125,7 @@ class BuildTests(ConfigTestCase):
         """
         for text in ("mode = serve\n", "mode = publish\npresence_server = sip:127.0.0.1:5070\n"):
             error = self.assertRaises(BackpublishError, self.build, "[backpublish]\n" + text)
-            self.assertIn("not available yet", str(error))
+            self.assertIn("needs the users' XMPP presence", str(error))
             self.assertTrue(str(error).startswith("[backpublish] mode = "))
         self.assertRaises(BackpublishError, self.build, "[backpublish]\nmode = serve\n",
                           InMemoryPresenceSource())  # fmt: skip
@@ -192,10 +192,11 @@ class ServiceTests(SynchronousTestCase):
 
 
 class StartTests(SynchronousTestCase):
-    def test_refusedAtStart(self) -> None:
+    def test_publishComposed(self) -> None:
         """
-        twistd with mode = publish stops at once with one line that says
-        it is not available yet (serve is composed: see test_tap).
+        twistd with mode = publish composes a presence publisher reading
+        the users' XMPP presence, started after SIP as C{backpublish} and
+        fed by the provisioned AoRs (serve: see test_tap).
         """
         directory = self.mktemp()
         os.makedirs(directory)
@@ -208,10 +209,19 @@ class StartTests(SynchronousTestCase):
         initialiseStore(loadSettings(path).store).close()
         options = Options()
         options.parseOptions(["--config", path])
-        stderr = io.StringIO()
-        self.patch(sys, "stderr", stderr)
-        exit = self.assertRaises(SystemExit, makeService, options, UDPMemoryReactor())
-        self.assertEqual(exit.code, 1)
-        [line] = stderr.getvalue().splitlines()
-        self.assertTrue(line.startswith("sipxmpp: cannot start: [backpublish] mode = publish: "
-                                        "not available yet"), line)  # fmt: skip
+        service = makeService(options, UDPMemoryReactor())
+        assert isinstance(service, GatewayService) and service.proxy is not None
+        names = [child.name for child in service]
+        self.assertLess(names.index("sip"), names.index("backpublish"))
+        backpublishing = backpublishingOf(service.proxy)
+        assert backpublishing is not None
+        self.assertIs(service.getServiceNamed("backpublish"), backpublishing)
+        publisher = backpublishing.backpublisher
+        assert isinstance(publisher, PresencePublisher)
+        self.assertIsInstance(publisher._source, XMPPPresenceSource)
+        self.assertEqual(publisher.server, Peer("UDP", "127.0.0.1", 5070))
+        self.assertNotIn("SUBSCRIBE", service.proxy.localMethods())
+        provisioned = service.getServiceNamed("provisioned")
+        assert isinstance(provisioned, ProvisionedAoRs)
+        provisioned._loaded(frozenset({ALICE}))
+        self.assertIsNotNone(publisher.publication(ALICE))

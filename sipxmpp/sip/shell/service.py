@@ -274,10 +274,11 @@ def _backpublishTarget(
         return None
     mode = backpublish.mode
     if presence is None or (mode == "serve" and (authorise is None or isProvisioned is None)):
+        # The composition root always gives both: reaching this is a bug
+        # in the caller, never a silent no-op.
         raise BackpublishError(
-            f"[backpublish] mode = {mode}: not available yet (PUBLISHing the users' XMPP "
-            "presence to a presence server is not wired; mode = serve answers SIP "
-            "watchers); set mode = serve or off"
+            f"[backpublish] mode = {mode}: needs the users' XMPP presence"
+            + (" and their watchers' authorisation" if mode == "serve" else "")
         )
     if mode != "publish":
         return None

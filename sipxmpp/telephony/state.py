@@ -36,12 +36,14 @@ over from the publication that confirmed it. A dialog a report ends is
 tombstoned like an observed one, so a late or reordered "confirmed" cannot
 bring it back.
 
-Publications are not part of a snapshot, and changes to them do not call
-the persistence callback: a restart forgets them. RFC 3903 publishers
-recover by themselves: their next refresh or modification gets 412
-(unknown entity-tag) and they publish afresh. Until then (for Kamailio's
-pua_dialoginfo, the next change of the call), a call in progress during the
-restart is not shown.
+Publications that carry a I{tag} (what their source calls them now: an
+RFC 3903 entity-tag) are part of a snapshot, with their lifetime, the
+dialogs they own and whether they say "busy", and changes to them call the
+persistence callback like any other: after a restart a call in progress is
+shown again, and the publisher's next refresh or modification, naming that
+tag, finds its publication. Publications without a tag (a subscription's
+NOTIFYs: the subscription itself does not survive a restart, and a new one
+brings the full state) are left out.
 """
 
 from __future__ import annotations
@@ -131,12 +133,13 @@ class _Busy:
 @dataclass(slots=True)
 class _Publication:
     """
-    One publication of an AoR: when it expires, and the keys of the dialogs
-    it owns in L{_User.dialogs}.
+    One publication of an AoR: when it expires, the keys of the dialogs it
+    owns in L{_User.dialogs}, and its tag (L{None}: not saved).
     """
 
     timer: IDelayedCall
     dialogs: set[Hashable] = field(default_factory=set)
+    tag: str | None = None
 
 
 @dataclass
@@ -226,6 +229,25 @@ class DialogSnapshot:
 
 
 @dataclass(frozen=True)
+class PublicationSnapshot:
+    """
+    A publication with a tag (see the module docstring).
+
+    @ivar publication: its key, as given to C{publicationSet}.
+    @ivar tag: what its source calls it now (an RFC 3903 entity-tag).
+    @ivar expiresAt: the clock time it expires unless refreshed.
+    @ivar dialogs: the dialogs it owns, as reports (never terminated).
+    @ivar busy: it says the user is on the phone without naming a dialog.
+    """
+
+    publication: Hashable
+    tag: str
+    expiresAt: float
+    dialogs: tuple[DialogReport, ...] = ()
+    busy: bool = False
+
+
+@dataclass(frozen=True)
 class UserSnapshot:
     """
     What the state machine knows about one AoR's devices and calls; empty
@@ -235,12 +257,13 @@ class UserSnapshot:
     aor: str
     bindings: tuple[BindingSnapshot, ...] = ()
     dialogs: tuple[DialogSnapshot, ...] = ()
+    publications: tuple[PublicationSnapshot, ...] = ()
 
     def isEmpty(self) -> bool:
         """
-        Tell whether the snapshot holds neither bindings nor dialogs.
+        Tell whether the snapshot holds no bindings, dialogs or publications.
         """
-        return not (self.bindings or self.dialogs)
+        return not (self.bindings or self.dialogs or self.publications)
 
 
 def _transitionEvent(previous: TelephonyState, new: TelephonyState) -> Event:
@@ -366,7 +389,25 @@ class TelephonyStateMachine:
             for dialogId, dialog in user.dialogs.items()
             if dialog.publication is None
         )
-        return UserSnapshot(aor, bindings, dialogs)
+        publications = tuple(
+            self._publicationSnapshot(user, key, owned)
+            for key, owned in user.publications.items()
+            if owned.tag is not None
+        )
+        return UserSnapshot(aor, bindings, dialogs, publications)
+
+    def _publicationSnapshot(self, user: _User, key: Hashable,
+                             owned: _Publication) -> PublicationSnapshot:  # fmt: skip
+        assert owned.tag is not None
+        reports = []
+        for dialogKey in owned.dialogs:
+            if isinstance(dialogKey, _Published):
+                dialog = user.dialogs[dialogKey]
+                phase = (DialogPhase.EARLY if not dialog.confirmed
+                         else DialogPhase.HELD if dialog.held else DialogPhase.CONFIRMED)
+                reports.append(DialogReport(dialogKey.dialogId, phase, dialog.outgoing))
+        return PublicationSnapshot(key, owned.tag, owned.timer.getTime(), tuple(reports),
+                                   _Busy(key) in owned.dialogs)  # fmt: skip
 
     def snapshots(self) -> list[UserSnapshot]:
         """
@@ -377,9 +418,10 @@ class TelephonyStateMachine:
 
     def restore(self, snapshot: UserSnapshot) -> None:
         """
-        Bring back the bindings and dialogs of a snapshot taken before a
-        restart, and report the resulting state to the observers like any
-        other change.
+        Bring back the bindings, dialogs and publications of a snapshot
+        taken before a restart, and report the resulting state to the
+        observers like any other change (publication listeners are not
+        told: nothing was published).
 
         Bindings and dialogs that ended meanwhile are left out. A restored
         dialog ends at its saved time but no later than the current early
@@ -406,6 +448,13 @@ class TelephonyStateMachine:
             dialog = _Dialog(saved.confirmed, saved.held)
             user.addDialog(dialogId, dialog)
             self._arm(aor, dialogId, dialog, remaining)
+        for publication in snapshot.publications:
+            remaining = publication.expiresAt - now
+            if remaining <= 0 or publication.publication in user.publications:
+                continue
+            self._applyPublication(aor, user, publication.publication, remaining,
+                                   publication.dialogs, publication.busy, False,
+                                   publication.tag)  # fmt: skip
         self._update(aor, user)
 
     # --- bindings ---
@@ -527,6 +576,19 @@ class TelephonyStateMachine:
         """
         self._setHeld(aor, dialogId, False)
 
+    def dialogActive(
+        self, aor: str, dialogId: Hashable, sessionExpires: float | None = None
+    ) -> None:
+        """
+        A re-INVITE or UPDATE with media flowing both ways (sendrecv): a
+        held call is resumed, any other is refreshed. One event, decided
+        here, so that whoever reports it need not ask whether it is held.
+        """
+        if self.isHeld(aor, dialogId):
+            self.dialogResumed(aor, dialogId)
+        else:
+            self.dialogRefreshed(aor, dialogId, sessionExpires)
+
     def _setHeld(self, aor: str, dialogId: Hashable, held: bool) -> None:
         user = self._users.get(aor)
         dialog = user.dialogs.get(dialogId) if user is not None else None
@@ -597,6 +659,7 @@ class TelephonyStateMachine:
         dialogs: Iterable[DialogReport] = (),
         busy: bool = False,
         partial: bool = False,
+        tag: str | None = None,
     ) -> None:
         """
         A publication of C{aor} was created or modified: it lives for
@@ -617,6 +680,8 @@ class TelephonyStateMachine:
         @param busy: the publication says the user is on the phone without
             naming a dialog (RPID C{on-the-phone} or C{busy}); replaces
             what it said about that before.
+        @param tag: what the source calls the publication now, if it can
+            be resumed after a restart (an entity-tag): it is then saved.
         """
         if expires <= 0:
             self.publicationRemoved(aor, publication)
@@ -628,6 +693,15 @@ class TelephonyStateMachine:
                 self.log.failure("publication listener {listener} failed on {aor}",
                                  listener=listener, aor=aor)
         user = self._user(aor)
+        owned = self._applyPublication(aor, user, publication, expires, dialogs, busy,
+                                       partial, tag)  # fmt: skip
+        # A publication that still reports a call is a refresh of it.
+        self._publicationUpdate(aor, user, refresh=bool(owned.dialogs),
+                                saved=tag is not None)  # fmt: skip
+
+    def _applyPublication(self, aor: str, user: _User, publication: Hashable, expires: float,
+                          dialogs: Iterable[DialogReport], busy: bool, partial: bool,
+                          tag: str | None) -> _Publication:  # fmt: skip
         owned = user.publications.get(publication)
         if owned is None:
             owned = user.publications[publication] = _Publication(
@@ -635,6 +709,7 @@ class TelephonyStateMachine:
             )
         else:
             owned.timer = self._rearm(owned.timer, expires, aor, publication)
+        owned.tag = tag
         listed: set[Hashable] = set()
         for report in dialogs:
             published = _Published(report.dialogId)
@@ -651,8 +726,7 @@ class TelephonyStateMachine:
         if not partial:
             for gone in owned.dialogs - listed:
                 self._retire(aor, user, gone)
-        # A publication that still reports a call is a refresh of it.
-        self._publicationUpdate(aor, user, refresh=bool(owned.dialogs))
+        return owned
 
     def _applyReport(self, aor: str, user: _User, publication: Hashable,
                      owned: _Publication, key: _Published, report: DialogReport) -> None:
@@ -695,11 +769,13 @@ class TelephonyStateMachine:
             if not dialog.confirmed or dialog.held != held:
                 user.changeDialog(dialog, True, held)
 
-    def publicationRefreshed(self, aor: str, publication: Hashable, expires: float) -> None:
+    def publicationRefreshed(self, aor: str, publication: Hashable, expires: float,
+                             tag: str | None = None) -> None:  # fmt: skip
         """
         A publication of C{aor} was refreshed without a change: it lives
-        for another C{expires} seconds (0 or less removes it). Unknown
-        publications are ignored.
+        for another C{expires} seconds (0 or less removes it), under its
+        new C{tag} (as for L{publicationSet}). Unknown publications are
+        ignored.
         """
         if expires <= 0:
             self.publicationRemoved(aor, publication)
@@ -709,7 +785,8 @@ class TelephonyStateMachine:
         if user is None or owned is None:
             return
         owned.timer = self._rearm(owned.timer, expires, aor, publication)
-        self._publicationUpdate(aor, user, refresh=bool(owned.dialogs))
+        owned.tag = tag
+        self._publicationUpdate(aor, user, refresh=bool(owned.dialogs), saved=tag is not None)
 
     def _rearm(self, timer: IDelayedCall, expires: float, aor: str,
                publication: Hashable) -> IDelayedCall:  # fmt: skip
@@ -752,10 +829,13 @@ class TelephonyStateMachine:
                 dialog.timer.cancel()
             if not isinstance(key, _Busy):
                 self._tombstone(aor, user, key)
-        self._publicationUpdate(aor, user)
+        self._publicationUpdate(aor, user, saved=owned.tag is not None)
 
-    def _publicationUpdate(self, aor: str, user: _User, refresh: bool = False) -> None:
-        self._publishing = True
+    def _publicationUpdate(self, aor: str, user: _User, refresh: bool = False,
+                           saved: bool = True) -> None:  # fmt: skip
+        # A change of publications that are not saved leaves the snapshot
+        # as it was: the store need not be told.
+        self._publishing = not saved
         try:
             self._update(aor, user, refresh)
         finally:

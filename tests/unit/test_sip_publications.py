@@ -339,6 +339,54 @@ class OperationTests(CompositorTestCase):
                               contentType="Application/Dialog-Info+XML;charset=UTF-8"))
 
 
+class RestartTests(CompositorTestCase):
+    """
+    Publications saved before a restart (the state machine's snapshot)
+    are found again by the entity-tag their publisher holds.
+    """
+
+    def restart(self) -> None:
+        snapshots = self.machine.snapshots()
+        clock = Clock()
+        clock.advance(self.clock.seconds())
+        self.clock = clock
+        self.machine = TelephonyStateMachine(clock, earlyLifetime=180)
+        installChecker(self.machine)
+        self.compositor = EventStateCompositor(
+            clock, self.machine, aorOf, self.provisioned.__contains__, ["192.0.2.0/24"])
+        for snapshot in snapshots:
+            self.machine.restore(snapshot)
+            for p in self.machine.snapshot(snapshot.aor).publications:
+                self.assertTrue(self.compositor.restore(snapshot.aor, p.publication, p.tag,
+                                                        p.expiresAt))  # fmt: skip
+
+    def test_callGoesOnAfterRestart(self) -> None:
+        etag = self.accepted(publish(KAMAILIO_EARLY_CALLEE))
+        etag = self.accepted(publish(KAMAILIO_CONFIRMED_CALLEE, ifMatch=etag))
+        self.clock.advance(30)
+        self.restart()
+        self.assertEqual(self.machine.stateOf(BOB), S.ON_THE_PHONE)
+        self.assertEqual(len(self.compositor), 1)
+        answer = self.send(publish(KAMAILIO_TERMINATED_CALLEE, ifMatch=etag, expires=11))
+        self.assertEqual(answer.code, 200)
+        self.assertEqual(self.machine.stateOf(BOB), S.OFFLINE)
+
+    def test_restoredExpires(self) -> None:
+        etag = self.accepted(publish(KAMAILIO_CONFIRMED_CALLEE, expires=100))
+        self.clock.advance(60)
+        self.restart()
+        self.clock.advance(40)
+        self.assertEqual(len(self.compositor), 0)
+        self.assertEqual(self.machine.stateOf(BOB), S.OFFLINE)
+        self.assertEqual(self.send(publish(ifMatch=etag)).code, 412)
+
+    def test_refusesWhatIsNotOurs(self) -> None:
+        self.assertFalse(self.compositor.restore(BOB, ("subscribe", 1), "e", 100))
+        self.assertFalse(self.compositor.restore(BOB, ("dialog", "k"), "e", 0))
+        self.assertTrue(self.compositor.restore(BOB, ("dialog", "k"), "e", 100))
+        self.assertFalse(self.compositor.restore(BOB, ("dialog", "k"), "e", 100))
+
+
 class BadBodyTests(CompositorTestCase):
     """
     A body that does not parse is 400 and changes nothing.

@@ -572,6 +572,111 @@ class PublicationTests(StateMachineTestCase):
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
 
+class SavedPublicationTests(StateMachineTestCase):
+    """
+    Publications with a tag (an entity-tag) are saved in snapshots and
+    restored after a restart; those without (a subscription's) are not.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.machine.bindingUpdated(ALICE, "c1", 3600)
+        self.saved: list[str] = []
+        self.machine.setPersistenceCallback(self.saved.append)
+
+    def restarted(self) -> TelephonyStateMachine:
+        clock = Clock()
+        clock.advance(self.clock.seconds())
+        self.clock = clock
+        machine = TelephonyStateMachine(clock, dialogWatchdog=3600, earlyLifetime=180,
+                                        bindingGrace=5)  # fmt: skip
+        installChecker(machine)
+        machine.addObserver(self.recorder)
+        for snapshot in self.machine.snapshots():
+            machine.restore(snapshot)
+        self.machine = machine
+        return machine
+
+    def test_snapshotHoldsTaggedPublications(self) -> None:
+        self.machine.publicationSet(ALICE, "p1", 600, [confirmed("d1"), early("d2", True)],
+                                    tag="e1")  # fmt: skip
+        self.machine.publicationSet(ALICE, "p2", 300, busy=True, tag="e2")
+        self.machine.publicationSet(ALICE, "sub", 300, [held("d3")])
+        snapshot = self.machine.snapshot(ALICE)
+        byKey = {p.publication: p for p in snapshot.publications}
+        self.assertEqual(set(byKey), {"p1", "p2"})
+        self.assertEqual(byKey["p1"].tag, "e1")
+        self.assertEqual(byKey["p1"].expiresAt, 600)
+        self.assertEqual(sorted(byKey["p1"].dialogs, key=lambda r: str(r.dialogId)),
+                         [confirmed("d1"), early("d2", True)])  # fmt: skip
+        self.assertFalse(byKey["p1"].busy)
+        self.assertEqual((byKey["p2"].dialogs, byKey["p2"].busy), ((), True))
+        self.assertEqual(snapshot.dialogs, ())
+
+    def test_taggedChangesArePersisted(self) -> None:
+        self.machine.publicationSet(ALICE, "p1", 600, [early("d1")], tag="e1")
+        self.machine.publicationRefreshed(ALICE, "p1", 600, tag="e2")
+        self.assertEqual(self.saved, [ALICE, ALICE])
+        self.assertEqual(self.machine.snapshot(ALICE).publications[0].tag, "e2")
+        self.machine.publicationRemoved(ALICE, "p1")
+        self.assertEqual(self.saved, [ALICE] * 3)
+        self.assertEqual(self.machine.snapshot(ALICE).publications, ())
+
+    def test_restoredCall(self) -> None:
+        """
+        A call a publication reported is shown again after a restart, and
+        ends when the restored publication says so.
+        """
+        self.machine.publicationSet(ALICE, "p1", 600, [confirmed("d1")], tag="e1")
+        self.clock.advance(100)
+        machine = self.restarted()
+        self.assertEqual(machine.stateOf(ALICE), S.ON_THE_PHONE)
+        self.assertEqual(machine.snapshot(ALICE).publications[0].expiresAt, 600)
+        machine.publicationSet(ALICE, "p1", 11, [terminated("d1")], tag="e3")
+        self.assertEqual(machine.stateOf(ALICE), S.ONLINE)
+
+    def test_restoredPublicationExpires(self) -> None:
+        """
+        A restored publication keeps the lifetime it had: nobody stays on
+        the phone because the gateway restarted.
+        """
+        self.machine.publicationSet(ALICE, "p1", 600, [held("d1")], tag="e1")
+        self.clock.advance(599)
+        machine = self.restarted()
+        self.assertEqual(machine.stateOf(ALICE), S.ON_HOLD)
+        self.clock.advance(1)
+        self.assertEqual(machine.stateOf(ALICE), S.ONLINE)
+
+    def test_expiredNotRestored(self) -> None:
+        self.machine.publicationSet(ALICE, "p1", 600, busy=True, tag="e1")
+        snapshots = self.machine.snapshots()
+        self.clock.advance(600)
+        for snapshot in snapshots:
+            self.machine.restore(snapshot)
+        self.assertEqual(self.machine.stateOf(ALICE), S.ONLINE)
+        self.assertEqual(self.machine.snapshot(ALICE).publications, ())
+
+    def test_restoreNotifiesNoListener(self) -> None:
+        """
+        Restoring is not a publication arriving: publication listeners
+        (taking a user over from another instance) are not told.
+        """
+        self.machine.publicationSet(ALICE, "p1", 600, busy=True, tag="e1")
+        snapshots = self.machine.snapshots()
+        arrived: list[str] = []
+
+        class Listener:
+            def publicationArrived(self, aor: str) -> None:
+                arrived.append(aor)
+
+        machine = TelephonyStateMachine(self.clock)
+        machine.addPublicationListener(Listener())  # type: ignore[arg-type]
+        for snapshot in snapshots:
+            machine.restore(snapshot)
+        self.assertEqual(arrived, [])
+        self.assertEqual(machine.stateOf(ALICE), S.ON_THE_PHONE)
+
+
 class ObserverFailureTests(StateMachineTestCase):
     """
     A failing observer is logged and does not stop the others.

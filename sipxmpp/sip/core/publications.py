@@ -15,8 +15,10 @@ Processing follows RFC 3903 §6, after a policy check of our own:
   2. a Request-URI that is not a provisioned AoR: 404;
   3. no Event, or one we do not accept: 489 with Allow-Events;
   4. a SIP-If-Match naming no live publication of that AoR and event: 412
-     (also what a publisher gets after our restart: publications are not
-     kept, and it publishes afresh);
+     (publications are saved with the rest of the runtime state and
+     restored with their entity-tags, L{EventStateCompositor.restore}; one
+     whose last change was not saved yet when the gateway died gets 412,
+     and its publisher publishes afresh);
   5. Expires below the minimum (and not 0): 423 with Min-Expires; above
      the maximum: lowered to it; absent: the default;
   6. no SIP-If-Match and no body: 400; a body of another type than the
@@ -50,9 +52,8 @@ from __future__ import annotations
 
 import ipaddress
 import secrets
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
-from itertools import count
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
@@ -142,7 +143,7 @@ class _Publication:
     aor: str
     event: str
     etag: str
-    key: tuple[str, int]
+    key: tuple[str, str]
     timer: IDelayedCall
 
 
@@ -233,7 +234,6 @@ class EventStateCompositor:
         self.defaultExpires = defaultExpires
         self._metrics = metrics
         self._publications: dict[tuple[str, str, str], _Publication] = {}
-        self._serial = count(1)
         if metrics is not None:
             metrics.describe(_METRIC, "PUBLISH requests answered, by status code and event")
             metrics.gauge("sipxmpp_sip_publications", lambda: len(self._publications),
@@ -334,27 +334,45 @@ class EventStateCompositor:
             publication = self._create(aor, event, expires)
         else:
             self._renew(publication, expires)
+        etag = publication.etag
         if content is None:
-            self._state.publicationRefreshed(aor, publication.key, expires)
+            self._state.publicationRefreshed(aor, publication.key, expires, tag=etag)
         elif isinstance(content, DialogInfo):
             self._state.publicationSet(aor, publication.key, expires, dialogReports(content),
-                                       partial=not content.full)  # fmt: skip
+                                       partial=not content.full, tag=etag)  # fmt: skip
         else:
             self._state.publicationSet(aor, publication.key, expires,
-                                       busy=isOnThePhone(content))  # fmt: skip
+                                       busy=isOnThePhone(content), tag=etag)  # fmt: skip
         return PublishAnswer(200, "OK", (("SIP-ETag", publication.etag),
                                          ("Expires", str(expires))))  # fmt: skip
 
     # --- the publications ---
 
-    def _create(self, aor: str, event: str, expires: int) -> _Publication:
-        etag = self._newETag()
-        key = (event, next(self._serial))
+    def _create(self, aor: str, event: str, expires: float,
+                etag: str | None = None, key: tuple[str, str] | None = None) -> _Publication:
+        etag = etag or self._newETag()
+        # Named by its first entity-tag: unique across restarts too.
+        key = key or (event, etag)
         publication = _Publication(aor, event, etag, key, self._clock.callLater(
             expires, self._expired, (aor, event, etag)
         ))  # fmt: skip
         self._publications[(aor, event, etag)] = publication
         return publication
+
+    def restore(self, aor: str, key: Hashable, etag: str, expiresAt: float) -> bool:
+        """
+        Bring back a publication saved before a restart, which the state
+        machine has restored under C{key}: a refresh, modification or
+        removal naming C{etag} finds it again. Return whether it was
+        restored (not if it has expired, or C{key} is not one of ours).
+        """
+        remaining = expiresAt - self._clock.seconds()
+        if (not isinstance(key, tuple) or len(key) != 2 or key[0] not in CONTENT_TYPES
+                or not isinstance(key[1], str) or remaining <= 0
+                or (aor, key[0], etag) in self._publications):
+            return False
+        self._create(aor, key[0], remaining, etag, (key[0], key[1]))
+        return True
 
     def _renew(self, publication: _Publication, expires: int) -> None:
         # RFC 3903 §6 step 7: every successful PUBLISH gets a new entity-tag.

@@ -99,6 +99,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from floor import ONE_BY_ONE, relayCost  # bench/floor.py, beside this file
 
 from sipxmpp.ops.metrics import Metrics
+from sipxmpp.processes.gctuning import tuneGarbageCollector
 from sipxmpp.sip.core.observer import TelephonyObserver
 from sipxmpp.sip.core.peer import Peer
 from sipxmpp.sip.core.proxy import Proxy, ProxySettings
@@ -107,7 +108,6 @@ from sipxmpp.sip.wire.message import SIPRequest, SIPResponse
 from sipxmpp.sip.wire.parser import parseMessage
 from sipxmpp.sip.wire.responses import makeResponse
 from sipxmpp.store.addresses import aorOfURI
-from sipxmpp.tap import tuneGarbageCollector
 from sipxmpp.telephony.state import TelephonyStateMachine
 from sipxmpp.testing.gateway import GatewayServer
 from sipxmpp.testing.kamailio import KamailioServer
@@ -699,7 +699,7 @@ def inProcess(calls: int, bindings: int, dialogs: int) -> None:
     p = Pipeline()
     p.register("callee", B)
     p.register("caller", A)
-    # As the gateway does at start-up (sipxmpp.tap.tuneGarbageCollector).
+    # As the gateway does at start-up (sipxmpp.processes.gctuning.tuneGarbageCollector).
     tuneGarbageCollector()
     for _ in range(calls):  # to steady state: 32 s of transactions alive
         p.call()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import configparser
 import ipaddress
+import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
@@ -19,7 +20,12 @@ from typing import Any
 
 from sipxmpp.sip.core.proxy import Network
 from sipxmpp.sip.shell.endpoints import EndpointSyntaxError, ListenSpec, parseListen
-from sipxmpp.sip.shell.service import BackpublishSettings, IngestSettings, SIPSettings
+from sipxmpp.sip.shell.service import (
+    BackpublishSettings,
+    IngestSettings,
+    SIPSettings,
+    firstWorkerPort,
+)
 from sipxmpp.sip.wire.errors import SIPParseError
 from sipxmpp.sip.wire.uri import SIPURI, parseURI
 from sipxmpp.store.opening import StoreSettings
@@ -303,6 +309,16 @@ def _integer(low: int, high: int) -> Callable[[str], int]:
     return parse
 
 
+def _workers(text: str) -> int:
+    if text.strip().lower() == "auto":
+        return max(1, min(64, os.cpu_count() or 1))
+    try:
+        return _integer(1, 64)(text)
+    except ValueError:
+        raise ValueError("expected auto (the machine's cores) or a whole number from 1 to 64"
+                         ) from None
+
+
 def _fraction(text: str) -> float:
     try:
         value = float(text)
@@ -369,6 +385,8 @@ SCHEMA: Mapping[str, Mapping[str, Key]] = {
         "max_headers": Key("256", _integer(16, 4096)),
         "max_header_length": Key("8192", _integer(256, 1_048_576)),
         "max_body_size": Key("65535", _integer(0, 1_048_576)),
+        "workers": Key("1", _workers),
+        "worker_ports": Key("0", _integer(0, 65535)),
     },
     "ingest": {
         "publishers": Key("", _networks),
@@ -498,6 +516,7 @@ def loadSettings(
             path, "required when no listen endpoint names an interface: the IP address "
             "phones and the upstream reach the gateway at", "sip", "address",
         )
+    _checkWorkers(path, parsed)
     return Settings(
         path=path,
         sip=SIPSettings(**parsed["sip"]),
@@ -508,6 +527,32 @@ def loadSettings(
         log=LogSettings(**parsed["log"]),
         backpublish=BackpublishSettings(**parsed["backpublish"]),
     )
+
+
+def _checkWorkers(path: str, parsed: dict[str, dict[str, Any]]) -> None:
+    """
+    C{[sip] workers} above 1 runs the proxy in worker processes: what those
+    cannot do yet is refused at start, never silently dropped.
+    """
+    sip = parsed["sip"]
+    if sip["workers"] == 1:
+        return
+    value = str(sip["workers"])
+    refusals = [
+        (any(s.transport == "TLS" for s in sip["listen"]), "an ssl: listen endpoint"),
+        (any(s.port == 0 for s in sip["listen"]), "a listen port 0 (each worker must bind "
+                                                   "the same port)"),
+        (bool(parsed["ingest"]["publishers"]), "[ingest] publishers"),
+        (bool(parsed["ingest"]["subscribe"]), "[ingest] subscribe"),
+        (parsed["backpublish"]["mode"] != "off", "[backpublish] mode other than off"),
+    ]
+    for refused, what in refusals:
+        if refused:
+            raise ConfigError(path, f"worker processes do not support {what} yet; "
+                              "set workers = 1", "sip", "workers", value)
+    if firstWorkerPort(sip["listen"], sip["workerPorts"]) + sip["workers"] - 1 > 65535:
+        raise ConfigError(path, "the workers' ports would pass 65535", "sip", "worker_ports",
+                          str(sip["workerPorts"]))
 
 
 # The keys a running gateway applies when it re-reads the file (SIGHUP);

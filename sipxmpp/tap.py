@@ -8,7 +8,6 @@ touches the global reactor: everything below it gets the reactor passed in.
 
 from __future__ import annotations
 
-import gc
 import signal
 import sys
 from collections.abc import Callable
@@ -38,11 +37,21 @@ from sipxmpp.config import (
 )
 from sipxmpp.ops.fdlimit import FDMonitor
 from sipxmpp.ops.gcstats import CollectorTimer
-from sipxmpp.ops.health import Check, UpstreamProbe, lagCheck, storeCheck, xmppCheck
+from sipxmpp.ops.health import (
+    Check,
+    CheckResult,
+    UpstreamProbe,
+    lagCheck,
+    storeCheck,
+    xmppCheck,
+)
 from sipxmpp.ops.logs import makeLogObserver, openLogFile, reopenOnSignal
 from sipxmpp.ops.metrics import Metrics
 from sipxmpp.ops.web import makeSite
 from sipxmpp.ops.xmppreport import XMPPReport, sessionStateKind
+from sipxmpp.processes import worker as workerProcess
+from sipxmpp.processes.gctuning import tuneGarbageCollector
+from sipxmpp.processes.supervisor import WorkerSupervisor
 from sipxmpp.sip.core.presenceagent import PresenceAgent
 from sipxmpp.sip.core.proxy import Proxy
 from sipxmpp.sip.shell.overload import OverloadMonitor
@@ -52,6 +61,7 @@ from sipxmpp.sip.shell.service import (
     backpublishingOf,
     buildSIP,
     subscriptionsOf,
+    upstreamPeer,
 )
 from sipxmpp.store.accountwatch import AccountWatcher, PostgreSQLNotifications
 from sipxmpp.store.addresses import aorOfURI
@@ -130,24 +140,6 @@ class Options(usage.Options):
         return result
 
 
-# Under load tens of thousands of SIP transactions live for 64*T1 each, and
-# CPython's default thresholds run a full collection over all of them every
-# few thousand allocations: measured as about half the gateway's CPU per
-# call. The code keeps reference cycles rare, so collecting less often costs
-# little memory.
-GC_THRESHOLDS = (50_000, 50, 100)
-
-
-def tuneGarbageCollector() -> None:
-    """
-    Move what start-up created out of the collector's sight (C{gc.freeze})
-    and collect the young generation less often.
-    """
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
-
-
 class GatewayService(MultiService):
     """
     The top-level service: named children for each part of the gateway.
@@ -161,6 +153,8 @@ class GatewayService(MultiService):
     proxy: Proxy | None = None
     machine: TelephonyStateMachine | None = None
     publisher: Publisher | None = None
+    # The SIP worker processes, with [sip] workers above 1 (then no proxy).
+    workers: WorkerSupervisor | None = None
     report: XMPPReport | None = None
     clock: Any = None
     # When the service started (the clock's seconds), for the XMPP check's
@@ -226,10 +220,14 @@ class GatewayService(MultiService):
                                  ("shown", _shown(user)["on"])):  # fmt: skip
                 if value is not None:
                     totals[group][str(value)] = totals[group].get(str(value), 0) + 1
-        sip = {}
+        sip: dict[str, object] = {}
         if self.proxy is not None:
             sip = {"bindings": len(self.proxy.registrations),
                    "transactions": self.proxy.activeTransactions}
+        if self.workers is not None:
+            sip = {"bindings": int(self.workers.gauge("sipxmpp_sip_bindings")),
+                   "transactions": int(self.workers.gauge("sipxmpp_sip_transactions")),
+                   "workers": self.workers.status()}
         now = self.clock.seconds() if self.clock is not None else None
         return {"users": users, "sip": sip, "totals": {"users": len(users), **totals},
                 "time": now, "version": f"sipxmpp {__version__}"}
@@ -372,7 +370,8 @@ class StartupError(Exception):
     """
 
 
-def buildService(settings: Settings, reactor: Any, logfile: str | None = None) -> GatewayService:
+def buildService(settings: Settings, reactor: Any, logfile: str | None = None,
+                 overrides: dict[tuple[str, str], str] | None = None) -> GatewayService:
     """
     Compose the gateway from validated settings: store, XMPP publisher,
     SIP (transports, proxy, observer) and the ops endpoint, around one
@@ -381,6 +380,10 @@ def buildService(settings: Settings, reactor: Any, logfile: str | None = None) -
     Children start in this order (store first: it restores the state into
     the machine in the next reactor turn, after the publisher is ready) and
     stop in the reverse order.
+
+    With C{[sip] workers} above 1, SIP runs in worker processes that
+    the C{sip} child (a L{WorkerSupervisor}) starts with the same file and
+    C{overrides}; they have no upstream keepalive of their own yet.
 
     @raise StartupError: if the store, the CA file or the upstream cannot
         be used.
@@ -447,7 +450,11 @@ def buildService(settings: Settings, reactor: Any, logfile: str | None = None) -
     # server (publish).
     presence: XMPPPresenceSource | None = None
     if settings.backpublish.mode != "off":
-        presence = XMPPPresenceSource(publisher, store.store.accounts)
+        presence = XMPPPresenceSource(publisher, store.store.accounts,
+                                      settings.backpublish.allowedWatchers)
+        # A user's opt-out (sipxmpp-admin account set-backpublish) counts
+        # at once.
+        watcher.addListener(presence.accountChanged)
     if (settings.ingest.publishers or not settings.sip.upstream or settings.ingest.subscribe
             or presence is not None):
         # PUBLISH is answered on the SIP path: who is provisioned is kept
@@ -459,6 +466,16 @@ def buildService(settings: Settings, reactor: Any, logfile: str | None = None) -
         isProvisioned = provisioned.isProvisioned
         # An admin change counts for PUBLISH at once, not at the next reload.
         watcher.addListener(_reloadSoon(reactor, provisioned))
+    if settings.sip.workers > 1:
+        top.machine = machine
+        top.publisher = publisher
+        _addWorkers(top, settings, reactor, metrics, machine, overrides or {}, {
+            "running": lambda: top.running == 1,
+            "store": storeCheck(store.store.accounts.lookup),
+            "xmpp": xmppCheck(publisher.sessionStates, reactor, lambda: top.startedAt),
+            "fds": fds.check,
+        })
+        return top
     try:
         sip, proxy = buildSIP(
             settings.sip, reactor, metrics, machine, aorOfURI,
@@ -513,6 +530,12 @@ def buildService(settings: Settings, reactor: Any, logfile: str | None = None) -
         keepalive.setName("keepalive")
         keepalive.setServiceParent(top)
         checks["upstream"] = keepalive.check
+    _addHTTP(top, settings, reactor, metrics, checks)
+    return top
+
+
+def _addHTTP(top: GatewayService, settings: Settings, reactor: Any, metrics: Metrics,
+             checks: dict[str, Check]) -> None:
     http = strports.service(
         settings.http.listen,
         makeSite(metrics, checks=checks, status=top.status, clock=reactor),
@@ -520,7 +543,34 @@ def buildService(settings: Settings, reactor: Any, logfile: str | None = None) -
     )
     http.setName("http")
     http.setServiceParent(top)
-    return top
+
+
+def _addWorkers(top: GatewayService, settings: Settings, reactor: Any, metrics: Metrics,
+                machine: TelephonyStateMachine, overrides: dict[tuple[str, str], str],
+                checks: dict[str, Check]) -> None:
+    """
+    SIP in C{[sip] workers} processes, supervised by the C{sip} child, and
+    the HTTP endpoint, whose checks include that they all run.
+    """
+    try:
+        upstreamPeer(settings.sip.upstream)
+    except UpstreamError as e:
+        raise StartupError(f"[sip] upstream: {e}") from None
+    workers = WorkerSupervisor(
+        reactor, settings.sip.workers,
+        lambda index, path: workerProcess.command(settings.path, index, path, overrides),
+        machine, metrics,
+    )
+    workers.setName("sip")
+    workers.setServiceParent(top)
+    top.workers = workers
+
+    def check() -> CheckResult:
+        up = sum(w.connected for w in workers.workers)
+        return CheckResult(up == len(workers.workers),
+                           f"{up} of {len(workers.workers)} SIP workers connected")
+
+    _addHTTP(top, settings, reactor, metrics, {**checks, "workers": check})
 
 
 def makeService(options: Options, reactor: Any = None) -> IService:
@@ -542,7 +592,7 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     parent = getattr(options, "parent", None)
     logfile = parent.get("logfile") if parent is not None else None
     try:
-        service = buildService(settings, reactor, logfile)
+        service = buildService(settings, reactor, logfile, options.overrides())
         service.overrides = options.overrides()
         return service
     except StartupError as e:

@@ -25,7 +25,8 @@ callee by the registered contact, whatever the caller's identity.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
+from typing import Protocol
 
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -36,7 +37,6 @@ from sipxmpp.sip.wire.errors import SIPParseError
 from sipxmpp.sip.wire.message import SIPMessage, SIPRequest, SIPResponse
 from sipxmpp.sip.wire.sdp import isHold
 from sipxmpp.sip.wire.uri import URI
-from sipxmpp.telephony.state import TelephonyStateMachine
 
 DialogKey = tuple[str, str, str]
 CallKey = tuple[str, str, str | None]  # (aor, Call-ID, caller's tag)
@@ -53,6 +53,33 @@ def dialogKey(message: SIPMessage) -> DialogKey:
     return (message.callID, fromTag, toTag)
 
 
+class TelephonyEvents(Protocol):
+    """
+    What the observer tells: a L{sipxmpp.telephony.state.TelephonyStateMachine}
+    in one process, or in a SIP worker process the channel that carries
+    each call to the machine in the main process.
+    """
+
+    def bindingUpdated(self, aor: str, contact: Hashable, expires: float) -> None: ...
+
+    def bindingRemoved(self, aor: str, contact: Hashable) -> None: ...
+
+    def dialogEarly(self, aor: str, dialogId: Hashable, outgoing: bool = False) -> None: ...
+
+    def dialogConfirmed(self, aor: str, dialogId: Hashable,
+                        sessionExpires: float | None = None) -> None: ...
+
+    def dialogRefreshed(self, aor: str, dialogId: Hashable,
+                        sessionExpires: float | None = None) -> None: ...
+
+    def dialogHeld(self, aor: str, dialogId: Hashable) -> None: ...
+
+    def dialogActive(self, aor: str, dialogId: Hashable,
+                     sessionExpires: float | None = None) -> None: ...
+
+    def dialogTerminated(self, aor: str, dialogId: Hashable) -> None: ...
+
+
 @implementer(IProxyObserver)
 class TelephonyObserver:
     """
@@ -63,7 +90,7 @@ class TelephonyObserver:
 
     log = Logger()
 
-    def __init__(self, state: TelephonyStateMachine, aorOf: Callable[[URI], str | None]) -> None:
+    def __init__(self, state: TelephonyEvents, aorOf: Callable[[URI], str | None]) -> None:
         self.state = state
         self._aorOf = aorOf
         self._contacts: dict[str, set[str]] = {}
@@ -147,8 +174,8 @@ class TelephonyObserver:
         held = isHold(request.body) if request.body else None
         if held is True:
             self.state.dialogHeld(aor, key)
-        elif held is False and self.state.isHeld(aor, key):
-            self.state.dialogResumed(aor, key)
+        elif held is False:
+            self.state.dialogActive(aor, key, self._sessionExpires(response, request))
         else:
             self.state.dialogRefreshed(aor, key, self._sessionExpires(response, request))
 

@@ -127,12 +127,20 @@ class ProxySettings:
         when the gateway forwards nothing (it only takes PUBLISH).
     @ivar trustedNetworks: where phones may send from.
     @ivar registerMode: C{"path"} or C{"contact"} (rewrite Contact).
+    @ivar public: in a worker process (C{[sip] workers}), the address per
+        transport the phones send to, shared by all workers: the
+        Record-Route entry facing a phone names it, while C{local} is the
+        worker's own, in Via, Path and the entry facing the upstream.
+    @ivar aliases: further addresses that are ours (the other workers'):
+        Route entries naming them are popped, their Vias count for loops.
     """
 
     local: dict[str, Peer]
     upstream: Peer | None
     trustedNetworks: tuple[Network, ...]
     registerMode: str = "path"
+    public: dict[str, Peer] | None = None
+    aliases: tuple[Peer, ...] = ()
 
 
 class RoutingError(Exception):
@@ -331,10 +339,9 @@ class Proxy:
         self._observers: list[IProxyObserver] = []
         self._servers: dict[tuple[str, str, str], _Forward] = {}
         self._clients: dict[tuple[str, str], ClientTransaction] = {}
-        self._ourSentBy = {peer.hostPort.lower() for peer in settings.local.values()}
-        self._ourHosts = {
-            (ipaddress.ip_address(peer.host), peer.port) for peer in settings.local.values()
-        }
+        ours = [*settings.local.values(), *(settings.public or {}).values(), *settings.aliases]
+        self._ourSentBy = {peer.hostPort.lower() for peer in ours}
+        self._ourHosts = {(ipaddress.ip_address(peer.host), peer.port) for peer in ours}
         #: Tells whether new calls are to be refused (the composition root
         #: connects it to a L{sipxmpp.sip.shell.overload.OverloadMonitor}).
         self.isOverloaded: Callable[[], bool] = lambda: False
@@ -621,15 +628,22 @@ class Proxy:
         return shortHash(request.uriText, request.callID, request.fromTag, request.toTag,
                      request.cseq.number, request.getHeaders("Route"))[:10]
 
-    def _localURI(self, transport: str) -> str:
+    def _localURI(self, transport: str, towards: Peer | None = None) -> str:
+        public = self.settings.public
+        if public is not None and towards is not None and not self._isUpstream(towards):
+            return localURI(public[transport], transport)
         return localURI(self.settings.local[transport], transport)
 
     def _recordRoute(self, outgoing: SIPRequest, source: Peer, target: Peer) -> None:
         # RFC 5658: the entry nearer the callee faces the next hop; when the
-        # sides differ in transport the caller's side gets its own entry.
-        if source.transport != target.transport:
-            outgoing.addRecordRoute(f"<{self._localURI(source.transport)}>")
-        outgoing.addRecordRoute(f"<{self._localURI(target.transport)}>")
+        # sides differ in transport the caller's side gets its own entry. A
+        # worker's two sides differ in port (public towards the phone, its
+        # own towards the upstream), so each gets its entry too.
+        facingSource = self._localURI(source.transport, source)
+        facingTarget = self._localURI(target.transport, target)
+        if facingSource != facingTarget:
+            outgoing.addRecordRoute(f"<{facingSource}>")
+        outgoing.addRecordRoute(f"<{facingTarget}>")
 
     # --- ACK and CANCEL ---
 

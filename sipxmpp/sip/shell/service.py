@@ -23,7 +23,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from weakref import WeakKeyDictionary
 
@@ -31,7 +31,7 @@ from twisted.application import service
 
 from sipxmpp.sip.core.local import OptionsResponder
 from sipxmpp.sip.core.metrics import IMetrics
-from sipxmpp.sip.core.observer import TelephonyObserver
+from sipxmpp.sip.core.observer import TelephonyEvents, TelephonyObserver
 from sipxmpp.sip.core.peer import DEFAULT_PORTS, Peer
 from sipxmpp.sip.core.presence import IPresenceSource
 from sipxmpp.sip.core.presenceagent import Authorise, PresenceAgent
@@ -70,6 +70,16 @@ class SIPSettings:
     maxHeaders: int
     maxHeaderLength: int
     maxBodySize: int
+    workers: int = 1
+    workerPorts: int = 0
+
+    def workerPort(self, index: int) -> int:
+        """
+        The port of worker C{index} (UDP and TCP): in the Via, Record-Route
+        and Path it adds, so that what belongs to its transactions and
+        flows comes back to it.
+        """
+        return firstWorkerPort(self.listen, self.workerPorts) + index
 
     @property
     def advertisedAddress(self) -> str:
@@ -123,6 +133,13 @@ class BackpublishSettings:
     maxExpires: int = 3600
 
 
+def firstWorkerPort(listen: Iterable[ListenSpec], workerPorts: int) -> int:
+    """
+    C{[sip] worker_ports}, or when 0 the port after the highest listen port.
+    """
+    return workerPorts or max(spec.port for spec in listen) + 1
+
+
 class UpstreamError(Exception):
     """
     The configured upstream cannot be used; the message says why.
@@ -162,13 +179,14 @@ def buildSIP(
     settings: SIPSettings,
     reactor: Any,
     metrics: IMetrics,
-    machine: TelephonyStateMachine,
+    machine: TelephonyStateMachine | TelephonyEvents,
     aorOf: Callable[[URI], str | None],
     ingest: IngestSettings | None = None,
     isProvisioned: Callable[[str], bool] | None = None,
     backpublish: BackpublishSettings | None = None,
     presence: IPresenceSource | None = None,
     authorise: Authorise | None = None,
+    worker: int | None = None,
 ) -> tuple[SIPTransports, Proxy]:
     """
     Build the SIP service and the proxy core, and connect the proxy's
@@ -183,12 +201,27 @@ def buildSIP(
         C{presence} (and for C{serve}, C{authorise} and C{isProvisioned}).
     @param presence: the users' XMPP presence, for back-publishing.
     @param authorise: C{authorise(watcherAoR, userAoR)} for C{serve}.
+    @param worker: in SIP worker process C{worker} (C{[sip] workers}): the
+        listen endpoints are shared with the other workers, and the
+        worker's own port (L{SIPSettings.workerPort}) is in its Via,
+        Path and the Record-Route entry facing the upstream; C{machine}
+        then carries the events to the main process.
     @raise BackpublishError: for a back-publishing mode that cannot run.
     """
     address = settings.advertisedAddress
     local: dict[str, Peer] = {}
     for spec in settings.listen:
         local.setdefault(spec.transport, Peer(spec.transport, address, spec.port))
+    public: dict[str, Peer] | None = None
+    aliases: tuple[Peer, ...] = ()
+    ownSpecs: tuple[ListenSpec, ...] = ()
+    if worker is not None:
+        public = local
+        local = {t: p._replace(port=settings.workerPort(worker)) for t, p in public.items()}
+        aliases = tuple(p._replace(port=settings.workerPort(i))
+                        for i in range(settings.workers) for p in public.values())
+        ownSpecs = tuple(_ownSpec(spec, settings.workerPort(worker)) for spec in
+                         {spec.transport: spec for spec in reversed(settings.listen)}.values())
     upstream = upstreamPeer(settings.upstream) if settings.upstream else None
     if upstream is not None and upstream.transport not in local:
         raise UpstreamError(
@@ -216,14 +249,15 @@ def buildSIP(
     transports = SIPTransports(
         reactor, settings.listen, metrics, limits,
         idleTimeout=settings.streamIdleTimeout, maxConnections=settings.maxConnections,
-        udpReceiveBuffer=settings.udpReceiveBuffer,
+        udpReceiveBuffer=settings.udpReceiveBuffer, ownSpecs=ownSpecs,
     )
     proxy = Proxy(
         # Under load the proxy has tens of thousands of transaction timers
         # pending and cancels nearly all: far cheaper on a TimerQueue than
         # as the reactor's DelayedCalls.
         TimerQueue(reactor),
-        ProxySettings(local, upstream, settings.trustedNetworks, settings.registerMode),
+        ProxySettings(local, upstream, settings.trustedNetworks, settings.registerMode,
+                      public, aliases),
         transports.send,
         aorOf,
         metrics,
@@ -232,12 +266,14 @@ def buildSIP(
     transports.onDeliveryFailed = proxy.deliveryFailed
     proxy.addObserver(TelephonyObserver(machine, aorOf))
     if ingest is not None and isProvisioned is not None:
+        assert isinstance(machine, TelephonyStateMachine)  # no workers (sipxmpp.config)
         proxy.addLocalHandler(EventStateCompositor(
             reactor, machine, aorOf, isProvisioned, ingest.publishers,
             minExpires=ingest.minExpires, maxExpires=ingest.maxExpires,
             defaultExpires=ingest.maxExpires, metrics=metrics,
         ))
     if ingest is not None and subscribeAt is not None:
+        assert isinstance(machine, TelephonyStateMachine)  # no workers (sipxmpp.config)
         ours = local[subscribeAt.transport]
         transport = "" if ours.transport == "UDP" else f";transport={ours.transport.lower()}"
         proxy.addLocalHandler(DialogSubscriptions(
@@ -250,13 +286,24 @@ def buildSIP(
         _addBackpublishing(proxy, reactor, metrics, settings, backpublish, presence, authorise,
                            isProvisioned, publishAt, local, aorOf)  # fmt: skip
     # Keepalive probes (Kamailio dispatcher) ask the gateway itself.
-    proxy.addLocalHandler(OptionsResponder(local.values(), proxy.localMethods()))
+    proxy.addLocalHandler(OptionsResponder([*local.values(), *(public or {}).values()],
+                                           proxy.localMethods()))
     metrics.gauge("sipxmpp_sip_transactions", lambda: proxy.activeTransactions,
                   "SIP transactions in progress.")
     metrics.gauge("sipxmpp_sip_bindings", lambda: len(proxy.registrations),
                   "Contacts registered through the gateway.")
     transports.setName("sip")
     return transports, proxy
+
+
+def _ownSpec(spec: ListenSpec, port: int) -> ListenSpec:
+    """
+    C{spec} on a worker's own C{port}.
+    """
+    description = f"{spec.description.split(':', 1)[0]}:port={port}" + "".join(
+        f":{k}={v}" for k, v in spec.options) + (
+        f":interface={spec.interface.replace(':', chr(92) + ':')}" if spec.interface else "")
+    return replace(spec, port=port, description=description)
 
 
 def _backpublishTarget(

@@ -87,6 +87,23 @@ def receiveBufferFill(sock: socket.socket) -> float:
     return min(1.0, queued / size) if size else 0.0
 
 
+def _sharedSocket(spec: ListenSpec, kind: int) -> socket.socket:
+    """
+    Bind C{spec} with C{SO_REUSEPORT}, for every worker process to bind
+    too (Twisted's own listeners cannot set it), for the reactor to adopt.
+    """
+    family = socket.AF_INET6 if ":" in spec.interface else socket.AF_INET
+    sock = socket.socket(family, kind)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    if kind == socket.SOCK_STREAM:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((spec.interface or ("::" if family == socket.AF_INET6 else "0.0.0.0"), spec.port))
+    if kind == socket.SOCK_STREAM:
+        sock.listen(int(spec.option("backlog", "50")))
+    sock.setblocking(False)
+    return sock
+
+
 def _peerOf(transport: str, address: Any) -> Peer:
     return Peer(transport, address.host, address.port)
 
@@ -98,6 +115,12 @@ class SIPTransports(Service):
     @param reactor: provides IReactorUDP, IReactorTCP, IReactorTime and
         whatever the ssl: endpoints need.
     @param specs: the C{[sip] listen} endpoints.
+    @param ownSpecs: in a worker process (C{[sip] workers}), the worker's
+        own listeners; C{specs} are then shared with the other workers
+        (bound with C{SO_REUSEPORT}: the kernel hashes each UDP source and
+        each new connection to one worker). UDP requests leave from the
+        own socket, so that their answers (RFC 3581 C{rport}) come back to
+        this worker; responses leave from the socket the phones send to.
     @ivar handler: receives each parsed message (set by the composition root).
     @ivar onDeliveryFailed: told when a stream peer cannot be reached.
     """
@@ -114,6 +137,7 @@ class SIPTransports(Service):
         maxConnections: int = 1024,
         closeGrace: float = 2.0,
         udpReceiveBuffer: int = 4 * 2**20,
+        ownSpecs: tuple[ListenSpec, ...] = (),
     ) -> None:
         self._reactor = reactor
         self.specs = specs
@@ -126,7 +150,9 @@ class SIPTransports(Service):
         self.handler: Handler = lambda message, peer: None
         self.onDeliveryFailed: Callable[[Peer], None] = lambda peer: None
         self.ports: list[tuple[ListenSpec, IListeningPort]] = []
+        self.ownSpecs = ownSpecs
         self._udp: dict[int, SIPDatagramProtocol] = {}  # by IP version
+        self._udpOwn: dict[int, SIPDatagramProtocol] = {}  # a worker's own, by IP version
         self.connections: dict[Peer, SIPStreamProtocol] = {}
         self._pending: dict[Peer, list[bytes]] = {}
         metrics.gauge("sipxmpp_sip_connections", lambda: len(self.connections),
@@ -136,13 +162,26 @@ class SIPTransports(Service):
 
     def startService(self) -> None:
         super().startService()
-        for spec in self.specs:
+        shared = bool(self.ownSpecs)
+        for spec in (*self.specs, *self.ownSpecs):
+            own = spec in self.ownSpecs
             if spec.transport == "UDP":
                 protocol = SIPDatagramProtocol(self)
-                port = self._reactor.listenUDP(spec.port, protocol, interface=spec.interface)
+                if shared and not own:
+                    with _sharedSocket(spec, socket.SOCK_DGRAM) as sock:
+                        # The reactor adopts a duplicate of the descriptor.
+                        port = self._reactor.adoptDatagramPort(sock.fileno(), sock.family,
+                                                               protocol)
+                else:
+                    port = self._reactor.listenUDP(spec.port, protocol,
+                                                   interface=spec.interface)
                 self._sizeReceiveBuffer(port)
                 version = 6 if spec.interface and ":" in spec.interface else 4
-                self._udp.setdefault(version, protocol)
+                (self._udpOwn if own else self._udp).setdefault(version, protocol)
+            elif shared and not own:
+                with _sharedSocket(spec, socket.SOCK_STREAM) as sock:
+                    port = self._reactor.adoptStreamPort(
+                        sock.fileno(), sock.family, SIPStreamFactory(self, spec.transport))
             else:
                 endpoint = endpoints.serverFromString(self._reactor, spec.description)
                 # Listening on a loopback or local socket completes at once;
@@ -253,6 +292,8 @@ class SIPTransports(Service):
             # A Peer's host is an IP literal: only IPv6 ones hold a colon.
             version = 6 if ":" in peer.host else 4
             protocol = self._udp.get(version)
+            if self._udpOwn and not data.startswith(b"SIP/2.0 "):
+                protocol = self._udpOwn.get(version, protocol)
             if protocol is None or protocol.transport is None or len(data) > MAX_DATAGRAM:
                 reason = "message too large" if len(data) > MAX_DATAGRAM else (
                     f"no IPv{version} UDP listener")

@@ -1,0 +1,472 @@
+"""
+Benchmark: N live XMPP sessions in one gateway (issue 21).
+
+Run from the repository root::
+
+    .venv/bin/python bench/sessions.py [--users 10000] [--rate 500]
+        [--timeout 1800] [--calls 20] [--presences 5] [--rest 30]
+        [--set SECTION.KEY=VALUE ...]
+
+Everything runs on 127.0.0.1: Prosody 0.12 (STARTTLS, SCRAM-SHA-1 with
+10,000 iterations, C{csi_simple} loaded as in Debian's stock
+configuration, no c2s rate limits), Kamailio as the registrar, and the
+gateway in front of it (log level C{info}, otherwise its defaults, or
+what C{--set} says, e.g. C{--set xmpp.login_rate=200}).
+
+Provisioning, quick: the users C{u-1} ... C{u-N} are written straight
+into Prosody's account files (SCRAM keys computed on two processes and
+cached under C{~/.cache/sipxmpp-bench/}, so a second run costs nothing),
+each with one contact, C{watcher}, whose roster holds them all; the
+gateway gets them in one C{sipxmpp-admin account import}. The watcher logs
+in first (a plain-socket client in this process).
+
+Then, in order:
+
+  - B{login storm}: one sipp registers every user through the gateway
+    (C{proxy_bench_register.xml}, C{--rate} REGISTERs per second); the
+    storm lasts from the first REGISTER until the gateway's
+    C{sipxmpp_xmpp_sessions{state="connected"}} reaches N. The times at
+    which 10/50/90 % were connected are printed too (with a FIFO of logins
+    the median user waits about half the storm, without one about all of
+    it), and the gateway's CPU per login;
+  - B{memory}: the gateway's RSS before the REGISTERs and once every
+    session is up, per session (this includes each user's SIP binding);
+  - B{CPU at rest}: the gateway's CPU over C{--rest} seconds with every
+    session up, per session and second;
+  - B{CPU per contact presence}: the watcher changes its presence
+    C{--presences} times; Prosody sends each change to every session; the
+    gateway's CPU until it is quiet again, less the rest rate, per
+    stanza delivered (N per change; with XEP-0352 C{inactive} the server
+    may hold them back and send them later in bulk, and that is counted
+    when it comes);
+  - B{presence latency}: C{--calls} calls to distinct users through the
+    gateway and Kamailio to a sipp UAS; from the INVITE (sipp's message
+    trace) to the watcher receiving the callee's dnd presence;
+  - B{reconnect storm}: Prosody is stopped and started again on the same
+    port; from the moment it accepts again until every session is
+    connected again; and the RSS after it.
+
+The bench refuses to start when the open-file limit cannot hold the
+sessions (the gateway and Prosody each need one descriptor per session).
+The machine is shared: the load average is printed at the start and the
+end, and CPU figures (from /proc) matter more than wall times.
+
+The last line is::
+
+    sessions N: login storm X s, Y KB per session, reconnect Z s
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import hmac
+import json
+import multiprocessing
+import os
+import re
+import resource
+import shutil
+import sys
+import tempfile
+import time
+from datetime import datetime
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from sipxmpp.testing.demo import Watcher  # noqa: E402
+from sipxmpp.testing.gateway import GatewayServer  # noqa: E402
+from sipxmpp.testing.kamailio import KamailioServer  # noqa: E402
+from sipxmpp.testing.ports import LOOPBACK, freeSIPPort, freeTCPPort  # noqa: E402
+from sipxmpp.testing.prosody import ProsodyServer  # noqa: E402
+from sipxmpp.testing.sipp import SippProcess, SippRunner  # noqa: E402
+from sipxmpp.testing.templates import etcPath  # noqa: E402
+from sipxmpp.testing.xmppprobe import login  # noqa: E402
+
+DOMAIN = "example.test"
+ITERATIONS = 10000  # Prosody 0.12's default for new accounts
+CACHE = os.path.join(os.path.expanduser("~"), ".cache", "sipxmpp-bench")
+CONNECTED = re.compile(r'^sipxmpp_xmpp_sessions\{state="connected"\} (\S+)$', re.M)
+TRACE_TIME = re.compile(r"^-+ (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+)\s*\n[^\n]*message sent",
+                        re.M)  # fmt: skip
+CLOCK_TICK = os.sysconf("SC_CLK_TCK")
+
+
+class BenchError(Exception):
+    pass
+
+
+def log(message: str) -> None:
+    print(message, flush=True)
+
+
+def password(user: str) -> str:
+    return f"{user}-secret"
+
+
+def scramKeys(user: str) -> tuple[str, str, str]:
+    """
+    Return (salt, StoredKey hex, ServerKey hex) of C{user}'s password
+    (RFC 5802), as Prosody's internal_hashed keeps them.
+    """
+    salt = hashlib.sha1(f"salt-{user}".encode()).hexdigest()[:16]
+    salted = hashlib.pbkdf2_hmac("sha1", password(user).encode(), salt.encode(), ITERATIONS)
+    clientKey = hmac.new(salted, b"Client Key", "sha1").digest()
+    serverKey = hmac.new(salted, b"Server Key", "sha1").digest()
+    return salt, hashlib.sha1(clientKey).hexdigest(), serverKey.hex()
+
+
+def credentials(users: list[str]) -> dict[str, tuple[str, str, str]]:
+    """
+    Every user's SCRAM keys, from the cache or computed (PBKDF2 is 3.5 ms
+    per user here) on two processes.
+    """
+    os.makedirs(CACHE, exist_ok=True)
+    path = os.path.join(CACHE, f"scram-{ITERATIONS}.json")
+    cached: dict[str, list[str]] = {}
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            cached = json.load(f)
+    missing = [u for u in users if u not in cached]
+    if missing:
+        started = time.monotonic()
+        with multiprocessing.Pool(2) as pool:
+            for user, keys in zip(missing, pool.map(scramKeys, missing, chunksize=256), strict=True):
+                cached[user] = list(keys)
+        with open(path + ".tmp", "w", encoding="utf-8") as f:
+            json.dump(cached, f)
+        os.replace(path + ".tmp", path)
+        log(f"SCRAM keys of {len(missing)} users computed in {time.monotonic() - started:.1f} s "
+            f"(cached in {path})")
+    return {u: (cached[u][0], cached[u][1], cached[u][2]) for u in users}
+
+
+def processTimes(pid: int) -> float:
+    """
+    User plus system CPU seconds of process C{pid}.
+    """
+    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICK
+
+
+def rss(pid: int) -> int:
+    """
+    Resident set size of C{pid} in bytes.
+    """
+    with open(f"/proc/{pid}/status", encoding="ascii") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise BenchError(f"no VmRSS for {pid}")
+
+
+def loadAverage() -> str:
+    with open("/proc/loadavg", encoding="ascii") as f:
+        return " ".join(f.read().split()[:3])
+
+
+def connected(gateway: GatewayServer) -> int:
+    match = CONNECTED.search(gateway.metrics())
+    return int(float(match.group(1))) if match else 0
+
+
+def prosodyTemplate(workDir: str) -> str:
+    """
+    The tests' Prosody configuration with C{csi_simple} (in Debian's stock
+    modules_enabled), so that a client's XEP-0352 C{inactive} has effect.
+    """
+    with open(etcPath("prosody.cfg.lua.in"), encoding="utf-8") as f:
+        text = f.read()
+    text = text.replace('\t"posix";', '\t"posix";\n\t"csi_simple";', 1)
+    if '"csi_simple"' not in text:
+        raise BenchError("could not add csi_simple to Prosody's modules")
+    path = os.path.join(workDir, "prosody.cfg.lua.in")
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+    return path
+
+
+def checkFileLimit(users: int) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    need = users + 1000
+    if soft < need <= hard or (hard == resource.RLIM_INFINITY and soft < need):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        soft = hard
+    log(f"open-file limit {soft} (hard {hard}); Prosody and the gateway inherit it")
+    if soft != resource.RLIM_INFINITY and soft < need:
+        raise BenchError(f"{users} sessions need {need} open files in Prosody and in the "
+                         f"gateway; the hard limit is {hard} (raise it: ulimit -Hn)")
+
+
+class Bound:
+    """
+    The whole run's time bound.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.deadline = time.monotonic() + seconds
+        self.seconds = seconds
+
+    def check(self, what: str) -> None:
+        if time.monotonic() > self.deadline:
+            raise BenchError(f"over the {self.seconds:g} s bound while {what}")
+
+
+def waitConnected(gateway: GatewayServer, users: int, since: float, bound: Bound,
+                  what: str) -> tuple[float, dict[int, float]]:  # fmt: skip
+    """
+    Poll the gateway's metrics until C{users} sessions are connected;
+    return the time since C{since} and when 10/50/90 % were reached.
+    """
+    marks = {10: 0.0, 50: 0.0, 90: 0.0}
+    lastReport = time.monotonic()
+    while True:
+        count = connected(gateway)
+        now = time.monotonic()
+        for percent in marks:
+            if not marks[percent] and count * 100 >= percent * users:
+                marks[percent] = now - since
+        if count >= users:
+            return now - since, marks
+        if now - lastReport >= 10:
+            log(f"  {what}: {count} of {users} connected after {now - since:.0f} s")
+            lastReport = now
+        bound.check(f"{what} ({count} of {users} connected)")
+        time.sleep(0.25)
+
+
+def waitQuiet(pid: int, bound: Bound, restRate: float, interval: float = 1.0) -> float:
+    """
+    Wait until the gateway's CPU rate is back near its rest rate (two
+    intervals in a row); return when that began.
+    """
+    calm = 0
+    last = processTimes(pid)
+    quietSince = time.monotonic()
+    while calm < 2:
+        time.sleep(interval)
+        now = processTimes(pid)
+        if now - last <= max(2 * restRate * interval, 0.02):
+            calm += 1
+        else:
+            calm = 0
+            quietSince = time.monotonic()
+        last = now
+        bound.check("waiting for the gateway to be quiet")
+    return quietSince
+
+
+def inviteTime(messages: str) -> float:
+    """
+    The wall time at which sipp sent its first message (the INVITE).
+    """
+    match = TRACE_TIME.search(messages)
+    if match is None:
+        raise BenchError(f"no sent message in sipp's trace:\n{messages[:500]}")
+    return datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S.%f").timestamp()
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(p / 100 * len(ordered) + 0.5) - 1))
+    return ordered[index]
+
+
+def parseSettings(pairs: list[str]) -> dict[tuple[str, str], str]:
+    settings: dict[tuple[str, str], str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        section, dot, name = key.partition(".")
+        if not sep or not dot:
+            raise SystemExit(f"--set wants SECTION.KEY=VALUE, not {pair!r}")
+        settings[(section, name)] = value
+    return settings
+
+
+def run(args: argparse.Namespace) -> None:
+    bound = Bound(args.timeout)
+    n = args.users
+    users = [f"u-{i}" for i in range(1, n + 1)]
+    log(f"sessions bench: {n} users, REGISTER rate {args.rate}/s, load average {loadAverage()} "
+        f"on {os.cpu_count()} cores")
+    checkFileLimit(n)
+    keys = credentials(users)
+    workDir = tempfile.mkdtemp(prefix="sipxmpp-sessions-")
+    prosody = ProsodyServer(port=freeTCPPort(), baseDir=os.path.join(workDir, "prosody"),
+                            users={"watcher": password("watcher")},
+                            template=prosodyTemplate(workDir))  # fmt: skip
+    kamailio = KamailioServer(children=2, shmMB=256)
+    gateway: GatewayServer | None = None
+    sipp = SippRunner(os.path.join(workDir, "sipp"), timeout=args.timeout)
+    probe = None
+    watcher: Watcher | None = None
+    uas: SippProcess | None = None
+    try:
+        started = time.monotonic()
+        prosody.prepare()
+        for user in users:
+            salt, stored, server = keys[user]
+            prosody.writeAccount(user, salt, ITERATIONS, bytes.fromhex(stored), bytes.fromhex(server))
+            prosody.addRosterItems(user, [prosody.jid("watcher")])
+        prosody.addRosterItems("watcher", [prosody.jid(u) for u in users])
+        log(f"Prosody: {n} accounts and rosters written in {time.monotonic() - started:.1f} s")
+        prosody.start()
+        kamailio.start()
+        settings = {("log", "level"): "info", **parseSettings(args.set)}
+        gateway = GatewayServer(upstreamPort=kamailio.port,
+                                xmppServer=f"{prosody.host}:{prosody.port}",
+                                caFile=prosody.caFile, baseDir=os.path.join(workDir, "gateway"),
+                                settings=settings)  # fmt: skip
+        gateway.start()
+        assert gateway.pid is not None
+        pid = gateway.pid
+        started = time.monotonic()
+        importFile = os.path.join(workDir, "accounts.csv")
+        with open(os.open(importFile, os.O_WRONLY | os.O_CREAT, 0o600), "w",
+                  encoding="utf-8") as f:  # fmt: skip
+            f.write("aor,jid,password\n")
+            for user in users:
+                f.write(f"sip:{user}@{DOMAIN},{user}@{DOMAIN},{password(user)}\n")
+        gateway.admin("account", "import", importFile)
+        log(f"gateway: {n} accounts imported in {time.monotonic() - started:.1f} s "
+            f"(sipxmpp-admin account import); settings {sorted(settings.items())}")
+
+        probe = login(LOOPBACK, prosody.port, DOMAIN, "watcher", password("watcher"),
+                      prosody.caFile, "watch")
+        watcher = Watcher(probe)
+        probe.sendPresence()
+        watcher.start()
+
+        time.sleep(2.0)
+        rssBefore = rss(pid)
+        cpuBefore = processTimes(pid)
+        phonePort = freeSIPPort()
+        log(f"login storm: registering {n} users at {args.rate}/s")
+        stormStart = time.monotonic()
+        register = sipp.start("proxy_bench_register", gateway.address, service="u",
+                              keys={"domain": DOMAIN, "expires": 3600}, localPort=phonePort,
+                              calls=n, timeout=args.timeout, waitBound=False,
+                              extraArgs=["-r", str(args.rate), "-l", str(max(args.rate * 4, 100))])  # fmt: skip
+        storm, marks = waitConnected(gateway, n, stormStart, bound, "login storm")
+        result = register.wait(60)
+        cpuStorm = processTimes(pid) - cpuBefore
+        log(f"login storm: {storm:.1f} s until all {n} connected; 10 % at {marks[10]:.1f} s, "
+            f"50 % at {marks[50]:.1f} s, 90 % at {marks[90]:.1f} s; sipp: {result.successful} "
+            f"REGISTERs ok, {result.failed} failed")
+        log(f"gateway CPU during the storm: {cpuStorm:.1f} s, {cpuStorm / n * 1000:.2f} ms per "
+            f"login (REGISTER included); load average {loadAverage()}")
+
+        time.sleep(5.0)
+        rssAfter = rss(pid)
+        perSession = (rssAfter - rssBefore) / n / 1024
+        log(f"gateway RSS: {rssBefore / 2**20:.0f} MB before, {rssAfter / 2**20:.0f} MB with "
+            f"{n} sessions: {perSession:.1f} KB per session (SIP binding included)")
+
+        cpu0 = processTimes(pid)
+        time.sleep(args.rest)
+        restCPU = processTimes(pid) - cpu0
+        restRate = restCPU / args.rest
+        log(f"gateway CPU at rest: {restCPU:.2f} s over {args.rest:g} s: "
+            f"{restRate / n * 1e6:.2f} us per session per second")
+
+        cpu0 = processTimes(pid)
+        t0 = time.monotonic()
+        for i in range(args.presences):
+            probe.sendPresence(show="away" if i % 2 == 0 else None)
+            time.sleep(2.0)
+        quietSince = waitQuiet(pid, bound, restRate)
+        busy = processTimes(pid) - cpu0 - restRate * (quietSince - t0)
+        stanzas = args.presences * n
+        log(f"gateway CPU per contact presence: {busy:.2f} s for {args.presences} changes of "
+            f"the watcher ({stanzas} stanzas to the sessions): "
+            f"{busy / stanzas * 1e6:.1f} us per stanza")
+        probe.sendPresence()
+        waitQuiet(pid, bound, restRate)
+
+        uas = sipp.start("uas", service="phone", localPort=phonePort, calls=args.calls,
+                         timeout=args.timeout)  # fmt: skip
+        latencies = []
+        offset = time.time() - time.monotonic()
+        step = max(1, n // max(1, args.calls))
+        for i in range(args.calls):
+            callee = users[(i * step + step // 2) % n]
+            full = f"{callee}@{DOMAIN}/"
+            call = sipp.call(gateway.address, callee, DOMAIN, holdMs=500, traceMessages=True)
+            if not call.ok:
+                raise BenchError(f"call to {callee}: {call.describe()}")
+            sentAt = inviteTime(call.messages)
+            deadline = time.monotonic() + 10
+            seen = None
+            while seen is None and time.monotonic() < deadline:
+                seen = next((s for s in list(watcher.sightings)
+                             if s.jid.startswith(full) and s.show == "dnd"
+                             and s.at + offset >= sentAt - 0.001), None)  # fmt: skip
+                time.sleep(0.05)
+            if seen is None:
+                raise BenchError(f"the watcher saw no dnd of {callee} within 10 s of the call")
+            latencies.append((seen.at + offset - sentAt) * 1000)
+        log(f"presence latency of a call at this load (INVITE to the watcher's dnd, "
+            f"n={len(latencies)}): p50 {percentile(latencies, 50):.1f} ms, "
+            f"p99 {percentile(latencies, 99):.1f} ms, max {max(latencies):.1f} ms")
+        uas.stop()
+        uas = None
+
+        watcher.stop()
+        probe.close()
+        probe = watcher = None
+        log("reconnect storm: stopping Prosody")
+        stopped = time.monotonic()
+        cpu0 = processTimes(pid)
+        prosody.stop()
+        prosody.start()
+        back = time.monotonic()
+        reconnect, marks = waitConnected(gateway, n, back, bound, "reconnect storm")
+        cpuReconnect = processTimes(pid) - cpu0
+        log(f"reconnect storm: Prosody down for {back - stopped:.1f} s; {reconnect:.1f} s from "
+            f"its restart until all {n} connected again ({reconnect + back - stopped:.1f} s "
+            f"from its stop); 10 % at {marks[10]:.1f} s, 50 % at {marks[50]:.1f} s, "
+            f"90 % at {marks[90]:.1f} s; gateway CPU {cpuReconnect:.1f} s "
+            f"({cpuReconnect / n * 1000:.2f} ms per login)")
+        time.sleep(5.0)
+        log(f"gateway RSS after the reconnect storm: {rss(pid) / 2**20:.0f} MB "
+            f"(was {rssAfter / 2**20:.0f} MB); load average {loadAverage()}")
+        log(f"sessions {n}: login storm {storm:.1f} s, {perSession:.0f} KB per session, "
+            f"reconnect {reconnect:.1f} s")
+    finally:
+        if watcher is not None:
+            watcher.stop()
+        if probe is not None:
+            probe.close()
+        if uas is not None:
+            uas.stop()
+        sipp.stopAll()
+        for server in (gateway, kamailio, prosody):
+            if server is not None:
+                server.stop()
+        if not os.environ.get("SIPXMPP_KEEP_TEST_DIRS"):
+            shutil.rmtree(workDir, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--users", type=int, default=10000, help="sessions (default 10000)")
+    parser.add_argument("--rate", type=int, default=500, help="REGISTERs per second (500)")
+    parser.add_argument("--timeout", type=float, default=1800, help="bound on the run, seconds")
+    parser.add_argument("--calls", type=int, default=20, help="calls for the presence latency")
+    parser.add_argument("--presences", type=int, default=5,
+                        help="presence changes of the contact (default 5)")
+    parser.add_argument("--rest", type=float, default=30, help="seconds at rest measured (30)")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="a gateway setting (repeatable)")
+    args = parser.parse_args()
+    try:
+        run(args)
+    except BenchError as e:
+        raise SystemExit(f"bench/sessions.py: {e}") from None
+
+
+if __name__ == "__main__":
+    main()
+

@@ -58,6 +58,8 @@ def command(config: str, index: int, channel: str,
 
 
 class _UplinkFactory(ClientFactory):
+    noisy = False
+
     def __init__(self, uplink: Uplink, index: int, reactor: Any) -> None:
         self._uplink = uplink
         self._index = index

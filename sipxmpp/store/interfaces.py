@@ -137,10 +137,16 @@ class IRuntimeStateStore(Interface):
         transaction: move the client statuses they saved for it to the
         owner (where the owner saved one for the same client itself, its
         own is kept), and delete their bindings, dialogs and session state
-        of C{aor}. Rows belong to whoever claimed them last. Fire with the
-        statuses moved, by resource (empty, and nothing changed, when no
-        other gateway saved a status for C{aor}: claiming twice is
-        harmless).
+        of C{aor}. Rows belong to whoever claimed them last. Their
+        activities to retract of C{aor} are dropped in any case (the owner
+        serves the user now). Fire with the statuses moved, by resource
+        (empty, and nothing else changed, when no other gateway saved a
+        status for C{aor}: claiming twice is harmless).
+        """
+
+    def loadPendingActivities() -> Deferred[list[str]]:
+        """
+        The owner's AoRs whose XEP-0108 activity may still show a call.
         """
 
     def report(now: float) -> Deferred[list[UserReport]]:

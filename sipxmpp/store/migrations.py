@@ -104,6 +104,19 @@ def _v2(real: str) -> tuple[str, ...]:
     )
 
 
+def _v3(real: str) -> tuple[str, ...]:
+    # Users whose XEP-0108 activity may still show a call at their server
+    # (published, its retraction not acknowledged): a restarted gateway
+    # retracts it even for users it would not log in otherwise.
+    return (
+        f"""CREATE TABLE user_activities (
+            owner TEXT NOT NULL,
+            aor TEXT NOT NULL,
+            published_at {real} NOT NULL,
+            PRIMARY KEY (owner, aor))""",
+    )
+
+
 MIGRATIONS: dict[str, tuple[Migration, ...]] = {
     "sqlite": (
         Migration(
@@ -112,6 +125,7 @@ MIGRATIONS: dict[str, tuple[Migration, ...]] = {
             _v1(blob="BLOB", boolean="INTEGER", true="1", real="REAL"),
         ),
         Migration(2, "SIP routes back to the phones", _v2(real="REAL")),
+        Migration(3, "user activities to retract", _v3(real="REAL")),
     ),
     "postgresql": (
         Migration(
@@ -120,6 +134,7 @@ MIGRATIONS: dict[str, tuple[Migration, ...]] = {
             _v1(blob="BYTEA", boolean="BOOLEAN", true="TRUE", real="DOUBLE PRECISION"),
         ),
         Migration(2, "SIP routes back to the phones", _v2(real="DOUBLE PRECISION")),
+        Migration(3, "user activities to retract", _v3(real="DOUBLE PRECISION")),
     ),
 }
 

@@ -46,6 +46,7 @@ class _Pending:
     snapshot: bool = False
     statuses: tuple[SavedStatus, ...] | None = None
     session: SessionRecord | None = None
+    activity: bool | None = None
 
     def mergeOlder(self, older: _Pending) -> None:
         # After a failed write: keep what changed since, fill in the rest.
@@ -54,6 +55,8 @@ class _Pending:
             self.statuses = older.statuses
         if self.session is None:
             self.session = older.session
+        if self.activity is None:
+            self.activity = older.activity
 
 
 @implementer(ISavedStatuses)
@@ -86,6 +89,7 @@ class RuntimeStatePersister:
         self._routeTables: dict[str, Registrations] = {}
         self._pendingRoutes: set[tuple[str, ContactKey]] = set()
         self._statuses: dict[str, tuple[SavedStatus, ...]] = {}
+        self._activities: set[str] = set()
         self._timer: IDelayedCall | None = None
         self._writing: Deferred[None] | None = None
         self._lastStart = float("-inf")
@@ -138,6 +142,13 @@ class RuntimeStatePersister:
             grouped.setdefault(status.aor, []).append(status)
         self._statuses = {aor: tuple(items) for aor, items in grouped.items()}
 
+    def loadPendingActivities(self, aors: Sequence[str]) -> None:
+        """
+        Take the AoRs with an activity to retract read from the store at
+        start.
+        """
+        self._activities = set(aors)
+
     # --- ISavedStatuses ---
 
     def savedStatuses(self, aor: str) -> tuple[SavedStatus, ...]:
@@ -158,6 +169,19 @@ class RuntimeStatePersister:
     def sessionStateChanged(self, aor: str, state: str, detail: str = "") -> None:
         self._entry(aor).session = SessionRecord(aor, state, detail, self._clock.seconds())
         self._schedule()
+
+    def setActivityPending(self, aor: str, pending: bool) -> None:
+        if pending == (aor in self._activities):
+            return  # a row per call, not per publish
+        if pending:
+            self._activities.add(aor)
+        else:
+            self._activities.discard(aor)
+        self._entry(aor).activity = pending
+        self._schedule()
+
+    def aorsWithPendingActivity(self) -> list[str]:
+        return sorted(self._activities)
 
     # --- writing ---
 
@@ -186,7 +210,8 @@ class RuntimeStatePersister:
             snapshot = None
             if entry.snapshot and self._machine is not None:
                 snapshot = self._machine.snapshot(aor)
-            changes.append(AoRChanges(aor, snapshot, entry.statuses, entry.session))
+            changes.append(AoRChanges(aor, snapshot, entry.statuses, entry.session,
+                                      entry.activity))
         return changes
 
     def _routes(self, keys: set[tuple[str, ContactKey]]) -> list[RouteRecord]:

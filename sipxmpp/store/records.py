@@ -65,12 +65,16 @@ class AoRChanges:
     @ivar snapshot: the AoR's bindings and dialogs now (empty: none left).
     @ivar statuses: every saved status of the AoR now (empty: none left).
     @ivar session: the AoR's XMPP session state now.
+    @ivar activity: whether the AoR's XEP-0108 activity may show a call at
+        its server now (L{True}: published; L{False}: its retraction was
+        acknowledged).
     """
 
     aor: str
     snapshot: UserSnapshot | None = None
     statuses: tuple[SavedStatus, ...] | None = None
     session: SessionRecord | None = None
+    activity: bool | None = None
 
 
 @dataclass(frozen=True)

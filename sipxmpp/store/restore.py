@@ -57,6 +57,7 @@ class RestoreSummary:
     bindings: int
     dialogs: int
     savedStatuses: int
+    activities: int = 0
 
 
 def restoreRuntimeState(
@@ -76,23 +77,28 @@ def restoreRuntimeState(
     def gotStatuses(statuses: list[SavedStatus]) -> Deferred[RestoreSummary]:
         persister.loadSavedStatuses(statuses)
 
-        def gotSnapshots(snapshots: list[UserSnapshot]) -> RestoreSummary:
+        def gotActivities(aors: list[str]) -> Deferred[RestoreSummary]:
+            persister.loadPendingActivities(aors)
+            return store.loadSnapshots(clock.seconds()).addCallback(gotSnapshots, aors)
+
+        def gotSnapshots(snapshots: list[UserSnapshot], aors: list[str]) -> RestoreSummary:
             bindings = dialogs = 0
             for snapshot in snapshots:
                 machine.restore(snapshot)
                 restored = machine.snapshot(snapshot.aor)
                 bindings += len(restored.bindings)
                 dialogs += len(restored.dialogs)
-            summary = RestoreSummary(len(snapshots), bindings, dialogs, len(statuses))
+            summary = RestoreSummary(len(snapshots), bindings, dialogs, len(statuses), len(aors))
             log.info(
                 "restored {bindings} binding(s) and {dialogs} dialog(s) of {users} user(s), "
-                "{statuses} saved client status(es)",
+                "{statuses} saved client status(es), {activities} user activity(-ies) to "
+                "retract",
                 bindings=bindings, dialogs=dialogs, users=len(snapshots),
-                statuses=len(statuses),
+                statuses=len(statuses), activities=len(aors),
             )
             return summary
 
-        return store.loadSnapshots(clock.seconds()).addCallback(gotSnapshots)
+        return store.loadPendingActivities().addCallback(gotActivities)
 
     return d.addCallback(gotStatuses)
 

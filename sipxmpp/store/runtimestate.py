@@ -38,7 +38,8 @@ from sipxmpp.telephony.state import BindingSnapshot, DialogSnapshot, UserSnapsho
 from sipxmpp.xmpp.savedstatuses import SavedStatus
 
 # Every table whose rows belong to an owner.
-_OWNED_TABLES = ("bindings", "dialogs", "saved_statuses", "xmpp_sessions", "phone_routes")
+_OWNED_TABLES = ("bindings", "dialogs", "saved_statuses", "xmpp_sessions", "phone_routes",
+                 "user_activities")
 
 
 @implementer(IRuntimeStateStore)
@@ -107,6 +108,11 @@ class SQLRuntimeStateStore:
                         "VALUES (?, ?, ?, ?, ?)",
                         (self.owner, s.aor, s.state, s.detail, s.updatedAt),
                     )
+                if change.activity is not None:
+                    tx.execute("DELETE FROM user_activities WHERE owner = ? AND aor = ?", key)
+                    if change.activity:
+                        tx.execute("INSERT INTO user_activities (owner, aor, published_at) "
+                                   "VALUES (?, ?, ?)", (self.owner, change.aor, now))
             self._prune(tx, now)
 
         return self._db.interact(work)
@@ -207,8 +213,19 @@ class SQLRuntimeStateStore:
 
         return self._db.interact(work)
 
+    def loadPendingActivities(self) -> Deferred[list[str]]:
+        def work(tx: Transaction) -> list[str]:
+            return [row[0] for row in tx.execute(
+                "SELECT aor FROM user_activities WHERE owner = ? ORDER BY aor", (self.owner,))]
+
+        return self._db.interact(work)
+
     def claim(self, aor: str) -> Deferred[list[SavedStatus]]:
         def work(tx: Transaction) -> list[SavedStatus]:
+            # This owner serves the user now and publishes its activity
+            # afresh: another's retraction after its restart would undo it.
+            tx.execute("DELETE FROM user_activities WHERE aor = ? AND owner <> ?",
+                       (aor, self.owner))
             others = tx.execute(
                 "SELECT resource, status, priority, message, saved_at FROM saved_statuses "
                 "WHERE aor = ? AND owner <> ? ORDER BY saved_at, owner",

@@ -36,7 +36,7 @@ from zope.interface import implementer
 
 from sipxmpp.telephony.events import ITelephonyObserver, StateChange, TelephonyState
 from sipxmpp.xmpp.accounts import Account, IAccountDirectory
-from sipxmpp.xmpp.activity import UserActivityPublisher
+from sipxmpp.xmpp.activity import ActivityRetractions, UserActivityPublisher
 from sipxmpp.xmpp.callevents import (
     Action,
     CommandsFailed,
@@ -503,6 +503,11 @@ class Publisher(service.Service):
     """
     All users' presence: logs users in when they come online on SIP and out
     after C{logoutGrace} seconds offline.
+
+    A user whose XEP-0108 activity may still show a call (saved before a
+    restart, or left when the user was logged out while XMPP was down) is
+    logged in just to retract it, if not logged in anyway (bounded by
+    L{ActivityRetractions}), and logged out once it is retracted.
     """
 
     log = Logger()
@@ -539,6 +544,13 @@ class Publisher(service.Service):
         # that an account added or enabled later logs its user in at once.
         self._latest: dict[str, TelephonyState] = {}
         self._userListeners: list[Callable[[str, UserPublisher | None], object]] = []
+        # XEP-0108: who may still show a call in their activity, and who is
+        # logged in only to retract it.
+        self.retractions = ActivityRetractions(
+            clock, self._loginToRetract,
+            lambda aor: aor in self.users or aor in self._lookups or not self.running)
+        self.retractions.onTimedOut = self._retractOnlyDone
+        self._retractOnly: set[str] = set()
 
     def addUserListener(self, listener: Callable[[str, UserPublisher | None], object]) -> None:
         """
@@ -567,6 +579,7 @@ class Publisher(service.Service):
             self._latest.pop(aor, None)
         else:
             self._latest[aor] = state
+            self._retractOnly.discard(aor)  # stays logged in for the call
         user = self.users.get(aor)
         if user is not None:
             self._setTelephony(aor, user, state)
@@ -590,20 +603,33 @@ class Publisher(service.Service):
         if account is None:
             self._unprovisioned[aor] = self.clock.seconds() + UNPROVISIONED_TTL
             self.log.debug("{aor} is not provisioned for XMPP", aor=aor)
+            if aor in self.retractions.stale:
+                # Nobody to log in as any more: nothing to retract with.
+                self.log.info("{aor}: not provisioned; its user activity is not retracted",
+                              aor=aor)  # fmt: skip
+                self._activityPending(aor, False)
+            self.retractions.ended(aor)
             return
         self._unprovisioned.pop(aor, None)
         adopt = self._adopt.pop(aor, None)
-        if (state is TelephonyState.OFFLINE and adopt is None) or not self.running:
+        retractOnly = state is TelephonyState.OFFLINE and adopt is None
+        if (retractOnly and not self.retractions.retracting(aor)) or not self.running:
+            self.retractions.ended(aor)
             return
         session = self.sessionMaker(account.jid, account.password)
         user = UserPublisher(self.clock, account, session, self.settings, self.commands,
                              self.report)
         self.users[aor] = user
         session.addHandler(user)
-        if self.settings.publishActivity:
-            activity = UserActivityPublisher(aor, session, user.texts, self.settings.commandTimeout)
+        if self.settings.publishActivity or aor in self.retractions.stale:
+            activity = UserActivityPublisher(aor, session, user.texts,
+                                             self.settings.commandTimeout,
+                                             showCalls=self.settings.publishActivity)
+            activity.onPending = lambda pending: self._activityPending(aor, pending)
             self.activities[aor] = activity
             session.addHandler(activity)
+        if retractOnly:
+            self._retractOnly.add(aor)
         saved = self.savedStatuses
         if saved is not None:
             user.onSaved = lambda target, status: self._saved(aor, target, status)
@@ -622,8 +648,12 @@ class Publisher(service.Service):
             user.adoptSaved(JID(adopt.resource), RemoteStatus(adopt.status, adopt.priority,
                                                               adopt.message))
         self._scheduleLogout(aor, state)
-        self.log.info("{aor}: online on SIP; logging in to XMPP as {jid}",
-                      aor=aor, jid=session.jid.full())  # fmt: skip
+        if retractOnly:
+            self.log.info("{aor}: logging in to XMPP as {jid} to retract the call left in "
+                          "its user activity", aor=aor, jid=session.jid.full())  # fmt: skip
+        else:
+            self.log.info("{aor}: online on SIP; logging in to XMPP as {jid}",
+                          aor=aor, jid=session.jid.full())  # fmt: skip
         session.start()
 
     def _setTelephony(self, aor: str, user: UserPublisher, state: TelephonyState) -> None:
@@ -634,6 +664,7 @@ class Publisher(service.Service):
 
     def _lookupFailed(self, aor: str, reason: Failure) -> None:
         self._lookups.pop(aor, None)
+        self.retractions.ended(aor)
         self.log.error("{aor}: account lookup failed: {e}", aor=aor, e=reason.getErrorMessage())
 
     # -- changes by the administrator and the configuration ----------------
@@ -737,6 +768,7 @@ class Publisher(service.Service):
             return
         for aor in saved.aorsWithSavedStatuses():
             self._reconcile(aor, saved.savedStatuses(aor))
+        self.retractActivities(saved.aorsWithPendingActivity())
 
     def handles(self, aor: str) -> bool:
         """
@@ -763,6 +795,7 @@ class Publisher(service.Service):
 
     def _reconcile(self, aor: str, records: Sequence[SavedStatus]) -> None:
         for record in records[:1]:
+            self._retractOnly.discard(aor)
             user = self.users.get(aor)
             if user is not None:
                 user.adoptSaved(JID(record.resource), RemoteStatus(
@@ -775,6 +808,34 @@ class Publisher(service.Service):
                     lambda account, aor=aor: self._found(aor, account),
                     lambda f, aor=aor: self._lookupFailed(aor, f),
                 )
+
+    # -- XEP-0108 activities left showing a call ---------------------------
+
+    def retractActivities(self, aors: Sequence[str]) -> None:
+        """
+        C{aors}' activity may still show a call (saved before a restart):
+        retract it, logging in those not logged in anyway.
+        """
+        self.retractions.add(aors)
+
+    def _loginToRetract(self, aor: str) -> None:
+        self._lookups[aor] = self._latest.get(aor, TelephonyState.OFFLINE)
+        self.accounts.lookup(aor).addCallbacks(
+            lambda account: self._found(aor, account), lambda f: self._lookupFailed(aor, f)
+        )
+
+    def _activityPending(self, aor: str, pending: bool) -> None:
+        if self.savedStatuses is not None:
+            self.savedStatuses.setActivityPending(aor, pending)
+        if self.retractions.pending(aor, pending):
+            self._retractOnlyDone(aor)
+
+    def _retractOnlyDone(self, aor: str) -> None:
+        user = self.users.get(aor)
+        if aor in self._retractOnly and user is not None:
+            self._retractOnly.discard(aor)
+            if user.telephony is TelephonyState.OFFLINE:
+                self.logout(aor)
 
     # -- logging out -------------------------------------------------------
 
@@ -807,17 +868,22 @@ class Publisher(service.Service):
         pending = self._logouts.pop(aor, None)
         if pending is not None and pending.active():
             pending.cancel()
+        self._retractOnly.discard(aor)
         if user is None:
             return defer.succeed(None)
         self._tellUser(aor, None)
         d = user.whenIdle()
         d.addCallback(lambda _: user.session.stop())
+        # Logged out with a call still in its activity (XMPP was down, or
+        # a retraction timed out): log in again just to retract it.
+        d.addCallback(lambda _: self.retractions.queue(aor))
         return d
 
     # -- service -----------------------------------------------------------
 
     def stopService(self) -> Deferred[Any]:
         super().stopService()
+        self.retractions.stop()
         return defer.DeferredList([self.logout(aor) for aor in list(self.users)])
 
     def sessionStates(self) -> dict[str, str]:

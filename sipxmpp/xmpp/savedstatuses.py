@@ -65,3 +65,16 @@ class ISavedStatuses(Interface):
         The gateway's XMPP session for C{aor} is now in C{state} (for the
         admin command's C{state}). Written soon, coalesced per AoR.
         """
+
+    def setActivityPending(aor: str, pending: bool) -> None:
+        """
+        C{aor}'s XEP-0108 activity may show a call at its server from now on
+        (C{pending}: it was published), or not (its retraction was
+        acknowledged). Written soon, coalesced per AoR.
+        """
+
+    def aorsWithPendingActivity() -> list[str]:
+        """
+        The AoRs whose activity may still show a call (after a restart: as
+        saved before it), so the publisher can retract it.
+        """

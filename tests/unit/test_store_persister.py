@@ -66,6 +66,9 @@ class FakeRuntimeStore:
     def claim(self, aor: str) -> Deferred[list[SavedStatus]]:
         return succeed([])
 
+    def loadPendingActivities(self) -> Deferred[list[str]]:
+        return succeed([])
+
     def loadRoutes(self, now: float) -> Deferred[list[RouteRecord]]:
         return succeed([])
 
@@ -200,6 +203,26 @@ class PersisterTests(SynchronousTestCase):
         self.assertEqual(self.persister.aorsWithSavedStatuses(), [])
         self.clock.advance(1)
         self.assertEqual(self.store.writes[1][1][0].statuses, ())
+
+    def test_activityPending(self) -> None:
+        """
+        An activity published is written once per call, not per publish;
+        its retraction once acknowledged; the AoRs are known in memory.
+        """
+        self.persister.loadPendingActivities([BOB])
+        self.persister.setActivityPending(ALICE, True)
+        self.persister.setActivityPending(ALICE, True)
+        self.persister.setActivityPending(BOB, True)  # known from the start
+        self.assertEqual(self.persister.aorsWithPendingActivity(), [ALICE, BOB])
+        self.clock.advance(0)
+        [change] = self.store.writes[0][1]
+        self.assertEqual((change.aor, change.activity), (ALICE, True))
+        self.persister.setActivityPending(ALICE, False)
+        self.persister.setActivityPending(BOB, False)
+        self.assertEqual(self.persister.aorsWithPendingActivity(), [])
+        self.clock.advance(1)
+        self.assertEqual({(c.aor, c.activity) for c in self.store.writes[1][1]},
+                         {(ALICE, False), (BOB, False)})
 
     def test_stopFlushes(self) -> None:
         """

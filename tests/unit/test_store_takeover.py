@@ -128,6 +128,42 @@ class ClaimTests(SynchronousTestCase):
         self.assertEqual(self.statusesOf(self.b), [status(ALICE, GAJIM), mine])
         self.assertEqual(self.statusesOf(self.a), [])
 
+    def test_claimDropsOthersActivities(self) -> None:
+        """
+        gw-b claims Alice: gw-a's activity to retract of her is dropped
+        (gw-b publishes hers now; gw-a retracting it after its restart
+        would undo that), also when gw-a saved no client status of her;
+        Bob's stays gw-a's.
+        """
+        self.successResultOf(self.a.runtime.write(
+            [AoRChanges(ALICE, activity=True), AoRChanges(BOB, activity=True)], T0))
+        self.assertEqual(self.successResultOf(self.a.runtime.loadPendingActivities()),
+                         [ALICE, BOB])
+        self.assertEqual(self.successResultOf(self.b.runtime.claim(ALICE)), [])
+        self.assertEqual(self.successResultOf(self.a.runtime.loadPendingActivities()), [BOB])
+        self.assertEqual(self.successResultOf(self.b.runtime.loadPendingActivities()), [])
+
+    def test_activityWrittenAndCleared(self) -> None:
+        self.successResultOf(self.a.runtime.write([AoRChanges(ALICE, activity=True)], T0))
+        self.successResultOf(self.a.runtime.write([AoRChanges(ALICE, activity=True)], T0 + 1))
+        self.assertEqual(self.successResultOf(self.a.runtime.loadPendingActivities()), [ALICE])
+        self.successResultOf(self.a.runtime.write([AoRChanges(ALICE, activity=False)], T0 + 2))
+        self.assertEqual(self.successResultOf(self.a.runtime.loadPendingActivities()), [])
+
+    def test_activityRestored(self) -> None:
+        """
+        A restart brings back who may still show a call in their activity,
+        for the publisher to retract.
+        """
+        self.successResultOf(self.a.runtime.write([AoRChanges(ALICE, activity=True)], T0))
+        clock = Clock()
+        clock.advance(T0 + 10)
+        persister = RuntimeStatePersister(self.a.runtime, clock)
+        summary = self.successResultOf(restoreRuntimeState(
+            TelephonyStateMachine(clock), self.a.runtime, persister, clock))
+        self.assertEqual(summary.activities, 1)
+        self.assertEqual(persister.aorsWithPendingActivity(), [ALICE])
+
     def test_returningInstanceLeavesClaimedAlone(self) -> None:
         """
         gw-a comes back after gw-b claimed Alice: its restore finds only

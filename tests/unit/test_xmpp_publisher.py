@@ -14,6 +14,7 @@ from twisted.words.xish import domish
 
 from sipxmpp.telephony.events import Event, StateChange, TelephonyState
 from sipxmpp.xmpp.accounts import Account, MemoryAccountDirectory
+from sipxmpp.xmpp.activity import RETRACT_ATTEMPTS
 from sipxmpp.xmpp.callpresence import RESOURCE_SETTLE, ShownOnClient, ShownOnOwnResource
 from sipxmpp.xmpp.publisher import Publisher, PublisherSettings
 from sipxmpp.xmpp.remote import NODE_LEGACY_GAJIM, NODE_SET_STATUS, RemoteStatus
@@ -773,6 +774,7 @@ class MemorySavedStatuses:
     def __init__(self) -> None:
         self.saved: dict[str, tuple[SavedStatus, ...]] = {}
         self.sessions: list[tuple[str, str]] = []
+        self.activities: set[str] = set()
 
     def savedStatuses(self, aor: str) -> tuple[SavedStatus, ...]:
         return self.saved.get(aor, ())
@@ -788,6 +790,15 @@ class MemorySavedStatuses:
 
     def sessionStateChanged(self, aor: str, state: str, detail: str = "") -> None:
         self.sessions.append((aor, state))
+
+    def setActivityPending(self, aor: str, pending: bool) -> None:
+        if pending:
+            self.activities.add(aor)
+        else:
+            self.activities.discard(aor)
+
+    def aorsWithPendingActivity(self) -> list[str]:
+        return sorted(self.activities)
 
 
 class SavedStatusTests(PublisherTestsMixin, SynchronousTestCase):
@@ -1095,3 +1106,111 @@ class AccountChangeTests(PublisherTestsMixin, SynchronousTestCase):
         self.change(S.ON_THE_PHONE)
         [busy] = session.presences()
         self.assertEqual(ownPresence(busy)[:2], ("dnd", "Am Telefon"))
+
+
+class StaleActivityTests(PublisherTestsMixin, SynchronousTestCase):
+    """
+    A call left in a user's XEP-0108 activity (saved before a restart) is
+    retracted even if the user's phone never comes online again: the user
+    is logged in just for that, and out once the server acknowledged it.
+    """
+
+    settings = PublisherSettings(mode="resource", publishActivity=True)
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.store = MemorySavedStatuses()
+        self.store.activities.add(AOR)
+        self.publisher = Publisher(self.clock, self.settings, self.accounts, self.makeSession,
+                                   savedStatuses=self.store)
+        self.publisher.startService()
+
+    def retract(self, session: FakeSession) -> None:
+        [iq] = session.iqs()
+        activity = child(child(child(child(iq, "pubsub", "http://jabber.org/protocol/pubsub"),
+                                     "publish"), "item"),  # type: ignore[arg-type]
+                         "activity", "http://jabber.org/protocol/activity")  # type: ignore[arg-type]
+        assert activity is not None, iq.toXml()
+        self.assertEqual(list(activity.elements()), [])
+        session.answer(iq)
+
+    def test_offlineUserLoggedInToRetract(self) -> None:
+        self.publisher.reconcile()
+        [session] = self.sessions
+        self.assertEqual(session.started, 1)
+        session.connect()
+        self.retract(session)
+        self.assertEqual(self.store.activities, set())
+        self.assertEqual(session.stopped, 1)
+        self.assertEqual(self.publisher.users, {})
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_withPublishingOff(self) -> None:
+        """
+        C{publish_activity} turned off since: the call is retracted all the
+        same, and a call later is not published.
+        """
+        self.publisher.settings = PublisherSettings(mode="resource")
+        self.publisher.reconcile()
+        [session] = self.sessions
+        session.connect()
+        self.change(S.ON_THE_PHONE)  # the phone is back meanwhile
+        self.retract(session)
+        self.assertEqual(self.store.activities, set())
+        self.assertEqual(session.stopped, 0)  # logged in for the call now
+        self.assertEqual([iq for iq in session.iqs()], [])
+
+    def test_timeoutLogsOutAndRetries(self) -> None:
+        """
+        No answer within the timeout: logged out, and in again, at most
+        RETRACT_ATTEMPTS times; the AoR stays saved for the next start.
+        """
+        self.publisher.reconcile()
+        for attempt in range(RETRACT_ATTEMPTS):
+            self.assertEqual(len(self.sessions), attempt + 1)
+            session = self.sessions[-1]
+            session.connect()
+            self.clock.advance(self.publisher.retractions.timeout)
+            self.assertEqual(session.stopped, 1)
+        self.assertEqual(len(self.sessions), RETRACT_ATTEMPTS)
+        self.assertEqual(self.store.activities, {AOR})
+        self.assertEqual(self.publisher.users, {})
+
+    def test_loggedInAnywayRetractsOnItsSession(self) -> None:
+        """
+        The user's phone is online: the normal session retracts it, and
+        the user stays logged in.
+        """
+        session = self.login()
+        self.publisher.reconcile()
+        self.assertEqual(len(self.sessions), 1)
+        self.assertEqual(self.store.activities, set())
+        self.assertEqual(session.stopped, 0)
+
+    def login(self) -> FakeSession:
+        self.change(S.ONLINE)
+        [session] = self.sessions
+        session.connect()
+        self.retract(session)
+        self.clock.advance(RESOURCE_SETTLE)
+        return session
+
+    def test_loggedOutWhileXMPPDown(self) -> None:
+        """
+        The call ended while XMPP was down and the user went offline and was
+        logged out before it came back: logged in again to retract.
+        """
+        session = self.login()
+        self.change(S.ON_THE_PHONE)
+        [talking] = session.iqs()
+        session.answer(talking)
+        self.assertEqual(self.store.activities, {AOR})
+        session.disconnect()
+        self.change(S.OFFLINE)
+        self.clock.advance(self.settings.logoutGrace)
+        self.assertEqual(session.stopped, 1)
+        [again] = self.sessions[1:]
+        again.connect()
+        self.retract(again)
+        self.assertEqual(self.store.activities, set())
+        self.assertEqual(again.stopped, 1)

@@ -1,0 +1,287 @@
+"""
+The gateway with C{[sip] workers = 2} in front of a real Kamailio, driven
+by sipp phones (issue 20): each worker's own port in the Path Kamailio
+stores and in the Via and Record-Route, so that inbound calls, responses,
+CANCEL and in-dialog requests reach the worker that holds the transaction
+or the phone's flow; one state for a user whatever worker saw the phone;
+a killed worker restarted while the other's calls go on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import time
+import urllib.request
+from typing import Any
+
+from sipxmpp.testing.gateway import GatewayServer, waitFor
+from sipxmpp.testing.ports import LOOPBACK, freeSIPPort, isTCPPortFree, isUDPPortFree
+from sipxmpp.testing.process import SharedServer
+from tests.integration.test_proxy import (
+    DOMAIN,
+    ProxyTestCase,
+    Registrar,
+    expectState,
+    metricValue,
+    received,
+    sentBy,
+)
+
+WORKERS = 2
+
+
+def freeWorkerPorts(count: int) -> int:
+    """
+    The first of C{count} consecutive ports free for UDP and TCP.
+    """
+    for _ in range(50):
+        base = freeSIPPort()
+        if all(isUDPPortFree(p) and isTCPPortFree(p) for p in range(base, base + count)):
+            return base
+    raise OSError("no consecutive free ports for the workers")
+
+
+class WorkersStack:
+    """
+    Kamailio and a gateway with two SIP workers in front of it.
+    """
+
+    def __init__(self) -> None:
+        self.registrar = Registrar()
+        self.gateway: GatewayServer | None = None
+        self.workerPorts = 0
+
+    @property
+    def running(self) -> bool:
+        return self.registrar.running and self.gateway is not None and self.gateway.running
+
+    def start(self) -> None:
+        self.registrar.start()
+        self.workerPorts = freeWorkerPorts(WORKERS)
+        self.gateway = GatewayServer(upstreamPort=self.registrar.port, settings={
+            ("sip", "workers"): str(WORKERS),
+            ("sip", "worker_ports"): str(self.workerPorts),
+        })
+        self.gateway.start()
+
+    def stop(self) -> None:
+        try:
+            if self.gateway is not None:
+                self.gateway.stop()
+        finally:
+            self.registrar.stop()
+
+
+def workers(gateway: GatewayServer) -> list[dict[str, Any]]:
+    """
+    The workers as C{/status} lists them.
+    """
+    sip = gateway.status()["sip"]
+    assert isinstance(sip, dict)
+    result: list[dict[str, Any]] = sip["workers"]
+    return result
+
+
+def allConnected(gateway: GatewayServer) -> bool:
+    return all(w["connected"] for w in workers(gateway))
+
+
+class WorkersTests(ProxyTestCase):
+    shared = SharedServer(WorkersStack)
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.ports = [self.stack.workerPorts + i for i in range(WORKERS)]  # type: ignore[attr-defined]
+        waitFor("both workers connected", lambda: allConnected(self.gateway), timeout=20)
+
+    def workerOf(self, user: str) -> int:
+        """
+        The worker whose port is in the Path Kamailio stored for C{user}.
+        """
+        [stored] = self.registrar.contacts(user)
+        for index, port in enumerate(self.ports):
+            if stored["Path"] == f"<sip:{LOOPBACK}:{port};lr>":
+                return index
+        raise AssertionError(f"Path {stored['Path']} names no worker")
+
+    def phoneOnEachWorker(self, prefix: str) -> dict[int, tuple[str, int]]:
+        """
+        Register phones C{prefix}0, C{prefix}1, ... from new ports until
+        each worker holds one (the kernel hashes each source to a worker);
+        worker index -> (user, port).
+        """
+        found: dict[int, tuple[str, int]] = {}
+        for n in range(40):
+            user = f"{prefix}{n}"
+            port = self.registerThroughGateway(user)
+            found.setdefault(self.workerOf(user), (user, port))
+            if len(found) == WORKERS:
+                return found
+        raise AssertionError(f"40 phones all on workers {sorted(found)}")
+
+    def test_pathNamesTheWorker(self) -> None:
+        """
+        Phones land on both workers; each REGISTER reaches Kamailio with its
+        worker's own port in the Path, and the user is online.
+        """
+        phones = self.phoneOnEachWorker("pa")
+        for user, _ in phones.values():
+            expectState(self.gateway, user, "online")
+        self.assertEqual(metricValue(self.gateway, "sipxmpp_sip_bindings"),
+                         float(sum(w["bindings"] or 0 for w in workers(self.gateway))))
+
+    def test_inboundCallToEachWorker(self) -> None:
+        """
+        A call from outside to a phone on each worker: Kamailio follows the
+        Path to that worker, which has the phone's flow; the INVITE the
+        phone gets names the worker's port in the Via and the public port
+        in the Record-Route it will use; the caller's BYE arrives too.
+        """
+        gw = self.gateway
+        for index, (user, port) in self.phoneOnEachWorker("in").items():
+            uas = self.sipp.answer(user, localPort=port, traceMessages=True)
+            call = self.sipp.start("uac", self.registrar.address, service=user,
+                                   keys={"domain": DOMAIN, "caller": f"outside-{user}"},
+                                   extraArgs=["-d", "1000"], waitBound=False)
+            expectState(gw, user, "on-the-phone")
+            self.assertSucceeded(call.wait())
+            answered = uas.wait()
+            self.assertSucceeded(answered)
+            expectState(gw, user, "online")
+            [invite] = received(answered, "INVITE ")
+            self.assertEqual(sentBy(invite.values("Via")[0]), f"{LOOPBACK}:{self.ports[index]}")
+            rr = invite.values("Record-Route")
+            self.assertEqual(rr[:2], [f"<sip:{gw.address};lr>",
+                                      f"<sip:{LOOPBACK}:{self.ports[index]};lr>"])
+            self.assertEqual(len(received(answered, "BYE ")), 1)
+
+    def test_callsBetweenUsersOnBothWorkers(self) -> None:
+        """
+        A phone on each worker calls the other (the INVITE spirals through
+        both workers): both users are on the phone, then online.
+        """
+        gw = self.gateway
+        phones = self.phoneOnEachWorker("sp")
+        (caller, callerPort), (callee, calleePort) = phones[0], phones[1]
+        uas = self.sipp.answer(callee, localPort=calleePort)
+        call = self.sipp.start("uac", gw.address, service=callee, localPort=callerPort,
+                               keys={"domain": DOMAIN, "caller": caller},
+                               extraArgs=["-d", "1500"], waitBound=False)
+        expectState(gw, callee, "on-the-phone")
+        expectState(gw, caller, "on-the-phone")
+        self.assertSucceeded(call.wait())
+        self.assertSucceeded(uas.wait())
+        expectState(gw, callee, "online")
+        expectState(gw, caller, "online")
+
+    def test_cancelOnEachWorker(self) -> None:
+        """
+        An outside caller cancels while a phone on each worker rings: the
+        CANCEL reaches the worker holding the INVITE (the phone gets it,
+        answers 487) and the user is online again.
+        """
+        gw = self.gateway
+        for user, port in self.phoneOnEachWorker("ca").values():
+            uas = self.sipp.start("proxy_uas_cancel", service=user, localPort=port,
+                                  traceMessages=True)
+            call = self.sipp.start("proxy_uac_cancel", gw.address, service=user,
+                                   keys={"domain": DOMAIN, "caller": f"x-{user}"},
+                                   waitBound=False)
+            expectState(gw, user, "ringing")
+            self.assertSucceeded(call.wait())
+            answered = uas.wait()
+            self.assertSucceeded(answered)
+            self.assertEqual(len(received(answered, "CANCEL ")), 1)
+            expectState(gw, user, "online")
+
+    def test_retransmissionAbsorbed(self) -> None:
+        """
+        A request sent three times from one address (UDP retransmissions)
+        is forwarded once: each copy reached the worker holding its
+        transaction.
+        """
+        gw = self.gateway
+        user, port = self.phoneOnEachWorker("rt")[1]
+        before = metricValue(gw, 'sipxmpp_sip_requests_forwarded_total{method="OPTIONS"}')
+        request = (
+            f"OPTIONS sip:nobody@{DOMAIN} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP {LOOPBACK}:{port};branch=z9hG4bK-rt-{os.getpid()}\r\n"
+            "Max-Forwards: 70\r\n"
+            f"From: <sip:{user}@{DOMAIN}>;tag=rt1\r\n"
+            f"To: <sip:nobody@{DOMAIN}>\r\n"
+            f"Call-ID: rt-{os.getpid()}-{time.monotonic()}\r\n"
+            "CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+        ).encode()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.bind((LOOPBACK, port))
+            sock.settimeout(5)
+            codes = []
+            for _ in range(3):
+                sock.sendto(request, (LOOPBACK, gw.sipPort))
+                codes.append(sock.recv(65535).split(b" ", 2)[1])
+        self.assertEqual(len(codes), 3)
+        waitFor("the forwarded count reported", lambda: metricValue(
+            gw, 'sipxmpp_sip_requests_forwarded_total{method="OPTIONS"}') > before)
+        time.sleep(1.5)  # past a report interval: a second copy would show by now
+        self.assertEqual(metricValue(
+            gw, 'sipxmpp_sip_requests_forwarded_total{method="OPTIONS"}'), before + 1)
+
+    def test_killedWorkerRestarted(self) -> None:
+        """
+        kill -9 one worker during calls on both: the main process starts it
+        again; the other worker's call completes; nobody stays on the
+        phone; new calls through the restarted worker work.
+        """
+        gw = self.gateway
+        phones = self.phoneOnEachWorker("kill")
+        calls = []
+        for index, (user, port) in phones.items():
+            uas = self.sipp.answer(user, localPort=port)
+            call = self.sipp.start("uac", self.registrar.address, service=user,
+                                   keys={"domain": DOMAIN, "caller": f"k-{user}"},
+                                   extraArgs=["-d", "4000"], waitBound=False)
+            calls.append((index, user, uas, call))
+        for _, user, _, _ in calls:
+            expectState(gw, user, "on-the-phone")
+        before = {w["index"]: w for w in workers(gw)}
+        os.kill(before[0]["pid"], signal.SIGKILL)
+        waitFor("worker 0 restarted", lambda: [
+            w for w in workers(gw) if w["index"] == 0 and w["connected"]
+            and w["pid"] != before[0]["pid"]], timeout=20)
+        for index, user, uas, call in calls:
+            if index == 1:
+                self.assertSucceeded(call.wait())
+                self.assertSucceeded(uas.wait())
+            else:
+                call.stop()
+                uas.stop()
+            expectState(gw, user, "online", timeout=15)
+        self.assertEqual(metricValue(gw, "sipxmpp_workers_restarts_total"), 1)
+        # The restarted worker takes calls again (its phone registers anew).
+        user, port = phones[0]
+        self.registerThroughGateway(user, port=port)
+        uas = self.sipp.answer(user, localPort=port)
+        call = self.sipp.start("uac", self.registrar.address, service=user,
+                               keys={"domain": DOMAIN, "caller": f"k2-{user}"},
+                               extraArgs=["-d", "500"], waitBound=False)
+        self.assertSucceeded(call.wait())
+        self.assertSucceeded(uas.wait())
+        expectState(gw, user, "online")
+
+    def test_oneMetricsAndHealth(self) -> None:
+        """
+        One /metrics and /healthz for the gateway: the workers' counters
+        add up there, and the health lists the workers check.
+        """
+        gw = self.gateway
+        self.phoneOnEachWorker("me")
+        self.assertEqual(metricValue(gw, "sipxmpp_workers_connected"), float(WORKERS))
+        waitFor("REGISTERs counted", lambda: metricValue(
+            gw, 'sipxmpp_sip_requests_forwarded_total{method="REGISTER"}') >= 2)
+        with urllib.request.urlopen(f"http://{LOOPBACK}:{gw.httpPort}/healthz/ready",
+                                    timeout=5) as response:
+            checks = json.load(response)
+        self.assertIn("workers", json.dumps(checks))

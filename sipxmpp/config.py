@@ -87,6 +87,10 @@ class XMPPSettings:
     pingTimeout: float
     reconnectMaxDelay: float
     failedRetryDelay: float
+    loginConcurrency: int
+    loginRate: float
+    loginTimeout: float
+    clientState: str
 
     def session(self, instance: str = "") -> SessionSettings:
         """
@@ -104,6 +108,10 @@ class XMPPSettings:
             pingTimeout=self.pingTimeout,
             reconnectMaxDelay=self.reconnectMaxDelay,
             failedRetryDelay=self.failedRetryDelay,
+            loginConcurrency=self.loginConcurrency,
+            loginRate=self.loginRate,
+            loginTimeout=self.loginTimeout,
+            clientStateInactive=self.clientState == "inactive",
         )
 
     def publisher(self) -> PublisherSettings:
@@ -300,6 +308,19 @@ def _seconds(low: float, high: float) -> Callable[[str], float]:
     return parse
 
 
+def _perSecond(low: float, high: float) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = -1.0
+        if not low <= value <= high:
+            raise ValueError(f"expected a rate per second from {low:g} to {high:g}")
+        return value
+
+    return parse
+
+
 def _integer(low: int, high: int) -> Callable[[str], int]:
     def parse(text: str) -> int:
         if not text.strip().isdigit() or not low <= int(text) <= high:
@@ -418,6 +439,10 @@ SCHEMA: Mapping[str, Mapping[str, Key]] = {
         "ping_timeout": Key("20", _seconds(0.1, 600)),
         "reconnect_max_delay": Key("60", _seconds(1, 3600)),
         "failed_retry_delay": Key("600", _seconds(10, 86400)),
+        "login_concurrency": Key("32", _integer(1, 100000)),
+        "login_rate": Key("200", _perSecond(0, 100000)),
+        "login_timeout": Key("30", _seconds(1, 3600)),
+        "client_state": Key("active", _choice("active", "inactive")),
     },
     "store": {
         "url": Key("sqlite:////var/lib/sipxmpp/sipxmpp.sqlite", _storeURL),

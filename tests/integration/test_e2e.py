@@ -100,7 +100,8 @@ class Stack:
     again with its state (and on the same ports).
     """
 
-    def __init__(self, provision: Iterable[str] = ()) -> None:
+    def __init__(self, provision: Iterable[str] = (),
+                 gatewaySettings: dict[tuple[str, str], str] | None = None) -> None:
         from sipxmpp.testing.prosody import ProsodyServer
 
         self.baseDir = tempfile.mkdtemp(prefix="sipxmpp-e2e-")
@@ -114,6 +115,7 @@ class Stack:
         self.kamailio = KamailioServer()
         self.gateway: GatewayServer | None = None
         self.provision = list(provision)
+        self.gatewaySettings = gatewaySettings or {}
 
     @property
     def running(self) -> bool:
@@ -133,7 +135,7 @@ class Stack:
             caFile=self.prosody.caFile,
             baseDir=os.path.join(self.baseDir, "gateway"),
             settings={("xmpp", "command_timeout"): "5",
-                      ("xmpp", "reconnect_max_delay"): "2"},
+                      ("xmpp", "reconnect_max_delay"): "2", **self.gatewaySettings},
         )
         self.gateway.start()
         gateway = self.gateway

@@ -20,6 +20,7 @@ from typing import Any
 from sipxmpp.testing.gateway import GatewayServer, waitFor
 from sipxmpp.testing.ports import LOOPBACK, freeSIPPort, isTCPPortFree, isUDPPortFree
 from sipxmpp.testing.process import SharedServer
+from tests.integration import test_e2e as e2e
 from tests.integration.test_proxy import (
     DOMAIN,
     ProxyTestCase,
@@ -285,3 +286,25 @@ class WorkersTests(ProxyTestCase):
                                     timeout=5) as response:
             checks = json.load(response)
         self.assertIn("workers", json.dumps(checks))
+
+
+class WorkersEndToEndTests(e2e.E2ETestCase):
+    """
+    With SIP in two workers, the users' XMPP presence still follows their
+    calls (Prosody, the users' XEP-0146 clients, a watching contact): the
+    client turns dnd during the call and back after it.
+    """
+
+    shared = SharedServer(lambda: e2e.Stack(provision=["alice", "bob"], gatewaySettings={
+        ("sip", "workers"): str(WORKERS),
+        ("sip", "worker_ports"): str(freeWorkerPorts(WORKERS)),
+    }))
+
+    test_outboundCall = e2e.EndToEndTests.test_outboundCall
+    test_inboundCall = e2e.EndToEndTests.test_inboundCall
+
+    def test_sipInWorkers(self) -> None:
+        """
+        This gateway runs SIP in its workers (so the tests above ran so).
+        """
+        self.assertEqual(len(workers(self.gateway)), WORKERS)

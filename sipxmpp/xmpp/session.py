@@ -10,6 +10,14 @@ wokkel's L{subprotocols.StreamManager} dispatches to handlers: the
 publisher's handler, an XEP-0199 keepalive, a ping responder and a fallback
 that answers unknown iqs with an error.
 
+Logins queue (L{LoginPacer}, one per gateway): at most C{loginConcurrency}
+in flight, started at most C{loginRate} per second, first come first
+served, so that after a restart of the gateway or of the XMPP server the
+early users are online within seconds instead of every user waiting for the
+whole storm, and the server's accept queue never overflows. A login that is
+not done C{loginTimeout} seconds after it left the queue (a stalled TCP
+connect, a server that never answers) is dropped and retried with backoff.
+
 A login that fails for a reason retrying will not fix soon (wrong password,
 refused certificate) marks the session I{failed} with that reason, logs it
 once per attempt -- never with the secret -- and retries only after
@@ -20,6 +28,7 @@ and never affects the sessions of other users.
 from __future__ import annotations
 
 import random
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
@@ -29,6 +38,7 @@ from twisted.internet import defer
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import HostnameEndpoint
 from twisted.internet.interfaces import (
+    IDelayedCall,
     IOpenSSLClientConnectionCreator,
     IProtocol,
     IProtocolFactory,
@@ -54,6 +64,7 @@ from sipxmpp.xmpp.tls import clientTLSOptions, describeCertificateFailure, loadT
 from sipxmpp.xmpp.wokkelcompat import generic, ping, subprotocols
 
 NS_PING = "urn:xmpp:ping"
+NS_CSI = "urn:xmpp:csi:0"
 XMPP_CLIENT_PORT = 5222
 
 
@@ -75,6 +86,13 @@ class SessionSettings:
     @ivar pingTimeout: seconds without an answer before the link is dead.
     @ivar reconnectMaxDelay: upper bound of the reconnection backoff.
     @ivar failedRetryDelay: seconds before retrying a failed login.
+    @ivar loginConcurrency: logins in flight at once, gateway-wide.
+    @ivar loginRate: logins started per second, gateway-wide (0: no bound).
+    @ivar loginTimeout: seconds from leaving the queue (before the TCP
+        connect) to logged in, after which the attempt is dropped.
+    @ivar clientStateInactive: tell a server that offers XEP-0352 that the
+        session is C{inactive}, so that it may hold back contacts'
+        presence (it may hold back the user's own clients' too).
     """
 
     resource: str = "sipxmpp"
@@ -84,6 +102,10 @@ class SessionSettings:
     pingTimeout: float = 20.0
     reconnectMaxDelay: float = 60.0
     failedRetryDelay: float = 600.0
+    loginConcurrency: int = 32
+    loginRate: float = 200.0
+    loginTimeout: float = 30.0
+    clientStateInactive: bool = False
 
 
 class IXMPPSession(Interface):
@@ -305,6 +327,84 @@ def makeEndpoint(reactor: Any, settings: SessionSettings, domain: str,
     return SRVEndpoint(reactor, domain, resolver)
 
 
+class LoginPacer:
+    """
+    A first-come-first-served queue of logins: at most C{concurrency} in
+    flight, started at most C{rate} per second (0: as fast as slots free).
+
+    L{acquire} returns a L{Deferred} that fires, in order, with a function
+    to call once the login is over (logged in, failed or dropped); calling
+    it more than once is harmless. Cancelling the L{Deferred} leaves the
+    queue.
+    """
+
+    def __init__(self, clock: IReactorTime, concurrency: int, rate: float) -> None:
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, not {concurrency}")
+        self.clock = clock
+        self.concurrency = concurrency
+        self.interval = 1.0 / rate if rate > 0 else 0.0
+        self.inFlight = 0
+        self._waiting: deque[Deferred[Callable[[], None]]] = deque()
+        self._nextStart = 0.0
+        self._wakeUp: IDelayedCall | None = None
+
+    @property
+    def waiting(self) -> int:
+        """
+        Logins in the queue.
+        """
+        return len(self._waiting)
+
+    def acquire(self) -> Deferred[Callable[[], None]]:
+        d: Deferred[Callable[[], None]] = Deferred(self._waiting.remove)
+        self._waiting.append(d)
+        self._pump()
+        return d
+
+    def _pump(self) -> None:
+        while self._waiting and self.inFlight < self.concurrency:
+            now = self.clock.seconds()
+            if now < self._nextStart:
+                if self._wakeUp is None:
+                    self._wakeUp = self.clock.callLater(self._nextStart - now, self._woken)
+                return
+            self._nextStart = max(now, self._nextStart) + self.interval
+            self.inFlight += 1
+            self._waiting.popleft().callback(self._releaser())
+
+    def _woken(self) -> None:
+        self._wakeUp = None
+        self._pump()
+
+    def _releaser(self) -> Callable[[], None]:
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                self.inFlight -= 1
+                self._pump()
+
+        return release
+
+
+@implementer(IStreamClientEndpoint)
+class _PacedEndpoint:
+    """
+    The endpoint L{ClientService} sees: every connect waits its turn in
+    the session's L{LoginPacer} first.
+    """
+
+    def __init__(self, session: XMPPSession, inner: IStreamClientEndpoint) -> None:
+        self._session = session
+        self._inner = inner
+
+    def connect(self, protocolFactory: IProtocolFactory) -> Deferred[IProtocol]:
+        return self._session._connectPaced(self._inner, protocolFactory)
+
+
 class KeepAlive(subprotocols.XMPPHandler):  # type: ignore[misc]
     """
     XEP-0199 client-to-server pings: a link that stops answering is
@@ -378,6 +478,7 @@ class XMPPSession:
         caFile: str = "",
         endpoint: IStreamClientEndpoint | None = None,
         jitter: Callable[[], float] = random.random,
+        pacer: LoginPacer | None = None,
     ) -> None:
         """
         @param reactor: provides L{IReactorTime} and L{IReactorTCP}.
@@ -388,6 +489,8 @@ class XMPPSession:
             L{SessionFactory}: loading it per session costs time.
         @param endpoint: where to connect (default: L{makeEndpoint}).
         @param jitter: returns a float in [0, 1); injected for tests.
+        @param pacer: the gateway's login queue, shared by all sessions
+            (L{SessionFactory} makes one); none: log in at once.
         """
         if not IReactorTCP.providedBy(reactor) and endpoint is None:
             raise TypeError("the reactor must provide IReactorTCP")
@@ -404,6 +507,10 @@ class XMPPSession:
         self._stopping = False
         self._stream: xmlstream.XmlStream | None = None
         self._ready = False
+        self._pacer = pacer
+        self._release: Callable[[], None] | None = None
+        self._loginTimer: IDelayedCall | None = None
+        self._connecting: Deferred[IProtocol] | None = None
         if tlsOptions is None:
             tlsOptions = clientTLSOptions(self.jid.host, loadTrustRoot(caFile))
         self.factory = client.XMPPClientFactory(self.jid, password, configurationForTLS=tlsOptions)
@@ -420,8 +527,8 @@ class XMPPSession:
         generic.FallbackHandler().setHandlerParent(self.streamManager)
         if endpoint is None:
             endpoint = makeEndpoint(reactor, settings, self.jid.host)
-        self.service = ClientService(endpoint, self.factory, retryPolicy=self._retryDelay,
-                                     clock=reactor)  # fmt: skip
+        self.service = ClientService(_PacedEndpoint(self, endpoint), self.factory,
+                                     retryPolicy=self._retryDelay, clock=reactor)  # fmt: skip
 
     def __repr__(self) -> str:
         return f"<XMPPSession {self.jid.full()} {self.state}>"
@@ -454,6 +561,7 @@ class XMPPSession:
 
     def stop(self) -> Deferred[None]:
         self._stopping = True
+        self._loginOver()
         if self._ready and self._stream is not None:
             unavailable = domish.Element((None, "presence"))
             unavailable["type"] = "unavailable"
@@ -488,6 +596,46 @@ class XMPPSession:
 
         self.service.stopService().addBoth(restart)
 
+    # -- the login queue and timeout ---------------------------------------
+
+    def _connectPaced(self, inner: IStreamClientEndpoint, factory: IProtocolFactory) -> Deferred[IProtocol]:
+        async def attempt() -> IProtocol:
+            if self._pacer is not None:
+                self._release = await self._pacer.acquire()
+            self._loginTimer = self.reactor.callLater(self.settings.loginTimeout, self._loginTimedOut)
+            self._connecting = inner.connect(factory)
+            try:
+                return await self._connecting
+            except BaseException:
+                self._loginOver()
+                raise
+            finally:
+                self._connecting = None
+
+        return Deferred.fromCoroutine(attempt())
+
+    def _loginOver(self) -> None:
+        """
+        The login attempt ended, one way or another: free its place.
+        """
+        timer, self._loginTimer = self._loginTimer, None
+        if timer is not None and timer.active():
+            timer.cancel()
+        release, self._release = self._release, None
+        if release is not None:
+            release()
+
+    def _loginTimedOut(self) -> None:
+        self._loginTimer = None
+        self.log.warn("XMPP login as {jid} not done after {timeout} s ({state}); dropping it "
+                      "and retrying", jid=self.jid.full(), timeout=self.settings.loginTimeout,
+                      state=self.state)  # fmt: skip
+        self._loginOver()
+        if self._connecting is not None:
+            self._connecting.cancel()
+        elif self._stream is not None and self._stream.transport is not None:
+            cast(ITCPTransport, self._stream.transport).abortConnection()
+
     # -- stream events -----------------------------------------------------
 
     def _setState(self, state: str) -> None:
@@ -513,6 +661,9 @@ class XMPPSession:
                     initializer.required = False
 
     def _authenticated(self, xs: xmlstream.XmlStream) -> None:
+        self._loginOver()
+        if self.settings.clientStateInactive and (NS_CSI, "csi") in xs.features:
+            xs.send(domish.Element((NS_CSI, "inactive")))
         self._ready = True
         self._consecutiveFailures = 0
         if self.failure is not None:
@@ -524,6 +675,7 @@ class XMPPSession:
         self._setState("connected")
 
     def _initFailed(self, reason: Failure) -> None:
+        self._loginOver()
         # Only the exception's message: a traceback's locals could hold the
         # password, and our SASL errors never include it.
         kind = "other"
@@ -552,6 +704,7 @@ class XMPPSession:
         return stream is not None and ISSLTransport.providedBy(stream.transport)
 
     def _ended(self, reason: Failure) -> None:
+        self._loginOver()
         self._ready = False
         self._stream = None
         if self._stopping:
@@ -602,6 +755,7 @@ class SessionFactory:
         self.trustRoot = loadTrustRoot(caFile)
         self._endpointFor = endpointFor
         self._options: dict[str, IOpenSSLClientConnectionCreator] = {}
+        self.pacer = LoginPacer(reactor, settings.loginConcurrency, settings.loginRate)
 
     def __call__(self, jid: JID, password: str) -> IXMPPSession:
         domain = jid.host
@@ -609,7 +763,8 @@ class SessionFactory:
             self._options[domain] = clientTLSOptions(domain, self.trustRoot)
         endpoint = self._endpointFor(jid) if self._endpointFor is not None else None
         return XMPPSession(self.reactor, jid, password, self.settings,
-                           tlsOptions=self._options[domain], endpoint=endpoint)  # fmt: skip
+                           tlsOptions=self._options[domain], endpoint=endpoint,
+                           pacer=self.pacer)  # fmt: skip
 
 
 __all__ = [
@@ -617,6 +772,7 @@ __all__ = [
     "IXMPPReport",
     "IXMPPSession",
     "KeepAlive",
+    "LoginPacer",
     "NotConnected",
     "NullReport",
     "SRVEndpoint",

@@ -32,8 +32,10 @@ class UpdatePasswordTests(SynchronousTestCase):
         session.updatePassword(PASSWORD)
         self.assertEqual(len(endpoint.connections), 2)
         self.assertEqual(session.state, "authenticating")
-        # The failed attempt's retry is gone.
-        self.assertEqual(self.clock.getDelayedCalls(), [])
+        # The failed attempt's retry is gone; only the new attempt's login
+        # timeout is pending.
+        self.assertEqual([c.func.__name__ for c in self.clock.getDelayedCalls()],
+                         ["_loginTimedOut"])
         protocol, transport = endpoint.connections[1]
         again = Server(protocol, transport)
         again.authenticate()

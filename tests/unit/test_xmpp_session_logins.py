@@ -1,0 +1,270 @@
+"""
+Tests for the login queue of L{sipxmpp.xmpp.session}: L{LoginPacer}
+(first come first served, a bound in flight, a rate), the timeout from
+leaving the queue to logged in, and XEP-0352 C{inactive} after login.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.interfaces import IProtocol, IProtocolFactory, IStreamClientEndpoint
+from twisted.internet.task import Clock
+from twisted.logger import ILogObserver, formatEvent, globalLogPublisher
+from twisted.trial.unittest import SynchronousTestCase
+from twisted.words.protocols.jabber.jid import JID
+from zope.interface import implementer
+
+# Not imported by name: trial would run the module's tests here again.
+import tests.unit.test_xmpp_session as base
+from sipxmpp.xmpp.session import LoginPacer, SessionSettings, XMPPSession
+from tests.unit.test_xmpp_session import HEADER, PASSWORD, FakeEndpoint, Server
+
+SETTINGS = SessionSettings(requireTLS=False, loginTimeout=30.0)
+
+
+class LoginPacerTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.served: list[int] = []
+        self.releases: dict[int, Callable[[], None]] = {}
+
+    def ask(self, pacer: LoginPacer, who: int) -> Deferred[Callable[[], None]]:
+        def granted(release: Callable[[], None]) -> Callable[[], None]:
+            self.served.append(who)
+            self.releases[who] = release
+            return release
+
+        return pacer.acquire().addCallback(granted)
+
+    def test_firstComeFirstServed(self) -> None:
+        """
+        At most C{concurrency} logins are in flight; a freed place goes to
+        the login that waited longest.
+        """
+        pacer = LoginPacer(self.clock, 2, 0)
+        for who in range(5):
+            self.ask(pacer, who)
+        self.assertEqual((self.served, pacer.inFlight, pacer.waiting), ([0, 1], 2, 3))
+        self.releases[1]()
+        self.assertEqual(self.served, [0, 1, 2])
+        self.releases[0]()
+        self.releases[2]()
+        self.assertEqual(self.served, [0, 1, 2, 3, 4])
+        self.assertEqual(pacer.waiting, 0)
+
+    def test_releaseTwice(self) -> None:
+        """
+        Releasing a place twice frees it once.
+        """
+        pacer = LoginPacer(self.clock, 1, 0)
+        for who in range(3):
+            self.ask(pacer, who)
+        self.releases[0]()
+        self.releases[0]()
+        self.assertEqual((self.served, pacer.inFlight), ([0, 1], 1))
+
+    def test_rate(self) -> None:
+        """
+        Logins start at most C{rate} per second, in order, even with free
+        places.
+        """
+        pacer = LoginPacer(self.clock, 10, 2.0)
+        for who in range(4):
+            self.ask(pacer, who)
+        self.assertEqual(self.served, [0])
+        self.clock.advance(0.5)
+        self.assertEqual(self.served, [0, 1])
+        self.clock.advance(0.4)
+        self.assertEqual(self.served, [0, 1])
+        self.clock.advance(0.1)
+        self.assertEqual(self.served, [0, 1, 2])
+        self.clock.advance(0.5)
+        self.assertEqual(self.served, [0, 1, 2, 3])
+        self.clock.advance(10)
+        # After a quiet spell the next login starts at once, not in a burst
+        # of the credit saved meanwhile.
+        self.ask(pacer, 4)
+        self.ask(pacer, 5)
+        self.assertEqual(self.served, [0, 1, 2, 3, 4])
+
+    def test_cancelWhileWaiting(self) -> None:
+        """
+        A cancelled wait leaves the queue; the next one gets the place.
+        """
+        pacer = LoginPacer(self.clock, 1, 0)
+        self.ask(pacer, 0)
+        waiting = self.ask(pacer, 1)
+        self.ask(pacer, 2)
+        waiting.cancel()
+        self.failureResultOf(waiting, CancelledError)
+        self.releases[0]()
+        self.assertEqual(self.served, [0, 2])
+
+    def test_badConcurrency(self) -> None:
+        self.assertRaises(ValueError, LoginPacer, self.clock, 0, 10)
+
+
+@implementer(IStreamClientEndpoint)
+class StalledEndpoint:
+    """
+    A TCP connect that never completes (a full accept queue).
+    """
+
+    def __init__(self) -> None:
+        self.attempts: list[Deferred[IProtocol]] = []
+        self.cancelled = 0
+
+    def connect(self, factory: IProtocolFactory) -> Deferred[IProtocol]:
+        def cancel(d: Deferred[IProtocol]) -> None:
+            self.cancelled += 1
+
+        d: Deferred[IProtocol] = Deferred(cancel)
+        self.attempts.append(d)
+        return d
+
+
+class SessionQueueTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.helper = base.SessionTests("test_login")
+        self.clock = self.helper.clock = Clock()
+        self.helper.events = []
+        self.pacer = LoginPacer(self.clock, 1, 0)
+
+    def session(self, endpoint: Any, user: str = "alice",
+                settings: SessionSettings = SETTINGS) -> XMPPSession:  # fmt: skip
+        return XMPPSession(self.clock, JID(f"{user}@example.test"), PASSWORD, settings,
+                           tlsOptions=object(),  # type: ignore[arg-type]
+                           endpoint=endpoint, jitter=lambda: 0.5, pacer=self.pacer)  # fmt: skip
+
+    def login(self, endpoint: FakeEndpoint, index: int = -1) -> Server:
+        protocol, transport = endpoint.connections[index]
+        server = Server(protocol, transport)
+        server.authenticate()
+        server.bind()
+        return server
+
+    def test_queuedUntilLoggedIn(self) -> None:
+        """
+        With one place, the second session connects only once the first
+        is logged in.
+        """
+        first, second = FakeEndpoint(), FakeEndpoint()
+        self.session(first, "alice").start()
+        bob = self.session(second, "bob")
+        bob.start()
+        self.assertEqual((len(first.connections), len(second.connections)), (1, 0))
+        self.assertEqual(bob.state, "connecting")
+        self.login(first)
+        self.assertEqual(len(second.connections), 1)
+
+    def test_failedLoginFreesThePlace(self) -> None:
+        first, second = FakeEndpoint(), FakeEndpoint()
+        self.session(first, "alice").start()
+        self.session(second, "bob").start()
+        protocol, transport = first.connections[0]
+        Server(protocol, transport).lose()
+        self.assertEqual(len(second.connections), 1)
+
+    def test_stalledConnectDropped(self) -> None:
+        """
+        A TCP connect still pending after C{loginTimeout} is cancelled, the
+        place freed, a warning logged, and the login retried with backoff.
+        """
+        events: list[dict[str, Any]] = []
+        observer: ILogObserver = events.append  # type: ignore[assignment]
+        globalLogPublisher.addObserver(observer)
+        self.addCleanup(globalLogPublisher.removeObserver, observer)
+        stalled, other = StalledEndpoint(), FakeEndpoint()
+        alice = self.session(stalled, "alice")
+        alice.start()
+        self.session(other, "bob").start()
+        self.clock.advance(29.9)
+        self.assertEqual((stalled.cancelled, len(other.connections)), (0, 0))
+        self.clock.advance(0.1)
+        self.assertEqual((stalled.cancelled, len(other.connections)), (1, 1))
+        self.assertIn("not done after 30.0 s",
+                      "\n".join(formatEvent(e) for e in events))  # fmt: skip
+        # bob holds the place; alice retries after her backoff and waits.
+        self.clock.advance(1.0)
+        self.assertEqual(len(stalled.attempts), 1)
+        self.login(other)
+        self.assertEqual(len(stalled.attempts), 2)
+
+    def test_stalledLoginDropped(self) -> None:
+        """
+        A server that accepted the connection but never finishes the login
+        has the connection aborted after C{loginTimeout}.
+        """
+        endpoint = FakeEndpoint()
+        session = self.session(endpoint)
+        session.start()
+        protocol, transport = endpoint.connections[0]
+        Server(protocol, transport).say(HEADER)
+        self.assertEqual(session.state, "authenticating")
+        self.clock.advance(30)
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(self.pacer.inFlight, 0)
+
+    def test_noTimeoutOnceLoggedIn(self) -> None:
+        endpoint = FakeEndpoint()
+        session = self.session(endpoint)
+        session.start()
+        server = self.login(endpoint)
+        self.clock.advance(45)
+        self.assertFalse(server.transport.disconnecting)
+        self.assertEqual(session.state, "connected")
+
+    def test_stopWhileQueued(self) -> None:
+        """
+        A session stopped while it waits leaves the queue.
+        """
+        first, second, third = FakeEndpoint(), FakeEndpoint(), FakeEndpoint()
+        self.session(first, "alice").start()
+        bob = self.session(second, "bob")
+        bob.start()
+        self.session(third, "carol").start()
+        self.successResultOf(bob.stop())
+        self.login(first)
+        self.assertEqual((len(second.connections), len(third.connections)), (0, 1))
+
+
+CSI_BIND = (
+    "<stream:features><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/>"
+    "<csi xmlns='urn:xmpp:csi:0'/></stream:features>"
+)
+
+
+class ClientStateTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.helper = base.SessionTests("test_login")
+        self.helper.clock = Clock()
+        self.helper.events = []
+
+    def sentAfterLogin(self, settings: SessionSettings, offered: bool) -> str:
+        session, endpoint = self.helper.session(settings=settings)
+        session.start()
+        [(protocol, transport)] = endpoint.connections
+        server = Server(protocol, transport)
+        if offered:
+            self.patch(base, "BIND", CSI_BIND)
+        server.authenticate()
+        server.bind()
+        self.assertEqual(session.state, "connected")
+        return server.heard()
+
+    def test_inactiveWhenOffered(self) -> None:
+        sent = self.sentAfterLogin(SessionSettings(requireTLS=False, clientStateInactive=True),
+                                   offered=True)  # fmt: skip
+        self.assertIn("<inactive xmlns='urn:xmpp:csi:0'/>", sent)
+
+    def test_notWhenNotOffered(self) -> None:
+        sent = self.sentAfterLogin(SessionSettings(requireTLS=False, clientStateInactive=True),
+                                   offered=False)  # fmt: skip
+        self.assertNotIn("csi", sent)
+
+    def test_notByDefault(self) -> None:
+        sent = self.sentAfterLogin(SessionSettings(requireTLS=False), offered=True)
+        self.assertNotIn("csi", sent)

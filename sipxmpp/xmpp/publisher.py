@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from twisted.application import service
@@ -731,15 +731,12 @@ class Publisher(service.Service):
     def updateSettings(self, settings: PublisherSettings) -> None:
         """
         Use reloaded C{settings} (texts, mode, timeouts) from the next
-        presence change on; C{priority} and C{publishActivity} need a
-        restart.
+        presence change on; C{priority}, C{publishActivity} and
+        C{gatewayResource} need a restart.
         """
-        settings = PublisherSettings(
-            mode=settings.mode, priority=self.settings.priority,
-            statusText=settings.statusText, ringingText=settings.ringingText,
-            holdText=settings.holdText, publishActivity=self.settings.publishActivity,
-            logoutGrace=settings.logoutGrace, commandTimeout=settings.commandTimeout,
-        )
+        settings = replace(settings, priority=self.settings.priority,
+                           publishActivity=self.settings.publishActivity,
+                           gatewayResource=self.settings.gatewayResource)  # fmt: skip
         self.settings = settings
         for aor, user in self.users.items():
             user.useAccount(user.account, settings)

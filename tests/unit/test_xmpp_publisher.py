@@ -1096,12 +1096,14 @@ class AccountChangeTests(PublisherTestsMixin, SynchronousTestCase):
     def test_updateSettings(self) -> None:
         """
         Reloaded texts and mode apply to the next presence change; the
-        priority keeps its running value.
+        priority and the gateways' resource keep their running values.
         """
         session = self.login()
         self.publisher.updateSettings(PublisherSettings(
-            mode="resource", statusText="Am Telefon", priority=-5, commandTimeout=3))
+            mode="resource", statusText="Am Telefon", priority=-5, commandTimeout=3,
+            gatewayResource="other"))
         self.assertEqual(self.publisher.settings.priority, -1)
+        self.assertEqual(self.publisher.settings.gatewayResource, "sipxmpp")
         self.assertEqual(self.publisher.users[AOR].remote.timeout, 3)
         self.change(S.ON_THE_PHONE)
         [busy] = session.presences()

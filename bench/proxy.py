@@ -5,11 +5,14 @@ Run from the repository root::
 
     .venv/bin/python bench/proxy.py [--steps 50,100,...] [--seconds S]
                                     [--bindings N] [--dialogs M] [--profile]
+                                    [--workers auto|N]
 
 Everything runs on 127.0.0.1. One Kamailio (etc/kamailio.cfg: stateful
 C{t_relay}, 2 worker processes per socket) is the registrar; one gateway
 (the whole pipeline: transactions, proxy, observer, telephony state, with
-the production log level C{info}) sits in front of it. One sipp UAS
+the production log level C{info}, with C{[sip] workers} as C{--workers}
+says: by default C{auto}, one SIP worker process per core) sits in front
+of it. One sipp UAS
 (C{uas.xml}: 180, 200 with SDP, ACK, BYE) is registered twice from the
 same port: as C{callee-gw} through the gateway and as C{callee-k} directly
 at Kamailio. The same sipp UAC (INVITE, ACK, BYE over UDP, no hold) then
@@ -41,9 +44,10 @@ failing step is run once more after a pause (the machine may be shared;
 both runs are printed), and the ramp of a system stops when the retry
 fails too. Its figure is the highest passing rate.
 
-During each step the user and system CPU of the gateway, of Kamailio's
-whole process tree and of sipp (UAS and the step's UAC) are read from
-/proc; at the highest rate every ramp passed, each one's CPU per call is
+During each step the user and system CPU of the gateway (its whole
+process tree: the main process and its SIP workers, each also on its
+own), of Kamailio's whole process tree and of sipp (UAS and the step's
+UAC) are read from /proc; at the highest rate every ramp passed, each one's CPU per call is
 printed, and Kamailio's over the gateway's for one hop: the throughput
 ratio on equal cores, were CPU the only limit (Kamailio's two workers use
 both cores, the gateway one). From the same figures, what a ratio of 0.5
@@ -111,13 +115,18 @@ from sipxmpp.store.addresses import aorOfURI
 from sipxmpp.telephony.state import TelephonyStateMachine
 from sipxmpp.testing.gateway import GatewayServer
 from sipxmpp.testing.kamailio import KamailioServer
-from sipxmpp.testing.ports import LOOPBACK, freeSIPPort
+from sipxmpp.testing.ports import LOOPBACK, freeSIPPort, freeSIPPortRange
 from sipxmpp.testing.sipp import SippProcess, SippRunner
 
 DOMAIN = "example.test"
 FAILURE_LIMIT = 0.001  # < 0.1 % failed calls
 KEPT_UP = 0.9  # and at least 90 % of the offered rate achieved
 MIN_CALLS = 200
+# How the UAC sends: one socket for all calls ("u1"), or with several SIP
+# workers one per call ("un", set in main): the kernel hashes each source
+# to one worker, and a single socket would give every call to one. All
+# three ramps use the same, so Kamailio's figure is measured alike.
+CALLER_TRANSPORT = "u1"
 
 
 class ProfiledGateway(GatewayServer):
@@ -286,7 +295,10 @@ def runStep(sipp: SippRunner, target: str, callee: str, rate: int, seconds: floa
     result = sipp.run(
         "uac", target, service=callee, keys={"domain": DOMAIN, "caller": "bench-caller"},
         calls=calls, timeout=calls / rate + 10,
-        extraArgs=["-r", str(rate), "-l", str(calls), "-d", "0"],
+        extraArgs=["-r", str(rate), "-l", str(calls), "-d", "0",
+                   # Below the open-file limit, which sipp otherwise refuses.
+                   *(["-max_socket", "10000"] if CALLER_TRANSPORT == "un" else [])],
+        transport=CALLER_TRANSPORT,
     )
     elapsed = time.monotonic() - started
     cpu = {}
@@ -419,6 +431,26 @@ def sippCPU(uas: SippProcess) -> Callable[[], tuple[float, float]]:
         times = os.times()
         return user + times.children_user, system + times.children_system
     return probe
+
+
+def gatewayWorkers(gateway: GatewayServer, count: int) -> list[int]:
+    """
+    The pids of the gateway's SIP workers, once all are connected; none
+    with SIP in the main process.
+    """
+    if count == 1:
+        return []
+
+    def connected() -> list[int] | None:
+        workers = gateway.status()["sip"]["workers"]  # type: ignore[index]
+        return [w["pid"] for w in workers] if all(w["connected"] for w in workers) else None
+
+    deadline = time.monotonic() + 30
+    while (pids := connected()) is None:
+        if time.monotonic() > deadline:
+            raise RuntimeError("the gateway's SIP workers did not all connect")
+        time.sleep(0.2)
+    return pids
 
 
 def cpuPerCall(ramps: dict[str, list[Step]]) -> None:
@@ -769,6 +801,8 @@ def main() -> None:
                         help="also measure the pipeline in-process (CPU per call, heap)")
     parser.add_argument("--profile", action="store_true",
                         help="also run one step under cProfile and print the hot spots")
+    parser.add_argument("--workers", default="auto",
+                        help="the gateway's [sip] workers (default %(default)s)")
     options = parser.parse_args()
     rates = [int(r) for r in options.steps.split(",")]
 
@@ -777,7 +811,13 @@ def main() -> None:
     workDir = tempfile.mkdtemp(prefix="sipxmpp-bench-proxy-")
     sipp = SippRunner(os.path.join(workDir, "sipp"), timeout=60)
     kamailio = KamailioServer(children=2, shmMB=512, maxBuffer=8 * 2**20)
-    gateway = GatewayServer(upstreamPort=kamailio.port, settings={("log", "level"): "info"})
+    workers = (os.cpu_count() or 1) if options.workers == "auto" else int(options.workers)
+    settings = {("log", "level"): "info", ("sip", "workers"): str(workers)}
+    if workers > 1:
+        settings["sip", "worker_ports"] = str(freeSIPPortRange(workers))
+        global CALLER_TRANSPORT
+        CALLER_TRANSPORT = "un"
+    gateway = GatewayServer(upstreamPort=kamailio.port, settings=settings)
     began = time.monotonic()
     with ExitStack() as stack:
         stack.callback(sipp.stopAll)
@@ -795,6 +835,11 @@ def main() -> None:
 
         gatewayPid = gateway.pid
         assert gatewayPid is not None
+        workerPids = gatewayWorkers(gateway, workers)
+        print(f"gateway workers: {workers} "
+              + (f"(--workers {options.workers}; pids {' '.join(map(str, workerPids))}); "
+                 f"the UAC sends with sipp -t {CALLER_TRANSPORT}"
+                 if workerPids else "(SIP in the main process)"))
 
         def settle() -> None:
             # Let the gateway's backlog drain before the next step.
@@ -803,9 +848,11 @@ def main() -> None:
         perCall: dict[str, float] = {}
         kamailioPid = kamailio.pid
         assert kamailioPid is not None
-        watch: Watch = {"gateway": lambda: cpuTimes(gatewayPid),
+        watch: Watch = {"gateway": lambda: treeCPU(gatewayPid),
                         "kamailio": lambda: treeCPU(kamailioPid),
                         "sipp": sippCPU(uas)}
+        for index, pid in enumerate(workerPids):
+            watch[f"worker{index}"] = lambda pid=pid: cpuTimes(pid)  # type: ignore[misc]
         ramps: dict[str, list[Step]] = {}
 
         def throughGateway(name: str, callee: str, kind: str) -> int:
@@ -821,6 +868,11 @@ def main() -> None:
                   f"({1000 * cpu / max(calls, 1):.2f} ms per call, "
                   f"{perCall[name]:.1f} messages received per call); "
                   f"{collectorSummary(metrics)} (since start)")
+            if workerPids:
+                print("  CPU per call per worker: " + ", ".join(
+                    f"worker {i} {1000 * sum(sum(s.cpu[f'worker{i}']) for s in steps) / max(calls, 1):.2f} ms"
+                    for i in range(len(workerPids)))
+                    + f" (main process and workers together {1000 * cpu / max(calls, 1):.2f} ms)")
             return figure
 
         sipxmpp = throughGateway("sipxmpp", "callee-gw", "spiralled (both legs)")

@@ -74,6 +74,21 @@ def freeSIPPort(host: str = LOOPBACK, attempts: int = 50) -> int:
     raise OSError(f"no port free for both UDP and TCP on {host}")
 
 
+def freeSIPPortRange(count: int, host: str = LOOPBACK, attempts: int = 50) -> int:
+    """
+    Return the first of C{count} consecutive ports free for both UDP and
+    TCP on C{host} (a gateway's SIP workers, C{[sip] worker_ports}).
+
+    @raise OSError: when no such range was found in C{attempts} tries.
+    """
+    for _ in range(attempts):
+        base = freeSIPPort(host)
+        if all(isUDPPortFree(p, host) and isTCPPortFree(p, host)
+               for p in range(base + 1, base + count)):
+            return base
+    raise OSError(f"no {count} consecutive ports free for UDP and TCP on {host}")
+
+
 def freePorts(count: int, host: str = LOOPBACK) -> list[int]:
     """
     Return C{count} distinct TCP ports on C{host}, free right now.

@@ -18,7 +18,7 @@ import urllib.request
 from typing import Any
 
 from sipxmpp.testing.gateway import GatewayServer, waitFor
-from sipxmpp.testing.ports import LOOPBACK, freeSIPPort, isTCPPortFree, isUDPPortFree
+from sipxmpp.testing.ports import LOOPBACK, freeSIPPortRange
 from sipxmpp.testing.process import SharedServer
 from tests.integration import test_e2e as e2e
 from tests.integration.test_proxy import (
@@ -32,17 +32,6 @@ from tests.integration.test_proxy import (
 )
 
 WORKERS = 2
-
-
-def freeWorkerPorts(count: int) -> int:
-    """
-    The first of C{count} consecutive ports free for UDP and TCP.
-    """
-    for _ in range(50):
-        base = freeSIPPort()
-        if all(isUDPPortFree(p) and isTCPPortFree(p) for p in range(base, base + count)):
-            return base
-    raise OSError("no consecutive free ports for the workers")
 
 
 class WorkersStack:
@@ -61,7 +50,7 @@ class WorkersStack:
 
     def start(self) -> None:
         self.registrar.start()
-        self.workerPorts = freeWorkerPorts(WORKERS)
+        self.workerPorts = freeSIPPortRange(WORKERS)
         self.gateway = GatewayServer(upstreamPort=self.registrar.port, settings={
             ("sip", "workers"): str(WORKERS),
             ("sip", "worker_ports"): str(self.workerPorts),
@@ -297,7 +286,7 @@ class WorkersEndToEndTests(e2e.E2ETestCase):
 
     shared = SharedServer(lambda: e2e.Stack(provision=["alice", "bob"], gatewaySettings={
         ("sip", "workers"): str(WORKERS),
-        ("sip", "worker_ports"): str(freeWorkerPorts(WORKERS)),
+        ("sip", "worker_ports"): str(freeSIPPortRange(WORKERS)),
     }))
 
     test_outboundCall = e2e.EndToEndTests.test_outboundCall

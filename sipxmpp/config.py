@@ -28,6 +28,7 @@ from sipxmpp.sip.shell.service import (
 )
 from sipxmpp.sip.wire.errors import SIPParseError
 from sipxmpp.sip.wire.uri import SIPURI, parseURI
+from sipxmpp.store.addresses import InvalidAddress, normaliseAoR
 from sipxmpp.store.opening import StoreSettings
 from sipxmpp.xmpp.publisher import PublisherSettings
 from sipxmpp.xmpp.resources import gatewayResource
@@ -225,6 +226,24 @@ def _domain(text: str) -> str:
     return text.lower()
 
 
+def _watchers(text: str) -> tuple[str, ...]:
+    # SIP watcher AoRs (normal form, as the presence agent compares them)
+    # or domains (every AoR of that host).
+    allowed = []
+    for word in text.split():
+        if ":" in word or "@" in word:
+            try:
+                allowed.append(normaliseAoR(word))
+            except InvalidAddress as e:
+                raise ValueError(str(e)) from None
+        elif _DOMAIN.match(word):
+            allowed.append(word.lower())
+        else:
+            raise ValueError(f"{word!r} is neither a SIP AoR like sip:bob@example.test "
+                             "nor a domain like example.test")  # fmt: skip
+    return tuple(allowed)
+
+
 def _networks(text: str) -> tuple[Network, ...]:
     nets = []
     for word in text.split():
@@ -419,6 +438,7 @@ SCHEMA: Mapping[str, Mapping[str, Key]] = {
     "backpublish": {
         "mode": Key("off", _choice("off", "serve", "publish")),
         "presence_server": Key("", _sipURI),
+        "allowed_watchers": Key("", _watchers),
         "min_expires": Key("60", _integer(1, 3600)),
         "max_expires": Key("3600", _integer(60, 7 * 86400)),
     },

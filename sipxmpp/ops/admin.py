@@ -184,6 +184,29 @@ class SetPasswordOptions(_PasswordOptions):
         self["aor"] = aor
 
 
+def _onOff(value: str) -> bool:
+    word = value.strip().lower()
+    if word in ("on", "yes", "true"):
+        return True
+    if word in ("off", "no", "false"):
+        return False
+    raise usage.UsageError(f"expected on or off, not {value!r}")
+
+
+class SetBackpublishOptions(_Interspersed):
+    synopsis = "SIP_AOR on|off"
+    longdesc = (
+        "Let the user's XMPP presence go back to SIP ([backpublish]), or opt the user out: "
+        "SIP watchers are refused (403; live subscriptions end with reason=rejected) and "
+        "in publish mode the user's publication is removed. A running gateway follows "
+        "within seconds."
+    )
+
+    def parseArgs(self, aor: str, state: str) -> None:  # type: ignore[override]
+        self["aor"] = aor
+        self["backpublish"] = _onOff(state)
+
+
 class CheckOptions(_AoROnly):
     synopsis = "SIP_AOR [--timeout SECONDS] [--wait SECONDS]"
     longdesc = (
@@ -200,11 +223,12 @@ class CheckOptions(_AoROnly):
 #: The fields of an import file; C{aor}, C{jid} and C{password} are required.
 IMPORT_FIELDS = (
     "aor", "jid", "password", "mode", "status_text", "ringing_text", "hold_text", "enabled",
+    "backpublish",
 )
 #: The fields of an export (no secret).
 EXPORT_FIELDS = (
     "aor", "jid", "mode", "status_text", "ringing_text", "hold_text", "enabled",
-    "created_at", "updated_at",
+    "backpublish", "created_at", "updated_at",
 )
 FORMATS = ("csv", "jsonl")
 
@@ -221,8 +245,8 @@ class ImportOptions(_Interspersed):
         "Provision many accounts at once from FILE ('-' for standard input): CSV with a "
         "header row, or JSON lines (one object per line), told apart by the extension "
         "(.csv, .jsonl, .ndjson, .json) or else by the content. Fields: aor, jid, password "
-        "(required), mode, status_text, ringing_text, hold_text, enabled (true/false; "
-        "default true); an empty or missing field takes the default. All or nothing: "
+        "(required), mode, status_text, ringing_text, hold_text, enabled and backpublish "
+        "(true/false; default true); an empty or missing field takes the default. All or nothing: "
         "every bad line is reported as FILE:LINE: reason on standard error and nothing "
         "is stored (exit status 2). The file holds passwords: a warning is printed when "
         "other users can read it."
@@ -257,6 +281,8 @@ class AccountOptions(usage.Options):
         ["enable", None, EnableOptions, "Enable an account."],
         ["disable", None, DisableOptions, "Disable an account."],
         ["set-password", None, SetPasswordOptions, "Replace an account's password."],
+        ["set-backpublish", None, SetBackpublishOptions,
+         "Let the user's presence go back to SIP (on) or not (off)."],
         ["check", None, CheckOptions, "Log in to XMPP as the account and report."],
         ["import", None, ImportOptions, "Provision accounts from a CSV or JSON lines file."],
         ["export", None, ExportOptions, "Write every account (no secrets) as CSV or JSON."],
@@ -266,7 +292,7 @@ class AccountOptions(usage.Options):
         if self.subCommand is None:
             raise usage.UsageError(
                 "expected an account command: add, list, show, remove, enable, disable, "
-                "set-password, check, import or export"
+                "set-password, set-backpublish, check, import or export"
             )
 
 
@@ -363,6 +389,7 @@ def _recordDict(record: AccountRecord) -> dict[str, Any]:
         "ringing_text": record.ringingText,
         "hold_text": record.holdText,
         "enabled": record.enabled,
+        "backpublish": record.backpublish,
         "created_at": record.createdAt,
         "updated_at": record.updatedAt,
     }
@@ -399,7 +426,7 @@ def _text(value: object, name: str) -> str | None:
     return value
 
 
-def _enabled(value: object) -> bool:
+def _enabled(value: object, name: str = "enabled") -> bool:
     if value is None or value == "" or value is True:
         return True
     if value is False:
@@ -410,7 +437,7 @@ def _enabled(value: object) -> bool:
             return True
         if word in ("false", "no", "0", "off", "disabled"):
             return False
-    raise _BadLine(f"enabled must be true or false, not {value!r}")
+    raise _BadLine(f"{name} must be true or false, not {value!r}")
 
 
 def _entry(fields: dict[str, Any]) -> tuple[AccountRecord, str]:
@@ -432,6 +459,7 @@ def _entry(fields: dict[str, Any]) -> tuple[AccountRecord, str]:
         ringingText=_text(fields.get("ringing_text"), "ringing_text"),
         holdText=_text(fields.get("hold_text"), "hold_text"),
         enabled=_enabled(fields.get("enabled")),
+        backpublish=_enabled(fields.get("backpublish"), "backpublish"),
     )
     return record, required["password"]
 
@@ -587,6 +615,7 @@ class Admin:
             ("ringing-text", r.ringingText or "default"),
             ("hold-text", r.holdText or "default"),
             ("enabled", "yes" if r.enabled else "no"),
+            ("backpublish", "yes" if r.backpublish else "no (opted out)"),
             ("password", "set (encrypted at rest)"),
             ("created", _iso(r.createdAt)),
             ("updated", _iso(r.updatedAt)),
@@ -631,6 +660,17 @@ class Admin:
         finally:
             store.close()
         self.write(f"password of {record.aor} replaced")
+        return OK
+
+    def account_set_backpublish(self, o: usage.Options) -> int:
+        store = self.open()
+        try:
+            record = _now(store.accounts.setBackpublish(o["aor"], o["backpublish"]))
+            _notifyGateways(store)
+        finally:
+            store.close()
+        state = "on" if record.backpublish else "off (opted out)"
+        self.write(f"back-publishing of {record.aor}: {state}")
         return OK
 
     def account_check(self, o: usage.Options) -> int:
@@ -719,7 +759,7 @@ class Admin:
         writer.writerow(EXPORT_FIELDS)
         for row in rows:
             writer.writerow([
-                ("true" if row[f] else "false") if f == "enabled"
+                ("true" if row[f] else "false") if f in ("enabled", "backpublish")
                 else "" if row[f] is None else row[f]
                 for f in EXPORT_FIELDS
             ])

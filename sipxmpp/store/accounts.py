@@ -26,8 +26,11 @@ from sipxmpp.xmpp.accounts import MODES, Account, IAccountDirectory
 T = TypeVar("T")
 
 _COLUMNS = (
-    "aor, jid, mode, status_text, ringing_text, hold_text, enabled, created_at, updated_at"
+    "aor, jid, mode, status_text, ringing_text, hold_text, enabled, created_at, updated_at, "
+    "backpublish"
 )
+# Where the secret is in a row of _COLUMNS and the secret.
+_SECRET = 10
 # Longest status text accepted (XMPP servers cap stanzas; this is generous).
 MAX_TEXT = 1024
 
@@ -43,6 +46,7 @@ def _record(row: Row) -> AccountRecord:
         enabled=bool(row[6]),
         createdAt=float(row[7]),
         updatedAt=float(row[8]),
+        backpublish=bool(row[9]),
     )
 
 
@@ -135,12 +139,13 @@ class SQLAccountStore:
                         )
                 tx.execute(
                     f"INSERT INTO accounts ({_COLUMNS}, secret) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (aor, jid, record.mode, *texts, record.enabled, now, now, sealed),
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (aor, jid, record.mode, *texts, record.enabled, now, now,
+                     record.backpublish, sealed),
                 )
                 return AccountRecord(
                     aor, jid, record.mode, *texts, enabled=record.enabled,
-                    createdAt=now, updatedAt=now,
+                    createdAt=now, updatedAt=now, backpublish=record.backpublish,
                 )
 
             return self._db.interact(insert)
@@ -193,10 +198,11 @@ class SQLAccountStore:
                 if not (problems or dryRun):
                     # All or nothing: nothing more is encrypted after a problem.
                     rows.append((aor, jid, record.mode, *texts, record.enabled, now, now,
-                                 encrypt(aor, password)))
+                                 record.backpublish, encrypt(aor, password)))
                 records.append(AccountRecord(aor, jid, record.mode, *texts,
                                              enabled=record.enabled,
-                                             createdAt=now, updatedAt=now))
+                                             createdAt=now, updatedAt=now,
+                                             backpublish=record.backpublish))
 
             def insert(tx: Transaction) -> list[AccountRecord]:
                 taken = tx.execute("SELECT aor, jid FROM accounts")
@@ -217,7 +223,7 @@ class SQLAccountStore:
                     return records
                 tx.executeMany(
                     f"INSERT INTO accounts ({_COLUMNS}, secret) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     rows,
                 )
                 return records
@@ -305,6 +311,29 @@ class SQLAccountStore:
 
         return _guard(prepare)
 
+    def setBackpublish(self, aor: str, backpublish: bool) -> Deferred[AccountRecord]:
+        """
+        Let the user's XMPP presence go back to SIP, or opt the user out
+        (C{[backpublish]}); a running gateway follows within seconds (the
+        change sets C{updated_at}, which
+        L{sipxmpp.store.accountwatch.AccountWatcher} notices).
+        """
+
+        def prepare() -> Deferred[AccountRecord]:
+            key = normaliseAoR(aor)
+            now = self._now()
+
+            def update(tx: Transaction) -> AccountRecord:
+                tx.execute(
+                    "UPDATE accounts SET backpublish = ?, updated_at = ? WHERE aor = ?",
+                    (backpublish, now, key),
+                )
+                return _record(self._row(tx, key))
+
+            return self._db.interact(update)
+
+        return _guard(prepare)
+
     def setPassword(self, aor: str, password: str) -> Deferred[None]:
         def prepare() -> Deferred[None]:
             key = normaliseAoR(aor)
@@ -363,7 +392,7 @@ class SQLAccountStore:
 
     def _account(self, row: Row) -> Account:
         record = _record(row)
-        password = self._box.decrypt(record.aor, row[9])
+        password = self._box.decrypt(record.aor, row[_SECRET])
         return Account(
             aor=record.aor,
             jid=parseBareJID(record.jid),
@@ -372,6 +401,7 @@ class SQLAccountStore:
             statusText=record.statusText,
             ringingText=record.ringingText,
             holdText=record.holdText,
+            backpublish=record.backpublish,
         )
 
 

@@ -85,6 +85,12 @@ class IAccountStore(Interface):
         Enable or disable an account (a disabled one is not looked up).
         """
 
+    def setBackpublish(aor: str, backpublish: bool) -> Deferred[AccountRecord]:
+        """
+        Let the user's XMPP presence go back to SIP (C{[backpublish]}), or
+        opt the user out.
+        """
+
     def setPassword(aor: str, password: str) -> Deferred[None]:
         """
         Replace the secret of an account.

@@ -117,6 +117,12 @@ def _v3(real: str) -> tuple[str, ...]:
     )
 
 
+def _accountsBackpublish(boolean: str, true: str) -> tuple[str, ...]:
+    # A user may opt out of back-publishing (issue 18): SIP watchers are
+    # refused and the publication is removed. Everyone is in until then.
+    return (f"ALTER TABLE accounts ADD COLUMN backpublish {boolean} NOT NULL DEFAULT {true}",)
+
+
 MIGRATIONS: dict[str, tuple[Migration, ...]] = {
     "sqlite": (
         Migration(
@@ -126,6 +132,8 @@ MIGRATIONS: dict[str, tuple[Migration, ...]] = {
         ),
         Migration(2, "SIP routes back to the phones", _v2(real="REAL")),
         Migration(3, "user activities to retract", _v3(real="REAL")),
+        Migration(4, "per-account back-publishing opt-out",
+                  _accountsBackpublish(boolean="INTEGER", true="1")),
     ),
     "postgresql": (
         Migration(
@@ -135,6 +143,8 @@ MIGRATIONS: dict[str, tuple[Migration, ...]] = {
         ),
         Migration(2, "SIP routes back to the phones", _v2(real="DOUBLE PRECISION")),
         Migration(3, "user activities to retract", _v3(real="DOUBLE PRECISION")),
+        Migration(4, "per-account back-publishing opt-out",
+                  _accountsBackpublish(boolean="BOOLEAN", true="TRUE")),
     ),
 }
 

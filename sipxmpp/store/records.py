@@ -29,6 +29,8 @@ class AccountRecord:
     @ivar enabled: whether the gateway logs in for this user.
     @ivar createdAt: POSIX time of provisioning.
     @ivar updatedAt: POSIX time of the last change.
+    @ivar backpublish: whether the user's XMPP presence may go back to SIP
+        (C{[backpublish]}); L{False}: the user opted out.
     """
 
     aor: str
@@ -40,6 +42,7 @@ class AccountRecord:
     enabled: bool = True
     createdAt: float = 0.0
     updatedAt: float = 0.0
+    backpublish: bool = True
 
 
 @dataclass(frozen=True)

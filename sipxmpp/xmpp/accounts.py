@@ -34,6 +34,8 @@ class Account:
     @ivar statusText: the text during a call, or L{None} for the default.
     @ivar ringingText: the text while ringing, or L{None} for the default.
     @ivar holdText: the text while on hold, or L{None} for the default.
+    @ivar backpublish: whether the user's XMPP presence may go back to SIP
+        (C{[backpublish]}); L{False}: the user opted out.
     """
 
     aor: str
@@ -43,6 +45,7 @@ class Account:
     statusText: str | None = None
     ringingText: str | None = None
     holdText: str | None = None
+    backpublish: bool = True
 
     def __post_init__(self) -> None:
         if self.mode is not None and self.mode not in MODES:

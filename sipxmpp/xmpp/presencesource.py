@@ -13,17 +13,24 @@ changed it since).
 Watchers are authorised from the user's roster as the gateway's session
 sees it (L{RosterWatch}: one roster get per stream, then roster pushes): a
 watcher whose AoR is provisioned with a JID that has a subscription to the
-user's presence (C{both} or C{from}), or an AoR on the operator's
-allow-list, is C{active}; while the user's roster is not known (no session
-since the gateway started) it is C{pending}; otherwise C{rejected}. The
-last known roster is kept after the user's session ends. Authorisation is asked on the
-SIP path, so the watchers' JIDs are kept in memory (L{aorsChanged}, fed by
-the provisioned AoRs); whatever may change an answer is told to the
-authorisation listeners (the presence agent's C{reauthorise}).
+user's presence (C{both} or C{from}), or on the operator's allow-list (an
+AoR, or every AoR of a domain: C{[backpublish] allowed_watchers}), is
+C{active}; while the user's roster is not known (no session since the
+gateway started) it is C{pending}; otherwise C{rejected}. The last known
+roster is kept after the user's session ends. Authorisation is asked on
+the SIP path, so the watchers' JIDs are kept in memory (L{aorsChanged},
+fed by the provisioned AoRs); whatever may change an answer is told to
+the authorisation listeners (the presence agent's C{reauthorise}).
+
+A user may opt out (the account's C{backpublish}, set by the admin
+command; L{accountChanged} follows it live): every watcher is then
+C{rejected}, and the source knows no presence for the user, so the PUBLISH
+client removes the publication.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable
 
 from twisted.logger import Logger
@@ -76,6 +83,15 @@ def presenceOfUser(user: UserPublisher) -> UserPresence | None:
     # Last: among equal priorities the user's clients decide.
     resources.append(ResourcePresence(priority, mine))
     return combine(resources)
+
+
+def _domainOf(aor: str) -> str | None:
+    """
+    The host of a watcher's AoR (C{sip:bob@example.test}), if it has one.
+    """
+    _, at, hostport = aor.partition("@")
+    host = re.match(r"\[[^\]]*\]|[^:;?]*", hostport)
+    return host.group(0).lower() if at and host and host.group(0) else None
 
 
 class RosterWatch(subprotocols.XMPPHandler):  # type: ignore[misc]
@@ -172,10 +188,14 @@ class XMPPPresenceSource:
                  allow: Iterable[str] = ()) -> None:  # fmt: skip
         """
         @param accounts: where watchers' JIDs are looked up (L{aorsChanged}).
-        @param allow: watcher AoRs every user's presence is shown to.
+        @param allow: what every user's presence is shown to: watcher AoRs
+            in normal form (C{sip:bob@example.test}), or domains
+            (C{example.test}: every watcher AoR of that host).
         """
         self.accounts = accounts
         self.allow = frozenset(allow)
+        # Users who opted out of back-publishing.
+        self._optedOut: set[str] = set()
         self._users: dict[str, _User] = {}
         # Each user's roster as last known, also after the session ended.
         self._rosters: dict[str, RosterWatch] = {}
@@ -187,6 +207,8 @@ class XMPPPresenceSource:
     # -- IPresenceSource ---------------------------------------------------
 
     def presenceOf(self, aor: str) -> UserPresence | None:
+        if aor in self._optedOut:
+            return None
         watched = self._users.get(aor)
         return watched.last if watched is not None else None
 
@@ -206,7 +228,9 @@ class XMPPPresenceSource:
         """
         May C{watcher} (an AoR) see the presence of C{aor}?
         """
-        if watcher in self.allow:
+        if aor in self._optedOut:
+            return "rejected"
+        if watcher in self.allow or _domainOf(watcher) in self.allow:
             return "active"
         roster = self._rosters.get(aor)
         if roster is None:
@@ -225,6 +249,7 @@ class XMPPPresenceSource:
         removed = list(removed)
         for aor in removed:
             self._rosters.pop(aor, None)
+            self._optedOut.discard(aor)
         gone = [aor for aor in removed if self._jids.pop(aor, None) is not None]
         if self.accounts is not None:
             for aor in added:
@@ -240,10 +265,32 @@ class XMPPPresenceSource:
     def _learned(self, account: Account | None) -> None:
         if account is None:
             return
+        self._optOut(account)
         jid = account.jid.userhost()
         if self._jids.get(account.aor) != jid:
             self._jids[account.aor] = jid
             self._reauthorise(None)
+
+    def accountChanged(self, aor: str, account: Account | None) -> None:
+        """
+        An admin change (L{sipxmpp.store.accountwatch.AccountWatcher}):
+        follow the user's opt-out at once.
+        """
+        if account is not None:
+            self._optOut(account)
+
+    def _optOut(self, account: Account) -> None:
+        aor = account.aor
+        if account.backpublish == (aor not in self._optedOut):
+            return
+        if account.backpublish:
+            self._optedOut.discard(aor)
+        else:
+            self._optedOut.add(aor)
+        self.log.info("{aor}: back-publishing {state}", aor=aor,
+                      state="on" if account.backpublish else "off (opted out)")  # fmt: skip
+        self._reauthorise(aor)
+        self._tell(aor)
 
     def _reauthorise(self, aor: str | None) -> None:
         for listener in list(self._authorisationListeners):
@@ -260,6 +307,7 @@ class XMPPPresenceSource:
                 self._tell(aor)
             return
         self._jids[aor] = user.account.jid.userhost()
+        self._optOut(user.account)
         known = self._rosters.get(aor)
         roster = RosterWatch(user.session, lambda: self._reauthorise(aor),
                              known.items if known is not None else None)  # fmt: skip

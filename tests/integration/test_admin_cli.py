@@ -261,7 +261,7 @@ class AdminCLIMixin:
         self.assertEqual(code, 0)
         lines = out.splitlines()
         self.assertEqual(lines[0], "aor,jid,mode,status_text,ringing_text,hold_text,enabled,"
-                                   "created_at,updated_at")
+                                   "backpublish,created_at,updated_at")
         self.assertTrue(lines[1].startswith(
             'sip:alice@example.test,alice@example.test,resource,"On a call, busy",,,true,'))
         self.assertTrue(lines[2].startswith("sip:bob@example.test,bob@example.test,,,,,false,"))
@@ -276,6 +276,37 @@ class AdminCLIMixin:
         self.addCleanup(store.close)
         credentials = store.accounts.credentials("sip:bob@example.test")
         self.assertEqual(self.successResultOf(credentials).password, PASSWORD + "2")
+
+    def test_setBackpublish(self) -> None:
+        """
+        account set-backpublish opts a user out of back-publishing and in
+        again; show, list --json, export and import carry it; a bad value
+        is a usage error, an unknown AoR not found.
+        """
+        self.init()
+        self.admin("account", "add", ALICE, "alice@example.test", "--password-stdin",
+                   stdin=PASSWORD + "\n")
+        self.assertIn("backpublish: yes\n", self.admin("account", "show", ALICE)[1])
+        self.assertEqual(self.admin("account", "set-backpublish", ALICE, "off")[:2],
+                         (0, f"back-publishing of {ALICE}: off (opted out)\n"))
+        self.assertIn("backpublish: no (opted out)\n", self.admin("account", "show", ALICE)[1])
+        [listed] = json.loads(self.admin("account", "list", "--json")[1])
+        self.assertEqual(listed["backpublish"], False)
+        self.assertTrue(self.admin("account", "export")[1].splitlines()[1].startswith(
+            f"{ALICE},alice@example.test,,,,,true,false,"))
+        self.assertEqual(self.admin("account", "set-backpublish", ALICE, "ON")[:2],
+                         (0, f"back-publishing of {ALICE}: on\n"))
+        code, _, err = self.admin("account", "set-backpublish", ALICE, "maybe")
+        self.assertEqual(code, 2)
+        self.assertIn("expected on or off, not 'maybe'", err)
+        code, _, err = self.admin("account", "set-backpublish", "sip:nobody@example.test", "off")
+        self.assertEqual(code, 3, err)
+        path = self.writeFile("accounts.jsonl", json.dumps(
+            {"aor": "sip:bob@example.test", "jid": "bob@example.test", "password": PASSWORD,
+             "backpublish": "false"}) + "\n")
+        self.assertEqual(self.admin("account", "import", path)[0], 0)
+        code, out, _ = self.admin("account", "show", "sip:bob@example.test")
+        self.assertIn("backpublish: no (opted out)\n", out)
 
     def test_importJSONLines(self) -> None:
         """

@@ -10,8 +10,19 @@ subscription both) subscribes to C{Event: presence} for alice from a small
 UDP SIP client in the test, and gets NOTIFYs whose PIDF follows alice's
 client: away, dnd, and once it is offline the gateway's own resource
 (open, no activity: her phone is still registered). carol, provisioned but
-not in alice's roster, gets 403. Everything listens on 127.0.0.1; waits
-are bounded.
+not in alice's roster, gets 403; dave, on the operator's allow-list
+(C{[backpublish] allowed_watchers}), is active without being in it.
+
+A call PUBLISHed to the gateway (C{[ingest] publishers}, as a SIP core
+would) shows to bob as on-the-phone: the dnd the gateway itself sets may be
+shown to watchers (it is never PUBLISHed back: see
+L{tests.integration.test_backpublish_publish}). alice opted out by the real
+C{sipxmpp-admin account set-backpublish} ends bob's and dave's
+subscriptions (terminated, reason=rejected) and refuses new ones (403),
+live; opted in again, bob subscribes again. Bad SUBSCRIBEs get 423, 400,
+406, 481, 489 from the gateway (404 from Kamailio for a user not
+provisioned). Everything listens on
+127.0.0.1; waits are bounded.
 """
 
 from __future__ import annotations
@@ -24,12 +35,14 @@ from typing import Any
 from twisted.internet import reactor as _reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import DatagramProtocol
+from twisted.internet.threads import deferToThread
 
 from sipxmpp.sip.wire.pidf import Presence, parsePresence
 from sipxmpp.testing.gateway import GatewayServer
 from sipxmpp.testing.ports import LOOPBACK
 from sipxmpp.testing.process import SharedServer
 from tests.integration.test_e2e import (
+    PHONE,
     USERS,
     WAIT,
     E2ETestCase,
@@ -63,7 +76,9 @@ class BackpublishStack(Stack):
             baseDir=os.path.join(self.baseDir, "gateway"),
             settings={("xmpp", "command_timeout"): "5",
                       ("xmpp", "reconnect_max_delay"): "2",
-                      ("backpublish", "mode"): "serve"},  # fmt: skip
+                      ("ingest", "publishers"): f"{LOOPBACK}/32",
+                      ("backpublish", "mode"): "serve",
+                      ("backpublish", "allowed_watchers"): aor("dave")},  # fmt: skip
         )
         self.gateway.start()
         for user in self.provision:
@@ -131,23 +146,30 @@ class SIPWatcher(DatagramProtocol):
                 d.callback(message)
 
     def subscribe(self, target: str, gateway: tuple[str, int], event: str = "presence",
-                  expires: int = 300) -> None:  # fmt: skip
+                  expires: int = 300, replace: dict[str, str | None] | None = None,
+                  toTag: str | None = None) -> None:  # fmt: skip
+        """
+        Send a SUBSCRIBE; C{replace} changes headers by name (L{None}
+        leaves one out), C{toTag} makes it one in a dialog.
+        """
         self.cseq += 1
         branch = uuid.uuid4().hex[:16]
-        lines = [
-            f"SUBSCRIBE {target} SIP/2.0",
-            f"Via: SIP/2.0/UDP {LOOPBACK}:{self.port};branch=z9hG4bK{branch};rport",
-            "Max-Forwards: 70",
-            f"From: <{aor(self.user)}>;tag={self.tag}",
-            f"To: <{target}>",
-            f"Call-ID: {self.callID}",
-            f"CSeq: {self.cseq} SUBSCRIBE",
-            f"Contact: <sip:{self.user}@{LOOPBACK}:{self.port}>",
-            f"Event: {event}",
-            "Accept: application/pidf+xml",
-            f"Expires: {expires}",
-            "Content-Length: 0",
-        ]
+        headers = {
+            "Via": f"SIP/2.0/UDP {LOOPBACK}:{self.port};branch=z9hG4bK{branch};rport",
+            "Max-Forwards": "70",
+            "From": f"<{aor(self.user)}>;tag={self.tag}",
+            "To": f"<{target}>" + (f";tag={toTag}" if toTag else ""),
+            "Call-ID": self.callID,
+            "CSeq": f"{self.cseq} SUBSCRIBE",
+            "Contact": f"<sip:{self.user}@{LOOPBACK}:{self.port}>",
+            "Event": event,
+            "Accept": "application/pidf+xml",
+            "Expires": str(expires),
+        }
+        headers.update(replace or {})
+        lines = [f"SUBSCRIBE {target} SIP/2.0"]
+        lines += [f"{name}: {value}" for name, value in headers.items() if value is not None]
+        lines.append("Content-Length: 0")
         self.transport.write(("\r\n".join(lines) + "\r\n\r\n").encode(), gateway)
 
     def waitFor(self, what: str, match: Callable[[Message], bool], since: int = 0,
@@ -252,3 +274,125 @@ class BackpublishServeTests(E2ETestCase):
         carol = self.watcher("carol")
         refused = await self.subscribed(carol, aor("alice"))
         self.assertEqual(refused.code, 403, refused)
+
+    async def aliceLoggedIn(self) -> None:
+        """
+        alice's phone registered through the gateway, her session up.
+        """
+        self.register("alice")
+        await self.expectStatus("alice", "xmpp", lambda v: v == "connected", "logged in")
+
+    async def activeWatcher(self, user: str) -> SIPWatcher:
+        """
+        C{user} subscribed to alice and told her presence.
+        """
+        watcher = self.watcher(user)
+        answer = await self.subscribed(watcher, aor("alice"))
+        self.assertEqual(answer.code, 200, answer)
+        await watcher.waitFor(f"NOTIFY to {user}: alice", notifyWith(lambda p: True))
+        return watcher
+
+    async def dialog(self, state: str, callID: str) -> None:
+        from tests.integration.test_ingest import DIALOG_INFO, publish
+
+        body = DIALOG_INFO.format(aor=aor("alice"), dialog=callID, callID=callID, state=state)
+        answer = await deferToThread(publish, self.gateway.sipPort, "alice", body)
+        self.assertEqual(answer.code, 200, answer.raw)
+
+    async def setBackpublish(self, user: str, state: str) -> None:
+        result = await deferToThread(self.gateway.admin, "account", "set-backpublish",
+                                     aor(user), state)  # fmt: skip
+        self.assertEqual(result.returncode, 0, result.stderr)
+
+    @deferred
+    async def test_callShown(self) -> None:
+        """
+        A call PUBLISHed to the gateway shows to bob as on-the-phone with
+        the gateway's status text, and goes after it.
+        """
+        await self.aliceLoggedIn()
+        bob = await self.activeWatcher("bob")
+        mark = len(bob.received)
+        await self.dialog("confirmed", "call-serve-1")
+        busy = await bob.waitFor("NOTIFY: alice on the phone", notifyWith(
+            lambda p: "on-the-phone" in p.activities), mark)
+        self.assertTrue(busy.presence().open, busy)
+        self.assertIn(PHONE, busy.presence().notes)
+        mark = len(bob.received)
+        await self.dialog("terminated", "call-serve-1")
+        after = await bob.waitFor("NOTIFY: alice off the phone", notifyWith(
+            lambda p: "on-the-phone" not in p.activities), mark)
+        self.assertEqual((after.presence().activities, after.presence().notes),
+                         (frozenset(), ()))  # fmt: skip
+
+    @deferred
+    async def test_allowListAndOptOut(self) -> None:
+        """
+        dave (allow-listed, not in alice's roster) is active like bob;
+        alice opted out ends both subscriptions and refuses new ones, at
+        once; opted in again, bob is active again.
+        """
+        await self.aliceLoggedIn()
+        self.addCleanup(lambda: deferToThread(self.gateway.admin, "account", "set-backpublish",
+                                              aor("alice"), "on"))  # fmt: skip
+        bob = await self.activeWatcher("bob")
+        dave = await self.activeWatcher("dave")
+        marks = len(bob.received), len(dave.received)
+        await self.setBackpublish("alice", "off")
+        for watcher, mark in zip((bob, dave), marks, strict=True):
+            ended = await watcher.waitFor(f"{watcher.user}: final NOTIFY", lambda m: (
+                m.method == "NOTIFY" and m.header("subscription-state").startswith("terminated")),
+                mark)  # fmt: skip
+            self.assertEqual(ended.header("subscription-state"), "terminated;reason=rejected")
+        for user in ("bob", "dave"):
+            refused = await self.subscribed(self.watcher(user), aor("alice"))
+            self.assertEqual(refused.code, 403, refused)
+        await self.setBackpublish("alice", "on")
+        again = self.watcher("bob")
+        for _ in range(40):
+            since = len(again.received)
+            again.subscribe(aor("alice"), (LOOPBACK, self.gateway.sipPort))
+            answer = await again.waitFor("final answer to SUBSCRIBE", isFinal, since)
+            if answer.code != 403:
+                break
+            # The gateway reads the admin change within seconds.
+            await sleep(0.5)
+            again = self.watcher("bob")
+        self.assertEqual(answer.code, 200, answer)
+        await again.waitFor("NOTIFY: alice", notifyWith(lambda p: p.open))
+
+    @deferred
+    async def test_badSubscribe(self) -> None:
+        """
+        What the gateway refuses: an Expires too short (423 with
+        Min-Expires), no Contact or no From tag (400), an Accept without
+        PIDF (406), another event package in alice's dialog (489 with
+        Allow-Events), a refresh of a dialog it does not have (481); a
+        user not provisioned is not the gateway's and gets 404 from
+        Kamailio behind it.
+        """
+        await self.aliceLoggedIn()
+        gateway = (LOOPBACK, self.gateway.sipPort)
+
+        async def answer(watcher: SIPWatcher, **kwargs: Any) -> Message:
+            since = len(watcher.received)
+            watcher.subscribe(aor("alice"), gateway, **kwargs)
+            return await watcher.waitFor("final answer to SUBSCRIBE", isFinal, since)
+
+        bob = self.watcher("bob")
+        short = await answer(bob, expires=5)
+        self.assertEqual((short.code, short.header("min-expires")), (423, "60"), short)
+        self.assertEqual((await answer(bob, replace={"Contact": None})).code, 400)
+        self.assertEqual((await answer(bob, replace={"From": f"<{aor('bob')}>"})).code, 400)
+        self.assertEqual((await answer(bob, replace={"Accept": "text/plain"})).code, 406)
+        self.assertEqual((await answer(bob, toTag="sxpa-000000000000")).code, 481)
+        ok = await answer(bob)
+        self.assertEqual(ok.code, 200, ok)
+        tag = ok.header("to").rsplit("tag=", 1)[1]
+        other = await answer(bob, event="dialog", toTag=tag)
+        self.assertEqual((other.code, other.header("allow-events")), (489, "presence"), other)
+        nobody = self.watcher("bob")
+        since = len(nobody.received)
+        nobody.subscribe("sip:nobody@example.test", gateway)
+        unknown = await nobody.waitFor("final answer to SUBSCRIBE", isFinal, since)
+        self.assertEqual(unknown.code, 404, unknown)

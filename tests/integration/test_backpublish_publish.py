@@ -10,6 +10,9 @@ subscribes there, never at the gateway) and gets Kamailio's NOTIFYs, whose
 PIDF follows alice's client: online, away, dnd; once the client is offline
 the gateway's own resource (open, no activity: her phone is registered).
 
+alice opted out (the real C{sipxmpp-admin account set-backpublish}): the
+gateway removes her publication, live; opted in, it publishes again.
+
 No loops: a call PUBLISHed to the gateway (C{[ingest] publishers}, a
 dialog-info PUBLISH sent by the test as a SIP core would) puts alice's
 client at dnd over XMPP; that state came from SIP and is never PUBLISHed
@@ -275,6 +278,35 @@ class BackpublishPublishTests(E2ETestCase):
         again = await self.watching("carol")
         await again.waitFor("NOTIFY: alice online after the restart", notifyWith(
             lambda p: p.open and normalStatus("alice") in p.notes))
+
+    @deferred
+    async def test_optOut(self) -> None:
+        """
+        alice opted out by the real C{sipxmpp-admin}: the gateway removes
+        her publication and bob's next NOTIFY from Kamailio no longer has
+        her document; opted in again, it is published again.
+        """
+        await self.aliceOnline()
+        self.addCleanup(lambda: deferToThread(self.gateway.admin, "account", "set-backpublish",
+                                              aor("alice"), "on"))  # fmt: skip
+        bob = await self.watching("bob")
+        await bob.waitFor("NOTIFY: alice online", notifyWith(
+            lambda p: p.open and normalStatus("alice") in p.notes))
+        mark = len(bob.received)
+        removed = published(self.gateway, "200")
+        await self.admin("set-backpublish", aor("alice"), "off")
+        gone = await bob.waitFor("NOTIFY without alice's document", lambda m: (
+            m.method == "NOTIFY" and not m.body), mark, timeout=WAIT + GRANTED)  # fmt: skip
+        self.assertTrue(gone.header("subscription-state").startswith("active"), gone)
+        self.assertGreater(published(self.gateway, "200"), removed)
+        mark = len(bob.received)
+        await self.admin("set-backpublish", aor("alice"), "on")
+        await bob.waitFor("NOTIFY: alice published again", notifyWith(
+            lambda p: p.open and normalStatus("alice") in p.notes), mark)
+
+    async def admin(self, *args: str) -> None:
+        result = await deferToThread(self.gateway.admin, "account", *args)
+        self.assertEqual(result.returncode, 0, result.stderr)
 
     async def until(self, what: str, probe: Any, timeout: float = GRANTED + WAIT) -> None:
         from time import monotonic

@@ -66,6 +66,16 @@ class KeysTests(ConfigTestCase):
             "publish", "sip:127.0.0.1:5070;transport=tcp", 30, 600))  # fmt: skip
         self.assertEqual(self.load("[backpublish]\nmode = serve\n").backpublish.mode, "serve")
 
+    def test_allowedWatchers(self) -> None:
+        """
+        AoRs (in normal form, as the presence agent compares them) and
+        domains (lower case).
+        """
+        settings = self.load("[backpublish]\nallowed_watchers = SIP:Ops@Partner.TEST:5070 "
+                             "Example.TEST\n  sip:noc@example.test\n")  # fmt: skip
+        self.assertEqual(settings.backpublish.allowedWatchers,
+                         ("sip:Ops@partner.test:5070", "example.test", "sip:noc@example.test"))
+
     def test_errors(self) -> None:
         """
         One line naming the key: an unknown mode, publish without a
@@ -78,6 +88,12 @@ class KeysTests(ConfigTestCase):
             ("presence_server = sip:ps@127.0.0.1", ("[backpublish] presence_server", "SIP URI")),
             ("presence_server = sips:127.0.0.1", ("[backpublish] presence_server",)),
             ("min_expires = 0", ("[backpublish] min_expires", "whole number")),
+            ("allowed_watchers = bob@example.test", ("[backpublish] allowed_watchers",
+                                                     "scheme is missing")),
+            ("allowed_watchers = tel:+4930123", ("[backpublish] allowed_watchers",
+                                                 "only sip: and sips:")),
+            ("allowed_watchers = not_a_domain!", ("[backpublish] allowed_watchers",
+                                                  "neither a SIP AoR")),
             ("min_expires = 900\nmax_expires = 600", ("[backpublish] min_expires = '900'",
                                                       "max_expires (600)")),
         ]:  # fmt: skip

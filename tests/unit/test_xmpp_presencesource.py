@@ -39,7 +39,11 @@ def roster(*items: tuple[str, str]) -> str:
     return f"<query xmlns='{NS_ROSTER}'>{body}</query>"
 
 
-class PresenceSourceTests(SynchronousTestCase):
+class PresenceSourceTestCase(SynchronousTestCase):
+    """
+    A publisher on stream stubs and its presence source; no tests.
+    """
+
     def setUp(self) -> None:
         self.clock = Clock()
         self.accounts = MemoryAccountDirectory([
@@ -85,6 +89,9 @@ class PresenceSourceTests(SynchronousTestCase):
         for iq in session.iqs():
             session.answer(iq, itemsAnswer(PSI, [NODE_SET_STATUS]))
 
+
+
+class PresenceSourceTests(PresenceSourceTestCase):
     def test_interface(self) -> None:
         self.assertTrue(verifyObject(IPresenceSource, self.source))
 
@@ -226,3 +233,72 @@ class PresenceSourceTests(SynchronousTestCase):
         self.login(roster(("carol@example.test", "from")))
         self.assertEqual(self.source.authorise(BOB, ALICE), "rejected")
         self.assertEqual(self.source.authorise(CAROL, ALICE), "active")
+
+
+class AllowListAndOptOutTests(PresenceSourceTestCase):
+    """
+    The operator's allow-list by domain, and a user's opt-out.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.source.allow = frozenset({"sip:ops@x.test", "partner.test"})
+
+    def test_allowedDomain(self) -> None:
+        """
+        Every AoR of an allowed domain is active (any port), its
+        subdomains are not.
+        """
+        self.source.aorsChanged({ALICE}, set())
+        self.login()
+        self.assertEqual(self.source.authorise("sip:anyone@partner.test", ALICE), "active")
+        self.assertEqual(self.source.authorise("sip:anyone@partner.test:5070", ALICE), "active")
+        self.assertEqual(self.source.authorise("sip:anyone@sub.partner.test", ALICE),
+                         "rejected")  # fmt: skip
+
+    def test_optedOutAtLookup(self) -> None:
+        """
+        An account provisioned opted out: every watcher rejected, the
+        allow-list too, and no presence (nothing to publish).
+        """
+        self.accounts.add(Account(ALICE, JID("alice@example.test"), "a", backpublish=False))
+        self.source.aorsChanged({ALICE, BOB}, set())
+        self.login(roster(("bob@example.test", "both")))
+        self.assertEqual(self.source.authorise(BOB, ALICE), "rejected")
+        self.assertEqual(self.source.authorise("sip:ops@x.test", ALICE), "rejected")
+        self.assertIsNone(self.source.presenceOf(ALICE))
+        self.assertEqual(self.source.authorise(ALICE, BOB), "pending")
+
+    def test_optOutLive(self) -> None:
+        """
+        An admin change opts the user out and back in: the listeners are
+        told at once, the presence goes and comes back.
+        """
+        self.source.aorsChanged({ALICE, BOB}, set())
+        self.login(roster(("bob@example.test", "both")))
+        self.assertEqual(self.source.authorise(BOB, ALICE), "active")
+        del self.told[:], self.reauthorised[:]
+        self.source.accountChanged(ALICE, Account(ALICE, JID("alice@example.test"), "a",
+                                                  backpublish=False))  # fmt: skip
+        self.assertEqual((self.told, self.reauthorised), ([ALICE], [ALICE]))
+        self.assertEqual(self.source.authorise(BOB, ALICE), "rejected")
+        self.assertIsNone(self.source.presenceOf(ALICE))
+        # Another change of the account (not of the opt-out) tells nobody.
+        self.source.accountChanged(ALICE, Account(ALICE, JID("alice@example.test"), "new",
+                                                  backpublish=False))  # fmt: skip
+        self.assertEqual(self.told, [ALICE])
+        self.source.accountChanged(ALICE, Account(ALICE, JID("alice@example.test"), "a"))
+        self.assertEqual(self.told, [ALICE, ALICE])
+        self.assertEqual(self.source.authorise(BOB, ALICE), "active")
+        self.assertEqual(self.source.presenceOf(ALICE), UserPresence())
+
+    def test_optOutForgottenWithTheAccount(self) -> None:
+        """
+        An account removed and provisioned again takes its new setting.
+        """
+        self.source.accountChanged(ALICE, Account(ALICE, JID("alice@example.test"), "a",
+                                                  backpublish=False))  # fmt: skip
+        self.source.aorsChanged(set(), {ALICE})
+        self.source.aorsChanged({ALICE, BOB}, set())
+        self.login(roster(("bob@example.test", "both")))
+        self.assertEqual(self.source.authorise(BOB, ALICE), "active")

@@ -121,6 +121,9 @@ class BackpublishSettings:
         C{Event: presence} for provisioned users (a presence agent);
         C{"publish"}: it PUBLISHes their presence at C{presenceServer}.
     @ivar presenceServer: the SIP URI of the presence server (publish).
+    @ivar allowedWatchers: serve: watcher AoRs (normal form) or domains
+        shown every user's presence (unless the user opted out), beside
+        those the user's roster authorises.
     @ivar minExpires: serve: shorter SUBSCRIBEs are answered 423.
     @ivar maxExpires: serve: longer SUBSCRIBEs are lowered to this (and
         it is the lifetime of one without Expires); publish: the Expires
@@ -131,6 +134,7 @@ class BackpublishSettings:
     presenceServer: str = ""
     minExpires: int = 60
     maxExpires: int = 3600
+    allowedWatchers: tuple[str, ...] = ()
 
 
 def firstWorkerPort(listen: Iterable[ListenSpec], workerPorts: int) -> int:

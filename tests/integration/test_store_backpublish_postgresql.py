@@ -1,0 +1,26 @@
+"""
+The back-publishing opt-out in the store (L{tests.unit.test_store_backpublish})
+on a real PostgreSQL, started for these tests in a temporary folder on a
+free loopback port and stopped by PID; each test gets a fresh database.
+Without PostgreSQL's server these tests are skipped, except under
+C{CI=true}, where they fail.
+"""
+
+from __future__ import annotations
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from sipxmpp.testing.postgres import PostgresServer, requirePostgres
+from sipxmpp.testing.process import SharedServer
+from tests.unit.test_store_backpublish import BackpublishStoreMixin
+
+
+class PostgreSQLBackpublishStoreTests(BackpublishStoreMixin, SynchronousTestCase):
+    postgres = SharedServer(PostgresServer)
+
+    def newStoreURL(self) -> str:
+        requirePostgres()
+        server = self.postgres.get(self)
+        url = server.createDatabase()
+        self.addCleanup(server.dropDatabase, url)
+        return url

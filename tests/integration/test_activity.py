@@ -20,11 +20,12 @@ from __future__ import annotations
 import os
 import shutil
 import sqlite3
+import subprocess
 import tempfile
 import time
 import xml.etree.ElementTree as ET
 
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SkipTest, TestCase
 
 from sipxmpp.testing.gateway import GatewayServer
 from sipxmpp.testing.ports import LOOPBACK, freeTCPPort
@@ -56,6 +57,18 @@ def pepTemplate(folder: str) -> str:
     return path
 
 
+class RenamedGateway(GatewayServer):
+    """
+    The gateway under a host name of its own (a UTS namespace).
+    """
+
+    hostName = "sipxmpp-test"
+
+    def command(self) -> list[str]:
+        return ["unshare", "--uts", "sh", "-c", 'hostname "$0" && exec "$@"', self.hostName,
+                *super().command()]
+
+
 class StaleActivityTests(TestCase):
     """
     One Prosody (with PEP) and one gateway with C{publish_activity} on.
@@ -76,7 +89,9 @@ class StaleActivityTests(TestCase):
         )
         self.prosody.start()
         self.addCleanup(self.prosody.stop)
-        self.gateway = GatewayServer(
+
+    def startGateway(self, gateway: type[GatewayServer] = GatewayServer) -> None:
+        self.gateway = gateway(
             upstreamPort=0,
             xmppServer=f"{self.prosody.host}:{self.prosody.port}",
             caFile=self.prosody.caFile,
@@ -143,6 +158,41 @@ class StaleActivityTests(TestCase):
             time.sleep(0.1)
 
     def test_retractedAfterRestartWithoutPhone(self) -> None:
+        self.startGateway()
+        self.callThenKilled()
+        self.gateway.start()
+        self.assertRetracted()
+
+    def test_renamedHost(self) -> None:
+        """
+        The same, and the gateway comes back under another host name (its
+        default instance name, as in a new container) with its SQLite
+        store: it takes over the state saved under the old name, so it
+        still knows to retract carol's activity.
+        """
+        try:
+            subprocess.run(["unshare", "--uts", "true"], check=True, capture_output=True)
+        except (OSError, subprocess.CalledProcessError) as e:
+            raise SkipTest(f"cannot give the gateway a host name of its own: {e}") from None
+        RenamedGateway.hostName = "host-before"
+        self.startGateway(RenamedGateway)
+        self.callThenKilled()
+        RenamedGateway.hostName = "host-after"
+        self.gateway.start()
+        self.assertRetracted()
+        self.assertIn("the store holds runtime state of 'host-before' and none of "
+                      "'host-after' (the host name): taking it over", self.gatewayLog())
+
+    def gatewayLog(self) -> str:
+        log = os.path.join(self.gateway.baseDir, "gateway.console.log")
+        with open(log, encoding="utf-8", errors="replace") as f:
+            return f.read()
+
+    def callThenKilled(self) -> None:
+        """
+        carol's call is published as her activity and saved; the gateway
+        is killed, and the publication runs out while it is down.
+        """
         confirmed = DIALOG_INFO.format(aor=aor(USER), dialog="d1", callID="c1@test",
                                        state="confirmed")  # fmt: skip
         answer = publish(self.gateway.sipPort, USER, confirmed, expires=EXPIRES)
@@ -156,13 +206,16 @@ class StaleActivityTests(TestCase):
         # publishes carol again.
         time.sleep(max(0.0, expiresAt - time.monotonic()) + 1)
         self.waitForActivity(True, "the call, still there while the gateway is down,")
-        self.gateway.start()
+
+    def assertRetracted(self) -> None:
+        """
+        The restarted gateway, which carol's phone never reaches again, logs
+        her in just to retract the call.
+        """
         self.waitForActivity(False, "the empty activity")
         deadline = time.monotonic() + WAIT
-        log = os.path.join(self.gateway.baseDir, "gateway.console.log")
         while True:
-            with open(log, encoding="utf-8", errors="replace") as f:
-                text = f.read()
+            text = self.gatewayLog()
             if "the call left in its user activity is retracted" in text:
                 break
             if time.monotonic() > deadline:

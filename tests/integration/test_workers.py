@@ -9,6 +9,8 @@ a killed worker restarted while the other's calls go on.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import os
 import signal
@@ -17,9 +19,12 @@ import time
 import urllib.request
 from typing import Any
 
+from twisted.trial.unittest import SynchronousTestCase
+
 from sipxmpp.testing.gateway import GatewayServer, waitFor
-from sipxmpp.testing.ports import LOOPBACK, freeSIPPortRange
-from sipxmpp.testing.process import SharedServer
+from sipxmpp.testing.ports import LOOPBACK, freeSIPPort, freeSIPPortRange, freeTCPPort
+from sipxmpp.testing.process import SharedServer, requireBinaries
+from sipxmpp.testing.sipp import SippRunner
 from tests.integration import test_e2e as e2e
 from tests.integration.test_proxy import (
     DOMAIN,
@@ -297,3 +302,100 @@ class WorkersEndToEndTests(e2e.E2ETestCase):
         This gateway runs SIP in its workers (so the tests above ran so).
         """
         self.assertEqual(len(workers(self.gateway)), WORKERS)
+
+
+STORM_USERS = 400
+STORM_ITERATIONS = 4096
+
+
+def scramKeys(user: str, password: str) -> tuple[str, bytes, bytes]:
+    """
+    C{user}'s salt, StoredKey and ServerKey (RFC 5802), as Prosody keeps
+    them: accounts written straight to its files, not one prosodyctl each.
+    """
+    salt = hashlib.sha1(f"salt-{user}".encode()).hexdigest()[:16]
+    salted = hashlib.pbkdf2_hmac("sha1", password.encode(), salt.encode(), STORM_ITERATIONS)
+    clientKey = hmac.new(salted, b"Client Key", "sha1").digest()
+    return salt, hashlib.sha1(clientKey).digest(), hmac.new(salted, b"Server Key", "sha1").digest()
+
+
+class XMPPStormTests(SynchronousTestCase):
+    """
+    Issue 20: with SIP in workers, an XMPP storm costs no call. Calls run
+    through the gateway the whole time while it logs 400 users in
+    to Prosody at once, and again when Prosody restarts and every session
+    reconnects: not one call fails.
+    """
+
+    def setUp(self) -> None:
+        from sipxmpp.testing.prosody import ProsodyServer
+
+        requireBinaries("kamailio", "sipp", "prosody")
+        self.users = [f"u-{n}" for n in range(1, STORM_USERS + 1)]
+        self.prosody = ProsodyServer(port=freeTCPPort(), baseDir=self.mktemp())
+        self.prosody.prepare()
+        for user in self.users:
+            salt, stored, server = scramKeys(user, f"{user}-pw")
+            self.prosody.writeAccount(user, salt, STORM_ITERATIONS, stored, server)
+        self.prosody.start()
+        self.addCleanup(self.prosody.stop)
+        self.kamailio = Registrar()
+        self.kamailio.start()
+        self.addCleanup(self.kamailio.stop)
+        self.gateway = GatewayServer(
+            upstreamPort=self.kamailio.port,
+            xmppServer=f"{self.prosody.host}:{self.prosody.port}",
+            caFile=self.prosody.caFile,
+            settings={("log", "level"): "info", ("sip", "workers"): str(WORKERS),
+                      ("sip", "worker_ports"): str(freeSIPPortRange(WORKERS)),
+                      ("xmpp", "reconnect_max_delay"): "2"},
+        )
+        self.gateway.start()
+        self.addCleanup(self.gateway.stop)
+        accounts = os.path.join(self.gateway.baseDir, "accounts.csv")
+        with open(os.open(accounts, os.O_WRONLY | os.O_CREAT, 0o600), "w",
+                  encoding="utf-8") as f:  # fmt: skip
+            f.write("aor,jid,password\n")
+            for user in self.users:
+                f.write(f"sip:{user}@{DOMAIN},{user}@{DOMAIN},{user}-pw\n")
+        self.gateway.admin("account", "import", accounts)
+        self.sipp = SippRunner(self.mktemp())
+        self.addCleanup(self.sipp.stopAll)
+        waitFor("both workers connected", lambda: allConnected(self.gateway), timeout=20)
+
+    def connected(self) -> float:
+        return metricValue(self.gateway, 'sipxmpp_xmpp_sessions{state="connected"}')
+
+    def test_stormCostsNoCall(self) -> None:
+        gw = self.gateway
+        calleePort = freeSIPPort()
+        result = self.sipp.register(self.kamailio.address, "storm-callee", expires=300,
+                                    localPort=calleePort)
+        self.assertTrue(result.ok, result.describe())
+        calls = 1200
+        # Kamailio's two workers may let a BYE overtake its ACK: this UAS
+        # takes that (the tests' plain uas.xml would count it failed).
+        uas = self.sipp.start("proxy_bench_ramp_uas", service="storm-callee",
+                              localPort=calleePort, calls=10**8, timeout=300)
+        load = self.sipp.start("uac", gw.address, service="storm-callee",
+                               keys={"domain": DOMAIN, "caller": "storm-caller"},
+                               calls=calls, timeout=180, waitBound=False,
+                               extraArgs=["-r", "20", "-d", "0"])
+        # The login storm: every user registers at once, so the gateway
+        # logs them all in.
+        register = self.sipp.start("proxy_bench_register", gw.address, service="u",
+                                   keys={"domain": DOMAIN, "expires": 3600},
+                                   calls=STORM_USERS, timeout=120, waitBound=False,
+                                   extraArgs=["-r", "400"])
+        waitFor(f"{STORM_USERS} sessions connected",
+                lambda: self.connected() >= STORM_USERS, timeout=120, interval=0.5)
+        self.assertTrue(register.wait(60).ok)
+        self.assertTrue(load.running, "the calls ended before the reconnect storm")
+        # The reconnect storm: Prosody restarts, every session reconnects.
+        self.prosody.stop()
+        self.prosody.start()
+        waitFor(f"{STORM_USERS} sessions connected again",
+                lambda: self.connected() >= STORM_USERS, timeout=120, interval=0.5)
+        made = load.wait(180)
+        self.assertEqual((made.successful, made.failed), (calls, 0), made.describe())
+        uas.stop()

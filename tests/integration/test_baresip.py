@@ -17,7 +17,7 @@ import os
 import struct
 import wave
 
-from sipxmpp.testing.ports import LOOPBACK, freeSIPPort, isUDPPortFree
+from sipxmpp.testing.ports import LOOPBACK, freeSIPPortRange, isUDPPortFree
 from sipxmpp.testing.process import ServerProcess, SharedServer, findBinary, requireBinaries
 from tests.integration.test_proxy import (
     DOMAIN,
@@ -58,11 +58,12 @@ class BaresipPhone(ServerProcess):
         self.outbound = outbound
         self.domain = domain
         self.regint = regint
-        self.port = freeSIPPort()
+        self.port = freeSIPPortRange(2)
         self.wavFile = os.path.join(self.baseDir, "microphone.wav")
 
     def choosePorts(self) -> None:
-        self.port = freeSIPPort()
+        # baresip also opens SIP over TLS, on TCP port + 1: both free.
+        self.port = freeSIPPortRange(2)
 
     def listenPorts(self) -> list[tuple[str, str, int]]:
         return [("udp", LOOPBACK, self.port)]

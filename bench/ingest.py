@@ -10,10 +10,10 @@ Run from the repository root::
 
 Everything runs on 127.0.0.1 and is stopped (by PID) at the end:
 
-  - Prosody with the users C{caller}, C{callee} and C{carol};
+  - Prosody with C{carol} and the users of the pairs (see below);
   - the gateway as a pure publisher (C{[sip] upstream} empty,
-    C{[ingest] publishers = 127.0.0.1/32}, log level C{info}) with the
-    three provisioned: it logs them in to Prosody and, as publications
+    C{[ingest] publishers = 127.0.0.1/32}, log level C{info}) with all of
+    them provisioned: it logs them in to Prosody and, as publications
     change their telephony state, sends the presence of its own resource
     of each (the real XMPP side; no desktop clients of theirs are online,
     so no remote-control commands are sent);
@@ -30,12 +30,15 @@ Everything runs on 127.0.0.1 and is stopped (by PID) at the end:
     Kamailio alone gives what publishing costs Kamailio (and the machine
     it shares) whatever receives it, the ceiling of R on this machine.
 
-caller and callee register at both Kamailios directly (callee from the
-port of one sipp UAS, C{proxy_bench_ramp_uas.xml}; caller from the port
-the UAC steps use). At each rate of the ramp the sipp UAC (the tests'
-C{uac.xml}: INVITE, 180, 200, ACK, BYE over UDP, no hold) calls callee
-from caller, first through Kamailio "with", then through Kamailio
-"alone". A step offers C{--seconds} worth of calls (at least 200) and
+The calls go round C{--pairs} caller/callee pairs (default 50: pua keeps
+its records per user, and two users taking every call would measure a
+hash chain, not a telco's traffic), all provisioned on Prosody and in the
+gateway. callee-1 ... callee-N register at every Kamailio from the port
+of one sipp UAS (C{proxy_bench_ramp_uas.xml}). At each rate of the ramp
+the sipp UAC (C{ingest_bench_uac.xml}: the tests' C{uac.xml}, INVITE, 180,
+200, ACK, BYE over UDP, no hold, with caller and callee from an injection
+file) calls callee-I from caller-I, I in turn, first through Kamailio
+"with", then to the sink, then through Kamailio "alone". A step offers C{--seconds} worth of calls (at least 200) and
 passes as in bench/proxy.py: under 0.1 % of them failed or unfinished,
 and at least 90 % of the offered rate achieved; a failing step is run
 once more after a pause (both printed), and the ramp stops when the retry
@@ -52,7 +55,7 @@ a modification it got 412 for again as a new publication, which is
 counted as sent again), less those answered 200; the presence changes
 the gateway logged (C{UserPublisher}: "showing ..." as a call starts,
 "call over" as it ends: presence it sent to Prosody); whether caller and
-callee are off the phone again in the gateway's C{/status} (waited for at
+callee of every pair are off the phone again in the gateway's C{/status} (waited for at
 most 5 s) and how many dialogs Kamailio still tracks (C{kamcmd
 dlg.stats_active}): a user left ringing or on the phone with no dialog up
 at Kamailio means a publication did not reach the state machine (a
@@ -112,6 +115,7 @@ from proxy import (  # bench/proxy.py, beside this file
     samples,
     treeCPU,
 )
+from sessions import ITERATIONS, password, scramKeys  # bench/sessions.py
 
 from sipxmpp.testing.gateway import GatewayServer
 from sipxmpp.testing.kamailio import KamailioPuaServer, KamailioServer, missingModules
@@ -120,7 +124,8 @@ from sipxmpp.testing.prosody import ProsodyServer
 from sipxmpp.testing.sipp import SippProcess, SippRunner
 
 DOMAIN = "example.test"
-USERS = {"caller": "caller-pw", "callee": "callee-pw", "carol": "carol-pw"}
+#: The user of the direct PUBLISH ramp.
+USERS = {"carol": "carol-pw"}
 #: PUBLISHes pua_dialoginfo sends per answered call (caller Trying, early,
 #: confirmed, terminated; callee early, confirmed, terminated).
 PER_CALL = 7
@@ -257,6 +262,53 @@ def busyUsers(gateway: GatewayServer, users: tuple[str, ...]) -> dict[str, str]:
 Watch = dict[str, Callable[[], tuple[float, float]]]
 
 
+@dataclass(frozen=True)
+class Pairs:
+    """
+    The callers and callees of the call ramps: calls go from caller-I to
+    callee-I, I in turn from 1 to the number of pairs (sipp's injection
+    file); every callee is registered from the UAS's port, the callers
+    call from C{callerPort}.
+    """
+
+    count: int
+    injection: str
+    callerPort: int
+
+    @property
+    def users(self) -> tuple[str, ...]:
+        return tuple(f"{side}-{i}" for i in range(1, self.count + 1)
+                     for side in ("caller", "callee"))  # fmt: skip
+
+    @classmethod
+    def write(cls, count: int, folder: str, callerPort: int) -> Pairs:
+        path = os.path.join(folder, "pairs.csv")
+        with open(path, "w", encoding="utf-8") as f:
+            f.write("SEQUENTIAL\n")
+            for i in range(1, count + 1):
+                f.write(f"caller-{i};callee-{i}\n")
+        return cls(count, path, callerPort)
+
+
+def provision(prosody: ProsodyServer, gateway: GatewayServer, users: tuple[str, ...],
+              folder: str) -> None:
+    """
+    Create C{users} on Prosody (account files with their SCRAM keys, as
+    bench/sessions.py does) and import them into the gateway, before
+    either starts.
+    """
+    for user in users:
+        salt, stored, server = scramKeys(user)
+        prosody.writeAccount(user, salt, ITERATIONS, bytes.fromhex(stored),
+                             bytes.fromhex(server))  # fmt: skip
+    path = os.path.join(folder, "accounts.csv")
+    with open(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600), "w", encoding="utf-8") as f:
+        f.write("aor,jid,password\n")
+        for user in users:
+            f.write(f"sip:{user}@{DOMAIN},{user}@{DOMAIN},{password(user)}\n")
+    gateway.admin("account", "import", path)
+
+
 @dataclass
 class IngestStep:
     """
@@ -303,19 +355,20 @@ def cpuFigures(step: Step, per: int, unit: str) -> str:
     return "CPU: " + ", ".join(parts)
 
 
-def callStep(sipp: SippRunner, target: str, callerPort: int, rate: int, seconds: float,
+def callStep(sipp: SippRunner, target: str, pairs: Pairs, rate: int, seconds: float,
              watch: Watch, after: Callable[[], None] | None = None) -> Step:
     """
-    One step of calls from caller (at C{callerPort}) to callee through
-    C{target}; C{after} runs before the CPU is read (the drain).
+    One step of calls, each from a caller to its callee (in turn over the
+    pairs) through C{target}; C{after} runs before the CPU is read (the
+    drain).
     """
     calls = max(MIN_CALLS, int(rate * seconds))
     before = {name: probe() for name, probe in watch.items()}
     began = time.monotonic()
     result = sipp.run(
-        "uac", target, service="callee", keys={"domain": DOMAIN, "caller": "caller"},
-        localPort=callerPort, calls=calls, timeout=calls / rate + 10,
-        extraArgs=["-r", str(rate), "-l", str(calls), "-d", "0"],
+        "ingest_bench_uac", target, keys={"domain": DOMAIN},
+        localPort=pairs.callerPort, calls=calls, timeout=calls / rate + 10,
+        extraArgs=["-r", str(rate), "-l", str(calls), "-d", "0", "-inf", pairs.injection],
     )
     elapsed = time.monotonic() - began
     if after is not None:
@@ -342,7 +395,7 @@ def drain(kamailio: Kamailio, gateway: GatewayServer, timeout: float = 10.0) -> 
         time.sleep(0.5)
 
 
-def callRamp(name: str, sipp: SippRunner, kamailio: Kamailio, callerPort: int,
+def callRamp(name: str, sipp: SippRunner, kamailio: Kamailio, pairs: Pairs,
              rates: list[int], seconds: float, watch: Watch,
              gateway: GatewayServer | None = None) -> tuple[int, list[tuple[Step, IngestStep | None]]]:
     best = 0
@@ -351,24 +404,24 @@ def callRamp(name: str, sipp: SippRunner, kamailio: Kamailio, callerPort: int,
 
     def once(rate: int, retry: bool) -> Step:
         if gateway is None:
-            step = callStep(sipp, kamailio.address, callerPort, rate, seconds, watch)
+            step = callStep(sipp, kamailio.address, pairs, rate, seconds, watch)
             ingest = None
         else:
             assert presence is not None
             sent0 = kamailio.publishesSent()
             codes0 = publishAnswers(gateway)
             presence.changes()
-            step = callStep(sipp, kamailio.address, callerPort, rate, seconds, watch,
+            step = callStep(sipp, kamailio.address, pairs, rate, seconds, watch,
                             lambda: drain(kamailio, gateway))
             sent1 = kamailio.publishesSent()
             codes = since(publishAnswers(gateway), codes0)
             sent = sent1 - sent0 if sent0 is not None and sent1 is not None else None
             ingest = IngestStep(sent, PER_CALL * step.successful, codes, 0)
             deadline = time.monotonic() + 5.0
-            ingest.busy = busyUsers(gateway, ("caller", "callee"))
+            ingest.busy = busyUsers(gateway, pairs.users)
             while ingest.busy and time.monotonic() < deadline:
                 time.sleep(0.2)
-                ingest.busy = busyUsers(gateway, ("caller", "callee"))
+                ingest.busy = busyUsers(gateway, pairs.users)
             ingest.presence = presence.changes()
             ingest.dialogs = kamailio.dialogsUp()
         steps.append((step, ingest))
@@ -505,10 +558,15 @@ def printProfile(profileFile: str) -> None:
               f"{calls:8d} calls  {where}")
 
 
-def register(sipp: SippRunner, registrar: str, user: str, port: int) -> None:
-    result = sipp.register(registrar, user, DOMAIN, expires=3600, localPort=port)
-    if not result.ok:
-        raise fail(f"cannot register {user} at {registrar}: {result.describe()}")
+def registerCallees(sipp: SippRunner, registrar: str, count: int, port: int) -> None:
+    """
+    Register callee-1 ... callee-COUNT at C{registrar}, all at C{port}.
+    """
+    result = sipp.run("proxy_bench_register", registrar, service="callee",
+                      keys={"domain": DOMAIN, "expires": 3600}, localPort=port, calls=count,
+                      timeout=count / 100 + 20, extraArgs=["-r", "100", "-l", "100"])  # fmt: skip
+    if result.successful != count:
+        raise fail(f"cannot register the callees at {registrar}: {result.describe()}")
 
 
 def main() -> None:
@@ -520,6 +578,8 @@ def main() -> None:
     parser.add_argument("--publish-steps", default="100,200,300,400,600,800,1200,1600",
                         help="offered PUBLISH rates straight to the gateway, PUBLISH/s "
                              "(default %(default)s)")
+    parser.add_argument("--pairs", type=int, default=50,
+                        help="caller/callee pairs the calls go round (default %(default)s)")
     parser.add_argument("--no-sink", dest="sink", action="store_false",
                         help="leave out the ramp with pua_dialoginfo PUBLISHing to a "
                              "stateless receiver")
@@ -544,7 +604,9 @@ def main() -> None:
         stack.callback(sipp.stopAll)
         prosody = ProsodyServer(users=USERS, baseDir=os.path.join(workDir, "prosody"))
         stack.callback(prosody.stop)
-        prosody.start()
+        prosody.prepare()
+        uasPort, callerPort = freeSIPPort(), freeSIPPort()
+        pairs = Pairs.write(options.pairs, workDir, callerPort)
         gatewayClass: Callable[..., GatewayServer] = GatewayServer
         if options.profile:
             gatewayClass = lambda **kwargs: ProfiledGateway(profileFile, **kwargs)  # noqa: E731
@@ -562,8 +624,10 @@ def main() -> None:
             },
         )
         gateway.prepare()  # provisioned before it starts: it loads them then
-        for user, password in USERS.items():
-            gateway.addAccount(f"sip:{user}@{DOMAIN}", f"{user}@{DOMAIN}", password)
+        for user, secret in USERS.items():
+            gateway.addAccount(f"sip:{user}@{DOMAIN}", f"{user}@{DOMAIN}", secret)
+        provision(prosody, gateway, pairs.users, workDir)
+        prosody.start()
         stack.callback(gateway.stop)
         gateway.start()
         publishTo = f"sip:{LOOPBACK}:{gateway.sipPort}"
@@ -585,10 +649,8 @@ def main() -> None:
             toSink.start()
             sink = (receiver, toSink)
 
-        uasPort, callerPort = freeSIPPort(), freeSIPPort()
         for kamailio in (withPua, alone) + ((sink[1],) if sink else ()):
-            register(sipp, kamailio.address, "callee", uasPort)
-            register(sipp, kamailio.address, "caller", callerPort)
+            registerCallees(sipp, kamailio.address, pairs.count, uasPort)
         uas: SippProcess = sipp.start("proxy_bench_ramp_uas", service="callee",
                                       localPort=uasPort, calls=10**8, timeout=3600)
 
@@ -605,7 +667,7 @@ def main() -> None:
         assert gatewayPid is not None and withPid is not None and alonePid is not None
         print("kamailio+sipxmpp (pua_dialoginfo PUBLISHing to the gateway):", flush=True)
         withBest, withSteps = callRamp(
-            "kamailio+sipxmpp", sipp, withPua, callerPort, rates, options.seconds,
+            "kamailio+sipxmpp", sipp, withPua, pairs, rates, options.seconds,
             {"kamailio": lambda: treeCPU(withPid), "gateway": lambda: cpuTimes(gatewayPid)},
             gateway)
         sinkBest = None
@@ -615,11 +677,11 @@ def main() -> None:
             print("kamailio+sink (pua_dialoginfo PUBLISHing to a stateless Kamailio that "
                   "answers 200):", flush=True)
             sinkBest, _ = callRamp(
-                "kamailio+sink", sipp, sink[1], callerPort, rates, options.seconds,
+                "kamailio+sink", sipp, sink[1], pairs, rates, options.seconds,
                 {"kamailio": lambda: treeCPU(sink[1].pid or 0),
                  "sink": lambda: treeCPU(sinkPid)})
         print("kamailio alone (no pua_dialoginfo):", flush=True)
-        aloneBest, _ = callRamp("kamailio", sipp, alone, callerPort, rates, options.seconds,
+        aloneBest, _ = callRamp("kamailio", sipp, alone, pairs, rates, options.seconds,
                                 {"kamailio": lambda: treeCPU(alonePid)})
         ingests = [(s, i) for s, i in withSteps if i is not None]
         lostAll = sum(i.lost for _, i in ingests)

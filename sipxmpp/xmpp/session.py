@@ -37,6 +37,7 @@ from twisted.application.internet import ClientService
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import HostnameEndpoint
+from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import (
     IDelayedCall,
     IOpenSSLClientConnectionCreator,
@@ -104,7 +105,7 @@ class SessionSettings:
     failedRetryDelay: float = 600.0
     loginConcurrency: int = 32
     loginRate: float = 200.0
-    loginTimeout: float = 30.0
+    loginTimeout: float = 60.0
     clientStateInactive: bool = False
 
 
@@ -676,6 +677,11 @@ class XMPPSession:
 
     def _initFailed(self, reason: Failure) -> None:
         self._loginOver()
+        if reason.check(ConnectionLost, ConnectionDone):
+            # Gone mid-login (a server restart, our login timeout): that is
+            # for the reconnection backoff (_ended), not a failed login
+            # retried only after failedRetryDelay.
+            return
         # Only the exception's message: a traceback's locals could hold the
         # password, and our SASL errors never include it.
         kind = "other"

@@ -10,9 +10,11 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.error import ConnectionLost
 from twisted.internet.interfaces import IProtocol, IProtocolFactory, IStreamClientEndpoint
 from twisted.internet.task import Clock
 from twisted.logger import ILogObserver, formatEvent, globalLogPublisher
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.words.protocols.jabber.jid import JID
 from zope.interface import implementer
@@ -207,6 +209,24 @@ class SessionQueueTests(SynchronousTestCase):
         self.clock.advance(30)
         self.assertTrue(transport.disconnecting)
         self.assertEqual(self.pacer.inFlight, 0)
+
+    def test_timedOutLoginIsNotAFailure(self) -> None:
+        """
+        A login dropped by the timeout (or a connection lost mid-login) is
+        retried after the reconnection backoff, not marked failed for
+        C{failedRetryDelay}.
+        """
+        endpoint = FakeEndpoint()
+        session = self.session(endpoint)
+        session.start()
+        protocol, transport = endpoint.connections[0]
+        Server(protocol, transport).say(HEADER)
+        self.clock.advance(30)
+        protocol.connectionLost(Failure(ConnectionLost()))
+        self.assertIsNone(session.failure)
+        self.assertTrue(session.state.startswith("reconnecting"), session.state)
+        self.clock.advance(1.0)
+        self.assertEqual(len(endpoint.connections), 2)
 
     def test_noTimeoutOnceLoggedIn(self) -> None:
         endpoint = FakeEndpoint()

@@ -192,6 +192,24 @@ class ScaleOutTestCase(E2ETestCase):
         self.assertTrue(result.ok, result.describe())
         return port
 
+    async def savedBy(self, name: str, users: list[str]) -> None:
+        """
+        Wait until the store holds a saved client status of each of
+        C{users} written by the gateway C{name}.
+        """
+        wanted = {aor(user) for user in users}
+        deadline = time.monotonic() + WAIT
+        while True:
+            reports = await deferToThread(self.scale.gateways[name].savedState)
+            saved = {r["aor"] for r in reports
+                     if r.get("gateway") == name and r.get("saved_statuses")}  # fmt: skip
+            if wanted <= saved:
+                return
+            if time.monotonic() > deadline:
+                self.fail(f"saved statuses of {sorted(wanted - saved)} never reached the "
+                          f"store from {name}: {reports}")
+            await sleep(0.1)
+
     def entries(self, name: str) -> dict[str, dict[str, str]]:
         """
         C{/status} users of the gateway C{name}.
@@ -362,6 +380,11 @@ class ScaleOutKilledMidCallTests(ScaleOutTestCase):
         gwAURI = f"sip:{LOOPBACK}:{gwA.sipPort}"
         for what, call in calls:
             self.assertStillRunning(call, f"gw-a was to be killed ({what})")
+        # Kill only once gw-a's users' saved client statuses are in the
+        # store (written behind, at most every half second): what gw-a had
+        # not written, gw-b cannot take over (a run that killed gw-a 0.6 s
+        # after a client went dnd left that client dnd).
+        await self.savedBy("gw-a", moved)
         gwA.kill()
         await self.finishedAll(calls)
         self.assertTrue(dispatcher.dispatcherStates()[gwAURI].startswith("I"),
@@ -378,14 +401,3 @@ class ScaleOutKilledMidCallTests(ScaleOutTestCase):
         self.assertGreaterEqual(refused(), 1, "gw-b never answered 412")
         for user in moved:
             await self.expectBack(user, mark)
-
-    # Passed in 5 of 6 runs here; in the sixth one of gw-a's users' clients
-    # was not put back within 15 s. Both instances log in with the same
-    # XMPP resource (issue 16 item 7), and Prosody then saw the new
-    # session's full JID go unavailable 0.85 s after it came: a session of
-    # that full JID was kicked. Skipped, not dropped, until instances log in
-    # with resources of their own and the cause is confirmed.
-    test_killedMidCall.skip = (  # type: ignore[attr-defined]
-        "flaky (1 run in 6): a resource conflict between the two instances "
-        "at Prosody (issue 16 item 7)"
-    )

@@ -60,6 +60,7 @@ from sipxmpp.sip.shell.service import (
     UpstreamError,
     backpublishingOf,
     buildSIP,
+    compositorOf,
     subscriptionsOf,
     upstreamPeer,
 )
@@ -490,6 +491,9 @@ def buildService(settings: Settings, reactor: Any, logfile: str | None = None,
     # The routes to the phones are restored when the store starts, before
     # any SIP is read, and saved as they change.
     store.routes = proxy.routes
+    compositor = compositorOf(proxy)
+    if compositor is not None:
+        store.publications = compositor.restore
     subscriptions = subscriptionsOf(proxy)
     if subscriptions is not None and provisioned is not None:
         provisioned.addListener(subscriptions.aorsChanged)

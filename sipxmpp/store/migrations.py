@@ -117,6 +117,24 @@ def _v3(real: str) -> tuple[str, ...]:
     )
 
 
+def _v4(boolean: str, real: str) -> tuple[str, ...]:
+    # PUBLISH publications (RFC 3903) with their entity-tags: without them
+    # a restarted gateway shows a call in progress only at the publisher's
+    # next change. dialogs: JSON, [[dialog key, phase, outgoing], ...].
+    return (
+        f"""CREATE TABLE publications (
+            owner TEXT NOT NULL,
+            aor TEXT NOT NULL,
+            publication_key TEXT NOT NULL,
+            tag TEXT NOT NULL,
+            busy {boolean} NOT NULL,
+            dialogs TEXT NOT NULL,
+            expires_at {real} NOT NULL,
+            PRIMARY KEY (owner, aor, publication_key))""",
+        "CREATE INDEX publications_expiry ON publications (owner, expires_at)",
+    )
+
+
 def _accountsBackpublish(boolean: str, true: str) -> tuple[str, ...]:
     # A user may opt out of back-publishing (issue 18): SIP watchers are
     # refused and the publication is removed. Everyone is in until then.
@@ -134,6 +152,7 @@ MIGRATIONS: dict[str, tuple[Migration, ...]] = {
         Migration(3, "user activities to retract", _v3(real="REAL")),
         Migration(4, "per-account back-publishing opt-out",
                   _accountsBackpublish(boolean="INTEGER", true="1")),
+        Migration(5, "PUBLISH publications", _v4(boolean="INTEGER", real="REAL")),
     ),
     "postgresql": (
         Migration(
@@ -145,6 +164,8 @@ MIGRATIONS: dict[str, tuple[Migration, ...]] = {
         Migration(3, "user activities to retract", _v3(real="DOUBLE PRECISION")),
         Migration(4, "per-account back-publishing opt-out",
                   _accountsBackpublish(boolean="BOOLEAN", true="TRUE")),
+        Migration(5, "PUBLISH publications",
+                  _v4(boolean="BOOLEAN", real="DOUBLE PRECISION")),
     ),
 }
 

@@ -29,6 +29,7 @@ registrar routes to a phone after a restart finds its route.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
 from twisted.internet.defer import Deferred
@@ -46,6 +47,10 @@ from sipxmpp.xmpp.savedstatuses import SavedStatus
 
 log = Logger()
 
+#: Tells a publication's source of it after a restart: C{(aor, key, tag,
+#: expiresAt)}, returns whether it took it.
+RestorePublication = Callable[[str, Hashable, str, float], bool]
+
 
 @dataclass(frozen=True)
 class RestoreSummary:
@@ -58,6 +63,7 @@ class RestoreSummary:
     dialogs: int
     savedStatuses: int
     activities: int = 0
+    publications: int = 0
 
 
 def restoreRuntimeState(
@@ -65,11 +71,16 @@ def restoreRuntimeState(
     store: IRuntimeStateStore,
     persister: RuntimeStatePersister,
     clock: IReactorTime,
+    publications: RestorePublication | None = None,
 ) -> Deferred[RestoreSummary]:
     """
     Restore C{store}'s saved state into C{machine} and C{persister}; fire
     with a L{RestoreSummary} (or fail with the store's error, in which case
     the persister is still attached and the gateway starts empty).
+
+    @param publications: called with C{(aor, key, tag, expiresAt)} for each
+        publication restored into C{machine}, so that its source (the
+        PUBLISH compositor) knows it by its entity-tag again.
     """
     persister.attach(machine)
     d = store.loadSavedStatuses()
@@ -83,18 +94,25 @@ def restoreRuntimeState(
 
         def gotSnapshots(snapshots: list[UserSnapshot], aors: list[str]) -> RestoreSummary:
             bindings = dialogs = 0
+            published = 0
             for snapshot in snapshots:
                 machine.restore(snapshot)
                 restored = machine.snapshot(snapshot.aor)
                 bindings += len(restored.bindings)
                 dialogs += len(restored.dialogs)
-            summary = RestoreSummary(len(snapshots), bindings, dialogs, len(statuses), len(aors))
+                saved = {p.publication for p in snapshot.publications}
+                for p in restored.publications:
+                    if p.publication in saved and publications is not None:
+                        if publications(snapshot.aor, p.publication, p.tag, p.expiresAt):
+                            published += 1
+            summary = RestoreSummary(len(snapshots), bindings, dialogs, len(statuses), len(aors),
+                                     published)  # fmt: skip
             log.info(
-                "restored {bindings} binding(s) and {dialogs} dialog(s) of {users} user(s), "
-                "{statuses} saved client status(es), {activities} user activity(-ies) to "
-                "retract",
-                bindings=bindings, dialogs=dialogs, users=len(snapshots),
-                statuses=len(statuses), activities=len(aors),
+                "restored {bindings} binding(s), {dialogs} dialog(s) and {publications} "
+                "publication(s) of {users} user(s), {statuses} saved client status(es), "
+                "{activities} user activity(-ies) to retract",
+                bindings=bindings, dialogs=dialogs, publications=published,
+                users=len(snapshots), statuses=len(statuses), activities=len(aors),
             )
             return summary
 

@@ -34,12 +34,18 @@ from sipxmpp.store.database import Database, Transaction
 from sipxmpp.store.interfaces import IRuntimeStateStore
 from sipxmpp.store.records import ROUTE_KINDS, AoRChanges, RouteRecord, SessionRecord, UserReport
 from sipxmpp.store.statekeys import UnencodableKey, decodeKey, encodeKey
-from sipxmpp.telephony.state import BindingSnapshot, DialogSnapshot, UserSnapshot
+from sipxmpp.telephony.events import DialogPhase, DialogReport
+from sipxmpp.telephony.state import (
+    BindingSnapshot,
+    DialogSnapshot,
+    PublicationSnapshot,
+    UserSnapshot,
+)
 from sipxmpp.xmpp.savedstatuses import SavedStatus
 
 # Every table whose rows belong to an owner.
-_OWNED_TABLES = ("bindings", "dialogs", "saved_statuses", "xmpp_sessions", "phone_routes",
-                 "user_activities")
+_OWNED_TABLES = ("bindings", "dialogs", "publications", "saved_statuses", "xmpp_sessions",
+                 "phone_routes", "user_activities")
 
 
 @implementer(IRuntimeStateStore)
@@ -92,6 +98,12 @@ class SQLRuntimeStateStore:
                         "INSERT INTO dialogs (owner, aor, dialog_id, confirmed, held, "
                         "expires_at) VALUES (?, ?, ?, ?, ?, ?)",
                         dialogs,
+                    )
+                    tx.execute("DELETE FROM publications WHERE owner = ? AND aor = ?", key)
+                    tx.executeMany(
+                        "INSERT INTO publications (owner, aor, publication_key, tag, busy, "
+                        "dialogs, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        self._publicationRows(change.snapshot),
                     )
                 if change.statuses is not None:
                     tx.execute("DELETE FROM saved_statuses WHERE owner = ? AND aor = ?", key)
@@ -152,9 +164,23 @@ class SQLRuntimeStateStore:
             )
         return bindings, dialogs, statuses
 
+    def _publicationRows(self, snapshot: UserSnapshot) -> list[tuple[object, ...]]:
+        rows: list[tuple[object, ...]] = []
+        aor = snapshot.aor
+        for p in snapshot.publications:
+            key = self._encode(aor, p.publication)
+            dialogs = [(self._encode(aor, d.dialogId), d.phase.value, d.outgoing)
+                       for d in p.dialogs]  # fmt: skip
+            if key is not None and all(d[0] is not None for d in dialogs):
+                rows.append((self.owner, aor, key, p.tag, p.busy,
+                             json.dumps(dialogs, separators=(",", ":")), p.expiresAt))
+        return rows
+
     def _prune(self, tx: Transaction, now: float) -> None:
         tx.execute("DELETE FROM bindings WHERE owner = ? AND expires_at <= ?", (self.owner, now))
         tx.execute("DELETE FROM dialogs WHERE owner = ? AND expires_at <= ?", (self.owner, now))
+        tx.execute("DELETE FROM publications WHERE owner = ? AND expires_at <= ?",
+                   (self.owner, now))
         tx.execute("DELETE FROM phone_routes WHERE owner = ? AND expires_at <= ?",
                    (self.owner, now))
 
@@ -359,9 +385,24 @@ def _snapshots(
         dialogs[(owner, aor)].append(
             DialogSnapshot(decodeKey(dialogId), bool(confirmed), bool(held), float(expiresAt))
         )
+    publications: dict[tuple[str, str], list[PublicationSnapshot]] = defaultdict(list)
+    for owner, aor, publicationKey, tag, busy, published, expiresAt in tx.execute(
+        f"SELECT owner, aor, publication_key, tag, busy, dialogs, expires_at FROM publications "
+        f"{clause} ORDER BY owner, aor, publication_key",
+        (*params, now),
+    ):
+        try:
+            reports = tuple(DialogReport(decodeKey(key), DialogPhase(phase), bool(outgoing))
+                            for key, phase, outgoing in json.loads(published))
+            publication = decodeKey(publicationKey)
+        except (ValueError, TypeError):
+            continue  # not written by this code: nothing to restore from it
+        publications[(owner, aor)].append(PublicationSnapshot(
+            publication, tag, float(expiresAt), reports, bool(busy)))
     return {
-        key: UserSnapshot(key[1], tuple(bindings.get(key, ())), tuple(dialogs.get(key, ())))
-        for key in set(bindings) | set(dialogs)
+        key: UserSnapshot(key[1], tuple(bindings.get(key, ())), tuple(dialogs.get(key, ())),
+                          tuple(publications.get(key, ())))
+        for key in set(bindings) | set(dialogs) | set(publications)
     }
 
 

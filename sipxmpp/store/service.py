@@ -19,6 +19,7 @@ from sipxmpp.store.errors import StoreError
 from sipxmpp.store.opening import Store, StoreSettings, openStore
 from sipxmpp.store.persister import RuntimeStatePersister
 from sipxmpp.store.restore import (
+    RestorePublication,
     RestoreSummary,
     adoptPreviousName,
     restorePhoneRoutes,
@@ -43,6 +44,8 @@ class StoreService(Service):
     @ivar routes: the proxy's routes to the phones, if set before the
         service starts: restored when it starts (blocking, before the
         reactor reads any SIP) and saved as they change.
+    @ivar publications: tells the PUBLISH compositor of each publication
+        restored (L{restoreRuntimeState}), if set before the restore.
     @ivar adoptPreviousName: at start, first take over the state saved
         under a previous host name (L{adoptPreviousName}; a gateway with
         the default name and a store of its own).
@@ -66,6 +69,7 @@ class StoreService(Service):
         self.restored: Deferred[RestoreSummary | None] = Deferred()
         self._restoreCall: IDelayedCall | None = None
         self.routes: PhoneRoutes | None = None
+        self.publications: RestorePublication | None = None
         self.adoptPreviousName = False
 
     def startService(self) -> None:
@@ -83,7 +87,8 @@ class StoreService(Service):
 
     def _restore(self) -> None:
         self._restoreCall = None
-        d = restoreRuntimeState(self.machine, self.store.runtime, self.persister, self.clock)
+        d = restoreRuntimeState(self.machine, self.store.runtime, self.persister, self.clock,
+                                self.publications)  # fmt: skip
 
         def failed(failure: Failure) -> None:
             reason = (

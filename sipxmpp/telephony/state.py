@@ -37,9 +37,10 @@ tombstoned like an observed one, so a late or reordered "confirmed" cannot
 bring it back.
 
 Publications that carry a I{tag} (what their source calls them now: an
-RFC 3903 entity-tag) are part of a snapshot, with their lifetime, the
-dialogs they own and whether they say "busy", and changes to them call the
-persistence callback like any other: after a restart a call in progress is
+RFC 3903 entity-tag) and own a dialog (or say "busy") are part of a
+snapshot, with their lifetime, the dialogs they own and whether they say
+"busy", and changes to tagged publications call the persistence callback
+like any other: after a restart a call in progress is
 shown again, and the publisher's next refresh or modification, naming that
 tag, finds its publication. Publications without a tag (a subscription's
 NOTIFYs: the subscription itself does not survive a restart, and a new one
@@ -389,10 +390,13 @@ class TelephonyStateMachine:
             for dialogId, dialog in user.dialogs.items()
             if dialog.publication is None
         )
+        # Only those that hold something: a publication that owns no dialog
+        # (a "terminated" one lingering until it expires) would only be
+        # answered 412 after a restart, and its publisher publish afresh.
         publications = tuple(
             self._publicationSnapshot(user, key, owned)
             for key, owned in user.publications.items()
-            if owned.tag is not None
+            if owned.tag is not None and owned.dialogs
         )
         return UserSnapshot(aor, bindings, dialogs, publications)
 

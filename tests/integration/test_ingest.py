@@ -17,9 +17,11 @@ bounded; nothing asserts on timing.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
+import sqlite3
 import tempfile
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -36,6 +38,7 @@ from tests.integration.test_e2e import (
     DOMAIN,
     PHONE,
     USERS,
+    WAIT,
     E2ETestCase,
     aor,
     describe,
@@ -323,3 +326,78 @@ class IngestTests(E2ETestCase):
         self.assertEqual(removed.code, 200, removed.raw)
         await self.expectBack("carol", mark)
         self.assertGatewayResourceIdle("carol", mark)
+
+
+def savedTags(gateway: GatewayServer, user: str) -> list[str]:
+    """
+    The entity-tags of C{user}'s publications in the gateway's SQLite store,
+    if it also holds the status of C{user}'s client (saved as the gateway
+    set it dnd), else nothing.
+    """
+    path = os.path.join(gateway.baseDir, "store.sqlite")
+    with contextlib.closing(sqlite3.connect(path, timeout=5)) as db:
+        statuses = db.execute("SELECT COUNT(*) FROM saved_statuses WHERE aor = ?",
+                              (aor(user),)).fetchone()[0]  # fmt: skip
+        rows = db.execute("SELECT tag FROM publications WHERE aor = ?", (aor(user),)).fetchall()
+    return [str(row[0]) for row in rows] if statuses else []
+
+
+class IngestRestartTests(E2ETestCase):
+    """
+    A stack of its own: the test SIGKILLs the gateway and starts it again.
+    """
+
+    timeout = 120
+    shared = SharedServer(IngestStack)
+
+    def setUp(self) -> None:
+        requireModules(*KamailioPuaServer.modules)
+        super().setUp()
+
+    async def send(self, *args: Any, **kwargs: Any) -> Answer:
+        answer: Answer = await deferToThread(publish, self.gateway.sipPort, *args, **kwargs)
+        return answer
+
+    async def waitSaved(self, user: str, etag: str) -> None:
+        for _ in range(int(WAIT / 0.1)):
+            if etag in await deferToThread(savedTags, self.gateway, user):
+                return
+            await sleep(0.1)
+        self.fail(f"{user}'s publication {etag} and client status never reached the store")
+
+    @deferred
+    async def test_callSurvivesRestart(self) -> None:
+        """
+        carol is on the phone by a PUBLISH when the gateway is killed; the
+        restarted gateway shows her on the phone again (her client dnd),
+        and the publisher's "terminated", naming the entity-tag it holds,
+        is accepted (not 412) and gives her client its own status back.
+        """
+        await self.startClient("carol", "psi")
+        mark = self.watch.mark()
+        confirmed = DIALOG_INFO.format(
+            aor=aor("carol"), dialog="d1", callID="c-restart@test", state="confirmed"
+        )
+        accepted = await self.send("carol", confirmed, expires=600)
+        self.assertEqual(accepted.code, 200, accepted.raw)
+        etag = accepted.header("SIP-ETag")
+        assert etag is not None, accepted.raw
+        await self.expectBusy("carol", mark, PHONE)
+        await self.waitSaved("carol", etag)
+
+        gateway = self.gateway
+        address = gateway.address
+        await deferToThread(gateway.kill)
+        await deferToThread(gateway.start)
+        self.assertEqual(gateway.address, address, "the restarted gateway moved")
+        await self.expectTelephony("carol", "on-the-phone")
+
+        terminated = DIALOG_INFO.format(
+            aor=aor("carol"), dialog="d1", callID="c-restart@test", state="terminated"
+        )
+        ended = await self.send("carol", terminated, ifMatch=etag, expires=10)
+        self.assertEqual(ended.code, 200, ended.raw)
+        await self.expectBack("carol", mark)
+        await self.expectStatus(
+            "carol", "telephony", lambda v: v not in ("ringing", "on-the-phone"), "off the phone"
+        )

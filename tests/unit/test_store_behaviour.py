@@ -43,7 +43,13 @@ from sipxmpp.store.records import (
 )
 from sipxmpp.store.runners import synchronousRunner
 from sipxmpp.store.sqlite import SQLiteBackend
-from sipxmpp.telephony.state import BindingSnapshot, DialogSnapshot, UserSnapshot
+from sipxmpp.telephony.events import DialogPhase, DialogReport
+from sipxmpp.telephony.state import (
+    BindingSnapshot,
+    DialogSnapshot,
+    PublicationSnapshot,
+    UserSnapshot,
+)
 from sipxmpp.xmpp.accounts import IAccountDirectory
 from sipxmpp.xmpp.savedstatuses import SavedStatus
 
@@ -446,6 +452,31 @@ class StoreBehaviourMixin:
         self.result(self.store.runtime.write([AoRChanges(ALICE, snapshot=snap)], self.clockTime))
         loaded = self.result(self.store.runtime.loadSnapshots(self.clockTime))
         self.assertEqual(canon(loaded), canon([snap]))
+
+    def test_publicationsRoundTrip(self) -> None:
+        """
+        Publications come back with their keys, tags, dialogs and "busy";
+        expired ones do not, and a new snapshot of the AoR replaces them.
+        """
+        t = self.clockTime
+        published = (
+            PublicationSnapshot(("dialog", "etag-0"), "etag-3", t + 100.0, (
+                DialogReport(("call-1", "d1"), DialogPhase.CONFIRMED),
+                DialogReport(("call-2", "d2"), DialogPhase.EARLY, True),
+                DialogReport(("call-3", "d3"), DialogPhase.HELD),
+            )),
+            PublicationSnapshot(("presence", "p-0"), "p-1", t + 50.0, busy=True),
+        )
+        snap = UserSnapshot(ALICE, publications=published)
+        runtime = self.store.runtime
+        self.result(runtime.write([AoRChanges(ALICE, snapshot=snap)], t))
+        loaded = self.result(runtime.loadSnapshots(t))
+        self.assertEqual([s.aor for s in loaded], [ALICE])
+        self.assertEqual(set(loaded[0].publications), set(published))
+        later = self.result(runtime.loadSnapshots(t + 75.0))
+        self.assertEqual(later[0].publications, published[:1])
+        self.result(runtime.write([AoRChanges(ALICE, snapshot=UserSnapshot(ALICE))], t))
+        self.assertEqual(self.result(runtime.loadSnapshots(t)), [])
 
     def test_runtimeExpiry(self) -> None:
         """

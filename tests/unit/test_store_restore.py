@@ -27,7 +27,14 @@ from sipxmpp.store.persister import RuntimeStatePersister
 from sipxmpp.store.records import REGISTRATION, AoRChanges, RouteRecord
 from sipxmpp.store.restore import RestoreSummary, restorePhoneRoutes, restoreRuntimeState
 from sipxmpp.store.service import StoreService
-from sipxmpp.telephony.events import Event, ITelephonyObserver, StateChange, TelephonyState
+from sipxmpp.telephony.events import (
+    DialogPhase,
+    DialogReport,
+    Event,
+    ITelephonyObserver,
+    StateChange,
+    TelephonyState,
+)
 from sipxmpp.telephony.state import (
     BindingSnapshot,
     DialogSnapshot,
@@ -263,6 +270,30 @@ class RestartTests(SynchronousTestCase):
         clock2.advance(1)
         _, machine3, _, _, _ = self.start(T0 + 300)
         self.assertEqual(machine3.users(), {ALICE: S.ONLINE})
+
+    def test_publishedCallSurvives(self) -> None:
+        """
+        A call a PUBLISH reported is on after a restart, and the compositor
+        is told the publication by its entity-tag; one without a tag (a
+        subscription's) is not saved.
+        """
+        clock, machine, _, _, _ = self.start(T0)
+        machine.publicationSet(BOB, ("dialog", "e0"), 600,
+                               [DialogReport(("call", "1"), DialogPhase.CONFIRMED)], tag="e2")
+        machine.publicationSet(CAROL, ("subscribe", 1), 600,
+                               [DialogReport(("call", "2"), DialogPhase.CONFIRMED)])
+        clock.advance(0)
+
+        clock2, machine2, _ = machineAt(T0 + 100)
+        store = self.track(openStore(self.settings, owner="gw1"))
+        persister2 = RuntimeStatePersister(store.runtime, clock2, interval=0.5)
+        told: list[tuple[object, ...]] = []
+        summary = self.successResultOf(restoreRuntimeState(
+            machine2, store.runtime, persister2, clock2,
+            lambda *args: told.append(args) is None))
+        self.assertEqual(summary.publications, 1)
+        self.assertEqual(told, [(BOB, ("dialog", "e0"), "e2", T0 + 600)])
+        self.assertEqual(machine2.users(), {BOB: S.ON_THE_PHONE})
 
     def test_restartShortensToWatchdog(self) -> None:
         """

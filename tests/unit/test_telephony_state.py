@@ -602,6 +602,7 @@ class SavedPublicationTests(StateMachineTestCase):
                                     tag="e1")  # fmt: skip
         self.machine.publicationSet(ALICE, "p2", 300, busy=True, tag="e2")
         self.machine.publicationSet(ALICE, "sub", 300, [held("d3")])
+        self.machine.publicationSet(ALICE, "p3", 300, [terminated("d4")], tag="e3")
         snapshot = self.machine.snapshot(ALICE)
         byKey = {p.publication: p for p in snapshot.publications}
         self.assertEqual(set(byKey), {"p1", "p2"})

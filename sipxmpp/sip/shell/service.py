@@ -421,6 +421,16 @@ def backpublishingOf(proxy: Proxy) -> BackpublishService | None:
     return _backpublishing.get(proxy)
 
 
+def compositorOf(proxy: Proxy) -> EventStateCompositor | None:
+    """
+    The PUBLISH compositor L{buildSIP} gave C{proxy}, if any.
+    """
+    for handler in proxy.localHandlers("PUBLISH"):
+        if isinstance(handler, EventStateCompositor):
+            return handler
+    return None
+
+
 def subscriptionsOf(proxy: Proxy) -> DialogSubscriptions | None:
     """
     The dialog subscriptions L{buildSIP} gave C{proxy}, if any.

@@ -12,6 +12,7 @@ the gateway's own resource (open, no activity: her phone is registered).
 
 alice opted out (the real C{sipxmpp-admin account set-backpublish}): the
 gateway removes her publication, live; opted in, it publishes again.
+A gateway stopping removes its publications.
 
 No loops: a call PUBLISHed to the gateway (C{[ingest] publishers}, a
 dialog-info PUBLISH sent by the test as a SIP core would) puts alice's
@@ -78,7 +79,8 @@ class PublishStack(Stack):
         self.prosody.subscribe("alice", "bob")
         # A fixed port: a restarted Kamailio must come back where the
         # gateway publishes.
-        self.kamailio = KamailioPresenceServer(maxExpires=GRANTED, port=freeSIPPort())
+        self.kamailio = KamailioPresenceServer(maxExpires=GRANTED, port=freeSIPPort(),
+                                               defines=["WITH_PUBLISH_LOG"])
 
     def start(self) -> None:
         self.prosody.start()
@@ -158,6 +160,29 @@ def published(gateway: GatewayServer, code: str) -> int:
     )
     found = pattern.search(gateway.metrics())
     return int(float(found.group(1))) if found else 0
+
+
+def kamailioLog(stack: Any) -> str:
+    with open(stack.kamailio.consoleLog, encoding="utf-8", errors="replace") as f:
+        return f.read()
+
+
+def removals(text: str) -> list[str]:
+    """
+    The PUBLISHes removing alice's publication that Kamailio took
+    (C{WITH_PUBLISH_LOG}), in its log C{text}.
+    """
+    return re.findall(rf"PUBLISH {re.escape(aor('alice'))} from \S+ Expires: 0 "
+                      r"SIP-If-Match: (?!<null>)\S+ Content-Length: 0\n", text)  # fmt: skip
+
+
+def refreshes(text: str) -> list[str]:
+    """
+    The PUBLISHes refreshing alice's publication (an entity-tag, no body)
+    that Kamailio took, in its log C{text}.
+    """
+    return re.findall(rf"PUBLISH {re.escape(aor('alice'))} from \S+ Expires: [1-9]\d* "
+                      r"SIP-If-Match: (?!<null>)\S+ Content-Length: 0\n", text)  # fmt: skip
 
 
 def shows(message: Message) -> Presence | None:
@@ -261,9 +286,11 @@ class BackpublishPublishTests(E2ETestCase):
         publishes afresh: a watcher subscribing afterwards sees alice.
         """
         await self.aliceOnline()
-        ok = published(self.gateway, "200")
+        ok, logged = published(self.gateway, "200"), len(kamailioLog(self.stack))
         await self.until("a refresh answered 200", lambda: published(self.gateway, "200") > ok + 1,
                          timeout=2 * GRANTED + WAIT)
+        self.assertTrue(refreshes(kamailioLog(self.stack)[logged:]),
+                        kamailioLog(self.stack)[logged:])
         # Past the first grant: only the refresh keeps the publication.
         await sleep(GRANTED / 2)
         late = await self.watching("bob")
@@ -292,17 +319,39 @@ class BackpublishPublishTests(E2ETestCase):
         bob = await self.watching("bob")
         await bob.waitFor("NOTIFY: alice online", notifyWith(
             lambda p: p.open and normalStatus("alice") in p.notes))
-        mark = len(bob.received)
-        removed = published(self.gateway, "200")
+        mark, logged = len(bob.received), len(kamailioLog(self.stack))
         await self.admin("set-backpublish", aor("alice"), "off")
         gone = await bob.waitFor("NOTIFY without alice's document", lambda m: (
             m.method == "NOTIFY" and not m.body), mark, timeout=WAIT + GRANTED)  # fmt: skip
         self.assertTrue(gone.header("subscription-state").startswith("active"), gone)
-        self.assertGreater(published(self.gateway, "200"), removed)
+        # Removed (not left to expire): Kamailio took the Expires 0.
+        self.assertEqual(len(removals(kamailioLog(self.stack)[logged:])), 1)
         mark = len(bob.received)
         await self.admin("set-backpublish", aor("alice"), "on")
         await bob.waitFor("NOTIFY: alice published again", notifyWith(
             lambda p: p.open and normalStatus("alice") in p.notes), mark)
+
+    @deferred
+    async def test_stopRemoves(self) -> None:
+        """
+        A gateway stopping removes its publications (Expires 0): bob's
+        next NOTIFY from Kamailio has no document of alice's. (Last of the
+        class: the gateway is started again for whatever follows.)
+        """
+        await self.aliceOnline()
+        bob = await self.watching("bob")
+        await bob.waitFor("NOTIFY: alice online", notifyWith(
+            lambda p: p.open and normalStatus("alice") in p.notes))
+        mark, logged = len(bob.received), len(kamailioLog(self.stack))
+        await deferToThread(self.gateway.stop)
+        try:
+            gone = await bob.waitFor("NOTIFY without alice's document", lambda m: (
+                m.method == "NOTIFY" and not m.body), mark)  # fmt: skip
+            self.assertTrue(gone.header("subscription-state").startswith("active"), gone)
+            # Removed (not left to expire): Kamailio took the Expires 0.
+            self.assertEqual(len(removals(kamailioLog(self.stack)[logged:])), 1)
+        finally:
+            await deferToThread(self.gateway.start)
 
     async def admin(self, *args: str) -> None:
         result = await deferToThread(self.gateway.admin, "account", *args)

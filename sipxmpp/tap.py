@@ -470,7 +470,7 @@ def buildService(settings: Settings, reactor: Any, logfile: str | None = None,
     if settings.sip.workers > 1:
         top.machine = machine
         top.publisher = publisher
-        _addWorkers(top, settings, reactor, metrics, machine, overrides or {}, {
+        _addWorkers(top, settings, reactor, metrics, machine, store, overrides or {}, {
             "running": lambda: top.running == 1,
             "store": storeCheck(store.store.accounts.lookup),
             "xmpp": xmppCheck(publisher.sessionStates, reactor, lambda: top.startedAt),
@@ -550,8 +550,8 @@ def _addHTTP(top: GatewayService, settings: Settings, reactor: Any, metrics: Met
 
 
 def _addWorkers(top: GatewayService, settings: Settings, reactor: Any, metrics: Metrics,
-                machine: TelephonyStateMachine, overrides: dict[tuple[str, str], str],
-                checks: dict[str, Check]) -> None:
+                machine: TelephonyStateMachine, store: Any,
+                overrides: dict[tuple[str, str], str], checks: dict[str, Check]) -> None:
     """
     SIP in C{[sip] workers} processes, supervised by the C{sip} child, and
     the HTTP endpoint, whose checks include that they all run.
@@ -568,6 +568,9 @@ def _addWorkers(top: GatewayService, settings: Settings, reactor: Any, metrics: 
     workers.setName("sip")
     workers.setServiceParent(top)
     top.workers = workers
+    # All workers' routes to the phones, saved and restored as with one
+    # process, and given to each worker as it connects.
+    store.routes = workers.routes
 
     def check() -> CheckResult:
         up = sum(w.connected for w in workers.workers)

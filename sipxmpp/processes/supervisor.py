@@ -8,9 +8,16 @@ user with two phones on two workers aggregates as in one process), adds
 their counters and gauges to the gateway's metrics, and restarts a worker
 that ends, after a backoff that doubles while it keeps ending young.
 
-A worker that dies takes its transactions with it, and no later event
-will end the calls it reported: the supervisor ends them (the user is
-shown off the phone rather than left on it until the dialog watchdog).
+The routes to the phones go through it too (L{sipxmpp.processes.routes}):
+it keeps them all (C{routes}, which the store saves and restores) and
+gives each change to the other workers, and all of them to a worker that
+connects.
+
+A worker that dies takes its transactions with it: the calls still
+ringing that it reported will hear of no answer, and the supervisor ends
+them (the user is not left ringing until the early dialogs' lifetime).
+Answered calls go on: their in-dialog requests reach the worker started
+again, or another, which has the routes to the phones.
 """
 
 from __future__ import annotations
@@ -32,13 +39,15 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from sipxmpp.processes.channel import FrameProtocol, Message
+from sipxmpp.processes.routes import Route, apply, everyRoute
 from sipxmpp.sip.core.metrics import IMetrics
+from sipxmpp.sip.core.phoneroutes import PhoneRoutes
 from sipxmpp.telephony.events import TelephonyState
 from sipxmpp.telephony.state import TelephonyStateMachine
 
 _DIALOG_EVENTS = frozenset({"dialogEarly", "dialogConfirmed", "dialogRefreshed", "dialogHeld",
                             "dialogActive", "dialogTerminated"})
-_EVENTS = _DIALOG_EVENTS | {"bindingUpdated", "bindingRemoved"}
+_EVENTS = _DIALOG_EVENTS | {"bindingUpdated", "bindingRemoved", "route"}
 #: Seconds between two sweeps of the calls remembered per worker.
 SWEEP_INTERVAL = 60.0
 #: Seconds a worker waits after SIGTERM before it gets SIGKILL.
@@ -98,8 +107,10 @@ class WorkerSupervisor(Service):
         self.maxDelay = maxDelay
         self.stableAfter = stableAfter
         self.workers = [Worker(i) for i in range(count)]
-        # The calls each worker reported, to end when it dies: (aor,
-        # dialog) -> worker index.
+        #: Every worker's routes to the phones.
+        self.routes = PhoneRoutes(reactor, {}, "path")
+        # The calls still ringing each worker reported, to end when it
+        # dies: (aor, dialog) -> worker index.
         self._calls: dict[tuple[str, Any], int] = {}
         self._directory: str | None = None
         self._listening: Any = None
@@ -195,8 +206,8 @@ class WorkerSupervisor(Service):
         worker.restarts += 1
         self.metrics.increment("sipxmpp_workers_restarts_total")
         self.log.warn(
-            "SIP worker {index} (pid {pid}) ended ({reason}); {calls} call(s) it held ended; "
-            "starting it again in {delay:g} s",
+            "SIP worker {index} (pid {pid}) ended ({reason}); {calls} ringing call(s) it held "
+            "ended; starting it again in {delay:g} s",
             index=worker.index, pid=worker.pid, reason=reason.getErrorMessage(),
             calls=len(lost), delay=delay,
         )
@@ -215,8 +226,10 @@ class WorkerSupervisor(Service):
             return None
         worker = self.workers[index]
         worker.channel = protocol
-        self.log.info("SIP worker {index} (pid {pid}) connected", index=index,
-                      pid=hello.get("pid"))
+        routes = everyRoute(self.routes)
+        protocol.send({"routes": routes})
+        self.log.info("SIP worker {index} (pid {pid}) connected; given {routes} route(s) to "
+                      "the phones", index=index, pid=hello.get("pid"), routes=len(routes))
         return worker
 
     def channelClosed(self, worker: Worker, protocol: FrameProtocol) -> None:
@@ -235,23 +248,40 @@ class WorkerSupervisor(Service):
             self._report(worker, report)
 
     def _apply(self, worker: Worker, events: list[Any]) -> None:
+        routes: list[Route] = []
         for event in events:
             if not isinstance(event, list) or len(event) < 3 or event[0] not in _EVENTS:
                 self.log.warn("unknown event {event!r} from SIP worker {index}",
                               event=event, index=worker.index)
                 continue
             name, aor, *args = event
+            if name == "route":
+                self._route(worker, event[1:], routes)
+                continue
             if name in _DIALOG_EVENTS:
                 args[0] = dialog = tuple(args[0])  # JSON made the dialog key a list
-                if name in ("dialogEarly", "dialogConfirmed"):
+                if name == "dialogEarly":
                     self._calls[aor, dialog] = worker.index
-                elif name == "dialogTerminated":
+                elif name in ("dialogConfirmed", "dialogTerminated"):
                     self._calls.pop((aor, dialog), None)
             try:
                 getattr(self.machine, name)(aor, *args)
             except Exception:
                 self.log.failure("applying {event!r} from SIP worker {index} failed",
                                  event=event, index=worker.index)
+        if routes:
+            for other in self.workers:
+                if other is not worker and other.channel is not None:
+                    other.channel.send({"routes": routes})
+
+    def _route(self, worker: Worker, route: Route, relay: list[Route]) -> None:
+        try:
+            apply(self.routes, route)
+        except ValueError:
+            self.log.warn("bad route {route!r} from SIP worker {index}", route=route,
+                          index=worker.index)
+            return
+        relay.append(route)
 
     def _report(self, worker: Worker, report: dict[str, Any]) -> None:
         for name, text in (report.get("help") or {}).items():

@@ -35,8 +35,15 @@ from twisted.logger import (
 from twisted.python.failure import Failure
 
 from sipxmpp.config import ConfigError, loadSettings
-from sipxmpp.processes.channel import FrameProtocol, RemoteTelephony, Uplink, WorkerMetrics
+from sipxmpp.processes.channel import (
+    FrameProtocol,
+    Message,
+    RemoteTelephony,
+    Uplink,
+    WorkerMetrics,
+)
 from sipxmpp.processes.gctuning import tuneGarbageCollector
+from sipxmpp.processes.routes import RouteSync
 from sipxmpp.sip.shell.overload import OverloadMonitor
 from sipxmpp.sip.shell.service import buildSIP
 from sipxmpp.store.addresses import aorOfURI
@@ -60,13 +67,14 @@ def command(config: str, index: int, channel: str,
 class _UplinkFactory(ClientFactory):
     noisy = False
 
-    def __init__(self, uplink: Uplink, index: int, reactor: Any) -> None:
+    def __init__(self, uplink: Uplink, index: int, reactor: Any, routes: RouteSync) -> None:
         self._uplink = uplink
         self._index = index
         self._reactor = reactor
+        self._routes = routes
 
     def buildProtocol(self, addr: Any) -> FrameProtocol:
-        protocol = _UplinkProtocol(self._uplink, self._index, self._reactor)
+        protocol = _UplinkProtocol(self._uplink, self._index, self._reactor, self._routes)
         protocol.factory = self
         return protocol
 
@@ -76,11 +84,20 @@ class _UplinkFactory(ClientFactory):
 
 
 class _UplinkProtocol(FrameProtocol):
-    def __init__(self, uplink: Uplink, index: int, reactor: Any) -> None:
-        super().__init__(lambda message: None)
+    def __init__(self, uplink: Uplink, index: int, reactor: Any, routes: RouteSync) -> None:
+        super().__init__(self._received)
+        self._routes = routes
         self._uplink = uplink
         self._index = index
         self._reactor = reactor
+
+    def _received(self, message: Message) -> None:
+        routes = message.get("routes")
+        if isinstance(routes, list):
+            try:
+                self._routes.received(routes)
+            except ValueError as e:
+                log.warn("bad routes from the main process: {e}", e=str(e))
 
     def connectionMade(self) -> None:
         self.send({"hello": {"index": self._index, "pid": os.getpid()}})
@@ -120,6 +137,7 @@ def run(argv: Sequence[str], reactor: Any) -> int:
     overload = OverloadMonitor(reactor, settings.sip.overloadLag, settings.sip.overloadBacklog,
                                sip.receiveBacklog, metrics)
     proxy.isOverloaded = overload.isOverloaded
+    routes = RouteSync(proxy.routes, uplink)
 
     def report() -> None:
         message = metrics.report(uplink.dropped)
@@ -140,7 +158,7 @@ def run(argv: Sequence[str], reactor: Any) -> int:
             reactor.stop()
             return
         overload.startService()
-        reactor.connectUNIX(args.channel, _UplinkFactory(uplink, args.index, reactor))
+        reactor.connectUNIX(args.channel, _UplinkFactory(uplink, args.index, reactor, routes))
         reporting.start(REPORT_INTERVAL, now=False)
 
     def stop() -> Any:

@@ -21,7 +21,8 @@ C{sipxmpp-admin account set-backpublish} ends bob's and dave's
 subscriptions (terminated, reason=rejected) and refuses new ones (403),
 live; opted in again, bob subscribes again. Bad SUBSCRIBEs get 423, 400,
 406, 481, 489 from the gateway (404 from Kamailio for a user not
-provisioned). Everything listens on
+provisioned); a gateway stopping ends the subscriptions (reason=
+deactivated). Everything listens on
 127.0.0.1; waits are bounded.
 """
 
@@ -396,3 +397,22 @@ class BackpublishServeTests(E2ETestCase):
         nobody.subscribe("sip:nobody@example.test", gateway)
         unknown = await nobody.waitFor("final answer to SUBSCRIBE", isFinal, since)
         self.assertEqual(unknown.code, 404, unknown)
+
+    @deferred
+    async def test_stopEnds(self) -> None:
+        """
+        A gateway stopping ends its watchers' subscriptions with a final
+        NOTIFY (terminated, reason=deactivated: they may subscribe again at
+        once). (Last of the class: the gateway is started again.)
+        """
+        await self.aliceLoggedIn()
+        bob = await self.activeWatcher("bob")
+        mark = len(bob.received)
+        await deferToThread(self.gateway.stop)
+        try:
+            ended = await bob.waitFor("final NOTIFY", lambda m: (
+                m.method == "NOTIFY" and m.header("subscription-state").startswith("terminated")),
+                mark)  # fmt: skip
+            self.assertEqual(ended.header("subscription-state"), "terminated;reason=deactivated")
+        finally:
+            await deferToThread(self.gateway.start)

@@ -30,11 +30,13 @@ from tests.integration.test_proxy import (
     DOMAIN,
     ProxyTestCase,
     Registrar,
+    aor,
     expectState,
     metricValue,
     received,
     sentBy,
 )
+from tests.integration.test_restart_routing import savedRoutes
 
 WORKERS = 2
 
@@ -226,38 +228,34 @@ class WorkersTests(ProxyTestCase):
 
     def test_killedWorkerRestarted(self) -> None:
         """
-        kill -9 one worker during calls on both: the main process starts it
-        again; the other worker's call completes; nobody stays on the
-        phone; new calls through the restarted worker work.
+        kill -9 one worker during answered calls on both: the main process
+        starts it again and gives it the routes to the phones; both calls
+        complete (the far end's BYE reaches the phone through the restarted
+        worker), nobody stays on the phone, and a new call to the killed
+        worker's phone works without registering again.
         """
         gw = self.gateway
         phones = self.phoneOnEachWorker("kill")
         calls = []
-        for index, (user, port) in phones.items():
+        for user, port in phones.values():
             uas = self.sipp.answer(user, localPort=port)
             call = self.sipp.start("uac", self.registrar.address, service=user,
                                    keys={"domain": DOMAIN, "caller": f"k-{user}"},
                                    extraArgs=["-d", "4000"], waitBound=False)
-            calls.append((index, user, uas, call))
-        for _, user, _, _ in calls:
+            calls.append((user, uas, call))
+        for user, _, _ in calls:
             expectState(gw, user, "on-the-phone")
         before = {w["index"]: w for w in workers(gw)}
         os.kill(before[0]["pid"], signal.SIGKILL)
         waitFor("worker 0 restarted", lambda: [
             w for w in workers(gw) if w["index"] == 0 and w["connected"]
             and w["pid"] != before[0]["pid"]], timeout=20)
-        for index, user, uas, call in calls:
-            if index == 1:
-                self.assertSucceeded(call.wait())
-                self.assertSucceeded(uas.wait())
-            else:
-                call.stop()
-                uas.stop()
+        for user, uas, call in calls:
+            self.assertSucceeded(call.wait(40))
+            self.assertSucceeded(uas.wait(40))
             expectState(gw, user, "online", timeout=15)
         self.assertEqual(metricValue(gw, "sipxmpp_workers_restarts_total"), 1)
-        # The restarted worker takes calls again (its phone registers anew).
         user, port = phones[0]
-        self.registerThroughGateway(user, port=port)
         uas = self.sipp.answer(user, localPort=port)
         call = self.sipp.start("uac", self.registrar.address, service=user,
                                keys={"domain": DOMAIN, "caller": f"k2-{user}"},
@@ -265,6 +263,31 @@ class WorkersTests(ProxyTestCase):
         self.assertSucceeded(call.wait())
         self.assertSucceeded(uas.wait())
         expectState(gw, user, "online")
+
+    def test_routesSurviveGatewayKill(self) -> None:
+        """
+        The main process saves every worker's routes to the phones: after
+        a kill -9 of the whole gateway and a start, a call to a phone on
+        each worker arrives without the phones registering again.
+        """
+        gw = self.gateway
+        phones = self.phoneOnEachWorker("rs")
+        for user, _ in phones.values():
+            waitFor(f"{user}'s route saved", lambda user=user: any(
+                a == aor(user) for k, a, _ in savedRoutes(gw) if k == "registration"))
+        address = gw.address
+        gw.kill()
+        gw.start()
+        self.assertEqual(gw.address, address)
+        waitFor("both workers connected", lambda: allConnected(gw), timeout=20)
+        for user, port in phones.values():
+            uas = self.sipp.answer(user, localPort=port)
+            call = self.sipp.start("uac", self.registrar.address, service=user,
+                                   keys={"domain": DOMAIN, "caller": f"r-{user}"},
+                                   extraArgs=["-d", "500"], waitBound=False)
+            self.assertSucceeded(call.wait())
+            self.assertSucceeded(uas.wait())
+            expectState(gw, user, "online")
 
     def test_oneMetricsAndHealth(self) -> None:
         """

@@ -27,7 +27,11 @@ from sipxmpp.processes.channel import (
     WorkerMetrics,
     encode,
 )
+from sipxmpp.processes.routes import RouteSync
 from sipxmpp.processes.supervisor import WorkerSupervisor
+from sipxmpp.sip.core.peer import Peer
+from sipxmpp.sip.core.phoneroutes import PhoneRoutes
+from sipxmpp.sip.core.registrations import Binding
 from sipxmpp.telephony.events import TelephonyState
 from sipxmpp.telephony.state import TelephonyStateMachine
 
@@ -186,7 +190,11 @@ class FakeProcess:
         self.protocol.processEnded(Failure(ProcessTerminated(code, signalled)))
 
 
-class SupervisorTests(SynchronousTestCase):
+class SupervisorTestCase(SynchronousTestCase):
+    """
+    A supervisor of two workers on a fake reactor, and fake processes.
+    """
+
     def setUp(self) -> None:
         self.reactor = MemoryReactorClock()
         self.machine = TelephonyStateMachine(self.reactor)
@@ -237,6 +245,8 @@ class SupervisorTests(SynchronousTestCase):
             transport.clear()
             server.dataReceived(data)
 
+
+class SupervisorTests(SupervisorTestCase):
     def test_spawnsEach(self) -> None:
         """
         Each worker is started with its index and the channel's path, and
@@ -271,21 +281,27 @@ class SupervisorTests(SynchronousTestCase):
 
     def test_deadWorkersCallsEnd(self) -> None:
         """
-        A worker killed mid-call: the calls it reported end (no user is
-        left on the phone), the other worker's calls stay; it is started
-        again after the backoff.
+        A worker killed mid-call: the ringing calls it reported end (no
+        answer will reach it), its answered calls and the other worker's
+        stay (their BYEs will be routed); it is started again after the
+        backoff.
         """
         self._pipes = []
         zero, one = self.connect(0), self.connect(1)
-        bob = "sip:bob@example.test"
+        bob, carol = "sip:bob@example.test", "sip:carol@example.test"
         zero.send({"events": [["bindingUpdated", ALICE, "sip:a@1", 3600],
-                              ["dialogEarly", ALICE, ["c1", "x", ""], False]]})
+                              ["dialogEarly", ALICE, ["c1", "x", ""], False],
+                              ["bindingUpdated", carol, "sip:c@1", 3600],
+                              ["dialogEarly", carol, ["c3", "x", "y"], False],
+                              ["dialogConfirmed", carol, ["c3", "x", "y"], None]]})
         one.send({"events": [["bindingUpdated", bob, "sip:b@1", 3600],
+                             ["dialogEarly", bob, ["c2", "x", "y"], False],
                              ["dialogConfirmed", bob, ["c2", "x", "y"], None]]})
         self.flush()
         self.assertEqual(self.machine.stateOf(ALICE), TelephonyState.RINGING)
         self.processes[0].end(signalled=signal.SIGKILL)
         self.assertEqual(self.machine.stateOf(ALICE), TelephonyState.ONLINE)
+        self.assertEqual(self.machine.stateOf(carol), TelephonyState.ON_THE_PHONE)
         self.assertEqual(self.machine.stateOf(bob), TelephonyState.ON_THE_PHONE)
         self.assertFalse(self.supervisor.workers[0].connected)
         self.assertEqual(len(self.processes), 2)
@@ -356,5 +372,98 @@ class SupervisorTests(SynchronousTestCase):
         self._pipes = []
         zero = self.connect(0)
         zero.send({"events": [["restore", ALICE, {}], ["bindingUpdated", ALICE, "sip:a@1", 60]]})
+        self.flush()
+        self.assertEqual(self.machine.stateOf(ALICE), TelephonyState.ONLINE)
+
+
+def binding(port: int, expiresAt: float = 3600.0) -> Binding:
+    return Binding(ALICE, f"sip:alice@127.0.0.1:{port}", Peer("UDP", "127.0.0.1", port),
+                   expiresAt)
+
+
+class RouteTests(SupervisorTestCase):
+    """
+    The routes to the phones: each worker's changes reach the main
+    process's table (saved by the store) and the other workers; a worker
+    that connects gets them all.
+    """
+
+    def routes(self, worker: FrameProtocol) -> list[Message]:
+        transport = worker.transport
+        assert isinstance(transport, StringTransport)
+        return [m for m in frames(transport.value()) if "routes" in m]
+
+    def serverTransport(self, index: int) -> StringTransport:
+        channel = self.supervisor.workers[index].channel
+        assert channel is not None
+        transport = channel.transport
+        assert isinstance(transport, StringTransport)
+        return transport
+
+    def test_changeRelayed(self) -> None:
+        self._pipes = []
+        uplinkClock = Clock()
+        self.connect(0)
+        zero = self._pipes[-1]
+        self.connect(1)
+        # Worker 0's proxy learns a binding: its RouteSync tells the main
+        # process, which keeps it and passes it to worker 1 only.
+        workerRoutes = PhoneRoutes(uplinkClock, {}, "path")
+        uplink = Uplink(uplinkClock)
+        writer = FrameProtocol(lambda m: None)
+        writer.makeConnection(zero[0])
+        uplink.attach(writer)
+        RouteSync(workerRoutes, uplink)
+        workerRoutes.registrations.update(("alice", "127.0.0.1", 5080, ""), binding(5080))
+        uplinkClock.advance(0)
+        self.flush()
+        kept = self.supervisor.routes.registrations.get(("alice", "127.0.0.1", 5080, ""))
+        self.assertEqual(kept, binding(5080))
+        self.assertEqual(frames(self.serverTransport(0).value())[1:], [])
+        [relayed] = frames(self.serverTransport(1).value())[1:]
+        other = PhoneRoutes(Clock(), {}, "path")
+        sync = RouteSync(other, Uplink(Clock()))
+        sync.received(relayed["routes"])
+        self.assertEqual(other.registrations.items(), [(("alice", "127.0.0.1", 5080, ""),
+                                                        binding(5080))])
+
+    def test_allRoutesAtConnect(self) -> None:
+        """
+        A worker that connects (a restarted one) is given every live route,
+        and does not send them back as its own changes.
+        """
+        self._pipes = []
+        self.supervisor.routes.registrations.update(("alice", "127.0.0.1", 5080, ""),
+                                                    binding(5080))
+        self.supervisor.routes.dialogTargets.update(("alice", "127.0.0.1", 5082, ""),
+                                                    binding(5082))
+        self.supervisor.routes.registrations.update(("old", "127.0.0.1", 5090, ""),
+                                                    binding(5090, expiresAt=-1))
+        self.connect(0)
+        [first] = frames(self.serverTransport(0).value())
+        mirror = PhoneRoutes(Clock(), {}, "path")
+        uplink = Uplink(Clock())
+        RouteSync(mirror, uplink).received(first["routes"])
+        self.assertEqual(len(mirror.registrations), 1)
+        self.assertEqual(len(mirror.dialogTargets), 1)
+        uplink.event("nothing", "else")
+        self.assertEqual(uplink.dropped, 0)
+        self.assertEqual(len(uplink._events), 1)  # only the line above: nothing echoed
+
+    def test_removalRelayed(self) -> None:
+        self._pipes = []
+        zero = self.connect(0)
+        self.supervisor.routes.registrations.update(("alice", "127.0.0.1", 5080, ""),
+                                                    binding(5080))
+        zero.send({"events": [["route", "registration", ["alice", "127.0.0.1", 5080, ""],
+                               None]]})
+        self.flush()
+        self.assertEqual(len(self.supervisor.routes.registrations), 0)
+
+    def test_badRouteIgnored(self) -> None:
+        self._pipes = []
+        zero = self.connect(0)
+        zero.send({"events": [["route", "nonsense", ["a"], None],
+                              ["bindingUpdated", ALICE, "sip:a@1", 60]]})
         self.flush()
         self.assertEqual(self.machine.stateOf(ALICE), TelephonyState.ONLINE)

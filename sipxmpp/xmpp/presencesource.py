@@ -30,7 +30,6 @@ client removes the publication.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable
 
 from twisted.logger import Logger
@@ -48,6 +47,8 @@ from sipxmpp.sip.core.presence import (
     combine,
 )
 from sipxmpp.sip.core.presenceagent import Authorisation
+from sipxmpp.sip.wire.errors import SIPParseError
+from sipxmpp.sip.wire.uri import SIPURI, parseURI
 from sipxmpp.xmpp.accounts import Account, IAccountDirectory
 from sipxmpp.xmpp.callpresence import ShownOnClient
 from sipxmpp.xmpp.publisher import Publisher, UserPublisher
@@ -89,9 +90,11 @@ def _domainOf(aor: str) -> str | None:
     """
     The host of a watcher's AoR (C{sip:bob@example.test}), if it has one.
     """
-    _, at, hostport = aor.partition("@")
-    host = re.match(r"\[[^\]]*\]|[^:;?]*", hostport)
-    return host.group(0).lower() if at and host and host.group(0) else None
+    try:
+        uri = parseURI(aor)
+    except SIPParseError:
+        return None
+    return uri.host.lower() if isinstance(uri, SIPURI) and uri.user is not None else None
 
 
 class RosterWatch(subprotocols.XMPPHandler):  # type: ignore[misc]

@@ -792,8 +792,10 @@ class Publisher(service.Service):
 
     def _reconcile(self, aor: str, records: Sequence[SavedStatus]) -> None:
         for record in records[:1]:
-            self._retractOnly.discard(aor)
             user = self.users.get(aor)
+            if user is not None and aor in self._retractOnly:
+                self._retractOnly.discard(aor)  # now logged out after the grace
+                self._scheduleLogout(aor, user.telephony)
             if user is not None:
                 user.adoptSaved(JID(record.resource), RemoteStatus(
                     record.status, record.priority, record.message))
@@ -827,6 +829,10 @@ class Publisher(service.Service):
         if self.retractions.pending(aor, pending):
             self._retractOnlyDone(aor)
 
+    def _loggedOut(self, aor: str) -> None:
+        self.retractions.ended(aor)
+        self.retractions.queue(aor)
+
     def _retractOnlyDone(self, aor: str) -> None:
         user = self.users.get(aor)
         if aor in self._retractOnly and user is not None:
@@ -843,7 +849,8 @@ class Publisher(service.Service):
                 pending.cancel()
                 del self._logouts[aor]
             return
-        if pending is None:
+        if pending is None and aor not in self._retractOnly:
+            # (Logged in only to retract: out once retracted or timed out.)
             self._logouts[aor] = self.clock.callLater(
                 self.settings.logoutGrace, self._graceOver, aor
             )
@@ -873,7 +880,7 @@ class Publisher(service.Service):
         d.addCallback(lambda _: user.session.stop())
         # Logged out with a call still in its activity (XMPP was down, or
         # a retraction timed out): log in again just to retract it.
-        d.addCallback(lambda _: self.retractions.queue(aor))
+        d.addCallback(lambda _: self._loggedOut(aor))
         return d
 
     # -- service -----------------------------------------------------------

@@ -90,7 +90,11 @@ class StaleActivityTests(TestCase):
         self.prosody.start()
         self.addCleanup(self.prosody.stop)
 
-    def startGateway(self, gateway: type[GatewayServer] = GatewayServer) -> None:
+    def startGateway(self, gateway: type[GatewayServer] = GatewayServer,
+                     **settings: str) -> None:  # fmt: skip
+        """
+        @param settings: more C{[xmpp]} keys.
+        """
         self.gateway = gateway(
             upstreamPort=0,
             xmppServer=f"{self.prosody.host}:{self.prosody.port}",
@@ -101,6 +105,7 @@ class StaleActivityTests(TestCase):
                 ("ingest", "publishers"): f"{LOOPBACK}/32",
                 ("xmpp", "mode"): "resource",
                 ("xmpp", "publish_activity"): "yes",
+                **{("xmpp", key): value for key, value in settings.items()},
             },
         )
         self.gateway.prepare()
@@ -162,6 +167,7 @@ class StaleActivityTests(TestCase):
         self.callThenKilled()
         self.gateway.start()
         self.assertRetracted()
+        self.assertRestartedWithoutCall()
 
     def test_renamedHost(self) -> None:
         """
@@ -180,8 +186,35 @@ class StaleActivityTests(TestCase):
         RenamedGateway.hostName = "host-after"
         self.gateway.start()
         self.assertRetracted()
+        self.assertRestartedWithoutCall()
         self.assertIn("the store holds runtime state of 'host-before' and none of "
                       "'host-after' (the host name): taking it over", self.gatewayLog())
+
+    def test_loggedOutWhileXMPPDown(self) -> None:
+        """
+        Without a restart: Prosody is down when carol's call ends, she goes
+        offline on SIP and the gateway logs her out (a short logout_grace)
+        before Prosody is back. Prosody keeps the PEP item; the gateway logs
+        carol in again just to retract it once Prosody is back.
+        """
+        self.startGateway(logout_grace="1", reconnect_max_delay="2")
+        confirmed = DIALOG_INFO.format(aor=aor(USER), dialog="d1", callID="c1@test",
+                                       state="confirmed")  # fmt: skip
+        answer = publish(self.gateway.sipPort, USER, confirmed, expires=EXPIRES)
+        self.assertEqual(answer.code, 200, answer.raw)
+        self.waitForActivity(True, "the call")
+        self.prosody.stop()
+        self.waitForLog(f"{aor(USER)}: offline on SIP for 1 s; logging out of XMPP")
+        self.waitForLog(f"{aor(USER)}: logging in to XMPP as {jid(USER)}/sipxmpp to retract")
+        self.prosody.start()
+        self.assertRetracted()
+
+    def waitForLog(self, line: str) -> None:
+        deadline = time.monotonic() + WAIT
+        while line not in self.gatewayLog():
+            if time.monotonic() > deadline:
+                self.fail(f"the gateway never logged {line!r}")
+            time.sleep(0.2)
 
     def gatewayLog(self) -> str:
         log = os.path.join(self.gateway.baseDir, "gateway.console.log")
@@ -209,17 +242,16 @@ class StaleActivityTests(TestCase):
 
     def assertRetracted(self) -> None:
         """
-        The restarted gateway, which carol's phone never reaches again, logs
-        her in just to retract the call.
+        The gateway logs carol in just to retract the call: her phone never
+        reaches it again.
         """
         self.waitForActivity(False, "the empty activity")
-        deadline = time.monotonic() + WAIT
-        while True:
-            text = self.gatewayLog()
-            if "the call left in its user activity is retracted" in text:
-                break
-            if time.monotonic() > deadline:
-                self.fail("the gateway never logged the retraction")
-            time.sleep(0.2)
+        self.waitForLog(f"{aor(USER)}: the call left in its user activity is retracted")
+        text = self.gatewayLog()
         self.assertIn(f"{aor(USER)}: logging in to XMPP as {jid(USER)}/sipxmpp to retract", text)
-        self.assertNotIn(f"{aor(USER)}: online on SIP", text.split("starting up")[-1])
+
+    def assertRestartedWithoutCall(self) -> None:
+        """
+        After the last start, carol was never logged in for a call.
+        """
+        self.assertNotIn(f"{aor(USER)}: online on SIP", self.gatewayLog().split("starting up")[-1])

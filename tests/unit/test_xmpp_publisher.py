@@ -1147,6 +1147,38 @@ class StaleActivityTests(PublisherTestsMixin, SynchronousTestCase):
         self.assertEqual(self.publisher.users, {})
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
+    def test_notLoggedOutByTheGrace(self) -> None:
+        """
+        A login just to retract is not cut short by C{logoutGrace} (the
+        user is offline on SIP all along): it ends with the retraction,
+        however long XMPP takes to come up within the timeout.
+        """
+        self.publisher.settings = PublisherSettings(mode="resource", publishActivity=True,
+                                                    logoutGrace=1)  # fmt: skip
+        self.publisher.reconcile()
+        [session] = self.sessions
+        self.clock.advance(30)
+        self.assertEqual(session.stopped, 0)
+        session.connect()
+        self.retract(session)
+        self.assertEqual(session.stopped, 1)
+        self.assertEqual(self.store.activities, set())
+
+    def test_loggedOutOtherwiseTriesAgain(self) -> None:
+        """
+        Logged out before it retracted (the account was disabled and
+        enabled again): the next attempt starts at once.
+        """
+        self.publisher.reconcile()
+        [session] = self.sessions
+        self.publisher.logout(AOR)
+        self.assertEqual(session.stopped, 1)
+        [again] = self.sessions[1:]
+        again.connect()
+        self.retract(again)
+        self.assertEqual(self.store.activities, set())
+        self.assertEqual(again.stopped, 1)
+
     def test_withPublishingOff(self) -> None:
         """
         C{publish_activity} turned off since: the call is retracted all the

@@ -20,7 +20,12 @@ class PostgreSQLBackpublishStoreTests(BackpublishStoreMixin, SynchronousTestCase
 
     def newStoreURL(self) -> str:
         requirePostgres()
-        server = self.postgres.get(self)
+        # Asked for once per test: each ask adds a cleanup that stops the
+        # shared server after the class's last test, which must run after
+        # every database of the test was dropped.
+        server: PostgresServer | None = getattr(self, "_server", None)
+        if server is None:
+            server = self._server = self.postgres.get(self)
         url = server.createDatabase()
         self.addCleanup(server.dropDatabase, url)
         return url

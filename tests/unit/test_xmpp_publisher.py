@@ -1179,6 +1179,21 @@ class StaleActivityTests(PublisherTestsMixin, SynchronousTestCase):
         self.assertEqual(self.store.activities, set())
         self.assertEqual(again.stopped, 1)
 
+    def test_notProvisionedDropped(self) -> None:
+        """
+        An AoR no longer provisioned cannot be logged in: its entry is
+        dropped, and the next user's retraction goes ahead.
+        """
+        self.store.activities = {"sip:zoe@example.test", AOR}
+        self.publisher.retractions.concurrency = 1
+        self.publisher.reconcile()
+        [session] = self.sessions
+        session.connect()
+        self.retract(session)  # alice's; then zoe's turn
+        self.assertEqual(self.store.activities, set())
+        self.assertEqual(len(self.sessions), 1)
+        self.assertFalse(self.publisher.retractions.retracting("sip:zoe@example.test"))
+
     def test_withPublishingOff(self) -> None:
         """
         C{publish_activity} turned off since: the call is retracted all the

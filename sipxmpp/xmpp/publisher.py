@@ -765,7 +765,8 @@ class Publisher(service.Service):
             return
         for aor in saved.aorsWithSavedStatuses():
             self._reconcile(aor, saved.savedStatuses(aor))
-        self.retractActivities(saved.aorsWithPendingActivity())
+        # Calls left in users' activities: retracted, logging them in if need be.
+        self.retractions.add(saved.aorsWithPendingActivity())
 
     def handles(self, aor: str) -> bool:
         """
@@ -809,13 +810,6 @@ class Publisher(service.Service):
                 )
 
     # -- XEP-0108 activities left showing a call ---------------------------
-
-    def retractActivities(self, aors: Sequence[str]) -> None:
-        """
-        C{aors}' activity may still show a call (saved before a restart):
-        retract it, logging in those not logged in anyway.
-        """
-        self.retractions.add(aors)
 
     def _loginToRetract(self, aor: str) -> None:
         self._lookups[aor] = self._latest.get(aor, TelephonyState.OFFLINE)

@@ -21,7 +21,9 @@ C{sipxmpp-admin account set-backpublish} ends bob's and dave's
 subscriptions (terminated, reason=rejected) and refuses new ones (403),
 live; opted in again, bob subscribes again. Bad SUBSCRIBEs get 423, 400,
 406, 481, 489 from the gateway (404 from Kamailio for a user not
-provisioned); a gateway stopping ends the subscriptions (reason=
+provisioned). A refresh in the dialog gets 200 and a NOTIFY with the new
+lifetime, Expires 0 a final NOTIFY (reason=timeout), a refresh of the
+ended dialog 481; a gateway stopping ends the subscriptions (reason=
 deactivated). Everything listens on
 127.0.0.1; waits are bounded.
 """
@@ -397,6 +399,43 @@ class BackpublishServeTests(E2ETestCase):
         nobody.subscribe("sip:nobody@example.test", gateway)
         unknown = await nobody.waitFor("final answer to SUBSCRIBE", isFinal, since)
         self.assertEqual(unknown.code, 404, unknown)
+
+    @deferred
+    async def test_refreshAndUnsubscribe(self) -> None:
+        """
+        bob refreshes his subscription in its dialog (200 and a NOTIFY
+        with the new lifetime), then ends it with Expires 0 (a final
+        NOTIFY, terminated;reason=timeout); a refresh after that gets 481.
+        """
+        await self.aliceLoggedIn()
+        gateway = (LOOPBACK, self.gateway.sipPort)
+        bob = self.watcher("bob")
+        first = await self.subscribed(bob, aor("alice"))
+        self.assertEqual(first.code, 200, first)
+        tag = first.header("to").rsplit("tag=", 1)[1]
+        await bob.waitFor("first NOTIFY", notifyWith(lambda p: True))
+
+        def isNotify(m: Message) -> bool:
+            return m.method == "NOTIFY"
+
+        for expires in (120, 0):
+            since = len(bob.received)
+            bob.subscribe(aor("alice"), gateway, expires=expires, toTag=tag)
+            answer = await bob.waitFor("final answer to the refresh", isFinal, since)
+            self.assertEqual((answer.code, answer.header("expires")), (200, str(expires)), answer)
+            state = (await bob.waitFor("NOTIFY after it", isNotify, since)).header(
+                "subscription-state")
+            if expires:
+                # The new lifetime (the first was 300 s).
+                name, _, left = state.partition(";expires=")
+                self.assertEqual(name, "active", state)
+                self.assertTrue(0 < int(left) <= expires, state)
+            else:
+                self.assertEqual(state, "terminated;reason=timeout")
+        since = len(bob.received)
+        bob.subscribe(aor("alice"), gateway, toTag=tag)
+        gone = await bob.waitFor("final answer to a refresh of the ended dialog", isFinal, since)
+        self.assertEqual(gone.code, 481, gone)
 
     @deferred
     async def test_stopEnds(self) -> None:

@@ -22,8 +22,10 @@ back: bob's NOTIFYs never show it.
 Kamailio grants the PUBLISHes only C{GRANTED} seconds: the gateway keeps
 the publication alive by refreshing it (SIP-If-Match, no body); restarted,
 Kamailio has forgotten it, the refresh gets 412 and the gateway publishes
-afresh. Everything listens on 127.0.0.1; waits are bounded; nothing
-asserts on timing.
+afresh. A Kamailio taking PUBLISH from elsewhere only (C{PUBLISHERS})
+refuses the gateway's with 403, which it retries after a backoff.
+Everything listens on 127.0.0.1; waits are bounded; nothing asserts on
+timing.
 """
 
 from __future__ import annotations
@@ -74,13 +76,19 @@ class PublishStack(Stack):
     PUBLISHes from the test.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, publishers: str | None = None) -> None:
+        """
+        @param publishers: Kamailio's C{PUBLISHERS} (default: loopback).
+        """
         super().__init__(provision=["alice", "bob"])
         self.prosody.subscribe("alice", "bob")
+        defines = ["WITH_PUBLISH_LOG"]
+        if publishers is not None:
+            defines.append(f'PUBLISHERS="{publishers}"')
         # A fixed port: a restarted Kamailio must come back where the
         # gateway publishes.
         self.kamailio = KamailioPresenceServer(maxExpires=GRANTED, port=freeSIPPort(),
-                                               defines=["WITH_PUBLISH_LOG"])
+                                               defines=defines)
 
     def start(self) -> None:
         self.prosody.start()
@@ -191,9 +199,10 @@ def shows(message: Message) -> Presence | None:
     return message.presence()
 
 
-class BackpublishPublishTests(E2ETestCase):
-    timeout = 180
-    shared = SharedServer(PublishStack)
+class PublishTestCase(E2ETestCase):
+    """
+    Helpers of the tests below (no tests).
+    """
 
     def setUp(self) -> None:
         requireModules(*KamailioPresenceServer.modules)
@@ -230,6 +239,24 @@ class BackpublishPublishTests(E2ETestCase):
         body = DIALOG_INFO.format(aor=aor("alice"), dialog=callID, callID=callID, state=state)
         answer = await deferToThread(publish, self.gateway.sipPort, "alice", body)
         self.assertEqual(answer.code, 200, answer.raw)
+
+    async def admin(self, *args: str) -> None:
+        result = await deferToThread(self.gateway.admin, "account", *args)
+        self.assertEqual(result.returncode, 0, result.stderr)
+
+    async def until(self, what: str, probe: Any, timeout: float = GRANTED + WAIT) -> None:
+        from time import monotonic
+
+        deadline = monotonic() + timeout
+        while not probe():
+            if monotonic() > deadline:
+                self.fail(f"no {what} in {timeout:g} s:\n{self.gateway.metrics()}")
+            await sleep(0.25)
+
+
+class BackpublishPublishTests(PublishTestCase):
+    timeout = 180
+    shared = SharedServer(PublishStack)
 
     @deferred
     async def test_publish(self) -> None:
@@ -353,15 +380,31 @@ class BackpublishPublishTests(E2ETestCase):
         finally:
             await deferToThread(self.gateway.start)
 
-    async def admin(self, *args: str) -> None:
-        result = await deferToThread(self.gateway.admin, "account", *args)
-        self.assertEqual(result.returncode, 0, result.stderr)
 
-    async def until(self, what: str, probe: Any, timeout: float = GRANTED + WAIT) -> None:
-        from time import monotonic
 
-        deadline = monotonic() + timeout
-        while not probe():
-            if monotonic() > deadline:
-                self.fail(f"no {what} in {timeout:g} s:\n{self.gateway.metrics()}")
-            await sleep(0.25)
+class BackpublishRefusedTests(PublishTestCase):
+    """
+    A Kamailio that takes PUBLISH only from 192.0.2.0/24 (documentation
+    addresses, never the gateway's): its 403 is retried after a backoff,
+    and nothing of alice's is published.
+    """
+
+    timeout = 120
+    shared = SharedServer(lambda: PublishStack(publishers=r"^192\.0\.2\."))
+
+    @deferred
+    async def test_refusedAndRetried(self) -> None:
+        """
+        Kamailio refuses the gateway's PUBLISH (403, logged); the gateway
+        tries again after its backoff (a second 403), never gets a 200,
+        and a watcher at Kamailio gets no document of alice's.
+        """
+        await self.aliceOnline()
+        await self.until("a PUBLISH refused and retried", lambda: published(self.gateway, "403")
+                         >= 2)  # fmt: skip
+        refused = re.findall(r"PUBLISH from 127\.0\.0\.1:\d+ refused", kamailioLog(self.stack))
+        self.assertGreaterEqual(len(refused), 2)
+        self.assertEqual(published(self.gateway, "200"), 0)
+        bob = await self.watching("bob")
+        first = await bob.waitFor("NOTIFY", lambda m: m.method == "NOTIFY")
+        self.assertEqual(first.body, b"", first)

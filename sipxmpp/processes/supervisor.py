@@ -48,6 +48,8 @@ from sipxmpp.telephony.state import TelephonyStateMachine
 _DIALOG_EVENTS = frozenset({"dialogEarly", "dialogConfirmed", "dialogRefreshed", "dialogHeld",
                             "dialogActive", "dialogTerminated"})
 _EVENTS = _DIALOG_EVENTS | {"bindingUpdated", "bindingRemoved", "route"}
+#: Gauges whose gateway-wide value is the highest worker's, not the sum.
+HIGHEST_GAUGES = frozenset({"sipxmpp_reactor_lag_seconds", "sipxmpp_sip_receive_backlog_ratio"})
 #: Seconds between two sweeps of the calls remembered per worker.
 SWEEP_INTERVAL = 60.0
 #: Seconds a worker waits after SIGTERM before it gets SIGKILL.
@@ -300,9 +302,12 @@ class WorkerSupervisor(Service):
 
     def gauge(self, name: str) -> float:
         """
-        Gauge C{name} summed over the workers, as they last reported it.
+        Gauge C{name} over the workers, as they last reported it: summed
+        (bindings, transactions, connections), or the highest for a
+        measure of how far behind one is (L{HIGHEST_GAUGES}).
         """
-        return sum(w.gauges.get(name, 0.0) for w in self.workers)
+        values = [w.gauges.get(name, 0.0) for w in self.workers]
+        return max(values) if name in HIGHEST_GAUGES else sum(values)
 
     def _sweepCalls(self) -> None:
         # A call can end without its worker telling (the state machine's

@@ -364,6 +364,11 @@ class SupervisorTests(SupervisorTestCase):
         self.assertEqual(self.metrics.value("sipxmpp_sip_requests_forwarded_total",
                                             method="INVITE"), 10)
         self.assertIn("sipxmpp_sip_transactions 7", self.metrics.render())
+        for worker, lag in ((zero, 0.5), (one, 0.25)):
+            worker.send({"report": {"counters": [], "help": {}, "dropped": 0,
+                                    "gauges": {"sipxmpp_reactor_lag_seconds": lag}}})
+        self.flush()
+        self.assertEqual(self.supervisor.gauge("sipxmpp_reactor_lag_seconds"), 0.5)
         one.send({"report": {"counters": [], "gauges": {}, "help": {}, "dropped": 6}})
         self.flush()
         self.assertEqual(self.metrics.value("sipxmpp_workers_events_dropped_total"), 6)

@@ -62,6 +62,7 @@ INSTANCES = ("gw-a", "gw-b")
 # How long each call stays up (sipp's pause), ms: long enough to see every
 # user on the phone on the two gateways.
 CALL_MS = 10000
+KILLED_CALL_MS = 20000
 
 
 class ScaleOutStack:
@@ -240,10 +241,12 @@ class ScaleOutTestCase(E2ETestCase):
                 self.fail(f"{user} not on the phone on {names} within {WAIT:g} s; seen: {seen}")
             await sleep(0.1)
 
-    def startCalls(self, pairs: tuple[tuple[str, str], ...]) -> list[tuple[str, SippProcess]]:
+    def startCalls(self, pairs: tuple[tuple[str, str], ...],
+                   pauseMs: int = CALL_MS) -> list[tuple[str, SippProcess]]:  # fmt: skip
         """
         Register each pair's phones at the core and start the calls (the
-        first calls the second); return the sipp processes.
+        first calls the second), each up for C{pauseMs}; return the sipp
+        processes.
         """
         processes: list[tuple[str, SippProcess]] = []
         for caller, callee in pairs:
@@ -253,7 +256,7 @@ class ScaleOutTestCase(E2ETestCase):
                               self.startPhone("pua_uas_ringing", callee, calleePort)))
             processes.append((f"{caller}'s call",
                               self.startCall("uac", self.stack.registrar, callee, caller,
-                                             localPort=callerPort, pauseMs=CALL_MS)))
+                                             localPort=callerPort, pauseMs=pauseMs)))
         return processes
 
     async def finishedAll(self, processes: list[tuple[str, SippProcess]]) -> None:
@@ -368,7 +371,10 @@ class ScaleOutKilledMidCallTests(ScaleOutTestCase):
         for user in PROVISIONED:
             await self.startClient(user, "psi")
         mark = self.watch.mark()
-        calls = self.startCalls(PAIRS)
+        # Longer calls than the other test's: after the kill they must last
+        # until the dispatcher has taken gw-a out (about 3 s), so that the
+        # calls' end is published to gw-b.
+        calls = self.startCalls(PAIRS, pauseMs=KILLED_CALL_MS)
         for user in PROVISIONED:
             await self.expectBusy(user, mark, PHONE)
         home = {user: await self.onThePhoneAt(user, INSTANCES) for user in PROVISIONED}
@@ -378,13 +384,13 @@ class ScaleOutKilledMidCallTests(ScaleOutTestCase):
         assert dispatcher is not None
         gwA, gwB = self.scale.gateways["gw-a"], self.scale.gateways["gw-b"]
         gwAURI = f"sip:{LOOPBACK}:{gwA.sipPort}"
-        for what, call in calls:
-            self.assertStillRunning(call, f"gw-a was to be killed ({what})")
         # Kill only once gw-a's users' saved client statuses are in the
         # store (written behind, at most every half second): what gw-a had
         # not written, gw-b cannot take over (a run that killed gw-a 0.6 s
         # after a client went dnd left that client dnd).
         await self.savedBy("gw-a", moved)
+        for what, call in calls:
+            self.assertStillRunning(call, f"gw-a was to be killed ({what})")
         gwA.kill()
         await self.finishedAll(calls)
         self.assertTrue(dispatcher.dispatcherStates()[gwAURI].startswith("I"),

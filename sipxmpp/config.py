@@ -459,7 +459,7 @@ SCHEMA: Mapping[str, Mapping[str, Key]] = {
         "ping_timeout": Key("20", _seconds(0.1, 600)),
         "reconnect_max_delay": Key("60", _seconds(1, 3600)),
         "failed_retry_delay": Key("600", _seconds(10, 86400)),
-        "login_concurrency": Key("32", _integer(1, 100000)),
+        "login_concurrency": Key("100", _integer(1, 100000)),
         "login_rate": Key("200", _perSecond(0, 100000)),
         "login_timeout": Key("60", _seconds(1, 3600)),
         "client_state": Key("active", _choice("active", "inactive")),

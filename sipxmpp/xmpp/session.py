@@ -103,7 +103,7 @@ class SessionSettings:
     pingTimeout: float = 20.0
     reconnectMaxDelay: float = 60.0
     failedRetryDelay: float = 600.0
-    loginConcurrency: int = 32
+    loginConcurrency: int = 100
     loginRate: float = 200.0
     loginTimeout: float = 60.0
     clientStateInactive: bool = False

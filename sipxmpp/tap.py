@@ -577,7 +577,11 @@ def _addWorkers(top: GatewayService, settings: Settings, reactor: Any, metrics: 
         return CheckResult(up == len(workers.workers),
                            f"{up} of {len(workers.workers)} SIP workers connected")
 
-    _addHTTP(top, settings, reactor, metrics, {**checks, "workers": check})
+    def upstream() -> CheckResult:
+        return CheckResult(*workers.check("upstream"))
+
+    _addHTTP(top, settings, reactor, metrics,
+             {**checks, "workers": check, "upstream": upstream})
 
 
 def makeService(options: Options, reactor: Any = None) -> IService:

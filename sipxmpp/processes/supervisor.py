@@ -76,6 +76,8 @@ class Worker:
     restarts: int = 0
     dropped: int = 0
     gauges: dict[str, float] = field(default_factory=dict)
+    #: Check name -> (passed, detail), as last reported.
+    checks: dict[str, tuple[bool, str]] = field(default_factory=dict)
     restart: IDelayedCall | None = None
     ended: Deferred[None] | None = None
 
@@ -193,6 +195,7 @@ class WorkerSupervisor(Service):
         worker.process = None
         worker.channel = None
         worker.gauges = {}
+        worker.checks = {}
         lost = [call for call, index in self._calls.items() if index == worker.index]
         for aor, dialog in lost:
             del self._calls[aor, dialog]
@@ -296,6 +299,8 @@ class WorkerSupervisor(Service):
                                    dropped - worker.dropped)
         worker.dropped = dropped
         worker.gauges = {str(k): float(v) for k, v in (report.get("gauges") or {}).items()}
+        worker.checks = {str(name): (bool(ok), str(detail))
+                         for name, (ok, detail) in (report.get("checks") or {}).items()}
         for name in worker.gauges.keys() - self._gaugeNames:
             self._gaugeNames.add(name)
             self.metrics.gauge(name, partial(self.gauge, name))
@@ -308,6 +313,19 @@ class WorkerSupervisor(Service):
         """
         values = [w.gauges.get(name, 0.0) for w in self.workers]
         return max(values) if name in HIGHEST_GAUGES else sum(values)
+
+    def check(self, name: str) -> tuple[bool, str]:
+        """
+        Check C{name} as the connected workers last reported it: passed
+        when one of them passes it (the upstream answers one worker's
+        keepalives), with each one's detail.
+        """
+        reports = [(w.index, w.checks[name]) for w in self.workers
+                   if w.connected and name in w.checks]
+        if not reports:
+            return False, "no worker has reported it yet"
+        return (any(ok for _, (ok, _) in reports),
+                "; ".join(f"worker {index}: {detail}" for index, (_, detail) in reports))
 
     def _sweepCalls(self) -> None:
         # A call can end without its worker telling (the state machine's

@@ -35,6 +35,7 @@ from twisted.logger import (
 from twisted.python.failure import Failure
 
 from sipxmpp.config import ConfigError, loadSettings
+from sipxmpp.ops.health import UpstreamProbe
 from sipxmpp.processes.channel import (
     FrameProtocol,
     Message,
@@ -138,9 +139,18 @@ def run(argv: Sequence[str], reactor: Any) -> int:
                                sip.receiveBacklog, metrics)
     proxy.isOverloaded = overload.isOverloaded
     routes = RouteSync(proxy.routes, uplink)
+    # Each worker probes the upstream (OPTIONS keepalives from its own
+    # port) and reports the check; the main process's /healthz has it.
+    upstream = proxy.settings.upstream
+    probe = (UpstreamProbe(reactor, proxy.sendRequest, upstream,
+                           proxy.settings.local[upstream.transport])
+             if upstream is not None else None)
 
     def report() -> None:
         message = metrics.report(uplink.dropped)
+        if probe is not None:
+            result = probe.check()
+            message["report"]["checks"] = {"upstream": [result.ok, result.detail]}
         if not uplink.send(message):
             metrics.unsent(message)
 
@@ -158,12 +168,16 @@ def run(argv: Sequence[str], reactor: Any) -> int:
             reactor.stop()
             return
         overload.startService()
+        if probe is not None:
+            probe.startService()
         reactor.connectUNIX(args.channel, _UplinkFactory(uplink, args.index, reactor, routes))
         reporting.start(REPORT_INTERVAL, now=False)
 
     def stop() -> Any:
         if reporting.running:
             reporting.stop()
+        if probe is not None and probe.running:
+            probe.stopService()
         overload.stopService()
         return sip.stopService()
 

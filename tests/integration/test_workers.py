@@ -292,7 +292,7 @@ class WorkersTests(ProxyTestCase):
     def test_oneMetricsAndHealth(self) -> None:
         """
         One /metrics and /healthz for the gateway: the workers' counters
-        add up there, and the health lists the workers check.
+        add up there, and the health has the workers and upstream checks.
         """
         gw = self.gateway
         self.phoneOnEachWorker("me")
@@ -302,7 +302,11 @@ class WorkersTests(ProxyTestCase):
         with urllib.request.urlopen(f"http://{LOOPBACK}:{gw.httpPort}/healthz/ready",
                                     timeout=5) as response:
             checks = json.load(response)
+        # 200: every check passed, the workers' and the upstream keepalive
+        # (each worker probes Kamailio and reports it) among them.
         self.assertIn("workers", json.dumps(checks))
+        self.assertIn("upstream", json.dumps(checks))
+        self.assertIn("answered", json.dumps(checks))
 
 
 class WorkersEndToEndTests(e2e.E2ETestCase):

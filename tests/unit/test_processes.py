@@ -373,6 +373,23 @@ class SupervisorTests(SupervisorTestCase):
         self.flush()
         self.assertEqual(self.metrics.value("sipxmpp_workers_events_dropped_total"), 6)
 
+    def test_upstreamCheck(self) -> None:
+        """
+        The upstream check passes while one connected worker's keepalives
+        are answered; before any report it fails.
+        """
+        self._pipes = []
+        zero, one = self.connect(0), self.connect(1)
+        self.assertFalse(self.supervisor.check("upstream")[0])
+        for worker, ok in ((zero, False), (one, True)):
+            worker.send({"report": {"counters": [], "gauges": {}, "help": {}, "dropped": 0,
+                                    "checks": {"upstream": [ok, f"ok={ok}"]}}})
+        self.flush()
+        self.assertEqual(self.supervisor.check("upstream"),
+                         (True, "worker 0: ok=False; worker 1: ok=True"))
+        self.processes[1].end(signalled=signal.SIGKILL)
+        self.assertEqual(self.supervisor.check("upstream"), (False, "worker 0: ok=False"))
+
     def test_unknownEventIgnored(self) -> None:
         self._pipes = []
         zero = self.connect(0)

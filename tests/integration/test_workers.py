@@ -264,6 +264,47 @@ class WorkersTests(ProxyTestCase):
         self.assertSucceeded(uas.wait())
         expectState(gw, user, "online")
 
+    def test_killUnderLoad(self) -> None:
+        """
+        kill -9 of worker 0 while worker 1 carries calls at 15/s (calls
+        from Kamailio to a phone on worker 1, routed there by its Path) and
+        worker 0 holds an answered call: every call of worker 1's completes,
+        the held call completes too (its BYE comes once worker 0 is back: a
+        request sent while it is down is lost with it), and nobody stays on
+        the phone.
+        """
+        gw = self.gateway
+        heldUser, heldPort = self.phoneOnEachWorker("kh")[0]
+        loadUser, loadPort = self.phoneOnEachWorker("kl")[1]
+        heldUAS = self.sipp.answer(heldUser, localPort=heldPort)
+        held = self.sipp.start("uac", self.registrar.address, service=heldUser,
+                               keys={"domain": DOMAIN, "caller": f"h-{heldUser}"},
+                               extraArgs=["-d", "12000"], waitBound=False)
+        # Kamailio's two workers may let a BYE overtake its ACK: this UAS
+        # takes that.
+        loadUAS = self.sipp.start("proxy_bench_ramp_uas", service=loadUser,
+                                  localPort=loadPort, calls=10**6, timeout=120)
+        calls = 150
+        load = self.sipp.start("uac", self.registrar.address, service=loadUser,
+                               keys={"domain": DOMAIN, "caller": f"l-{loadUser}"},
+                               calls=calls, timeout=90, waitBound=False,
+                               extraArgs=["-r", "15", "-d", "0"])
+        expectState(gw, heldUser, "on-the-phone")
+        time.sleep(2)  # the load is running
+        before = {w["index"]: w for w in workers(gw)}
+        os.kill(before[0]["pid"], signal.SIGKILL)
+        waitFor("worker 0 restarted", lambda: [
+            w for w in workers(gw) if w["index"] == 0 and w["connected"]
+            and w["pid"] != before[0]["pid"]], timeout=20)
+        self.assertTrue(held.running, "the held call ended before worker 0 was back")
+        made = load.wait(90)
+        self.assertEqual((made.successful, made.failed), (calls, 0), made.describe())
+        self.assertSucceeded(held.wait(40))
+        self.assertSucceeded(heldUAS.wait(40))
+        loadUAS.stop()
+        expectState(gw, heldUser, "online", timeout=15)
+        expectState(gw, loadUser, "online", timeout=15)
+
     def test_routesSurviveGatewayKill(self) -> None:
         """
         The main process saves every worker's routes to the phones: after

@@ -330,15 +330,16 @@ def waitConnected(gateway: GatewayServer, users: int, since: float, bound: Bound
         time.sleep(1.0)
 
 
-def waitQuiet(pid: int, bound: Bound, restRate: float, interval: float = 1.0) -> float:
+def waitQuiet(pid: int, bound: Bound, restRate: float, interval: float = 2.0) -> float:
     """
-    Wait until the gateway's CPU rate is back near its rest rate (two
-    intervals in a row); return when that began.
+    Wait until the gateway's CPU rate is back near its rest rate (three
+    intervals in a row: the server may be slow to fan a presence out);
+    return when that began.
     """
     calm = 0
     last = processTimes(pid)
     quietSince = time.monotonic()
-    while calm < 2:
+    while calm < 3:
         time.sleep(interval)
         now = processTimes(pid)
         if now - last <= max(2 * restRate * interval, 0.02):
@@ -349,6 +350,22 @@ def waitQuiet(pid: int, bound: Bound, restRate: float, interval: float = 1.0) ->
         last = now
         bound.check("waiting for the gateway to be quiet")
     return quietSince
+
+
+def waitNotOverloaded(gateway: GatewayServer, bound: Bound) -> None:
+    """
+    Wait until the gateway's overload monitor accepts calls again.
+    """
+    url = f"http://{LOOPBACK}:{gateway.httpPort}/metrics"
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=60) as response:
+                if "\nsipxmpp_sip_overloaded 0" in response.read().decode("utf-8"):
+                    return
+        except OSError:
+            pass
+        bound.check("waiting for the gateway's overload to end")
+        time.sleep(1.0)
 
 
 def inviteTime(messages: str) -> float:
@@ -485,7 +502,8 @@ def run(args: argparse.Namespace) -> None:
         for i in range(args.calls):
             callee = users[(i * step + step // 2) % n]
             full = f"{callee}@{DOMAIN}/"
-            for _attempt in range(4):
+            waitNotOverloaded(gateway, bound)
+            for _attempt in range(6):
                 call = sipp.call(gateway.address, callee, DOMAIN, holdMs=500, traceMessages=True)
                 if call.ok:
                     break
@@ -494,6 +512,7 @@ def run(args: argparse.Namespace) -> None:
                 refused += 1
                 bound.check(f"calling {callee}")
                 time.sleep(5.0)
+                waitNotOverloaded(gateway, bound)
             else:
                 raise BenchError(f"call to {callee}: {call.describe()}")
             sentAt = inviteTime(call.messages)

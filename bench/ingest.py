@@ -6,7 +6,13 @@ item 8), and the PUBLISH/s one sipxmpp process sustains.
 Run from the repository root::
 
     .venv/bin/python bench/ingest.py [--steps 50,100,...] [--seconds S]
-                                     [--publish-steps 100,200,...] [--profile]
+                                     [--publish-steps 100,200,...] [--pairs N]
+                                     [--pin] [--no-sink] [--profile]
+
+With C{--pin}, Kamailio, sipp and Prosody share CPU 0 and the receiver of
+the PUBLISHes (the gateway, or the sink) has CPU 1 to itself, as it would
+on a host of its own: then R tells whether the gateway slows Kamailio
+down, not how the two share one machine.
 
 Everything runs on 127.0.0.1 and is stopped (by PID) at the end:
 
@@ -558,6 +564,22 @@ def printProfile(profileFile: str) -> None:
               f"{calls:8d} calls  {where}")
 
 
+def pinTree(pid: int, cpu: int) -> None:
+    """
+    Move process C{pid}, its threads and its child processes to C{cpu}.
+    """
+    pids = [pid]
+    while pids:
+        current = pids.pop()
+        try:
+            for task in os.listdir(f"/proc/{current}/task"):
+                os.sched_setaffinity(int(task), {cpu})
+            with open(f"/proc/{current}/task/{current}/children", encoding="ascii") as f:
+                pids.extend(int(child) for child in f.read().split())
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+
+
 def registerCallees(sipp: SippRunner, registrar: str, count: int, port: int) -> None:
     """
     Register callee-1 ... callee-COUNT at C{registrar}, all at C{port}.
@@ -580,6 +602,10 @@ def main() -> None:
                              "(default %(default)s)")
     parser.add_argument("--pairs", type=int, default=50,
                         help="caller/callee pairs the calls go round (default %(default)s)")
+    parser.add_argument("--pin", action="store_true",
+                        help="run Kamailio, sipp and Prosody on CPU 0 and the receiver of the "
+                             "PUBLISHes (the gateway, the sink) on CPU 1: the receiver on a "
+                             "core of its own, as it would be on a host of its own")
     parser.add_argument("--no-sink", dest="sink", action="store_false",
                         help="leave out the ramp with pua_dialoginfo PUBLISHing to a "
                              "stateless receiver")
@@ -594,6 +620,10 @@ def main() -> None:
         raise fail(f"Kamailio module(s) not installed: {', '.join(missing)} "
                    "(Debian: kamailio kamailio-presence-modules)")
 
+    if options.pin:
+        if (os.cpu_count() or 1) < 2:
+            raise fail("--pin needs two CPUs")
+        os.sched_setaffinity(0, {0})  # inherited by every process started below
     began = time.monotonic()
     workDir = tempfile.mkdtemp(prefix="sipxmpp-bench-ingest-")
     if not os.environ.get("SIPXMPP_KEEP_TEST_DIRS"):
@@ -630,6 +660,9 @@ def main() -> None:
         prosody.start()
         stack.callback(gateway.stop)
         gateway.start()
+        if options.pin:
+            assert gateway.pid is not None
+            pinTree(gateway.pid, 1)
         publishTo = f"sip:{LOOPBACK}:{gateway.sipPort}"
         withPua = Kamailio(publishTo, os.path.join(workDir, "with.ctl"))
         stack.callback(withPua.stop)
@@ -644,6 +677,9 @@ def main() -> None:
                                       baseDir=os.path.join(workDir, "sink"))
             stack.callback(receiver.stop)
             receiver.start()
+            if options.pin:
+                assert receiver.pid is not None
+                pinTree(receiver.pid, 1)
             toSink = Kamailio(receiver.uri, os.path.join(workDir, "tosink.ctl"))
             stack.callback(toSink.stop)
             toSink.start()
@@ -657,6 +693,8 @@ def main() -> None:
         print(f"sipp {version(['sipp', '-v'])}; {version(['kamailio', '-v'])} (2 workers each); "
               f"Prosody {prosody.prosodyBinary}; Python {platform.python_version()}; "
               f"gateway pid {gateway.pid} (pure publisher, log level info)")
+        if options.pin:
+            print("pinned: Kamailio, sipp and Prosody on CPU 0; the gateway and the sink on CPU 1")
         print(f"{os.cpu_count()} CPUs, load average before: "
               + " ".join(f"{x:.2f}" for x in os.getloadavg())
               + " (everything else running on the machine competes with the ramps)")

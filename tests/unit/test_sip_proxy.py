@@ -766,6 +766,12 @@ CSeq: 1 ACK
         self.clock.advance(64 * T1)
         codes = [m.code for m, p in self.take() if isinstance(m, SIPResponse)]
         self.assertEqual(codes, [408])
+        # The INVITE branch that never got a final answer is gone (§9.1),
+        # not kept for good; its CANCEL's transaction ends on its own.
+        self.assertNotIn((forwarded.topVia.branch, "INVITE"), self.proxy._clients)
+        self.clock.advance(64 * T1)
+        self.assertEqual(self.proxy._clients, {})
+        self.assertEqual(self.proxy.activeTransactions, 0)
 
     def test_deliveryFailedAnswers503(self) -> None:
         self.receive(invite(), PHONE)

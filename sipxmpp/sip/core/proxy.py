@@ -710,6 +710,9 @@ class Proxy:
         client = forward.client
         if client is not None and client.state in (State.CALLING, State.PROCEEDING):
             self._clientTimedOut(forward, 408)
+            # Or a branch that rang and never answered, not even the CANCEL,
+            # stays in _clients for good (§9.1 says destroy it now).
+            client.abandon()
 
     # --- responses ---
 

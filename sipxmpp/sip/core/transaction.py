@@ -333,6 +333,15 @@ class ClientTransaction(_Transaction):
         """
         self._timedOut(503)
 
+    def abandon(self) -> None:
+        """
+        Stop waiting for a final response (RFC 3261 §9.1: none came 64*T1
+        after the CANCEL): the transaction ends without a timeout report,
+        and a response still to come finds no transaction.
+        """
+        if self.state in (State.CALLING, State.TRYING, State.PROCEEDING):
+            self._terminate()
+
     def responseReceived(self, response: SIPResponse) -> None:
         """
         A response to this transaction's request arrived from the next hop.

@@ -19,7 +19,9 @@ C{active}; while the user's roster is not known (no session since the
 gateway started) it is C{pending}; otherwise C{rejected}. The last known
 roster is kept after the user's session ends. Authorisation is asked on
 the SIP path, so the watchers' JIDs are kept in memory (L{aorsChanged},
-fed by the provisioned AoRs); whatever may change an answer is told to
+fed by the provisioned AoRs); a watcher not among them (it may have been
+provisioned since they were last read) is looked up and C{pending} until
+the answer, then C{rejected} if it is not provisioned; whatever may change an answer is told to
 the authorisation listeners (the presence agent's C{reauthorise}).
 
 A user may opt out (the account's C{backpublish}, set by the admin
@@ -61,6 +63,9 @@ NS_ROSTER = "jabber:iq:roster"
 ROSTER_PUSH = f"/iq[@type='set']/query[@xmlns='{NS_ROSTER}']"
 #: The subscription states in which the contact receives the user's presence.
 SUBSCRIBED = frozenset({"both", "from"})
+#: How many watchers found not provisioned are remembered (then forgotten
+#: at once): a bound on memory against SUBSCRIBEs with made-up From AoRs.
+MAX_UNKNOWN = 10_000
 
 
 def presenceOfUser(user: UserPublisher) -> UserPresence | None:
@@ -203,6 +208,10 @@ class XMPPPresenceSource:
         # Each user's roster as last known, also after the session ended.
         self._rosters: dict[str, RosterWatch] = {}
         self._jids: dict[str, str] = {}
+        # Watchers being looked up, and those found not provisioned (until
+        # the provisioned AoRs next grow; bounded against random Froms).
+        self._lookingUp: set[str] = set()
+        self._unknown: set[str] = set()
         self._listeners: list[PresenceListener] = []
         self._authorisationListeners: list[Callable[[str | None], object]] = []
         publisher.addUserListener(self._userChanged)
@@ -239,16 +248,56 @@ class XMPPPresenceSource:
         if roster is None:
             return "pending"
         jid = self._jids.get(watcher)
+        if jid is None and self._lookUp(watcher):
+            jid = self._jids.get(watcher)  # a directory may answer at once
+            if jid is None:
+                return "pending"
         subscribed = roster.subscribed(jid) if jid is not None else False
         if subscribed is None:
             return "pending"
         return "active" if subscribed else "rejected"
+
+    def _lookUp(self, watcher: str) -> bool:
+        """
+        Look up a watcher whose JID is not known: it may have been
+        provisioned since the provisioned AoRs were last read, and a 403
+        would stop its phone from asking again. C{True} while the answer
+        may still make it known (then it is pending, not rejected).
+        """
+        if self.accounts is None or watcher in self._unknown:
+            return False
+        if watcher not in self._lookingUp:
+            self._lookingUp.add(watcher)
+            self.accounts.lookup(watcher).addCallbacks(
+                lambda account: self._looked(watcher, account),
+                lambda f: self._lookupFailed(watcher, f),
+            )
+        # A directory in memory has answered already.
+        return watcher in self._lookingUp or watcher in self._jids
+
+    def _looked(self, watcher: str, account: Account | None) -> None:
+        self._lookingUp.discard(watcher)
+        if account is None:
+            if len(self._unknown) >= MAX_UNKNOWN:
+                self._unknown.clear()
+            self._unknown.add(watcher)
+            self._reauthorise(None)  # its pending subscriptions are rejected
+        else:
+            self._learned(account)
+
+    def _lookupFailed(self, watcher: str, reason: Failure) -> None:
+        # Pending stays pending: the next SUBSCRIBE or refresh asks again.
+        self._lookingUp.discard(watcher)
+        self.log.warn("{aor}: account lookup failed: {e}", aor=watcher,
+                      e=reason.getErrorMessage())  # fmt: skip
 
     def aorsChanged(self, added: Iterable[str], removed: Iterable[str]) -> None:
         """
         The provisioned AoRs changed (L{ProvisionedAoRs.addListener}): look
         up the JIDs of the ones added, forget the ones removed.
         """
+        added = list(added)
+        self._unknown.difference_update(added)
         removed = list(removed)
         for aor in removed:
             self._rosters.pop(aor, None)

@@ -5,6 +5,7 @@ their watchers' authorisation, on stream stubs and a Clock.
 
 from __future__ import annotations
 
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.words.protocols.jabber.jid import JID
@@ -213,6 +214,7 @@ class PresenceSourceTests(PresenceSourceTestCase):
         """
         self.source.aorsChanged({ALICE, BOB}, set())
         self.login(roster(("bob@example.test", "both")))
+        self.accounts.remove(BOB)
         self.source.aorsChanged(set(), {BOB})
         self.assertIn(None, self.reauthorised)
         self.assertEqual(self.source.authorise(BOB, ALICE), "rejected")
@@ -301,4 +303,82 @@ class AllowListAndOptOutTests(PresenceSourceTestCase):
         self.source.aorsChanged(set(), {ALICE})
         self.source.aorsChanged({ALICE, BOB}, set())
         self.login(roster(("bob@example.test", "both")))
+        self.assertEqual(self.source.authorise(BOB, ALICE), "active")
+
+
+class SlowDirectory:
+    """
+    An account directory whose lookups the test answers.
+    """
+
+    def __init__(self, accounts: MemoryAccountDirectory) -> None:
+        self.accounts = accounts
+        self.asked: list[tuple[str, Deferred[Account | None]]] = []
+
+    def lookup(self, aor: str) -> Deferred[Account | None]:
+        d: Deferred[Account | None] = Deferred()
+        self.asked.append((aor, d))
+        return d
+
+    def answer(self) -> None:
+        asked, self.asked = self.asked, []
+        for aor, d in asked:
+            d.callback(self.accounts._accounts.get(aor))
+
+
+class UnknownWatcherTests(PresenceSourceTestCase):
+    """
+    A watcher not (yet) among the provisioned AoRs is looked up: pending
+    until the answer, not rejected for good.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.slow = SlowDirectory(self.accounts)
+        self.source.accounts = self.slow  # type: ignore[assignment]
+
+    def test_provisionedSinceLastRead(self) -> None:
+        """
+        bob, provisioned since the AoRs were read, is pending while looked
+        up (once, however often he asks), then active.
+        """
+        self.login(roster(("bob@example.test", "both")))
+        del self.reauthorised[:]
+        self.assertEqual(self.source.authorise(BOB, ALICE), "pending")
+        self.assertEqual(self.source.authorise(BOB, ALICE), "pending")
+        self.assertEqual([aor for aor, _ in self.slow.asked], [BOB])
+        self.slow.answer()
+        self.assertEqual(self.reauthorised, [None])
+        self.assertEqual(self.source.authorise(BOB, ALICE), "active")
+        self.assertEqual(self.slow.asked, [])
+
+    def test_notProvisioned(self) -> None:
+        """
+        A watcher found not provisioned is rejected, and not looked up again
+        until the provisioned AoRs grow.
+        """
+        self.login(roster(("nobody@example.test", "both")))
+        nobody = "sip:nobody@example.test"
+        self.assertEqual(self.source.authorise(nobody, ALICE), "pending")
+        self.slow.answer()
+        self.assertEqual(self.source.authorise(nobody, ALICE), "rejected")
+        self.assertEqual(self.slow.asked, [])
+        self.source.aorsChanged({nobody}, set())
+        self.slow.asked.clear()  # the lookup of the AoR added
+        self.assertEqual(self.source.authorise(nobody, ALICE), "pending")
+        self.assertEqual([aor for aor, _ in self.slow.asked], [nobody])
+
+    def test_lookupFails(self) -> None:
+        """
+        A store that fails leaves the watcher pending; the next question
+        asks again.
+        """
+        self.login(roster(("bob@example.test", "both")))
+        self.assertEqual(self.source.authorise(BOB, ALICE), "pending")
+        [(_, d)] = self.slow.asked
+        self.slow.asked.clear()
+        d.errback(RuntimeError("database is locked"))
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 0)
+        self.assertEqual(self.source.authorise(BOB, ALICE), "pending")
+        self.slow.answer()
         self.assertEqual(self.source.authorise(BOB, ALICE), "active")

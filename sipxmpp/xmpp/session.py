@@ -31,12 +31,11 @@ import random
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol, cast
+from typing import Any, cast
 
 from twisted.application.internet import ClientService
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import HostnameEndpoint
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import (
     IDelayedCall,
@@ -51,8 +50,6 @@ from twisted.internet.interfaces import (
 )
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
-from twisted.names import dns
-from twisted.names.error import DNSNameError, DomainError
 from twisted.python.failure import Failure
 from twisted.words.protocols.jabber import client, error, xmlstream
 from twisted.words.protocols.jabber.jid import JID
@@ -61,12 +58,12 @@ from twisted.words.xish import domish
 from zope.interface import Attribute, Interface, implementer
 
 from sipxmpp.xmpp import sasl
+from sipxmpp.xmpp.endpoints import makeEndpoint
 from sipxmpp.xmpp.tls import clientTLSOptions, describeCertificateFailure, loadTrustRoot
 from sipxmpp.xmpp.wokkelcompat import generic, ping, subprotocols
 
 NS_PING = "urn:xmpp:ping"
 NS_CSI = "urn:xmpp:csi:0"
-XMPP_CLIENT_PORT = 5222
 
 
 class NotConnected(Exception):
@@ -235,10 +232,6 @@ class NullReport:
         pass
 
 
-class _Resolver(Protocol):
-    def lookupService(self, name: str) -> Deferred[Any]: ...
-
-
 class ElementRequest(generic.Request):  # type: ignore[misc]
     """
     A wokkel request for an iq element built elsewhere, so that
@@ -253,79 +246,6 @@ class ElementRequest(generic.Request):  # type: ignore[misc]
 
     def toElement(self) -> domish.Element:
         return self.element
-
-
-def parseServer(server: str) -> tuple[str, int]:
-    """
-    Split C{HOST:PORT} (IPv6 hosts in brackets).
-    """
-    host, _, port = server.rpartition(":")
-    return host.strip("[]"), int(port)
-
-
-@implementer(IStreamClientEndpoint)
-class SRVEndpoint:
-    """
-    Connects to the targets of DNS SRV C{_xmpp-client._tcp.DOMAIN} in
-    priority order (RFC 6120 3.2.1), falling back to C{DOMAIN:5222} when
-    there is no SRV record.
-    """
-
-    def __init__(self, reactor: Any, domain: str, resolver: _Resolver | None = None) -> None:
-        self._reactor = reactor
-        self._domain = domain
-        if resolver is None:
-            from twisted.names import client as dnsclient
-
-            resolver = cast(_Resolver, dnsclient.Resolver(resolv="/etc/resolv.conf", reactor=reactor))
-        self._resolver = resolver
-
-    async def _targets(self) -> list[tuple[str, int]]:
-        try:
-            answers, _, _ = await self._resolver.lookupService(
-                f"_xmpp-client._tcp.{self._domain}"
-            )
-        except (DNSNameError, DomainError):
-            return [(self._domain, XMPP_CLIENT_PORT)]
-        records = [a.payload for a in answers if a.type == dns.SRV]
-        if len(records) == 1 and str(records[0].target) in ("", "."):
-            return []  # "the service is decidedly not available"
-        # Lowest priority first; among equals, heavier weight first (a fair
-        # weighted shuffle buys nothing for one connection per user).
-        records.sort(key=lambda r: (r.priority, -r.weight))
-        targets = [(str(r.target), r.port) for r in records]
-        return targets or [(self._domain, XMPP_CLIENT_PORT)]
-
-    def connect(self, protocolFactory: IProtocolFactory) -> Deferred[IProtocol]:
-        async def attempt() -> IProtocol:
-            targets = await self._targets()
-            if not targets:
-                raise ConnectionRefusedError(
-                    f"DNS SRV says {self._domain} offers no XMPP client service"
-                )
-            lastError: BaseException | None = None
-            for host, port in targets:
-                endpoint = HostnameEndpoint(self._reactor, host, port)
-                try:
-                    return await endpoint.connect(protocolFactory)
-                except Exception as e:
-                    lastError = e
-            assert lastError is not None
-            raise lastError
-
-        return Deferred.fromCoroutine(attempt())
-
-
-def makeEndpoint(reactor: Any, settings: SessionSettings, domain: str,
-                 resolver: _Resolver | None = None) -> IStreamClientEndpoint:  # fmt: skip
-    """
-    Return where to connect for users of C{domain}: C{settings.server}, or
-    the DNS SRV targets of the domain.
-    """
-    if settings.server:
-        host, port = parseServer(settings.server)
-        return HostnameEndpoint(reactor, host, port)
-    return SRVEndpoint(reactor, domain, resolver)
 
 
 class LoginPacer:
@@ -527,7 +447,7 @@ class XMPPSession:
         ping.PingHandler().setHandlerParent(self.streamManager)
         generic.FallbackHandler().setHandlerParent(self.streamManager)
         if endpoint is None:
-            endpoint = makeEndpoint(reactor, settings, self.jid.host)
+            endpoint = makeEndpoint(reactor, settings.server, self.jid.host)
         self.service = ClientService(_PacedEndpoint(self, endpoint), self.factory,
                                      retryPolicy=self._retryDelay, clock=reactor)  # fmt: skip
 
@@ -781,9 +701,7 @@ __all__ = [
     "LoginPacer",
     "NotConnected",
     "NullReport",
-    "SRVEndpoint",
     "SessionFactory",
     "SessionSettings",
     "XMPPSession",
-    "makeEndpoint",
 ]

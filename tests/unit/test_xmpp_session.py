@@ -26,7 +26,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.words.protocols.jabber.jid import JID
 from zope.interface import implementer
 
-from sipxmpp.xmpp.session import SessionSettings, SRVEndpoint, XMPPSession
+from sipxmpp.xmpp.endpoints import SRVEndpoint
+from sipxmpp.xmpp.session import SessionSettings, XMPPSession
 from sipxmpp.xmpp.tls import describeCertificateFailure
 
 PASSWORD = "Tr0ub4dor&3-very-secret"

@@ -576,7 +576,9 @@ class XMPPSession:
         if transport is not None:
             transport.setTcpNoDelay(True)
         sasl.replaceSASLInitializer(xs)
-        if not self.settings.requireTLS:
+        # A transport secured before the stream (Direct TLS, XEP-0368; BOSH
+        # over HTTPS) needs no STARTTLS, which the server will not offer.
+        if not self.settings.requireTLS or self._encrypted():
             for initializer in xs.initializers:
                 if isinstance(initializer, xmlstream.TLSInitiatingInitializer):
                     initializer.required = False

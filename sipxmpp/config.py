@@ -32,6 +32,7 @@ from sipxmpp.store.addresses import InvalidAddress, normaliseAoR
 from sipxmpp.store.opening import StoreSettings
 from sipxmpp.xmpp.publisher import PublisherSettings
 from sipxmpp.xmpp.resources import gatewayResource
+from sipxmpp.xmpp.sasl import CHANNEL_BINDING_MODES
 from sipxmpp.xmpp.session import SessionSettings
 
 DEFAULT_CONFIG_PATH = "/etc/sipxmpp/sipxmpp.conf"
@@ -92,6 +93,7 @@ class XMPPSettings:
     loginRate: float
     loginTimeout: float
     clientState: str
+    channelBinding: str
 
     def session(self, instance: str = "") -> SessionSettings:
         """
@@ -113,6 +115,7 @@ class XMPPSettings:
             loginRate=self.loginRate,
             loginTimeout=self.loginTimeout,
             clientStateInactive=self.clientState == "inactive",
+            channelBinding=self.channelBinding,
         )
 
     def publisher(self) -> PublisherSettings:
@@ -463,6 +466,7 @@ SCHEMA: Mapping[str, Mapping[str, Key]] = {
         "login_rate": Key("200", _perSecond(0, 100000)),
         "login_timeout": Key("60", _seconds(1, 3600)),
         "client_state": Key("active", _choice("active", "inactive")),
+        "channel_binding": Key("auto", _choice(*CHANNEL_BINDING_MODES)),
     },
     "store": {
         "url": Key("sqlite:////var/lib/sipxmpp/sipxmpp.sqlite", _storeURL),

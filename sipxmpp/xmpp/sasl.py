@@ -1,6 +1,7 @@
 """
 SASL for the gateway's XMPP sessions: SCRAM-SHA-256 and SCRAM-SHA-1 (via
-C{scramp}), PLAIN only over TLS, never DIGEST-MD5.
+C{scramp}), with channel binding (SCRAM-*-PLUS) where the server offers
+it, PLAIN only over TLS, never DIGEST-MD5.
 
 twisted.words' L{SASLInitiatingInitializer} only knows PLAIN, DIGEST-MD5 and
 ANONYMOUS and prefers DIGEST-MD5 (deprecated by RFC 6331). L{SASLInitializer}
@@ -13,6 +14,16 @@ far the costliest step of a login (Prosody uses 10,000 iterations). RFC
 5802 (section 5.1) lets a client keep it for the same password, salt and
 iteration count; L{ScramKeyCache} keeps the derived C{ClientKey} and
 C{ServerKey}, in memory only, so a re-login or a reconnect skips PBKDF2.
+
+Channel binding (RFC 5802 section 6) ties the SCRAM proof to this TLS
+connection, so that a man in the middle holding a certificate we trust
+cannot relay the login. L{channelBindings} reads what the OpenSSL
+connection can give (C{tls-exporter}, RFC 9266, on TLS 1.3;
+C{tls-server-end-point}, RFC 5929; C{tls-unique}, RFC 5929, on TLS 1.2 and
+below only); L{chooseMechanism} takes the strongest type the server also
+supports (announced by XEP-0440, or C{tls-unique} by RFC 5802's default)
+and says in the gs2 header whether we could have bound, so that a server
+whose -PLUS offer was stripped on the way sees the downgrade.
 """
 
 from __future__ import annotations
@@ -23,20 +34,38 @@ import os
 import threading
 from base64 import b64decode, b64encode
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import scramp  # type: ignore[import-untyped]
+from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.serialization import Encoding
+from OpenSSL import SSL
 from twisted.internet.interfaces import ISSLTransport
+from twisted.logger import Logger
 from twisted.words.protocols.jabber import sasl, sasl_mechanisms, xmlstream
 from twisted.words.protocols.jabber.jid import JID
 from twisted.words.xish import domish
 from zope.interface import implementer
 
-# Strongest first. The -PLUS variants need channel binding, which the
-# OpenSSL-backed TLS transport does not expose to us; plain SCRAM is still
-# safe over a verified TLS connection.
+# Strongest first. A -PLUS variant (channel binding) is preferred to any
+# plain one when both sides can bind; plain SCRAM is still safe over a
+# verified TLS connection.
 SCRAM_MECHANISMS = ("SCRAM-SHA-256", "SCRAM-SHA-1")
+SCRAM_PLUS_MECHANISMS = tuple(f"{name}-PLUS" for name in SCRAM_MECHANISMS)
+
+#: Channel-binding types we can compute, strongest first.
+CHANNEL_BINDINGS = ("tls-exporter", "tls-server-end-point", "tls-unique")
+
+#: XEP-0440: the server's channel-binding types, a stream feature.
+NS_SASL_CB = "urn:xmpp:sasl-cb:0"
+
+#: Values of C{[xmpp] channel_binding}.
+CHANNEL_BINDING_MODES = ("auto", "off")
+
+log = Logger()
 
 
 class SASLFailure(sasl.SASLError):
@@ -62,6 +91,71 @@ class NoAcceptableMechanism(SASLFailure):
 KEY_CACHE_SIZE = 50_000
 
 _HASHES = {"SCRAM-SHA-256": "sha256", "SCRAM-SHA-1": "sha1"}
+
+
+def channelBindings(transport: object) -> dict[str, bytes]:
+    """
+    Return the channel-binding data this TLS transport can give, by type
+    (see L{CHANNEL_BINDINGS}); empty if it is not an OpenSSL connection
+    whose handshake is done (a BOSH transport, a test stub).
+    """
+    getHandle = getattr(transport, "getHandle", None)
+    connection = getHandle() if callable(getHandle) else None
+    if not isinstance(connection, SSL.Connection):
+        return {}
+    bindings: dict[str, bytes] = {}
+    try:
+        version = connection.get_protocol_version_name()
+        if version == "TLSv1.3":
+            # RFC 9266 section 2: 32 bytes, no context.
+            bindings["tls-exporter"] = connection.export_keying_material(
+                b"EXPORTER-Channel-Binding", 32)
+        elif version in ("TLSv1.2", "TLSv1.1", "TLSv1"):
+            # The first Finished message of the handshake (RFC 5929 3.1):
+            # ours, as the gateway never resumes a TLS session (there the
+            # server's would come first). Undefined for TLS 1.3.
+            finished = connection.get_finished()
+            if finished:
+                bindings["tls-unique"] = finished
+        certificate = connection.get_peer_certificate(as_cryptography=True)
+    except SSL.Error:
+        return {}
+    if certificate is not None:
+        endPoint = serverEndPoint(certificate)
+        if endPoint is not None:
+            bindings["tls-server-end-point"] = endPoint
+    return bindings
+
+
+def serverEndPoint(certificate: x509.Certificate) -> bytes | None:
+    """
+    Return the C{tls-server-end-point} data of the server's certificate
+    (RFC 5929 4.1): its DER hashed with its signature's hash, SHA-256 for
+    MD5 or SHA-1; L{None} if the signature has no single hash (Ed25519).
+    """
+    try:
+        algorithm = certificate.signature_hash_algorithm
+    except UnsupportedAlgorithm:
+        return None
+    if algorithm is None:
+        return None
+    if isinstance(algorithm, (hashes.MD5, hashes.SHA1)):
+        algorithm = hashes.SHA256()
+    digest = hashes.Hash(algorithm)
+    digest.update(certificate.public_bytes(Encoding.DER))
+    return digest.finalize()
+
+
+def advertisedBindings(features: dict[tuple[str, str], domish.Element]) -> list[str] | None:
+    """
+    Return the channel-binding types the server announces (XEP-0440), or
+    L{None} if it does not announce any.
+    """
+    element = features.get((NS_SASL_CB, "sasl-channel-binding"))
+    if element is None:
+        return None
+    return [str(child.getAttribute("type", "")) for child in element.elements(
+        NS_SASL_CB, "channel-binding")]
 
 
 class ScramKeyCache:
@@ -133,26 +227,57 @@ KEY_CACHE = ScramKeyCache()
 @implementer(sasl_mechanisms.ISASLMechanism)
 class ScramMechanism:
     """
-    The client side of SCRAM (RFC 5802, RFC 7677) without channel binding.
+    The client side of SCRAM (RFC 5802, RFC 7677), with channel binding for
+    the -PLUS variants.
+
+    C{scramp} makes the nonce, prepares the user name and password and
+    parses the server's messages; the gs2 header and the channel-binding
+    input are ours, as C{scramp} knows no C{tls-exporter}.
 
     @ivar verified: whether the server proved it knows the credentials
         (its signature in the server-final message was checked).
+    @ivar channelBinding: the channel-binding type used, or L{None}.
     """
 
     def __init__(self, name: str, username: str, password: str,
-                 cache: ScramKeyCache | None = None) -> None:
-        if name not in SCRAM_MECHANISMS:
+                 cache: ScramKeyCache | None = None,
+                 channelBinding: tuple[str, bytes] | None = None,
+                 bindingSupported: bool = False) -> None:
+        """
+        @param name: a SCRAM mechanism, -PLUS or not.
+        @param channelBinding: the type and data to bind to; required by a
+            -PLUS mechanism, refused by the others.
+        @param bindingSupported: for a mechanism without -PLUS, whether we
+            could have bound (the gs2 flag C{y}: "the server seems not to
+            support it") rather than not (C{n}).
+        """
+        base = name.removesuffix("-PLUS")
+        if base not in SCRAM_MECHANISMS:
             raise ValueError(f"unsupported SCRAM mechanism {name!r}")
+        if (channelBinding is not None) != (base != name):
+            raise ValueError(f"{name} {'needs' if base != name else 'takes no'} channel binding")
         self.name = name
         self.verified = False
-        self._client = scramp.ScramClient([name], username, password)
+        self.channelBinding = channelBinding[0] if channelBinding is not None else None
+        if channelBinding is not None:
+            self._gs2Header = f"p={channelBinding[0]},,"
+            self._cbindInput = self._gs2Header.encode("ascii") + channelBinding[1]
+        else:
+            self._gs2Header = "y,," if bindingSupported else "n,,"
+            self._cbindInput = self._gs2Header.encode("ascii")
+        self._hashName = _HASHES[base]
+        self._client = scramp.ScramClient([base], username, password)
         self._cache = KEY_CACHE if cache is None else cache
+        self._first: bytes | None = None
         self._serverSignature = b""
         self._stage = 0
 
     def getInitialResponse(self) -> bytes:
-        first: str = self._client.get_client_first()
-        return first.encode("utf-8")
+        if self._first is None:
+            self._client.get_client_first()
+            bare: str = self._client.client_first_bare
+            self._first = (self._gs2Header + bare).encode("utf-8")
+        return self._first
 
     def getResponse(self, challenge: bytes) -> bytes:
         """
@@ -201,12 +326,12 @@ class ScramMechanism:
         # RFC 5802 section 3, as scramp computes it, with the keys from
         # the cache instead of a PBKDF2 per login.
         client = self._client
-        hashName = _HASHES[self.name]
+        hashName = self._hashName
         clientKey, serverKey = self._cache.keys(
             hashName, bytes(client.password), bytes(client.salt), int(client.iterations)
         )
         storedKey = hashlib.new(hashName, clientKey).digest()
-        cbind = b64encode(client.gs2_header.make_cbind_input(client.cb)).decode("ascii")
+        cbind = b64encode(self._cbindInput).decode("ascii")
         withoutProof = f"c={cbind},r={client.nonce}"
         authMessage = f"{client.client_first_bare},{client.server_first},{withoutProof}"
         message = authMessage.encode("utf-8")
@@ -223,20 +348,39 @@ class ScramMechanism:
 
 
 def chooseMechanism(
-    offered: Sequence[str], jid: JID, password: str, overTLS: bool
+    offered: Sequence[str], jid: JID, password: str, overTLS: bool,
+    bindings: Mapping[str, bytes] | None = None,
+    serverBindings: Sequence[str] | None = None,
 ) -> sasl_mechanisms.ISASLMechanism:
     """
     Pick the mechanism to log in with from those the server offers.
 
     @param overTLS: whether the stream is encrypted; PLAIN sends the
         password itself and is refused without TLS.
+    @param bindings: the channel-binding data of this connection by type
+        (L{channelBindings}); none: we do not bind.
+    @param serverBindings: the types the server announces (XEP-0440), or
+        L{None} if it announces none: then it is assumed to support
+        C{tls-unique} only, RFC 5802's default.
     @raise NoAcceptableMechanism: when nothing acceptable is offered.
     """
     if jid.user is None:
         raise NoAcceptableMechanism("the JID has no user part")
+    bindings = bindings or {}
+    accepted = ["tls-unique"] if serverBindings is None else list(serverBindings)
+    common = [name for name in CHANNEL_BINDINGS if name in bindings and name in accepted]
+    if common:
+        for name in SCRAM_PLUS_MECHANISMS:
+            if name in offered:
+                return ScramMechanism(name, jid.user, password,
+                                      channelBinding=(common[0], bindings[common[0]]))
+    # We could bind but take a plain SCRAM: "y" when the server offers no
+    # -PLUS at all (so that one whose offer was stripped refuses us); "n"
+    # when it does but we share no channel-binding type.
+    supported = bool(bindings) and not any(name in offered for name in SCRAM_PLUS_MECHANISMS)
     for name in SCRAM_MECHANISMS:
         if name in offered:
-            return ScramMechanism(name, jid.user, password)
+            return ScramMechanism(name, jid.user, password, bindingSupported=supported)
     if "PLAIN" in offered and overTLS:
         return sasl_mechanisms.Plain(None, jid.user, password)
     acceptable = [*SCRAM_MECHANISMS, "PLAIN (over TLS)"]
@@ -254,13 +398,31 @@ class SASLInitializer(sasl.SASLInitiatingInitializer):
 
     mechanism: sasl_mechanisms.ISASLMechanism  # type: ignore[assignment]
 
+    def __init__(self, xs: xmlstream.XmlStream, required: bool = False,
+                 channelBinding: str = "auto") -> None:
+        """
+        @param channelBinding: C{"auto"}: bind to the TLS connection where
+            the server offers -PLUS; C{"off"}: never (see
+            L{CHANNEL_BINDING_MODES}).
+        """
+        super().__init__(xs, required)
+        if channelBinding not in CHANNEL_BINDING_MODES:
+            raise ValueError(f"channel_binding must be one of {', '.join(CHANNEL_BINDING_MODES)}")
+        self.channelBinding = channelBinding
+
     def setMechanism(self) -> None:
-        authenticator = self.xmlstream.authenticator
+        xs = self.xmlstream
+        authenticator = xs.authenticator
+        overTLS = ISSLTransport.providedBy(xs.transport)
+        bindings = (channelBindings(xs.transport)
+                    if overTLS and self.channelBinding == "auto" else {})
         self.mechanism = chooseMechanism(
-            sasl.get_mechanisms(self.xmlstream),
+            sasl.get_mechanisms(xs),
             authenticator.jid,
             authenticator.password,
-            ISSLTransport.providedBy(self.xmlstream.transport),
+            overTLS,
+            bindings,
+            advertisedBindings(xs.features),
         )
 
     def onChallenge(self, element: domish.Element) -> None:
@@ -293,6 +455,13 @@ class SASLInitializer(sasl.SASLInitiatingInitializer):
             except SASLFailure as e:
                 self._fail(e)
                 return
+        binding = getattr(self.mechanism, "channelBinding", None)
+        # Which mechanism, for operators checking what their server allows;
+        # never anything secret.
+        log.info("XMPP login as {jid}: authenticated with {mechanism}{binding}",
+                 jid=self.xmlstream.authenticator.jid.full(),
+                 mechanism=self.mechanism.name,
+                 binding=f" (channel binding {binding})" if binding else "")
         super().onSuccess(success)
 
     def onFailure(self, failure: domish.Element) -> None:
@@ -320,14 +489,16 @@ class SASLInitializer(sasl.SASLInitiatingInitializer):
             deferred.errback(error)
 
 
-def replaceSASLInitializer(xs: xmlstream.XmlStream) -> None:
+def replaceSASLInitializer(xs: xmlstream.XmlStream, channelBinding: str = "auto") -> None:
     """
     Swap twisted.words' SASL initializer in C{xs.initializers} for ours,
     keeping its place and requiredness.
+
+    @param channelBinding: C{[xmpp] channel_binding} (L{SASLInitializer}).
     """
     initializers: list[Any] = xs.initializers
     for index, initializer in enumerate(initializers):
         if isinstance(initializer, sasl.SASLInitiatingInitializer):
-            initializers[index] = SASLInitializer(xs, required=True)
+            initializers[index] = SASLInitializer(xs, required=True, channelBinding=channelBinding)
             return
     raise RuntimeError("the stream has no SASL initializer to replace")

@@ -91,6 +91,8 @@ class SessionSettings:
     @ivar clientStateInactive: tell a server that offers XEP-0352 that the
         session is C{inactive}, so that it may hold back contacts'
         presence (it may hold back the user's own clients' too).
+    @ivar channelBinding: C{"auto"}: SCRAM-*-PLUS where the server offers
+        it and the TLS connection gives binding data; C{"off"}: never.
     """
 
     resource: str = "sipxmpp"
@@ -104,6 +106,7 @@ class SessionSettings:
     loginRate: float = 200.0
     loginTimeout: float = 60.0
     clientStateInactive: bool = False
+    channelBinding: str = "auto"
 
 
 class IXMPPSession(Interface):
@@ -575,7 +578,7 @@ class XMPPSession:
             transport = getattr(transport, "transport", None)
         if transport is not None:
             transport.setTcpNoDelay(True)
-        sasl.replaceSASLInitializer(xs)
+        sasl.replaceSASLInitializer(xs, self.settings.channelBinding)
         # A transport secured before the stream (Direct TLS, XEP-0368; BOSH
         # over HTTPS) needs no STARTTLS, which the server will not offer.
         if not self.settings.requireTLS or self._encrypted():

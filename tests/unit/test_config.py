@@ -292,6 +292,17 @@ class LoadSettingsTests(SynchronousTestCase):
             f.write(b"[sip]\ndomain = \xff\n")
         self.assertIn("not UTF-8", str(self.assertRaises(ConfigError, loadSettings, path)))
 
+    def test_channelBinding(self) -> None:
+        """
+        C{[xmpp] channel_binding}: C{auto} by default, C{off} on request,
+        nothing else.
+        """
+        self.assertEqual(loadSettings(self.write(MINIMAL)).xmpp.session().channelBinding, "auto")
+        settings = loadSettings(self.write(MINIMAL + "[xmpp]\nchannel_binding = off\n"))
+        self.assertEqual(settings.xmpp.session().channelBinding, "off")
+        self.assertConfigError(MINIMAL + "[xmpp]\nchannel_binding = tls-unique\n",
+                               "[xmpp] channel_binding", "expected one of auto, off")
+
 
 class LiveSettingsTests(SynchronousTestCase):
     """

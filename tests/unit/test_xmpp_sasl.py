@@ -6,23 +6,38 @@ exchange, the choice of mechanism, and the initializer on a stream stub.
 from __future__ import annotations
 
 import base64
+import datetime
+import hashlib
 
 import scramp  # type: ignore[import-untyped]
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.oid import NameOID
+from OpenSSL import SSL, crypto
+from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.testing import StringTransport
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.words.protocols.jabber import sasl_mechanisms, xmlstream
 from twisted.words.protocols.jabber.client import XMPPAuthenticator
 from twisted.words.protocols.jabber.jid import JID
 from twisted.words.xish import domish
+from zope.interface import implementer
 
 from sipxmpp.xmpp.sasl import (
+    NS_SASL_CB,
     NoAcceptableMechanism,
     SASLFailure,
     SASLInitializer,
     ScramKeyCache,
     ScramMechanism,
+    advertisedBindings,
+    channelBindings,
     chooseMechanism,
     replaceSASLInitializer,
+    serverEndPoint,
 )
 
 NS_SASL = "urn:ietf:params:xml:ns:xmpp-sasl"
@@ -298,3 +313,347 @@ class InitializerTests(SynchronousTestCase):
             [SASLInitializer],
         )
         self.assertIsInstance(chooseMechanism(["PLAIN"], JID("a@b"), "x", True), sasl_mechanisms.Plain)
+
+
+# -- channel binding (SCRAM-*-PLUS) ----------------------------------------
+
+
+def selfSigned(signWith: hashes.HashAlgorithm) -> tuple[ec.EllipticCurvePrivateKey,
+                                                        x509.Certificate]:
+    key = ec.generate_private_key(ec.SECP384R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "example.test")])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name)
+        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, signWith)
+    )
+    return key, certificate
+
+
+def tlsPair(maxVersion: int) -> tuple[SSL.Connection, SSL.Connection, x509.Certificate]:
+    """
+    A client and a server OpenSSL connection with their handshake done in
+    memory (no socket), and the server's certificate (ECDSA P-384 signed
+    with SHA-384, so that the end-point hash is not SHA-256 by accident).
+    """
+    key, certificate = selfSigned(hashes.SHA384())
+    serverContext = SSL.Context(SSL.TLS_METHOD)
+    serverContext.use_privatekey(crypto.PKey.from_cryptography_key(key))
+    serverContext.use_certificate(crypto.X509.from_cryptography(certificate))
+    serverContext.set_max_proto_version(maxVersion)
+    server = SSL.Connection(serverContext, None)
+    server.set_accept_state()
+    client = SSL.Connection(SSL.Context(SSL.TLS_METHOD), None)
+    client.set_connect_state()
+    done = {id(client): False, id(server): False}
+    for _ in range(10):
+        for this, other in ((client, server), (server, client)):
+            try:
+                this.do_handshake()
+                done[id(this)] = True
+            except SSL.WantReadError:
+                pass
+            try:
+                other.bio_write(this.bio_read(65536))
+            except SSL.WantReadError:
+                pass
+        if all(done.values()):
+            return client, server, certificate
+    raise AssertionError("the in-memory TLS handshake did not finish")
+
+
+@implementer(ISSLTransport)
+class TLSTransport(StringTransport):
+    """
+    A stream transport over TLS whose handle is an OpenSSL connection, as
+    Twisted's TLS transports give.
+    """
+
+    def __init__(self, connection: SSL.Connection) -> None:
+        super().__init__()
+        self.connection = connection
+
+    def getHandle(self) -> SSL.Connection:
+        return self.connection
+
+    def getPeerCertificate(self) -> object:
+        return self.connection.get_peer_certificate()
+
+
+def plusServer(name: str, binding: tuple[str, bytes] | None,
+               password: str = PASSWORD) -> scramp.ScramServer:
+    """
+    A server-side C{scramp} exchange that supports channel binding with
+    C{binding} (its own view of the connection); L{None}: it cannot bind.
+    """
+    mechanism = scramp.ScramMechanism(name)
+    info = mechanism.make_auth_info(password, iteration_count=4096)
+    return mechanism.make_server(lambda username: info, channel_binding=binding)
+
+
+class ChannelBindingDataTests(SynchronousTestCase):
+    """
+    L{channelBindings} reads from the client's OpenSSL connection what the
+    server computes from its own end.
+    """
+
+    def test_tls13(self) -> None:
+        client, server, certificate = tlsPair(SSL.TLS1_3_VERSION)
+        bindings = channelBindings(TLSTransport(client))
+        self.assertEqual(sorted(bindings), ["tls-exporter", "tls-server-end-point"])
+        self.assertEqual(bindings["tls-exporter"],
+                         server.export_keying_material(b"EXPORTER-Channel-Binding", 32))
+        self.assertEqual(len(bindings["tls-exporter"]), 32)
+        # RFC 5929 4.1: the certificate's own signature hash (SHA-384).
+        der = certificate.public_bytes(Encoding.DER)
+        self.assertEqual(bindings["tls-server-end-point"], hashlib.sha384(der).digest())
+
+    def test_tls12(self) -> None:
+        """
+        TLS 1.2: C{tls-unique} is the first Finished message, the client's
+        (the server's C{get_peer_finished}); no C{tls-exporter}.
+        """
+        client, server, _ = tlsPair(SSL.TLS1_2_VERSION)
+        bindings = channelBindings(TLSTransport(client))
+        self.assertEqual(sorted(bindings), ["tls-server-end-point", "tls-unique"])
+        self.assertEqual(bindings["tls-unique"], server.get_peer_finished())
+
+    def test_sha1SignatureHashesWithSHA256(self) -> None:
+        """
+        RFC 5929 4.1: a certificate signed with MD5 or SHA-1 is hashed with
+        SHA-256 (cryptography no longer signs with SHA-1: a stand-in).
+        """
+        _, real = selfSigned(hashes.SHA256())
+
+        class SignedWithSHA1:
+            signature_hash_algorithm = hashes.SHA1()
+            public_bytes = real.public_bytes
+
+        der = real.public_bytes(Encoding.DER)
+        self.assertEqual(serverEndPoint(SignedWithSHA1()),  # type: ignore[arg-type]
+                         hashlib.sha256(der).digest())
+        self.assertEqual(serverEndPoint(real), hashlib.sha256(der).digest())
+
+    def test_noOpenSSLConnection(self) -> None:
+        self.assertEqual(channelBindings(StringTransport()), {})
+        self.assertEqual(channelBindings(None), {})
+
+    def test_advertisedBindings(self) -> None:
+        feature = domish.Element((NS_SASL_CB, "sasl-channel-binding"))
+        for name in ("tls-server-end-point", "tls-exporter"):
+            feature.addElement("channel-binding")["type"] = name
+        self.assertEqual(advertisedBindings({(NS_SASL_CB, "sasl-channel-binding"): feature}),
+                         ["tls-server-end-point", "tls-exporter"])
+        self.assertIsNone(advertisedBindings({}))
+
+
+class ScramPlusTests(SynchronousTestCase):
+    """
+    SCRAM-*-PLUS against a server-side C{scramp} exchange with channel
+    binding, and the gs2 flags that let a server detect a downgrade.
+    """
+
+    def exchange(self, client: ScramMechanism, server: scramp.ScramServer) -> ScramMechanism:
+        server.set_client_first(client.getInitialResponse().decode())
+        final = client.getResponse(server.get_server_first().encode())
+        server.set_client_final(final.decode())
+        client.verifyServerFinal(server.get_server_final().encode())
+        return client
+
+    def test_plusLogin(self) -> None:
+        for kind in ("tls-unique", "tls-server-end-point"):
+            for name in ("SCRAM-SHA-256-PLUS", "SCRAM-SHA-1-PLUS"):
+                data = kind.encode() * 2
+                client = ScramMechanism(name, "alice", PASSWORD, channelBinding=(kind, data))
+                self.assertTrue(client.getInitialResponse().startswith(f"p={kind},,n=".encode()))
+                self.assertTrue(self.exchange(client, plusServer(name, (kind, data))).verified)
+                self.assertEqual(client.channelBinding, kind)
+
+    def test_tlsExporter(self) -> None:
+        """
+        C{tls-exporter} (RFC 9266) is computed like the other types; this
+        C{scramp} refuses the name only, so its server is told it is known.
+        """
+        self.patch(scramp.core.CbName, "SUPPORTED_TYPES",
+                   scramp.core.CbName.SUPPORTED_TYPES | {"tls-exporter"})
+        self.patch(scramp.core.CbName, "UNSUPPORTED_TYPES", frozenset())
+        data = b"e" * 32
+        client = ScramMechanism("SCRAM-SHA-256-PLUS", "alice", PASSWORD,
+                                channelBinding=("tls-exporter", data))
+        server = plusServer("SCRAM-SHA-256-PLUS", ("tls-exporter", data))
+        self.assertTrue(self.exchange(client, server).verified)
+
+    def test_otherConnectionRefused(self) -> None:
+        """
+        A proof bound to another TLS connection (a relay by a man in the
+        middle) is refused.
+        """
+        client = ScramMechanism("SCRAM-SHA-256-PLUS", "alice", PASSWORD,
+                                channelBinding=("tls-unique", b"client side"))
+        server = plusServer("SCRAM-SHA-256-PLUS", ("tls-unique", b"relay side"))
+        self.assertRaises(scramp.ScramException, self.exchange, client, server)
+
+    def test_downgradeDetected(self) -> None:
+        """
+        A client that could bind says so ("y") when taking plain SCRAM; a
+        server that supports binding (its -PLUS offer was stripped on the
+        way) refuses it. One that cannot bind accepts it.
+        """
+        client = ScramMechanism("SCRAM-SHA-256", "alice", PASSWORD, bindingSupported=True)
+        self.assertTrue(client.getInitialResponse().startswith(b"y,,n="))
+        server = plusServer("SCRAM-SHA-256", ("tls-unique", b"x" * 12))
+        self.assertRaises(scramp.ScramException, server.set_client_first,
+                          client.getInitialResponse().decode())
+        client = ScramMechanism("SCRAM-SHA-256", "alice", PASSWORD, bindingSupported=True)
+        self.assertTrue(self.exchange(client, plusServer("SCRAM-SHA-256", None)).verified)
+
+    def test_plusNeedsBinding(self) -> None:
+        self.assertRaises(ValueError, ScramMechanism, "SCRAM-SHA-256-PLUS", "alice", PASSWORD)
+        self.assertRaises(ValueError, ScramMechanism, "SCRAM-SHA-256", "alice", PASSWORD,
+                          channelBinding=("tls-unique", b"x"))
+
+    def test_keyCacheWithPlus(self) -> None:
+        """
+        The key cache serves -PLUS logins too: one PBKDF2 for the password,
+        whether or not the login binds.
+        """
+        cache = ScramKeyCache(10)
+        info = scramp.ScramMechanism("SCRAM-SHA-256").make_auth_info(
+            PASSWORD, iteration_count=4096, salt=b"s" * 16)
+        binding = ("tls-server-end-point", b"h" * 48)
+        for name, cb in (("SCRAM-SHA-256-PLUS", binding), ("SCRAM-SHA-256", None),
+                         ("SCRAM-SHA-256-PLUS", binding)):
+            client = ScramMechanism(name, "alice", PASSWORD, cache=cache, channelBinding=cb)
+            server = scramp.ScramMechanism(name).make_server(lambda username: info,
+                                                             channel_binding=cb)
+            self.assertTrue(self.exchange(client, server).verified)
+        self.assertEqual((cache.misses, cache.hits), (1, 2))
+
+
+class ChooseChannelBindingTests(SynchronousTestCase):
+    jid = JID("alice@example.test/sipxmpp")
+    tls13 = {"tls-exporter": b"e" * 32, "tls-server-end-point": b"h" * 32}
+    tls12 = {"tls-unique": b"u" * 12, "tls-server-end-point": b"h" * 32}
+
+    def choose(self, offered: list[str], bindings: dict[str, bytes],
+               serverBindings: list[str] | None = None) -> ScramMechanism:
+        mechanism = chooseMechanism(offered, self.jid, PASSWORD, True, bindings, serverBindings)
+        assert isinstance(mechanism, ScramMechanism)
+        return mechanism
+
+    def first(self, mechanism: ScramMechanism) -> str:
+        return mechanism.getInitialResponse().decode().split("n=", 1)[0]
+
+    def test_strongestCommonType(self) -> None:
+        offered = ["SCRAM-SHA-256", "SCRAM-SHA-256-PLUS", "SCRAM-SHA-1", "SCRAM-SHA-1-PLUS"]
+        m = self.choose(offered, self.tls13, ["tls-unique", "tls-server-end-point", "tls-exporter"])
+        self.assertEqual((m.name, self.first(m)), ("SCRAM-SHA-256-PLUS", "p=tls-exporter,,"))
+        m = self.choose(offered, self.tls13, ["tls-server-end-point"])
+        self.assertEqual(self.first(m), "p=tls-server-end-point,,")
+
+    def test_plusPreferred(self) -> None:
+        """
+        A -PLUS mechanism is taken before any plain one.
+        """
+        m = self.choose(["SCRAM-SHA-256", "SCRAM-SHA-1-PLUS"], self.tls12)
+        self.assertEqual((m.name, self.first(m)), ("SCRAM-SHA-1-PLUS", "p=tls-unique,,"))
+
+    def test_noAnnouncementMeansTLSUnique(self) -> None:
+        """
+        Without XEP-0440 the server is taken to bind to C{tls-unique} only
+        (RFC 5802's default), which TLS 1.3 does not define: there, plain
+        SCRAM with "n" (the server offers -PLUS; nothing was stripped).
+        """
+        offered = ["SCRAM-SHA-256", "SCRAM-SHA-256-PLUS"]
+        self.assertEqual(self.first(self.choose(offered, self.tls12)), "p=tls-unique,,")
+        m = self.choose(offered, self.tls13)
+        self.assertEqual((m.name, self.first(m)), ("SCRAM-SHA-256", "n,,"))
+
+    def test_noPlusOffered(self) -> None:
+        """
+        Binding data but no -PLUS offered: "y", so that a server whose
+        offer was stripped sees it; without binding data, "n".
+        """
+        self.assertEqual(self.first(self.choose(["SCRAM-SHA-1"], self.tls13)), "y,,")
+        self.assertEqual(self.first(self.choose(["SCRAM-SHA-1"], {})), "n,,")
+
+    def test_off(self) -> None:
+        """
+        C{channel_binding = off} gives no binding data: plain SCRAM, "n".
+        """
+        m = self.choose(["SCRAM-SHA-256", "SCRAM-SHA-256-PLUS"], {})
+        self.assertEqual((m.name, self.first(m)), ("SCRAM-SHA-256", "n,,"))
+
+    def test_onlyPlusOfferedWithoutBinding(self) -> None:
+        self.assertRaises(NoAcceptableMechanism, chooseMechanism,
+                          ["SCRAM-SHA-256-PLUS"], self.jid, PASSWORD, True, {}, None)
+
+
+class PlusInitializerTests(SynchronousTestCase):
+    """
+    L{SASLInitializer} over an in-memory TLS connection: it reads the
+    server's XEP-0440 announcement and the connection's binding data, logs
+    in with -PLUS against C{scramp}, and logs which mechanism it used.
+    """
+
+    def setUp(self) -> None:
+        self.client, self.server, _ = tlsPair(SSL.TLS1_2_VERSION)
+        authenticator = XMPPAuthenticator(JID("alice@example.test/sipxmpp"), PASSWORD)
+        self.xs = xmlstream.XmlStream(authenticator)
+        self.sent: list[domish.Element] = []
+        self.xs.send = self.sent.append
+        self.xs.transport = TLSTransport(self.client)
+        self.xs.sendHeader = lambda: None
+        self.xs.reset = lambda: None
+        self.events: list[dict[str, object]] = []
+        globalLogPublisher.addObserver(self.events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+
+    def login(self, channelBinding: str, announce: list[str]) -> str:
+        replaceSASLInitializer(self.xs, channelBinding)
+        [init] = [i for i in self.xs.initializers if isinstance(i, SASLInitializer)]
+        mechanisms = domish.Element((NS_SASL, "mechanisms"))
+        for m in ("SCRAM-SHA-256", "SCRAM-SHA-256-PLUS"):
+            mechanisms.addElement("mechanism", content=m)
+        cb = domish.Element((NS_SASL_CB, "sasl-channel-binding"))
+        for name in announce:
+            cb.addElement("channel-binding")["type"] = name
+        self.xs.features = {(NS_SASL, "mechanisms"): mechanisms,
+                            (NS_SASL_CB, "sasl-channel-binding"): cb}
+        d = init.start()
+        name = self.sent[-1]["mechanism"]
+        binding = None
+        if name.endswith("-PLUS"):
+            binding = ("tls-unique", self.server.get_peer_finished())
+        server = plusServer(name, binding)
+        server.set_client_first(base64.b64decode(str(self.sent[-1])).decode())
+        element = domish.Element((NS_SASL, "challenge"))
+        element.addContent(base64.b64encode(server.get_server_first().encode()).decode())
+        self.xs.dispatch(element)
+        server.set_client_final(base64.b64decode(str(self.sent[-1])).decode())
+        element = domish.Element((NS_SASL, "success"))
+        element.addContent(base64.b64encode(server.get_server_final().encode()).decode())
+        self.xs.dispatch(element)
+        self.assertIs(self.successResultOf(d), xmlstream.Reset)
+        return str(name)
+
+    def loggedLines(self) -> list[str]:
+        return [formatEvent(e) for e in self.events if "authenticated with" in formatEvent(e)]
+
+    def test_plusWithTLSUnique(self) -> None:
+        self.assertEqual(self.login("auto", ["tls-unique"]), "SCRAM-SHA-256-PLUS")
+        [line] = self.loggedLines()
+        self.assertEqual(line, "XMPP login as alice@example.test/sipxmpp: authenticated with "
+                               "SCRAM-SHA-256-PLUS (channel binding tls-unique)")
+        self.assertNotIn(PASSWORD, line)
+
+    def test_off(self) -> None:
+        self.assertEqual(self.login("off", ["tls-unique"]), "SCRAM-SHA-256")
+        self.assertEqual(self.loggedLines(), ["XMPP login as alice@example.test/sipxmpp: "
+                                              "authenticated with SCRAM-SHA-256"])
+
+    def test_badMode(self) -> None:
+        self.assertRaises(ValueError, SASLInitializer, self.xs, True, "sometimes")

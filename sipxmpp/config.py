@@ -30,6 +30,7 @@ from sipxmpp.sip.wire.errors import SIPParseError
 from sipxmpp.sip.wire.uri import SIPURI, parseURI
 from sipxmpp.store.addresses import InvalidAddress, normaliseAoR
 from sipxmpp.store.opening import StoreSettings
+from sipxmpp.xmpp.endpoints import parseServer
 from sipxmpp.xmpp.publisher import PublisherSettings
 from sipxmpp.xmpp.resources import gatewayResource
 from sipxmpp.xmpp.sasl import CHANNEL_BINDING_MODES
@@ -308,13 +309,14 @@ def _resource(text: str) -> str:
 
 
 def _serverEndpoint(text: str) -> str:
-    # Optional host:port that replaces DNS SRV lookups for the XMPP server.
+    # Optional HOST:PORT (STARTTLS) or tls:HOST:PORT (Direct TLS) that
+    # replaces DNS SRV lookups for the XMPP server.
     if not text:
         return text
-    m = re.match(rf"^({_HOST}):(\d{{1,5}})$", text)
-    if not m or not 0 < int(m.group(2)) < 65536:
-        raise ValueError("expected HOST:PORT, like 127.0.0.1:5222, or empty for DNS SRV")
-    return text
+    try:
+        return str(parseServer(text))
+    except ValueError as e:
+        raise ValueError(f"{e}; or empty for DNS SRV") from None
 
 
 def _seconds(low: float, high: float) -> Callable[[str], float]:

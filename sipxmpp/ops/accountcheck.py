@@ -140,7 +140,7 @@ async def _check(reactor: Any, settings: Settings, account: Account, timeout: fl
     from sipxmpp.xmpp.session import SessionFactory
 
     factory = SessionFactory(reactor, settings.xmpp.session(), settings.xmpp.caFile)
-    session = factory(account.jid, account.password)
+    session = factory(account.jid, account.password, account.server)
     probe = _Probe(settings.xmpp.priority)
     session.addHandler(probe)
     failed: Deferred[str] = Deferred()

@@ -36,6 +36,9 @@ class Account:
     @ivar holdText: the text while on hold, or L{None} for the default.
     @ivar backpublish: whether the user's XMPP presence may go back to SIP
         (C{[backpublish]}); L{False}: the user opted out.
+    @ivar server: where this user's session connects (C{HOST:PORT},
+        C{tls:HOST:PORT}, or C{srv}: DNS SRV of the JID's domain), or
+        L{None} for C{[xmpp] server}: a user on a foreign XMPP server.
     """
 
     aor: str
@@ -46,6 +49,7 @@ class Account:
     ringingText: str | None = None
     holdText: str | None = None
     backpublish: bool = True
+    server: str | None = None
 
     def __post_init__(self) -> None:
         if self.mode is not None and self.mode not in MODES:

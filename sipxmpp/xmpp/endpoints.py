@@ -1,69 +1,196 @@
 """
-Where a user's XMPP session connects: a configured C{HOST:PORT}, or the
-DNS SRV targets of the user's domain (RFC 6120 §3.2).
+Where a user's XMPP session connects: a configured server, C{HOST:PORT}
+(STARTTLS) or C{tls:HOST:PORT} (Direct TLS, XEP-0368), or the DNS SRV
+targets of the user's domain: C{_xmpp-client._tcp} (RFC 6120 §3.2) and
+C{_xmpps-client._tcp} (XEP-0368) merged by priority and weight.
+
+A Direct TLS connection is TLS from its first byte with the session's own
+TLS options: the certificate verified for the JID's domain (also the SNI),
+ALPN C{xmpp-client}; the stream then needs no STARTTLS
+(L{sipxmpp.xmpp.session.XMPPSession} sees an L{ISSLTransport}).
 """
 
 from __future__ import annotations
 
-from typing import Any, Protocol, cast
+import re
+from collections.abc import Sequence
+from typing import Any, NamedTuple, Protocol, cast
 
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import HostnameEndpoint
-from twisted.internet.interfaces import IProtocol, IProtocolFactory, IStreamClientEndpoint
+from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+from twisted.internet.interfaces import (
+    IOpenSSLClientConnectionCreator,
+    IProtocol,
+    IProtocolFactory,
+    IStreamClientEndpoint,
+)
 from twisted.names import dns
 from twisted.names.error import DNSNameError, DomainError
 from zope.interface import implementer
 
-__all__ = ["SRVEndpoint", "XMPP_CLIENT_PORT", "makeEndpoint", "parseServer"]
+__all__ = [
+    "DIRECT_TLS_PREFIX",
+    "SERVER_FORMS",
+    "SRV",
+    "SRVEndpoint",
+    "Target",
+    "XMPP_CLIENT_PORT",
+    "canonicalServer",
+    "makeEndpoint",
+    "mergeSRV",
+    "parseServer",
+]
 
 XMPP_CLIENT_PORT = 5222
+#: Before C{HOST:PORT}: connect with Direct TLS instead of STARTTLS.
+DIRECT_TLS_PREFIX = "tls:"
+#: A per-account server: DNS SRV of the JID's domain, whatever C{[xmpp] server} says.
+SRV = "srv"
+SERVER_FORMS = "HOST:PORT (STARTTLS) or tls:HOST:PORT (Direct TLS, XEP-0368)"
+
+_SERVER = re.compile(r"(?:(tls):)?(\[[0-9A-Fa-f:.]+\]|[^\s:\[\]/@]+):(\d{1,5})",
+                     re.ASCII | re.IGNORECASE)  # fmt: skip
 
 
 class _Resolver(Protocol):
     def lookupService(self, name: str) -> Deferred[Any]: ...
 
 
+class Target(NamedTuple):
+    """
+    One place to connect to.
 
-def parseServer(server: str) -> tuple[str, int]:
+    @ivar directTLS: TLS from the first byte (XEP-0368), else STARTTLS.
     """
-    Split C{HOST:PORT} (IPv6 hosts in brackets).
+
+    host: str
+    port: int
+    directTLS: bool = False
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{DIRECT_TLS_PREFIX if self.directTLS else ''}{host}:{self.port}"
+
+
+def parseServer(server: str) -> Target:
     """
-    host, _, port = server.rpartition(":")
-    return host.strip("[]"), int(port)
+    Parse C{HOST:PORT} or C{tls:HOST:PORT} (IPv6 hosts in brackets).
+
+    @raise ValueError: naming the forms expected.
+    """
+    m = _SERVER.fullmatch(server.strip())
+    if m is None or not 0 < int(m.group(3)) < 65536:
+        raise ValueError(f"expected {SERVER_FORMS}, like 127.0.0.1:5222 or "
+                         "tls:xmpp.example.com:5223")
+    return Target(m.group(2).strip("[]"), int(m.group(3)), m.group(1) is not None)
+
+
+def canonicalServer(server: str) -> str:
+    """
+    Return a per-account server in one spelling: L{SRV}, C{HOST:PORT} or
+    C{tls:HOST:PORT}.
+
+    @raise ValueError: for anything else.
+    """
+    if server.strip().lower() == SRV:
+        return SRV
+    try:
+        return str(parseServer(server))
+    except ValueError:
+        raise ValueError(f"expected {SERVER_FORMS}, or {SRV} for DNS SRV of the JID's "
+                         f"domain; not {server!r}") from None  # fmt: skip
+
+
+def mergeSRV(domain: str, startTLS: Sequence[Any] | None,
+             directTLS: Sequence[Any] | None) -> list[Target]:  # fmt: skip
+    """
+    Order the answers of C{_xmpp-client._tcp.DOMAIN} (C{startTLS}) and
+    C{_xmpps-client._tcp.DOMAIN} (C{directTLS}), L{dns.Record_SRV}s or
+    L{None} where the name does not exist: lowest priority first; on equal
+    priority Direct TLS first (it saves round trips and cannot be
+    stripped), then heavier weight first (a fair weighted shuffle buys
+    nothing for one connection per user).
+
+    Without any record: C{DOMAIN:5222} with STARTTLS (RFC 6120 3.2.2),
+    unless one service says it is "decidedly not available" (a lone
+    record whose target is "."), which forbids that fallback (XEP-0368 5).
+    """
+    targets: list[tuple[tuple[int, int, int], Target]] = []
+    declined = False
+    for records, direct in ((startTLS, False), (directTLS, True)):
+        if not records:
+            continue
+        if len(records) == 1 and str(records[0].target) in ("", "."):
+            declined = True
+            continue
+        for r in records:
+            targets.append(((r.priority, 0 if direct else 1, -r.weight),
+                            Target(str(r.target), r.port, direct)))  # fmt: skip
+    if targets:
+        targets.sort(key=lambda t: t[0])
+        return [t for _, t in targets]
+    return [] if declined else [Target(domain, XMPP_CLIENT_PORT)]
+
+
+def _endpoint(reactor: Any, target: Target,
+              tlsOptions: IOpenSSLClientConnectionCreator | None) -> IStreamClientEndpoint:  # fmt: skip
+    endpoint: IStreamClientEndpoint = HostnameEndpoint(reactor, target.host, target.port)
+    if not target.directTLS:
+        return endpoint
+    if tlsOptions is None:
+        # Never Direct TLS without verifying the certificate.
+        raise ValueError(f"{target}: Direct TLS needs the session's TLS options")
+    tls: IStreamClientEndpoint = wrapClientTLS(tlsOptions, endpoint)
+    return tls
 
 
 @implementer(IStreamClientEndpoint)
 class SRVEndpoint:
     """
-    Connects to the targets of DNS SRV C{_xmpp-client._tcp.DOMAIN} in
-    priority order (RFC 6120 3.2.1), falling back to C{DOMAIN:5222} when
-    there is no SRV record.
+    Connects to the targets of DNS SRV C{_xmpp-client._tcp.DOMAIN} and,
+    given TLS options, C{_xmpps-client._tcp.DOMAIN}, in L{mergeSRV}'s
+    order, each tried until one connects.
     """
 
-    def __init__(self, reactor: Any, domain: str, resolver: _Resolver | None = None) -> None:
+    def __init__(self, reactor: Any, domain: str, resolver: _Resolver | None = None,
+                 tlsOptions: IOpenSSLClientConnectionCreator | None = None) -> None:  # fmt: skip
         self._reactor = reactor
         self._domain = domain
+        self._tlsOptions = tlsOptions
         if resolver is None:
             from twisted.names import client as dnsclient
 
             resolver = cast(_Resolver, dnsclient.Resolver(resolv="/etc/resolv.conf", reactor=reactor))
         self._resolver = resolver
 
-    async def _targets(self) -> list[tuple[str, int]]:
+    async def _lookup(self, service: str) -> list[Any] | None:
         try:
-            answers, _, _ = await self._resolver.lookupService(
-                f"_xmpp-client._tcp.{self._domain}"
-            )
-        except (DNSNameError, DomainError):
-            return [(self._domain, XMPP_CLIENT_PORT)]
-        records = [a.payload for a in answers if a.type == dns.SRV]
-        if len(records) == 1 and str(records[0].target) in ("", "."):
-            return []  # "the service is decidedly not available"
-        # Lowest priority first; among equals, heavier weight first (a fair
-        # weighted shuffle buys nothing for one connection per user).
-        records.sort(key=lambda r: (r.priority, -r.weight))
-        targets = [(str(r.target), r.port) for r in records]
-        return targets or [(self._domain, XMPP_CLIENT_PORT)]
+            answers, _, _ = await self._resolver.lookupService(f"_{service}._tcp.{self._domain}")
+        except DNSNameError:
+            return None
+        except DomainError as e:
+            if type(e) is not DomainError:
+                raise  # a server failure (DNSServerError, ...), not "no record"
+            return None
+        return [a.payload for a in answers if a.type == dns.SRV]
+
+    async def _targets(self) -> list[Target]:
+        services = ["xmpp-client"] + (["xmpps-client"] if self._tlsOptions is not None else [])
+        lookups = [Deferred.fromCoroutine(self._lookup(s)) for s in services]
+        answers: list[list[Any] | None] = []
+        failure: BaseException | None = None
+        for lookup in lookups:
+            try:
+                answers.append(await lookup)
+            except Exception as e:
+                # A lookup that timed out says nothing: use the other's
+                # records, but no fallback guessed from half the answers.
+                failure = failure or e
+                answers.append([])
+        answers += [None] * (2 - len(answers))
+        if failure is not None and not any(answers):
+            raise failure
+        return mergeSRV(self._domain, answers[0], answers[1])
 
     def connect(self, protocolFactory: IProtocolFactory) -> Deferred[IProtocol]:
         async def attempt() -> IProtocol:
@@ -73,10 +200,11 @@ class SRVEndpoint:
                     f"DNS SRV says {self._domain} offers no XMPP client service"
                 )
             lastError: BaseException | None = None
-            for host, port in targets:
-                endpoint = HostnameEndpoint(self._reactor, host, port)
+            for target in targets:
                 try:
-                    return await endpoint.connect(protocolFactory)
+                    return await _endpoint(self._reactor, target, self._tlsOptions).connect(
+                        protocolFactory
+                    )
                 except Exception as e:
                     lastError = e
             assert lastError is not None
@@ -85,13 +213,19 @@ class SRVEndpoint:
         return Deferred.fromCoroutine(attempt())
 
 
-def makeEndpoint(reactor: Any, server: str, domain: str,
-                 resolver: _Resolver | None = None) -> IStreamClientEndpoint:  # fmt: skip
+def makeEndpoint(reactor: Any, server: str, domain: str, resolver: _Resolver | None = None,
+                 tlsOptions: IOpenSSLClientConnectionCreator | None = None,
+                 ) -> IStreamClientEndpoint:  # fmt: skip
     """
-    Return where to connect for users of C{domain}: C{server} (C{HOST:PORT},
-    from the configuration), or if empty the DNS SRV targets of the domain.
+    Return where to connect for users of C{domain}: C{server} (C{HOST:PORT}
+    or C{tls:HOST:PORT}, from the configuration or the account), or if
+    empty or L{SRV} the DNS SRV targets of the domain.
+
+    @param tlsOptions: the session's TLS options (verifying the domain's
+        certificate), for Direct TLS; without them only STARTTLS is used.
+    @raise ValueError: if C{server} is malformed, or Direct TLS without
+        C{tlsOptions}.
     """
-    if server:
-        host, port = parseServer(server)
-        return HostnameEndpoint(reactor, host, port)
-    return SRVEndpoint(reactor, domain, resolver)
+    if not server or server.strip().lower() == SRV:
+        return SRVEndpoint(reactor, domain, resolver, tlsOptions)
+    return _endpoint(reactor, parseServer(server), tlsOptions)

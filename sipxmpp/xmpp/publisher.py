@@ -495,7 +495,7 @@ class UserPublisher(subprotocols.XMPPHandler):  # type: ignore[misc]
             self._presenceShown("own-resource")
 
 
-SessionMaker = Callable[[JID, str], IXMPPSession]
+SessionMaker = Callable[[JID, str, str | None], IXMPPSession]
 
 
 @implementer(ITelephonyObserver)
@@ -520,8 +520,8 @@ class Publisher(service.Service):
         """
         @param clock: the reactor (for grace periods and command timeouts).
         @param accounts: where users are looked up.
-        @param sessionMaker: makes an unstarted session for a JID and
-            password, e.g. L{sipxmpp.xmpp.session.SessionFactory}.
+        @param sessionMaker: makes an unstarted session for a JID, password
+            and server (L{None}: the default), e.g. L{sipxmpp.xmpp.session.SessionFactory}.
         @param savedStatuses: keeps the clients' saved statuses and the
             session states across restarts (the store's persister).
         @param report: told what happens (metrics, the status page).
@@ -616,7 +616,7 @@ class Publisher(service.Service):
         if (retractOnly and not self.retractions.retracting(aor)) or not self.running:
             self.retractions.ended(aor)
             return
-        session = self.sessionMaker(account.jid, account.password)
+        session = self.sessionMaker(account.jid, account.password, account.server)
         user = UserPublisher(self.clock, account, session, self.settings, self.commands,
                              self.report)
         self.users[aor] = user
@@ -701,8 +701,9 @@ class Publisher(service.Service):
                 self._lookups[aor] = state
                 self._found(aor, account)
             return
-        if account.jid.userhost() != user.account.jid.userhost():
-            self.log.info("{aor}: JID changed; logging in again as {jid}", aor=aor,
+        if (account.jid.userhost(), account.server) != (user.account.jid.userhost(),
+                                                        user.account.server):
+            self.log.info("{aor}: JID or server changed; logging in again as {jid}", aor=aor,
                           jid=account.jid.userhost())  # fmt: skip
             self._relogin(aor, user, account)
             return

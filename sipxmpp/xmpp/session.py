@@ -30,7 +30,7 @@ from __future__ import annotations
 import random
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, cast
 
 from twisted.application.internet import ClientService
@@ -78,7 +78,8 @@ class SessionSettings:
     What every session needs from C{[xmpp]}.
 
     @ivar resource: the gateway's resource.
-    @ivar server: C{HOST:PORT} to connect to instead of DNS SRV, or empty.
+    @ivar server: C{HOST:PORT} (STARTTLS) or C{tls:HOST:PORT} (Direct TLS)
+        to connect to instead of DNS SRV, or empty.
     @ivar requireTLS: refuse to log in without STARTTLS.
     @ivar pingInterval: seconds between XEP-0199 pings to the server.
     @ivar pingTimeout: seconds without an answer before the link is dead.
@@ -450,7 +451,7 @@ class XMPPSession:
         ping.PingHandler().setHandlerParent(self.streamManager)
         generic.FallbackHandler().setHandlerParent(self.streamManager)
         if endpoint is None:
-            endpoint = makeEndpoint(reactor, settings.server, self.jid.host)
+            endpoint = makeEndpoint(reactor, settings.server, self.jid.host, tlsOptions=tlsOptions)
         self.service = ClientService(_PacedEndpoint(self, endpoint), self.factory,
                                      retryPolicy=self._retryDelay, clock=reactor)  # fmt: skip
 
@@ -688,12 +689,17 @@ class SessionFactory:
         self._options: dict[str, IOpenSSLClientConnectionCreator] = {}
         self.pacer = LoginPacer(reactor, settings.loginConcurrency, settings.loginRate)
 
-    def __call__(self, jid: JID, password: str) -> IXMPPSession:
+    def __call__(self, jid: JID, password: str, server: str | None = None) -> IXMPPSession:
+        """
+        @param server: the account's own server (C{HOST:PORT},
+            C{tls:HOST:PORT} or C{srv}), or L{None} for C{[xmpp] server}.
+        """
         domain = jid.host
         if domain not in self._options:
             self._options[domain] = clientTLSOptions(domain, self.trustRoot)
         endpoint = self._endpointFor(jid) if self._endpointFor is not None else None
-        return XMPPSession(self.reactor, jid, password, self.settings,
+        settings = self.settings if server is None else replace(self.settings, server=server)
+        return XMPPSession(self.reactor, jid, password, settings,
                            tlsOptions=self._options[domain], endpoint=endpoint,
                            pacer=self.pacer)  # fmt: skip
 

@@ -12,6 +12,9 @@ from twisted.internet._sslverify import IOpenSSLTrustRoot
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
 from twisted.python.failure import Failure
 
+#: The ALPN protocol of client-to-server XMPP (XEP-0368).
+ALPN_XMPP_CLIENT = b"xmpp-client"
+
 
 def loadTrustRoot(caFile: str) -> IOpenSSLTrustRoot:
     """
@@ -40,9 +43,12 @@ def clientTLSOptions(domain: str, trustRoot: IOpenSSLTrustRoot) -> IOpenSSLClien
     """
     Return TLS options verifying that the server holds a certificate for
     C{domain} (the JID's domain, whatever host we connect to: RFC 6120
-    13.7.2.1) issued by C{trustRoot}.
+    13.7.2.1) issued by C{trustRoot}, for STARTTLS and Direct TLS alike
+    (XEP-0368: the same validation; SNI the domain; ALPN C{xmpp-client},
+    which servers ignore on STARTTLS).
     """
-    return ssl.optionsForClientTLS(domain, trustRoot=trustRoot)
+    return ssl.optionsForClientTLS(domain, trustRoot=trustRoot,
+                                   acceptableProtocols=[ALPN_XMPP_CLIENT])
 
 
 def describeCertificateFailure(reason: Failure) -> str | None:

@@ -271,6 +271,10 @@ class LoadSettingsTests(SynchronousTestCase):
             ("priority = x", "negative integer"),
             ("require_tls = maybe", "expected yes or no"),
             ("server = host", "HOST:PORT"),
+            ("server = tls:host", "tls:HOST:PORT (Direct TLS"),
+            ("server = starttls:host:5222", "HOST:PORT"),
+            ("server = ::1:5222", "HOST:PORT"),
+            ("server = tls:h:65536", "HOST:PORT"),
             ("resource = a/b", "resource"),
             ("status_text = ", "non-empty"),
         ]:
@@ -278,6 +282,18 @@ class LoadSettingsTests(SynchronousTestCase):
         self.assertConfigError(MINIMAL + "[store]\nurl = mysql://x\n", "[store] url")
         self.assertConfigError(MINIMAL + "[http]\nlisten = udp:80\n", "[http] listen")
         self.assertConfigError(MINIMAL + "[log]\nlevel = loud\n", "[log] level")
+
+    def test_directTLSServer(self) -> None:
+        """
+        C{[xmpp] server = tls:HOST:PORT} asks for Direct TLS (XEP-0368),
+        spelled one way whatever the case of the prefix.
+        """
+        for line, server in [("tls:xmpp.example.test:5223", "tls:xmpp.example.test:5223"),
+                             ("TLS:[::1]:5223", "tls:[::1]:5223"),
+                             ("127.0.0.1:5222", "127.0.0.1:5222")]:
+            settings = loadSettings(self.write(MINIMAL + f"[xmpp]\nserver = {line}\n"))
+            self.assertEqual(settings.xmpp.server, server)
+            self.assertEqual(settings.xmpp.session().server, server)
 
     def test_unknownNames(self) -> None:
         self.assertConfigError(MINIMAL + "[sipp]\n", "[sipp]", "unknown section")

@@ -63,7 +63,7 @@ class PresenceSourceTestCase(SynchronousTestCase):
         self.reauthorised: list[str | None] = []
         self.source.addAuthorisationListener(self.reauthorised.append)
 
-    def makeSession(self, jid: JID, password: str) -> FakeSession:
+    def makeSession(self, jid: JID, password: str, server: str | None = None) -> FakeSession:
         session = FakeSession(self.clock, f"{jid.userhost()}/sipxmpp")
         self.sessions.append(session)
         return session

@@ -63,9 +63,10 @@ class PublisherTestsMixin:
         self.publisher = Publisher(self.clock, self.settings, self.accounts, self.makeSession)
         self.publisher.startService()
 
-    def makeSession(self, jid: JID, password: str) -> FakeSession:
+    def makeSession(self, jid: JID, password: str, server: str | None = None) -> FakeSession:
         session = FakeSession(self.clock, f"{jid.userhost()}/sipxmpp")
         session.password = password  # type: ignore[attr-defined]
+        session.server = server  # type: ignore[attr-defined]
         self.sessions.append(session)
         return session
 
@@ -618,7 +619,7 @@ class OtherInstanceTests(PublisherTestsMixin, SynchronousTestCase):
     moved the user): gw-b's resource is never taken for the user's client.
     """
 
-    def makeSession(self, jid: JID, password: str) -> FakeSession:
+    def makeSession(self, jid: JID, password: str, server: str | None = None) -> FakeSession:
         session = FakeSession(self.clock, f"{jid.userhost()}/sipxmpp-gw-a")
         self.sessions.append(session)
         return session
@@ -1083,6 +1084,24 @@ class AccountChangeTests(PublisherTestsMixin, SynchronousTestCase):
         session = self.login()
         self.publisher.accountChanged(AOR, self.alice("new"))
         self.assertEqual((len(self.sessions), session.stopped), (1, 0))
+
+    def test_newServerLogsInAgain(self) -> None:
+        """
+        The account's own XMPP server (issue 19) goes to the session maker;
+        a new one logs the session out and in again there at once, as a
+        new JID does, and back to the default the same way.
+        """
+        session = self.login()
+        self.assertIsNone(session.server)  # type: ignore[attr-defined]
+        self.publisher.accountChanged(AOR, self.alice(server="tls:xmpp.example.test:5223"))
+        self.assertEqual(session.stopped, 1)
+        [_, again] = self.sessions
+        self.assertEqual((again.server, again.started),  # type: ignore[attr-defined]
+                         ("tls:xmpp.example.test:5223", 1))
+        again.connect()
+        self.publisher.accountChanged(AOR, self.alice())
+        [_, _, third] = self.sessions
+        self.assertEqual((third.server, third.started), (None, 1))  # type: ignore[attr-defined]
 
     def test_modeAndTextsAtNextChange(self) -> None:
         session = self.login()

@@ -19,14 +19,11 @@ from twisted.internet.interfaces import IProtocol, IProtocolFactory, IStreamClie
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.logger import ILogObserver, formatEvent, globalLogPublisher
-from twisted.names import dns
-from twisted.names.error import DNSNameError
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.words.protocols.jabber.jid import JID
 from zope.interface import implementer
 
-from sipxmpp.xmpp.endpoints import SRVEndpoint
 from sipxmpp.xmpp.session import SessionSettings, XMPPSession
 from sipxmpp.xmpp.tls import describeCertificateFailure
 
@@ -309,39 +306,3 @@ class SessionTests(SynchronousTestCase):
         session, _ = self.session()
         self.failureResultOf(session.sendRequest(domish.Element((None, "iq"))), NotConnected)
         self.assertFalse(session.send(domish.Element((None, "presence"))))
-
-
-class FakeResolver:
-    def __init__(self, answers: list[tuple[int, int, str, int]] | None) -> None:
-        self.answers = answers
-        self.asked: list[str] = []
-
-    def lookupService(self, name: str) -> Deferred[Any]:
-        self.asked.append(name)
-        if self.answers is None:
-            return defer.fail(DNSNameError(name))
-        records = [
-            dns.RRHeader(name, dns.SRV, payload=dns.Record_SRV(p, w, port, target))
-            for p, w, target, port in self.answers
-        ]
-        return defer.succeed((records, [], []))
-
-
-class SRVTests(SynchronousTestCase):
-    def targets(self, resolver: FakeResolver) -> list[tuple[str, int]]:
-        endpoint = SRVEndpoint(Clock(), "example.test", resolver)
-        result: list[tuple[str, int]] = self.successResultOf(
-            Deferred.fromCoroutine(endpoint._targets())
-        )
-        return result
-
-    def test_order(self) -> None:
-        resolver = FakeResolver([(20, 0, "b.example.test", 5222), (10, 5, "a.example.test", 5223)])
-        self.assertEqual(self.targets(resolver), [("a.example.test", 5223), ("b.example.test", 5222)])
-        self.assertEqual(resolver.asked, ["_xmpp-client._tcp.example.test"])
-
-    def test_noRecord(self) -> None:
-        self.assertEqual(self.targets(FakeResolver(None)), [("example.test", 5222)])
-
-    def test_decidedlyNotAvailable(self) -> None:
-        self.assertEqual(self.targets(FakeResolver([(0, 0, "", 0)])), [])

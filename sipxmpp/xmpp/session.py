@@ -59,6 +59,7 @@ from zope.interface import Attribute, Interface, implementer
 
 from sipxmpp.xmpp import sasl
 from sipxmpp.xmpp.endpoints import makeEndpoint
+from sipxmpp.xmpp.streammgmt import ManagedXmlStream, ResumableStreamManager, StreamManagement
 from sipxmpp.xmpp.tls import clientTLSOptions, describeCertificateFailure, loadTrustRoot
 from sipxmpp.xmpp.wokkelcompat import generic, ping, subprotocols
 
@@ -92,6 +93,9 @@ class SessionSettings:
     @ivar clientStateInactive: tell a server that offers XEP-0352 that the
         session is C{inactive}, so that it may hold back contacts'
         presence (it may hold back the user's own clients' too).
+    @ivar streamManagement: XEP-0198 acks and resumption where the server
+        offers them: a network blip resumes the stream instead of logging
+        in afresh.
     @ivar channelBinding: C{"auto"}: SCRAM-*-PLUS where the server offers
         it and the TLS connection gives binding data; C{"off"}: never.
     """
@@ -107,6 +111,7 @@ class SessionSettings:
     loginRate: float = 200.0
     loginTimeout: float = 60.0
     clientStateInactive: bool = False
+    streamManagement: bool = True
     channelBinding: str = "auto"
 
 
@@ -133,6 +138,9 @@ class IXMPPSession(Interface):
         Send C{element} if the stream is ready; return whether it was sent.
         Nothing is queued for later: a stale presence must not go out after
         a reconnection (the publisher re-sends its latest state instead).
+        While a lost stream is being resumed (XEP-0198), the session is
+        still ready and C{element} goes out once it is: the handlers see
+        one stream, and a stream that is not resumed drops it.
         """
 
     def sendRequest(element: domish.Element, timeout: float | None = None) -> Deferred[domish.Element]:
@@ -358,6 +366,8 @@ class KeepAlive(subprotocols.XMPPHandler):  # type: ignore[misc]
         self._loop = None
 
     def _ping(self) -> Deferred[None]:
+        if self.parent.xmlstream is None:
+            return defer.succeed(None)  # a lost stream being resumed
         iq = domish.Element((None, "iq"))
         iq["type"] = "get"
         iq["to"] = self.domain
@@ -439,13 +449,17 @@ class XMPPSession:
         if tlsOptions is None:
             tlsOptions = clientTLSOptions(self.jid.host, loadTrustRoot(caFile))
         self.factory = client.XMPPClientFactory(self.jid, password, configurationForTLS=tlsOptions)
+        self.factory.protocol = ManagedXmlStream
+        self.management = StreamManagement(reactor, self.jid.full(), settings.streamManagement)
+        self.management.onExpired = self._resumeExpired
+        self.management.onResumeFailed = self._resumeFailed
         # Bootstraps run in the order added: ours first, so that handlers see
         # a session whose state is already up to date.
         self.factory.addBootstrap(xmlstream.STREAM_CONNECTED_EVENT, self._connected)
         self.factory.addBootstrap(xmlstream.STREAM_AUTHD_EVENT, self._authenticated)
         self.factory.addBootstrap(xmlstream.INIT_FAILED_EVENT, self._initFailed)
         self.factory.addBootstrap(xmlstream.STREAM_END_EVENT, self._ended)
-        self.streamManager = subprotocols.StreamManager(self.factory, reactor=reactor)
+        self.streamManager = ResumableStreamManager(self.factory, reactor, self.management)
         self.keepAlive = KeepAlive(reactor, self.jid.host, settings.pingInterval, settings.pingTimeout)
         self.keepAlive.setHandlerParent(self.streamManager)
         ping.PingHandler().setHandlerParent(self.streamManager)
@@ -468,6 +482,9 @@ class XMPPSession:
         handler.setHandlerParent(self.streamManager)
 
     def send(self, element: domish.Element) -> bool:
+        if self._ready and self.streamManager.holding:
+            self.streamManager.send(element)
+            return True
         if not self._ready or self._stream is None:
             return False
         self._stream.send(element)
@@ -492,6 +509,7 @@ class XMPPSession:
             unavailable["type"] = "unavailable"
             self._stream.send(unavailable)
             self._stream.sendFooter()
+        self._dropResumption()
         d: Deferred[None] = self.service.stopService()
 
         def stopped(result: object) -> None:
@@ -571,7 +589,8 @@ class XMPPSession:
 
     def _connected(self, xs: xmlstream.XmlStream) -> None:
         self._stream = xs
-        self._setState("authenticating")
+        if not self.management.resuming:
+            self._setState("authenticating")
         # Stanzas are small and latency matters (a call's presence): do not
         # let Nagle's algorithm hold one back waiting for a delayed ACK.
         transport = xs.transport
@@ -586,10 +605,15 @@ class XMPPSession:
             for initializer in xs.initializers:
                 if isinstance(initializer, xmlstream.TLSInitiatingInitializer):
                     initializer.required = False
+        self.management.prepare(xs)
 
     def _authenticated(self, xs: xmlstream.XmlStream) -> None:
         self._loginOver()
-        if self.settings.clientStateInactive and (NS_CSI, "csi") in xs.features:
+        resumed = self.management.resumedOn(xs)
+        if resumed:
+            self.log.info("XMPP session {jid}: stream resumed after: {state}",
+                          jid=self.jid.full(), state=self.state)  # fmt: skip
+        elif self.settings.clientStateInactive and (NS_CSI, "csi") in xs.features:
             xs.send(domish.Element((NS_CSI, "inactive")))
         self._ready = True
         self._consecutiveFailures = 0
@@ -608,6 +632,7 @@ class XMPPSession:
             # for the reconnection backoff (_ended), not a failed login
             # retried only after failedRetryDelay.
             return
+        self._dropResumption()
         # Only the exception's message: a traceback's locals could hold the
         # password, and our SASL errors never include it.
         kind = "other"
@@ -637,15 +662,49 @@ class XMPPSession:
 
     def _ended(self, reason: Failure) -> None:
         self._loginOver()
-        self._ready = False
-        self._stream = None
+        stream, self._stream = self._stream, None
         if self._stopping:
+            self._ready = False
+            self.management.forget()
             return
+        if self.failure is None and self.management.streamLost(stream):
+            # The handlers are not told (ResumableStreamManager): still ready.
+            why = reason.getErrorMessage() if isinstance(reason, Failure) else "stream closed"
+            self._setState(f"resuming: {why}" if self.state == "connected" else self.state)
+            return
+        self._ready = False
         certificate = describeCertificateFailure(reason) if isinstance(reason, Failure) else None
         if certificate is not None:
             self._fail(certificate, "certificate")
         elif self.failure is None:
             self._setState(f"reconnecting: {reason.getErrorMessage() if isinstance(reason, Failure) else 'stream closed'}")
+
+    def _dropResumption(self) -> None:
+        """
+        No resumption now: the handlers learn that the held stream is lost.
+        """
+        if self.management.resuming or self.streamManager.holding:
+            self._ready = False
+        self.management.forget()
+        self.streamManager.release()
+
+    def _resumeFailed(self) -> None:
+        # Before the fresh bind: the handlers' connectionLost must not send
+        # on a stream not bound yet.
+        self._ready = False
+        self.streamManager.release()
+        if self.state.startswith("resuming"):
+            self._setState("authenticating")
+
+    def _resumeExpired(self) -> None:
+        self._ready = False
+        self.streamManager.release()
+        if self._stream is not None and self._stream.transport is not None:
+            # An attempt to resume under way would now resume a stream the
+            # handlers were told is lost: start over, fresh.
+            cast(ITCPTransport, self._stream.transport).abortConnection()
+        if not self._stopping and self.failure is None:
+            self._setState("reconnecting: the stream was not resumed in time")
 
     def _fail(self, why: str, kind: str) -> None:
         self.failure = why

@@ -45,12 +45,16 @@ class ProsodyServer(ServerProcess):
     @ivar domain: the virtual host (the XMPP domain of the users).
     @ivar host: the address c2s listens on (loopback).
     @ivar port: the c2s port (STARTTLS required).
+    @ivar httpsPort: the HTTPS port of BOSH (C{/http-bind}), or L{None}.
     @ivar caFile: the CA certificate clients must trust.
     @ivar certificate: the server's L{ServerCertificate}.
     @ivar configFile: the generated C{prosody.cfg.lua}.
     @ivar dataDir: Prosody's C{data_path}.
     @ivar logFile: Prosody's own log.
     @ivar users: user name -> password of the users created so far.
+    @ivar passwordHash: the SCRAM hash of stored passwords ("SHA-1",
+        "SHA-256"): the SCRAM mechanism Prosody offers.
+    @ivar tlsProtocol: Prosody's C{ssl.protocol} for c2s.
     """
 
     name = "prosody"
@@ -63,16 +67,23 @@ class ProsodyServer(ServerProcess):
         baseDir: str | None = None,
         ca: TestCA | None = None,
         users: Mapping[str, str] | None = None,
+        passwordHash: str = "SHA-1",
+        tlsProtocol: str = "tlsv1_2+",
         untrusted: bool = False,
         certHostnames: Iterable[str] | None = None,
         logLevel: str = "info",
         template: str | None = None,
+        bosh: bool = False,
     ) -> None:
         """
         @param port: the c2s port; a free one if L{None}.
         @param ca: the CA issuing the server certificate; a new one in
             C{baseDir} if L{None}.
         @param users: user name -> password, registered before start.
+        @param passwordHash: "SHA-1" or "SHA-256" (Prosody's C{password_hash}).
+        @param tlsProtocol: "tlsv1_2+" (Prosody's default: TLS 1.3 when the
+            client has it) or "tlsv1_2" (TLS 1.2 only, where Prosody 0.12
+            offers SCRAM-*-PLUS with tls-unique).
         @param untrusted: present a certificate from another CA than C{ca}
             (for tests that must refuse the server); C{caFile} stays C{ca}'s.
         @param certHostnames: names in the server certificate (default:
@@ -80,6 +91,9 @@ class ProsodyServer(ServerProcess):
         @param logLevel: Prosody's minimum log level ("debug" for details).
         @param template: the configuration template (default: the source
             tree's C{etc/prosody.cfg.lua.in}).
+        @param bosh: serve BOSH on an HTTPS port of its own, with the
+            certificate also naming C{host} (the URL's host: no SNI for an
+            address, so Prosody presents this certificate).
         """
         super().__init__(baseDir, autoPorts=port is None)
         self.domain = domain
@@ -87,8 +101,11 @@ class ProsodyServer(ServerProcess):
         self.port = port if port is not None else freeTCPPort(host)
         self.ca = ca if ca is not None else TestCA(os.path.join(self.baseDir, "ca"))
         self.caFile = self.ca.caFile
+        self.passwordHash = passwordHash
+        self.tlsProtocol = tlsProtocol
         self.untrusted = untrusted
-        self.certHostnames = list(certHostnames or [domain])
+        self.httpsPort = freeTCPPort(host) if bosh else None
+        self.certHostnames = list(certHostnames or ([domain, host] if bosh else [domain]))
         self.logLevel = logLevel
         self.template = template or etcPath("prosody.cfg.lua.in")
         self.configFile = os.path.join(self.baseDir, "prosody.cfg.lua")
@@ -124,10 +141,14 @@ class ProsodyServer(ServerProcess):
                 "HOST": self.host,
                 "C2S_PORT": self.port,
                 "LOG_LEVEL": self.logLevel,
+                "PASSWORD_HASH": self.passwordHash,
+                "TLS_PROTOCOL": self.tlsProtocol,
                 "LOG_FILE": self.logFile,
                 "DOMAIN": self.domain,
                 "CERT_FILE": self.certificate.certFile,
                 "KEY_FILE": self.certificate.keyFile,
+                "HTTPS_PORTS": self.httpsPort or "",
+                "BOSH_MODULE": '"bosh";' if self.httpsPort else "",
             },
         )
         # Accounts are plain files: create them before the server starts,
@@ -141,6 +162,10 @@ class ProsodyServer(ServerProcess):
 
     def isReady(self) -> bool:
         # The log line proves that Prosody itself bound the port.
+        if self.httpsPort is not None and not self._logContains(
+            f"Activated service 'https' on [{self.host}]:{self.httpsPort}"
+        ):
+            return False
         return tcpAccepting(self.host, self.port) and self._logContains(
             f"Activated service 'c2s' on [{self.host}]:{self.port}"
         )
@@ -153,10 +178,21 @@ class ProsodyServer(ServerProcess):
             return False
 
     def listenPorts(self) -> list[tuple[str, str, int]]:
-        return [("tcp", self.host, self.port)]
+        https = [("tcp", self.host, self.httpsPort)] if self.httpsPort else []
+        return [("tcp", self.host, self.port), *https]
 
     def choosePorts(self) -> None:
         self.port = freeTCPPort(self.host)
+        if self.httpsPort is not None:
+            self.httpsPort = freeTCPPort(self.host)
+
+    @property
+    def boshURL(self) -> str:
+        """
+        The BOSH service's URL (the server must have been made with C{bosh}).
+        """
+        assert self.httpsPort is not None, "Prosody without bosh=True"
+        return f"https://{self.host}:{self.httpsPort}/http-bind"
 
     def logFiles(self) -> list[str]:
         return [self.consoleLog, self.logFile]

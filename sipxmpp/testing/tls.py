@@ -9,6 +9,7 @@ issues a certificate with the right name that must nevertheless be refused.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from dataclasses import dataclass
 
@@ -19,6 +20,15 @@ _KEY_ARGS = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-node
 _DAYS = "3650"
 
 
+def _altName(name: str) -> str:
+    # An address (a BOSH URL's https://127.0.0.1:PORT) is an IP entry.
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return f"DNS:{name}"
+    return f"IP:{name}"
+
+
 @dataclass(frozen=True)
 class ServerCertificate:
     """
@@ -27,7 +37,7 @@ class ServerCertificate:
     @ivar certFile: the leaf certificate.
     @ivar keyFile: its private key (unencrypted).
     @ivar chainFile: key, leaf and issuer in one file (ejabberd's format).
-    @ivar hostnames: the DNS names in the subjectAltName.
+    @ivar hostnames: the DNS names (and addresses) in the subjectAltName.
     """
 
     certFile: str
@@ -99,7 +109,7 @@ class TestCA:
                 "extendedKeyUsage=serverAuth,clientAuth\n"
                 "subjectKeyIdentifier=hash\n"
                 "authorityKeyIdentifier=keyid\n"
-                "subjectAltName=" + ",".join(f"DNS:{h}" for h in hostnames) + "\n"
+                "subjectAltName=" + ",".join(_altName(h) for h in hostnames) + "\n"
             )
         runCommand(
             [

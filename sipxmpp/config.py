@@ -95,6 +95,7 @@ class XMPPSettings:
     loginTimeout: float
     clientState: str
     channelBinding: str
+    streamManagement: bool
 
     def session(self, instance: str = "") -> SessionSettings:
         """
@@ -117,6 +118,7 @@ class XMPPSettings:
             loginTimeout=self.loginTimeout,
             clientStateInactive=self.clientState == "inactive",
             channelBinding=self.channelBinding,
+            streamManagement=self.streamManagement,
         )
 
     def publisher(self) -> PublisherSettings:
@@ -469,6 +471,7 @@ SCHEMA: Mapping[str, Mapping[str, Key]] = {
         "login_timeout": Key("60", _seconds(1, 3600)),
         "client_state": Key("active", _choice("active", "inactive")),
         "channel_binding": Key("auto", _choice(*CHANNEL_BINDING_MODES)),
+        "stream_management": Key("yes", _boolean),
     },
     "store": {
         "url": Key("sqlite:////var/lib/sipxmpp/sipxmpp.sqlite", _storeURL),

@@ -276,7 +276,9 @@ class StreamManagement:
         xs.management = self
         if element.getAttribute("resume") in ("true", "1") and element.getAttribute("id"):
             self.resumeID = element["id"]
-            self.resumeMax = _seconds(element.getAttribute("max"), RESUME_MAX)
+            # The server's window, but not longer than we asked for: a blip
+            # longer than that ends in a fresh login, as without XEP-0198.
+            self.resumeMax = min(_seconds(element.getAttribute("max"), RESUME_MAX), RESUME_MAX)
         self.log.debug("{name}: stream management on (resumable: {resumable})",
                        name=self.name, resumable=self.resumeID is not None)  # fmt: skip
 

@@ -319,6 +319,17 @@ class LoadSettingsTests(SynchronousTestCase):
         self.assertConfigError(MINIMAL + "[xmpp]\nchannel_binding = tls-unique\n",
                                "[xmpp] channel_binding", "expected one of auto, off")
 
+    def test_streamManagement(self) -> None:
+        """
+        C{[xmpp] stream_management}: on by default, off on request, a
+        boolean.
+        """
+        self.assertTrue(loadSettings(self.write(MINIMAL)).xmpp.session().streamManagement)
+        settings = loadSettings(self.write(MINIMAL + "[xmpp]\nstream_management = no\n"))
+        self.assertFalse(settings.xmpp.session().streamManagement)
+        self.assertConfigError(MINIMAL + "[xmpp]\nstream_management = sometimes\n",
+                               "[xmpp] stream_management")
+
 
 class LiveSettingsTests(SynchronousTestCase):
     """

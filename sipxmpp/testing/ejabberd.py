@@ -76,6 +76,7 @@ class EjabberdServer(ServerProcess):
         users: Mapping[str, str] | None = None,
         logLevel: str = "info",
         template: str | None = None,
+        streamManagement: bool = False,
     ) -> None:
         """
         @param port: the c2s port; a free one if L{None}.
@@ -84,6 +85,9 @@ class EjabberdServer(ServerProcess):
             C{baseDir} if L{None}).
         @param users: user name -> password, registered once started.
         @param logLevel: ejabberd's log level (info, debug, ...).
+        @param streamManagement: offer XEP-0198 (C{mod_stream_mgmt}): off
+            by default, as a client that vanishes stays online while its
+            session waits to be resumed.
         """
         super().__init__(baseDir, autoPorts=port is None and distPort is None)
         self.domain = domain
@@ -97,6 +101,7 @@ class EjabberdServer(ServerProcess):
         self.ca = ca if ca is not None else TestCA(os.path.join(self.baseDir, "ca"))
         self.caFile = self.ca.caFile
         self.logLevel = logLevel
+        self.streamManagement = streamManagement
         self.template = template or etcPath("ejabberd.yml.in")
         self.configFile = os.path.join(self.baseDir, "ejabberd.yml")
         self.ctlConfigFile = os.path.join(self.baseDir, "ejabberdctl.cfg")
@@ -130,6 +135,7 @@ class EjabberdServer(ServerProcess):
             self.configFile,
             {
                 "LOG_LEVEL": self.logLevel,
+                "STREAM_MGMT": "  mod_stream_mgmt: {}" if self.streamManagement else "",
                 "DOMAIN": self.domain,
                 "CERT_FILE": self.certificate.chainFile,
                 "CA_FILE": self.caFile,

@@ -74,6 +74,7 @@ class ProsodyServer(ServerProcess):
         logLevel: str = "info",
         template: str | None = None,
         bosh: bool = False,
+        streamManagement: bool = False,
     ) -> None:
         """
         @param port: the c2s port; a free one if L{None}.
@@ -94,6 +95,9 @@ class ProsodyServer(ServerProcess):
         @param bosh: serve BOSH on an HTTPS port of its own, with the
             certificate also naming C{host} (the URL's host: no SNI for an
             address, so Prosody presents this certificate).
+        @param streamManagement: offer XEP-0198 (C{mod_smacks}): off by
+            default, as a client that vanishes stays online while its
+            session waits to be resumed.
         """
         super().__init__(baseDir, autoPorts=port is None)
         self.domain = domain
@@ -107,6 +111,7 @@ class ProsodyServer(ServerProcess):
         self.httpsPort = freeTCPPort(host) if bosh else None
         self.certHostnames = list(certHostnames or ([domain, host] if bosh else [domain]))
         self.logLevel = logLevel
+        self.streamManagement = streamManagement
         self.template = template or etcPath("prosody.cfg.lua.in")
         self.configFile = os.path.join(self.baseDir, "prosody.cfg.lua")
         self.dataDir = os.path.join(self.baseDir, "data")
@@ -149,6 +154,7 @@ class ProsodyServer(ServerProcess):
                 "KEY_FILE": self.certificate.keyFile,
                 "HTTPS_PORTS": self.httpsPort or "",
                 "BOSH_MODULE": '"bosh";' if self.httpsPort else "",
+                "SMACKS_MODULE": '"smacks";' if self.streamManagement else "",
             },
         )
         # Accounts are plain files: create them before the server starts,

@@ -30,6 +30,7 @@ from sipxmpp.sip.wire.errors import SIPParseError
 from sipxmpp.sip.wire.uri import SIPURI, parseURI
 from sipxmpp.store.addresses import InvalidAddress, normaliseAoR
 from sipxmpp.store.opening import StoreSettings
+from sipxmpp.xmpp.bosh import checkBOSHURL
 from sipxmpp.xmpp.endpoints import parseServer
 from sipxmpp.xmpp.publisher import PublisherSettings
 from sipxmpp.xmpp.resources import gatewayResource
@@ -81,6 +82,7 @@ class XMPPSettings:
     caFile: str
     requireTLS: bool
     server: str
+    boshUrl: str
     ringingText: str
     holdText: str
     publishActivity: bool
@@ -107,7 +109,8 @@ class XMPPSettings:
         """
         return SessionSettings(
             resource=gatewayResource(self.resource, instance),
-            server=self.server,
+            # One place to connect: the BOSH URL is a server of its own kind.
+            server=self.boshUrl or self.server,
             requireTLS=self.requireTLS,
             pingInterval=self.pingInterval,
             pingTimeout=self.pingTimeout,
@@ -321,6 +324,11 @@ def _serverEndpoint(text: str) -> str:
         raise ValueError(f"{e}; or empty for DNS SRV") from None
 
 
+def _boshURL(text: str) -> str:
+    # Optional BOSH (XEP-0206) service that carries every session instead.
+    return checkBOSHURL(text) if text else text
+
+
 def _seconds(low: float, high: float) -> Callable[[str], float]:
     def parse(text: str) -> float:
         try:
@@ -457,6 +465,7 @@ SCHEMA: Mapping[str, Mapping[str, Key]] = {
         "ca_file": Key("", _text),
         "require_tls": Key("yes", _boolean),
         "server": Key("", _serverEndpoint),
+        "bosh_url": Key("", _boshURL),
         "ringing_text": Key("My phone is ringing", _nonEmpty),
         "hold_text": Key("I have a call on hold", _nonEmpty),
         "publish_activity": Key("no", _boolean),
@@ -570,6 +579,9 @@ def loadSettings(
             path, "required when no listen endpoint names an interface: the IP address "
             "phones and the upstream reach the gateway at", "sip", "address",
         )
+    if parsed["xmpp"]["boshUrl"] and parsed["xmpp"]["server"]:
+        raise ConfigError(path, "set either server or bosh_url, not both", "xmpp", "bosh_url",
+                          parsed["xmpp"]["boshUrl"])  # fmt: skip
     _checkWorkers(path, parsed)
     return Settings(
         path=path,

@@ -16,6 +16,7 @@ import re
 from collections.abc import Sequence
 from typing import Any, NamedTuple, Protocol, cast
 
+from twisted.internet._sslverify import IOpenSSLTrustRoot
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.interfaces import (
@@ -27,6 +28,8 @@ from twisted.internet.interfaces import (
 from twisted.names import dns
 from twisted.names.error import DNSNameError, DomainError
 from zope.interface import implementer
+
+from sipxmpp.xmpp.bosh import BOSHEndpoint, checkBOSHURL, isBOSHURL
 
 __all__ = [
     "DIRECT_TLS_PREFIX",
@@ -87,17 +90,20 @@ def parseServer(server: str) -> Target:
 
 def canonicalServer(server: str) -> str:
     """
-    Return a per-account server in one spelling: L{SRV}, C{HOST:PORT} or
-    C{tls:HOST:PORT}.
+    Return a per-account server in one spelling: L{SRV}, C{HOST:PORT},
+    C{tls:HOST:PORT} or a BOSH URL (L{checkBOSHURL}).
 
     @raise ValueError: for anything else.
     """
     if server.strip().lower() == SRV:
         return SRV
+    if isBOSHURL(server.strip()):
+        return checkBOSHURL(server)
     try:
         return str(parseServer(server))
     except ValueError:
-        raise ValueError(f"expected {SERVER_FORMS}, or {SRV} for DNS SRV of the JID's "
+        raise ValueError(f"expected {SERVER_FORMS}, a BOSH URL like "
+                         f"https://HOST:PORT/http-bind, or {SRV} for DNS SRV of the JID's "
                          f"domain; not {server!r}") from None  # fmt: skip
 
 
@@ -215,17 +221,23 @@ class SRVEndpoint:
 
 def makeEndpoint(reactor: Any, server: str, domain: str, resolver: _Resolver | None = None,
                  tlsOptions: IOpenSSLClientConnectionCreator | None = None,
-                 ) -> IStreamClientEndpoint:  # fmt: skip
+                 trustRoot: IOpenSSLTrustRoot | None = None) -> IStreamClientEndpoint:  # fmt: skip
     """
-    Return where to connect for users of C{domain}: C{server} (C{HOST:PORT}
-    or C{tls:HOST:PORT}, from the configuration or the account), or if
+    Return where to connect for users of C{domain}: C{server} (C{HOST:PORT},
+    C{tls:HOST:PORT} or a BOSH URL, from the configuration or the account), or if
     empty or L{SRV} the DNS SRV targets of the domain.
 
     @param tlsOptions: the session's TLS options (verifying the domain's
         certificate), for Direct TLS; without them only STARTTLS is used.
+    @param trustRoot: the session's trust root, for a BOSH URL (XEP-0206):
+        HTTPS verifies the URL's host name against it.
     @raise ValueError: if C{server} is malformed, or Direct TLS without
-        C{tlsOptions}.
+        C{tlsOptions}, or BOSH without C{trustRoot}.
     """
+    if isBOSHURL(server):
+        if trustRoot is None:
+            raise ValueError(f"{server}: BOSH needs the session's trust root")
+        return BOSHEndpoint(reactor, checkBOSHURL(server), domain, trustRoot)
     if not server or server.strip().lower() == SRV:
         return SRVEndpoint(reactor, domain, resolver, tlsOptions)
     return _endpoint(reactor, parseServer(server), tlsOptions)

@@ -35,6 +35,7 @@ from typing import Any, cast
 
 from twisted.application.internet import ClientService
 from twisted.internet import defer
+from twisted.internet._sslverify import IOpenSSLTrustRoot
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import (
@@ -414,6 +415,7 @@ class XMPPSession:
         endpoint: IStreamClientEndpoint | None = None,
         jitter: Callable[[], float] = random.random,
         pacer: LoginPacer | None = None,
+        trustRoot: IOpenSSLTrustRoot | None = None,
     ) -> None:
         """
         @param reactor: provides L{IReactorTime} and L{IReactorTCP}.
@@ -423,6 +425,9 @@ class XMPPSession:
             if empty). Share one trust root among sessions through
             L{SessionFactory}: loading it per session costs time.
         @param endpoint: where to connect (default: L{makeEndpoint}).
+        @param trustRoot: the trust root of C{tlsOptions}, for BOSH (HTTPS
+            checks the URL's host against it); by default C{caFile}'s when
+            C{tlsOptions} is not given.
         @param jitter: returns a float in [0, 1); injected for tests.
         @param pacer: the gateway's login queue, shared by all sessions
             (L{SessionFactory} makes one); none: log in at once.
@@ -447,7 +452,8 @@ class XMPPSession:
         self._loginTimer: IDelayedCall | None = None
         self._connecting: Deferred[IProtocol] | None = None
         if tlsOptions is None:
-            tlsOptions = clientTLSOptions(self.jid.host, loadTrustRoot(caFile))
+            trustRoot = trustRoot or loadTrustRoot(caFile)
+            tlsOptions = clientTLSOptions(self.jid.host, trustRoot)
         self.factory = client.XMPPClientFactory(self.jid, password, configurationForTLS=tlsOptions)
         self.factory.protocol = ManagedXmlStream
         self.management = StreamManagement(reactor, self.jid.full(), settings.streamManagement)
@@ -465,7 +471,8 @@ class XMPPSession:
         ping.PingHandler().setHandlerParent(self.streamManager)
         generic.FallbackHandler().setHandlerParent(self.streamManager)
         if endpoint is None:
-            endpoint = makeEndpoint(reactor, settings.server, self.jid.host, tlsOptions=tlsOptions)
+            endpoint = makeEndpoint(reactor, settings.server, self.jid.host,
+                                    tlsOptions=tlsOptions, trustRoot=trustRoot)  # fmt: skip
         self.service = ClientService(_PacedEndpoint(self, endpoint), self.factory,
                                      retryPolicy=self._retryDelay, clock=reactor)  # fmt: skip
 
@@ -760,7 +767,7 @@ class SessionFactory:
         settings = self.settings if server is None else replace(self.settings, server=server)
         return XMPPSession(self.reactor, jid, password, settings,
                            tlsOptions=self._options[domain], endpoint=endpoint,
-                           pacer=self.pacer)  # fmt: skip
+                           pacer=self.pacer, trustRoot=self.trustRoot)  # fmt: skip
 
 
 __all__ = [

@@ -101,14 +101,16 @@ class Stack:
     """
 
     def __init__(self, provision: Iterable[str] = (),
-                 gatewaySettings: dict[tuple[str, str], str] | None = None) -> None:
+                 gatewaySettings: dict[tuple[str, str], str] | None = None,
+                 bosh: bool = False) -> None:
         from sipxmpp.testing.prosody import ProsodyServer
 
         self.baseDir = tempfile.mkdtemp(prefix="sipxmpp-e2e-")
         # SIPXMPP_E2E_PROSODY_LOG=debug: Prosody logs every stanza.
         self.prosody = ProsodyServer(users=USERS, port=freeTCPPort(),
                                      baseDir=os.path.join(self.baseDir, "prosody"),
-                                     logLevel=os.environ.get("SIPXMPP_E2E_PROSODY_LOG", "info"))
+                                     logLevel=os.environ.get("SIPXMPP_E2E_PROSODY_LOG", "info"),
+                                     bosh=bosh)
         for user in USERS:
             if user != "watcher":
                 self.prosody.subscribe(user, "watcher")
@@ -129,13 +131,18 @@ class Stack:
     def start(self) -> None:
         self.prosody.start()
         self.kamailio.start()
+        transport: dict[tuple[str, str], str] = {}
+        if self.prosody.httpsPort is not None:
+            # Every session over BOSH (XEP-0206) instead of c2s.
+            transport = {("xmpp", "server"): "", ("xmpp", "bosh_url"): self.prosody.boshURL}
         self.gateway = GatewayServer(
             upstreamPort=self.kamailio.port,
             xmppServer=f"{self.prosody.host}:{self.prosody.port}",
             caFile=self.prosody.caFile,
             baseDir=os.path.join(self.baseDir, "gateway"),
             settings={("xmpp", "command_timeout"): "5",
-                      ("xmpp", "reconnect_max_delay"): "2", **self.gatewaySettings},
+                      ("xmpp", "reconnect_max_delay"): "2", **transport,
+                      **self.gatewaySettings},
         )
         self.gateway.start()
         gateway = self.gateway

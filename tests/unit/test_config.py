@@ -295,6 +295,34 @@ class LoadSettingsTests(SynchronousTestCase):
             self.assertEqual(settings.xmpp.server, server)
             self.assertEqual(settings.xmpp.session().server, server)
 
+    def test_boshURL(self) -> None:
+        """
+        C{[xmpp] bosh_url} carries every session over BOSH: it is the
+        sessions' server; plain http only to a loopback host.
+        """
+        url = "https://xmpp.example.test:5281/http-bind"
+        settings = loadSettings(self.write(MINIMAL + f"[xmpp]\nbosh_url = {url}\n"))
+        self.assertEqual(settings.xmpp.boshUrl, url)
+        self.assertEqual(settings.xmpp.session().server, url)
+        local = "http://127.0.0.1:5280/http-bind"
+        settings = loadSettings(self.write(MINIMAL + f"[xmpp]\nbosh_url = {local}\n"))
+        self.assertEqual(settings.xmpp.session().server, local)
+        self.assertEqual(loadSettings(self.write(MINIMAL)).xmpp.session().server, "")
+
+    def test_boshURLRefused(self) -> None:
+        """
+        Clear text to a network host, another scheme, or both a server and a
+        BOSH URL are refused.
+        """
+        self.assertConfigError(MINIMAL + "[xmpp]\nbosh_url = http://xmpp.example.test/http-bind\n",
+                               "[xmpp] bosh_url", "loopback")  # fmt: skip
+        self.assertConfigError(MINIMAL + "[xmpp]\nbosh_url = xmpp.example.test:5280\n",
+                               "[xmpp] bosh_url", "expected a BOSH URL")  # fmt: skip
+        self.assertConfigError(
+            MINIMAL + "[xmpp]\nserver = 127.0.0.1:5222\nbosh_url = https://h.example/http-bind\n",
+            "[xmpp] bosh_url", "not both",
+        )
+
     def test_unknownNames(self) -> None:
         self.assertConfigError(MINIMAL + "[sipp]\n", "[sipp]", "unknown section")
         self.assertConfigError(MINIMAL + "upstreams = x\n", "[sip] upstreams", "unknown key")

@@ -1,0 +1,80 @@
+"""
+The gateway's XMPP sessions over BOSH (XEP-0124, XEP-0206): Prosody's
+mod_bosh over HTTPS, certificate verified against the test CA, carrying the
+end-to-end call test (dnd during a call and back, set by XEP-0146 remote
+control on the user's client), and coming back after Prosody restarts.
+
+The gateway has no c2s server configured: only C{[xmpp] bosh_url}, so a
+session that logs in at all went through BOSH; Prosody's log says so too.
+"""
+
+from __future__ import annotations
+
+from sipxmpp.testing.process import SharedServer
+from tests.integration.test_e2e import PHONE, E2ETestCase, Stack, Watch, jid
+from tests.integration.test_xmpp_publisher import deferred
+
+READY = "connected"
+
+
+def boshSessions(stack: Stack) -> int:
+    with open(stack.prosody.logFile, encoding="utf-8", errors="replace") as f:
+        return f.read().count("New BOSH session")
+
+
+class ProsodyBOSHTests(E2ETestCase):
+    """
+    One Prosody (BOSH on HTTPS), Kamailio and gateway for the class.
+    """
+
+    shared = SharedServer(lambda: Stack(provision=["alice", "peggy"], bosh=True))
+
+    @deferred
+    async def test_callOverBOSH(self) -> None:
+        """
+        alice's Psi-style client goes dnd while she calls someone outside
+        and gets her own status back after the call: the gateway's
+        remote-control commands and presence went over BOSH.
+        """
+        await self.provisionedPhone("alice")
+        self.assertGreaterEqual(boshSessions(self.stack), 1)
+        outside = self.registerOutside("x-alice")
+        uas = self.startPhone("uas", "x-alice", outside)
+        mark = self.watch.mark()
+        call = self.startCall("uac", self.gateway.address, "x-alice", "alice")
+        await self.expectBusy("alice", mark)
+        self.assertStillRunning(call, "alice was seen on the phone")
+        await self.expectTelephony("alice", "on-the-phone")
+        await self.finished("alice's call", call)
+        await self.finished("x-alice's phone", uas)
+        await self.expectBack("alice", mark)
+        await self.expectTelephony("alice", "online")
+        self.assertGatewayResourceIdle("alice", mark)
+
+    @deferred
+    async def test_prosodyRestarted(self) -> None:
+        """
+        Prosody restarts: the BOSH session is lost (its HTTP requests fail)
+        and the gateway's session retries until it has a new one, then
+        shows peggy's next call on its own resource (she has no client).
+        """
+        await self.provisionedPhone("peggy", rc="")
+        before = boshSessions(self.stack)
+        self.watch.stop()
+        self.stack.prosody.stop()
+        self.stack.prosody.start()
+        self.watch = Watch(self, self.stack)
+        self.addCleanup(self.watch.stop)
+        await self.expectStatus("peggy", "xmpp", lambda v: v == READY, "logged in again")
+        await self.watch.expect(f"{jid('peggy')}/sipxmpp", priority=-1, show=None)
+        self.assertGreater(boshSessions(self.stack), before)
+
+        outside = self.registerOutside("x-peggy")
+        uas = self.startPhone("uas", "x-peggy", outside)
+        mark = self.watch.mark()
+        call = self.startCall("uac", self.gateway.address, "x-peggy", "peggy")
+        gateway = f"{jid('peggy')}/sipxmpp"
+        await self.watch.expect(gateway, mark, show="dnd", status=PHONE)
+        await self.finished("peggy's call", call)
+        await self.finished("x-peggy's phone", uas)
+        await self.watch.expectLatest(gateway, show=None, status=None, priority=-1)

@@ -676,6 +676,7 @@ class XMPPSession:
             return
         if self.failure is None and self.management.streamLost(stream):
             # The handlers are not told (ResumableStreamManager): still ready.
+            self.streamManager.hold(reason)
             why = reason.getErrorMessage() if isinstance(reason, Failure) else "stream closed"
             self._setState(f"resuming: {why}" if self.state == "connected" else self.state)
             return

@@ -530,14 +530,22 @@ class ResumableStreamManager(subprotocols.StreamManager):  # type: ignore[misc]
 
     def _disconnected(self, reason: Failure) -> None:
         if self._held is not None:
-            return  # an attempt to resume lost its connection: still holding
+            return  # held already, or an attempt to resume lost its connection
         if self.management.resuming:
+            self.hold(reason)
+            return
+        super()._disconnected(reason)
+
+    def hold(self, reason: Failure) -> None:
+        """
+        The stream is lost and will be resumed: from now on, queue what the
+        handlers send and keep their requests pending.
+        """
+        if self._held is None:
             self._held = reason if isinstance(reason, Failure) else Failure(Exception("stream lost"))
             self._lost = self.xmlstream
             self.xmlstream = None
             self._initialized = False
-            return
-        super()._disconnected(reason)
 
     def release(self) -> None:
         """

@@ -23,6 +23,7 @@ the instance's own C{ejabberdctl.cfg}, which sets C{EXEC_CMD=as_current_user}
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import secrets
@@ -58,6 +59,8 @@ class EjabberdServer(ServerProcess):
     @ivar caFile: the CA certificate clients must trust.
     @ivar certificate: the server's L{ServerCertificate}.
     @ivar users: user name -> password of the users created so far.
+    @ivar scramHash: C{auth_scram_hash}: "sha" or "sha256".
+    @ivar tls12Only: whether c2s speaks TLS 1.2 only.
     """
 
     name = "ejabberd"
@@ -74,6 +77,8 @@ class EjabberdServer(ServerProcess):
         baseDir: str | None = None,
         ca: TestCA | None = None,
         users: Mapping[str, str] | None = None,
+        scramHash: str = "sha",
+        tls12Only: bool = False,
         logLevel: str = "info",
         template: str | None = None,
         streamManagement: bool = False,
@@ -84,6 +89,10 @@ class EjabberdServer(ServerProcess):
         @param ca: the CA issuing the server certificate (a new one in
             C{baseDir} if L{None}).
         @param users: user name -> password, registered once started.
+        @param scramHash: how passwords are stored, so which SCRAM is
+            offered: "sha" (SCRAM-SHA-1) or "sha256" (SCRAM-SHA-256).
+        @param tls12Only: refuse TLS 1.3 on c2s, where ejabberd's -PLUS
+            (tls-unique) is defined.
         @param logLevel: ejabberd's log level (info, debug, ...).
         @param streamManagement: offer XEP-0198 (C{mod_stream_mgmt}): off
             by default, as a client that vanishes stays online while its
@@ -100,6 +109,8 @@ class EjabberdServer(ServerProcess):
         self.distPort = distPort
         self.ca = ca if ca is not None else TestCA(os.path.join(self.baseDir, "ca"))
         self.caFile = self.ca.caFile
+        self.scramHash = scramHash
+        self.tls12Only = tls12Only
         self.logLevel = logLevel
         self.streamManagement = streamManagement
         self.template = template or etcPath("ejabberd.yml.in")
@@ -135,6 +146,11 @@ class EjabberdServer(ServerProcess):
             self.configFile,
             {
                 "LOG_LEVEL": self.logLevel,
+                "SCRAM_HASH": self.scramHash,
+                "PROTOCOL_OPTIONS": json.dumps(
+                    ["no_sslv3", "cipher_server_preference", "no_compression"]
+                    + (["no_tlsv1", "no_tlsv1_1", "no_tlsv1_3"] if self.tls12Only else [])
+                ),
                 "STREAM_MGMT": "  mod_stream_mgmt: {}" if self.streamManagement else "",
                 "DOMAIN": self.domain,
                 "CERT_FILE": self.certificate.chainFile,

@@ -334,3 +334,76 @@ class EjabberdStreamManagementTests(StreamManagementMixin, TestCase):
         server.start()
         server.subscribe("alice", "bob")
         return server
+
+
+class _RelayedStack:
+    """
+    The end-to-end stack (L{tests.integration.test_e2e.Stack}) with
+    XEP-0198 on Prosody and the gateway's sessions through a L{Relay};
+    the users' clients and the watcher connect straight to Prosody. One
+    per test, stopped by its cleanups.
+    """
+
+    def get(self, test: Any) -> Any:
+        from tests.integration.test_e2e import Stack
+
+        stack = Stack(provision=["alice"])
+        stack.prosody.streamManagement = True
+        stack.relay = Relay((stack.prosody.host, stack.prosody.port))  # type: ignore[attr-defined]
+        stack.gatewaySettings[("xmpp", "server")] = stack.relay.address  # type: ignore[attr-defined]
+        test.addCleanup(stack.relay.stop)  # type: ignore[attr-defined]
+        try:
+            stack.start()
+        finally:
+            test.addCleanup(stack.stop)
+        return stack
+
+
+def _e2eBase() -> type:
+    from tests.integration.test_e2e import E2ETestCase
+
+    return E2ETestCase
+
+
+class EndToEndBlipTests(_e2eBase()):  # type: ignore[misc]
+    """
+    The end-to-end call (dnd during the call, the client's own status
+    after it) with stream management on, across a network blip between
+    the gateway and Prosody in the middle of the call.
+    """
+
+    shared = _RelayedStack()
+
+    @deferred
+    async def test_callEndsDuringBlip(self) -> None:
+        """
+        alice's client is at dnd for her call when the gateway's link to
+        Prosody is cut; the call ends while it is down. The gateway
+        resumes its stream (no new login: /status goes resuming, then
+        connected, never authenticating), and the command restoring her
+        client, sent during the blip, arrives: her client shows its own
+        status again.
+        """
+        from tests.integration.test_e2e import READY, aor
+
+        relay: Relay = self.stack.relay
+        await self.provisionedPhone("alice")
+        outside = self.registerOutside("x-alice")
+        uas = self.startPhone("uas", "x-alice", outside)
+        mark = self.watch.mark()
+        call = self.startCall("uac", self.gateway.address, "x-alice", "alice", pauseMs=3000)
+        await self.expectBusy("alice", mark)
+
+        relay.cut()
+        await self.expectStatus("alice", "xmpp", lambda v: v.startswith("resuming"), "resuming")
+        await self.finished("alice's call during the blip", call)
+        await self.finished("x-alice's phone", uas)
+        await self.expectTelephony("alice", "online")
+        relay.unblock()
+
+        await self.expectStatus("alice", "xmpp", lambda v: v == READY, "resumed")
+        await self.expectBack("alice", mark)
+        events = [e["text"] for e in self.userStatus("alice").get("events", [])]  # type: ignore[attr-defined]
+        blip = max(i for i, text in enumerate(events) if text.startswith("XMPP session resuming"))
+        self.assertEqual([t for t in events[blip:] if t.startswith("XMPP session")],
+                         [events[blip], "XMPP session connected"], f"{aor('alice')}: {events}")

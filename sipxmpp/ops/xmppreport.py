@@ -24,8 +24,8 @@ EVENTS_PER_USER = 10
 #: Upper bounds of the presence latency histogram, seconds.
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 #: The session states counted by C{sipxmpp_xmpp_sessions}.
-SESSION_STATES = ("stopped", "connecting", "authenticating", "connected", "reconnecting",
-                  "failed")  # fmt: skip
+SESSION_STATES = ("stopped", "connecting", "authenticating", "connected", "resuming",
+                  "reconnecting", "failed")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -72,6 +72,9 @@ class XMPPReport:
         self._clock = clock
         self._metrics = metrics
         self._events: dict[str, deque[UserEvent]] = {}
+        # Users whose lost stream is being resumed (XEP-0198): its end is a
+        # resumption, not a login, and a failure to resume no new disconnect.
+        self._resuming: set[str] = set()
         metrics.labeledGauge("sipxmpp_xmpp_sessions", "state",
                              lambda: countSessions(sessionStates()),
                              "XMPP sessions of logged-in users, by state.")  # fmt: skip
@@ -79,7 +82,9 @@ class XMPPReport:
         metrics.describe("sipxmpp_xmpp_login_failures_total",
                          "XMPP logins that failed for a reason retrying will not fix soon.")
         metrics.describe("sipxmpp_xmpp_disconnects_total",
-                         "XMPP sessions lost (the gateway reconnects).")
+                         "XMPP sessions lost (the gateway reconnects or resumes).")
+        metrics.describe("sipxmpp_xmpp_resumptions_total",
+                         "Lost XMPP streams resumed (XEP-0198) instead of logging in again.")
         metrics.describe("sipxmpp_xmpp_commands_sent_total",
                          "Remote-control commands (XEP-0146) sent to users' clients.")
         metrics.describe("sipxmpp_xmpp_command_results_total",
@@ -92,7 +97,7 @@ class XMPPReport:
                           "From a telephony change to the presence that shows it.")
         for via in ("own-resource", "client"):
             metrics.startSeries("sipxmpp_xmpp_presence_latency_seconds", via=via)
-        for counter in ("logins", "disconnects", "fallbacks", "restores"):
+        for counter in ("logins", "disconnects", "resumptions", "fallbacks", "restores"):
             metrics.increment(f"sipxmpp_xmpp_{counter}_total", 0)
 
     def events(self, aor: str) -> list[UserEvent]:
@@ -111,12 +116,19 @@ class XMPPReport:
 
     def sessionStateChanged(self, aor: str, state: str, reason: str | None) -> None:
         kind = sessionStateKind(state)
-        if kind == "connected":
+        wasResuming = aor in self._resuming
+        self._resuming.discard(aor)
+        if kind == "connected" and wasResuming:
+            self._metrics.increment("sipxmpp_xmpp_resumptions_total")
+        elif kind == "connected":
             self._metrics.increment("sipxmpp_xmpp_logins_total")
+        elif kind == "resuming":
+            self._resuming.add(aor)
+            self._metrics.increment("sipxmpp_xmpp_disconnects_total")
         elif kind == "failed":
             self._metrics.increment("sipxmpp_xmpp_login_failures_total",
                                     reason=reason or "other")  # fmt: skip
-        elif kind == "reconnecting":
+        elif kind == "reconnecting" and not wasResuming:
             self._metrics.increment("sipxmpp_xmpp_disconnects_total")
         self._event(aor, f"XMPP session {state}")
 

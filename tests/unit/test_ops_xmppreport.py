@@ -170,6 +170,19 @@ class ReportingPublisherTests(PublisherTestsMixin, SynchronousTestCase):
         self.assertEqual(self.counter("sipxmpp_xmpp_disconnects_total"), 1)
         self.assertEqual([e.text for e in self.report.events(AOR)][-1],
                          "XMPP session reconnecting: Connection lost")
+        # XEP-0198: a resumed stream is no login; one that could not be
+        # resumed, one disconnect.
+        session.onStateChanged("connected")
+        session.onStateChanged("resuming: Connection lost")
+        session.state = "resuming: Connection lost"
+        self.assertIn('sipxmpp_xmpp_sessions{state="resuming"} 1', self.metrics.render())
+        session.onStateChanged("connected")
+        self.assertEqual(self.counter("sipxmpp_xmpp_logins_total"), 2)
+        self.assertEqual(self.counter("sipxmpp_xmpp_resumptions_total"), 1)
+        self.assertEqual(self.counter("sipxmpp_xmpp_disconnects_total"), 2)
+        session.onStateChanged("resuming: Connection lost")
+        session.onStateChanged("reconnecting: the stream was not resumed in time")
+        self.assertEqual(self.counter("sipxmpp_xmpp_disconnects_total"), 3)
 
 
 class ReportTests(SynchronousTestCase):
@@ -188,7 +201,7 @@ class ReportTests(SynchronousTestCase):
         self.assertEqual(
             countSessions({"a": "connected", "b": "failed: TLS: x", "c": "reconnecting: y"}),
             {"stopped": 0, "connecting": 0, "authenticating": 0, "connected": 1,
-             "reconnecting": 1, "failed": 1},
+             "resuming": 0, "reconnecting": 1, "failed": 1},
         )
 
     def test_zeroSeriesShown(self) -> None:

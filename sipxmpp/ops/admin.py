@@ -55,6 +55,7 @@ from sipxmpp.store.errors import (
 from sipxmpp.store.opening import Store, initialiseStore, openStore
 from sipxmpp.store.records import AccountRecord
 from sipxmpp.xmpp.accounts import MODES
+from sipxmpp.xmpp.endpoints import canonicalServer
 
 T = TypeVar("T")
 
@@ -129,8 +130,22 @@ class _PasswordOptions(_Interspersed):
     ]
 
 
+def _serverOption(value: str) -> str | None:
+    """
+    A per-account XMPP server: C{default} (L{None}) or a form of
+    L{canonicalServer}.
+    """
+    if value.strip().lower() == "default":
+        return None
+    try:
+        return canonicalServer(value)
+    except ValueError as e:
+        raise usage.UsageError(f"{e}, or default for [xmpp] server") from None
+
+
 class AddOptions(_PasswordOptions):
-    synopsis = "SIP_AOR JID [--mode MODE] [--status-text TEXT] [--password-stdin]"
+    synopsis = ("SIP_AOR JID [--mode MODE] [--status-text TEXT] [--server SERVER] "
+                "[--password-stdin]")
     longdesc = (
         "Provision an account: the user with SIP address of record SIP_AOR logs in to "
         "XMPP as the bare JID. The password is prompted for (twice), or read from "
@@ -142,6 +157,9 @@ class AddOptions(_PasswordOptions):
         ["status-text", None, None, "Status text during a call (default: [xmpp] status_text)."],
         ["ringing-text", None, None, "Status text while ringing (default: [xmpp] ringing_text)."],
         ["hold-text", None, None, "Status text while on hold (default: [xmpp] hold_text)."],
+        ["server", None, None, "The user's own XMPP server: HOST:PORT (STARTTLS), "
+         "tls:HOST:PORT (Direct TLS) or srv (DNS SRV of the JID's domain); default: "
+         "[xmpp] server.", _serverOption],
     ]
 
     def parseArgs(self, aor: str, jid: str) -> None:  # type: ignore[override]
@@ -151,7 +169,8 @@ class AddOptions(_PasswordOptions):
 
 class ListOptions(_Interspersed):
     synopsis = "[--json]"
-    longdesc = "List the accounts, one per line: AOR, JID, MODE, enabled|disabled (tab-separated)."
+    longdesc = ("List the accounts, one per line: AOR, JID, MODE, enabled|disabled, "
+                "XMPP server (tab-separated).")
     optFlags = [["json", None, "Print a JSON array instead."]]
 
 
@@ -207,6 +226,21 @@ class SetBackpublishOptions(_Interspersed):
         self["backpublish"] = _onOff(state)
 
 
+class SetServerOptions(_Interspersed):
+    synopsis = "SIP_AOR tls:HOST:PORT|HOST:PORT|srv|default"
+    longdesc = (
+        "Where the user's XMPP session connects, for a user on another XMPP server: "
+        "tls:HOST:PORT (Direct TLS, XEP-0368), HOST:PORT (STARTTLS), srv (DNS SRV of the "
+        "JID's domain, whatever [xmpp] server says) or default ([xmpp] server). The "
+        "certificate is verified for the JID's domain. A running gateway logs the user "
+        "in there again within seconds."
+    )
+
+    def parseArgs(self, aor: str, server: str) -> None:  # type: ignore[override]
+        self["aor"] = aor
+        self["server"] = _serverOption(server)
+
+
 class CheckOptions(_AoROnly):
     synopsis = "SIP_AOR [--timeout SECONDS] [--wait SECONDS]"
     longdesc = (
@@ -223,12 +257,12 @@ class CheckOptions(_AoROnly):
 #: The fields of an import file; C{aor}, C{jid} and C{password} are required.
 IMPORT_FIELDS = (
     "aor", "jid", "password", "mode", "status_text", "ringing_text", "hold_text", "enabled",
-    "backpublish",
+    "backpublish", "xmpp_server",
 )
 #: The fields of an export (no secret).
 EXPORT_FIELDS = (
     "aor", "jid", "mode", "status_text", "ringing_text", "hold_text", "enabled",
-    "backpublish", "created_at", "updated_at",
+    "backpublish", "xmpp_server", "created_at", "updated_at",
 )
 FORMATS = ("csv", "jsonl")
 
@@ -246,7 +280,8 @@ class ImportOptions(_Interspersed):
         "header row, or JSON lines (one object per line), told apart by the extension "
         "(.csv, .jsonl, .ndjson, .json) or else by the content. Fields: aor, jid, password "
         "(required), mode, status_text, ringing_text, hold_text, enabled and backpublish "
-        "(true/false; default true); an empty or missing field takes the default. All or nothing: "
+        "(true/false; default true), xmpp_server (HOST:PORT, tls:HOST:PORT or srv); an "
+        "empty or missing field takes the default. All or nothing: "
         "every bad line is reported as FILE:LINE: reason on standard error and nothing "
         "is stored (exit status 2). The file holds passwords: a warning is printed when "
         "other users can read it."
@@ -283,6 +318,7 @@ class AccountOptions(usage.Options):
         ["set-password", None, SetPasswordOptions, "Replace an account's password."],
         ["set-backpublish", None, SetBackpublishOptions,
          "Let the user's presence go back to SIP (on) or not (off)."],
+        ["set-server", None, SetServerOptions, "Give the user an XMPP server of its own."],
         ["check", None, CheckOptions, "Log in to XMPP as the account and report."],
         ["import", None, ImportOptions, "Provision accounts from a CSV or JSON lines file."],
         ["export", None, ExportOptions, "Write every account (no secrets) as CSV or JSON."],
@@ -292,7 +328,7 @@ class AccountOptions(usage.Options):
         if self.subCommand is None:
             raise usage.UsageError(
                 "expected an account command: add, list, show, remove, enable, disable, "
-                "set-password, set-backpublish, check, import or export"
+                "set-password, set-backpublish, set-server, check, import or export"
             )
 
 
@@ -390,6 +426,7 @@ def _recordDict(record: AccountRecord) -> dict[str, Any]:
         "hold_text": record.holdText,
         "enabled": record.enabled,
         "backpublish": record.backpublish,
+        "xmpp_server": record.server,
         "created_at": record.createdAt,
         "updated_at": record.updatedAt,
     }
@@ -453,6 +490,11 @@ def _entry(fields: dict[str, Any]) -> tuple[AccountRecord, str]:
     mode = _text(fields.get("mode"), "mode")
     if mode is not None and mode not in MODES:
         raise _BadLine(f"invalid mode {mode!r}; expected one of {', '.join(MODES)}")
+    server = _text(fields.get("xmpp_server"), "xmpp_server")
+    try:
+        server = None if server is None else canonicalServer(server)
+    except ValueError as e:
+        raise _BadLine(f"xmpp_server: {e}") from None
     record = AccountRecord(
         required["aor"], required["jid"], mode=mode,
         statusText=_text(fields.get("status_text"), "status_text"),
@@ -460,6 +502,7 @@ def _entry(fields: dict[str, Any]) -> tuple[AccountRecord, str]:
         holdText=_text(fields.get("hold_text"), "hold_text"),
         enabled=_enabled(fields.get("enabled")),
         backpublish=_enabled(fields.get("backpublish"), "backpublish"),
+        server=server,
     )
     return record, required["password"]
 
@@ -566,6 +609,7 @@ class Admin:
         record = AccountRecord(
             o["aor"], o["jid"], mode=o["mode"], statusText=o["status-text"],
             ringingText=o["ringing-text"], holdText=o["hold-text"], enabled=not o["disabled"],
+            server=o["server"],
         )
         store = self.open()
         try:
@@ -595,7 +639,8 @@ class Admin:
             return OK
         for r in records:
             state = "enabled" if r.enabled else "disabled"
-            self.write("\t".join((r.aor, r.jid, r.mode or "default", state)))
+            self.write("\t".join((r.aor, r.jid, r.mode or "default", state,
+                                  r.server or "default")))
         return OK
 
     def account_show(self, o: usage.Options) -> int:
@@ -616,6 +661,7 @@ class Admin:
             ("hold-text", r.holdText or "default"),
             ("enabled", "yes" if r.enabled else "no"),
             ("backpublish", "yes" if r.backpublish else "no (opted out)"),
+            ("xmpp-server", r.server or f"default ({self.settings.xmpp.server or 'DNS SRV'})"),
             ("password", "set (encrypted at rest)"),
             ("created", _iso(r.createdAt)),
             ("updated", _iso(r.updatedAt)),
@@ -671,6 +717,17 @@ class Admin:
             store.close()
         state = "on" if record.backpublish else "off (opted out)"
         self.write(f"back-publishing of {record.aor}: {state}")
+        return OK
+
+    def account_set_server(self, o: usage.Options) -> int:
+        store = self.open()
+        try:
+            record = _now(store.accounts.setServer(o["aor"], o["server"]))
+            _notifyGateways(store)
+        finally:
+            store.close()
+        server = record.server or f"default ({self.settings.xmpp.server or 'DNS SRV'})"
+        self.write(f"XMPP server of {record.aor}: {server}")
         return OK
 
     def account_check(self, o: usage.Options) -> int:

@@ -22,15 +22,16 @@ from sipxmpp.store.interfaces import IAccountStore
 from sipxmpp.store.keyfile import SecretBox
 from sipxmpp.store.records import AccountRecord
 from sipxmpp.xmpp.accounts import MODES, Account, IAccountDirectory
+from sipxmpp.xmpp.endpoints import canonicalServer
 
 T = TypeVar("T")
 
 _COLUMNS = (
     "aor, jid, mode, status_text, ringing_text, hold_text, enabled, created_at, updated_at, "
-    "backpublish"
+    "backpublish, xmpp_server"
 )
 # Where the secret is in a row of _COLUMNS and the secret.
-_SECRET = 10
+_SECRET = 11
 # Longest status text accepted (XMPP servers cap stanzas; this is generous).
 MAX_TEXT = 1024
 
@@ -47,6 +48,7 @@ def _record(row: Row) -> AccountRecord:
         createdAt=float(row[7]),
         updatedAt=float(row[8]),
         backpublish=bool(row[9]),
+        server=row[10],
     )
 
 
@@ -60,6 +62,15 @@ def _checkText(name: str, text: str | None) -> str | None:
             f"the {name} must be one line of at most {MAX_TEXT} characters"
         )
     return text
+
+
+def _checkServer(server: str | None) -> str | None:
+    if server is None:
+        return None
+    try:
+        return canonicalServer(server)
+    except ValueError as e:
+        raise InvalidAddress(f"the XMPP server: {e}") from None
 
 
 def _checkPassword(password: str) -> str:
@@ -126,6 +137,7 @@ class SQLAccountStore:
                 _checkText("ringing text", record.ringingText),
                 _checkText("hold text", record.holdText),
             )
+            server = _checkServer(record.server)
             sealed = self._box.encrypt(aor, _checkPassword(password))
             now = self._now()
 
@@ -139,13 +151,14 @@ class SQLAccountStore:
                         )
                 tx.execute(
                     f"INSERT INTO accounts ({_COLUMNS}, secret) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (aor, jid, record.mode, *texts, record.enabled, now, now,
-                     record.backpublish, sealed),
+                     record.backpublish, server, sealed),
                 )
                 return AccountRecord(
                     aor, jid, record.mode, *texts, enabled=record.enabled,
                     createdAt=now, updatedAt=now, backpublish=record.backpublish,
+                    server=server,
                 )
 
             return self._db.interact(insert)
@@ -181,6 +194,7 @@ class SQLAccountStore:
                         _checkText("ringing text", record.ringingText),
                         _checkText("hold text", record.holdText),
                     )
+                    server = _checkServer(record.server)
                     _checkPassword(password)
                 except InvalidAddress as e:
                     problems.append((index, str(e)))
@@ -198,11 +212,11 @@ class SQLAccountStore:
                 if not (problems or dryRun):
                     # All or nothing: nothing more is encrypted after a problem.
                     rows.append((aor, jid, record.mode, *texts, record.enabled, now, now,
-                                 record.backpublish, encrypt(aor, password)))
+                                 record.backpublish, server, encrypt(aor, password)))
                 records.append(AccountRecord(aor, jid, record.mode, *texts,
                                              enabled=record.enabled,
                                              createdAt=now, updatedAt=now,
-                                             backpublish=record.backpublish))
+                                             backpublish=record.backpublish, server=server))
 
             def insert(tx: Transaction) -> list[AccountRecord]:
                 taken = tx.execute("SELECT aor, jid FROM accounts")
@@ -223,7 +237,7 @@ class SQLAccountStore:
                     return records
                 tx.executeMany(
                     f"INSERT INTO accounts ({_COLUMNS}, secret) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     rows,
                 )
                 return records
@@ -334,6 +348,30 @@ class SQLAccountStore:
 
         return _guard(prepare)
 
+    def setServer(self, aor: str, server: str | None) -> Deferred[AccountRecord]:
+        """
+        Give the account its own XMPP server, or L{None} for C{[xmpp]
+        server}; a running gateway logs the user in there within seconds
+        (the change sets C{updated_at}, which
+        L{sipxmpp.store.accountwatch.AccountWatcher} notices).
+        """
+
+        def prepare() -> Deferred[AccountRecord]:
+            key = normaliseAoR(aor)
+            value = _checkServer(server)
+            now = self._now()
+
+            def update(tx: Transaction) -> AccountRecord:
+                tx.execute(
+                    "UPDATE accounts SET xmpp_server = ?, updated_at = ? WHERE aor = ?",
+                    (value, now, key),
+                )
+                return _record(self._row(tx, key))
+
+            return self._db.interact(update)
+
+        return _guard(prepare)
+
     def setPassword(self, aor: str, password: str) -> Deferred[None]:
         def prepare() -> Deferred[None]:
             key = normaliseAoR(aor)
@@ -402,6 +440,7 @@ class SQLAccountStore:
             ringingText=record.ringingText,
             holdText=record.holdText,
             backpublish=record.backpublish,
+            server=record.server,
         )
 
 

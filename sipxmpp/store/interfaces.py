@@ -91,6 +91,12 @@ class IAccountStore(Interface):
         opt the user out.
         """
 
+    def setServer(aor: str, server: str | None) -> Deferred[AccountRecord]:
+        """
+        Give the account its own XMPP server (C{HOST:PORT},
+        C{tls:HOST:PORT} or C{srv}), or L{None}: C{[xmpp] server}.
+        """
+
     def setPassword(aor: str, password: str) -> Deferred[None]:
         """
         Replace the secret of an account.

@@ -141,6 +141,12 @@ def _accountsBackpublish(boolean: str, true: str) -> tuple[str, ...]:
     return (f"ALTER TABLE accounts ADD COLUMN backpublish {boolean} NOT NULL DEFAULT {true}",)
 
 
+def _accountsServer() -> tuple[str, ...]:
+    # A user on a foreign XMPP server (issue 19): where that account's
+    # session connects, HOST:PORT, tls:HOST:PORT or srv; NULL: [xmpp] server.
+    return ("ALTER TABLE accounts ADD COLUMN xmpp_server TEXT",)
+
+
 MIGRATIONS: dict[str, tuple[Migration, ...]] = {
     "sqlite": (
         Migration(
@@ -153,6 +159,7 @@ MIGRATIONS: dict[str, tuple[Migration, ...]] = {
         Migration(4, "per-account back-publishing opt-out",
                   _accountsBackpublish(boolean="INTEGER", true="1")),
         Migration(5, "PUBLISH publications", _v4(boolean="INTEGER", real="REAL")),
+        Migration(6, "per-account XMPP server", _accountsServer()),
     ),
     "postgresql": (
         Migration(
@@ -166,6 +173,7 @@ MIGRATIONS: dict[str, tuple[Migration, ...]] = {
                   _accountsBackpublish(boolean="BOOLEAN", true="TRUE")),
         Migration(5, "PUBLISH publications",
                   _v4(boolean="BOOLEAN", real="DOUBLE PRECISION")),
+        Migration(6, "per-account XMPP server", _accountsServer()),
     ),
 }
 

@@ -31,6 +31,8 @@ class AccountRecord:
     @ivar updatedAt: POSIX time of the last change.
     @ivar backpublish: whether the user's XMPP presence may go back to SIP
         (C{[backpublish]}); L{False}: the user opted out.
+    @ivar server: the account's own XMPP server (C{HOST:PORT},
+        C{tls:HOST:PORT} or C{srv}), or L{None} for C{[xmpp] server}.
     """
 
     aor: str
@@ -43,6 +45,7 @@ class AccountRecord:
     createdAt: float = 0.0
     updatedAt: float = 0.0
     backpublish: bool = True
+    server: str | None = None
 
 
 @dataclass(frozen=True)

@@ -114,8 +114,8 @@ class AdminCLIMixin:
         self.admin("account", "add", "sip:bob@example.test", "bob@example.test",
                    "--password-stdin", stdin="bob-pw\n")
         code, out, _ = self.admin("account", "list")
-        self.assertEqual(out, "sip:alice@example.test\talice@example.test\tresource\tenabled\n"
-                              "sip:bob@example.test\tbob@example.test\tdefault\tenabled\n")
+        self.assertEqual(out, "sip:alice@example.test\talice@example.test\tresource\tenabled\tdefault\n"
+                              "sip:bob@example.test\tbob@example.test\tdefault\tenabled\tdefault\n")
         code, out, _ = self.admin("account", "list", "--json")
         listed = json.loads(out)
         self.assertEqual([a["aor"] for a in listed], [ALICE, "sip:bob@example.test"])
@@ -126,7 +126,7 @@ class AdminCLIMixin:
         self.assertIn("mode: resource\n", out)
         self.assertIn("password: set (encrypted at rest)\n", out)
         self.assertEqual(self.admin("account", "disable", ALICE)[:2], (0, f"disabled {ALICE}\n"))
-        self.assertIn("\tdisabled\n", self.admin("account", "list")[1])
+        self.assertIn("\tdisabled\tdefault\n", self.admin("account", "list")[1])
         self.assertEqual(self.admin("account", "enable", ALICE)[:2], (0, f"enabled {ALICE}\n"))
         code, out, _ = self.admin("account", "set-password", ALICE, "--password-stdin",
                                   stdin=PASSWORD + "-2\n")
@@ -137,7 +137,7 @@ class AdminCLIMixin:
         self.assertEqual(account.password, PASSWORD + "-2")
         self.assertEqual(self.admin("account", "remove", ALICE)[:2], (0, f"removed {ALICE}\n"))
         self.assertEqual(self.admin("account", "list")[1],
-                         "sip:bob@example.test\tbob@example.test\tdefault\tenabled\n")
+                         "sip:bob@example.test\tbob@example.test\tdefault\tenabled\tdefault\n")
 
     def test_refusals(self) -> None:
         """
@@ -183,7 +183,7 @@ class AdminCLIMixin:
             self.assertEqual(code, expected, (args, out, err))
             self.assertIn(message, err, args)
         self.assertEqual(self.admin("account", "list")[1],
-                         "sip:alice@example.test\talice@example.test\tdefault\tenabled\n")
+                         "sip:alice@example.test\talice@example.test\tdefault\tenabled\tdefault\n")
 
     def test_wrongKeyAndBadConfig(self) -> None:
         """
@@ -261,7 +261,7 @@ class AdminCLIMixin:
         self.assertEqual(code, 0)
         lines = out.splitlines()
         self.assertEqual(lines[0], "aor,jid,mode,status_text,ringing_text,hold_text,enabled,"
-                                   "backpublish,created_at,updated_at")
+                                   "backpublish,xmpp_server,created_at,updated_at")
         self.assertTrue(lines[1].startswith(
             'sip:alice@example.test,alice@example.test,resource,"On a call, busy",,,true,'))
         self.assertTrue(lines[2].startswith("sip:bob@example.test,bob@example.test,,,,,false,"))
@@ -307,6 +307,54 @@ class AdminCLIMixin:
         self.assertEqual(self.admin("account", "import", path)[0], 0)
         code, out, _ = self.admin("account", "show", "sip:bob@example.test")
         self.assertIn("backpublish: no (opted out)\n", out)
+
+    def test_setServer(self) -> None:
+        """
+        A user on another XMPP server: account add --server and
+        set-server store it (one spelling), show, list, list --json and
+        export show it, import takes it, default clears it; a malformed
+        value is a usage error naming the forms, an unknown AoR not found.
+        """
+        self.init()
+        code, out, err = self.admin("account", "add", ALICE, "alice@elsewhere.test",
+                                    "--server", "TLS:xmpp.elsewhere.test:5223",
+                                    "--password-stdin", stdin=PASSWORD + "\n")
+        self.assertEqual((code, err), (0, ""))
+        self.assertIn("xmpp-server: tls:xmpp.elsewhere.test:5223\n",
+                      self.admin("account", "show", ALICE)[1])
+        self.assertEqual(self.admin("account", "list")[1],
+                         f"{ALICE}\talice@elsewhere.test\tdefault\tenabled\t"
+                         "tls:xmpp.elsewhere.test:5223\n")
+        self.assertEqual(self.admin("account", "set-server", ALICE, "srv")[:2],
+                         (0, f"XMPP server of {ALICE}: srv\n"))
+        [listed] = json.loads(self.admin("account", "list", "--json")[1])
+        self.assertEqual(listed["xmpp_server"], "srv")
+        self.assertTrue(self.admin("account", "export")[1].splitlines()[1].startswith(
+            f"{ALICE},alice@elsewhere.test,,,,,true,true,srv,"))
+        self.assertEqual(self.admin("account", "set-server", ALICE, "default")[:2],
+                         (0, f"XMPP server of {ALICE}: default (DNS SRV)\n"))
+        self.assertIn("xmpp-server: default (DNS SRV)\n", self.admin("account", "show", ALICE)[1])
+        for bad in (("account", "set-server", ALICE, "tls:nohost"),
+                    ("account", "add", "sip:x@example.test", "x@example.test", "--server",
+                     "xmpp.example.test")):
+            code, _, err = self.admin(*bad)
+            self.assertEqual(code, 2, err)
+            self.assertIn("HOST:PORT (STARTTLS) or tls:HOST:PORT (Direct TLS", err)
+        code, _, err = self.admin("account", "set-server", "sip:nobody@example.test", "srv")
+        self.assertEqual(code, 3, err)
+        path = self.writeFile("accounts.csv", (
+            "aor,jid,password,xmpp_server\n"
+            f"sip:bob@example.test,bob@example.test,{PASSWORD},127.0.0.1:5222\n"
+            f"sip:carol@example.test,carol@example.test,{PASSWORD},tls:nohost\n"))
+        code, _, err = self.admin("account", "import", path)
+        self.assertEqual(code, 2)
+        self.assertIn(f"{path}:3: xmpp_server: expected HOST:PORT", err)
+        path = self.writeFile("accounts.jsonl", json.dumps(
+            {"aor": "sip:bob@example.test", "jid": "bob@example.test", "password": PASSWORD,
+             "xmpp_server": "[::1]:5222"}) + "\n")
+        self.assertEqual(self.admin("account", "import", path)[0], 0)
+        self.assertIn("xmpp-server: [::1]:5222\n",
+                      self.admin("account", "show", "sip:bob@example.test")[1])
 
     def test_importJSONLines(self) -> None:
         """

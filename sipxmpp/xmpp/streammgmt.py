@@ -279,8 +279,9 @@ class StreamManagement:
             # The server's window, but not longer than we asked for: a blip
             # longer than that ends in a fresh login, as without XEP-0198.
             self.resumeMax = min(_seconds(element.getAttribute("max"), RESUME_MAX), RESUME_MAX)
-        self.log.debug("{name}: stream management on (resumable: {resumable})",
-                       name=self.name, resumable=self.resumeID is not None)  # fmt: skip
+        self.log.debug("{name}: stream management on (resumable: {resumable}, the server's "
+                       "window: {max} s)", name=self.name, resumable=self.resumeID is not None,
+                       max=element.getAttribute("max"))  # fmt: skip
 
     def resumed(self, stream: xmlstream.XmlStream, element: domish.Element) -> None:
         xs = _managed(stream)

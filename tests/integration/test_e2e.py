@@ -102,7 +102,11 @@ class Stack:
 
     def __init__(self, provision: Iterable[str] = (),
                  gatewaySettings: dict[tuple[str, str], str] | None = None,
-                 bosh: bool = False) -> None:
+                 bosh: bool = False, prosodyOptions: dict[str, Any] | None = None) -> None:
+        """
+        @param prosodyOptions: more L{ProsodyServer} arguments (its TLS
+            version, how it stores passwords).
+        """
         from sipxmpp.testing.prosody import ProsodyServer
 
         self.baseDir = tempfile.mkdtemp(prefix="sipxmpp-e2e-")
@@ -110,7 +114,7 @@ class Stack:
         self.prosody = ProsodyServer(users=USERS, port=freeTCPPort(),
                                      baseDir=os.path.join(self.baseDir, "prosody"),
                                      logLevel=os.environ.get("SIPXMPP_E2E_PROSODY_LOG", "info"),
-                                     bosh=bosh)
+                                     bosh=bosh, **(prosodyOptions or {}))
         for user in USERS:
             if user != "watcher":
                 self.prosody.subscribe(user, "watcher")

@@ -8,7 +8,8 @@ keys, over TLS 1.3 (their default) and over TLS 1.2 only, where both offer
 Which mechanism was used is read from the gateway's own log line at login
 and, for ejabberd, from the server's log ("Accepted c2s MECHANISM
 authentication"). A login whose channel-binding data is wrong must be
-refused by the server: that proves the server checked the binding.
+refused by the server: that proves the server checked the binding. The
+end-to-end call test (dnd during a call and back) runs over a -PLUS login.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from sipxmpp.testing.process import SharedServer, requireBinaries
 from sipxmpp.testing.prosody import ProsodyServer
 from sipxmpp.xmpp import sasl
 from sipxmpp.xmpp.session import SessionFactory, SessionSettings, XMPPSession
+from tests.integration.test_e2e import E2ETestCase, Stack, jid
 from tests.integration.test_xmpp_publisher import deferred, reactor, sleep
 
 USERS = {"alice": "alice-pw-Ä", "bob": "bob-pw", "carol": "carol-pw"}
@@ -198,3 +200,38 @@ class EjabberdTLS12Tests(LoginCase):
         self.assertEqual(line, "")
         await self.serverLogShows("Failed c2s SCRAM-SHA-256-PLUS authentication from "
                                   "127.0.0.1: Invalid channel binding")
+
+
+class PlusCallTests(E2ETestCase):
+    """
+    The end-to-end call test over a -PLUS login: Prosody speaks TLS 1.2
+    only, so the gateway's session for alice binds its SCRAM-SHA-1-PLUS
+    login with tls-unique (SHA-1: the watcher's probe speaks SCRAM-SHA-1).
+    """
+
+    shared = SharedServer(lambda: Stack(provision=["alice"],
+                                        prosodyOptions={"tlsProtocol": "tlsv1_2"}))
+
+    @deferred
+    async def test_callOverPlusLogin(self) -> None:
+        """
+        alice's Psi-style client goes dnd while she calls someone outside
+        and gets her own status back after the call; the gateway's session
+        logged in with channel binding.
+        """
+        await self.provisionedPhone("alice")
+        with open(self.gateway.consoleLog, encoding="utf-8", errors="replace") as f:
+            self.assertIn(f"XMPP login as {jid('alice')}/sipxmpp: authenticated with "
+                          "SCRAM-SHA-1-PLUS (channel binding tls-unique)", f.read())
+        outside = self.registerOutside("x-alice")
+        uas = self.startPhone("uas", "x-alice", outside)
+        mark = self.watch.mark()
+        call = self.startCall("uac", self.gateway.address, "x-alice", "alice")
+        await self.expectBusy("alice", mark)
+        self.assertStillRunning(call, "alice was seen on the phone")
+        await self.expectTelephony("alice", "on-the-phone")
+        await self.finished("alice's call", call)
+        await self.finished("x-alice's phone", uas)
+        await self.expectBack("alice", mark)
+        await self.expectTelephony("alice", "online")
+        self.assertGatewayResourceIdle("alice", mark)

@@ -700,13 +700,14 @@ class XMPPSession:
         # Before the fresh bind: the handlers' connectionLost must not send
         # on a stream not bound yet.
         self._ready = False
-        self.streamManager.release()
+        self.streamManager.release("the server could not resume the stream "
+                                   f"({self.management.failedCondition})")
         if self.state.startswith("resuming"):
             self._setState("authenticating")
 
     def _resumeExpired(self) -> None:
         self._ready = False
-        self.streamManager.release()
+        self.streamManager.release(f"not resumed within {self.management.resumeMax:.0f} s")
         if self._stream is not None and self._stream.transport is not None:
             # An attempt to resume under way would now resume a stream the
             # handlers were told is lost: start over, fresh.

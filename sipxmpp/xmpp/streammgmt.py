@@ -24,6 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionLost
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -46,6 +47,16 @@ REQUEST_DELAY = 2.0
 #: resource (a killed gateway's call shows that long); a blip longer than
 #: this ends in a fresh login, as without stream management.
 RESUME_MAX = 60
+
+
+class StreamNotResumed(ConnectionLost):
+    """
+    The stream was lost and could not be resumed: what an iq request in
+    flight fails with (a L{ConnectionLost}, as without XEP-0198).
+    """
+
+    def __str__(self) -> str:
+        return f"the XMPP stream was lost and not resumed: {': '.join(map(str, self.args))}"
 
 
 def isStanza(obj: object) -> bool:
@@ -204,6 +215,7 @@ class StreamManagement:
         self.resumptions = 0
         self.onExpired: Callable[[], None] = lambda: None
         self.onResumeFailed: Callable[[], None] = lambda: None
+        self.failedCondition: str | None = None
         self._resumedOn: ManagedXmlStream | None = None
         self._requestTimer: IDelayedCall | None = None
         self._expiry: IDelayedCall | None = None
@@ -313,6 +325,7 @@ class StreamManagement:
         self.log.info("{name}: the stream could not be resumed ({condition}); logging in afresh",
                       name=self.name, condition=condition)  # fmt: skip
         self.forget()
+        self.failedCondition = condition
         self.onResumeFailed()
 
     # -- on the managed stream ---------------------------------------------
@@ -548,15 +561,19 @@ class ResumableStreamManager(subprotocols.StreamManager):  # type: ignore[misc]
             self.xmlstream = None
             self._initialized = False
 
-    def release(self) -> None:
+    def release(self, why: str | None = None) -> None:
         """
         The held stream will not be resumed: tell the handlers it is lost,
-        fail its pending requests and drop what was queued for it.
+        fail its pending requests (with L{StreamNotResumed} C{why} if
+        given, else the reason the connection was lost) and drop what was
+        queued for it.
         """
         reason, self._held = self._held, None
         self._lost = None
         if reason is None:
             return
+        if why is not None:
+            reason = Failure(StreamNotResumed(why))
         self._packetQueue = []
         super()._disconnected(reason)
 
@@ -598,5 +615,6 @@ __all__ = [
     "ResumableStreamManager",
     "ResumeInitializer",
     "StreamManagement",
+    "StreamNotResumed",
     "isStanza",
 ]

@@ -16,7 +16,14 @@ from twisted.words.protocols.jabber.jid import JID
 from twisted.words.xish import domish
 
 from sipxmpp.xmpp.session import SessionSettings, XMPPSession
-from sipxmpp.xmpp.streammgmt import MODULUS, REQUEST_DELAY, REQUEST_EVERY, AckQueue, isStanza
+from sipxmpp.xmpp.streammgmt import (
+    MODULUS,
+    REQUEST_DELAY,
+    REQUEST_EVERY,
+    AckQueue,
+    StreamNotResumed,
+    isStanza,
+)
 from sipxmpp.xmpp.wokkelcompat import subprotocols
 from tests.unit.test_xmpp_session import HEADER, PASSWORD, FakeEndpoint, Server
 
@@ -266,7 +273,10 @@ class SessionTests(SynchronousTestCase):
         server.heard()
         server.say(f"<failed xmlns='{SM}'><item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/>"
                    "</failed>")  # fmt: skip
-        self.failureResultOf(d, ConnectionLost)
+        failure = self.failureResultOf(d, StreamNotResumed)
+        self.assertEqual(failure.getErrorMessage(),
+                         "the XMPP stream was lost and not resumed: the server could not "
+                         "resume the stream (item-not-found)")
         sent = server.heard()
         self.assertIn("bind", sent)
         ident = re.search(r"<iq [^>]*id=['\"]([^'\"]+)", sent)
@@ -296,7 +306,7 @@ class SessionTests(SynchronousTestCase):
         self.assertIsNot(attempt.protocol, server.protocol)
         self.assertNoResult(d)
         self.clock.advance(4)
-        self.failureResultOf(d, ConnectionLost)
+        self.assertIn("not resumed within 5 s", self.failureResultOf(d, StreamNotResumed).getErrorMessage())
         self.assertEqual(self.recorder.lost, 1)
         self.assertFalse(self.session.ready)
         self.assertTrue(attempt.transport.disconnecting)

@@ -46,6 +46,7 @@ class ProsodyServer(ServerProcess):
     @ivar host: the address c2s listens on (loopback).
     @ivar port: the c2s port (STARTTLS required).
     @ivar httpsPort: the HTTPS port of BOSH (C{/http-bind}), or L{None}.
+    @ivar directTLSPort: the c2s Direct TLS port (XEP-0368), or L{None}.
     @ivar caFile: the CA certificate clients must trust.
     @ivar certificate: the server's L{ServerCertificate}.
     @ivar configFile: the generated C{prosody.cfg.lua}.
@@ -75,6 +76,7 @@ class ProsodyServer(ServerProcess):
         template: str | None = None,
         bosh: bool = False,
         streamManagement: bool = False,
+        directTLS: bool = False,
     ) -> None:
         """
         @param port: the c2s port; a free one if L{None}.
@@ -98,6 +100,8 @@ class ProsodyServer(ServerProcess):
         @param streamManagement: offer XEP-0198 (C{mod_smacks}): off by
             default, as a client that vanishes stays online while its
             session waits to be resumed.
+        @param directTLS: also serve c2s with Direct TLS (XEP-0368,
+            C{c2s_direct_tls_ports}) on a port of its own.
         """
         super().__init__(baseDir, autoPorts=port is None)
         self.domain = domain
@@ -109,6 +113,7 @@ class ProsodyServer(ServerProcess):
         self.tlsProtocol = tlsProtocol
         self.untrusted = untrusted
         self.httpsPort = freeTCPPort(host) if bosh else None
+        self.directTLSPort = freeTCPPort(host) if directTLS else None
         self.certHostnames = list(certHostnames or ([domain, host] if bosh else [domain]))
         self.logLevel = logLevel
         self.streamManagement = streamManagement
@@ -153,6 +158,7 @@ class ProsodyServer(ServerProcess):
                 "CERT_FILE": self.certificate.certFile,
                 "KEY_FILE": self.certificate.keyFile,
                 "HTTPS_PORTS": self.httpsPort or "",
+                "C2S_DIRECT_TLS_PORTS": self.directTLSPort or "",
                 "BOSH_MODULE": '"bosh";' if self.httpsPort else "",
                 "SMACKS_MODULE": '"smacks";' if self.streamManagement else "",
             },
@@ -172,6 +178,10 @@ class ProsodyServer(ServerProcess):
             f"Activated service 'https' on [{self.host}]:{self.httpsPort}"
         ):
             return False
+        if self.directTLSPort is not None and not self._logContains(
+            f"Activated service 'c2s_direct_tls' on [{self.host}]:{self.directTLSPort}"
+        ):
+            return False
         return tcpAccepting(self.host, self.port) and self._logContains(
             f"Activated service 'c2s' on [{self.host}]:{self.port}"
         )
@@ -185,12 +195,15 @@ class ProsodyServer(ServerProcess):
 
     def listenPorts(self) -> list[tuple[str, str, int]]:
         https = [("tcp", self.host, self.httpsPort)] if self.httpsPort else []
-        return [("tcp", self.host, self.port), *https]
+        direct = [("tcp", self.host, self.directTLSPort)] if self.directTLSPort else []
+        return [("tcp", self.host, self.port), *https, *direct]
 
     def choosePorts(self) -> None:
         self.port = freeTCPPort(self.host)
         if self.httpsPort is not None:
             self.httpsPort = freeTCPPort(self.host)
+        if self.directTLSPort is not None:
+            self.directTLSPort = freeTCPPort(self.host)
 
     @property
     def boshURL(self) -> str:

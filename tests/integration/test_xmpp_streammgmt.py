@@ -17,6 +17,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from twisted.internet import reactor as _reactor
+from twisted.internet import threads
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import ClientFactory, Factory, Protocol
 from twisted.python.failure import Failure
@@ -27,6 +28,7 @@ from twisted.words.xish import domish
 from sipxmpp.testing.ports import LOOPBACK
 from sipxmpp.testing.process import ServerProcess, requireBinaries
 from sipxmpp.xmpp.session import SessionSettings, XMPPSession
+from sipxmpp.xmpp.streammgmt import StreamNotResumed
 from sipxmpp.xmpp.wokkelcompat import subprotocols
 
 reactor: Any = _reactor
@@ -256,16 +258,10 @@ class StreamManagementMixin:
         self.addCleanup(session.stop)  # type: ignore[attr-defined]
         return session, peer
 
-    @deferred
-    async def test_blip(self) -> None:
+    async def pair(self) -> tuple[Any, Relay, XMPPSession, Peer, XMPPSession, Peer]:
         """
-        alice's session goes through the relay, bob's straight to the
-        server. alice sends bob an ad-hoc command; the relay is cut before
-        bob answers; bob answers and writes to alice, alice writes to bob,
-        all during the blip. Once the relay lets connections through
-        again, alice's stream is resumed: same full JID, her handler saw
-        one login and no loss, the command's answer, bob's message and
-        hers arrive, and bob saw her available once.
+        Start the server; log alice in through a relay (stream management
+        on) and bob, a contact, straight to the server (off).
         """
         server = self.makeServer()
         self.addCleanup(server.stop)  # type: ignore[attr-defined]
@@ -280,13 +276,36 @@ class StreamManagementMixin:
         self.assertEqual(aliceFull, f"{server.jid('alice')}/gw")  # type: ignore[attr-defined]
         self.assertIsNotNone(alice.management.resumeID, "the server did not grant resumption")  # type: ignore[attr-defined]
         await bobSaw.until("presence from alice's session", lambda: aliceFull in bobSaw.presences)
+        return server, relay, alice, aliceSaw, bob, bobSaw
 
+    async def commandInFlight(self, alice: XMPPSession, bob: XMPPSession,
+                              bobSaw: Peer) -> Deferred[domish.Element]:  # fmt: skip
+        """
+        alice sends bob an ad-hoc command (XEP-0050); return its answer
+        once bob has it (and has not answered).
+        """
         command = domish.Element((None, "iq"))
         command["type"], command["to"] = "set", bob.jid.full()
         node = command.addElement((NS_COMMANDS, "command"))
         node["node"], node["action"] = "http://jabber.org/protocol/rc#set-status", "execute"
         answer = alice.sendRequest(command, timeout=WAIT * 2)
         await bobSaw.until("alice's command", lambda: len(bobSaw.commands) == 1)
+        return answer
+
+    @deferred
+    async def test_blip(self) -> None:
+        """
+        alice's session goes through the relay, bob's straight to the
+        server. alice sends bob an ad-hoc command; the relay is cut before
+        bob answers; bob answers and writes to alice, alice writes to bob,
+        all during the blip. Once the relay lets connections through
+        again, alice's stream is resumed: same full JID, her handler saw
+        one login and no loss, the command's answer, bob's message and
+        hers arrive, and bob saw her available once.
+        """
+        server, relay, alice, aliceSaw, bob, bobSaw = await self.pair()
+        aliceFull = alice.jid.full()
+        answer = await self.commandInFlight(alice, bob, bobSaw)
 
         relay.cut()
         await stateIs(alice, "resuming")
@@ -334,6 +353,35 @@ class EjabberdStreamManagementTests(StreamManagementMixin, TestCase):
         server.start()
         server.subscribe("alice", "bob")
         return server
+
+    @deferred
+    async def test_notResumed(self) -> None:
+        """
+        The server ends alice's session while it waits to be resumed
+        (ejabberdctl kick_session): the command in flight fails saying the
+        stream was not resumed, and the session logs in afresh, with the
+        same full JID; her handler sees the loss and a second login.
+        """
+        server, relay, alice, aliceSaw, bob, bobSaw = await self.pair()
+        aliceFull = alice.jid.full()
+        answer = await self.commandInFlight(alice, bob, bobSaw)
+        relay.cut()
+        await stateIs(alice, "resuming")
+        await threads.deferToThread(server.ejabberdctl, "kick_session", "alice",
+                                    server.domain, "gw", "test")  # fmt: skip
+        relay.unblock()
+        try:
+            await answer
+        except StreamNotResumed as e:
+            self.assertIn("could not resume", str(e))
+        else:
+            self.fail("the command was answered on a stream the server had ended")
+        await stateIs(alice, "connected")
+        await aliceSaw.until("a fresh login", lambda: aliceSaw.initialized == 2)
+        self.assertEqual(aliceSaw.lost, 1)
+        self.assertEqual(alice.jid.full(), aliceFull)
+        self.assertEqual(alice.management.resumptions, 0)
+        self.assertIsNotNone(alice.management.resumeID, "stream management is on again")
 
 
 class _RelayedStack:

@@ -159,8 +159,9 @@ class ManagedXmlStream(xmlstream.XmlStream):
     on (C{management} set), stanzas are counted both ways and C{<r/>} and
     C{<a/>} go to it instead of the observers.
 
-    @ivar cleanEnd: the server closed the stream (C{</stream:stream>}):
-        the session is over on its side, nothing to resume.
+    @ivar cleanEnd: the server closed the stream (C{</stream:stream>}) or
+        ended it with a stream error: the session is over on its side,
+        nothing to resume.
     """
 
     management: StreamManagement | None = None
@@ -169,6 +170,10 @@ class ManagedXmlStream(xmlstream.XmlStream):
     def onDocumentEnd(self) -> None:
         self.cleanEnd = True
         super().onDocumentEnd()
+
+    def onStreamError(self, errelem: domish.Element) -> None:
+        self.cleanEnd = True
+        super().onStreamError(errelem)
 
     def onElement(self, element: domish.Element) -> None:
         management = self.management
@@ -306,9 +311,15 @@ class StreamManagement:
         self.resumptions += 1
         self.resumeID = element.getAttribute("previd", self.resumeID)
         try:
-            again = self.queue.resumed(int(element.getAttribute("h", "0")))
+            again = self.queue.resumed(int(element.getAttribute("h", "")))
         except ValueError as e:
-            self.log.warn("{name}: {e}; sending nothing again", name=self.name, e=e)
+            # Which stanzas the server has is unknown: send none again and
+            # count afresh from what it says, so that later acks make sense.
+            self.log.warn("{name}: bad h on resumption: {e}; sending nothing again",
+                          name=self.name, e=e)  # fmt: skip
+            queue, self.queue = self.queue, AckQueue()
+            self.queue.inbound = queue.inbound
+            self.queue.outbound = _count(element.getAttribute("h"), queue.outbound)
             again = []
         self.stream = xs
         self._resumedOn = xs
@@ -387,6 +398,13 @@ def _managed(xs: xmlstream.XmlStream) -> ManagedXmlStream:
     if not isinstance(xs, ManagedXmlStream):
         raise TypeError(f"stream management needs a ManagedXmlStream, not {xs!r}")
     return xs
+
+
+def _count(text: str | None, default: int) -> int:
+    try:
+        return int(text or "") % MODULUS
+    except ValueError:
+        return default
 
 
 def _seconds(text: str | None, default: float) -> float:

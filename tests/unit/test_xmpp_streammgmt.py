@@ -353,6 +353,36 @@ class SessionTests(SynchronousTestCase):
         self.assertEqual(self.session.state, "connected")
         self.assertEqual((self.recorder.initialized, self.recorder.lost), (1, 0))
 
+    def test_resumedWithBadCount(self) -> None:
+        """
+        A server claiming more stanzas than were sent: nothing is sent
+        again, and the next ack is counted from its figure.
+        """
+        server = self.login()
+        self.session.send(presence(1))
+        server.lose(Failure(ConnectionLost("cut")))
+        server = self._resume()
+        server.heard()
+        server.say(f"<resumed xmlns='{SM}' previd='sm-1' h='7'/>")
+        self.assertNotIn("p1", server.heard())
+        self.assertEqual(self.session.state, "connected")
+        self.session.send(presence(2))
+        server.say(f"<a xmlns='{SM}' h='8'/>")
+        assert self.session.management.queue is not None
+        self.assertEqual(self.session.management.queue.unacked, [])
+
+    def test_streamError(self) -> None:
+        """
+        A stream error ends the session on the server's side: nothing to
+        resume.
+        """
+        server = self.login()
+        server.say("<stream:error><conflict xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>"
+                   "</stream:error>")  # fmt: skip
+        server.lose(Failure(ConnectionLost("closed")))
+        self.assertEqual(self.recorder.lost, 1)
+        self.assertFalse(self.session.management.resuming)
+
     def test_bindStateKept(self) -> None:
         """
         The handlers' stream after resumption is the new one.

@@ -55,14 +55,18 @@ class LoginCase(TestCase):
         globalLogPublisher.addObserver(observe)
         self.addCleanup(globalLogPublisher.removeObserver, observe)
 
-    async def login(self, user: str, channelBinding: str = "auto") -> tuple[str, str]:
+    async def login(self, user: str, channelBinding: str = "auto",
+                    endpoint: str = "") -> tuple[str, str]:
         """
         Log in as C{user}; return the session's final state (C{connected}
         or C{failed: ...}) and the gateway's log line for it ("" if none).
+
+        @param endpoint: C{[xmpp] server}; default: the server's STARTTLS
+            port.
         """
         server = self.server
         sessions = SessionFactory(reactor, SessionSettings(
-            server=f"{server.host}:{server.port}", failedRetryDelay=600,
+            server=endpoint or f"{server.host}:{server.port}", failedRetryDelay=600,
             channelBinding=channelBinding), caFile=server.caFile)
         session = sessions(JID(server.jid(user)), USERS[user])
         assert isinstance(session, XMPPSession)
@@ -130,7 +134,7 @@ class ProsodyTLS12Tests(LoginCase):
     SCRAM-SHA-256-PLUS with tls-unique (not announced: RFC 5802's default).
     """
 
-    shared = SharedServer(lambda: _prosody(tlsProtocol="tlsv1_2"))
+    shared = SharedServer(lambda: _prosody(tlsProtocol="tlsv1_2", directTLS=True))
 
     @deferred
     async def test_plus(self) -> None:
@@ -138,11 +142,22 @@ class ProsodyTLS12Tests(LoginCase):
             "connected", "authenticated with SCRAM-SHA-256-PLUS (channel binding tls-unique)"))
 
     @deferred
+    async def test_plusOverDirectTLS(self) -> None:
+        """
+        Direct TLS (XEP-0368): the binding data comes from the connection
+        that was TLS from the start just the same.
+        """
+        server = self.server
+        self.assertEqual(await self.login("bob", endpoint=f"tls:{server.host}:"
+                                                          f"{server.directTLSPort}"), (
+            "connected", "authenticated with SCRAM-SHA-256-PLUS (channel binding tls-unique)"))
+
+    @deferred
     async def test_bindingOff(self) -> None:
         """
         C{channel_binding = off}: plain SCRAM-SHA-256 ("n"), accepted.
         """
-        self.assertEqual(await self.login("bob", "off"),
+        self.assertEqual(await self.login("alice", "off"),
                          ("connected", "authenticated with SCRAM-SHA-256"))
 
     @deferred

@@ -13,9 +13,8 @@ phones, Kamailio, the gateway and real Prosodys on 127.0.0.1.
   gateway, and shows the call there, while another user keeps the
   default server.
 
-DNS SRV is not exercised end to end here (it would need a resolver of
-our own for the domain); L{tests.unit.test_xmpp_endpoints} covers the SRV
-merge with a fake resolver.
+DNS SRV: L{tests.integration.test_xmpp_srv} (a DNS server of its own on
+loopback) and L{tests.unit.test_xmpp_endpoints} (a fake resolver).
 """
 
 from __future__ import annotations

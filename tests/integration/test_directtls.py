@@ -13,6 +13,9 @@ phones, Kamailio, the gateway and real Prosodys on 127.0.0.1.
   gateway, and shows the call there, while another user keeps the
   default server.
 
+- A Direct TLS server whose certificate is not trusted, or not for the
+  JID's domain, is refused: the session fails saying so.
+
 DNS SRV: L{tests.integration.test_xmpp_srv} (a DNS server of its own on
 loopback) and L{tests.unit.test_xmpp_endpoints} (a fake resolver).
 """
@@ -22,10 +25,16 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from twisted.internet import reactor as _reactor
+from twisted.trial.unittest import TestCase
+from twisted.words.protocols.jabber.jid import JID
+
 from sipxmpp.testing.demo import Watcher
 from sipxmpp.testing.ports import LOOPBACK, freeTCPPort
-from sipxmpp.testing.process import SharedServer
+from sipxmpp.testing.process import SharedServer, requireBinaries
+from sipxmpp.testing.prosody import ProsodyServer
 from sipxmpp.testing.xmppprobe import login
+from sipxmpp.xmpp.session import SessionSettings, XMPPSession
 from tests.integration.test_e2e import (
     PHONE,
     READY,
@@ -35,8 +44,9 @@ from tests.integration.test_e2e import (
     Watch,
     aor,
 )
-from tests.integration.test_xmpp_publisher import deferred
+from tests.integration.test_xmpp_publisher import deferred, sleep
 
+reactor: Any = _reactor
 FOREIGN = "elsewhere.test"
 ZOE_PASSWORD = "zoe-pw"
 
@@ -162,3 +172,39 @@ class PerAccountServerTests(E2ETestCase):
         await self.finished("x-zoe's phone", uas)
         await watch.expectLatest(full, show=None, status=None, priority=-1)
         self.assertEqual(self.userStatus("bob")["xmpp"], READY)
+
+
+class DirectTLSRefusedTests(TestCase):
+    """
+    Direct TLS verifies the certificate as STARTTLS does: never a login to
+    a server that cannot prove it serves the JID's domain.
+    """
+
+    timeout = 60
+
+    async def failure(self, **prosody: Any) -> str:
+        requireBinaries("prosody", "prosodyctl", "openssl")
+        server = ProsodyServer(users={"alice": "alice-pw"}, directTLS=True, **prosody)
+        server.start()
+        self.addCleanup(server.stop)
+        session = XMPPSession(reactor, JID("alice@example.test"), "alice-pw",
+                              SessionSettings(server=f"tls:{LOOPBACK}:{server.directTLSPort}",
+                                              failedRetryDelay=600),
+                              caFile=server.caFile)  # fmt: skip
+        session.start()
+        self.addCleanup(session.stop)
+        for _ in range(400):
+            if session.state.startswith(("failed", "connected")):
+                break
+            await sleep(0.05)
+        return str(session.state)
+
+    @deferred
+    async def test_untrusted(self) -> None:
+        state = await self.failure(untrusted=True)
+        self.assertTrue(state.startswith("failed: certificate"), state)
+
+    @deferred
+    async def test_otherName(self) -> None:
+        state = await self.failure(certHostnames=["other.test"])
+        self.assertTrue(state.startswith("failed: certificate"), state)

@@ -19,6 +19,7 @@ import time
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from sipxmpp.testing.ports import LOOPBACK, freeTCPPort
 from sipxmpp.testing.process import SharedServer, requireBinaries
 from sipxmpp.testing.prosody import ProsodyServer
 from tests.integration.test_admin_cli import ROOT, adminCommand
@@ -28,7 +29,7 @@ CLIENTS = os.path.join(ROOT, "tests", "integration", "xmppclients.py")
 
 
 class AccountCheckTests(SynchronousTestCase):
-    prosody = SharedServer(lambda: ProsodyServer(users=PASSWORDS))
+    prosody = SharedServer(lambda: ProsodyServer(users=PASSWORDS, directTLS=True))
 
     def setUp(self) -> None:
         requireBinaries("prosody", "prosodyctl", "openssl")
@@ -103,6 +104,27 @@ class AccountCheckTests(SynchronousTestCase):
                 if json.loads(line).get("event") == "ready":
                     return
         self.fail(f"desktop client {resource} did not log in")
+
+    def test_accountsOwnServer(self) -> None:
+        """
+        The check connects where the account's own server says: nowhere
+        useful at a closed port (not within the timeout), over Direct TLS
+        at Prosody's Direct TLS port.
+        """
+        closed = freeTCPPort()
+        self.assertEqual(self.admin("account", "set-server", "sip:alice@example.test",
+                                    f"{LOOPBACK}:{closed}")[0], 0)
+        code, out, err = self.admin("account", "check", "sip:alice@example.test",
+                                    "--timeout", "3", "--wait", "0")
+        self.assertEqual(code, 5, out)
+        self.assertIn("did not complete within 3 s", err)
+        server = f"tls:{LOOPBACK}:{self.server.directTLSPort}"
+        self.assertEqual(self.admin("account", "set-server", "sip:alice@example.test",
+                                    server)[0], 0)
+        code, out, err = self.admin("account", "check", "sip:alice@example.test",
+                                    "--wait", "0.5")
+        self.assertEqual((code, err), (0, ""), out)
+        self.assertIn("ok: logged in as alice@example.test/sipxmpp", out)
 
     def test_loginAlone(self) -> None:
         """

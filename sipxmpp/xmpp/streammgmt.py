@@ -42,6 +42,10 @@ REQUEST_EVERY = 10
 #: ...or this many seconds after the first of them: a burst (a call's
 #: presence and commands) costs one <r/>, not one per stanza.
 REQUEST_DELAY = 2.0
+#: Unacknowledged stanzas kept at most: a server that never acks must not
+#: grow the queue for ever (a session sends little: presence, commands,
+#: pings). Beyond this the oldest could not be sent again on resumption.
+MAX_UNACKED = 1000
 #: The resumption window asked for, in seconds. Short on purpose: while a
 #: session waits to be resumed, the server still shows the gateway's
 #: resource (a killed gateway's call shows that long); a blip longer than
@@ -74,10 +78,13 @@ class AckQueue:
     @ivar inbound: stanzas handled from the server (our C{h}).
     @ivar outbound: stanzas sent to the server.
     @ivar requestOutstanding: an C{<r/>} awaits its C{<a/>}.
+    @ivar dropped: unacknowledged stanzas forgotten beyond C{maxUnacked}.
     """
 
-    def __init__(self, requestEvery: int = REQUEST_EVERY) -> None:
+    def __init__(self, requestEvery: int = REQUEST_EVERY, maxUnacked: int = MAX_UNACKED) -> None:
         self.requestEvery = requestEvery
+        self.maxUnacked = maxUnacked
+        self.dropped = 0
         self.inbound = 0
         self.outbound = 0
         self.requestOutstanding = False
@@ -105,6 +112,9 @@ class AckQueue:
         """
         self.outbound = (self.outbound + 1) % MODULUS
         self._unacked.append((self.outbound, stanza))
+        if len(self._unacked) > self.maxUnacked:
+            self._unacked.popleft()
+            self.dropped += 1
         self._unrequested += 1
         if self.requestOutstanding:
             return "no"
@@ -125,8 +135,7 @@ class AckQueue:
         @raise ValueError: C{h} counts stanzas never sent.
         """
         self.requestOutstanding = False
-        pending = (self.outbound - self._acked()) % MODULUS
-        if (h - self._acked()) % MODULUS > pending:
+        if (self.outbound - h) % MODULUS >= MODULUS // 2:
             raise ValueError(f"the server acknowledges {h} stanzas; {self.outbound} were sent")
         while self._unacked and (h - self._unacked[0][0]) % MODULUS < MODULUS // 2:
             self._unacked.popleft()
@@ -146,11 +155,6 @@ class AckQueue:
         self.outbound = h % MODULUS
         self._unrequested = 0
         return again
-
-    def _acked(self) -> int:
-        if self._unacked:
-            return (self._unacked[0][0] - 1) % MODULUS
-        return self.outbound
 
 
 class ManagedXmlStream(xmlstream.XmlStream):
@@ -364,7 +368,12 @@ class StreamManagement:
     def stanzaSent(self, xs: ManagedXmlStream, stanza: domish.Element) -> None:
         if self.queue is None or xs is not self.stream:
             return
+        dropped = self.queue.dropped
         when = self.queue.sent(stanza)
+        if self.queue.dropped and not dropped:
+            self.log.warn("{name}: the server acknowledges nothing; keeping only the last "
+                          "{n} stanzas for a resumption", name=self.name,
+                          n=self.queue.maxUnacked)  # fmt: skip
         if when == "now":
             self._request()
         elif when == "later":

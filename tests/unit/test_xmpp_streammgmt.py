@@ -97,6 +97,22 @@ class AckQueueTests(SynchronousTestCase):
         queue.acknowledged(0)
         self.assertEqual([s["id"] for s in queue.unacked], ["p3", "p4"])  # type: ignore[index]
 
+    def test_bounded(self) -> None:
+        """
+        A server that never acks: only the last C{maxUnacked} stanzas are
+        kept; a late ack still counts.
+        """
+        queue = AckQueue(maxUnacked=3)
+        for n in range(1, 6):
+            queue.sent(presence(n))
+        self.assertEqual(queue.dropped, 2)
+        self.assertEqual([s["id"] for s in queue.unacked], ["p3", "p4", "p5"])  # type: ignore[index]
+        queue.acknowledged(1)
+        self.assertEqual(len(queue.unacked), 3)
+        queue.acknowledged(4)
+        self.assertEqual([s["id"] for s in queue.unacked], ["p5"])  # type: ignore[index]
+        self.assertEqual([s["id"] for s in queue.resumed(4)], ["p5"])  # type: ignore[index]
+
     def test_resumed(self) -> None:
         """
         After resumption, what the server did not handle goes again, and

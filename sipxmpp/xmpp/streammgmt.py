@@ -424,42 +424,36 @@ def _seconds(text: str | None, default: float) -> float:
     return value if value > 0 else default
 
 
-class _NonzaExchange:
+def _exchange(xs: xmlstream.XmlStream, element: domish.Element, success: str,
+              onSuccess: Callable[[domish.Element], None],
+              onFailed: Callable[[domish.Element], None]) -> Deferred[None]:  # fmt: skip
     """
-    Send one nonza and wait for one of two answers.
+    Send the nonza C{element}; call C{onSuccess} with the answer named
+    C{success} or C{onFailed} with C{<failed/>}, whichever comes first.
     """
+    d: Deferred[None] = Deferred()
+    ok, failed = f"/{success}[@xmlns='{NS_SM}']", f"/failed[@xmlns='{NS_SM}']"
 
-    def __init__(self, xs: xmlstream.XmlStream) -> None:
-        self.xmlstream = xs
-        self._deferred: Deferred[None] | None = None
+    def answered(handler: Callable[[domish.Element], None], answer: domish.Element) -> None:
+        xs.removeObserver(ok, gotOK)
+        xs.removeObserver(failed, gotFailed)
+        try:
+            handler(answer)
+        except Exception:
+            d.errback(Failure())
+        else:
+            d.callback(None)
 
-    def exchange(self, element: domish.Element, success: str,
-                 onSuccess: Callable[[domish.Element], None],
-                 onFailed: Callable[[domish.Element], None]) -> Deferred[None]:  # fmt: skip
-        xs = self.xmlstream
-        d: Deferred[None] = Deferred()
-        ok, failed = f"/{success}[@xmlns='{NS_SM}']", f"/failed[@xmlns='{NS_SM}']"
+    def gotOK(answer: domish.Element) -> None:
+        answered(onSuccess, answer)
 
-        def answered(handler: Callable[[domish.Element], None], answer: domish.Element) -> None:
-            xs.removeObserver(ok, gotOK)
-            xs.removeObserver(failed, gotFailed)
-            try:
-                handler(answer)
-            except Exception:
-                d.errback(Failure())
-            else:
-                d.callback(None)
+    def gotFailed(answer: domish.Element) -> None:
+        answered(onFailed, answer)
 
-        def gotOK(answer: domish.Element) -> None:
-            answered(onSuccess, answer)
-
-        def gotFailed(answer: domish.Element) -> None:
-            answered(onFailed, answer)
-
-        xs.addObserver(ok, gotOK)
-        xs.addObserver(failed, gotFailed)
-        xs.send(element)
-        return d
+    xs.addObserver(ok, gotOK)
+    xs.addObserver(failed, gotFailed)
+    xs.send(element)
+    return d
 
 
 class EnableInitializer(xmlstream.BaseFeatureInitiatingInitializer):
@@ -487,7 +481,7 @@ class EnableInitializer(xmlstream.BaseFeatureInitiatingInitializer):
                                      name=self.management.name)  # fmt: skip
             self.management.forget()
 
-        return _NonzaExchange(self.xmlstream).exchange(enable, "enabled", enabled, refused)
+        return _exchange(self.xmlstream, enable, "enabled", enabled, refused)
 
 
 class ResumeInitializer:
@@ -517,7 +511,7 @@ class ResumeInitializer:
         def failed(answer: domish.Element) -> None:
             self._bindInstead(answer)
 
-        return _NonzaExchange(self.xmlstream).exchange(resume, "resumed", resumed, failed)
+        return _exchange(self.xmlstream, resume, "resumed", resumed, failed)
 
     def _bindInstead(self, answer: domish.Element | None) -> None:
         self.management.resumeFailed(answer)

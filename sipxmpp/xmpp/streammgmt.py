@@ -618,6 +618,9 @@ def _moveObservers(source: xmlstream.XmlStream, target: xmlstream.XmlStream, own
     Add to C{target} the XPath observers of C{owners} (the handlers) on
     C{source}, with their priorities and arguments.
     """
+    # twisted.words has no API to list observers: this reads its
+    # EventDispatcher's tables (the unit and integration tests would fail
+    # if they changed).
     for priority, queries in list(source._xpathObservers.items()):
         for query, callbacks in list(queries.items()):
             for method, (wrapper, onetime) in list(callbacks.callbacks.items()):

@@ -27,6 +27,7 @@ from twisted.internet.interfaces import (
 )
 from twisted.names import dns
 from twisted.names.error import DNSNameError, DomainError
+from twisted.words.xish.xmlstream import STREAM_END_EVENT, STREAM_START_EVENT
 from zope.interface import implementer
 
 from sipxmpp.xmpp.bosh import BOSHEndpoint, checkBOSHURL, isBOSHURL
@@ -155,7 +156,9 @@ class SRVEndpoint:
     """
     Connects to the targets of DNS SRV C{_xmpp-client._tcp.DOMAIN} and,
     given TLS options, C{_xmpps-client._tcp.DOMAIN}, in L{mergeSRV}'s
-    order, each tried until one connects.
+    order, each tried until one connects; after a connection that ended
+    before the server opened its stream, the next attempt starts at the
+    target after that one.
     """
 
     def __init__(self, reactor: Any, domain: str, resolver: _Resolver | None = None,
@@ -163,6 +166,8 @@ class SRVEndpoint:
         self._reactor = reactor
         self._domain = domain
         self._tlsOptions = tlsOptions
+        # Where the next attempt starts in the targets' order (see _watch).
+        self._start = 0
         if resolver is None:
             from twisted.names import client as dnsclient
 
@@ -205,18 +210,42 @@ class SRVEndpoint:
                 raise ConnectionRefusedError(
                     f"DNS SRV says {self._domain} offers no XMPP client service"
                 )
+            start = self._start % len(targets)
             lastError: BaseException | None = None
-            for target in targets:
+            for index in [*range(start, len(targets)), *range(start)]:
                 try:
-                    return await _endpoint(self._reactor, target, self._tlsOptions).connect(
-                        protocolFactory
-                    )
+                    protocol = await _endpoint(self._reactor, targets[index],
+                                               self._tlsOptions).connect(protocolFactory)
                 except Exception as e:
                     lastError = e
+                    continue
+                self._watch(protocol, index)
+                return protocol
             assert lastError is not None
             raise lastError
 
         return Deferred.fromCoroutine(attempt())
+
+    def _watch(self, protocol: IProtocol, index: int) -> None:
+        # A target that takes the connection but never opens a stream (a
+        # failed Direct TLS handshake, something else on that port) would
+        # take every attempt: the next one starts after it. A stream
+        # opened puts the order back to the records' own.
+        observe = getattr(protocol, "addOnetimeObserver", None)
+        if observe is None:
+            return
+        opened: list[bool] = []
+
+        def started(_: object) -> None:
+            opened.append(True)
+            self._start = 0
+
+        def ended(_: object) -> None:
+            if not opened:
+                self._start = index + 1
+
+        observe(STREAM_START_EVENT, started)
+        observe(STREAM_END_EVENT, ended)
 
 
 def makeEndpoint(reactor: Any, server: str, domain: str, resolver: _Resolver | None = None,

@@ -37,7 +37,7 @@ reactor: Any = _reactor
 DOMAIN = "example.test"
 STARTTLS = f"_xmpp-client._tcp.{DOMAIN}"
 DIRECT = f"_xmpps-client._tcp.{DOMAIN}"
-USERS = {"alice": "alice-pw", "bob": "bob-pw", "carol": "carol-pw"}
+USERS = {"alice": "alice-pw", "bob": "bob-pw", "carol": "carol-pw", "dave": "dave-pw"}
 WAIT = 20.0
 
 
@@ -139,6 +139,21 @@ class SRVTests(TestCase):
         }
         await self.logIn("bob")
         self.assertEqual(Accepts.accepted, 0)
+
+    @deferred
+    async def test_targetWithoutStreamSkipped(self) -> None:
+        """
+        The first target takes the connection and drops it before any
+        stream (as a port speaking something else, or a failed Direct TLS
+        handshake, would): the next attempt goes to the next target,
+        instead of to the same one for ever.
+        """
+        self.records.records = {
+            STARTTLS: [(5, 0, self.trapPort, LOOPBACK)],
+            DIRECT: [(10, 0, self.server.directTLSPort, LOOPBACK)],
+        }
+        await self.logIn("dave")
+        self.assertEqual(Accepts.accepted, 1)
 
     @deferred
     async def test_directTLSDeclined(self) -> None:

@@ -14,12 +14,15 @@ from twisted.internet import defer
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import HostnameEndpoint
+from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.names import dns
 from twisted.names.error import DNSNameError, DNSServerError
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
+from twisted.words.xish.xmlstream import XmlStreamFactory
 
 from sipxmpp.testing.tls import TestCA
 from sipxmpp.xmpp.endpoints import (
@@ -184,6 +187,36 @@ class SRVEndpointTests(SynchronousTestCase):
         endpoint = SRVEndpoint(MemoryReactorClock(), DOMAIN,
                                FakeResolver({DIRECT: DNSServerError("timeout")}), self.options)
         self.failureResultOf(Deferred.fromCoroutine(endpoint._targets()), DNSServerError)
+
+    def test_skipsATargetThatOpenedNoStream(self) -> None:
+        """
+        A target that took the connection but lost it before the server
+        opened its stream is skipped at the next attempt; once a stream
+        opened, attempts start at the top of the order again.
+        """
+        reactor = MemoryReactorClock()
+        resolver = FakeResolver({STARTTLS: [(5, 0, "127.0.0.1", 5222)],
+                                 DIRECT: [(10, 0, "127.0.0.2", 5223)]})  # fmt: skip
+        endpoint = SRVEndpoint(reactor, DOMAIN, resolver, self.options)
+
+        def attempt() -> tuple[int, Any]:
+            # (The memory reactor's resolver gives 127.0.0.1 for any name:
+            # the ports tell the targets apart.)
+            connected = endpoint.connect(XmlStreamFactory())
+            host, port, factory, _, _ = reactor.tcpClients[-1]
+            factory.buildProtocol(IPv4Address("TCP", host, port)).makeConnection(
+                StringTransport())
+            return port, self.successResultOf(connected)
+
+        port, stream = attempt()
+        self.assertEqual(port, 5222)
+        stream.connectionLost(Failure(ConnectionDone()))
+        port, stream = attempt()
+        self.assertEqual(port, 5223)
+        stream.dataReceived(b"<stream:stream xmlns:stream='http://etherx.jabber.org/streams'>")
+        stream.connectionLost(Failure(ConnectionDone()))
+        port, _ = attempt()
+        self.assertEqual(port, 5222)
 
     def test_refusedWhenDeclined(self) -> None:
         endpoint = SRVEndpoint(MemoryReactorClock(), DOMAIN,

@@ -306,6 +306,8 @@ class StreamManagementMixin:
         server, relay, alice, aliceSaw, bob, bobSaw = await self.pair()
         aliceFull = alice.jid.full()
         answer = await self.commandInFlight(alice, bob, bobSaw)
+        bob.send(message(aliceFull, "before"))
+        await aliceSaw.until("bob's message before", lambda: "before" in aliceSaw.messages)
 
         relay.cut()
         await stateIs(alice, "resuming")
@@ -328,9 +330,15 @@ class StreamManagementMixin:
         # message (one sender, delivered in order).
         self.assertEqual(bobSaw.presences.count(aliceFull), 1)
 
-        # Still a working stream: another round trip.
+        # Still a working stream, both ways; and the counts were right: a
+        # stanza either side had already handled was not sent again (that
+        # would have come before these).
         alice.send(message(bob.jid.full(), "after"))
+        bob.send(message(aliceFull, "after"))
         await bobSaw.until("alice's message after", lambda: "after" in bobSaw.messages)
+        await aliceSaw.until("bob's message after", lambda: "after" in aliceSaw.messages)
+        self.assertEqual(aliceSaw.messages, ["before", "from bob during the blip", "after"])
+        self.assertEqual(bobSaw.messages, ["from alice during the blip", "after"])
 
 
 class ProsodyStreamManagementTests(StreamManagementMixin, TestCase):

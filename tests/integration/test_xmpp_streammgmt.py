@@ -339,6 +339,7 @@ class StreamManagementMixin:
         await aliceSaw.until("bob's message after", lambda: "after" in aliceSaw.messages)
         self.assertEqual(aliceSaw.messages, ["before", "from bob during the blip", "after"])
         self.assertEqual(bobSaw.messages, ["from alice during the blip", "after"])
+        self.assertEqual(len(bobSaw.commands), 1)
 
 
 class ProsodyStreamManagementTests(StreamManagementMixin, TestCase):

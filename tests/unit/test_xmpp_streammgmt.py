@@ -7,6 +7,7 @@ scripted server on a StringTransport with a Clock.
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 
 from twisted.internet.error import ConnectionLost
 from twisted.internet.task import Clock
@@ -223,10 +224,30 @@ class SessionTests(SynchronousTestCase):
         self.assertEqual(self.recorder.lost, 1)
 
     def test_turnedOff(self) -> None:
-        self.session.management.on = False
-        server = self.login(offered=False)
-        server.say(HEADER)  # nothing more expected from the client
+        """
+        C{streamManagement=False}: not enabled although offered; a lost
+        connection is a new login.
+        """
+        session = XMPPSession(self.clock, JID("alice@example.test"), PASSWORD,
+                              replace(self.settings, streamManagement=False),
+                              tlsOptions=object(),  # type: ignore[arg-type]
+                              endpoint=self.endpoint, jitter=lambda: 0.5)  # fmt: skip
+        recorder = Recorder()
+        session.addHandler(recorder)
+        session.start()
+        server = self.server()
+        server.authenticate()
+        server.heard()
+        server.say(HEADER + BIND_SM)
+        ident = re.search(r"<iq [^>]*id=['\"]([^'\"]+)", server.heard())
+        assert ident is not None
+        server.say(f"<iq type='result' id='{ident.group(1)}'><bind xmlns='urn:ietf:params:xml:ns:"
+                   "xmpp-bind'><jid>alice@example.test/sipxmpp</jid></bind></iq>")  # fmt: skip
+        self.assertEqual(session.state, "connected")
         self.assertNotIn("enable", server.heard())
+        server.lose(Failure(ConnectionLost("cut")))
+        self.assertEqual(recorder.lost, 1)
+        self.assertTrue(session.state.startswith("reconnecting"), session.state)
 
     def test_resumed(self) -> None:
         """

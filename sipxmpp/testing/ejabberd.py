@@ -47,6 +47,17 @@ def _erlLibs(ejabberdctl: str) -> str:
     return match.group(1)
 
 
+# An HTTPS listener serving only BOSH, in the template's listen list.
+_BOSH_LISTENER = """\
+  -
+    port: {port}
+    ip: "{host}"
+    module: ejabberd_http
+    tls: true
+    request_handlers:
+      /http-bind: mod_bosh"""
+
+
 class EjabberdServer(ServerProcess):
     """
     ejabberd with one virtual host, users and rosters.
@@ -59,6 +70,7 @@ class EjabberdServer(ServerProcess):
     @ivar caFile: the CA certificate clients must trust.
     @ivar certificate: the server's L{ServerCertificate}.
     @ivar users: user name -> password of the users created so far.
+    @ivar httpsPort: the HTTPS port of BOSH (C{/http-bind}), or L{None}.
     @ivar scramHash: C{auth_scram_hash}: "sha" or "sha256".
     @ivar tls12Only: whether c2s speaks TLS 1.2 only.
     """
@@ -82,6 +94,7 @@ class EjabberdServer(ServerProcess):
         logLevel: str = "info",
         template: str | None = None,
         streamManagement: bool = False,
+        bosh: bool = False,
     ) -> None:
         """
         @param port: the c2s port; a free one if L{None}.
@@ -97,6 +110,8 @@ class EjabberdServer(ServerProcess):
         @param streamManagement: offer XEP-0198 (C{mod_stream_mgmt}): off
             by default, as a client that vanishes stays online while its
             session waits to be resumed.
+        @param bosh: serve BOSH (C{mod_bosh}) on an HTTPS listener of its
+            own, the certificate also naming C{host} (the URL's host).
         """
         super().__init__(baseDir, autoPorts=port is None and distPort is None)
         self.domain = domain
@@ -113,6 +128,7 @@ class EjabberdServer(ServerProcess):
         self.tls12Only = tls12Only
         self.logLevel = logLevel
         self.streamManagement = streamManagement
+        self.httpsPort = freePorts(1, host)[0] if bosh else None
         self.template = template or etcPath("ejabberd.yml.in")
         self.configFile = os.path.join(self.baseDir, "ejabberd.yml")
         self.ctlConfigFile = os.path.join(self.baseDir, "ejabberdctl.cfg")
@@ -140,18 +156,22 @@ class EjabberdServer(ServerProcess):
         for d in (self.spoolDir, self.logDir):
             os.makedirs(d, exist_ok=True)
         if self.certificate is None:
-            self.certificate = self.ca.issue([self.domain], os.path.join(self.baseDir, "certs"))
+            names = [self.domain, self.host] if self.httpsPort else [self.domain]
+            self.certificate = self.ca.issue(names, os.path.join(self.baseDir, "certs"))
         writeFromTemplate(
             self.template,
             self.configFile,
             {
                 "LOG_LEVEL": self.logLevel,
+                "STREAM_MGMT": "  mod_stream_mgmt: {}" if self.streamManagement else "",
+                "BOSH_MODULE": "  mod_bosh: {}" if self.httpsPort else "",
+                "BOSH_LISTENER": _BOSH_LISTENER.format(port=self.httpsPort, host=self.host)
+                if self.httpsPort else "",
                 "SCRAM_HASH": self.scramHash,
                 "PROTOCOL_OPTIONS": json.dumps(
                     ["no_sslv3", "cipher_server_preference", "no_compression"]
                     + (["no_tlsv1", "no_tlsv1_1", "no_tlsv1_3"] if self.tls12Only else [])
                 ),
-                "STREAM_MGMT": "  mod_stream_mgmt: {}" if self.streamManagement else "",
                 "DOMAIN": self.domain,
                 "CERT_FILE": self.certificate.chainFile,
                 "CA_FILE": self.caFile,
@@ -216,6 +236,8 @@ class EjabberdServer(ServerProcess):
         ]
 
     def isReady(self) -> bool:
+        if self.httpsPort is not None and not tcpAccepting(self.host, self.httpsPort):
+            return False
         return tcpAccepting(self.host, self.port)
 
     def afterStart(self) -> None:
@@ -225,9 +247,20 @@ class EjabberdServer(ServerProcess):
 
     def choosePorts(self) -> None:
         self.port, self.distPort = freePorts(2, self.host)
+        if self.httpsPort is not None:
+            self.httpsPort = freePorts(1, self.host)[0]
 
     def listenPorts(self) -> list[tuple[str, str, int]]:
-        return [("tcp", self.host, self.port), ("tcp", self.host, self.distPort)]
+        https = [("tcp", self.host, self.httpsPort)] if self.httpsPort else []
+        return [("tcp", self.host, self.port), ("tcp", self.host, self.distPort), *https]
+
+    @property
+    def boshURL(self) -> str:
+        """
+        The BOSH service's URL (the server must have been made with C{bosh}).
+        """
+        assert self.httpsPort is not None, "ejabberd without bosh=True"
+        return f"https://{self.host}:{self.httpsPort}/http-bind"
 
     def logFiles(self) -> list[str]:
         return [self.consoleLog, os.path.join(self.logDir, "error.log"), self.logFile]

@@ -26,10 +26,13 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from OpenSSL import SSL
+from service_identity import VerificationError
 from twisted.internet import defer
 from twisted.internet._sslverify import IOpenSSLTrustRoot
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import (
     IConsumer,
@@ -41,11 +44,21 @@ from twisted.internet.interfaces import (
     ITransport,
 )
 from twisted.internet.protocol import Protocol
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool, readBody
+from twisted.web.client import (
+    URI,
+    Agent,
+    BrowserLikePolicyForHTTPS,
+    HTTPConnectionPool,
+    RequestTransmissionFailed,
+    ResponseFailed,
+    ResponseNeverReceived,
+    readBody,
+)
 from twisted.web.http_headers import Headers
-from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
+from twisted.web.iweb import UNKNOWN_LENGTH, IAgentEndpointFactory, IBodyProducer
 from twisted.words.protocols.jabber.xmlstream import NS_STREAMS
 from twisted.words.xish import domish
 from zope.interface import implementer
@@ -526,20 +539,17 @@ class BOSHTransport:
     disconnecting = False
 
     def __init__(self, reactor: Any, url: str, client: BOSHClient, agent: Any,
-                 pool: HTTPConnectionPool | None = None) -> None:  # fmt: skip
+                 connections: _Connections | None = None) -> None:  # fmt: skip
         self._reactor = reactor
         self._url = url.encode("ascii")
         self._client = client
         self._outbound = OutboundStream(client)
         self._agent = agent
-        self._pool = pool
+        self._connections = connections
         self.protocol: IProtocol | None = None
-        self._pending: list[bytes] = []
         self._requests: dict[int, Deferred[bytes]] = {}
         self._wake: IDelayedCall | None = None
         self._lost = False
-        # The session creation's outcome (the endpoint's connect).
-        self.created: Deferred[None] = Deferred()
         parts = urlsplit(url)
         # The URL's host (maybe a name): the HTTP connections are the pool's.
         self._address = IPv4Address("TCP", parts.hostname or "",
@@ -549,14 +559,13 @@ class BOSHTransport:
 
     def attach(self, protocol: IProtocol) -> None:
         """
-        Connect C{protocol}, and give it what the server already said.
+        Connect C{protocol}: the session is asked for at once, and what goes
+        wrong from then on (a refused certificate too) is a lost connection,
+        as over TCP.
         """
         self.protocol = protocol
         protocol.makeConnection(self)
-        pending, self._pending = self._pending, []
-        for data in pending:
-            if self.protocol is not None and not self._lost:
-                self.protocol.dataReceived(data)
+        self._pump()
 
     def write(self, data: bytes) -> None:
         if self._lost or self.disconnecting:
@@ -663,11 +672,7 @@ class BOSHTransport:
                 else:
                     self._connectionLost(Failure(BOSHError(f"terminated: {event.condition}")))
                 return
-            if not self.created.called:
-                self.created.callback(None)
-            if self.protocol is None:
-                self._pending.append(event)
-            else:
+            if self.protocol is not None:
                 self.protocol.dataReceived(event)
 
     def _failed(self, rid: int, reason: Failure) -> None:
@@ -675,6 +680,7 @@ class BOSHTransport:
         if self._lost:
             return
         self._client.failed(rid)
+        reason = _cause(reason)
         if reason.check(defer.TimeoutError, defer.CancelledError):
             reason = Failure(ConnectionLost(f"BOSH request unanswered after "
                                             f"{self._client.wait + _REQUEST_SLACK:.0f} s"))  # fmt: skip
@@ -690,12 +696,25 @@ class BOSHTransport:
         requests, self._requests = self._requests, {}
         for d in requests.values():
             d.cancel()
-        if self._pool is not None:
-            self._pool.closeCachedConnections()
-        if not self.created.called:
-            self.created.errback(reason)
-        elif self.protocol is not None:
-            self.protocol.connectionLost(reason)
+        # The stream ends once the session's HTTP connections are gone, as a
+        # TCP stream's ends with its socket. Aborted, not closed: a TLS close
+        # waits for the server's close_notify, which may never come.
+        if self._connections is not None:
+            self._connections.abortAll()
+        closed = deferLater(self._reactor, 0, lambda: None)
+        closed.addCallback(lambda _: self.protocol.connectionLost(reason) if self.protocol else None)
+
+
+def _cause(reason: Failure) -> Failure:
+    # Agent wraps why a request failed; a refused certificate must reach
+    # the session as itself (describeCertificateFailure).
+    if not reason.check(ResponseNeverReceived, RequestTransmissionFailed, ResponseFailed):
+        return reason
+    causes = [r for r in getattr(reason.value, "reasons", []) if isinstance(r, Failure)]
+    for cause in causes:
+        if cause.check(SSL.Error, VerificationError):
+            return cause
+    return causes[0] if causes else reason
 
 
 @implementer(ISSLTransport)
@@ -710,11 +729,57 @@ class SecureBOSHTransport(BOSHTransport):
         return None
 
 
+@implementer(IAgentEndpointFactory)
+class _Connections:
+    """
+    Agent's connections of one session (HTTPS verified by C{policy}), kept
+    to be aborted when the session ends.
+    """
+
+    def __init__(self, reactor: Any, policy: BrowserLikePolicyForHTTPS) -> None:
+        self._reactor = reactor
+        self._policy = policy
+        self._protocols: list[IProtocol] = []
+        self.pool = HTTPConnectionPool(reactor, persistent=True)
+        self.pool.maxPersistentPerHost = 2
+
+    def endpointForURI(self, uri: URI) -> IStreamClientEndpoint:
+        endpoint: IStreamClientEndpoint = HostnameEndpoint(self._reactor, uri.host, uri.port)
+        if uri.scheme == b"https":
+            endpoint = wrapClientTLS(self._policy.creatorForNetloc(uri.host, uri.port), endpoint)
+        return _Tracked(endpoint, self._track)
+
+    def _track(self, protocol: IProtocol) -> IProtocol:
+        self._protocols = [p for p in self._protocols if getattr(p, "connected", False)]
+        self._protocols.append(protocol)
+        return protocol
+
+    def abortAll(self) -> None:
+        protocols, self._protocols = self._protocols, []
+        for protocol in protocols:
+            transport = getattr(protocol, "transport", None)
+            if transport is not None and getattr(protocol, "connected", False):
+                transport.abortConnection()
+        # Forget them, and their idle timeouts.
+        self.pool.closeCachedConnections()
+
+
+@implementer(IStreamClientEndpoint)
+class _Tracked:
+    def __init__(self, endpoint: IStreamClientEndpoint, track: Callable[[IProtocol], IProtocol]) -> None:
+        self._endpoint = endpoint
+        self._track = track
+
+    def connect(self, protocolFactory: IProtocolFactory) -> Deferred[IProtocol]:
+        return self._endpoint.connect(protocolFactory).addCallback(self._track)
+
+
 @implementer(IStreamClientEndpoint)
 class BOSHEndpoint:
     """
     Connects an XMPP stream to C{domain} through the BOSH service at
-    C{url}: the connection is made once the server created the session.
+    C{url}. Like a TCP connect it succeeds before the server is heard
+    from: failures are lost connections, for the session to report.
     """
 
     def __init__(self, reactor: Any, url: str, domain: str, trustRoot: IOpenSSLTrustRoot | None = None,
@@ -735,25 +800,15 @@ class BOSHEndpoint:
     def connect(self, protocolFactory: IProtocolFactory) -> Deferred[IProtocol]:
         # One pool per session, so a request of one never waits behind
         # another's long poll.
-        pool = HTTPConnectionPool(self._reactor, persistent=True)
-        pool.maxPersistentPerHost = 2
-        agent = Agent(self._reactor, BrowserLikePolicyForHTTPS(self._trustRoot), pool=pool)
+        connections = _Connections(self._reactor, BrowserLikePolicyForHTTPS(self._trustRoot))
+        agent = Agent.usingEndpointFactory(self._reactor, connections, pool=connections.pool)
         client = BOSHClient(rid=self._newRid() if self._newRid else None, wait=self._wait)
         secure = self._url.startswith("https://")
         transportClass = SecureBOSHTransport if secure else BOSHTransport
-        transport = transportClass(self._reactor, self._url, client, agent, pool)
+        transport = transportClass(self._reactor, self._url, client, agent, connections)
+        protocol = protocolFactory.buildProtocol(transport.getPeer())
+        if protocol is None:
+            return defer.fail(ConnectionRefusedError("the factory built no protocol"))
         client.open(self._domain)
-
-        def created(_: None) -> IProtocol:
-            protocol = protocolFactory.buildProtocol(transport.getPeer())
-            if protocol is None:
-                transport.abortConnection()
-                raise ConnectionLost("the factory built no protocol")
-            transport.attach(protocol)
-            return protocol
-
-        transport.created.addCallback(created)
-        result: Deferred[IProtocol] = Deferred(lambda _: transport.abortConnection())
-        transport.created.chainDeferred(result)  # type: ignore[arg-type]
-        transport._pump()
-        return result
+        transport.attach(protocol)
+        return defer.succeed(protocol)

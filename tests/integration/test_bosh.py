@@ -2,7 +2,8 @@
 The gateway's XMPP sessions over BOSH (XEP-0124, XEP-0206): Prosody's
 mod_bosh over HTTPS, certificate verified against the test CA, carrying the
 end-to-end call test (dnd during a call and back, set by XEP-0146 remote
-control on the user's client), and coming back after Prosody restarts.
+control on the user's client), and coming back after Prosody restarts;
+ejabberd's mod_bosh carrying the publisher's scenarios.
 
 The gateway has no c2s server configured: only C{[xmpp] bosh_url}, so a
 session that logs in at all went through BOSH; Prosody's log says so too.
@@ -10,9 +11,18 @@ session that logs in at all went through BOSH; Prosody's log says so too.
 
 from __future__ import annotations
 
-from sipxmpp.testing.process import SharedServer
+from typing import Any
+
+from twisted.trial.unittest import TestCase
+
+from sipxmpp.testing.process import ServerProcess, SharedServer, requireBinaries
 from tests.integration.test_e2e import PHONE, E2ETestCase, Stack, Watch, jid
-from tests.integration.test_xmpp_publisher import deferred
+from tests.integration.test_xmpp_publisher import (
+    USERS,
+    WATCHED,
+    PublisherIntegrationMixin,
+    deferred,
+)
 
 READY = "connected"
 
@@ -78,3 +88,26 @@ class ProsodyBOSHTests(E2ETestCase):
         await self.finished("peggy's call", call)
         await self.finished("x-peggy's phone", uas)
         await self.watch.expectLatest(gateway, show=None, status=None, priority=-1)
+
+
+class EjabberdBOSHPublisherTests(PublisherIntegrationMixin, TestCase):
+    """
+    The publisher's scenarios (remote control dnd and back, a wrong
+    password, an untrusted certificate...) with every session on
+    ejabberd's BOSH (C{mod_bosh} on an C{ejabberd_http} listener with TLS).
+    """
+
+    @classmethod
+    def makeServer(cls) -> ServerProcess:
+        requireBinaries("erl", "ejabberdctl", "openssl")
+        from sipxmpp.testing.ejabberd import EjabberdServer
+
+        server = EjabberdServer(users=USERS, bosh=True)
+        server.start()
+        for user in WATCHED:
+            server.subscribe(user, "bob")
+        return server
+
+    def xmppServer(self, server: Any) -> str:
+        url: str = server.boshURL
+        return url

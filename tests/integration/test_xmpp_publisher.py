@@ -211,7 +211,7 @@ class PublisherIntegrationMixin:
         server = self.serverUp()
         sessions = SessionFactory(
             reactor,
-            SessionSettings(server=f"{server.host}:{server.port}", requireTLS=True,
+            SessionSettings(server=self.xmppServer(server), requireTLS=True,
                             pingInterval=30, pingTimeout=10, failedRetryDelay=600),
             caFile=caFile or server.caFile,
         )  # fmt: skip
@@ -219,6 +219,12 @@ class PublisherIntegrationMixin:
         publisher.startService()
         self.addCleanup(publisher.stopService)  # type: ignore[attr-defined]
         return publisher
+
+    def xmppServer(self, server: Any) -> str:
+        """
+        Where the publisher's sessions connect: the server's c2s port.
+        """
+        return f"{server.host}:{server.port}"
 
     def account(self, user: str, password: str | None = None) -> Account:
         server = self.serverUp()

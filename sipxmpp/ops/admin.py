@@ -158,8 +158,8 @@ class AddOptions(_PasswordOptions):
         ["ringing-text", None, None, "Status text while ringing (default: [xmpp] ringing_text)."],
         ["hold-text", None, None, "Status text while on hold (default: [xmpp] hold_text)."],
         ["server", None, None, "The user's own XMPP server: HOST:PORT (STARTTLS), "
-         "tls:HOST:PORT (Direct TLS) or srv (DNS SRV of the JID's domain); default: "
-         "[xmpp] server.", _serverOption],
+         "tls:HOST:PORT (Direct TLS), a BOSH URL https://HOST:PORT/PATH or srv (DNS SRV "
+         "of the JID's domain); default: [xmpp] server.", _serverOption],
     ]
 
     def parseArgs(self, aor: str, jid: str) -> None:  # type: ignore[override]
@@ -227,13 +227,14 @@ class SetBackpublishOptions(_Interspersed):
 
 
 class SetServerOptions(_Interspersed):
-    synopsis = "SIP_AOR tls:HOST:PORT|HOST:PORT|srv|default"
+    synopsis = "SIP_AOR tls:HOST:PORT|HOST:PORT|https://HOST:PORT/PATH|srv|default"
     longdesc = (
         "Where the user's XMPP session connects, for a user on another XMPP server: "
-        "tls:HOST:PORT (Direct TLS, XEP-0368), HOST:PORT (STARTTLS), srv (DNS SRV of the "
-        "JID's domain, whatever [xmpp] server says) or default ([xmpp] server). The "
-        "certificate is verified for the JID's domain. A running gateway logs the user "
-        "in there again within seconds."
+        "tls:HOST:PORT (Direct TLS, XEP-0368), HOST:PORT (STARTTLS), a BOSH URL "
+        "https://HOST:PORT/PATH (XEP-0206; its certificate is verified for the URL's host), "
+        "srv (DNS SRV of the JID's domain, whatever [xmpp] server says) or default "
+        "([xmpp] server). Otherwise the certificate is verified for the JID's domain. A running "
+        "gateway logs the user in there again within seconds."
     )
 
     def parseArgs(self, aor: str, server: str) -> None:  # type: ignore[override]
@@ -280,7 +281,8 @@ class ImportOptions(_Interspersed):
         "header row, or JSON lines (one object per line), told apart by the extension "
         "(.csv, .jsonl, .ndjson, .json) or else by the content. Fields: aor, jid, password "
         "(required), mode, status_text, ringing_text, hold_text, enabled and backpublish "
-        "(true/false; default true), xmpp_server (HOST:PORT, tls:HOST:PORT or srv); an "
+        "(true/false; default true), xmpp_server (HOST:PORT, tls:HOST:PORT, a BOSH URL or "
+        "srv); an "
         "empty or missing field takes the default. All or nothing: "
         "every bad line is reported as FILE:LINE: reason on standard error and nothing "
         "is stored (exit status 2). The file holds passwords: a warning is printed when "

@@ -16,12 +16,13 @@ from typing import Any
 from twisted.trial.unittest import TestCase
 
 from sipxmpp.testing.process import ServerProcess, SharedServer, requireBinaries
-from tests.integration.test_e2e import PHONE, E2ETestCase, Stack, Watch, jid
+from tests.integration.test_e2e import PHONE, E2ETestCase, Stack, Watch, aor, jid
 from tests.integration.test_xmpp_publisher import (
     USERS,
     WATCHED,
     PublisherIntegrationMixin,
     deferred,
+    sleep,
 )
 
 READY = "connected"
@@ -111,3 +112,48 @@ class EjabberdBOSHPublisherTests(PublisherIntegrationMixin, TestCase):
     def xmppServer(self, server: Any) -> str:
         url: str = server.boshURL
         return url
+
+
+class PerAccountStack(Stack):
+    """
+    A Prosody that also serves BOSH, and a gateway whose C{[xmpp] server}
+    is its c2s port.
+    """
+
+    def start(self) -> None:
+        self.gatewaySettings = {
+            ("xmpp", "server"): f"{self.prosody.host}:{self.prosody.port}",
+            ("xmpp", "bosh_url"): "",
+        }
+        super().start()
+
+
+class PerAccountBOSHTests(E2ETestCase):
+    shared = SharedServer(lambda: PerAccountStack(provision=["bob"], bosh=True))
+
+    @deferred
+    async def test_accountOnBOSH(self) -> None:
+        """
+        bob's account is given the BOSH URL with sipxmpp-admin account
+        set-server: the running gateway logs him in again over BOSH, and
+        his client goes dnd during his call and back.
+        """
+        await self.provisionedPhone("bob")
+        before = boshSessions(self.stack)
+        url = self.stack.prosody.boshURL
+        out = self.gateway.admin("account", "set-server", aor("bob"), url).stdout
+        self.assertEqual(out, f"XMPP server of {aor('bob')}: {url}\n")
+        for _ in range(200):
+            if boshSessions(self.stack) > before and self.userStatus("bob")["xmpp"] == READY:
+                break
+            await sleep(0.1)
+        self.assertGreater(boshSessions(self.stack), before)
+        await self.loggedIn("bob")
+        outside = self.registerOutside("x-bob")
+        uas = self.startPhone("uas", "x-bob", outside)
+        mark = self.watch.mark()
+        call = self.startCall("uac", self.gateway.address, "x-bob", "bob")
+        await self.expectBusy("bob", mark)
+        await self.finished("bob's call", call)
+        await self.finished("x-bob's phone", uas)
+        await self.expectBack("bob", mark)

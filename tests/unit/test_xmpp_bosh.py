@@ -441,3 +441,40 @@ class URLTests(SynchronousTestCase):
     def test_notURL(self) -> None:
         self.assertFalse(isBOSHURL("xmpp.example.com:5222"))
         self.assertFalse(isBOSHURL("tls:xmpp.example.com:5223"))
+
+
+class EndpointChoiceTests(SynchronousTestCase):
+    """
+    Where a BOSH URL as a session's server leads (L{makeEndpoint},
+    L{canonicalServer}).
+    """
+
+    def test_makeEndpoint(self) -> None:
+        """
+        A BOSH URL gives a L{BOSHEndpoint}, never without the trust root
+        its HTTPS check needs.
+        """
+        from twisted.internet.ssl import platformTrust
+        from twisted.internet.testing import MemoryReactor
+
+        from sipxmpp.xmpp.bosh import BOSHEndpoint
+        from sipxmpp.xmpp.endpoints import makeEndpoint
+
+        url = "https://xmpp.example.test:5281/http-bind"
+        endpoint = makeEndpoint(MemoryReactor(), url, "example.test", trustRoot=platformTrust())
+        self.assertIsInstance(endpoint, BOSHEndpoint)
+        self.assertRaises(ValueError, makeEndpoint, MemoryReactor(), url, "example.test")
+        self.assertRaises(ValueError, makeEndpoint, MemoryReactor(),
+                          "http://xmpp.example.test/http-bind", "example.test",
+                          trustRoot=platformTrust())  # fmt: skip
+
+    def test_accountServer(self) -> None:
+        """
+        An account's own server may be a BOSH URL, checked like C{[xmpp]
+        bosh_url}.
+        """
+        from sipxmpp.xmpp.endpoints import canonicalServer
+
+        url = "https://xmpp.example.test:5281/http-bind"
+        self.assertEqual(canonicalServer(f" {url} "), url)
+        self.assertRaises(ValueError, canonicalServer, "http://xmpp.example.test/http-bind")

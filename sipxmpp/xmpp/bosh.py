@@ -654,7 +654,15 @@ class BOSHTransport:
         if self._lost:
             return
         try:
+            created = self._client.sid is None
             self._client.receive(rid, data)
+            if created and self._client.sid is not None:
+                client = self._client
+                self.log.debug("BOSH session {sid} at {url}: wait {wait}, hold {hold}, "
+                               "requests {requests}, polling {polling}, inactivity {inactivity}",
+                               sid=client.sid, url=self._url.decode(), wait=client.wait,
+                               hold=client.hold, requests=client.requests,
+                               polling=client.polling, inactivity=client.inactivity)  # fmt: skip
             self._deliver()
         except BOSHError as e:
             self._connectionLost(Failure(e))

@@ -632,7 +632,7 @@ class BOSHTransport:
         if at is not None:
             self._wake = self._reactor.callLater(at - now, self._pump)
 
-    def _post(self, request: BOSHRequest) -> None:
+    def _post(self, request: BOSHRequest, again: bool = True) -> None:
         headers = Headers({b"Content-Type": [b"text/xml; charset=utf-8"]})
         d = self._agent.request(b"POST", self._url, headers, _Bytes(request.body))
 
@@ -647,7 +647,7 @@ class BOSHTransport:
         d.addTimeout(self._client.wait + _REQUEST_SLACK, self._reactor)
         self._requests[request.rid] = d
         d.addCallbacks(lambda data: self._answered(request.rid, data),
-                       lambda reason: self._failed(request.rid, reason))  # fmt: skip
+                       lambda reason: self._failed(request, reason, again))  # fmt: skip
 
     def _answered(self, rid: int, data: bytes) -> None:
         self._requests.pop(rid, None)
@@ -683,12 +683,22 @@ class BOSHTransport:
             if self.protocol is not None:
                 self.protocol.dataReceived(event)
 
-    def _failed(self, rid: int, reason: Failure) -> None:
-        self._requests.pop(rid, None)
+    def _failed(self, request: BOSHRequest, reason: Failure, again: bool) -> None:
+        self._requests.pop(request.rid, None)
         if self._lost:
             return
-        self._client.failed(rid)
-        reason = _cause(reason)
+        cause = _cause(reason)
+        if again and self._client.sid is not None and not cause.check(SSL.Error, VerificationError) \
+                and reason.check(ResponseNeverReceived, RequestTransmissionFailed):  # fmt: skip
+            # The connection died under the request (a persistent one the
+            # server closed meanwhile): the same rid once more, which the
+            # server answers as if it were the first (XEP-0124 §14.3).
+            self.log.debug("BOSH request {rid} resent: {why}", rid=request.rid,
+                           why=cause.getErrorMessage())  # fmt: skip
+            self._post(request, again=False)
+            return
+        self._client.failed(request.rid)
+        reason = cause
         if reason.check(defer.TimeoutError, defer.CancelledError):
             reason = Failure(ConnectionLost(f"BOSH request unanswered after "
                                             f"{self._client.wait + _REQUEST_SLACK:.0f} s"))  # fmt: skip
@@ -707,10 +717,13 @@ class BOSHTransport:
         # The stream ends once the session's HTTP connections are gone, as a
         # TCP stream's ends with its socket. Aborted, not closed: a TLS close
         # waits for the server's close_notify, which may never come.
-        if self._connections is not None:
-            self._connections.abortAll()
-        closed = deferLater(self._reactor, 0, lambda: None)
-        closed.addCallback(lambda _: self.protocol.connectionLost(reason) if self.protocol else None)
+        # (The sockets close a reactor turn after the abort, before this.)
+        try:
+            if self._connections is not None:
+                self._connections.abortAll()
+        finally:
+            closed = deferLater(self._reactor, 0, lambda: None)
+            closed.addCallback(lambda _: self.protocol.connectionLost(reason) if self.protocol else None)
 
 
 def _cause(reason: Failure) -> Failure:
@@ -758,18 +771,25 @@ class _Connections:
         return _Tracked(endpoint, self._track)
 
     def _track(self, protocol: IProtocol) -> IProtocol:
-        self._protocols = [p for p in self._protocols if getattr(p, "connected", False)]
+        self._protocols = [p for p in self._protocols if _open(p)]
         self._protocols.append(protocol)
         return protocol
 
     def abortAll(self) -> None:
         protocols, self._protocols = self._protocols, []
         for protocol in protocols:
-            transport = getattr(protocol, "transport", None)
-            if transport is not None and getattr(protocol, "connected", False):
-                transport.abortConnection()
+            if _open(protocol):
+                protocol.transport.abortConnection()  # type: ignore[attr-defined]
         # Forget them, and their idle timeouts.
         self.pool.closeCachedConnections()
+
+
+def _open(protocol: IProtocol) -> bool:
+    # Whether the socket under the protocol (under TLS, if any) is still
+    # connected: a Protocol's own "connected" is never reset.
+    transport = getattr(protocol, "transport", None)
+    socket = getattr(transport, "transport", transport)
+    return bool(getattr(socket, "connected", False))
 
 
 @implementer(IStreamClientEndpoint)

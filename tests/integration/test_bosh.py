@@ -157,3 +157,94 @@ class PerAccountBOSHTests(E2ETestCase):
         await self.finished("bob's call", call)
         await self.finished("x-bob's phone", uas)
         await self.expectBack("bob", mark)
+
+
+class BlipMixin:
+    """
+    A network blip under a BOSH session: a TCP relay in front of the
+    server's HTTPS port resets every connection (the held request's too).
+    The request that died is sent again with its rid (XEP-0124 §14.3), and
+    the session goes on: no new login, and a ping is answered after.
+    """
+
+    server: ServerProcess
+
+    @classmethod
+    def makeServer(cls) -> Any:
+        raise NotImplementedError()
+
+    @deferred
+    async def test_blip(self) -> None:
+        from twisted.internet import reactor
+        from twisted.logger import globalLogPublisher
+        from twisted.words.protocols.jabber.jid import JID
+        from twisted.words.xish import domish
+
+        from sipxmpp.xmpp.session import SessionSettings, XMPPSession
+        from sipxmpp.xmpp.tls import loadTrustRoot
+        from tests.integration.test_xmpp_streammgmt import Relay
+
+        server = self.makeServer()
+        self.addCleanup(server.stop)  # type: ignore[attr-defined]
+        relay = Relay((server.host, server.httpsPort))
+        self.addCleanup(relay.stop)  # type: ignore[attr-defined]
+        resent: list[dict[str, Any]] = []
+
+        def observe(event: dict[str, Any]) -> None:
+            if "resent" in str(event.get("log_format", "")):
+                resent.append(event)
+
+        globalLogPublisher.addObserver(observe)
+        self.addCleanup(globalLogPublisher.removeObserver, observe)  # type: ignore[attr-defined]
+        url = f"https://{server.host}:{relay.port.getHost().port}/http-bind"
+        session = XMPPSession(reactor, JID(server.jid("alice")), "alice-pw",
+                              SessionSettings(server=url, streamManagement=False),
+                              trustRoot=loadTrustRoot(server.caFile))  # fmt: skip
+        states: list[str] = []
+        session.onStateChanged = states.append
+        session.start()
+        self.addCleanup(session.stop)  # type: ignore[attr-defined]
+        for _ in range(200):
+            if session.ready:
+                break
+            await sleep(0.1)
+        self.assertTrue(session.ready, states)  # type: ignore[attr-defined]
+        jid = session.jid.full()
+        states.clear()
+
+        relay.cut(block=False)
+        for _ in range(200):
+            if resent:
+                break
+            await sleep(0.1)
+        self.assertTrue(resent, "no BOSH request was sent again after the blip")  # type: ignore[attr-defined]
+        ping = domish.Element((None, "iq"))
+        ping["type"] = "get"
+        ping["to"] = server.domain
+        ping.addElement(("urn:xmpp:ping", "ping"))
+        answer = await session.sendRequest(ping, 10)
+        self.assertEqual(answer["type"], "result")  # type: ignore[attr-defined]
+        self.assertEqual(states, [])  # type: ignore[attr-defined]
+        self.assertEqual(session.jid.full(), jid)  # type: ignore[attr-defined]
+
+
+class ProsodyBlipTests(BlipMixin, TestCase):
+    @classmethod
+    def makeServer(cls) -> Any:
+        requireBinaries("prosody", "prosodyctl", "openssl")
+        from sipxmpp.testing.prosody import ProsodyServer
+
+        server = ProsodyServer(users={"alice": "alice-pw"}, bosh=True)
+        server.start()
+        return server
+
+
+class EjabberdBlipTests(BlipMixin, TestCase):
+    @classmethod
+    def makeServer(cls) -> Any:
+        requireBinaries("erl", "ejabberdctl", "openssl")
+        from sipxmpp.testing.ejabberd import EjabberdServer
+
+        server = EjabberdServer(users={"alice": "alice-pw"}, bosh=True)
+        server.start()
+        return server

@@ -59,6 +59,7 @@ from twisted.words.xish import domish
 from zope.interface import Attribute, Interface, implementer
 
 from sipxmpp.xmpp import sasl
+from sipxmpp.xmpp.bosh import isBOSHURL
 from sipxmpp.xmpp.endpoints import makeEndpoint
 from sipxmpp.xmpp.streammgmt import ManagedXmlStream, ResumableStreamManager, StreamManagement
 from sipxmpp.xmpp.tls import clientTLSOptions, describeCertificateFailure, loadTrustRoot
@@ -456,7 +457,10 @@ class XMPPSession:
             tlsOptions = clientTLSOptions(self.jid.host, trustRoot)
         self.factory = client.XMPPClientFactory(self.jid, password, configurationForTLS=tlsOptions)
         self.factory.protocol = ManagedXmlStream
-        self.management = StreamManagement(reactor, self.jid.full(), settings.streamManagement)
+        # Not over BOSH: its rids already carry a request over a blip, and
+        # Prosody 0.12's mod_smacks fails resuming a BOSH session.
+        self.management = StreamManagement(reactor, self.jid.full(),
+                                           settings.streamManagement and not isBOSHURL(settings.server))  # fmt: skip
         self.management.onExpired = self._resumeExpired
         self.management.onResumeFailed = self._resumeFailed
         # Bootstraps run in the order added: ours first, so that handlers see

@@ -248,3 +248,64 @@ class EjabberdBlipTests(BlipMixin, TestCase):
         server = EjabberdServer(users={"alice": "alice-pw"}, bosh=True)
         server.start()
         return server
+
+
+class ProsodyOutageTests(TestCase):
+    @deferred
+    async def test_noStreamManagementOverBOSH(self) -> None:
+        """
+        Prosody offers XEP-0198 on BOSH too, but its mod_smacks fails
+        resuming a BOSH session: the session does not enable it there, and
+        after an outage longer than a blip (connections refused for a
+        while) it logs in again instead of waiting for a resumption.
+        """
+        from twisted.internet import reactor
+        from twisted.words.protocols.jabber.jid import JID
+        from twisted.words.xish import domish
+
+        from sipxmpp.testing.prosody import ProsodyServer
+        from sipxmpp.xmpp.session import SessionSettings, XMPPSession
+        from sipxmpp.xmpp.tls import loadTrustRoot
+        from tests.integration.test_xmpp_streammgmt import Relay
+
+        requireBinaries("prosody", "prosodyctl", "openssl")
+        server = ProsodyServer(users={"alice": "alice-pw"}, bosh=True, streamManagement=True)
+        server.start()
+        self.addCleanup(server.stop)
+        assert server.httpsPort is not None
+        relay = Relay((server.host, server.httpsPort))
+        self.addCleanup(relay.stop)
+        url = f"https://{server.host}:{relay.port.getHost().port}/http-bind"
+        session = XMPPSession(reactor, JID(server.jid("alice")), "alice-pw",
+                              SessionSettings(server=url, reconnectMaxDelay=1),
+                              trustRoot=loadTrustRoot(server.caFile))  # fmt: skip
+        states: list[str] = []
+        session.onStateChanged = states.append
+        session.start()
+        self.addCleanup(session.stop)
+
+        async def ready(what: str) -> None:
+            for _ in range(300):
+                if session.ready:
+                    return
+                await sleep(0.1)
+            self.fail(f"not logged in {what}: {states}")
+
+        await ready("at first")
+        self.assertIsNone(session.management.stream)
+        states.clear()
+        relay.cut(block=True)
+        for _ in range(300):
+            if not session.ready:
+                break
+            await sleep(0.1)
+        relay.unblock()
+        await ready("after the outage")
+        self.assertTrue(any(s.startswith("reconnecting") for s in states), states)
+        self.assertFalse(any(s.startswith("resuming") for s in states), states)
+        ping = domish.Element((None, "iq"))
+        ping["type"] = "get"
+        ping["to"] = server.domain
+        ping.addElement(("urn:xmpp:ping", "ping"))
+        answer = await session.sendRequest(ping, 10)
+        self.assertEqual(answer["type"], "result")

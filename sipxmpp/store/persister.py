@@ -8,7 +8,10 @@ L{RuntimeStatePersister.sessionStateChanged}; the proxy's routes back to
 the phones (L{RuntimeStatePersister.attachRoutes}) report each binding and
 dialog target that changes. Changes are coalesced per AoR (and per route): whatever happens to an AoR between two writes costs one row set in the
 next write, and writes start at most once per C{interval} seconds, one at a
-time. The snapshot of an AoR is taken when the write starts, so it is
+time -- except the end of a user's last call, which starts a write at once
+(or right after the one in progress): a gateway killed within the interval
+would otherwise restore the call and show the user on the phone until the
+dialog watchdog. The snapshot of an AoR is taken when the write starts, so it is
 always the latest. A failed write is logged and retried (the changes stay
 pending, newer ones merged in) after C{retryInterval}, doubling up to
 C{maxRetryInterval}; the SIP path never waits for the database.
@@ -37,8 +40,11 @@ from sipxmpp.store.records import (
     RouteRecord,
     SessionRecord,
 )
+from sipxmpp.telephony.events import TelephonyState
 from sipxmpp.telephony.state import TelephonyStateMachine
 from sipxmpp.xmpp.savedstatuses import ISavedStatuses, SavedStatus
+
+_IDLE = frozenset({TelephonyState.ONLINE, TelephonyState.OFFLINE})
 
 
 @dataclass
@@ -93,6 +99,10 @@ class RuntimeStatePersister:
         self._timer: IDelayedCall | None = None
         self._writing: Deferred[None] | None = None
         self._lastStart = float("-inf")
+        # AoRs last seen in a call (ringing, on the phone, on hold), and
+        # whether a call's end waits to be written.
+        self._inCall: set[str] = set()
+        self._urgent = False
         self._failures = 0
         self._retryDelay = 0.0
         self._stopped = False
@@ -113,6 +123,13 @@ class RuntimeStatePersister:
         persistence callback).
         """
         self._entry(aor).snapshot = True
+        if self._machine is not None:
+            if self._machine.stateOf(aor) in _IDLE:
+                if aor in self._inCall:
+                    self._inCall.discard(aor)
+                    self._urgent = True
+            else:
+                self._inCall.add(aor)
         self._schedule()
 
     def attachRoutes(self, routes: PhoneRoutes) -> None:
@@ -192,9 +209,16 @@ class RuntimeStatePersister:
         return entry
 
     def _schedule(self, delay: float | None = None) -> None:
-        if self._stopped or self._timer is not None or self._writing is not None:
+        if self._stopped or self._writing is not None:
             return
         if not self._pending and not self._pendingRoutes:
+            return
+        if self._urgent and delay is None and not self._failures:
+            delay = 0.0
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+        if self._timer is not None:
             return
         if delay is None:
             delay = max(0.0, self._lastStart + self.interval - self._clock.seconds())
@@ -221,6 +245,7 @@ class RuntimeStatePersister:
     def _write(self) -> Deferred[None]:
         pending, self._pending = self._pending, {}
         routes, self._pendingRoutes = self._pendingRoutes, set()
+        self._urgent = False
         now = self._clock.seconds()
         self._lastStart = now
         self.writes += 1
@@ -235,6 +260,7 @@ class RuntimeStatePersister:
 
         def failed(failure: Failure) -> None:
             self._failures += 1
+            # Retried after the backoff, urgent or not: the store is failing.
             for aor, older in pending.items():
                 self._entry(aor).mergeOlder(older)
             self._pendingRoutes |= routes

@@ -141,6 +141,44 @@ class PersisterTests(SynchronousTestCase):
         self.assertEqual(len(self.store.writes), 3)
         self.assertEqual(self.store.writes[2][1][0].snapshot, UserSnapshot(ALICE))
 
+    def test_callEndWrittenAtOnce(self) -> None:
+        """
+        The end of a user's last call does not wait for the interval: a
+        gateway killed inside it would restore the call and show the user
+        on the phone. Other changes still do; a call's end during a write
+        starts the next one as soon as it finishes.
+        """
+        self.machine.bindingUpdated(ALICE, "c1", 60)
+        self.machine.dialogEarly(ALICE, "d1")
+        self.machine.dialogConfirmed(ALICE, "d1")
+        self.clock.advance(0)
+        self.clock.advance(0.125)
+        self.machine.bindingUpdated(BOB, "c2", 60)
+        self.clock.advance(0)
+        self.assertEqual(len(self.store.writes), 1)  # within the interval
+        self.machine.dialogTerminated(ALICE, "d1")
+        self.clock.advance(0)
+        self.assertEqual(len(self.store.writes), 2)
+        self.assertEqual(sorted(self.aors(1)), [ALICE, BOB])
+        alice = next(c for c in self.store.writes[1][1] if c.aor == ALICE)
+        self.assertEqual(alice.snapshot.dialogs, ())
+        # The next change waits for the interval again.
+        self.machine.bindingUpdated(BOB, "c2", 120)
+        self.clock.advance(0.25)
+        self.assertEqual(len(self.store.writes), 2)
+        # A call ending while a write is in progress: written right after.
+        self.machine.dialogEarly(BOB, "d2")
+        self.store.answers = ["hold"]
+        self.clock.advance(0.25)
+        self.assertEqual(len(self.store.writes), 3)
+        self.machine.dialogTerminated(BOB, "d2")
+        self.clock.advance(0)
+        self.assertEqual(len(self.store.writes), 3)
+        self.store.held[0].callback(None)
+        self.clock.advance(0)
+        self.assertEqual(len(self.store.writes), 4)
+        self.assertEqual(self.aors(3), [BOB])
+
     def test_oneWriteAtATime(self) -> None:
         """
         While a write is in progress, changes wait for it to finish.

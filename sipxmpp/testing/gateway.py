@@ -20,7 +20,13 @@ import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from typing import TypeVar
 
-from sipxmpp.testing.ports import LOOPBACK, freeSIPPort, freeTCPPort
+from sipxmpp.testing.ports import (
+    LOOPBACK,
+    freeSIPPort,
+    freeTCPPort,
+    isTCPPortFree,
+    isUDPPortFree,
+)
 from sipxmpp.testing.process import ServerProcess
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -163,6 +169,14 @@ class GatewayServer(ServerProcess):
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
             ServerProcess._running.discard(self)
+            # Its SIP workers die a moment later; until they have, their
+            # sockets hold the ports and a start would move to new ones.
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and not all(
+                (isTCPPortFree if proto == "tcp" else isUDPPortFree)(port, host)
+                for proto, host, port in self.listenPorts()
+            ):
+                time.sleep(0.05)
 
     def savedState(self) -> list[dict[str, object]]:
         """

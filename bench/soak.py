@@ -6,7 +6,11 @@ packets; afterwards every user's presence must be right again.
 Run from the repository root, as root (for the network namespace)::
 
     .venv/bin/python bench/soak.py [--minutes 10] [--rate 2] [--users 6]
-                                   [--hold 3000]
+                                   [--hold 3000] [--no-faults]
+
+C{--no-faults} places the same calls without any fault (the gateway is
+not restarted, so warm-up is counted from the first call): for telling
+the gateway's memory per call from what the faults leave.
 
 Isolation: the bench re-executes itself under C{unshare -n} (C{--inside}),
 so every process of the soak (Prosody, Kamailio, the gateway, sipp, the
@@ -513,46 +517,53 @@ def run(args: argparse.Namespace, lossAllowed: bool) -> None:
                     sample()
                 time.sleep(min(0.5, max(0.0, moment - time.monotonic())))
 
+        def injectFaults() -> float:
+            waitUntil(at(0.15))
+            down = timeline.open("gateway down")
+            timeline.note(f"SIGKILL gateway (pid {gateway.pid})")
+            gateway.kill()
+            gateway.start()
+            timeline.close(down)
+            restarted = time.monotonic() - began
+            timeline.note(f"gateway restarted (pid {gateway.pid}), same store and ports")
+
+            waitUntil(at(0.40))
+            timeline.note(f"SIGKILL Prosody (pid {prosody.pid})")
+            watch.stop()
+            killProsody(prosody)
+            prosody.start()
+            watch.connect()
+            timeline.note("Prosody restarted, same data and port; watcher logged in again")
+
+            waitUntil(at(0.55))
+            stopped = timeline.open("Kamailio stopped")
+            timeline.note("SIGSTOP Kamailio for 10 s")
+            assert kamailio.pid is not None
+            os.killpg(kamailio.pid, signal.SIGSTOP)
+            waitUntil(time.monotonic() + 10)
+            os.killpg(kamailio.pid, signal.SIGCONT)
+            timeline.close(stopped)
+            timeline.note("SIGCONT Kamailio")
+
+            if loss.how:
+                waitUntil(at(0.70))
+                lossy = timeline.open(f"{LOSS} % UDP loss")
+                loss.start()
+                timeline.note(f"UDP loss {LOSS} % on ({loss.how})")
+                waitUntil(at(0.85))
+                dropped = loss.dropped()
+                loss.stop()
+                timeline.close(lossy)
+                timeline.note(f"UDP loss off; dropped: {dropped}")
+            else:
+                log("loss episode skipped (see above)")
+            return restarted
+
         restartedAt = 0.0
-        waitUntil(at(0.15))
-        down = timeline.open("gateway down")
-        timeline.note(f"SIGKILL gateway (pid {gateway.pid})")
-        gateway.kill()
-        gateway.start()
-        timeline.close(down)
-        restartedAt = time.monotonic() - began
-        timeline.note(f"gateway restarted (pid {gateway.pid}), same store and ports")
-
-        waitUntil(at(0.40))
-        timeline.note(f"SIGKILL Prosody (pid {prosody.pid})")
-        watch.stop()
-        killProsody(prosody)
-        prosody.start()
-        watch.connect()
-        timeline.note("Prosody restarted, same data and port; watcher logged in again")
-
-        waitUntil(at(0.55))
-        stopped = timeline.open("Kamailio stopped")
-        timeline.note("SIGSTOP Kamailio for 10 s")
-        assert kamailio.pid is not None
-        os.killpg(kamailio.pid, signal.SIGSTOP)
-        waitUntil(time.monotonic() + 10)
-        os.killpg(kamailio.pid, signal.SIGCONT)
-        timeline.close(stopped)
-        timeline.note("SIGCONT Kamailio")
-
-        if loss.how:
-            waitUntil(at(0.70))
-            lossy = timeline.open(f"{LOSS} % UDP loss")
-            loss.start()
-            timeline.note(f"UDP loss {LOSS} % on ({loss.how})")
-            waitUntil(at(0.85))
-            dropped = loss.dropped()
-            loss.stop()
-            timeline.close(lossy)
-            timeline.note(f"UDP loss off; dropped: {dropped}")
+        if args.faults:
+            restartedAt = injectFaults()
         else:
-            log("loss episode skipped (see above)")
+            timeline.note("no faults (--no-faults)")
 
         # The UAC places its last call at about D; then its calls end.
         while uac.running:
@@ -699,6 +710,8 @@ def main() -> None:
                         help="users, each with a desktop client (default 6)")
     parser.add_argument("--hold", type=int, default=3000,
                         help="length of a call, ms (default 3000)")
+    parser.add_argument("--no-faults", dest="faults", action="store_false",
+                        help="inject no faults: calls only (for memory probes)")
     parser.add_argument("--inside", action="store_true",
                         help="(internal) already in the bench's own network namespace")
     args = parser.parse_args()

@@ -5,6 +5,8 @@ L{sipxmpp.sip.wire.grammar}.
 
 from __future__ import annotations
 
+import gc
+
 from twisted.trial.unittest import SynchronousTestCase
 
 from sipxmpp.sip.wire.errors import SIPParseError
@@ -110,6 +112,36 @@ class OtherSchemeTests(SynchronousTestCase):
         self.assertEqual(uriScheme("SiPs:x"), "sips")
         self.assertEqual(uriScheme("nobodyKnowsThisScheme:totallyopaquecontent"), "nobodyknowsthisscheme")
         self.assertRaises(SIPParseError, uriScheme, "<sip:x>")
+
+
+class MemoTests(SynchronousTestCase):
+    """
+    L{parseURI} is memoised, but calls must not keep URIs alive.
+    """
+
+    def test_perCallURIsAreNotKept(self) -> None:
+        """
+        Every call brings URIs seen once (the registrar's Record-Route with
+        its per-call C{ftag}); after two thousand of them the memo holds at
+        most 256 parsed URIs (about 1 KB each), not one per call.
+        """
+
+        def live() -> int:
+            return sum(1 for o in gc.get_objects() if type(o) is SIPURI)
+
+        before = live()
+        for call in range(2000):
+            parseURI(f"sip:192.0.2.7:5060;lr;ftag=soak{call:06d}x9;did=c4b.{call}")
+        self.assertLessEqual(live() - before, 256)
+
+    def test_recurringURIIsShared(self) -> None:
+        """
+        A URI that recurs between per-call ones is parsed once.
+        """
+        ours = parseURI("sip:192.0.2.1:5060;lr")
+        for call in range(1000):
+            parseURI(f"sip:192.0.2.7:5060;lr;ftag=memo{call:06d}")
+            self.assertIs(parseURI("sip:192.0.2.1:5060;lr"), ours)
 
 
 class GrammarTests(SynchronousTestCase):

@@ -216,7 +216,14 @@ def _parseTel(text: str, rest: str) -> TelURI:
     return uri
 
 
-@functools.lru_cache(maxsize=4096)
+# Small on purpose: a URI that recurs (a contact, our Route, an AoR) is
+# used again within seconds and stays, but every call also brings URIs of
+# its own (the registrar's Record-Route with its per-call ftag): 4096 of
+# those held ~3 MB after a few thousand calls (issue 16, bench/soak.py).
+_MEMO_SIZE = 256
+
+
+@functools.lru_cache(maxsize=_MEMO_SIZE)
 def parseURI(text: str) -> URI:
     """
     Parse a URI.

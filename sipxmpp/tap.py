@@ -50,7 +50,7 @@ from sipxmpp.ops.metrics import Metrics
 from sipxmpp.ops.web import makeSite
 from sipxmpp.ops.xmppreport import XMPPReport, sessionStateKind
 from sipxmpp.processes import worker as workerProcess
-from sipxmpp.processes.gctuning import tuneGarbageCollector
+from sipxmpp.processes.gctuning import YoungCollector, tuneGarbageCollector
 from sipxmpp.processes.supervisor import WorkerSupervisor
 from sipxmpp.sip.core.presenceagent import PresenceAgent
 from sipxmpp.sip.core.proxy import Proxy
@@ -181,6 +181,7 @@ class GatewayService(MultiService):
         self._levelFilter = LogLevelFilterPredicate(
             defaultLogLevel=LogLevel.levelWithName(settings.log.level))
         self._collectorTimer = CollectorTimer(metrics)
+        self._youngCollector: YoungCollector | None = None
 
     def setServiceParent(self, parent: Any) -> None:
         if isinstance(parent, Componentized) and parent.getComponent(ILogObserver) is None:
@@ -240,6 +241,8 @@ class GatewayService(MultiService):
         tuneGarbageCollector()
         self._collectorTimer.install()
         if self.clock is not None:
+            self._youngCollector = YoungCollector(self.clock)
+            self._youngCollector.start()
             self.startedAt = self.clock.seconds()
             if self._logStream is not None and hasattr(self.clock, "callFromThread"):
                 # logrotate's postrotate: kill -USR1 (see docs/operations.rst).
@@ -262,6 +265,8 @@ class GatewayService(MultiService):
         """
         Service.stopService(self)
         self._collectorTimer.uninstall()
+        if self._youngCollector is not None:
+            self._youngCollector.stop()
         if self._restoreSignal is not None:
             self._restoreSignal()
             self._restoreSignal = None

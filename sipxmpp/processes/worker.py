@@ -43,7 +43,7 @@ from sipxmpp.processes.channel import (
     Uplink,
     WorkerMetrics,
 )
-from sipxmpp.processes.gctuning import tuneGarbageCollector
+from sipxmpp.processes.gctuning import YoungCollector, tuneGarbageCollector
 from sipxmpp.processes.routes import RouteSync
 from sipxmpp.sip.shell.overload import OverloadMonitor
 from sipxmpp.sip.shell.service import buildSIP
@@ -157,8 +157,11 @@ def run(argv: Sequence[str], reactor: Any) -> int:
     reporting = LoopingCall(report)
     reporting.clock = reactor
 
+    young = YoungCollector(reactor)
+
     def start() -> None:
         tuneGarbageCollector()
+        young.start()
         try:
             sip.startService()
         except Exception:

@@ -49,18 +49,7 @@ class ProsodyBOSHTests(E2ETestCase):
         """
         await self.provisionedPhone("alice")
         self.assertGreaterEqual(boshSessions(self.stack), 1)
-        outside = self.registerOutside("x-alice")
-        uas = self.startPhone("uas", "x-alice", outside)
-        mark = self.watch.mark()
-        call = self.startCall("uac", self.gateway.address, "x-alice", "alice")
-        await self.expectBusy("alice", mark)
-        self.assertStillRunning(call, "alice was seen on the phone")
-        await self.expectTelephony("alice", "on-the-phone")
-        await self.finished("alice's call", call)
-        await self.finished("x-alice's phone", uas)
-        await self.expectBack("alice", mark)
-        await self.expectTelephony("alice", "online")
-        self.assertGatewayResourceIdle("alice", mark)
+        await self.outboundCallShown("alice")
 
     @deferred
     async def test_prosodyRestarted(self) -> None:

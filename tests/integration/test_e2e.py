@@ -456,6 +456,25 @@ class E2ETestCase(TestCase):
         self.assertEqual(busy, [], f"{user}'s gateway resource went dnd although a client "
                                    f"offers remote control:\n{describe(busy)}")
 
+    async def outboundCallShown(self, user: str) -> None:
+        """
+        C{user} (provisioned, phone registered) calls someone outside: the
+        client goes dnd during the call (the gateway's resource does not),
+        /status says on the phone, and after it all is back.
+        """
+        outside = self.registerOutside(f"x-{user}")
+        uas = self.startPhone("uas", f"x-{user}", outside)
+        mark = self.watch.mark()
+        call = self.startCall("uac", self.gateway.address, f"x-{user}", user)
+        await self.expectBusy(user, mark)
+        self.assertStillRunning(call, f"{user} was seen on the phone")
+        await self.expectTelephony(user, "on-the-phone")
+        await self.finished(f"{user}'s call", call)
+        await self.finished(f"x-{user}'s phone", uas)
+        await self.expectBack(user, mark)
+        await self.expectTelephony(user, "online")
+        self.assertGatewayResourceIdle(user, mark)
+
     def assertStillRunning(self, call: SippProcess, what: str) -> None:
         if not call.running:
             self.fail(f"the call had already ended when {what}: {call.wait(1).describe()}")
@@ -477,18 +496,7 @@ class EndToEndTests(E2ETestCase):
         outside, and gets her own status back after the call.
         """
         await self.provisionedPhone("alice")
-        outside = self.registerOutside("x-alice")
-        uas = self.startPhone("uas", "x-alice", outside)
-        mark = self.watch.mark()
-        call = self.startCall("uac", self.gateway.address, "x-alice", "alice")
-        await self.expectBusy("alice", mark)
-        self.assertStillRunning(call, "alice was seen on the phone")
-        await self.expectTelephony("alice", "on-the-phone")
-        await self.finished("alice's call", call)
-        await self.finished("x-alice's phone", uas)
-        await self.expectBack("alice", mark)
-        await self.expectTelephony("alice", "online")
-        self.assertGatewayResourceIdle("alice", mark)
+        await self.outboundCallShown("alice")
 
     @deferred
     async def test_inboundCall(self) -> None:

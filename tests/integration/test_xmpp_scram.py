@@ -238,15 +238,4 @@ class PlusCallTests(E2ETestCase):
         with open(self.gateway.consoleLog, encoding="utf-8", errors="replace") as f:
             self.assertIn(f"XMPP login as {jid('alice')}/sipxmpp: authenticated with "
                           "SCRAM-SHA-1-PLUS (channel binding tls-unique)", f.read())
-        outside = self.registerOutside("x-alice")
-        uas = self.startPhone("uas", "x-alice", outside)
-        mark = self.watch.mark()
-        call = self.startCall("uac", self.gateway.address, "x-alice", "alice")
-        await self.expectBusy("alice", mark)
-        self.assertStillRunning(call, "alice was seen on the phone")
-        await self.expectTelephony("alice", "on-the-phone")
-        await self.finished("alice's call", call)
-        await self.finished("x-alice's phone", uas)
-        await self.expectBack("alice", mark)
-        await self.expectTelephony("alice", "online")
-        self.assertGatewayResourceIdle("alice", mark)
+        await self.outboundCallShown("alice")

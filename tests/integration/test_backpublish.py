@@ -275,9 +275,23 @@ class BackpublishServeTests(E2ETestCase):
         self.assertEqual((gone.presence().activities, gone.presence().notes),
                          (frozenset(), ()))  # fmt: skip
 
-        carol = self.watcher("carol")
-        refused = await self.subscribed(carol, aor("alice"))
-        self.assertEqual(refused.code, 403, refused)
+        await self.refused(self.watcher("carol"))
+
+    async def refused(self, watcher: SIPWatcher) -> None:
+        """
+        C{watcher} is refused alice's presence: 403 at once, or 202 and
+        pending while the gateway looks the watcher up, then a NOTIFY
+        ending the subscription (terminated, reason=rejected).
+        """
+        since = len(watcher.received)
+        answer = await self.subscribed(watcher, aor("alice"))
+        if answer.code == 403:
+            return
+        self.assertEqual(answer.code, 202, answer)
+        ended = await watcher.waitFor(f"{watcher.user}: final NOTIFY", lambda m: (
+            m.method == "NOTIFY" and m.header("subscription-state").startswith("terminated")),
+            since)  # fmt: skip
+        self.assertEqual(ended.header("subscription-state"), "terminated;reason=rejected")
 
     async def aliceLoggedIn(self) -> None:
         """

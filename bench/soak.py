@@ -86,9 +86,10 @@ sipxmpp-test-registrar} header, the gateway's none (the UAS never
 rejects); the error responses the gateway made itself are also counted
 over the whole run, excused or not.
 
-Memory: the gateway's RSS (VmRSS) every 5 s. Growth compares the median
-of the last three samples before quiet with the median of the three
-samples after the restarted gateway's warm-up (0.15 D after its start).
+Memory: the gateway's RSS (VmRSS, and its anonymous part RssAnon) every
+5 s. Growth compares the median of the last three samples before quiet
+with the median of the three samples after the restarted gateway's
+warm-up (0.15 D after its start).
 
 Raw figures are printed: the fault timeline, calls by outcome, sipp's own
 failure counters, failures per excused window, convergence per user, RSS
@@ -148,12 +149,12 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[index]
 
 
-def rss(pid: int) -> int:
+def rss(pid: int, field: str = "VmRSS") -> int:
     with open(f"/proc/{pid}/status", encoding="ascii") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) * 1024
-    raise RuntimeError(f"no VmRSS for {pid}")
+    raise RuntimeError(f"no {field} for {pid}")
 
 
 def normalStatus(user: str) -> str:
@@ -447,7 +448,9 @@ def run(args: argparse.Namespace, lossAllowed: bool) -> None:
     sipp = SippRunner(os.path.join(workDir, "sipp"), timeout=duration + 120)
     uac: SippProcess | None = None
     uas: SippProcess | None = None
-    rssSamples: list[tuple[float, int, int]] = []  # (seconds since calls began, pid, bytes)
+    # (seconds since calls began, pid, VmRSS bytes, RssAnon bytes): the
+    # anonymous part is the heap's, without the libraries' pages.
+    rssSamples: list[tuple[float, int, int, int]] = []
     try:
         prosody.start()
         kamailio.start()
@@ -507,7 +510,8 @@ def run(args: argparse.Namespace, lossAllowed: bool) -> None:
         def sample() -> None:
             if gateway is not None and gateway.pid is not None:
                 try:
-                    rssSamples.append((time.monotonic() - began, gateway.pid, rss(gateway.pid)))
+                    rssSamples.append((time.monotonic() - began, gateway.pid, rss(gateway.pid),
+                                       rss(gateway.pid, "RssAnon")))
                 except (OSError, RuntimeError):
                     pass
 
@@ -656,20 +660,23 @@ def run(args: argparse.Namespace, lossAllowed: bool) -> None:
             took = convergence[user]
             shown = f"{took:.3f} s" if took is not None else f"STUCK ({last[user]})"
             print(f"  {user}: {shown}; /status telephony {telephony.get(user, '?')}")
-        print("gateway RSS samples (s since calls began, pid, MiB):")
-        for when, pid, value in rssSamples:
-            print(f"  {when:7.1f}  {pid}  {value / 2**20:.1f}")
+        print("gateway RSS samples (s since calls began, pid, MiB, anonymous MiB):")
+        for when, pid, value, anon in rssSamples:
+            print(f"  {when:7.1f}  {pid}  {value / 2**20:.1f}  {anon / 2**20:.1f}")
 
         final = [s for s in rssSamples if s[0] >= restartedAt]
         warm = restartedAt + 0.15 * duration
         after = [s[2] for s in final if s[0] >= warm]
+        anon = [s[3] for s in final if s[0] >= warm]
         growth = 0.0
         if len(after) >= 4:
             baseline = statistics.median(after[:3])
             end = statistics.median(after[-3:])
             growth = 100 * (end - baseline) / baseline
             print(f"RSS of the restarted gateway: {baseline / 2**20:.1f} MiB after warm-up "
-                  f"({warm:.0f} s), {end / 2**20:.1f} MiB at the end")
+                  f"({warm:.0f} s), {end / 2**20:.1f} MiB at the end; anonymous "
+                  f"{statistics.median(anon[:3]) / 2**20:.1f} -> "
+                  f"{statistics.median(anon[-3:]) / 2**20:.1f} MiB")
         else:
             print("RSS: too few samples after warm-up for a growth figure (0 printed)")
         stuck = sum(1 for v in convergence.values() if v is None)

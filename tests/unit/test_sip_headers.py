@@ -5,6 +5,8 @@ fast paths for the usual forms against the general parsers.
 
 from __future__ import annotations
 
+import gc
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
@@ -199,6 +201,50 @@ def _outcome(call: object, arg: object) -> NameAddr | Via | Exception:
         return call(arg)  # type: ignore[operator, no-any-return]
     except SIPParseError as error:
         return error
+
+
+class MemoTests(SynchronousTestCase):
+    """
+    L{parseNameAddrBytes} and L{parseViaBytes} are memoised, like
+    L{sipxmpp.sip.wire.uri.parseURI}, and as small.
+    """
+
+    def test_recurringValueIsShared(self) -> None:
+        """
+        A value that recurs between per-call ones (the From of a call in
+        each of its messages, our own Via in its responses) is parsed once.
+        """
+        caller = parseNameAddrBytes(b" <sip:caller@example.test>;tag=a1")
+        ours = parseViaBytes(b" SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKours;rport")
+        for call in range(1000):
+            parseNameAddrBytes(b" <sip:c%d@example.test>;tag=x" % call)
+            parseViaBytes(b" SIP/2.0/UDP 192.0.2.9:5060;branch=z9hG4bK%d" % call)
+            self.assertIs(parseNameAddrBytes(b" <sip:caller@example.test>;tag=a1"), caller)
+            self.assertIs(parseViaBytes(b" SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKours;rport"),
+                          ours)  # fmt: skip
+
+    def test_perCallValuesAreNotKept(self) -> None:
+        """
+        After two thousand values seen once, each memo holds at most 256.
+        """
+
+        def live(kind: type) -> int:
+            return sum(1 for o in gc.get_objects() if type(o) is kind)
+
+        before = live(NameAddr), live(Via)
+        for call in range(2000):
+            parseNameAddrBytes(b"<sip:callee@example.test>;tag=kept%06d" % call)
+            parseViaBytes(b"SIP/2.0/UDP 192.0.2.7:5060;branch=z9hG4bKkept%06d" % call)
+        self.assertLessEqual(live(NameAddr) - before[0], 256)
+        self.assertLessEqual(live(Via) - before[1], 256)
+
+    def test_errorsAreNotKept(self) -> None:
+        """
+        A malformed value raises each time it is parsed.
+        """
+        for _ in range(2):
+            self.assertRaises(SIPParseError, parseNameAddrBytes, b"<sip:a@h")
+            self.assertRaises(SIPParseError, parseViaBytes, b"SIP/2.0/UDP")
 
 
 class FastPathTests(SynchronousTestCase):

@@ -10,6 +10,7 @@ here is ever re-serialized.
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import NamedTuple
 
@@ -23,7 +24,7 @@ from sipxmpp.sip.wire.grammar import (
     quotedEnd,
     unquote,
 )
-from sipxmpp.sip.wire.uri import URI, parseURI
+from sipxmpp.sip.wire.uri import _MEMO_SIZE, URI, parseURI
 
 __all__ = [
     "COMPACT_FORMS",
@@ -538,10 +539,15 @@ def parseVia(text: str) -> Via:
     return via
 
 
+# Memoised like parseURI, and as small: the From and To of a call recur
+# in each of its messages, our Via in the responses to what we forwarded,
+# our Route entries in every in-dialog request; the values are read-only.
+@functools.lru_cache(maxsize=_MEMO_SIZE)
 def parseNameAddrBytes(raw: bytes, allowWildcard: bool = False) -> NameAddr:
     """
     L{parseNameAddr} for a raw header value: LWS around it and folding are
     allowed, and octets that are not UTF-8 survive as surrogate escapes.
+    Memoised: the same bytes give the same (read-only) value.
     """
     fast = _NAME_ADDR_FAST(raw)
     if fast is None:
@@ -570,9 +576,11 @@ def parseNameAddrBytes(raw: bytes, allowWildcard: bool = False) -> NameAddr:
     )
 
 
+@functools.lru_cache(maxsize=_MEMO_SIZE)
 def parseViaBytes(raw: bytes) -> Via:
     """
     L{parseVia} for one raw Via value (LWS around it and folding allowed).
+    Memoised like L{parseNameAddrBytes}.
     """
     fast = _VIA_FAST(raw)
     if fast is not None:

@@ -61,6 +61,7 @@ from zope.interface import Attribute, Interface, implementer
 from sipxmpp.xmpp import sasl
 from sipxmpp.xmpp.bosh import isBOSHURL
 from sipxmpp.xmpp.endpoints import makeEndpoint
+from sipxmpp.xmpp.quickack import ackEachRead
 from sipxmpp.xmpp.streammgmt import ManagedXmlStream, ResumableStreamManager, StreamManagement
 from sipxmpp.xmpp.tls import clientTLSOptions, describeCertificateFailure, loadTrustRoot
 from sipxmpp.xmpp.wokkelcompat import generic, ping, subprotocols
@@ -603,12 +604,14 @@ class XMPPSession:
         if not self.management.resuming:
             self._setState("authenticating")
         # Stanzas are small and latency matters (a call's presence): do not
-        # let Nagle's algorithm hold one back waiting for a delayed ACK.
+        # let Nagle's algorithm hold one back waiting for a delayed ACK, on
+        # our side or on the server's (quickack).
         transport = xs.transport
         while transport is not None and not ITCPTransport.providedBy(transport):
             transport = getattr(transport, "transport", None)
         if transport is not None:
             transport.setTcpNoDelay(True)
+        ackEachRead(xs)
         sasl.replaceSASLInitializer(xs, self.settings.channelBinding)
         # A transport secured before the stream (Direct TLS, XEP-0368; BOSH
         # over HTTPS) needs no STARTTLS, which the server will not offer.

@@ -54,6 +54,13 @@ end, and CPU figures (from /proc) matter more than wall times.
 The last line is::
 
     sessions N: login storm X s, Y KB per session, reconnect Z s
+
+C{--inprocess [--users 500] [--rounds K] [--profile PHASE] [--tracemalloc]}
+measures the sessions alone, in this process (L{SessionFactory}, no
+gateway, SIP or publisher), against the same Prosody: the CPU per login
+(C{getrusage}) with SCRAM keys not cached, cached (K times), and after
+Prosody restarts; the RSS per session. C{--profile} runs cProfile (CPU
+time) over the phases whose name starts with PHASE ("login again").
 """
 
 from __future__ import annotations
@@ -569,6 +576,155 @@ def run(args: argparse.Namespace) -> None:
             shutil.rmtree(workDir, ignore_errors=True)
 
 
+def inProcess(args: argparse.Namespace) -> None:
+    """
+    C{--inprocess}: the sessions in this process (L{SessionFactory}, no
+    gateway, SIP or publisher) against Prosody; CPU per login from
+    C{getrusage}, so it is that of the sessions alone.
+    """
+    import cProfile
+    import gc
+    import pstats
+
+    from twisted.internet import reactor, task
+    from twisted.words.protocols.jabber.jid import JID
+
+    from sipxmpp.xmpp.sasl import KEY_CACHE
+    from sipxmpp.xmpp.session import SessionFactory, SessionSettings
+
+    n = args.users
+    users = [f"u-{i}" for i in range(1, n + 1)]
+    log(f"sessions bench, in process: {n} users, load average {loadAverage()} on "
+        f"{os.cpu_count()} cores")
+    checkFileLimit(n)
+    keys = credentials(users)
+    workDir = tempfile.mkdtemp(prefix="sipxmpp-sessions-")
+    prosody = ProsodyServer(port=freeTCPPort(), baseDir=os.path.join(workDir, "prosody"),
+                            template=prosodyTemplate(workDir),
+                            streamManagement=args.smacks)  # fmt: skip
+    prosody.prepare()
+    for user in users:
+        salt, stored, server = keys[user]
+        prosody.writeAccount(user, salt, ITERATIONS, bytes.fromhex(stored), bytes.fromhex(server))
+    settings = SessionSettings(server=f"{prosody.host}:{prosody.port}",
+                               **dict(parseInProcessSettings(args.set)))  # fmt: skip
+    connected: set[int] = set()
+
+    def cpu() -> float:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return usage.ru_utime + usage.ru_stime
+
+    async def allConnected(what: str) -> float:
+        started = time.monotonic()
+        while len(connected) < n:
+            if time.monotonic() - started > args.timeout:
+                raise BenchError(f"{what}: {len(connected)} of {n} connected after "
+                                 f"{args.timeout:g} s")  # fmt: skip
+            await task.deferLater(reactor, 0.05, lambda: None)
+        return time.monotonic() - started
+
+    async def phase(what: str, start: Callable[[], object]) -> None:
+        connected.clear()
+        gc.collect()
+        profile = cProfile.Profile(time.process_time) if any(what.startswith(p) for p in args.profile) else None
+        cpu0 = cpu()
+        if profile is not None:
+            profile.enable()
+        start()
+        wall = await allConnected(what)
+        if profile is not None:
+            profile.disable()
+        used = cpu() - cpu0
+        log(f"{what}: {n} sessions connected in {wall:.1f} s; CPU {used:.2f} s, "
+            f"{used / n * 1000:.2f} ms per login; load average {loadAverage()}")
+        if profile is not None:
+            if args.profileFile:
+                profile.dump_stats(args.profileFile)
+            stats = pstats.Stats(profile, stream=sys.stdout)
+            stats.sort_stats("tottime").print_stats(args.profileLines)
+            stats.sort_stats("cumulative").print_stats(args.profileLines)
+
+    async def bench() -> None:
+        factory = SessionFactory(reactor, settings, caFile=prosody.caFile)
+        sessions = []
+        for i, user in enumerate(users):
+            session = factory(JID(f"{user}@{DOMAIN}"), password(user))
+
+            def changed(state: str, i: int = i) -> None:
+                if state == "connected":
+                    connected.add(i)
+                else:
+                    connected.discard(i)
+
+            session.onStateChanged = changed
+            sessions.append(session)
+        gc.collect()
+        rssBefore = rss(os.getpid())
+        await phase("login, SCRAM keys not cached", lambda: [s.start() for s in sessions])
+        gc.collect()
+        rssAfter = rss(os.getpid())
+        log(f"RSS: {rssBefore / 2**20:.1f} MB before, {rssAfter / 2**20:.1f} MB with {n} "
+            f"sessions: {(rssAfter - rssBefore) / n / 1024:.1f} KB per session")
+        if args.tracemalloc:
+            import tracemalloc
+
+            snapshot = tracemalloc.take_snapshot()
+            for stat in snapshot.statistics("traceback")[:args.profileLines]:
+                log(f"{stat.size / n / 1024:.2f} KB per session, {stat.count / n:.1f} blocks:")
+                for line in stat.traceback.format()[-8:]:
+                    log("    " + line)
+        await defer.gatherResults([s.stop() for s in sessions])
+        log(f"SCRAM key cache: {len(KEY_CACHE)} entries")
+        for round in range(args.rounds):
+            if round:
+                await defer.gatherResults([s.stop() for s in sessions])
+            await phase("login again, SCRAM keys cached", lambda: [s.start() for s in sessions])
+
+        def restart() -> None:
+            prosody.stop()
+            prosody.start()
+
+        await phase("reconnect after Prosody's restart", restart)
+        gc.collect()
+        log(f"RSS after the reconnect: {rss(os.getpid()) / 2**20:.1f} MB "
+            f"(was {rssAfter / 2**20:.1f} MB)")
+        await defer.gatherResults([s.stop() for s in sessions])
+
+    from twisted.internet import defer
+
+    if args.tracemalloc:
+        import tracemalloc
+
+        tracemalloc.start(12)
+    try:
+        prosody.start()
+        task.react(lambda _: defer.Deferred.fromCoroutine(bench()))
+    except SystemExit as e:
+        if e.code:
+            raise
+    finally:
+        prosody.stop()
+        if not os.environ.get("SIPXMPP_KEEP_TEST_DIRS"):
+            shutil.rmtree(workDir, ignore_errors=True)
+
+
+def parseInProcessSettings(pairs: list[str]) -> list[tuple[str, object]]:
+    """
+    C{--set xmpp.KEY=VALUE} as L{SessionSettings} fields (C{--inprocess}).
+    """
+    from sipxmpp.xmpp.session import SessionSettings
+
+    fields = SessionSettings.__dataclass_fields__
+    out: list[tuple[str, object]] = []
+    for (section, key), value in parseSettings(pairs).items():
+        name = re.sub(r"_(.)", lambda m: m.group(1).upper(), key)
+        if section != "xmpp" or name not in fields:
+            raise BenchError(f"--inprocess: {section}.{key} is no session setting")
+        kind = type(getattr(SessionSettings(), name))
+        out.append((name, value.lower() in ("yes", "true", "1") if kind is bool else kind(value)))
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--users", type=int, default=10000, help="sessions (default 10000)")
@@ -580,11 +736,24 @@ def main() -> None:
     parser.add_argument("--rest", type=float, default=30, help="seconds at rest measured (30)")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="a gateway setting (repeatable)")
+    parser.add_argument("--inprocess", action="store_true",
+                        help="the sessions in this process, no gateway: CPU per login")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="--inprocess: times the sessions log in again (1)")
+    parser.add_argument("--smacks", action="store_true",
+                        help="--inprocess: Prosody offers XEP-0198")
+    parser.add_argument("--profile", action="append", default=[], metavar="PHASE",
+                        help="--inprocess: cProfile the phase starting with this text")
+    parser.add_argument("--profile-lines", dest="profileLines", type=int, default=40)
+    parser.add_argument("--profile-file", dest="profileFile", default="",
+                        help="--inprocess: where to write the profile too")
+    parser.add_argument("--tracemalloc", action="store_true",
+                        help="--inprocess: where the sessions' Python memory is")
     args = parser.parse_args()
     # SIGTERM stops the servers too (the finally clause).
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(f"bench/sessions.py: signal {signum}"))
     try:
-        run(args)
+        inProcess(args) if args.inprocess else run(args)
     except BenchError as e:
         raise SystemExit(f"bench/sessions.py: {e}") from None
 

@@ -17,8 +17,14 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple, Protocol, cast
 
 from twisted.internet._sslverify import IOpenSSLTrustRoot
+from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+from twisted.internet.endpoints import (
+    HostnameEndpoint,
+    TCP4ClientEndpoint,
+    TCP6ClientEndpoint,
+    wrapClientTLS,
+)
 from twisted.internet.interfaces import (
     IOpenSSLClientConnectionCreator,
     IProtocol,
@@ -141,7 +147,16 @@ def mergeSRV(domain: str, startTLS: Sequence[Any] | None,
 
 def _endpoint(reactor: Any, target: Target,
               tlsOptions: IOpenSSLClientConnectionCreator | None) -> IStreamClientEndpoint:  # fmt: skip
-    endpoint: IStreamClientEndpoint = HostnameEndpoint(reactor, target.host, target.port)
+    endpoint: IStreamClientEndpoint
+    # An address needs no resolution: HostnameEndpoint would still hand it
+    # to getaddrinfo in a thread and build its state machine, a good part
+    # of a login's CPU (bench/sessions.py --inprocess).
+    if isIPAddress(target.host):
+        endpoint = TCP4ClientEndpoint(reactor, target.host, target.port)
+    elif isIPv6Address(target.host):
+        endpoint = TCP6ClientEndpoint(reactor, target.host, target.port)
+    else:
+        endpoint = HostnameEndpoint(reactor, target.host, target.port)
     if not target.directTLS:
         return endpoint
     if tlsOptions is None:

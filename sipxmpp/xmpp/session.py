@@ -58,7 +58,7 @@ from twisted.words.protocols.jabber.sasl import SASLError
 from twisted.words.xish import domish
 from zope.interface import Attribute, Interface, implementer
 
-from sipxmpp.xmpp import sasl
+from sipxmpp.xmpp import initializers, sasl
 from sipxmpp.xmpp.bosh import isBOSHURL
 from sipxmpp.xmpp.endpoints import makeEndpoint
 from sipxmpp.xmpp.quickack import ackEachRead
@@ -613,6 +613,7 @@ class XMPPSession:
             transport.setTcpNoDelay(True)
         ackEachRead(xs)
         sasl.replaceSASLInitializer(xs, self.settings.channelBinding)
+        initializers.replaceInitializers(xs)
         # A transport secured before the stream (Direct TLS, XEP-0368; BOSH
         # over HTTPS) needs no STARTTLS, which the server will not offer.
         if not self.settings.requireTLS or self._encrypted():

@@ -31,6 +31,7 @@ from twisted.python.failure import Failure
 from twisted.words.protocols.jabber import client, xmlstream
 from twisted.words.xish import domish
 
+from sipxmpp.xmpp.initializers import BindInitializer, SessionInitializer
 from sipxmpp.xmpp.wokkelcompat import subprotocols
 
 NS_SM = "urn:xmpp:sm:3"
@@ -517,8 +518,8 @@ class ResumeInitializer:
         self.management.resumeFailed(answer)
         xs = self.xmlstream
         # initializeStream pops the current initializer (this one) once done.
-        xs.initializers[1:1] = [client.BindInitializer(xs, required=True),
-                                client.SessionInitializer(xs, required=False),
+        xs.initializers[1:1] = [BindInitializer(xs, required=True),
+                                SessionInitializer(xs, required=False),
                                 EnableInitializer(xs, self.management)]  # fmt: skip
 
 

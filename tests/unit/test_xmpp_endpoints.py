@@ -13,7 +13,7 @@ from OpenSSL import SSL
 from twisted.internet import defer
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import HostnameEndpoint
+from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint, TCP6ClientEndpoint
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.protocol import Factory, Protocol
@@ -238,8 +238,21 @@ class MakeEndpointTests(SynchronousTestCase):
         self.reactor = MemoryReactorClock()
 
     def test_startTLS(self) -> None:
-        endpoint = makeEndpoint(self.reactor, "127.0.0.1:5222", DOMAIN, tlsOptions=self.options)
+        endpoint = makeEndpoint(self.reactor, "xmpp.example.com:5222", DOMAIN,
+                                tlsOptions=self.options)  # fmt: skip
         self.assertIsInstance(endpoint, HostnameEndpoint)
+
+    def test_address(self) -> None:
+        """
+        An address is connected to without a name resolution.
+        """
+        endpoint = makeEndpoint(self.reactor, "127.0.0.1:5222", DOMAIN, tlsOptions=self.options)
+        self.assertIsInstance(endpoint, TCP4ClientEndpoint)
+        endpoint = makeEndpoint(self.reactor, "[::1]:5222", DOMAIN, tlsOptions=self.options)
+        self.assertIsInstance(endpoint, TCP6ClientEndpoint)
+        endpoint.connect(Factory.forProtocol(Protocol))
+        [(host, port, _, _, _)] = self.reactor.tcpClients
+        self.assertEqual((host, port), ("::1", 5222))
 
     def handshake(self, names: list[str]) -> tuple[list[bytes], Any, StringTransport]:
         """

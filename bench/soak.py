@@ -86,8 +86,8 @@ sipxmpp-test-registrar} header, the gateway's none (the UAS never
 rejects); the error responses the gateway made itself are also counted
 over the whole run, excused or not.
 
-Memory: the gateway's RSS (VmRSS, and its anonymous part RssAnon) every
-5 s. Growth compares the median of the last three samples before quiet
+Memory: the gateway's RSS (VmRSS; its anonymous part RssAnon; the
+resident part of glibc's main heap, C{[heap]} in C{smaps}) every 5 s. Growth compares the median of the last three samples before quiet
 with the median of the three samples after the restarted gateway's
 warm-up (0.15 D after its start).
 
@@ -155,6 +155,21 @@ def rss(pid: int, field: str = "VmRSS") -> int:
             if line.startswith(field + ":"):
                 return int(line.split()[1]) * 1024
     raise RuntimeError(f"no {field} for {pid}")
+
+
+def heapRss(pid: int) -> int:
+    """
+    The resident part of glibc's main heap (the C{[heap]} mapping, grown by
+    brk): Python's own allocator and the threads' arenas map memory apart.
+    """
+    with open(f"/proc/{pid}/smaps", encoding="ascii") as f:
+        inHeap = False
+        for line in f:
+            if line.rstrip().endswith("[heap]"):
+                inHeap = True
+            elif inHeap and line.startswith("Rss:"):
+                return int(line.split()[1]) * 1024
+    return 0
 
 
 def normalStatus(user: str) -> str:
@@ -448,9 +463,9 @@ def run(args: argparse.Namespace, lossAllowed: bool) -> None:
     sipp = SippRunner(os.path.join(workDir, "sipp"), timeout=duration + 120)
     uac: SippProcess | None = None
     uas: SippProcess | None = None
-    # (seconds since calls began, pid, VmRSS bytes, RssAnon bytes): the
-    # anonymous part is the heap's, without the libraries' pages.
-    rssSamples: list[tuple[float, int, int, int]] = []
+    # (seconds since calls began, pid, VmRSS, RssAnon, glibc's main heap;
+    # bytes): the anonymous part is the heaps', without the libraries' pages.
+    rssSamples: list[tuple[float, int, int, int, int]] = []
     try:
         prosody.start()
         kamailio.start()
@@ -511,7 +526,7 @@ def run(args: argparse.Namespace, lossAllowed: bool) -> None:
             if gateway is not None and gateway.pid is not None:
                 try:
                     rssSamples.append((time.monotonic() - began, gateway.pid, rss(gateway.pid),
-                                       rss(gateway.pid, "RssAnon")))
+                                       rss(gateway.pid, "RssAnon"), heapRss(gateway.pid)))
                 except (OSError, RuntimeError):
                     pass
 
@@ -660,14 +675,17 @@ def run(args: argparse.Namespace, lossAllowed: bool) -> None:
             took = convergence[user]
             shown = f"{took:.3f} s" if took is not None else f"STUCK ({last[user]})"
             print(f"  {user}: {shown}; /status telephony {telephony.get(user, '?')}")
-        print("gateway RSS samples (s since calls began, pid, MiB, anonymous MiB):")
-        for when, pid, value, anon in rssSamples:
-            print(f"  {when:7.1f}  {pid}  {value / 2**20:.1f}  {anon / 2**20:.1f}")
+        print("gateway RSS samples (s since calls began, pid, MiB: VmRSS, anonymous, "
+              "glibc's main heap):")
+        for when, pid, value, anon, heap in rssSamples:
+            print(f"  {when:7.1f}  {pid}  {value / 2**20:.1f}  {anon / 2**20:.1f}  "
+                  f"{heap / 2**20:.2f}")
 
         final = [s for s in rssSamples if s[0] >= restartedAt]
         warm = restartedAt + 0.15 * duration
         after = [s[2] for s in final if s[0] >= warm]
         anon = [s[3] for s in final if s[0] >= warm]
+        heap = [s[4] for s in final if s[0] >= warm]
         growth = 0.0
         if len(after) >= 4:
             baseline = statistics.median(after[:3])
@@ -676,7 +694,9 @@ def run(args: argparse.Namespace, lossAllowed: bool) -> None:
             print(f"RSS of the restarted gateway: {baseline / 2**20:.1f} MiB after warm-up "
                   f"({warm:.0f} s), {end / 2**20:.1f} MiB at the end; anonymous "
                   f"{statistics.median(anon[:3]) / 2**20:.1f} -> "
-                  f"{statistics.median(anon[-3:]) / 2**20:.1f} MiB")
+                  f"{statistics.median(anon[-3:]) / 2**20:.1f} MiB, glibc's main heap "
+                  f"{statistics.median(heap[:3]) / 2**20:.2f} -> "
+                  f"{statistics.median(heap[-3:]) / 2**20:.2f} MiB")
         else:
             print("RSS: too few samples after warm-up for a growth figure (0 printed)")
         stuck = sum(1 for v in convergence.values() if v is None)

@@ -303,6 +303,20 @@ def isInNetworks(host: str, networks: tuple[Network, ...]) -> bool:
     return any(address in network for network in networks)
 
 
+@functools.lru_cache(maxsize=4096)
+def _hostPort(host: str, port: int | None, secure: bool) -> tuple[str, int] | None:
+    """
+    A URI's address in one spelling (C{::1} for C{[0:0::1]}) and its port,
+    the default one when none is written; L{None} for a host name. Memoised
+    like L{isInNetworks}: every Route entry of every request is asked.
+    """
+    try:
+        address = ipAddress(host.strip("[]"))
+    except ValueError:
+        return None
+    return str(address), port or (5061 if secure else 5060)
+
+
 class Proxy:
     """
     The transaction-stateful edge proxy.
@@ -341,7 +355,7 @@ class Proxy:
         self._clients: dict[tuple[str, str], ClientTransaction] = {}
         ours = [*settings.local.values(), *(settings.public or {}).values(), *settings.aliases]
         self._ourSentBy = {peer.hostPort.lower() for peer in ours}
-        self._ourHosts = {(ipaddress.ip_address(peer.host), peer.port) for peer in ours}
+        self._ourHosts = {(str(ipaddress.ip_address(peer.host)), peer.port) for peer in ours}
         #: Tells whether new calls are to be refused (the composition root
         #: connects it to a L{sipxmpp.sip.shell.overload.OverloadMonitor}).
         self.isOverloaded: Callable[[], bool] = lambda: False
@@ -518,8 +532,9 @@ class Proxy:
             self._recordRoute(outgoing, forward.source, target)
             if leg.fromPhone:
                 self.routes.learnDialogTargets(outgoing, forward.source, leg.aor)
-        target = self._prepareOutgoing(outgoing, received, target, loop)
-        key = forward.clientKey = (outgoing.topVia.branch or "", received.cseq.method)
+        target, branch = self._prepareOutgoing(outgoing, received, target, loop)
+        # Our branch as made, not our new top Via parsed back.
+        key = forward.clientKey = (branch, received.cseq.method)
         client = ClientTransaction(self._clock, outgoing, target, self._send, forward, timerC=True)
         forward.client = client
         self._clients[key] = client
@@ -584,17 +599,13 @@ class Proxy:
     def _isOurs(self, uri: URI) -> bool:
         if not isinstance(uri, SIPURI):
             return False
-        try:
-            host = ipAddress(uri.host.strip("[]"))
-        except ValueError:
-            return False
-        port = uri.port or (5061 if uri.secure else 5060)
-        return (host, port) in self._ourHosts
+        return _hostPort(uri.host, uri.port, uri.secure) in self._ourHosts
 
     def _prepareOutgoing(self, outgoing: SIPRequest, received: SIPRequest, target: Peer,
-                         loop: str) -> Peer:
+                         loop: str) -> tuple[Peer, str]:
         """
-        Max-Forwards, our Via, and the transport (TCP when too big for UDP).
+        Max-Forwards, our Via, and the transport (TCP when too big for UDP):
+        the target and the branch of our Via.
         """
         if received.maxForwards is None:
             outgoing.setMaxForwards(70)
@@ -607,8 +618,9 @@ class Proxy:
                 and "TCP" in self.settings.local
                 and outgoing.size() + 120 > UDP_MTU_LIMIT):
             target = target._replace(transport="TCP")
-        outgoing.prependVia(self._via(target, self._branch(received, loop)))
-        return target
+        branch = self._branch(received, loop)
+        outgoing.prependVia(self._via(target, branch))
+        return target, branch
 
     def _via(self, target: Peer, branch: str) -> str:
         local = self.settings.local[target.transport]
@@ -661,7 +673,7 @@ class Proxy:
             self.log.info("dropped ACK from {source}: {reason}", source=source,
                           reason=error.reason)
             return
-        target = self._prepareOutgoing(outgoing, request, target, loop)
+        target, _ = self._prepareOutgoing(outgoing, request, target, loop)
         self._notify("requestForwarded", request, leg)
         self._send(outgoing.toBytes(), target)
 

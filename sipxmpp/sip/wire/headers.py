@@ -442,7 +442,7 @@ class Via:
         transaction id after it?  (A bare C{z9hG4bK}, RFC 4475 §3.2.1, does
         not.)
         """
-        branch = self.params.get("branch")
+        branch = self.branch  # the first branch parameter, as params has it
         return branch is not None and len(branch) > 7 and branch.startswith("z9hG4bK")
 
     @property

@@ -218,6 +218,12 @@ class SIPMessage:
         self._insertField(self._insertPosition(key, first), key, spelled, _encode(value))
         self._changed(key)
 
+    def _addFirst(self, key: str, name: bytes, value: str | bytes) -> None:
+        # addHeader(name, value, first=True) for the names this layer
+        # spells itself (key and name known good): the proxy's hot path.
+        self._insertField(self._insertPosition(key, True), key, name, _encode(value))
+        self._changed(key)
+
     def removeHeader(self, name: str) -> int:
         """
         Remove every field called C{name}; return how many there were.
@@ -329,7 +335,7 @@ class SIPMessage:
         """
         Add C{value} as the new top Via, on a line of its own.
         """
-        self.addHeader("Via", value, first=True)
+        self._addFirst("via", b"Via", value)
 
     def popVia(self) -> Via | None:
         """
@@ -428,7 +434,7 @@ class SIPMessage:
         Add C{value} (a name-addr, e.g. C{"<sip:p.example.com;lr>"}) as the new
         top Route.
         """
-        self.addHeader("Route", value, first=True)
+        self._addFirst("route", b"Route", value)
 
     @property
     def recordRoutes(self) -> list[NameAddr]:
@@ -443,7 +449,7 @@ class SIPMessage:
         """
         Add C{value} as the new top Record-Route (RFC 3261 §16.6 step 4).
         """
-        self.addHeader("Record-Route", value, first=True)
+        self._addFirst("record-route", b"Record-Route", value)
 
     @property
     def paths(self) -> list[NameAddr]:
@@ -458,7 +464,7 @@ class SIPMessage:
         """
         Add C{value} as the new top Path (RFC 3327 §5.1).
         """
-        self.addHeader("Path", value, first=True)
+        self._addFirst("path", b"Path", value)
 
     # -- Contact -------------------------------------------------------------
 
@@ -579,7 +585,13 @@ class SIPMessage:
         """
         if not 0 <= value <= 255:
             raise ValueError(f"Max-Forwards out of range: {value}")
-        if "max-forwards" in self._keys:
+        keys = self._keys
+        if keys.count("max-forwards") == 1:
+            # setHeader's work for the usual single field, in place.
+            self._parts[2 * keys.index("max-forwards") + 2] = b" %d" % value
+            self._changed("max-forwards")
+            self._cache["max-forwards"] = value
+        elif "max-forwards" in keys:
             self.setHeader("max-forwards", str(value))
         else:
             self.addHeader("Max-Forwards", str(value), first=True)

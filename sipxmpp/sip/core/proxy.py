@@ -356,6 +356,7 @@ class Proxy:
         ours = [*settings.local.values(), *(settings.public or {}).values(), *settings.aliases]
         self._ourSentBy = {peer.hostPort.lower() for peer in ours}
         self._ourHosts = {(str(ipaddress.ip_address(peer.host)), peer.port) for peer in ours}
+        self._trusted: dict[str, bool] = {}
         #: Tells whether new calls are to be refused (the composition root
         #: connects it to a L{sipxmpp.sip.shell.overload.OverloadMonitor}).
         self.isOverloaded: Callable[[], bool] = lambda: False
@@ -848,12 +849,22 @@ class Proxy:
         # one host, configure the registrar to reuse its listening port,
         # e.g. Kamailio's tcp_reuse_port).
         upstream = self.settings.upstream
-        if upstream is None or ipAddress(source.host) != ipAddress(upstream.host):
+        if upstream is None:
+            return False
+        if source.host != upstream.host and ipAddress(source.host) != ipAddress(upstream.host):
             return False
         return source.port == upstream.port or (source.reliable and not self._isTrusted(source))
 
     def _isTrusted(self, source: Peer) -> bool:
-        return isInNetworks(source.host, self.settings.trustedNetworks)
+        # Per proxy, by host alone: isInNetworks' own memo hashes the
+        # networks (in Python) on every call.
+        trusted = self._trusted.get(source.host)
+        if trusted is None:
+            if len(self._trusted) >= 4096:
+                self._trusted.clear()
+            trusted = self._trusted[source.host] = isInNetworks(
+                source.host, self.settings.trustedNetworks)
+        return trusted
 
     def _notify(self, name: str, *args: object) -> None:
         for observer in self._observers:

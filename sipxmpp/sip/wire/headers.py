@@ -144,6 +144,7 @@ def headerKey(name: bytes) -> str:
     return COMPACT_FORMS.get(text, text)
 
 
+@functools.lru_cache(maxsize=256)  # a hit costs no Python call
 def canonicalName(name: str) -> str:
     """
     The canonical key of a header name given by a caller, in any case or
@@ -193,6 +194,9 @@ _VIA_FAST = re.compile(
     rb"[ \t]*SIP/2\.0/([A-Za-z]+) ([A-Za-z0-9][A-Za-z0-9.\-]*|\[[0-9A-Fa-f:.]+\])"
     rb"(?::([0-9]{1,5}))?" + _paramsCapturing(b"branch") + rb"[ \t]*"
 ).fullmatch
+
+
+_RPORT = re.compile(r";rport(?![^=;])", re.IGNORECASE).search
 
 
 def _simpleParams(text: str) -> dict[str, str | None]:
@@ -458,7 +462,11 @@ class Via:
         L{True} when an C{rport} parameter is present, with or without a
         value (RFC 3581).
         """
-        return "rport" in self.params
+        params = self._params
+        if params is None:
+            # The simple parameters the fast path matched: no dict needed.
+            return _RPORT(self._paramText) is not None
+        return "rport" in params
 
     @property
     def rport(self) -> int | None:

@@ -397,10 +397,12 @@ class SIPMessage:
 
         @raise SIPParseError: (400) if it is malformed.
         """
-        cached = self._cache.get("route^", _UNSET)
-        if cached is _UNSET:
-            return self._build("route^", lambda: self._firstAddress("route", "Route"))
-        return cast("NameAddr | None", cached)
+        cache = self._cache
+        if "route^" in cache:
+            # Not cast(): a function call, and the proxy asks for each Route.
+            return cache["route^"]  # type: ignore[return-value]
+        route = cache["route^"] = self._decoded(lambda: self._firstAddress("route", "Route"))
+        return route
 
     def _firstAddress(self, key: str, what: str) -> NameAddr | None:
         keys = self._keys
@@ -577,6 +579,9 @@ class SIPMessage:
         """
         The Max-Forwards value (0 to 255), or L{None} when absent.
         """
+        cache = self._cache
+        if "max-forwards" in cache:  # as in topRoute
+            return cache["max-forwards"]  # type: ignore[return-value]
         return self._scalar("max-forwards", 255)
 
     def setMaxForwards(self, value: int) -> None:
@@ -825,10 +830,10 @@ class SIPRequest(SIPMessage):
 
         @raise SIPParseError: (400) if it is malformed.
         """
-        uri = self._cache.get("uri")
-        if uri is None:
-            return self._build("uri", lambda: parseURI(self._uriText))
-        return cast(URI, uri)
+        cache = self._cache
+        if "uri" in cache:  # as in topRoute
+            return cache["uri"]  # type: ignore[return-value]
+        return self._build("uri", lambda: parseURI(self._uriText))
 
     def setURI(self, uri: str | bytes | URI) -> None:
         """

@@ -267,7 +267,8 @@ def _parse(data: bytes, start: int, limits: Limits, datagram: bool) -> SIPReques
         raise SIPParseError("no empty line after the header section")
     parts, keys = _splitFields(head)
     count = len(keys)
-    _checkLimits(head, parts, count, limits)
+    if count > limits.maxHeaderCount or len(head) > limits.maxHeaderLineLength:
+        _checkLimits(head, parts, count, limits)
     message = _parseStartLine(parts[0])
     message._parts = parts
     message._keys = keys
@@ -315,8 +316,8 @@ def _parse(data: bytes, start: int, limits: Limits, datagram: bool) -> SIPReques
     message._to = parseNameAddrBytes(parts[2 * toIndex + 2])
     message._callID = _callID(parts[2 * callID + 2])
     cseq = message._cseq = _cseq(parts[2 * cseqIndex + 2])
-    if message.isRequest:
-        if cseq.method != cast(SIPRequest, message).method:
+    if type(message) is SIPRequest:
+        if cseq.method != message.method:
             raise SIPParseError("CSeq method does not match the request method")
         message._cache["max-forwards"] = (
             _number(parts[2 * keys.index("max-forwards") + 2], 255, "max-forwards")

@@ -12,7 +12,7 @@ C{sipxmpp.sip.wire}: nothing here is public.
 from __future__ import annotations
 
 from sipxmpp.sip.wire.errors import SIPParseError
-from sipxmpp.sip.wire.grammar import decodeText, isTokenBytes, splitList
+from sipxmpp.sip.wire.grammar import isTokenBytes, splitList
 from sipxmpp.sip.wire.headers import CSeq, Via, displayName, parseViaBytes
 
 __all__: list[str] = []
@@ -61,10 +61,12 @@ def _firstVia(raw: bytes) -> Via:
 
 
 def _callID(raw: bytes) -> str:
-    value = _clean(raw)
+    value = raw.strip(b" \t")
+    if b"\r" in value:
+        value = _clean(value)
     if not value or b" " in value or b"\t" in value:
         raise SIPParseError("bad Call-ID")
-    return decodeText(value)
+    return value.decode("utf-8", "surrogateescape")  # decodeText, without a call
 
 
 def _cseq(raw: bytes) -> CSeq:

@@ -131,7 +131,10 @@ class SIPMessage:
         written (not split on commas).
         """
         key = canonicalName(name)
-        return [decodeText(self._fieldValue(i)) for i, k in enumerate(self._keys) if k == key]
+        parts = self._parts
+        # _fieldValue and decodeText, inlined: _loopHash reads every Route.
+        return [_clean(parts[2 * i + 2]).decode("utf-8", "surrogateescape")
+                for i, k in enumerate(self._keys) if k == key]
 
     def getHeader(self, name: str) -> str | None:
         """

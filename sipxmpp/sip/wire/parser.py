@@ -50,7 +50,7 @@ from sipxmpp.sip.wire.grammar import decodeText, isTokenBytes
 from sipxmpp.sip.wire.headers import (
     _SPELLINGS as _HEADER_SPELLINGS,
 )
-from sipxmpp.sip.wire.headers import displayName, headerKey, parseNameAddrBytes
+from sipxmpp.sip.wire.headers import displayName, headerKey, parseNameAddrBytes, parseViaBytes
 from sipxmpp.sip.wire.message import SIPRequest, SIPResponse
 from sipxmpp.sip.wire.uri import SUPPORTED_SCHEMES, uriScheme
 
@@ -103,7 +103,7 @@ def _parseStartLine(line: bytes) -> SIPRequest | SIPResponse:
             if reason.translate(None, _CONTROL) == reason and int(code) < 700:
                 response = SIPResponse()
                 response.code = int(code)
-                response.reason = decodeText(reason)
+                response.reason = reason.decode("utf-8", "surrogateescape")  # decodeText
                 return response
     else:
         parts = line.split(b" ")
@@ -112,7 +112,7 @@ def _parseStartLine(line: bytes) -> SIPRequest | SIPResponse:
             if method is not None:
                 request = SIPRequest()
                 request.method = method
-                request._uriText = decodeText(parts[1])
+                request._uriText = parts[1].decode("utf-8", "surrogateescape")  # decodeText
                 return request
     return _parseStartLineSlow(line)
 
@@ -311,7 +311,8 @@ def _parse(data: bytes, start: int, limits: Limits, datagram: bool) -> SIPReques
         missing = [displayName(k) for k in _MANDATORY if k not in keys]
         raise SIPParseError("missing " + ", ".join(missing)) from None
     message._cache = {"content-length": length}
-    message._via = _firstVia(parts[2 * via + 2])
+    raw = parts[2 * via + 2]
+    message._via = parseViaBytes(raw) if b"," not in raw else _firstVia(raw)
     message._from = parseNameAddrBytes(parts[2 * fromIndex + 2])
     message._to = parseNameAddrBytes(parts[2 * toIndex + 2])
     message._callID = _callID(parts[2 * callID + 2])

@@ -586,11 +586,13 @@ def inProcess(args: argparse.Namespace) -> None:
     import gc
     import pstats
 
+    from OpenSSL._util import lib as _openssl
     from twisted.internet import reactor, task
     from twisted.words.protocols.jabber.jid import JID
 
     from sipxmpp.xmpp.sasl import KEY_CACHE
-    from sipxmpp.xmpp.session import SessionFactory, SessionSettings
+    from sipxmpp.xmpp.session import SessionFactory, SessionSettings, XMPPSession
+    from sipxmpp.xmpp.tls import tlsConnection
 
     n = args.users
     users = [f"u-{i}" for i in range(1, n + 1)]
@@ -600,7 +602,7 @@ def inProcess(args: argparse.Namespace) -> None:
     keys = credentials(users)
     workDir = tempfile.mkdtemp(prefix="sipxmpp-sessions-")
     prosody = ProsodyServer(port=freeTCPPort(), baseDir=os.path.join(workDir, "prosody"),
-                            template=prosodyTemplate(workDir),
+                            template=prosodyTemplate(workDir), tlsTickets=args.tickets,
                             streamManagement=args.smacks)  # fmt: skip
     prosody.prepare()
     for user in users:
@@ -609,6 +611,7 @@ def inProcess(args: argparse.Namespace) -> None:
     settings = SessionSettings(server=f"{prosody.host}:{prosody.port}",
                                **dict(parseInProcessSettings(args.set)))  # fmt: skip
     connected: set[int] = set()
+    resumed: set[int] = set()
 
     def cpu() -> float:
         usage = resource.getrusage(resource.RUSAGE_SELF)
@@ -625,6 +628,7 @@ def inProcess(args: argparse.Namespace) -> None:
 
     async def phase(what: str, start: Callable[[], object]) -> None:
         connected.clear()
+        resumed.clear()
         gc.collect()
         profile = cProfile.Profile(time.process_time) if any(what.startswith(p) for p in args.profile) else None
         cpu0 = cpu()
@@ -635,8 +639,9 @@ def inProcess(args: argparse.Namespace) -> None:
         if profile is not None:
             profile.disable()
         used = cpu() - cpu0
-        log(f"{what}: {n} sessions connected in {wall:.1f} s; CPU {used:.2f} s, "
-            f"{used / n * 1000:.2f} ms per login; load average {loadAverage()}")
+        log(f"{what}: {n} sessions connected in {wall:.1f} s ({len(resumed)} resumed their TLS "
+            f"session); CPU {used:.2f} s, {used / n * 1000:.2f} ms per login; load average "
+            f"{loadAverage()}")
         if profile is not None:
             if args.profileFile:
                 profile.dump_stats(args.profileFile)
@@ -650,13 +655,20 @@ def inProcess(args: argparse.Namespace) -> None:
         for i, user in enumerate(users):
             session = factory(JID(f"{user}@{DOMAIN}"), password(user))
 
-            def changed(state: str, i: int = i) -> None:
+            def changed(state: str, i: int = i, session: XMPPSession = session) -> None:
                 if state == "connected":
                     connected.add(i)
+                    stream = session._stream
+                    handle = tlsConnection(stream.transport if stream is not None else None)
+                    # pyOpenSSL has no SSL_session_reused.
+                    if handle is not None and _openssl.SSL_session_reused(handle._ssl):
+                        resumed.add(i)
                 else:
                     connected.discard(i)
 
             session.onStateChanged = changed
+            if args.noResumption:
+                session.tls.remember = lambda transport: None  # type: ignore[method-assign]
             sessions.append(session)
         gc.collect()
         rssBefore = rss(os.getpid())
@@ -740,6 +752,10 @@ def main() -> None:
                         help="the sessions in this process, no gateway: CPU per login")
     parser.add_argument("--rounds", type=int, default=1,
                         help="--inprocess: times the sessions log in again (1)")
+    parser.add_argument("--tickets", action="store_true",
+                        help="--inprocess: Prosody resumes TLS sessions (no_ticket = false)")
+    parser.add_argument("--no-tls-resumption", dest="noResumption", action="store_true",
+                        help="--inprocess: never resume a TLS session")
     parser.add_argument("--smacks", action="store_true",
                         help="--inprocess: Prosody offers XEP-0198")
     parser.add_argument("--profile", action="append", default=[], metavar="PHASE",

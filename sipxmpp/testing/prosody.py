@@ -77,6 +77,7 @@ class ProsodyServer(ServerProcess):
         bosh: bool = False,
         streamManagement: bool = False,
         directTLS: bool = False,
+        tlsTickets: bool = False,
     ) -> None:
         """
         @param port: the c2s port; a free one if L{None}.
@@ -102,6 +103,8 @@ class ProsodyServer(ServerProcess):
             session waits to be resumed.
         @param directTLS: also serve c2s with Direct TLS (XEP-0368,
             C{c2s_direct_tls_ports}) on a port of its own.
+        @param tlsTickets: issue TLS session tickets and resume sessions
+            (C{no_ticket = false}); Prosody's default resumes none.
         """
         super().__init__(baseDir, autoPorts=port is None)
         self.domain = domain
@@ -117,6 +120,7 @@ class ProsodyServer(ServerProcess):
         self.certHostnames = list(certHostnames or ([domain, host] if bosh else [domain]))
         self.logLevel = logLevel
         self.streamManagement = streamManagement
+        self.tlsTickets = tlsTickets
         self.template = template or etcPath("prosody.cfg.lua.in")
         self.configFile = os.path.join(self.baseDir, "prosody.cfg.lua")
         self.dataDir = os.path.join(self.baseDir, "data")
@@ -161,6 +165,7 @@ class ProsodyServer(ServerProcess):
                 "C2S_DIRECT_TLS_PORTS": self.directTLSPort or "",
                 "BOSH_MODULE": '"bosh";' if self.httpsPort else "",
                 "SMACKS_MODULE": '"smacks";' if self.streamManagement else "",
+                "TLS_OPTIONS": "options = { no_ticket = false };" if self.tlsTickets else "",
             },
         )
         # Accounts are plain files: create them before the server starts,

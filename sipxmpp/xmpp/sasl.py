@@ -50,6 +50,8 @@ from twisted.words.protocols.jabber.jid import JID
 from twisted.words.xish import domish
 from zope.interface import implementer
 
+from sipxmpp.xmpp.tls import tlsConnection
+
 # Strongest first. A -PLUS variant (channel binding) is preferred to any
 # plain one when both sides can bind; plain SCRAM is still safe over a
 # verified TLS connection.
@@ -99,9 +101,8 @@ def channelBindings(transport: object) -> dict[str, bytes]:
     (see L{CHANNEL_BINDINGS}); empty if it is not an OpenSSL connection
     whose handshake is done (a BOSH transport, a test stub).
     """
-    getHandle = getattr(transport, "getHandle", None)
-    connection = getHandle() if callable(getHandle) else None
-    if not isinstance(connection, SSL.Connection):
+    connection = tlsConnection(transport)
+    if connection is None:
         return {}
     bindings: dict[str, bytes] = {}
     try:
@@ -112,8 +113,9 @@ def channelBindings(transport: object) -> dict[str, bytes]:
                 b"EXPORTER-Channel-Binding", 32)
         elif version in ("TLSv1.2", "TLSv1.1", "TLSv1"):
             # The first Finished message of the handshake (RFC 5929 3.1):
-            # ours, as the gateway never resumes a TLS session (there the
-            # server's would come first). Undefined for TLS 1.3.
+            # ours, as the gateway resumes TLS 1.3 sessions only (in a
+            # resumed one the server's would come first). Undefined for
+            # TLS 1.3.
             finished = connection.get_finished()
             if finished:
                 bindings["tls-unique"] = finished

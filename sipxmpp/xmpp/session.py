@@ -63,7 +63,12 @@ from sipxmpp.xmpp.bosh import isBOSHURL
 from sipxmpp.xmpp.endpoints import makeEndpoint
 from sipxmpp.xmpp.quickack import ackEachRead
 from sipxmpp.xmpp.streammgmt import ManagedXmlStream, ResumableStreamManager, StreamManagement
-from sipxmpp.xmpp.tls import clientTLSOptions, describeCertificateFailure, loadTrustRoot
+from sipxmpp.xmpp.tls import (
+    ResumingTLSOptions,
+    clientTLSOptions,
+    describeCertificateFailure,
+    loadTrustRoot,
+)
 from sipxmpp.xmpp.wokkelcompat import generic, ping, subprotocols
 
 NS_PING = "urn:xmpp:ping"
@@ -402,6 +407,8 @@ class XMPPSession:
     @ivar failure: why the last login failed, or L{None}.
     @ivar failureReason: its kind, for metrics: C{"authentication"},
         C{"tls"}, C{"certificate"}, C{"refused"} or C{"other"}; or L{None}.
+    @ivar tls: the session's TLS options, which resume its last TLS session
+        on a reconnection (L{ResumingTLSOptions}).
     """
 
     log = Logger()
@@ -456,7 +463,8 @@ class XMPPSession:
         if tlsOptions is None:
             trustRoot = trustRoot or loadTrustRoot(caFile)
             tlsOptions = clientTLSOptions(self.jid.host, trustRoot)
-        self.factory = client.XMPPClientFactory(self.jid, password, configurationForTLS=tlsOptions)
+        self.tls = ResumingTLSOptions(tlsOptions)
+        self.factory = client.XMPPClientFactory(self.jid, password, configurationForTLS=self.tls)
         self.factory.protocol = ManagedXmlStream
         # Not over BOSH: its rids already carry a request over a blip, and
         # Prosody 0.12's mod_smacks fails resuming a BOSH session.
@@ -477,7 +485,7 @@ class XMPPSession:
         generic.FallbackHandler().setHandlerParent(self.streamManager)
         if endpoint is None:
             endpoint = makeEndpoint(reactor, settings.server, self.jid.host,
-                                    tlsOptions=tlsOptions, trustRoot=trustRoot)  # fmt: skip
+                                    tlsOptions=self.tls, trustRoot=trustRoot)  # fmt: skip
         self.service = ClientService(_PacedEndpoint(self, endpoint), self.factory,
                                      retryPolicy=self._retryDelay, clock=reactor)  # fmt: skip
 
@@ -624,6 +632,7 @@ class XMPPSession:
 
     def _authenticated(self, xs: xmlstream.XmlStream) -> None:
         self._loginOver()
+        self.tls.remember(xs.transport)
         resumed = self.management.resumedOn(xs)
         if resumed:
             self.log.info("XMPP session {jid}: stream resumed after: {state}",

@@ -10,7 +10,9 @@ from service_identity import VerificationError
 from twisted.internet import ssl
 from twisted.internet._sslverify import IOpenSSLTrustRoot
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
+from twisted.protocols.tls import TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 #: The ALPN protocol of client-to-server XMPP (XEP-0368).
 ALPN_XMPP_CLIENT = b"xmpp-client"
@@ -49,6 +51,58 @@ def clientTLSOptions(domain: str, trustRoot: IOpenSSLTrustRoot) -> IOpenSSLClien
     """
     return ssl.optionsForClientTLS(domain, trustRoot=trustRoot,
                                    acceptableProtocols=[ALPN_XMPP_CLIENT])
+
+
+def tlsConnection(transport: object) -> SSL.Connection | None:
+    """
+    Return the OpenSSL connection of C{transport} (TCP after STARTTLS, or
+    Direct TLS), or L{None} if it has none (plain TCP, BOSH, a test stub).
+    """
+    getHandle = getattr(transport, "getHandle", None)
+    connection = getHandle() if callable(getHandle) else None
+    return connection if isinstance(connection, SSL.Connection) else None
+
+
+@implementer(IOpenSSLClientConnectionCreator)
+class ResumingTLSOptions:
+    """
+    One session's TLS options: C{options} (shared by the sessions of a
+    domain), offering the TLS 1.3 session of the session's last
+    connection, so that a reconnection to the same server skips the key
+    exchange's certificate and its verification.
+
+    Only TLS 1.3 sessions are kept: resuming a TLS 1.2 one would change
+    what C{tls-unique} binds to (L{sipxmpp.xmpp.sasl.channelBindings}).
+    A server that cannot resume (restarted, its cache full) just makes a
+    full handshake. The certificate was verified for the same domain when
+    the session was made.
+
+    @ivar session: the TLS session to offer, or L{None}.
+    """
+
+    def __init__(self, options: IOpenSSLClientConnectionCreator) -> None:
+        self._options = options
+        self.session: SSL.Session | None = None
+
+    def clientConnectionForTLS(self, tlsProtocol: TLSMemoryBIOProtocol) -> SSL.Connection:
+        connection = self._options.clientConnectionForTLS(tlsProtocol)
+        if self.session is not None:
+            connection.set_session(self.session)
+        return connection
+
+    def remember(self, transport: object) -> None:
+        """
+        Keep the TLS session of C{transport}'s connection (L{tlsConnection})
+        for the next one; a transport without TLS changes nothing. Call it
+        once a stanza has come after the handshake: a TLS 1.3 server sends
+        its session ticket after the handshake.
+        """
+        connection = tlsConnection(transport)
+        if connection is not None:
+            session = None
+            if connection.get_protocol_version_name() == "TLSv1.3":
+                session = connection.get_session()
+            self.session = session
 
 
 def describeCertificateFailure(reason: Failure) -> str | None:

@@ -553,7 +553,7 @@ class Proxy:
         # A loop needs a Via of ours whose branch carries this loop hash; a
         # case-blind byte search rules that out before any Via is parsed.
         marker = f"branch=z9hG4bK{loop}-".lower().encode("ascii")
-        if not any(marker in raw.lower() for raw in request.rawValues("via")):
+        if marker not in b"\n".join(request.rawValues("via")).lower():  # no LF in marker
             return
         for via in request.vias:
             if (via.sentBy.lower() in self._ourSentBy and via.branch is not None

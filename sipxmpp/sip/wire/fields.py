@@ -18,6 +18,8 @@ from sipxmpp.sip.wire.headers import CSeq, Via, displayName, parseViaBytes
 __all__: list[str] = []
 
 _MAX_CSEQ = 2**31 - 1
+# CSeq(n, m) without the NamedTuple's __new__, a Python function.
+_newCSeq = tuple.__new__
 _METHODS = {
     method.encode("ascii"): method
     for method in (
@@ -80,7 +82,7 @@ def _cseq(raw: bytes) -> CSeq:
         method = parts[1].decode("ascii")
     if len(parts[0]) > 10 or int(parts[0]) > _MAX_CSEQ:
         raise SIPParseError("CSeq number out of range")
-    return CSeq(int(parts[0]), method)
+    return _newCSeq(CSeq, (int(parts[0]), method))
 
 
 def _number(raw: bytes, limit: int, key: str) -> int:

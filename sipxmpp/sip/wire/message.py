@@ -404,7 +404,12 @@ class SIPMessage:
         if "route^" in cache:
             # Not cast(): a function call, and the proxy asks for each Route.
             return cache["route^"]  # type: ignore[return-value]
-        route = cache["route^"] = self._decoded(lambda: self._firstAddress("route", "Route"))
+        try:
+            route = cache["route^"] = self._firstAddress("route", "Route")
+        except SIPParseError as error:  # as _decoded does, without its calls
+            if not self.isRequest:
+                error.code = DROP
+            raise
         return route
 
     def _firstAddress(self, key: str, what: str) -> NameAddr | None:

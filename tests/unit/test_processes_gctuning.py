@@ -5,7 +5,6 @@ Tests for L{sipxmpp.processes.gctuning}.
 from __future__ import annotations
 
 import gc
-import os
 
 from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
@@ -13,13 +12,7 @@ from twisted.internet.task import Clock
 from twisted.python.threadpool import ThreadPool
 from twisted.trial.unittest import TestCase
 
-from sipxmpp.processes.gctuning import (
-    TRIM_EVERY,
-    YOUNG_INTERVAL,
-    YoungCollector,
-    mallocTrim,
-    tuneGarbageCollector,
-)
+from sipxmpp.processes.gctuning import YOUNG_INTERVAL, YoungCollector, tuneGarbageCollector
 from sipxmpp.store.runners import threadPoolRunner
 
 JOB = "ThreadPool.callInThreadWithCallback.<locals>.inContext"
@@ -94,66 +87,3 @@ class YoungCollectorTests(TestCase):
         collector.start()
         collector.stop()
         self.assertEqual(clock.getDelayedCalls(), [])
-
-    def test_trimEvery(self) -> None:
-        """
-        The heap is trimmed after every C{TRIM_EVERY}-th young collection,
-        not after the others.
-        """
-        clock = Clock()
-        trims: list[float] = []
-        collector = YoungCollector(clock, trim=lambda: trims.append(clock.seconds()))
-        collector.start()
-        self.addCleanup(collector.stop)
-        for _ in range(2 * TRIM_EVERY + 1):
-            clock.advance(YOUNG_INTERVAL)
-        self.assertEqual(trims, [TRIM_EVERY * YOUNG_INTERVAL, 2 * TRIM_EVERY * YOUNG_INTERVAL])
-
-    def test_noTrim(self) -> None:
-        """
-        Without a trim function (a C library without C{malloc_trim}) the
-        collector still collects.
-        """
-        clock = Clock()
-        collector = YoungCollector(clock, trim=None)
-        collector.start()
-        self.addCleanup(collector.stop)
-        cycle: list[object] = []
-        cycle.append(cycle)
-        garbage = id(cycle)
-        del cycle
-        for _ in range(TRIM_EVERY):
-            clock.advance(YOUNG_INTERVAL)
-        self.assertNotIn(garbage, {id(o) for o in gc.get_objects()})
-
-
-class MallocTrimTests(TestCase):
-    """
-    L{mallocTrim} is glibc's C{malloc_trim(0)}.
-    """
-
-    def test_found(self) -> None:
-        """
-        On Linux with glibc it is found; elsewhere it may be L{None}.
-        """
-        try:
-            glibc = os.confstr("CS_GNU_LIBC_VERSION")
-        except (AttributeError, ValueError, OSError):
-            glibc = None
-        if not glibc:
-            raise self.skipTest("not glibc")
-        self.assertIsNotNone(mallocTrim)
-
-    def test_freesPages(self) -> None:
-        """
-        Free chunks between live ones, each several pages long, are given
-        back: C{malloc_trim} says it released memory.
-        """
-        if mallocTrim is None:
-            raise self.skipTest("no malloc_trim in this C library")
-        # 32 KB: from the heap, below glibc's mmap threshold (128 KB).
-        blocks = [bytes(32 * 1024) for _ in range(512)]
-        kept = blocks[::2]
-        del blocks
-        self.assertEqual(mallocTrim(), 1)
-        self.assertEqual(len(kept), 256)

@@ -15,7 +15,12 @@ from typing import TypeVar
 from twisted.internet.defer import Deferred, fail, succeed
 from zope.interface import implementer
 
-from sipxmpp.store.addresses import InvalidAddress, normaliseAoR, parseBareJID
+from sipxmpp.store.addresses import (
+    InvalidAddress,
+    normaliseAoR,
+    normaliseBareJID,
+    parseBareJID,
+)
 from sipxmpp.store.database import Database, Row, Transaction
 from sipxmpp.store.errors import AccountExists, AccountNotFound, StoreError
 from sipxmpp.store.interfaces import IAccountStore
@@ -127,7 +132,7 @@ class SQLAccountStore:
     def addAccount(self, record: AccountRecord, password: str) -> Deferred[AccountRecord]:
         def prepare() -> Deferred[AccountRecord]:
             aor = normaliseAoR(record.aor)
-            jid = parseBareJID(record.jid).userhost()
+            jid = normaliseBareJID(record.jid)
             if record.mode is not None and record.mode not in MODES:
                 raise InvalidAddress(
                     f"invalid mode {record.mode!r}; expected one of {', '.join(MODES)}"
@@ -184,7 +189,7 @@ class SQLAccountStore:
             for index, (record, password) in enumerate(entries):
                 try:
                     aor = normaliseAoR(record.aor)
-                    jid = parseBareJID(record.jid).userhost()
+                    jid = normaliseBareJID(record.jid)
                     if record.mode is not None and record.mode not in MODES:
                         raise InvalidAddress(
                             f"invalid mode {record.mode!r}; expected one of {', '.join(MODES)}"

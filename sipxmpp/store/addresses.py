@@ -28,7 +28,7 @@ from twisted.words.protocols.jabber.jid import JID, InvalidFormat
 
 from sipxmpp.sip.wire.uri import SIPURI, URI
 
-__all__ = ["InvalidAddress", "aorOrNone", "normaliseAoR", "parseBareJID"]
+__all__ = ["InvalidAddress", "aorOrNone", "normaliseAoR", "normaliseBareJID", "parseBareJID"]
 
 
 class InvalidAddress(ValueError):
@@ -47,6 +47,14 @@ _HOSTNAME = re.compile(
     r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*\.?$"
 )
 _IPV6 = re.compile(r"^\[[0-9A-Fa-f:.]+\]$")
+# A bare JID of letters, digits and a few safe ASCII marks, domain labels
+# without leading or trailing hyphens: stringprep (nodeprep, nameprep) only
+# lower-cases it. Checked first because stringprep in pure Python costs
+# about 0.4 ms a JID, most of a bulk import's time.
+_PLAIN_BARE_JID = re.compile(
+    r"[A-Za-z0-9._+-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*"
+)
 _AOR_EXAMPLE = "sip:alice@example.com"
 
 
@@ -137,6 +145,12 @@ def parseBareJID(text: str) -> JID:
         jid = JID(text.strip())
     except InvalidFormat as e:
         detail = str(e) or "malformed"
+    except IndexError:
+        # twisted.words' nameprep indexes an empty label ("a@b..c").
+        detail = "an empty label in the domain"
+    else:
+        detail = ""
+    if detail:
         raise InvalidAddress(
             f"invalid JID {shown!r}: {detail}; expected a bare JID like alice@example.com"
         ) from None
@@ -151,6 +165,20 @@ def parseBareJID(text: str) -> JID:
             f"{jid.userhost()}"
         )
     return jid
+
+
+def normaliseBareJID(text: str) -> str:
+    """
+    Validate a bare JID with a node and return its normal form as text
+    (C{Alice@Example.TEST} becomes C{alice@example.test}): what
+    C{parseBareJID(text).userhost()} returns, faster for plain ASCII JIDs.
+
+    @raise InvalidAddress: with a one-line explanation.
+    """
+    stripped = text.strip()
+    if _PLAIN_BARE_JID.fullmatch(stripped):
+        return stripped.lower()
+    return str(parseBareJID(text).userhost())
 
 
 def aorOrNone(text: str) -> str | None:

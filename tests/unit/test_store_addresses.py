@@ -4,6 +4,8 @@ Tests for L{sipxmpp.store.addresses}: AoR normalisation and bare JIDs.
 
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from sipxmpp.sip.wire.uri import parseURI
@@ -12,7 +14,14 @@ from sipxmpp.store.addresses import (
     aorOfURI,
     aorOrNone,
     normaliseAoR,
+    normaliseBareJID,
     parseBareJID,
+)
+
+# JID-like text: mostly the characters the fast path takes, some it leaves
+# to stringprep (non-ASCII letters, marks nodeprep or nameprep refuse).
+_JID_CHARS = st.sampled_from(
+    list("abcXYZ019._+-@ ") + ["..", "-.", ".-", "/", "&", "\u00c9", "\u00df", "\u0130", "\u200b"]
 )
 
 
@@ -101,8 +110,32 @@ class JIDTests(SynchronousTestCase):
             "al ice@example.test": "invalid JID",
             "alice@": "invalid JID",
             "@example.test": "invalid JID",
+            "alice@example..test": "an empty label in the domain",
             "": "invalid JID",
         }
         for text, message in cases.items():
             e = self.assertRaises(InvalidAddress, parseBareJID, text)
             self.assertIn(message, str(e), text)
+
+    def test_normaliseBareJID(self) -> None:
+        self.assertEqual(normaliseBareJID(" Alice@Example.TEST "), "alice@example.test")
+        self.assertEqual(normaliseBareJID("\u00c9lise@example.test"), "\u00e9lise@example.test")
+        for text in ("example.test", "alice@example.test/res", "alice@-x.test", ""):
+            self.assertRaises(InvalidAddress, normaliseBareJID, text)
+
+    @settings(max_examples=2000, deadline=None)
+    @given(st.lists(_JID_CHARS, max_size=12).map("".join))
+    def test_normaliseBareJIDAsStringprep(self, text: str) -> None:
+        """
+        The fast path answers exactly as stringprep does, or refuses
+        exactly what it refuses.
+        """
+        try:
+            expected: str | None = parseBareJID(text).userhost()
+        except InvalidAddress:
+            expected = None
+        try:
+            got: str | None = normaliseBareJID(text)
+        except InvalidAddress:
+            got = None
+        self.assertEqual(got, expected, repr(text))

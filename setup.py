@@ -40,8 +40,9 @@ setup(
     ],
     extras_require={
         # slixmpp plays the user's desktop client in the integration tests.
-        "test": ["hypothesis>=6.100", "slixmpp>=1.8"],
-        "dev": ["hypothesis>=6.100", "slixmpp>=1.8", "ruff", "mypy", "mypy-zope",
+        # docutils checks that the .rst documents render.
+        "test": ["hypothesis>=6.100", "slixmpp>=1.8", "docutils"],
+        "dev": ["hypothesis>=6.100", "slixmpp>=1.8", "docutils", "ruff", "mypy", "mypy-zope",
                 "types-defusedxml"],
     },
     entry_points={

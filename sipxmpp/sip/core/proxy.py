@@ -520,9 +520,9 @@ class Proxy:
         received = forward.received
         if received.method == "INVITE" and received.toTag is None and self.isOverloaded():
             raise _Overloaded()
-        outgoing = received.copy()
         loop = self._loopHash(received)
         self._checkRequest(received, loop)
+        outgoing = received.copy()  # after the checks: it has the URI they parsed
         target, leg = self._route(outgoing, forward.leg.fromPhone, forward.source)
         forward.leg = leg
         if received.method == "REGISTER" and leg.fromPhone:
@@ -664,10 +664,10 @@ class Proxy:
         """
         An ACK for a 2xx is end-to-end: forward it statelessly by policy.
         """
-        outgoing = request.copy()
         loop = self._loopHash(request)
         try:
             self._checkRequest(request, loop)
+            outgoing = request.copy()  # as in _forwardRequest
             target, leg = self._route(outgoing, not fromUpstream, source)
         except RoutingError as error:
             self.metrics.increment("sipxmpp_sip_refused_total", reason=str(error.code))

@@ -841,7 +841,8 @@ class SIPRequest(SIPMessage):
         cache = self._cache
         if "uri" in cache:  # as in topRoute
             return cache["uri"]  # type: ignore[return-value]
-        return self._build("uri", lambda: parseURI(self._uriText))
+        uri = cache["uri"] = parseURI(self._uriText)  # a request's error stays 400
+        return uri
 
     def setURI(self, uri: str | bytes | URI) -> None:
         """

@@ -585,6 +585,7 @@ def inProcess(args: argparse.Namespace) -> None:
     import cProfile
     import gc
     import pstats
+    import tracemalloc
 
     from OpenSSL._util import lib as _openssl
     from twisted.internet import reactor, task
@@ -672,14 +673,18 @@ def inProcess(args: argparse.Namespace) -> None:
             sessions.append(session)
         gc.collect()
         rssBefore = rss(os.getpid())
+        mallocBefore = mallocInUse()
+        tracedBefore = tracemalloc.get_traced_memory()[0] if args.tracemalloc else 0
         await phase("login, SCRAM keys not cached", lambda: [s.start() for s in sessions])
         gc.collect()
         rssAfter = rss(os.getpid())
         log(f"RSS: {rssBefore / 2**20:.1f} MB before, {rssAfter / 2**20:.1f} MB with {n} "
-            f"sessions: {(rssAfter - rssBefore) / n / 1024:.1f} KB per session")
+            f"sessions: {(rssAfter - rssBefore) / n / 1024:.1f} KB per session, of which "
+            f"{(mallocInUse() - mallocBefore) / n / 1024:.1f} KB in use from malloc (C, and "
+            f"Python objects over 512 bytes)")
         if args.tracemalloc:
-            import tracemalloc
-
+            traced = (tracemalloc.get_traced_memory()[0] - tracedBefore) / n / 1024
+            log(f"Python objects (tracemalloc): {traced:.1f} KB per session")
             snapshot = tracemalloc.take_snapshot()
             for stat in snapshot.statistics("traceback")[:args.profileLines]:
                 log(f"{stat.size / n / 1024:.2f} KB per session, {stat.count / n:.1f} blocks:")
@@ -705,8 +710,6 @@ def inProcess(args: argparse.Namespace) -> None:
     from twisted.internet import defer
 
     if args.tracemalloc:
-        import tracemalloc
-
         tracemalloc.start(12)
     try:
         prosody.start()
@@ -718,6 +721,24 @@ def inProcess(args: argparse.Namespace) -> None:
         prosody.stop()
         if not os.environ.get("SIPXMPP_KEEP_TEST_DIRS"):
             shutil.rmtree(workDir, ignore_errors=True)
+
+
+def mallocInUse() -> int:
+    """
+    Bytes allocated by glibc's malloc and in use (C{mallinfo2}); Python's
+    small objects live in its own arenas, not counted here.
+    """
+    import ctypes
+
+    class MallInfo2(ctypes.Structure):
+        _fields_ = [(name, ctypes.c_size_t) for name in (
+            "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
+            "fordblks", "keepcost")]  # fmt: skip
+
+    libc = ctypes.CDLL(None)
+    libc.mallinfo2.restype = MallInfo2
+    info = libc.mallinfo2()
+    return int(info.uordblks + info.hblkhd)
 
 
 def parseInProcessSettings(pairs: list[str]) -> list[tuple[str, object]]:

@@ -11,17 +11,21 @@ from dataclasses import replace
 
 from twisted.internet.error import ConnectionLost
 from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
+from twisted.words.protocols.jabber import xmlstream
 from twisted.words.protocols.jabber.jid import JID
 from twisted.words.xish import domish
 
+from sipxmpp.xmpp import streammgmt
 from sipxmpp.xmpp.session import SessionSettings, XMPPSession
 from sipxmpp.xmpp.streammgmt import (
     MODULUS,
     REQUEST_DELAY,
     REQUEST_EVERY,
     AckQueue,
+    ManagedXmlStream,
     StreamNotResumed,
     isStanza,
 )
@@ -432,3 +436,36 @@ class SessionTests(SynchronousTestCase):
         self.assertIs(self.recorder.xmlstream.transport, server.transport)
         self.assertIs(self.session.streamManager.xmlstream.transport, server.transport)
 
+
+
+class SharedNamesTests(SynchronousTestCase):
+    """
+    L{ManagedXmlStream}'s parsers intern names in one dictionary.
+    """
+
+    def received(self) -> tuple[list[domish.Element], ManagedXmlStream]:
+        xs = ManagedXmlStream(xmlstream.Authenticator())
+        xs.makeConnection(StringTransport())
+        elements: list[domish.Element] = []
+        xs.addObserver("/presence", elements.append)
+        xs.dataReceived(HEADER.encode() + b"<presence from='a@example.test/r'>"
+                        b"<show>away</show></presence>")  # fmt: skip
+        return elements, xs
+
+    def test_shared(self) -> None:
+        [first], one = self.received()
+        [second], other = self.received()
+        self.assertEqual((second.name, second["from"], str(second.show)),
+                         ("presence", "a@example.test/r", "away"))  # fmt: skip
+        self.assertIs(one.stream.parser.intern, other.stream.parser.intern)
+        self.assertIn("jabber:client show", one.stream.parser.intern)
+
+    def test_bounded(self) -> None:
+        """
+        Past MAX_SHARED_NAMES, new parsers share a new dictionary.
+        """
+        self.patch(streammgmt, "MAX_SHARED_NAMES", 0)
+        _, one = self.received()
+        [second], other = self.received()
+        self.assertEqual(str(second.show), "away")
+        self.assertIsNot(one.stream.parser.intern, other.stream.parser.intern)

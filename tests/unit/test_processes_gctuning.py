@@ -5,6 +5,7 @@ Tests for L{sipxmpp.processes.gctuning}.
 from __future__ import annotations
 
 import gc
+import weakref
 
 from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
@@ -12,8 +13,22 @@ from twisted.internet.task import Clock
 from twisted.python.threadpool import ThreadPool
 from twisted.trial.unittest import TestCase
 
-from sipxmpp.processes.gctuning import YOUNG_INTERVAL, YoungCollector, tuneGarbageCollector
+from sipxmpp.processes.gctuning import (
+    GC_THRESHOLDS,
+    YOUNG_INTERVAL,
+    YoungCollector,
+    tuneGarbageCollector,
+)
 from sipxmpp.store.runners import threadPoolRunner
+
+
+class Node:
+    """
+    An object that can be in a reference cycle and weakly referenced.
+    """
+
+    me: Node
+
 
 JOB = "ThreadPool.callInThreadWithCallback.<locals>.inContext"
 
@@ -77,6 +92,40 @@ class YoungCollectorTests(TestCase):
         for _ in range(gc.get_threshold()[1] + 1):
             clock.advance(YOUNG_INTERVAL)
         self.assertNotIn(survivor, {id(o) for o in gc.get_objects()})
+
+    def test_oldestGeneration(self) -> None:
+        """
+        Garbage cycles in the oldest generation (what lived long, such as a
+        dropped XMPP connection) are freed once enough newer objects have
+        moved there since its last collection; before, they stay.
+        """
+        clock = Clock()
+        collector = YoungCollector(clock)
+        collector.start()
+        self.addCleanup(collector.stop)
+
+        def middleCollection() -> None:
+            for _ in range(GC_THRESHOLDS[1]):
+                clock.advance(YOUNG_INTERVAL)
+
+        def cycles(n: int) -> list[Node]:
+            made = [Node() for _ in range(n)]
+            for node in made:
+                node.me = node
+            return made
+
+        old = cycles(2000)
+        refs = [weakref.ref(node) for node in old]
+        middleCollection()  # moves them, alive, to the oldest generation
+        middleCollection()
+        del old
+        clock.advance(YOUNG_INTERVAL)
+        middleCollection()
+        self.assertEqual(sum(1 for r in refs if r() is not None), 2000)
+        newer = cycles(2000)
+        middleCollection()  # their replacements moved there: collected
+        self.assertEqual(sum(1 for r in refs if r() is not None), 0)
+        self.assertEqual(len(newer), 2000)
 
     def test_stop(self) -> None:
         """

@@ -6,6 +6,7 @@ refused.
 from __future__ import annotations
 
 from OpenSSL import SSL
+from OpenSSL._util import lib as _openssl
 from service_identity import VerificationError
 from twisted.internet import ssl
 from twisted.internet._sslverify import IOpenSSLTrustRoot
@@ -41,16 +42,34 @@ def loadTrustRoot(caFile: str) -> IOpenSSLTrustRoot:
     return root
 
 
+#: The key exchange groups offered: OpenSSL 3.5's default order, but a key
+#: share sent for X25519 alone (C{*}). A server that prefers the hybrid
+#: post-quantum X25519MLKEM768 asks for its share (HelloRetryRequest); one
+#: that does not (Prosody 0.12, ejabberd on OpenSSL 3.0) no longer makes us
+#: generate an ML-KEM key, which OpenSSL then keeps for the connection's
+#: life: 11 KB per session (bench/RESULTS.rst).
+KEY_EXCHANGE_GROUPS = (b"?X25519MLKEM768 / ?*X25519:?secp256r1 / ?X448:?secp384r1:?secp521r1"
+                       b" / ?ffdhe2048:?ffdhe3072")  # fmt: skip
+
+
 def clientTLSOptions(domain: str, trustRoot: IOpenSSLTrustRoot) -> IOpenSSLClientConnectionCreator:
     """
     Return TLS options verifying that the server holds a certificate for
     C{domain} (the JID's domain, whatever host we connect to: RFC 6120
     13.7.2.1) issued by C{trustRoot}, for STARTTLS and Direct TLS alike
     (XEP-0368: the same validation; SNI the domain; ALPN C{xmpp-client},
-    which servers ignore on STARTTLS).
+    which servers ignore on STARTTLS), offering L{KEY_EXCHANGE_GROUPS}.
     """
-    return ssl.optionsForClientTLS(domain, trustRoot=trustRoot,
-                                   acceptableProtocols=[ALPN_XMPP_CLIENT])
+    options = ssl.optionsForClientTLS(domain, trustRoot=trustRoot,
+                                      acceptableProtocols=[ALPN_XMPP_CLIENT])  # fmt: skip
+    # Neither Twisted nor pyOpenSSL sets groups: the context of the
+    # options' CertificateOptions, through OpenSSL's own call. An OpenSSL
+    # before 3.5 refuses the list (and sends one key share anyway).
+    certificateOptions = getattr(getattr(options, "_createConnection", None), "__self__", None)
+    if isinstance(certificateOptions, ssl.CertificateOptions):
+        context = certificateOptions.getContext()
+        _openssl.SSL_CTX_set1_curves_list(context._context, KEY_EXCHANGE_GROUPS)
+    return options
 
 
 def tlsConnection(transport: object) -> SSL.Connection | None:

@@ -55,12 +55,16 @@ The last line is::
 
     sessions N: login storm X s, Y KB per session, reconnect Z s
 
-C{--inprocess [--users 500] [--rounds K] [--profile PHASE] [--tracemalloc]}
-measures the sessions alone, in this process (L{SessionFactory}, no
-gateway, SIP or publisher), against the same Prosody: the CPU per login
-(C{getrusage}) with SCRAM keys not cached, cached (K times), and after
-Prosody restarts; the RSS per session. C{--profile} runs cProfile (CPU
-time) over the phases whose name starts with PHASE ("login again").
+C{--inprocess [--users 500] [--rounds K] [--profile PHASE] [--tracemalloc]
+[--tickets] [--no-tls-resumption]} measures the sessions alone, in this
+process (L{SessionFactory}, no gateway, SIP or publisher), against the
+same Prosody: the CPU per login (C{getrusage}) with SCRAM keys not cached,
+cached (K times), and after Prosody restarts, with how many logins resumed
+their TLS session; the RSS per session and what malloc holds of it.
+C{--profile} runs cProfile (CPU time) over the phases whose name starts
+with PHASE ("login again"); C{--tickets} lets Prosody resume TLS sessions
+(its default resumes none); C{--no-tls-resumption} keeps the sessions from
+offering theirs.
 """
 
 from __future__ import annotations

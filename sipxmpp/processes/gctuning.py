@@ -27,7 +27,7 @@ YOUNG_INTERVAL = 5.0
 # since its last collection reach a quarter of what that collection left;
 # the timer's explicit collections never do, so the garbage cycles of
 # whatever lived long -- an XMPP connection that dropped -- stayed for
-# good: about 33 KB per session per Prosody restart (issue 16, soak). So
+# good: about 150 objects per session per Prosody restart (issue 16). So
 # the timer applies that rule after each middle collection, to the net
 # growth (what moved in minus what died there; counting the generation
 # took 0.08 s of CPU for 500,000 objects, 0.14 s for 2.5 million).

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import socket
 
-from twisted.internet.defer import Deferred
 from twisted.trial.unittest import TestCase
 from twisted.words.protocols.jabber.jid import JID
 from twisted.words.xish import domish
@@ -21,6 +20,7 @@ from sipxmpp.testing.prosody import ProsodyServer
 from sipxmpp.xmpp import quickack
 from sipxmpp.xmpp.quickack import QuickAck
 from sipxmpp.xmpp.session import SessionFactory, SessionSettings, XMPPSession
+from tests.integration.sessionstate import loginSettled
 from tests.integration.test_xmpp_publisher import deferred, reactor
 
 USERS = {"alice": "alice-pw", "bob": "bob-pw"}
@@ -43,16 +43,8 @@ class QuickAckTests(TestCase):
                                   caFile=prosody.caFile)  # fmt: skip
         session = sessions(JID(prosody.jid(user)), USERS[user])
         assert isinstance(session, XMPPSession)
-        done: Deferred[str] = Deferred()
-
-        def changed(state: str) -> None:
-            if (state == "connected" or state.startswith("failed")) and not done.called:
-                done.callback(state)
-
-        session.onStateChanged = changed
-        session.start()
         self.addCleanup(session.stop)
-        self.assertEqual(await done.addTimeout(20, reactor), "connected")
+        self.assertEqual(await loginSettled(session, reactor, 20), "connected")
         hook = session._stream.rawDataInFn if session._stream is not None else None
         self.assertIsInstance(hook, QuickAck)
         assert isinstance(hook, QuickAck)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet.defer import Deferred
 from twisted.logger import ILogObserver, formatEvent, globalLogPublisher
 from twisted.trial.unittest import TestCase
 from twisted.words.protocols.jabber.jid import JID
@@ -27,6 +26,7 @@ from sipxmpp.testing.process import SharedServer, requireBinaries
 from sipxmpp.testing.prosody import ProsodyServer
 from sipxmpp.xmpp import sasl
 from sipxmpp.xmpp.session import SessionFactory, SessionSettings, XMPPSession
+from tests.integration.sessionstate import loginSettled
 from tests.integration.test_e2e import E2ETestCase, Stack, jid
 from tests.integration.test_xmpp_publisher import deferred, reactor, sleep
 
@@ -70,17 +70,8 @@ class LoginCase(TestCase):
             channelBinding=channelBinding), caFile=server.caFile)
         session = sessions(JID(server.jid(user)), USERS[user])
         assert isinstance(session, XMPPSession)
-        done: Deferred[str] = Deferred()
-
-        def changed(state: str) -> None:
-            if (state == "connected" or state.startswith("failed")) and not done.called:
-                done.callback(state)
-
-        session.onStateChanged = changed
-        session.start()
         self.addCleanup(session.stop)
-        done.addTimeout(WAIT, reactor)
-        state = await done
+        state = await loginSettled(session, reactor, WAIT)
         mine = [line for line in self.lines if f"as {server.jid(user)}/" in line]
         return state, mine[-1].split(": ", 1)[1] if mine else ""
 

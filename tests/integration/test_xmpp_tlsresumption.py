@@ -8,7 +8,6 @@ a full handshake where it does not (its default).
 from __future__ import annotations
 
 from OpenSSL._util import lib as _openssl
-from twisted.internet.defer import Deferred
 from twisted.trial.unittest import TestCase
 from twisted.words.protocols.jabber.jid import JID
 
@@ -16,6 +15,7 @@ from sipxmpp.testing.process import SharedServer, requireBinaries
 from sipxmpp.testing.prosody import ProsodyServer
 from sipxmpp.xmpp.session import SessionFactory, SessionSettings, XMPPSession
 from sipxmpp.xmpp.tls import tlsConnection
+from tests.integration.sessionstate import loginSettled
 from tests.integration.test_xmpp_publisher import deferred, reactor, sleep
 
 USERS = {"alice": "alice-pw"}
@@ -44,15 +44,7 @@ class ResumptionCase(TestCase):
         self.addCleanup(lambda: session.stop() if session.service.running else None)
         logins = []
         for _ in range(2):
-            done: Deferred[str] = Deferred()
-
-            def changed(state: str, done: Deferred[str] = done) -> None:
-                if (state == "connected" or state.startswith("failed")) and not done.called:
-                    done.callback(state)
-
-            session.onStateChanged = changed
-            session.start()
-            self.assertEqual(await done.addTimeout(WAIT, reactor), "connected")
+            self.assertEqual(await loginSettled(session, reactor, WAIT), "connected")
             await sleep(0)  # out of the session's own callbacks
             stream = session._stream
             connection = tlsConnection(stream.transport if stream is not None else None)

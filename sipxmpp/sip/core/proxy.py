@@ -356,7 +356,10 @@ class Proxy:
         ours = [*settings.local.values(), *(settings.public or {}).values(), *settings.aliases]
         self._ourSentBy = {peer.hostPort.lower() for peer in ours}
         self._ourHosts = {(str(ipaddress.ip_address(peer.host)), peer.port) for peer in ours}
-        self._trusted: dict[str, bool] = {}
+        # Memoised per proxy, by host alone: isInNetworks' own memo hashes
+        # the networks (in Python) on every call.
+        self._isTrustedHost = functools.lru_cache(maxsize=4096)(
+            functools.partial(isInNetworks, networks=settings.trustedNetworks))
         #: Tells whether new calls are to be refused (the composition root
         #: connects it to a L{sipxmpp.sip.shell.overload.OverloadMonitor}).
         self.isOverloaded: Callable[[], bool] = lambda: False
@@ -856,15 +859,7 @@ class Proxy:
         return source.port == upstream.port or (source.reliable and not self._isTrusted(source))
 
     def _isTrusted(self, source: Peer) -> bool:
-        # Per proxy, by host alone: isInNetworks' own memo hashes the
-        # networks (in Python) on every call.
-        trusted = self._trusted.get(source.host)
-        if trusted is None:
-            if len(self._trusted) >= 4096:
-                self._trusted.clear()
-            trusted = self._trusted[source.host] = isInNetworks(
-                source.host, self.settings.trustedNetworks)
-        return trusted
+        return self._isTrustedHost(source.host)
 
     def _notify(self, name: str, *args: object) -> None:
         for observer in self._observers:

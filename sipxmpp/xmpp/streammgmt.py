@@ -19,7 +19,6 @@ resumption fails.
 
 from __future__ import annotations
 
-import pyexpat
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -32,6 +31,7 @@ from twisted.python.failure import Failure
 from twisted.words.protocols.jabber import client, xmlstream
 from twisted.words.xish import domish
 
+from sipxmpp.xmpp.expatnames import shareNames
 from sipxmpp.xmpp.initializers import BindInitializer, SessionInitializer
 from sipxmpp.xmpp.wokkelcompat import subprotocols
 
@@ -157,31 +157,6 @@ class AckQueue:
         self.outbound = h % MODULUS
         self._unrequested = 0
         return again
-
-
-#: Beyond this many names, new parsers start a new intern dictionary.
-MAX_SHARED_NAMES = 10_000
-_EXPAT_HANDLERS = ("StartElementHandler", "EndElementHandler", "CharacterDataHandler",
-                   "StartNamespaceDeclHandler", "EndNamespaceDeclHandler")  # fmt: skip
-_names: dict[str, str] = {}
-
-
-def shareNames(stream: domish.ExpatElementStream) -> None:
-    """
-    Give C{stream} an expat parser whose element and attribute names are
-    interned in one dictionary with every other stream's, instead of one
-    per parser: 3 KB less per session (bench/RESULTS.rst). The names come
-    from the server and its users' contacts, so the dictionary is bounded:
-    past L{MAX_SHARED_NAMES}, new parsers share a new one.
-    """
-    global _names
-    if len(_names) > MAX_SHARED_NAMES:
-        _names = {}
-    old = stream.parser
-    parser = pyexpat.ParserCreate("UTF-8", " ", intern=_names)
-    for handler in _EXPAT_HANDLERS:
-        setattr(parser, handler, getattr(old, handler))
-    stream.parser = parser
 
 
 class ManagedXmlStream(xmlstream.XmlStream):

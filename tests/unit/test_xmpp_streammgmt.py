@@ -18,7 +18,7 @@ from twisted.words.protocols.jabber import xmlstream
 from twisted.words.protocols.jabber.jid import JID
 from twisted.words.xish import domish
 
-from sipxmpp.xmpp import streammgmt
+from sipxmpp.xmpp import expatnames
 from sipxmpp.xmpp.session import SessionSettings, XMPPSession
 from sipxmpp.xmpp.streammgmt import (
     MODULUS,
@@ -464,7 +464,7 @@ class SharedNamesTests(SynchronousTestCase):
         """
         Past MAX_SHARED_NAMES, new parsers share a new dictionary.
         """
-        self.patch(streammgmt, "MAX_SHARED_NAMES", 0)
+        self.patch(expatnames, "MAX_SHARED_NAMES", 0)
         _, one = self.received()
         [second], other = self.received()
         self.assertEqual(str(second.show), "away")

@@ -15,6 +15,7 @@ from twisted.trial.unittest import TestCase
 
 from sipxmpp.processes.gctuning import (
     GC_THRESHOLDS,
+    OLDEST_MINIMUM,
     YOUNG_INTERVAL,
     YoungCollector,
     tuneGarbageCollector,
@@ -114,18 +115,42 @@ class YoungCollectorTests(TestCase):
                 node.me = node
             return made
 
-        old = cycles(2000)
+        # Each node is two allocator blocks or more (itself, its dict).
+        n = OLDEST_MINIMUM
+        old = cycles(n)
         refs = [weakref.ref(node) for node in old]
         middleCollection()  # moves them, alive, to the oldest generation
         middleCollection()
         del old
         clock.advance(YOUNG_INTERVAL)
         middleCollection()
-        self.assertEqual(sum(1 for r in refs if r() is not None), 2000)
-        newer = cycles(2000)
+        self.assertEqual(sum(1 for r in refs if r() is not None), n)
+        newer = cycles(n)
         middleCollection()  # their replacements moved there: collected
         self.assertEqual(sum(1 for r in refs if r() is not None), 0)
-        self.assertEqual(len(newer), 2000)
+        self.assertEqual(len(newer), n)
+
+    def test_oldestGenerationSmallGrowth(self) -> None:
+        """
+        A growth under C{OLDEST_MINIMUM} blocks is not worth a full
+        collection's pause: its garbage cycles wait for more.
+        """
+        clock = Clock()
+        collector = YoungCollector(clock)
+        collector.start()
+        self.addCleanup(collector.stop)
+        old = [Node() for _ in range(100)]
+        for node in old:
+            node.me = node
+        refs = [weakref.ref(node) for node in old]
+        for _ in range(2 * GC_THRESHOLDS[1]):  # alive to the oldest generation
+            clock.advance(YOUNG_INTERVAL)
+        del old, node
+        for _ in range(2 * GC_THRESHOLDS[1]):
+            clock.advance(YOUNG_INTERVAL)
+        self.assertEqual(sum(1 for r in refs if r() is not None), 100)
+        gc.collect()
+        self.assertEqual(sum(1 for r in refs if r() is not None), 0)
 
     def test_stop(self) -> None:
         """

@@ -6,7 +6,7 @@ packets; afterwards every user's presence must be right again.
 Run from the repository root, as root (for the network namespace)::
 
     .venv/bin/python bench/soak.py [--minutes 10] [--rate 2] [--users 6]
-                                   [--hold 3000] [--no-faults]
+                                   [--hold 3000] [--cycles 1] [--no-faults]
 
 C{--no-faults} places the same calls without any fault (the gateway is
 not restarted, so warm-up is counted from the first call): for telling
@@ -49,6 +49,12 @@ Faults, at fixed fractions of the run (D = --minutes):
     receipt, so the sender sees no error, as with a real loss (the output
     hook would fail its send with EPERM; C{nft} is Debian's C{nftables}).
     Neither available: skipped, with a printed line.
+
+C{--cycles K} repeats the last three (Prosody, Kamailio, loss) K times,
+in K equal slots from 0.35 D to 0.95 D, each fault at the same place in
+its slot as above (K = 1 gives the fractions above); the gateway's RSS is
+then printed at the quiet end of each cycle, which tells a one-time step
+(a high-water mark) from a growth per fault.
 
 Then the UAC places no more calls; once its last call has ended, the UAS
 is stopped: nobody is on the phone (the true telephony state), and the
@@ -133,6 +139,10 @@ SETTLE = 2.0  # an excused window lasts this much longer
 ABORTED_WINDOW = 40.0  # a call aborted by sipp: INVITE + this
 LOSS = 5  # percent of UDP packets dropped in the loss episode
 NFT_TABLE = "sipxmpp_soak"
+# Where the fault cycles lie, as fractions of the run, and where in its
+# slot each fault of a cycle comes (fractions of the slot).
+CYCLES_FROM, CYCLES_TO = 0.35, 0.95
+PROSODY_AT, KAMAILIO_AT, LOSS_FROM, LOSS_TO = 1 / 12, 1 / 3, 7 / 12, 5 / 6
 
 
 class SoakError(Exception):
@@ -536,6 +546,50 @@ def run(args: argparse.Namespace, lossAllowed: bool) -> None:
                     sample()
                 time.sleep(min(0.5, max(0.0, moment - time.monotonic())))
 
+        # The faults after the gateway's restart come in args.cycles equal
+        # slots between CYCLES_FROM and CYCLES_TO of the run, each at the
+        # same place in its slot (with one cycle: at 0.40, 0.55, 0.70-0.85).
+        slot = (CYCLES_TO - CYCLES_FROM) / args.cycles
+        cycleEnds: list[float] = []
+
+        def inSlot(cycle: int, offset: float) -> float:
+            return at(CYCLES_FROM + (cycle + offset) * slot)
+
+        def faultCycle(cycle: int) -> None:
+            tag = f" (cycle {cycle + 1} of {args.cycles})" if args.cycles > 1 else ""
+            waitUntil(inSlot(cycle, PROSODY_AT))
+            timeline.note(f"SIGKILL Prosody (pid {prosody.pid}){tag}")
+            watch.stop()
+            killProsody(prosody)
+            prosody.start()
+            watch.connect()
+            timeline.note("Prosody restarted, same data and port; watcher logged in again")
+
+            waitUntil(inSlot(cycle, KAMAILIO_AT))
+            stopped = timeline.open("Kamailio stopped")
+            timeline.note(f"SIGSTOP Kamailio for 10 s{tag}")
+            assert kamailio.pid is not None
+            os.killpg(kamailio.pid, signal.SIGSTOP)
+            waitUntil(time.monotonic() + 10)
+            os.killpg(kamailio.pid, signal.SIGCONT)
+            timeline.close(stopped)
+            timeline.note("SIGCONT Kamailio")
+
+            if loss.how:
+                waitUntil(inSlot(cycle, LOSS_FROM))
+                lossy = timeline.open(f"{LOSS} % UDP loss")
+                loss.start()
+                timeline.note(f"UDP loss {LOSS} % on ({loss.how}){tag}")
+                waitUntil(inSlot(cycle, LOSS_TO))
+                dropped = loss.dropped()
+                loss.stop()
+                timeline.close(lossy)
+                timeline.note(f"UDP loss off; dropped: {dropped}")
+            elif cycle == 0:
+                log("loss episode skipped (see above)")
+            waitUntil(inSlot(cycle, 1.0))
+            cycleEnds.append(time.monotonic() - began)
+
         def injectFaults() -> float:
             waitUntil(at(0.15))
             down = timeline.open("gateway down")
@@ -545,37 +599,8 @@ def run(args: argparse.Namespace, lossAllowed: bool) -> None:
             timeline.close(down)
             restarted = time.monotonic() - began
             timeline.note(f"gateway restarted (pid {gateway.pid}), same store and ports")
-
-            waitUntil(at(0.40))
-            timeline.note(f"SIGKILL Prosody (pid {prosody.pid})")
-            watch.stop()
-            killProsody(prosody)
-            prosody.start()
-            watch.connect()
-            timeline.note("Prosody restarted, same data and port; watcher logged in again")
-
-            waitUntil(at(0.55))
-            stopped = timeline.open("Kamailio stopped")
-            timeline.note("SIGSTOP Kamailio for 10 s")
-            assert kamailio.pid is not None
-            os.killpg(kamailio.pid, signal.SIGSTOP)
-            waitUntil(time.monotonic() + 10)
-            os.killpg(kamailio.pid, signal.SIGCONT)
-            timeline.close(stopped)
-            timeline.note("SIGCONT Kamailio")
-
-            if loss.how:
-                waitUntil(at(0.70))
-                lossy = timeline.open(f"{LOSS} % UDP loss")
-                loss.start()
-                timeline.note(f"UDP loss {LOSS} % on ({loss.how})")
-                waitUntil(at(0.85))
-                dropped = loss.dropped()
-                loss.stop()
-                timeline.close(lossy)
-                timeline.note(f"UDP loss off; dropped: {dropped}")
-            else:
-                log("loss episode skipped (see above)")
+            for cycle in range(args.cycles):
+                faultCycle(cycle)
             return restarted
 
         restartedAt = 0.0
@@ -677,11 +702,25 @@ def run(args: argparse.Namespace, lossAllowed: bool) -> None:
             print(f"  {user}: {shown}; /status telephony {telephony.get(user, '?')}")
         print("gateway RSS samples (s since calls began, pid, MiB: VmRSS, anonymous, "
               "glibc's main heap):")
-        for when, pid, value, anon, heap in rssSamples:
-            print(f"  {when:7.1f}  {pid}  {value / 2**20:.1f}  {anon / 2**20:.1f}  "
-                  f"{heap / 2**20:.2f}")
+        for when, pid, value, anonymous, mainHeap in rssSamples:
+            print(f"  {when:7.1f}  {pid}  {value / 2**20:.1f}  {anonymous / 2**20:.1f}  "
+                  f"{mainHeap / 2**20:.2f}")
 
         final = [s for s in rssSamples if s[0] >= restartedAt]
+        if len(cycleEnds) > 1:
+            # Each cycle's quiet tail (after its loss episode): whether the
+            # faults' steps add up or stay one high-water mark.
+            print("gateway RSS at the end of each fault cycle (median of its last "
+                  f"{(1 - LOSS_TO) * 100:.0f} % of the slot; MiB: VmRSS, anonymous, "
+                  "glibc's main heap):")
+            for number, end in enumerate(cycleEnds, 1):
+                tail = [s for s in final
+                        if end - (1 - LOSS_TO) * slot * duration + SETTLE <= s[0] <= end]
+                if tail:
+                    print(f"  cycle {number} ({end:.0f} s): "
+                          f"{statistics.median(s[2] for s in tail) / 2**20:.1f}  "
+                          f"{statistics.median(s[3] for s in tail) / 2**20:.1f}  "
+                          f"{statistics.median(s[4] for s in tail) / 2**20:.2f}")
         warm = restartedAt + 0.15 * duration
         after = [s[2] for s in final if s[0] >= warm]
         anon = [s[3] for s in final if s[0] >= warm]
@@ -737,6 +776,9 @@ def main() -> None:
                         help="users, each with a desktop client (default 6)")
     parser.add_argument("--hold", type=int, default=3000,
                         help="length of a call, ms (default 3000)")
+    parser.add_argument("--cycles", type=int, default=1,
+                        help="repeat the Prosody, Kamailio and loss faults this many "
+                             "times (default 1)")
     parser.add_argument("--no-faults", dest="faults", action="store_false",
                         help="inject no faults: calls only (for memory probes)")
     parser.add_argument("--inside", action="store_true",
@@ -744,6 +786,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.users < 2:
         parser.error("--users must be at least 2")
+    if args.cycles < 1:
+        parser.error("--cycles must be at least 1")
     if not args.inside:
         if os.geteuid() == 0 and shutil.which("unshare") is not None:
             os.execvp("unshare", ["unshare", "-n", sys.executable, os.path.abspath(__file__),

@@ -112,6 +112,7 @@ from sipxmpp.xmpp.callevents import (
     TelephonyChanged,
     TimerFired,
 )
+from sipxmpp.xmpp.jids import withResource
 from sipxmpp.xmpp.remote import STATUS_NODES, RemoteStatus, showToStatus
 from sipxmpp.xmpp.resources import ResourceChange, ResourcePresence
 
@@ -439,7 +440,7 @@ class CallPresence:
     # -- the user's other resources --------------------------------------------
 
     def _jidOf(self, resource: str) -> JID:
-        return JID(tuple=(self.ownJID.user, self.ownJID.host, resource))
+        return withResource(self.ownJID, resource)
 
     def _available(self) -> list[ResourcePresence]:
         # Highest priority first; ties in the order they came online, like

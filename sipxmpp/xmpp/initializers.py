@@ -15,8 +15,9 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.words.protocols.jabber import client, xmlstream
-from twisted.words.protocols.jabber.jid import JID
 from twisted.words.xish import domish
+
+from sipxmpp.xmpp.jids import parseJID
 
 __all__ = ["BindInitializer", "SessionInitializer", "replaceInitializers"]
 
@@ -33,7 +34,7 @@ class BindInitializer(client.BindInitializer):
         bound = str(bind.jid)
         authenticator = self.xmlstream.authenticator
         if bound != authenticator.jid.full():
-            authenticator.jid = JID(bound)
+            authenticator.jid = parseJID(bound)
 
 
 class SessionInitializer(client.SessionInitializer):

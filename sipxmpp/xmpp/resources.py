@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from twisted.words.protocols.jabber.jid import JID, InvalidFormat
 from twisted.words.xish import domish
 
+from sipxmpp.xmpp.jids import parseJID
+
 NS_CAPS = "http://jabber.org/protocol/caps"
 SHOWS = ("away", "chat", "dnd", "xa")
 
@@ -151,7 +153,7 @@ class ResourceTracker:
             # part of the stanza for the gateway.
             return None
         try:
-            jid = JID(sender)
+            jid = parseJID(sender)
         except InvalidFormat:
             return None
         if jid.userhost() != self.ownJID.userhost() or not jid.resource:

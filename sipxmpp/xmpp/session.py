@@ -61,6 +61,7 @@ from zope.interface import Attribute, Interface, implementer
 from sipxmpp.xmpp import initializers, sasl
 from sipxmpp.xmpp.bosh import isBOSHURL
 from sipxmpp.xmpp.endpoints import makeEndpoint
+from sipxmpp.xmpp.jids import withResource
 from sipxmpp.xmpp.quickack import ackEachRead
 from sipxmpp.xmpp.streammgmt import ManagedXmlStream, ResumableStreamManager, StreamManagement
 from sipxmpp.xmpp.tls import (
@@ -444,7 +445,7 @@ class XMPPSession:
         if not IReactorTCP.providedBy(reactor) and endpoint is None:
             raise TypeError("the reactor must provide IReactorTCP")
         self.reactor = reactor
-        self.jid = JID(tuple=(jid.user, jid.host, settings.resource))
+        self.jid = withResource(jid, settings.resource)
         self.settings = settings
         self.state = "stopped"
         # Told of every state change (the store keeps it for operators).

@@ -14,6 +14,9 @@ far the costliest step of a login (Prosody uses 10,000 iterations). RFC
 5802 (section 5.1) lets a client keep it for the same password, salt and
 iteration count; L{ScramKeyCache} keeps the derived C{ClientKey} and
 C{ServerKey}, in memory only, so a re-login or a reconnect skips PBKDF2.
+A first login derives them in a thread of its own (L{KeyDerivation}):
+C{hashlib} releases the GIL for PBKDF2, so another core does it while the
+reactor serves the other sessions.
 
 Channel binding (RFC 5802 section 6) ties the SCRAM proof to this TLS
 connection, so that a man in the middle holding a certificate we trust
@@ -34,7 +37,7 @@ import os
 import threading
 from base64 import b64decode, b64encode
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import scramp  # type: ignore[import-untyped]
@@ -43,8 +46,12 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 from OpenSSL import SSL
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import ISSLTransport
+from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.python.threadpool import ThreadPool
 from twisted.words.protocols.jabber import sasl, sasl_mechanisms, xmlstream
 from twisted.words.protocols.jabber.jid import JID
 from twisted.words.xish import domish
@@ -193,14 +200,27 @@ class ScramKeyCache:
         with self._lock:
             self._entries.clear()
 
+    def _key(self, hashName: str, password: bytes, salt: bytes,
+             iterations: int) -> tuple[str, bytes, bytes, int]:
+        tag = hmac.new(self._secret, password, "sha256").digest()
+        return (hashName, tag, salt, iterations)
+
+    def cached(self, hashName: str, password: bytes, salt: bytes,
+               iterations: int) -> bool:
+        """
+        Whether L{keys} would answer without deriving (not counted).
+        """
+        key = self._key(hashName, password, salt, iterations)
+        with self._lock:
+            return key in self._entries
+
     def keys(self, hashName: str, password: bytes, salt: bytes,
              iterations: int) -> tuple[bytes, bytes]:
         """
         Return C{(ClientKey, ServerKey)} for C{password} (already
         SASLprepped and UTF-8 encoded), deriving them on a miss.
         """
-        tag = hmac.new(self._secret, password, "sha256").digest()
-        key = (hashName, tag, salt, iterations)
+        key = self._key(hashName, password, salt, iterations)
         with self._lock:
             found = self._entries.get(key)
             if found is not None:
@@ -224,6 +244,33 @@ class ScramKeyCache:
 
 #: The cache the gateway's sessions share.
 KEY_CACHE = ScramKeyCache()
+
+#: Runs a function somewhere (another thread) and reports when it is done.
+Runner = Callable[[Callable[[], None]], "Deferred[None]"]
+
+
+class KeyDerivation:
+    """
+    A L{Runner} for first logins' PBKDF2: a thread pool of its own, started
+    at the first use and stopped with the reactor. Not the reactor's pool,
+    where DNS look-ups would wait behind a storm's derivations.
+    """
+
+    def __init__(self, reactor: Any, threads: int = 1) -> None:
+        """
+        @param reactor: provides C{IReactorFromThreads} and C{IReactorCore}.
+        """
+        self.reactor = reactor
+        self.threads = threads
+        self._pool: ThreadPool | None = None
+
+    def __call__(self, function: Callable[[], None]) -> Deferred[None]:
+        if self._pool is None:
+            self._pool = ThreadPool(minthreads=0, maxthreads=self.threads, name="sipxmpp-scram")
+            self._pool.start()
+            self.reactor.addSystemEventTrigger("during", "shutdown", self._pool.stop)
+        result: Deferred[None] = deferToThreadPool(self.reactor, self._pool, function)
+        return result
 
 
 @implementer(sasl_mechanisms.ISASLMechanism)
@@ -270,6 +317,9 @@ class ScramMechanism:
         self._hashName = _HASHES[base]
         self._client = scramp.ScramClient([base], username, password)
         self._cache = KEY_CACHE if cache is None else cache
+        # The keys derived for this exchange by derivation()'s function.
+        self._derived: tuple[bytes, bytes] | None = None
+        self._serverFirstRead = False
         self._first: bytes | None = None
         self._serverSignature = b""
         self._stage = 0
@@ -293,13 +343,47 @@ class ScramMechanism:
         text = self._decode(challenge)
         try:
             if self._stage == 0:
+                self._readServerFirst(text)
                 self._stage = 1
-                self._client.set_server_first(text)
                 return self._clientFinal().encode("utf-8")
             self.verifyServerFinal(challenge)
             return b""
         except scramp.ScramException as e:
             raise SASLFailure(f"{self.name}: {e}") from None
+
+    def derivation(self, challenge: bytes) -> Callable[[], None] | None:
+        """
+        Before L{getResponse} answers the server-first message C{challenge}:
+        a function that derives the keys the answer needs (PBKDF2), for
+        another thread to run first; L{None} if they are cached or
+        C{challenge} is not the server-first message.
+
+        @raise SASLFailure: if the server-first message is malformed.
+        """
+        if self._stage != 0:
+            return None
+        try:
+            self._readServerFirst(self._decode(challenge))
+        except scramp.ScramException as e:
+            raise SASLFailure(f"{self.name}: {e}") from None
+        arguments = self._keyArguments()
+        if self._cache.cached(*arguments):
+            return None
+
+        def derive() -> None:
+            self._derived = self._cache.keys(*arguments)
+
+        return derive
+
+    def _readServerFirst(self, text: str) -> None:
+        if not self._serverFirstRead:
+            self._client.set_server_first(text)
+            self._serverFirstRead = True
+
+    def _keyArguments(self) -> tuple[str, bytes, bytes, int]:
+        client = self._client
+        return (self._hashName, bytes(client.password), bytes(client.salt),
+                int(client.iterations))  # fmt: skip
 
     def verifyServerFinal(self, data: bytes) -> None:
         """
@@ -329,9 +413,7 @@ class ScramMechanism:
         # the cache instead of a PBKDF2 per login.
         client = self._client
         hashName = self._hashName
-        clientKey, serverKey = self._cache.keys(
-            hashName, bytes(client.password), bytes(client.salt), int(client.iterations)
-        )
+        clientKey, serverKey = self._derived or self._cache.keys(*self._keyArguments())
         storedKey = hashlib.new(hashName, clientKey).digest()
         cbind = b64encode(self._cbindInput).decode("ascii")
         withoutProof = f"c={cbind},r={client.nonce}"
@@ -401,16 +483,19 @@ class SASLInitializer(sasl.SASLInitiatingInitializer):
     mechanism: sasl_mechanisms.ISASLMechanism  # type: ignore[assignment]
 
     def __init__(self, xs: xmlstream.XmlStream, required: bool = False,
-                 channelBinding: str = "auto") -> None:
+                 channelBinding: str = "auto", deriveKeys: Runner | None = None) -> None:
         """
         @param channelBinding: C{"auto"}: bind to the TLS connection where
             the server offers -PLUS; C{"off"}: never (see
             L{CHANNEL_BINDING_MODES}).
+        @param deriveKeys: where SCRAM keys not cached are derived
+            (L{KeyDerivation}); none: in this thread.
         """
         super().__init__(xs, required)
         if channelBinding not in CHANNEL_BINDING_MODES:
             raise ValueError(f"channel_binding must be one of {', '.join(CHANNEL_BINDING_MODES)}")
         self.channelBinding = channelBinding
+        self.deriveKeys = deriveKeys
 
     def setMechanism(self) -> None:
         xs = self.xmlstream
@@ -433,9 +518,35 @@ class SASLInitializer(sasl.SASLInitiatingInitializer):
         # then hangs forever; fail the initializer instead.
         try:
             challenge = sasl.fromBase64(str(element))
-            response = self.mechanism.getResponse(challenge)
+            mechanism = self.mechanism
+            derive = (mechanism.derivation(challenge)
+                      if self.deriveKeys is not None and isinstance(mechanism, ScramMechanism)
+                      else None)  # fmt: skip
         except sasl.SASLIncorrectEncodingError:
             self._fail(SASLFailure("the server's challenge is not valid base64"))
+            return
+        except SASLFailure as e:
+            self._fail(e)
+            return
+        if derive is None or self.deriveKeys is None:
+            self._respond(challenge)
+            return
+
+        def failed(reason: Failure) -> None:
+            self._fail(SASLFailure(f"{mechanism.name}: deriving the keys failed: "
+                                   f"{reason.getErrorMessage()}"))  # fmt: skip
+
+        def derived(_: None) -> None:
+            # Unless the connection was lost meanwhile (xish's stream is
+            # then gone).
+            if self.xmlstream.stream is not None:
+                self._respond(challenge)
+
+        self.deriveKeys(derive).addCallbacks(derived, failed)
+
+    def _respond(self, challenge: bytes) -> None:
+        try:
+            response = self.mechanism.getResponse(challenge)
         except SASLFailure as e:
             self._fail(e)
         else:
@@ -491,16 +602,19 @@ class SASLInitializer(sasl.SASLInitiatingInitializer):
             deferred.errback(error)
 
 
-def replaceSASLInitializer(xs: xmlstream.XmlStream, channelBinding: str = "auto") -> None:
+def replaceSASLInitializer(xs: xmlstream.XmlStream, channelBinding: str = "auto",
+                           deriveKeys: Runner | None = None) -> None:
     """
     Swap twisted.words' SASL initializer in C{xs.initializers} for ours,
     keeping its place and requiredness.
 
     @param channelBinding: C{[xmpp] channel_binding} (L{SASLInitializer}).
+    @param deriveKeys: where SCRAM keys are derived (L{SASLInitializer}).
     """
     initializers: list[Any] = xs.initializers
     for index, initializer in enumerate(initializers):
         if isinstance(initializer, sasl.SASLInitiatingInitializer):
-            initializers[index] = SASLInitializer(xs, required=True, channelBinding=channelBinding)
+            initializers[index] = SASLInitializer(xs, required=True, channelBinding=channelBinding,
+                                                  deriveKeys=deriveKeys)  # fmt: skip
             return
     raise RuntimeError("the stream has no SASL initializer to replace")

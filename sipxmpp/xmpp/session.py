@@ -43,6 +43,7 @@ from twisted.internet.interfaces import (
     IOpenSSLClientConnectionCreator,
     IProtocol,
     IProtocolFactory,
+    IReactorFromThreads,
     IReactorTCP,
     IReactorTime,
     ISSLTransport,
@@ -426,6 +427,7 @@ class XMPPSession:
         jitter: Callable[[], float] = random.random,
         pacer: LoginPacer | None = None,
         trustRoot: IOpenSSLTrustRoot | None = None,
+        deriveKeys: sasl.Runner | None = None,
     ) -> None:
         """
         @param reactor: provides L{IReactorTime} and L{IReactorTCP}.
@@ -441,6 +443,8 @@ class XMPPSession:
         @param jitter: returns a float in [0, 1); injected for tests.
         @param pacer: the gateway's login queue, shared by all sessions
             (L{SessionFactory} makes one); none: log in at once.
+        @param deriveKeys: where SCRAM keys not cached are derived
+            (L{sasl.KeyDerivation}); none: in the reactor's thread.
         """
         if not IReactorTCP.providedBy(reactor) and endpoint is None:
             raise TypeError("the reactor must provide IReactorTCP")
@@ -458,6 +462,7 @@ class XMPPSession:
         self._stream: xmlstream.XmlStream | None = None
         self._ready = False
         self._pacer = pacer
+        self._deriveKeys = deriveKeys
         self._release: Callable[[], None] | None = None
         self._loginTimer: IDelayedCall | None = None
         self._connecting: Deferred[IProtocol] | None = None
@@ -467,6 +472,8 @@ class XMPPSession:
         self.tls = ResumingTLSOptions(tlsOptions)
         self.factory = client.XMPPClientFactory(self.jid, password, configurationForTLS=self.tls)
         self.factory.protocol = ManagedXmlStream
+        # No "Starting factory" line at info for every connection.
+        self.factory.noisy = False
         # Not over BOSH: its rids already carry a request over a blip, and
         # Prosody 0.12's mod_smacks fails resuming a BOSH session.
         self.management = StreamManagement(reactor, self.jid.full(),
@@ -621,7 +628,7 @@ class XMPPSession:
         if transport is not None:
             transport.setTcpNoDelay(True)
         ackEachRead(xs)
-        sasl.replaceSASLInitializer(xs, self.settings.channelBinding)
+        sasl.replaceSASLInitializer(xs, self.settings.channelBinding, self._deriveKeys)
         initializers.replaceInitializers(xs)
         # A transport secured before the stream (Direct TLS, XEP-0368; BOSH
         # over HTTPS) needs no STARTTLS, which the server will not offer.
@@ -774,6 +781,9 @@ class SessionFactory:
         self._endpointFor = endpointFor
         self._options: dict[str, IOpenSSLClientConnectionCreator] = {}
         self.pacer = LoginPacer(reactor, settings.loginConcurrency, settings.loginRate)
+        # First logins' PBKDF2 on another core, where there are threads.
+        self.deriveKeys = (sasl.KeyDerivation(reactor)
+                           if IReactorFromThreads.providedBy(reactor) else None)  # fmt: skip
 
     def __call__(self, jid: JID, password: str, server: str | None = None) -> IXMPPSession:
         """
@@ -787,7 +797,8 @@ class SessionFactory:
         settings = self.settings if server is None else replace(self.settings, server=server)
         return XMPPSession(self.reactor, jid, password, settings,
                            tlsOptions=self._options[domain], endpoint=endpoint,
-                           pacer=self.pacer, trustRoot=self.trustRoot)  # fmt: skip
+                           pacer=self.pacer, trustRoot=self.trustRoot,
+                           deriveKeys=self.deriveKeys)  # fmt: skip
 
 
 __all__ = [

@@ -8,6 +8,8 @@ from __future__ import annotations
 import base64
 import datetime
 import hashlib
+import threading
+from collections.abc import Callable
 
 import scramp  # type: ignore[import-untyped]
 from cryptography import x509
@@ -16,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 from OpenSSL import SSL, crypto
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.testing import StringTransport
 from twisted.logger import formatEvent, globalLogPublisher
@@ -27,7 +30,9 @@ from twisted.words.xish import domish
 from zope.interface import implementer
 
 from sipxmpp.xmpp.sasl import (
+    KEY_CACHE,
     NS_SASL_CB,
+    KeyDerivation,
     NoAcceptableMechanism,
     SASLFailure,
     SASLInitializer,
@@ -313,6 +318,135 @@ class InitializerTests(SynchronousTestCase):
             [SASLInitializer],
         )
         self.assertIsInstance(chooseMechanism(["PLAIN"], JID("a@b"), "x", True), sasl_mechanisms.Plain)
+
+
+class KeyDerivationTests(SynchronousTestCase):
+    """
+    A first login's PBKDF2 runs where C{deriveKeys} says (another thread
+    in the gateway), and the answer to the challenge waits for it.
+    """
+
+    def setUp(self) -> None:
+        self.runs: list[tuple[Callable[[], None], Deferred[None]]] = []
+
+        def deriveKeys(function: Callable[[], None]) -> Deferred[None]:
+            d: Deferred[None] = Deferred()
+            self.runs.append((function, d))
+            return d
+
+        authenticator = XMPPAuthenticator(JID("alice@example.test/sipxmpp"), PASSWORD)
+        self.xs = xmlstream.XmlStream(authenticator)
+        self.sent: list[domish.Element] = []
+        self.xs.send = self.sent.append
+        self.xs.transport = StringTransport()
+        self.xs.stream = object()  # connected
+        replaceSASLInitializer(self.xs, deriveKeys=deriveKeys)
+        [self.init] = [i for i in self.xs.initializers if isinstance(i, SASLInitializer)]
+        features = domish.Element((NS_SASL, "mechanisms"))
+        features.addElement("mechanism", content="SCRAM-SHA-256")
+        self.xs.features = {(NS_SASL, "mechanisms"): features}
+        mechanism = scramp.ScramMechanism("SCRAM-SHA-256")
+        self.info = mechanism.make_auth_info(PASSWORD, iteration_count=4096)
+        self.server = self.makeServer()
+        self.addCleanup(KEY_CACHE.clear)
+
+    def makeServer(self) -> scramp.ScramServer:
+        return scramp.ScramMechanism("SCRAM-SHA-256").make_server(lambda username: self.info)
+
+    def serverSays(self, name: str, data: str) -> None:
+        element = domish.Element((NS_SASL, name))
+        element.addContent(base64.b64encode(data.encode()).decode())
+        self.xs.dispatch(element)
+
+    def lastPayload(self) -> str:
+        return base64.b64decode(str(self.sent[-1])).decode()
+
+    def test_derivedElsewhereFirst(self) -> None:
+        """
+        Keys not cached: the client-final message is sent once the
+        derivation has run and reported; the login then succeeds.
+        """
+        d = self.init.start()
+        self.server.set_client_first(self.lastPayload())
+        self.serverSays("challenge", self.server.get_server_first())
+        self.assertEqual(len(self.sent), 1)
+        [(function, done)] = self.runs
+        function()
+        self.assertEqual(len(self.sent), 1)
+        done.callback(None)
+        self.assertEqual(len(self.sent), 2)
+        self.server.set_client_final(self.lastPayload())
+        self.xs.sendHeader = lambda: None
+        self.xs.reset = lambda: None
+        self.serverSays("success", self.server.get_server_final())
+        self.assertIs(self.successResultOf(d), xmlstream.Reset)
+
+    def test_cachedAtOnce(self) -> None:
+        """
+        Keys already cached (an earlier login, same salt and count):
+        answered at once, nothing derived elsewhere.
+        """
+        earlier = ScramMechanism("SCRAM-SHA-256", "alice", PASSWORD)
+        server = self.makeServer()
+        server.set_client_first(earlier.getInitialResponse().decode())
+        earlier.getResponse(server.get_server_first().encode())
+        self.init.start()
+        self.server.set_client_first(self.lastPayload())
+        self.serverSays("challenge", self.server.get_server_first())
+        self.assertEqual((self.runs, len(self.sent)), ([], 2))
+        self.server.set_client_final(self.lastPayload())
+
+    def test_lostMeanwhile(self) -> None:
+        """
+        A connection lost while the keys were derived gets no answer.
+        """
+        self.init.start()
+        self.server.set_client_first(self.lastPayload())
+        self.serverSays("challenge", self.server.get_server_first())
+        [(function, done)] = self.runs
+        function()
+        self.xs.stream = None
+        done.callback(None)
+        self.assertEqual(len(self.sent), 1)
+
+    def test_derivationFails(self) -> None:
+        d = self.init.start()
+        self.server.set_client_first(self.lastPayload())
+        self.serverSays("challenge", self.server.get_server_first())
+        [(function, done)] = self.runs
+        done.errback(MemoryError("no memory"))
+        failure = self.failureResultOf(d, SASLFailure)
+        self.assertEqual(str(failure.value), "SCRAM-SHA-256: deriving the keys failed: no memory")
+
+
+class KeyDerivationPoolTests(SynchronousTestCase):
+    def test_inItsThread(self) -> None:
+        """
+        L{KeyDerivation} runs functions in a thread of its own, reports
+        through the reactor, and stops its pool with the reactor.
+        """
+        calls: list[Callable[[], object]] = []
+        triggers: list[tuple[str, str, Callable[[], object]]] = []
+
+        class Reactor:
+            def callFromThread(self, f: Callable[..., object], *a: object, **kw: object) -> None:
+                calls.append(lambda: f(*a, **kw))
+
+            def addSystemEventTrigger(self, phase: str, event: str,
+                                      f: Callable[[], object]) -> None:  # fmt: skip
+                triggers.append((phase, event, f))
+
+        threads: list[str] = []
+        derive = KeyDerivation(Reactor())
+        d = derive(lambda: threads.append(threading.current_thread().name))
+        [(phase, event, stop)] = triggers
+        self.assertEqual((phase, event), ("during", "shutdown"))
+        stop()  # joins the pool's threads
+        for call in calls:
+            call()
+        self.successResultOf(d)
+        self.assertEqual(len(threads), 1)
+        self.assertNotEqual(threads[0], threading.current_thread().name)
 
 
 # -- channel binding (SCRAM-*-PLUS) ----------------------------------------

@@ -150,6 +150,41 @@ class SessionTests(SynchronousTestCase):
         self.assertEqual(session.state, "connected")
         self.assertEqual(session.jid.full(), "alice@example.test/sipxmpp")
 
+    def test_keysDerivedWhereSaid(self) -> None:
+        """
+        A session given C{deriveKeys} has its SCRAM keys derived there (the
+        gateway's own thread) and logs in once that is done; its factory
+        logs no line of its own per connection.
+        """
+        runs: list[Deferred[None]] = []
+
+        def deriveKeys(function: Any) -> Deferred[None]:
+            function()
+            d: Deferred[None] = Deferred()
+            runs.append(d)
+            return d
+
+        endpoint = FakeEndpoint()
+        session = XMPPSession(
+            self.clock, JID("carol@example.test"), PASSWORD, self.settings,
+            tlsOptions=object(),  # type: ignore[arg-type]
+            endpoint=endpoint, jitter=lambda: 0.5, deriveKeys=deriveKeys,
+        )  # fmt: skip
+        self.assertFalse(session.factory.noisy)
+        session.start()
+        [(protocol, transport)] = endpoint.connections
+        server = Server(protocol, transport)
+        server.say(HEADER + MECHANISMS)
+        server.scram.set_client_first(server.payload())
+        server.sasl("challenge", server.scram.get_server_first())
+        [done] = runs
+        self.assertEqual(server.heard(), "")
+        done.callback(None)
+        server.scram.set_client_final(server.payload())
+        server.sasl("success", server.scram.get_server_final())
+        server.bind()
+        self.assertEqual(session.state, "connected")
+
     def test_wrongPassword(self) -> None:
         """
         A refused login marks the session failed with the reason, logs it

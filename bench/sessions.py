@@ -55,6 +55,10 @@ The last line is::
 
     sessions N: login storm X s, Y KB per session, reconnect Z s
 
+C{--profile storm} (or C{reconnect}) runs cProfile in the gateway's
+process over that phase, in CPU time (C{--profile-file FILE} keeps it as
+C{FILE.storm}); profiled, the gateway's CPU figures are inflated.
+
 C{--inprocess [--users 500] [--rounds K] [--profile PHASE] [--tracemalloc]
 [--tickets] [--no-tls-resumption]} measures the sessions alone, in this
 process (L{SessionFactory}, no gateway, SIP or publisher), against the
@@ -90,7 +94,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from sipxmpp.testing.demo import Watcher  # noqa: E402
-from sipxmpp.testing.gateway import GatewayServer  # noqa: E402
+from sipxmpp.testing.gateway import TWISTD, GatewayServer  # noqa: E402
 from sipxmpp.testing.kamailio import KamailioServer  # noqa: E402
 from sipxmpp.testing.ports import LOOPBACK, freeSIPPort, freeTCPPort  # noqa: E402
 from sipxmpp.testing.prosody import ProsodyServer  # noqa: E402
@@ -179,6 +183,85 @@ def rss(pid: int) -> int:
 def loadAverage() -> str:
     with open("/proc/loadavg", encoding="ascii") as f:
         return " ".join(f.read().split()[:3])
+
+
+# The gateway's process with a CPU-time cProfile that SIGUSR2 turns on and,
+# the next time, off (written to $SIPXMPP_BENCH_PROFILE).
+PROFILED_TWISTD = """
+import cProfile, os, signal, time
+_profile = None
+def _toggle(signum, frame):
+    global _profile
+    if _profile is None:
+        _profile = cProfile.Profile(time.process_time)
+        _profile.enable()
+    else:
+        _profile.disable()
+        _profile.dump_stats(os.environ["SIPXMPP_BENCH_PROFILE"])
+        _profile = None
+signal.signal(signal.SIGUSR2, _toggle)
+""" + TWISTD
+
+
+class ProfiledGateway(GatewayServer):
+    """
+    The gateway with a cProfile of its main thread's CPU time over the
+    phases C{--profile} names (C{storm}, C{reconnect}).
+    """
+
+    def __init__(self, profileFile: str, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.profileFile = profileFile
+
+    def environment(self) -> dict[str, str]:
+        return {**super().environment(), "SIPXMPP_BENCH_PROFILE": self.profileFile}
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-c", PROFILED_TWISTD, *super().command()[3:]]
+
+
+class GatewayProfile:
+    """
+    Turns the gateway's profile on and off around the phases named, and
+    prints it.
+    """
+
+    def __init__(self, gateway: GatewayServer, phases: list[str], lines: int,
+                 keep: str) -> None:  # fmt: skip
+        self.gateway = gateway
+        self.phases = phases
+        self.lines = lines
+        self.keep = keep
+
+    def wanted(self, phase: str) -> bool:
+        return isinstance(self.gateway, ProfiledGateway) and any(
+            phase.startswith(p) for p in self.phases)
+
+    def start(self, phase: str) -> None:
+        if self.wanted(phase):
+            assert self.gateway.pid is not None
+            os.kill(self.gateway.pid, signal.SIGUSR2)
+
+    def stop(self, phase: str) -> None:
+        import pstats
+
+        if not self.wanted(phase):
+            return
+        assert isinstance(self.gateway, ProfiledGateway) and self.gateway.pid is not None
+        path = self.gateway.profileFile
+        if os.path.exists(path):
+            os.unlink(path)
+        os.kill(self.gateway.pid, signal.SIGUSR2)
+        deadline = time.monotonic() + 120
+        while not os.path.exists(path) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        time.sleep(2.0)  # dump_stats may still be writing
+        log(f"gateway profile of the {phase} (CPU time of its main thread):")
+        stats = pstats.Stats(path, stream=sys.stdout)
+        stats.sort_stats("tottime").print_stats(self.lines)
+        stats.sort_stats("cumulative").print_stats(self.lines)
+        if self.keep:
+            shutil.copy(path, f"{self.keep}.{phase}")
 
 
 class Sessions:
@@ -436,10 +519,12 @@ def run(args: argparse.Namespace) -> None:
         prosody.start()
         kamailio.start()
         settings = {("log", "level"): "info", **parseSettings(args.set)}
-        gateway = GatewayServer(upstreamPort=kamailio.port,
-                                xmppServer=f"{prosody.host}:{prosody.port}",
-                                caFile=prosody.caFile, baseDir=os.path.join(workDir, "gateway"),
-                                settings=settings)  # fmt: skip
+        gatewayArgs = {"upstreamPort": kamailio.port, "xmppServer": f"{prosody.host}:{prosody.port}",
+                       "caFile": prosody.caFile, "baseDir": os.path.join(workDir, "gateway"),
+                       "settings": settings}  # fmt: skip
+        gateway = (ProfiledGateway(os.path.join(workDir, "gateway.prof"), **gatewayArgs)
+                   if args.profile else GatewayServer(**gatewayArgs))  # type: ignore[arg-type]
+        profile = GatewayProfile(gateway, args.profile, args.profileLines, args.profileFile)
         gateway.start()
         assert gateway.pid is not None
         pid = gateway.pid
@@ -467,10 +552,12 @@ def run(args: argparse.Namespace) -> None:
         log(f"login storm: registering {n} users at {args.rate}/s")
         stormStart = time.monotonic()
         registering = Registrations(sipp, gateway, phonePort, args.rate, workDir, bound)
+        profile.start("storm")
         registering.start(users)
         storm, marks = waitConnected(gateway, n, stormStart, bound, "login storm",
                                      registering.poll)  # fmt: skip
         cpuStorm = processTimes(pid) - cpuBefore
+        profile.stop("storm")
         log(f"login storm: {storm:.1f} s until all {n} connected; 10 % at {marks[10]:.1f} s, "
             f"50 % at {marks[50]:.1f} s, 90 % at {marks[90]:.1f} s; REGISTER rounds: "
             f"{registering.describe()}")
@@ -550,11 +637,13 @@ def run(args: argparse.Namespace) -> None:
         log("reconnect storm: stopping Prosody")
         stopped = time.monotonic()
         cpu0 = processTimes(pid)
+        profile.start("reconnect")
         prosody.stop()
         prosody.start()
         back = time.monotonic()
         reconnect, marks = waitConnected(gateway, n, back, bound, "reconnect storm")
         cpuReconnect = processTimes(pid) - cpu0
+        profile.stop("reconnect")
         log(f"reconnect storm: Prosody down for {back - stopped:.1f} s; {reconnect:.1f} s from "
             f"its restart until all {n} connected again ({reconnect + back - stopped:.1f} s "
             f"from its stop); 10 % at {marks[10]:.1f} s, 50 % at {marks[50]:.1f} s, "
@@ -784,10 +873,11 @@ def main() -> None:
     parser.add_argument("--smacks", action="store_true",
                         help="--inprocess: Prosody offers XEP-0198")
     parser.add_argument("--profile", action="append", default=[], metavar="PHASE",
-                        help="--inprocess: cProfile the phase starting with this text")
+                        help="cProfile the phase starting with this text (the gateway's: "
+                             "storm, reconnect)")
     parser.add_argument("--profile-lines", dest="profileLines", type=int, default=40)
     parser.add_argument("--profile-file", dest="profileFile", default="",
-                        help="--inprocess: where to write the profile too")
+                        help="where to write the profile too (the gateway's: FILE.PHASE)")
     parser.add_argument("--tracemalloc", action="store_true",
                         help="--inprocess: where the sessions' Python memory is")
     args = parser.parse_args()

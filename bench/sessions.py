@@ -44,7 +44,7 @@ Then, in order:
     trace) to the watcher receiving the callee's dnd presence;
   - B{reconnect storm}: Prosody is stopped and started again on the same
     port; from the moment it accepts again until every session is
-    connected again; and the RSS after it.
+    connected again; and the RSS after it (C{--reconnects K}: K times).
 
 The bench refuses to start when the open-file limit cannot hold the
 sessions (the gateway and Prosody each need one descriptor per session).
@@ -167,6 +167,25 @@ def processTimes(pid: int) -> float:
     with open(f"/proc/{pid}/stat", encoding="ascii") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICK
+
+
+def childTimes(pid: int) -> float:
+    """
+    User plus system CPU seconds of C{pid}'s live child processes (the
+    gateway's SIP workers with C{[sip] workers} above 1).
+    """
+    total = 0.0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="ascii") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            total += (int(fields[11]) + int(fields[12])) / CLOCK_TICK
+    return total
 
 
 def rss(pid: int) -> int:
@@ -548,6 +567,7 @@ def run(args: argparse.Namespace) -> None:
         time.sleep(2.0)
         rssBefore = rss(pid)
         cpuBefore = processTimes(pid)
+        childrenBefore = childTimes(pid)
         phonePort = freeSIPPort()
         log(f"login storm: registering {n} users at {args.rate}/s")
         stormStart = time.monotonic()
@@ -557,10 +577,14 @@ def run(args: argparse.Namespace) -> None:
         storm, marks = waitConnected(gateway, n, stormStart, bound, "login storm",
                                      registering.poll)  # fmt: skip
         cpuStorm = processTimes(pid) - cpuBefore
+        cpuChildren = childTimes(pid) - childrenBefore
         profile.stop("storm")
         log(f"login storm: {storm:.1f} s until all {n} connected; 10 % at {marks[10]:.1f} s, "
             f"50 % at {marks[50]:.1f} s, 90 % at {marks[90]:.1f} s; REGISTER rounds: "
             f"{registering.describe()}")
+        if cpuChildren:
+            log(f"gateway's child processes (SIP workers): {cpuChildren:.1f} s of CPU during the "
+                f"storm, {cpuChildren / n * 1000:.2f} ms per login")
         log(f"gateway CPU during the storm: {cpuStorm:.1f} s, {cpuStorm / n * 1000:.2f} ms per "
             f"login (REGISTER included); load average {loadAverage()}")
 
@@ -634,24 +658,29 @@ def run(args: argparse.Namespace) -> None:
         watcher.stop()
         probe.close()
         probe = watcher = None
-        log("reconnect storm: stopping Prosody")
-        stopped = time.monotonic()
-        cpu0 = processTimes(pid)
-        profile.start("reconnect")
-        prosody.stop()
-        prosody.start()
-        back = time.monotonic()
-        reconnect, marks = waitConnected(gateway, n, back, bound, "reconnect storm")
-        cpuReconnect = processTimes(pid) - cpu0
-        profile.stop("reconnect")
-        log(f"reconnect storm: Prosody down for {back - stopped:.1f} s; {reconnect:.1f} s from "
-            f"its restart until all {n} connected again ({reconnect + back - stopped:.1f} s "
-            f"from its stop); 10 % at {marks[10]:.1f} s, 50 % at {marks[50]:.1f} s, "
-            f"90 % at {marks[90]:.1f} s; gateway CPU {cpuReconnect:.1f} s "
-            f"({cpuReconnect / n * 1000:.2f} ms per login)")
-        time.sleep(5.0)
-        log(f"gateway RSS after the reconnect storm: {rss(pid) / 2**20:.0f} MB "
-            f"(was {rssAfter / 2**20:.0f} MB); load average {loadAverage()}")
+        reconnects = []
+        for round in range(1, args.reconnects + 1):
+            log(f"reconnect storm {round}: stopping Prosody")
+            stopped = time.monotonic()
+            cpu0 = processTimes(pid)
+            profile.start("reconnect")
+            prosody.stop()
+            prosody.start()
+            back = time.monotonic()
+            reconnect, marks = waitConnected(gateway, n, back, bound, "reconnect storm")
+            cpuReconnect = processTimes(pid) - cpu0
+            profile.stop("reconnect")
+            reconnects.append(reconnect)
+            log(f"reconnect storm {round}: Prosody down for {back - stopped:.1f} s; "
+                f"{reconnect:.1f} s from its restart until all {n} connected again "
+                f"({reconnect + back - stopped:.1f} s from its stop); 10 % at {marks[10]:.1f} s, "
+                f"50 % at {marks[50]:.1f} s, 90 % at {marks[90]:.1f} s; gateway CPU "
+                f"{cpuReconnect:.1f} s ({cpuReconnect / n * 1000:.2f} ms per login)")
+            time.sleep(5.0)
+            log(f"gateway RSS after reconnect storm {round}: {rss(pid) / 2**20:.0f} MB "
+                f"(was {rssAfter / 2**20:.0f} MB with the sessions up); load average "
+                f"{loadAverage()}")
+        reconnect = reconnects[0]
         log(f"sessions {n}: login storm {storm:.1f} s, {perSession:.0f} KB per session, "
             f"reconnect {reconnect:.1f} s")
     finally:
@@ -860,6 +889,9 @@ def main() -> None:
     parser.add_argument("--presences", type=int, default=5,
                         help="presence changes of the contact (default 5)")
     parser.add_argument("--rest", type=float, default=30, help="seconds at rest measured (30)")
+    parser.add_argument("--reconnects", type=int, default=1,
+                        help="Prosody restarts, each with the gateway's RSS after it (1); the "
+                             "last line gives the first one's time")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="a gateway setting (repeatable)")
     parser.add_argument("--inprocess", action="store_true",

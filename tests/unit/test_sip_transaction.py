@@ -268,6 +268,35 @@ class ClientTransactionTests(SynchronousTestCase):
         self.assertEqual((tx.state, self.terminated), (State.TERMINATED, 1))
         self.assertEqual(self.timeouts, [])
 
+    def test_oneClockCallPerTransaction(self) -> None:
+        """
+        Timers A, B and C share one call on the clock, armed for the
+        earliest; a response that stops them leaves it, and when it goes off
+        with nothing due it is armed for the next timer: Timer M here.
+        """
+        tx = self.client()
+        self.assertEqual([c.getTime() for c in self.clock.getDelayedCalls()], [T1])
+        tx.responseReceived(response(self.req, 180))
+        tx.responseReceived(response(self.req, 200))
+        self.assertEqual([c.getTime() for c in self.clock.getDelayedCalls()], [T1])
+        self.clock.advance(T1)
+        self.assertEqual(len(self.wire.sent), 1)  # no retransmission
+        self.assertEqual([c.getTime() for c in self.clock.getDelayedCalls()], [64 * T1])
+        self.clock.advance(64 * T1 - T1)
+        self.assertEqual((tx.state, self.terminated), (State.TERMINATED, 1))
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_timerStartedByATimerKeepsEarlierOnes(self) -> None:
+        """
+        A retransmission that re-arms Timer A for later than Timer F still
+        lets Timer F go off on time.
+        """
+        self.client("OPTIONS")
+        self.clock.advance(64 * T1 - 0.25)  # Timer A due at 31.5, now re-armed for 35.5
+        self.assertEqual(self.timeouts, [])
+        self.clock.advance(0.25)
+        self.assertEqual(self.timeouts, [408])
+
     def test_nonInviteTimeoutTimerF(self) -> None:
         self.client("OPTIONS")
         self.clock.advance(64 * T1 - 0.01)

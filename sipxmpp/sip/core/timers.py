@@ -202,6 +202,10 @@ class TimerQueue:
         # calls made during the pass wait in _later.
         self._firing = False
         self._later: list[_Entry] = []
+        # The clock's own method, not the wrapper below: transactions read
+        # the time on every timer they start, and a Python frame costs more
+        # than the reactor's time.time (or a test Clock's one frame).
+        self.seconds = clock.seconds  # type: ignore[method-assign]
 
     # IReactorTime
 

@@ -17,6 +17,7 @@ are still forwarded and retransmitted INVITEs still absorbed.
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Callable
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -113,10 +114,16 @@ class State(enum.Enum):
     TERMINATED = "terminated"
 
 
+# A named timer: when it is due, its name (ties go by name, never by the
+# call, which does not compare) and the call it makes then.
+_Timer = tuple[float, str, Callable[..., None], tuple[object, ...]]
+
+
 class _Transaction:
     log = Logger()
 
-    __slots__ = ("isInvite", "peer", "state", "_send", "_clock", "_calls", "_user")
+    __slots__ = ("isInvite", "peer", "state", "_send", "_clock", "_timers", "_wake", "_wakeAt",
+                 "_user")
 
     # Set by each subclass, typed for what it tells its user.
     _user: ITransactionUser
@@ -127,7 +134,9 @@ class _Transaction:
         self.state = State.TERMINATED
         self._send = send
         self._clock = clock
-        self._calls: dict[str, IDelayedCall] = {}
+        self._timers: dict[str, _Timer] = {}
+        self._wake: IDelayedCall | None = None
+        self._wakeAt = 0.0
 
     def _terminate(self) -> None:
         if self.state is State.TERMINATED:
@@ -141,28 +150,70 @@ class _Transaction:
         user.transactionTerminated(self)
 
     # Named one-shot timers, all cancelled on termination. A timer calls
-    # fn(*args): bound methods and arguments, never closures, and no wrapper
-    # (a fired call stays in the table, inactive, until replaced). Tens of
+    # fn(*args): bound methods and arguments, never closures. Tens of
     # thousands of transactions wait out 64*T1 under load, and every object
     # they hold is work for the cyclic garbage collector.
+    #
+    # They share one clock call (the "wake"), armed no later than the
+    # earliest of them: starting a timer arms it only when that one is due
+    # sooner, and stopping one leaves it alone (when it goes off with
+    # nothing due, it is armed again for the earliest timer left). Most
+    # transactions stop Timers A, B and C at their first response, so each
+    # costs two clock calls instead of five calls and four cancellations.
 
     def _startTimer(self, name: str, delay: float, fn: Callable[..., None], *args: object) -> None:
-        calls = self._calls
-        call = calls.get(name)
-        if call is not None and call.active():
-            call.cancel()
-        calls[name] = self._clock.callLater(delay, fn, *args)
+        clock = self._clock
+        when = clock.seconds() + delay
+        self._timers[name] = (when, name, fn, args)
+        wake = self._wake
+        if wake is None or when < self._wakeAt:
+            if wake is not None:
+                wake.cancel()
+            self._wake = clock.callLater(delay, self._wakeUp)
+            self._wakeAt = when
 
     def _stopTimer(self, name: str) -> None:
-        call = self._calls.pop(name, None)
-        if call is not None and call.active():
-            call.cancel()
+        self._timers.pop(name, None)
 
     def _stopTimers(self) -> None:
-        for call in self._calls.values():
-            if call.active():
-                call.cancel()
-        self._calls.clear()
+        self._timers.clear()
+        wake = self._wake
+        if wake is not None:
+            self._wake = None
+            wake.cancel()
+
+    def _wakeUp(self) -> None:
+        # The timers due by the time the wake was armed for (the clock may
+        # read one ulp earlier) run in the order they are due; one that a
+        # timer starts now is due later.
+        clock = self._clock
+        now = max(clock.seconds(), self._wakeAt)
+        self._wake = None
+        self._wakeAt = now
+        timers = self._timers
+        try:
+            while timers:
+                when, name, fn, args = min(timers.values())
+                if when > now:
+                    break
+                del timers[name]
+                fn(*args)
+        finally:
+            # A timer started above armed the wake for itself alone.
+            if timers:
+                when = min(timers.values())[0]
+                wake = self._wake
+                if wake is None or when < self._wakeAt:
+                    if wake is not None:
+                        wake.cancel()
+                    now = clock.seconds()
+                    delay = when - now
+                    if now + delay > when:
+                        # Never late by rounding: the clock adds delay to
+                        # its own time, and Timer F must go off at 64*T1.
+                        delay = math.nextafter(delay, 0.0)
+                    self._wake = clock.callLater(max(0.0, delay), self._wakeUp)
+                    self._wakeAt = when
 
     def _after(self, name: str, delay: float, fn: Callable[[], None]) -> None:
         # Zero-length timers (reliable transports) end at once.

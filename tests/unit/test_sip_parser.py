@@ -424,6 +424,23 @@ class ValidationTests(SynchronousTestCase):
         # Repeating a list header is fine.
         self.assertEqual(len(parseMessage(request(b"Via: SIP/2.0/UDP h2;branch=z9hG4bK2")).vias), 2)
 
+    def test_sameShapeOwnValues(self) -> None:
+        """
+        Messages whose fields have the same names in the same order (the
+        parser remembers where it found what in such a shape) each read
+        their own values, and each repeat of a bad shape is refused again.
+        """
+        for user in (b"bob", b"carol"):
+            data = request(b"Via: SIP/2.0/UDP h2;branch=z9hG4bK2").replace(b"Call-ID: ", b"Call-ID: " + user)
+            message = parseMessage(data)
+            self.assertTrue(message.callID.startswith(user.decode()))
+            self.assertEqual(len(message.vias), 2)
+        for _ in range(2):
+            error = self.assertRaises(SIPParseError, parseMessage, request(b"i: other"))
+            self.assertIn("more than one Call-ID", error.reason)
+            error = self.assertRaises(SIPParseError, parseMessage, request(mandatory=False))
+            self.assertIn("missing", error.reason)
+
     def test_displayNames(self) -> None:
         for to, ok in (
             (b'To: "unbalanced <sip:b@h>', False),

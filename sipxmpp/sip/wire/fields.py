@@ -11,9 +11,12 @@ C{sipxmpp.sip.wire}: nothing here is public.
 
 from __future__ import annotations
 
+import functools
+
 from sipxmpp.sip.wire.errors import SIPParseError
 from sipxmpp.sip.wire.grammar import isTokenBytes, splitList
 from sipxmpp.sip.wire.headers import CSeq, Via, displayName, parseViaBytes
+from sipxmpp.sip.wire.uri import _MEMO_SIZE
 
 __all__: list[str] = []
 
@@ -71,7 +74,10 @@ def _callID(raw: bytes) -> str:
     return value.decode("utf-8", "surrogateescape")  # decodeText, without a call
 
 
+@functools.lru_cache(maxsize=_MEMO_SIZE)
 def _cseq(raw: bytes) -> CSeq:
+    # Memoised like the Via and name-addr parsers: a dialog's CSeq values
+    # repeat in every message of its transactions.
     parts = raw.split()
     if len(parts) != 2 or not parts[0].isdigit():
         raise SIPParseError("bad CSeq")

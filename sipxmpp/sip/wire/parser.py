@@ -40,6 +40,7 @@ Liberal and strict choices (RFC 4475):
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -88,6 +89,8 @@ _URI_PREFIXES = (b"sip:", b"sips:", b"tel:")
 _MANDATORY = ("via", "from", "to", "call-id", "cseq")
 # Header fields that may appear at most once and that the parser reads.
 _SINGLE = ("content-length", "from", "to", "call-id", "cseq", "max-forwards")
+# Header shapes (the names of the fields, in order) remembered.
+_SHAPES = 1024
 
 
 # -- parsing ----------------------------------------------------------------
@@ -222,7 +225,14 @@ def _contentLength(parts: list[bytes], keys: list[str], limits: Limits) -> int |
     # Callers have checked that Content-Length appears at most once.
     if "content-length" not in keys:
         return None
-    value = parts[2 * keys.index("content-length") + 2].strip(b" \t")
+    return _contentLengthAt(parts, keys.index("content-length"), limits)
+
+
+def _contentLengthAt(parts: list[bytes], index: int, limits: Limits) -> int | None:
+    # The Content-Length of field index, or None for index -1.
+    if index < 0:
+        return None
+    value = parts[2 * index + 2].strip(b" \t")
     if not value.isdigit():
         value = _clean(value)
     if not value.isdigit() or len(value) > 10:
@@ -231,6 +241,29 @@ def _contentLength(parts: list[bytes], keys: list[str], limits: Limits) -> int |
     if length > limits.maxBodySize:
         raise SIPParseError("body too large", 413)
     return length
+
+
+# What _parse learns from the header names alone: the first single-value
+# field that is repeated, the mandatory fields that are missing (error
+# texts, or None), and the index of the fields it decodes (-1: absent).
+_Shape = tuple[str | None, str | None, int, int, int, int, int, int, int]
+
+
+@functools.lru_cache(maxsize=_SHAPES)
+def _shapeOf(keys: tuple[str, ...]) -> _Shape:
+    # Memoised: the messages of one peer share a few shapes, and this is a
+    # dozen list scans per message otherwise.
+    repeated = None
+    if len(set(keys)) != len(keys):
+        for key in _SINGLE:
+            if keys.count(key) > 1:
+                repeated = f"more than one {displayName(key)} header"
+                break
+    absent = [displayName(k) for k in _MANDATORY if k not in keys]
+    missing = "missing " + ", ".join(absent) if absent else None
+    at = [keys.index(k) if k in keys else -1
+          for k in ("via", "from", "to", "call-id", "cseq", "content-length", "max-forwards")]
+    return (repeated, missing, *at)  # type: ignore[return-value]
 
 
 def contentLengthOf(head: bytes, limits: Limits = DEFAULT_LIMITS) -> int | None:
@@ -274,13 +307,13 @@ def _parse(data: bytes, start: int, limits: Limits, datagram: bool) -> SIPReques
     message._keys = keys
 
     # The single-value fields read below must appear once (RFC 4475 §3.3.8).
-    if len(set(keys)) != count:
-        for key in _SINGLE:
-            if keys.count(key) > 1:
-                raise SIPParseError(f"more than one {displayName(key)} header")
+    repeated, missing, via, fromIndex, toIndex, callID, cseqIndex, lengthIndex, hops = _shapeOf(
+        tuple(keys))
+    if repeated is not None:
+        raise SIPParseError(repeated)
 
     # Framing first: a bad Content-Length makes everything else moot.
-    length = _contentLength(parts, keys, limits)
+    length = _contentLengthAt(parts, lengthIndex, limits)
     if length is None:
         if not datagram:
             raise SIPParseError("no Content-Length on a stream")
@@ -301,15 +334,8 @@ def _parse(data: bytes, start: int, limits: Limits, datagram: bool) -> SIPReques
 
     # What a proxy must check before it may forward a request (RFC 3261
     # §16.3): decoded now, kept for the accessors.
-    try:
-        via = keys.index("via")
-        fromIndex = keys.index("from")
-        toIndex = keys.index("to")
-        callID = keys.index("call-id")
-        cseqIndex = keys.index("cseq")
-    except ValueError:
-        missing = [displayName(k) for k in _MANDATORY if k not in keys]
-        raise SIPParseError("missing " + ", ".join(missing)) from None
+    if missing is not None:
+        raise SIPParseError(missing)
     message._cache = {"content-length": length}
     raw = parts[2 * via + 2]
     message._via = parseViaBytes(raw) if b"," not in raw else _firstVia(raw)
@@ -321,9 +347,7 @@ def _parse(data: bytes, start: int, limits: Limits, datagram: bool) -> SIPReques
         if cseq.method != message.method:
             raise SIPParseError("CSeq method does not match the request method")
         message._cache["max-forwards"] = (
-            _number(parts[2 * keys.index("max-forwards") + 2], 255, "max-forwards")
-            if "max-forwards" in keys
-            else None
+            _number(parts[2 * hops + 2], 255, "max-forwards") if hops >= 0 else None
         )
     return message
 

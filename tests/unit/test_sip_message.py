@@ -52,6 +52,20 @@ class AccessorTests(SynchronousTestCase):
         self.assertEqual([r.uriText for r in message.recordRoutes], ["sip:rr;lr"])
         self.assertEqual([r.uriText for r in message.paths], ["sip:pa;lr"])
 
+    def test_elementsOfOneElementFields(self) -> None:
+        """
+        A field of one element is that element; an unterminated C{<} or
+        quoted string is refused whether or not the field holds a comma.
+        """
+        message = parseMessage(request(b"Record-Route: <sip:a;lr>", b"Record-Route:  sip:b ",
+                                       b"Record-Route: <sip:c;lr>, <sip:d;lr>"))  # fmt: skip
+        self.assertEqual(message.getHeaderValues("Record-Route"),
+                         ["<sip:a;lr>", "sip:b", "<sip:c;lr>", "<sip:d;lr>"])  # fmt: skip
+        for bad in (b"<sip:a;lr", b"<sip:a;lr> <sip:b", b'"Bob <sip:b@h>', b"<sip:a>, <sip:b"):
+            message = parseMessage(request(b"Record-Route: " + bad))
+            self.assertRaises(SIPParseError, message.getHeaderValues, "Record-Route")
+            self.assertRaises(SIPParseError, getattr, message, "recordRoutes")
+
     def test_optionTagsAndTypes(self) -> None:
         message = parseMessage(
             request(

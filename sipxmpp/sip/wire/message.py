@@ -168,16 +168,28 @@ class SIPMessage:
     def _elementBytes(self, key: str) -> list[bytes]:
         # The raw bytes of each element, LWS and folding included.
         parts = self._parts
-        return [parts[2 * i + 2][start:end] for i, start, end in self._elements(key)]
+        out: list[bytes] = []
+        for index, k in enumerate(self._keys):
+            if k == key:
+                raw = parts[2 * index + 2]
+                if b"," not in raw and b'"' not in raw and raw.rfind(b">") >= raw.rfind(b"<"):
+                    # One element, and no '<' left open: what splitList
+                    # finds, without its calls (most fields hold one).
+                    out.append(raw)
+                else:
+                    out.extend(raw[start:end] for start, end in splitList(raw))
+        return out
 
     # -- mutation primitives ---------------------------------------------
 
     def _changed(self, key: str) -> None:
         self._wire = None
         cache = self._cache
-        cache.pop(key, None)
-        cache.pop(key + "*", None)
-        cache.pop(key + "^", None)
+        if cache:
+            # The decoded values of key: itself, all of it (*), its top (^).
+            cache.pop(key, None)
+            cache.pop(key + "*", None)
+            cache.pop(key + "^", None)
         slot = _HOT_SLOTS.get(key)
         if slot is not None:
             setattr(self, slot, None)
@@ -185,10 +197,6 @@ class SIPMessage:
     def _insertField(self, position: int, key: str, name: bytes, value: bytes) -> None:
         self._keys.insert(position, key)
         self._parts[2 * position + 1 : 2 * position + 1] = [name, b" " + value]
-
-    def _deleteField(self, index: int) -> None:
-        del self._keys[index]
-        del self._parts[2 * index + 1 : 2 * index + 3]
 
     def _insertPosition(self, key: str, first: bool) -> int:
         keys = self._keys
@@ -271,11 +279,13 @@ class SIPMessage:
     def _dropTop(self, key: str) -> None:
         # Remove the first element of the first field called key (callers
         # have checked there is one).
-        index = self._keys.index(key)
+        keys = self._keys
+        index = keys.index(key)
         value = self._parts[2 * index + 2]
         spans = splitList(value) if b"," in value else ()
         if len(spans) < 2:
-            self._deleteField(index)
+            del keys[index]
+            del self._parts[2 * index + 1 : 2 * index + 3]
         else:
             # Keep the name as spelled and the rest of the line as written.
             self._parts[2 * index + 2] = b" " + value[spans[1][0] :].lstrip(b" \t\r\n")
@@ -802,7 +812,6 @@ class SIPMessage:
 
     def _blank(self) -> Self:
         raise NotImplementedError  # pragma: no cover
-
 
 
 class SIPRequest(SIPMessage):

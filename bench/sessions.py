@@ -68,7 +68,12 @@ their TLS session; the RSS per session and what malloc holds of it.
 C{--profile} runs cProfile (CPU time) over the phases whose name starts
 with PHASE ("login again"); C{--tickets} lets Prosody resume TLS sessions
 (its default resumes none); C{--no-tls-resumption} keeps the sessions from
-offering theirs.
+offering theirs. C{--reconnects K} restarts Prosody K times and says
+where the memory went each time (RSS; glibc's malloc in use, free and
+mmapped; CPython's arenas; objects by type; with C{--tracemalloc} the
+allocation sites that grew); C{--gateway-gc} applies the gateway's
+garbage-collector settings, C{--collect-when-down} collects once every
+session is down, C{--trim} calls C{malloc_trim(0)} at the end.
 """
 
 from __future__ import annotations
@@ -89,6 +94,7 @@ import time
 import urllib.request
 from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -160,11 +166,13 @@ def credentials(users: list[str]) -> dict[str, tuple[str, str, str]]:
     return {u: (cached[u][0], cached[u][1], cached[u][2]) for u in users}
 
 
-def processTimes(pid: int) -> float:
+def processTimes(pid: int, thread: int | None = None) -> float:
     """
-    User plus system CPU seconds of process C{pid}.
+    User plus system CPU seconds of process C{pid} (all its threads), or
+    of its thread C{thread} (the main thread's id is C{pid}).
     """
-    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+    path = f"/proc/{pid}/stat" if thread is None else f"/proc/{pid}/task/{thread}/stat"
+    with open(path, encoding="ascii") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICK
 
@@ -567,7 +575,10 @@ def run(args: argparse.Namespace) -> None:
         time.sleep(2.0)
         rssBefore = rss(pid)
         cpuBefore = processTimes(pid)
+        mainBefore = processTimes(pid, pid)
         childrenBefore = childTimes(pid)
+        assert prosody.pid is not None
+        prosodyBefore = processTimes(prosody.pid)
         phonePort = freeSIPPort()
         log(f"login storm: registering {n} users at {args.rate}/s")
         stormStart = time.monotonic()
@@ -577,7 +588,9 @@ def run(args: argparse.Namespace) -> None:
         storm, marks = waitConnected(gateway, n, stormStart, bound, "login storm",
                                      registering.poll)  # fmt: skip
         cpuStorm = processTimes(pid) - cpuBefore
+        cpuMain = processTimes(pid, pid) - mainBefore
         cpuChildren = childTimes(pid) - childrenBefore
+        cpuProsody = processTimes(prosody.pid) - prosodyBefore
         profile.stop("storm")
         log(f"login storm: {storm:.1f} s until all {n} connected; 10 % at {marks[10]:.1f} s, "
             f"50 % at {marks[50]:.1f} s, 90 % at {marks[90]:.1f} s; REGISTER rounds: "
@@ -585,8 +598,11 @@ def run(args: argparse.Namespace) -> None:
         if cpuChildren:
             log(f"gateway's child processes (SIP workers): {cpuChildren:.1f} s of CPU during the "
                 f"storm, {cpuChildren / n * 1000:.2f} ms per login")
+        log(f"Prosody's CPU during the storm: {cpuProsody:.1f} s, {cpuProsody / n * 1000:.2f} ms "
+            f"per login")
         log(f"gateway CPU during the storm: {cpuStorm:.1f} s, {cpuStorm / n * 1000:.2f} ms per "
-            f"login (REGISTER included); load average {loadAverage()}")
+            f"login (REGISTER included; its reactor's thread {cpuMain / n * 1000:.2f} ms); load "
+            f"average {loadAverage()}")
 
         time.sleep(5.0)
         rssAfter = rss(pid)
@@ -663,19 +679,25 @@ def run(args: argparse.Namespace) -> None:
             log(f"reconnect storm {round}: stopping Prosody")
             stopped = time.monotonic()
             cpu0 = processTimes(pid)
+            main0 = processTimes(pid, pid)
             profile.start("reconnect")
             prosody.stop()
             prosody.start()
             back = time.monotonic()
             reconnect, marks = waitConnected(gateway, n, back, bound, "reconnect storm")
             cpuReconnect = processTimes(pid) - cpu0
+            cpuMain = processTimes(pid, pid) - main0
+            assert prosody.pid is not None
+            cpuProsody = processTimes(prosody.pid)  # a new process since its start
             profile.stop("reconnect")
             reconnects.append(reconnect)
             log(f"reconnect storm {round}: Prosody down for {back - stopped:.1f} s; "
                 f"{reconnect:.1f} s from its restart until all {n} connected again "
                 f"({reconnect + back - stopped:.1f} s from its stop); 10 % at {marks[10]:.1f} s, "
                 f"50 % at {marks[50]:.1f} s, 90 % at {marks[90]:.1f} s; gateway CPU "
-                f"{cpuReconnect:.1f} s ({cpuReconnect / n * 1000:.2f} ms per login)")
+                f"{cpuReconnect:.1f} s ({cpuReconnect / n * 1000:.2f} ms per login, its reactor's "
+                f"thread {cpuMain / n * 1000:.2f} ms); Prosody's "
+                f"CPU since its start {cpuProsody:.1f} s ({cpuProsody / n * 1000:.2f} ms per login)")
             time.sleep(5.0)
             log(f"gateway RSS after reconnect storm {round}: {rss(pid) / 2**20:.0f} MB "
                 f"(was {rssAfter / 2**20:.0f} MB with the sessions up); load average "
@@ -735,6 +757,14 @@ def inProcess(args: argparse.Namespace) -> None:
                                **dict(parseInProcessSettings(args.set)))  # fmt: skip
     connected: set[int] = set()
     resumed: set[int] = set()
+    collecting: list[object] = []
+
+    def collectNow() -> None:
+        started = time.process_time()
+        found = gc.collect()
+        log(f"  every session down: gc.collect() found {found} objects in "
+            f"{(time.process_time() - started) * 1000:.0f} ms")
+        collecting.clear()
 
     def cpu() -> float:
         usage = resource.getrusage(resource.RUSAGE_SELF)
@@ -773,6 +803,11 @@ def inProcess(args: argparse.Namespace) -> None:
             stats.sort_stats("cumulative").print_stats(args.profileLines)
 
     async def bench() -> None:
+        if args.gatewayGC:
+            from sipxmpp.processes.gctuning import YoungCollector, tuneGarbageCollector
+
+            tuneGarbageCollector()
+            YoungCollector(reactor).start()
         factory = SessionFactory(reactor, settings, caFile=prosody.caFile)
         sessions = []
         for i, user in enumerate(users):
@@ -788,6 +823,10 @@ def inProcess(args: argparse.Namespace) -> None:
                         resumed.add(i)
                 else:
                     connected.discard(i)
+                    if args.collectWhenDown and not connected and not collecting:
+                        # Every session down: their old connections'
+                        # garbage collected before they connect again.
+                        collecting.append(reactor.callLater(0, collectNow))
 
             session.onStateChanged = changed
             if args.noResumption:
@@ -823,10 +862,25 @@ def inProcess(args: argparse.Namespace) -> None:
             prosody.stop()
             prosody.start()
 
-        await phase("reconnect after Prosody's restart", restart)
         gc.collect()
-        log(f"RSS after the reconnect: {rss(os.getpid()) / 2**20:.1f} MB "
-            f"(was {rssAfter / 2**20:.1f} MB)")
+        baseline = MemoryState(n, args.tracemalloc)
+        log(f"memory with the {n} sessions up again: {baseline.describe()}")
+        for restart_ in range(1, args.reconnects + 1):
+            await phase(f"reconnect after Prosody's restart {restart_}", restart)
+            gc.collect()
+            now = MemoryState(n, args.tracemalloc)
+            log(f"RSS after the reconnect: {rss(os.getpid()) / 2**20:.1f} MB "
+                f"(was {rssAfter / 2**20:.1f} MB)")
+            log(f"memory after restart {restart_}: {now.describe()}")
+            log(f"  growth since the sessions were up again: {now.growth(baseline)}")
+            for line in now.objectGrowth(baseline, args.profileLines // 3):
+                log("  " + line)
+        if args.trim:
+            before = rss(os.getpid())
+            import ctypes
+
+            ctypes.CDLL(None).malloc_trim(0)
+            log(f"malloc_trim(0): RSS {before / 2**20:.1f} -> {rss(os.getpid()) / 2**20:.1f} MB")
         await defer.gatherResults([s.stop() for s in sessions])
 
     from twisted.internet import defer
@@ -843,6 +897,108 @@ def inProcess(args: argparse.Namespace) -> None:
         prosody.stop()
         if not os.environ.get("SIPXMPP_KEEP_TEST_DIRS"):
             shutil.rmtree(workDir, ignore_errors=True)
+
+
+class MemoryState:
+    """
+    Where this process's memory is (C{--inprocess}): RSS, glibc's malloc
+    (C{mallinfo2}: in use, free in its heaps, mmapped), CPython's own
+    allocator's arenas, the objects C{gc} tracks by type, and, with
+    C{--tracemalloc}, a snapshot.
+    """
+
+    def __init__(self, sessions: int, traced: bool) -> None:
+        import gc
+        import tracemalloc
+        from collections import Counter
+
+        self.sessions = sessions
+        self.rss = rss(os.getpid())
+        info = mallinfo()
+        self.mallocUsed = info.uordblks
+        self.mallocFree = info.fordblks
+        self.mallocMapped = info.hblkhd
+        self.pymalloc = pymallocStats()
+        self.types = Counter(type(o).__qualname__ for o in gc.get_objects())
+        self.snapshot = tracemalloc.take_snapshot() if traced else None
+
+    def perSession(self, value: float) -> str:
+        return f"{value / self.sessions / 1024:.1f}"
+
+    def describe(self) -> str:
+        p = self.pymalloc
+        return (f"RSS {self.rss / 2**20:.1f} MB; malloc in use {self.mallocUsed / 2**20:.1f} MB, "
+                f"free in its heaps {self.mallocFree / 2**20:.1f} MB, mmapped "
+                f"{self.mallocMapped / 2**20:.1f} MB; pymalloc {p['arenas']} arenas of 1 MB, "
+                f"{p['used'] / 2**20:.1f} MB in objects, {p['free'] / 2**20:.1f} MB free in "
+                f"them")  # fmt: skip
+
+    def growth(self, before: MemoryState) -> str:
+        p, q = self.pymalloc, before.pymalloc
+        return (f"KB per session: RSS {self.perSession(self.rss - before.rss)}, malloc in use "
+                f"{self.perSession(self.mallocUsed - before.mallocUsed)}, malloc free "
+                f"{self.perSession(self.mallocFree - before.mallocFree)}, mmapped "
+                f"{self.perSession(self.mallocMapped - before.mallocMapped)}, pymalloc arenas "
+                f"{self.perSession((p['arenas'] - q['arenas']) * 2**20)} (objects "
+                f"{self.perSession(p['used'] - q['used'])}, free "
+                f"{self.perSession(p['free'] - q['free'])})")  # fmt: skip
+
+    def objectGrowth(self, before: MemoryState, lines: int) -> list[str]:
+        out = []
+        grown = self.types.copy()
+        grown.subtract(before.types)
+        for name, count in grown.most_common(lines):
+            if count > 0:
+                out.append(f"{count / self.sessions:+.2f} {name} per session")
+        if self.snapshot is not None and before.snapshot is not None:
+            for stat in self.snapshot.compare_to(before.snapshot, "traceback")[:lines]:
+                out.append(f"{stat.size_diff / self.sessions / 1024:+.2f} KB per session "
+                           f"({stat.count_diff / self.sessions:+.2f} blocks) at:")
+                out.extend("    " + line for line in stat.traceback.format()[-6:])
+        return out
+
+
+def pymallocStats() -> dict[str, int]:
+    """
+    CPython's small-object allocator: arenas, bytes in objects and free
+    in them (C{sys._debugmallocstats}, which writes to fd 2).
+    """
+    with tempfile.TemporaryFile() as out:
+        saved = os.dup(2)
+        try:
+            sys.stderr.flush()
+            os.dup2(out.fileno(), 2)
+            sys._debugmallocstats()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        out.seek(0)
+        text = out.read().decode("ascii", "replace")
+
+    def number(label: str) -> int:
+        match = re.search(re.escape(label) + r"\s*=\s*([\d,]+)", text)
+        return int(match.group(1).replace(",", "")) if match else 0
+
+    return {"arenas": number("# arenas allocated current"),
+            "used": number("# bytes in allocated blocks"),
+            "free": number("# bytes in available blocks")
+            + 16384 * int((re.search(r"(\d+) unused pools", text) or [0, "0"])[1])}  # fmt: skip
+
+
+def mallinfo() -> Any:
+    """
+    glibc's C{mallinfo2} (all arenas).
+    """
+    import ctypes
+
+    class MallInfo2(ctypes.Structure):
+        _fields_ = [(name, ctypes.c_size_t) for name in (
+            "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
+            "fordblks", "keepcost")]  # fmt: skip
+
+    libc = ctypes.CDLL(None)
+    libc.mallinfo2.restype = MallInfo2
+    return libc.mallinfo2()
 
 
 def mallocInUse() -> int:
@@ -910,6 +1066,12 @@ def main() -> None:
     parser.add_argument("--profile-lines", dest="profileLines", type=int, default=40)
     parser.add_argument("--profile-file", dest="profileFile", default="",
                         help="where to write the profile too (the gateway's: FILE.PHASE)")
+    parser.add_argument("--collect-when-down", dest="collectWhenDown", action="store_true",
+                        help="--inprocess: gc.collect() once every session is down")
+    parser.add_argument("--gateway-gc", dest="gatewayGC", action="store_true",
+                        help="--inprocess: the gateway's garbage-collector settings")
+    parser.add_argument("--trim", action="store_true",
+                        help="--inprocess: malloc_trim(0) after the restarts, RSS after it")
     parser.add_argument("--tracemalloc", action="store_true",
                         help="--inprocess: where the sessions' Python memory is")
     args = parser.parse_args()

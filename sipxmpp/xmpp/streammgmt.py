@@ -26,12 +26,13 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionLost
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.words.protocols.jabber import client, xmlstream
 from twisted.words.xish import domish
 
-from sipxmpp.xmpp.expatnames import shareNames
+from sipxmpp.xmpp.expatnames import releaseParser, shareNames
 from sipxmpp.xmpp.initializers import BindInitializer, SessionInitializer
 from sipxmpp.xmpp.wokkelcompat import subprotocols
 
@@ -164,7 +165,8 @@ class ManagedXmlStream(xmlstream.XmlStream):
     The stream the sessions' factories build: while stream management is
     on (C{management} set), stanzas are counted both ways and C{<r/>} and
     C{<a/>} go to it instead of the observers. Its parsers share their
-    names (L{shareNames}).
+    names (L{shareNames}) and drop their parsers when done
+    (L{releaseParser}).
 
     @ivar cleanEnd: the server closed the stream (C{</stream:stream>}) or
         ended it with a stream error: the session is over on its side,
@@ -175,9 +177,18 @@ class ManagedXmlStream(xmlstream.XmlStream):
     cleanEnd = False
 
     def _initializeStream(self) -> None:
+        old = self.stream
         super()._initializeStream()
+        if isinstance(old, domish.ExpatElementStream):
+            releaseParser(old)
         if isinstance(self.stream, domish.ExpatElementStream):
             shareNames(self.stream)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        stream = self.stream
+        super().connectionLost(reason)
+        if isinstance(stream, domish.ExpatElementStream):
+            releaseParser(stream)
 
     def onDocumentEnd(self) -> None:
         self.cleanEnd = True

@@ -6,7 +6,9 @@ scripted server on a StringTransport with a Clock.
 
 from __future__ import annotations
 
+import gc
 import re
+import weakref
 from dataclasses import replace
 
 from twisted.internet.error import ConnectionLost
@@ -469,3 +471,50 @@ class SharedNamesTests(SynchronousTestCase):
         [second], other = self.received()
         self.assertEqual(str(second.show), "away")
         self.assertIsNot(one.stream.parser.intern, other.stream.parser.intern)
+
+
+class ReleasedParserTests(SynchronousTestCase):
+    """
+    L{ManagedXmlStream} drops a parser it is done with, so that refcounting
+    frees the old element stream and what it holds (the XmlStream, its
+    connection) without waiting for the garbage collector.
+    """
+
+    def setUp(self) -> None:
+        gc.collect()
+        gc.disable()
+        self.addCleanup(gc.enable)
+
+    def test_connectionLost(self) -> None:
+        xs = ManagedXmlStream(xmlstream.Authenticator())
+        xs.makeConnection(StringTransport())
+        xs.dataReceived(HEADER.encode() + b"<presence from='a@example.test/r'/>")
+        # The parser holds the element stream's methods: the stream gone,
+        # its parser was freed too.
+        stream = weakref.ref(xs.stream)
+        xs.connectionLost(Failure(ConnectionLost()))
+        self.assertIsNone(stream())
+        self.assertIsNone(xs.stream)
+
+    def test_restartedInAHandler(self) -> None:
+        """
+        A stream restarted from one of its parser's handlers (as SASL's
+        C{<success/>} does) goes on with the new parser; the old one is
+        freed once it returns.
+        """
+        xs = ManagedXmlStream(xmlstream.Authenticator())
+        xs.makeConnection(StringTransport())
+        xs.sendHeader = lambda: None  # type: ignore[method-assign]
+        old: list[weakref.ref[domish.ExpatElementStream]] = []
+
+        def restart(element: domish.Element) -> None:
+            old.append(weakref.ref(xs.stream))
+            xs.reset()
+
+        xs.addOnetimeObserver("/success", restart)
+        elements: list[domish.Element] = []
+        xs.addObserver("/presence", elements.append)
+        xs.dataReceived(HEADER.encode() + b"<success/>")
+        self.assertEqual([ref() for ref in old], [None])
+        xs.dataReceived(HEADER.encode() + b"<presence from='a@example.test/r'/>")
+        self.assertEqual([e["from"] for e in elements], ["a@example.test/r"])

@@ -760,10 +760,20 @@ def inProcess(args: argparse.Namespace) -> None:
     collecting: list[object] = []
 
     def collectNow() -> None:
+        from collections import Counter
+
         started = time.process_time()
+        gc.set_debug(gc.DEBUG_SAVEALL)
         found = gc.collect()
+        gc.set_debug(0)
+        kinds = Counter(type(o).__qualname__ for o in gc.garbage)
+        gc.garbage.clear()
+        gc.collect()
         log(f"  every session down: gc.collect() found {found} objects in "
-            f"{(time.process_time() - started) * 1000:.0f} ms")
+            f"{(time.process_time() - started) * 1000:.0f} ms"
+            + ("; per session: " + ", ".join(f"{name} {count / n:.2f}" for name, count
+                                              in kinds.most_common(25))
+               if found > n else ""))  # fmt: skip
         collecting.clear()
 
     def cpu() -> float:

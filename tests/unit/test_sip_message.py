@@ -160,6 +160,22 @@ class TransparencyTests(SynchronousTestCase):
         self.assertNotIn(b"SIP/2.0/", message.toBytes().split(b"\r\n", 1)[1])
         self.assertRaises(SIPParseError, getattr, message, "topVia")
 
+    def test_popViaOnTheFirstLine(self) -> None:
+        """
+        Popping a Via alone on the first line gives the bytes of the message
+        without that line, as serializing the fields again would.
+        """
+        second = b"Via: SIP/2.0/UDP 192.0.2.9:5060;branch=z9hG4bK9"
+        data = response(second)
+        first = data[data.index(b"Via:") : data.index(b"\r\n", data.index(b"Via:")) + 2]
+        message = parseMessage(data)
+        self.assertEqual(message.popVia().branch, "z9hG4bK1")
+        self.assertEqual(message.topVia.branch, "z9hG4bK9")
+        self.assertEqual(message.toBytes(), data.replace(first, b"", 1))
+        message.addHeader("X-Rebuilt", "1")
+        message.removeHeader("X-Rebuilt")
+        self.assertEqual(message.toBytes(), data.replace(first, b"", 1))
+
     def test_pushPopRestoresBytes(self) -> None:
         message = parseMessage(self.MESSAGE)
         message.prependVia("SIP/2.0/UDP proxy.example.com;branch=z9hG4bKp")

@@ -172,9 +172,8 @@ class SIPMessage:
         for index, k in enumerate(self._keys):
             if k == key:
                 raw = parts[2 * index + 2]
+                # One element, no '<' left open: splitList's answer, without its calls.
                 if b"," not in raw and b'"' not in raw and raw.rfind(b">") >= raw.rfind(b"<"):
-                    # One element, and no '<' left open: what splitList
-                    # finds, without its calls (most fields hold one).
                     out.append(raw)
                 else:
                     out.extend(raw[start:end] for start, end in splitList(raw))
@@ -279,16 +278,21 @@ class SIPMessage:
     def _dropTop(self, key: str) -> None:
         # Remove the first element of the first field called key (callers
         # have checked there is one).
-        keys = self._keys
+        keys, parts, wire = self._keys, self._parts, self._wire
         index = keys.index(key)
-        value = self._parts[2 * index + 2]
+        value = parts[2 * index + 2]
         spans = splitList(value) if b"," in value else ()
         if len(spans) < 2:
-            del keys[index]
-            del self._parts[2 * index + 1 : 2 * index + 3]
-        else:
-            # Keep the name as spelled and the rest of the line as written.
-            self._parts[2 * index + 2] = b" " + value[spans[1][0] :].lstrip(b" \t\r\n")
+            # The first line (our Via on a response): cut from the bytes kept.
+            cut = len(parts[0]) if index == 0 and wire is not None else -1
+            end = cut + 3 + len(parts[1]) + len(value)  # CRLF name ":" value
+            del keys[index], parts[2 * index + 1 : 2 * index + 3]
+            self._changed(key)
+            if cut >= 0 and wire is not None:
+                self._wire = wire[:cut] + wire[end:]
+            return
+        # Keep the name as spelled and the rest of the line as written.
+        parts[2 * index + 2] = b" " + value[spans[1][0] :].lstrip(b" \t\r\n")
         self._changed(key)
 
     def rawValues(self, name: str) -> list[bytes]:

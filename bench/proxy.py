@@ -6,6 +6,7 @@ Run from the repository root::
     .venv/bin/python bench/proxy.py [--steps 50,100,...] [--seconds S]
                                     [--bindings N] [--dialogs M] [--profile]
                                     [--workers auto|N]
+    .venv/bin/python bench/proxy.py --inprocess-only [--bindings N] [--dialogs M]
 
 Everything runs on 127.0.0.1. One Kamailio (etc/kamailio.cfg: stateful
 C{t_relay}, 2 worker processes per socket) is the registrar; one gateway
@@ -78,7 +79,10 @@ once for datagrams that come in bursts (a saturated reactor, which wakes
 once for many) and once for datagrams that come one at a time (each wakes
 it; four to seven times dearer here).
 
-The last line is always::
+With C{--inprocess}, first the pipeline in-process (no sockets: see
+L{inProcess}); C{--inprocess-only} prints that alone and stops.
+
+The last line is always (but for C{--inprocess-only})::
 
     proxy cps ratio sipxmpp/kamailio: R (sipxmpp N cps, kamailio M cps)
 """
@@ -805,6 +809,8 @@ def main() -> None:
     parser.add_argument("--dialogs", type=int, default=500)
     parser.add_argument("--inprocess", action="store_true",
                         help="also measure the pipeline in-process (CPU per call, heap)")
+    parser.add_argument("--inprocess-only", action="store_true",
+                        help="measure the pipeline in-process and stop (no sockets, seconds)")
     parser.add_argument("--profile", action="store_true",
                         help="also run one step under cProfile and print the hot spots")
     parser.add_argument("--workers", default="auto",
@@ -812,8 +818,10 @@ def main() -> None:
     options = parser.parse_args()
     rates = [int(r) for r in options.steps.split(",")]
 
-    if options.inprocess:
+    if options.inprocess or options.inprocess_only:
         inProcess(3000, options.bindings, options.dialogs)
+        if options.inprocess_only:
+            return
     workDir = tempfile.mkdtemp(prefix="sipxmpp-bench-proxy-")
     sipp = SippRunner(os.path.join(workDir, "sipp"), timeout=60)
     kamailio = KamailioServer(children=2, shmMB=512, maxBuffer=8 * 2**20)

@@ -5,6 +5,8 @@ L{Clock}, with no sockets.
 
 from __future__ import annotations
 
+import gc
+
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
@@ -283,6 +285,21 @@ class ClientTransactionTests(SynchronousTestCase):
         self.assertEqual(len(self.wire.sent), 1)  # no retransmission
         self.assertEqual((tx.state, self.terminated), (State.TERMINATED, 1))
         self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_waitingTimerIsNoGarbageCollectorWork(self) -> None:
+        """
+        A transaction waiting out Timer M keeps that timer as plain values
+        (its time, names, no arguments), which the garbage collector stops
+        tracking: no bound method per waiting transaction.
+        """
+        tx = self.client()
+        tx.responseReceived(response(self.req, 200))
+        gc.collect()
+        timers = list(tx._timers.values())
+        self.assertEqual([t[1] for t in timers], ["M"])
+        self.assertFalse(any(gc.is_tracked(t) for t in timers))
+        self.clock.advance(64 * T1)
+        self.assertEqual((tx.state, self.terminated), (State.TERMINATED, 1))
 
     def test_timerStartedByATimerKeepsEarlierOnes(self) -> None:
         """

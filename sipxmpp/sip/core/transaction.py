@@ -114,9 +114,9 @@ class State(enum.Enum):
     TERMINATED = "terminated"
 
 
-# A named timer: when it is due, its name (ties go by name, never by the
-# call, which does not compare) and the call it makes then.
-_Timer = tuple[float, str, Callable[..., None], tuple[object, ...]]
+# A named timer: when it is due, its name (ties go by name), and the name
+# of the method it calls then, with what arguments.
+_Timer = tuple[float, str, str, tuple[object, ...]]
 
 
 class _Transaction:
@@ -150,9 +150,10 @@ class _Transaction:
         user.transactionTerminated(self)
 
     # Named one-shot timers, all cancelled on termination. A timer calls
-    # fn(*args): bound methods and arguments, never closures. Tens of
-    # thousands of transactions wait out 64*T1 under load, and every object
-    # they hold is work for the cyclic garbage collector.
+    # the method named fn with args: a name, not a bound method, and never
+    # a closure. Tens of thousands of transactions wait out 64*T1 under
+    # load, and every object they hold is work for the cyclic garbage
+    # collector (a timer of strings, a float and no arguments is none).
     #
     # They share one clock call (the "wake"), armed no later than the
     # earliest of them: starting a timer arms it only when that one is due
@@ -162,7 +163,7 @@ class _Transaction:
     # costs three clock calls and two cancellations instead of five and
     # four (A, B and C were one call each).
 
-    def _startTimer(self, name: str, delay: float, fn: Callable[..., None], *args: object) -> None:
+    def _startTimer(self, name: str, delay: float, fn: str, *args: object) -> None:
         clock = self._clock
         when = clock.seconds() + delay
         self._timers[name] = (when, name, fn, args)
@@ -195,7 +196,7 @@ class _Transaction:
                 if when > now:
                     break
                 del timers[name]
-                fn(*args)
+                getattr(self, fn)(*args)
         finally:
             # A timer started above armed the wake for itself alone.
             if timers:
@@ -213,10 +214,10 @@ class _Transaction:
                     self._wake = clock.callLater(max(0.0, delay), self._wakeUp)
                     self._wakeAt = when
 
-    def _after(self, name: str, delay: float, fn: Callable[[], None]) -> None:
+    def _after(self, name: str, delay: float, fn: str) -> None:
         # Zero-length timers (reliable transports) end at once.
         if delay <= 0:
-            fn()
+            getattr(self, fn)()
         else:
             self._startTimer(name, delay, fn)
 
@@ -282,21 +283,21 @@ class ServerTransaction(_Transaction):
         self.request = None
         if self.isInvite and code < 300:
             self.state = State.ACCEPTED
-            self._startTimer("L", 64 * T1, self._terminate)
+            self._startTimer("L", 64 * T1, "_terminate")
         elif self.isInvite:
             self.state = State.COMPLETED
             if not self.peer.reliable:
-                self._startTimer("G", T1, self._retransmitResponse, T1)
-            self._startTimer("H", 64 * T1, self._timerH)
+                self._startTimer("G", T1, "_retransmitResponse", T1)
+            self._startTimer("H", 64 * T1, "_timerH")
         else:
             self.state = State.COMPLETED
-            self._after("J", 0 if self.peer.reliable else 64 * T1, self._terminate)
+            self._after("J", 0 if self.peer.reliable else 64 * T1, "_terminate")
 
     def _retransmitResponse(self, interval: float) -> None:
         if self.state is State.COMPLETED and self.lastResponse:
             self._send(self.lastResponse, self.peer)
             interval = min(2 * interval, T2)
-            self._startTimer("G", interval, self._retransmitResponse, interval)
+            self._startTimer("G", interval, "_retransmitResponse", interval)
 
     def _timerH(self) -> None:
         self.log.info("no ACK for a final response to an INVITE from {peer}", peer=self.peer)
@@ -309,7 +310,7 @@ class ServerTransaction(_Transaction):
         if self.state is State.COMPLETED:
             self.state = State.CONFIRMED
             self._stopTimers()  # G and H
-            self._after("I", 0 if self.peer.reliable else T4, self._terminate)
+            self._after("I", 0 if self.peer.reliable else T4, "_terminate")
 
 
 class ClientTransaction(_Transaction):
@@ -350,10 +351,10 @@ class ClientTransaction(_Transaction):
         self.state = State.CALLING if self.isInvite else State.TRYING
         self._send(self._data, self.peer)
         if not self.peer.reliable:
-            self._startTimer("A", T1, self._retransmit, T1)
-        self._startTimer("B", 64 * T1, self._timedOut, 408)
+            self._startTimer("A", T1, "_retransmit", T1)
+        self._startTimer("B", 64 * T1, "_timedOut", 408)
         if self._timerC:
-            self._startTimer("C", TIMER_C, self._fireTimerC)
+            self._startTimer("C", TIMER_C, "_fireTimerC")
 
     def _fireTimerC(self) -> None:
         self._user.transactionTimerC(self)
@@ -368,7 +369,7 @@ class ClientTransaction(_Transaction):
             interval = T2
         else:
             interval = min(2 * interval, T2)
-        self._startTimer("A", interval, self._retransmit, interval)
+        self._startTimer("A", interval, "_retransmit", interval)
 
     def _timedOut(self, code: int) -> None:
         if self.state in (State.CALLING, State.TRYING, State.PROCEEDING):
@@ -413,7 +414,7 @@ class ClientTransaction(_Transaction):
                 # Timer C (the proxy's) now bounds the wait (§16.7 step 2).
                 self._stopTimers()  # A, B and C
                 if self._timerC:
-                    self._startTimer("C", TIMER_C, self._fireTimerC)
+                    self._startTimer("C", TIMER_C, "_fireTimerC")
             self.state = State.PROCEEDING
             self._user.transactionResponse(self, response)
             return
@@ -424,18 +425,18 @@ class ClientTransaction(_Transaction):
         self._stopTimers()  # A, B and C
         if self.isInvite and code < 300:
             self.state = State.ACCEPTED
-            self._startTimer("M", 64 * T1, self._terminate)
+            self._startTimer("M", 64 * T1, "_terminate")
             self._user.transactionResponse(self, response)
         elif self.isInvite:
             self.state = State.COMPLETED
             self._ack = buildACK(request, response).toBytes()
             self._send(self._ack, self.peer)
             self._user.transactionResponse(self, response)
-            self._after("D", 0 if self.peer.reliable else 32.0, self._terminate)
+            self._after("D", 0 if self.peer.reliable else 32.0, "_terminate")
         else:
             self.state = State.COMPLETED
             self._user.transactionResponse(self, response)
-            self._after("K", 0 if self.peer.reliable else T4, self._terminate)
+            self._after("K", 0 if self.peer.reliable else T4, "_terminate")
 
 
 def hopByHopRequest(request: SIPRequest, method: str,

@@ -207,6 +207,27 @@ def rss(pid: int) -> int:
     raise BenchError(f"no VmRSS for {pid}")
 
 
+def memoryMap(pid: int) -> str:
+    """
+    Where C{pid}'s resident memory is (C{/proc/PID/smaps}): glibc's main
+    heap (C{brk}: the reactor thread's small C allocations), anonymous
+    mappings (CPython's arenas, other threads' malloc arenas, large
+    blocks, stacks), files.
+    """
+    kinds = {"heap": 0, "anonymous": 0, "files": 0}
+    name = ""
+    with open(f"/proc/{pid}/smaps", encoding="utf-8", errors="replace") as f:
+        for line in f:
+            fields = line.split()
+            if fields and not fields[0].endswith(":"):
+                name = fields[5] if len(fields) > 5 else ""
+            elif fields and fields[0] == "Rss:":
+                kind = ("heap" if name == "[heap]" else
+                        "anonymous" if not name or name.startswith("[") else "files")  # fmt: skip
+                kinds[kind] += int(fields[1])
+    return ", ".join(f"{kind} {kb / 1024:.0f} MB" for kind, kb in kinds.items())
+
+
 def loadAverage() -> str:
     with open("/proc/loadavg", encoding="ascii") as f:
         return " ".join(f.read().split()[:3])
@@ -608,7 +629,8 @@ def run(args: argparse.Namespace) -> None:
         rssAfter = rss(pid)
         perSession = (rssAfter - rssBefore) / n / 1024
         log(f"gateway RSS: {rssBefore / 2**20:.0f} MB before, {rssAfter / 2**20:.0f} MB with "
-            f"{n} sessions: {perSession:.1f} KB per session (SIP binding included)")
+            f"{n} sessions: {perSession:.1f} KB per session (SIP binding included); "
+            f"{memoryMap(pid)}")
 
         cpu0 = processTimes(pid)
         time.sleep(args.rest)
@@ -700,8 +722,8 @@ def run(args: argparse.Namespace) -> None:
                 f"CPU since its start {cpuProsody:.1f} s ({cpuProsody / n * 1000:.2f} ms per login)")
             time.sleep(5.0)
             log(f"gateway RSS after reconnect storm {round}: {rss(pid) / 2**20:.0f} MB "
-                f"(was {rssAfter / 2**20:.0f} MB with the sessions up); load average "
-                f"{loadAverage()}")
+                f"(was {rssAfter / 2**20:.0f} MB with the sessions up; {memoryMap(pid)}); "
+                f"load average {loadAverage()}")
         reconnect = reconnects[0]
         log(f"sessions {n}: login storm {storm:.1f} s, {perSession:.0f} KB per session, "
             f"reconnect {reconnect:.1f} s")

@@ -234,9 +234,32 @@ def loadAverage() -> str:
 
 
 # The gateway's process with a CPU-time cProfile that SIGUSR2 turns on and,
-# the next time, off (written to $SIPXMPP_BENCH_PROFILE).
+# the next time, off (written to $SIPXMPP_BENCH_PROFILE), and SIGRTMIN+3
+# writing CPython's and glibc's allocator statistics to
+# $SIPXMPP_BENCH_MEMORY.
 PROFILED_TWISTD = """
-import cProfile, os, signal, time
+import cProfile, ctypes, os, signal, sys, time
+def _memory(signum, frame):
+    path = os.environ["SIPXMPP_BENCH_MEMORY"]
+    with open(path + ".tmp", "wb") as out:
+        saved = os.dup(2)
+        try:
+            sys.stderr.flush()
+            os.dup2(out.fileno(), 2)
+            sys._debugmallocstats()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+    class M(ctypes.Structure):
+        _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks",
+                    "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+    libc = ctypes.CDLL(None)
+    libc.mallinfo2.restype = M
+    m = libc.mallinfo2()
+    with open(path + ".tmp", "a") as out:
+        out.write(f"\\nmallinfo2 used={m.uordblks} free={m.fordblks} mapped={m.hblkhd}\\n")
+    os.rename(path + ".tmp", path)
+signal.signal(signal.SIGRTMIN + 3, _memory)
 _profile = None
 def _toggle(signum, frame):
     global _profile
@@ -260,9 +283,31 @@ class ProfiledGateway(GatewayServer):
     def __init__(self, profileFile: str, **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self.profileFile = profileFile
+        self.memoryFile = profileFile + ".memory"
 
     def environment(self) -> dict[str, str]:
-        return {**super().environment(), "SIPXMPP_BENCH_PROFILE": self.profileFile}
+        return {**super().environment(), "SIPXMPP_BENCH_PROFILE": self.profileFile,
+                "SIPXMPP_BENCH_MEMORY": self.memoryFile}
+
+    def allocators(self) -> str:
+        """
+        The gateway's allocators now: glibc's malloc (all arenas) and
+        CPython's.
+        """
+        assert self.pid is not None
+        if os.path.exists(self.memoryFile):
+            os.unlink(self.memoryFile)
+        os.kill(self.pid, signal.SIGRTMIN + 3)
+        deadline = time.monotonic() + 30
+        while not os.path.exists(self.memoryFile) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        with open(self.memoryFile, encoding="ascii", errors="replace") as f:
+            text = f.read()
+        p = parsePymalloc(text)
+        m = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", text.rsplit("mallinfo2", 1)[1])}
+        return (f"malloc in use {m['used'] / 2**20:.0f} MB, free {m['free'] / 2**20:.0f} MB, "
+                f"mmapped {m['mapped'] / 2**20:.0f} MB; CPython {p['arenas']} arenas, "
+                f"{p['used'] / 2**20:.0f} MB in objects, {p['free'] / 2**20:.0f} MB free in them")
 
     def command(self) -> list[str]:
         return [sys.executable, "-c", PROFILED_TWISTD, *super().command()[3:]]
@@ -571,7 +616,13 @@ def run(args: argparse.Namespace) -> None:
                        "caFile": prosody.caFile, "baseDir": os.path.join(workDir, "gateway"),
                        "settings": settings}  # fmt: skip
         gateway = (ProfiledGateway(os.path.join(workDir, "gateway.prof"), **gatewayArgs)
-                   if args.profile else GatewayServer(**gatewayArgs))  # type: ignore[arg-type]
+                   if args.profile or args.allocators
+                   else GatewayServer(**gatewayArgs))  # type: ignore[arg-type]
+
+        def allocators() -> str:
+            return (f"; {gateway.allocators()}" if isinstance(gateway, ProfiledGateway)
+                    and args.allocators else "")  # fmt: skip
+
         profile = GatewayProfile(gateway, args.profile, args.profileLines, args.profileFile)
         gateway.start()
         assert gateway.pid is not None
@@ -630,7 +681,7 @@ def run(args: argparse.Namespace) -> None:
         perSession = (rssAfter - rssBefore) / n / 1024
         log(f"gateway RSS: {rssBefore / 2**20:.0f} MB before, {rssAfter / 2**20:.0f} MB with "
             f"{n} sessions: {perSession:.1f} KB per session (SIP binding included); "
-            f"{memoryMap(pid)}")
+            f"{memoryMap(pid)}{allocators()}")
 
         cpu0 = processTimes(pid)
         time.sleep(args.rest)
@@ -722,7 +773,8 @@ def run(args: argparse.Namespace) -> None:
                 f"CPU since its start {cpuProsody:.1f} s ({cpuProsody / n * 1000:.2f} ms per login)")
             time.sleep(5.0)
             log(f"gateway RSS after reconnect storm {round}: {rss(pid) / 2**20:.0f} MB "
-                f"(was {rssAfter / 2**20:.0f} MB with the sessions up; {memoryMap(pid)}); "
+                f"(was {rssAfter / 2**20:.0f} MB with the sessions up; {memoryMap(pid)}"
+                f"{allocators()}); "
                 f"load average {loadAverage()}")
         reconnect = reconnects[0]
         log(f"sessions {n}: login storm {storm:.1f} s, {perSession:.0f} KB per session, "
@@ -1005,7 +1057,14 @@ def pymallocStats() -> dict[str, int]:
             os.dup2(saved, 2)
             os.close(saved)
         out.seek(0)
-        text = out.read().decode("ascii", "replace")
+        return parsePymalloc(out.read().decode("ascii", "replace"))
+
+
+def parsePymalloc(text: str) -> dict[str, int]:
+    """
+    Arenas, bytes in objects and bytes free of C{sys._debugmallocstats}'s
+    C{text}.
+    """
 
     def number(label: str) -> int:
         match = re.search(re.escape(label) + r"\s*=\s*([\d,]+)", text)
@@ -1102,6 +1161,8 @@ def main() -> None:
                         help="--inprocess: gc.collect() once every session is down")
     parser.add_argument("--gateway-gc", dest="gatewayGC", action="store_true",
                         help="--inprocess: the gateway's garbage-collector settings")
+    parser.add_argument("--allocators", action="store_true",
+                        help="the gateway's malloc and CPython allocator statistics too")
     parser.add_argument("--trim", action="store_true",
                         help="--inprocess: malloc_trim(0) after the restarts, RSS after it")
     parser.add_argument("--tracemalloc", action="store_true",

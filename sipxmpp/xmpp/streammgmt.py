@@ -189,6 +189,15 @@ class ManagedXmlStream(xmlstream.XmlStream):
         super().connectionLost(reason)
         if isinstance(stream, domish.ExpatElementStream):
             releaseParser(stream)
+        management = self.management
+        if not self._dispatchDepth and not (management is not None and management.resuming):
+            # Everyone was told (STREAM_END_EVENT) and nothing resumes this
+            # stream (XEP-0198): drop the observers and initializers, whose
+            # methods hold this stream, so that it is freed at once rather
+            # than at a full collection.
+            self._eventObservers = {}
+            self._xpathObservers = {}
+            self.initializers = []
 
     def onDocumentEnd(self) -> None:
         self.cleanEnd = True

@@ -518,3 +518,34 @@ class ReleasedParserTests(SynchronousTestCase):
         self.assertEqual([ref() for ref in old], [None])
         xs.dataReceived(HEADER.encode() + b"<presence from='a@example.test/r'/>")
         self.assertEqual([e["from"] for e in elements], ["a@example.test/r"])
+
+    def test_observersDropped(self) -> None:
+        """
+        Once the end of the stream is dispatched, its observers and
+        initializers (which hold the stream) are dropped: nothing but
+        refcounting is needed to free it.
+        """
+
+        class Handler:
+            def __init__(self, xs: xmlstream.XmlStream) -> None:
+                self.xmlstream = xs
+                self.ended: list[Failure] = []
+                xs.addObserver("/presence", self.presence)
+                xs.addObserver(xmlstream.STREAM_END_EVENT, self.ended.append)
+
+            def presence(self, element: domish.Element) -> None:
+                pass
+
+        # The session's authenticator outlives its streams, as its factory
+        # does, and holds the last one.
+        authenticator = xmlstream.Authenticator()
+        xs = ManagedXmlStream(authenticator)
+        xs.makeConnection(StringTransport())
+        xs.initializers = [Handler(xs)]
+        handler = Handler(xs)
+        ref = weakref.ref(xs)
+        xs.connectionLost(Failure(ConnectionLost()))
+        self.assertEqual(len(handler.ended), 1)
+        del xs, handler
+        ManagedXmlStream(authenticator)  # the next connection
+        self.assertIsNone(ref())

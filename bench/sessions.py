@@ -260,6 +260,19 @@ def _memory(signum, frame):
         out.write(f"\\nmallinfo2 used={m.uordblks} free={m.fordblks} mapped={m.hblkhd}\\n")
     os.rename(path + ".tmp", path)
 signal.signal(signal.SIGRTMIN + 3, _memory)
+def _garbage(signum, frame):
+    import gc
+    from collections import Counter
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    found = gc.collect()
+    gc.set_debug(0)
+    kinds = Counter(type(o).__module__ + "." + type(o).__qualname__ for o in gc.garbage)
+    gc.garbage.clear()
+    gc.collect()
+    with open(os.environ["SIPXMPP_BENCH_MEMORY"] + ".tmp", "w") as out:
+        out.write(f"{found}\\n" + "".join(f"{n} {k}\\n" for k, n in kinds.most_common(40)))
+    os.rename(os.environ["SIPXMPP_BENCH_MEMORY"] + ".tmp", os.environ["SIPXMPP_BENCH_MEMORY"])
+signal.signal(signal.SIGRTMIN + 4, _garbage)
 _profile = None
 def _toggle(signum, frame):
     global _profile
@@ -288,6 +301,24 @@ class ProfiledGateway(GatewayServer):
     def environment(self) -> dict[str, str]:
         return {**super().environment(), "SIPXMPP_BENCH_PROFILE": self.profileFile,
                 "SIPXMPP_BENCH_MEMORY": self.memoryFile}
+
+    def garbage(self, sessions: int) -> str:
+        """
+        Collect the gateway's garbage (all generations) and say what it
+        was, per session.
+        """
+        assert self.pid is not None
+        if os.path.exists(self.memoryFile):
+            os.unlink(self.memoryFile)
+        os.kill(self.pid, signal.SIGRTMIN + 4)
+        deadline = time.monotonic() + 60
+        while not os.path.exists(self.memoryFile) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        with open(self.memoryFile, encoding="utf-8", errors="replace") as f:
+            found, *lines = f.read().splitlines()
+        kinds = [line.split(" ", 1) for line in lines if line]
+        return (f"{int(found) / sessions:.1f} objects per session: "
+                + ", ".join(f"{kind} {int(count) / sessions:.2f}" for count, kind in kinds))
 
     def allocators(self) -> str:
         """
@@ -616,7 +647,7 @@ def run(args: argparse.Namespace) -> None:
                        "caFile": prosody.caFile, "baseDir": os.path.join(workDir, "gateway"),
                        "settings": settings}  # fmt: skip
         gateway = (ProfiledGateway(os.path.join(workDir, "gateway.prof"), **gatewayArgs)
-                   if args.profile or args.allocators
+                   if args.profile or args.allocators or args.garbage
                    else GatewayServer(**gatewayArgs))  # type: ignore[arg-type]
 
         def allocators() -> str:
@@ -772,6 +803,8 @@ def run(args: argparse.Namespace) -> None:
                 f"thread {cpuMain / n * 1000:.2f} ms); Prosody's "
                 f"CPU since its start {cpuProsody:.1f} s ({cpuProsody / n * 1000:.2f} ms per login)")
             time.sleep(5.0)
+            if args.garbage and isinstance(gateway, ProfiledGateway):
+                log(f"gateway's garbage after reconnect storm {round}: {gateway.garbage(n)}")
             log(f"gateway RSS after reconnect storm {round}: {rss(pid) / 2**20:.0f} MB "
                 f"(was {rssAfter / 2**20:.0f} MB with the sessions up; {memoryMap(pid)}"
                 f"{allocators()}); "
@@ -1163,6 +1196,9 @@ def main() -> None:
                         help="--inprocess: the gateway's garbage-collector settings")
     parser.add_argument("--allocators", action="store_true",
                         help="the gateway's malloc and CPython allocator statistics too")
+    parser.add_argument("--garbage", action="store_true",
+                        help="collect the gateway's garbage after each reconnect and say what "
+                             "it was (then the RSS figures are after a full collection)")
     parser.add_argument("--trim", action="store_true",
                         help="--inprocess: malloc_trim(0) after the restarts, RSS after it")
     parser.add_argument("--tracemalloc", action="store_true",

@@ -273,18 +273,38 @@ class ClientTransactionTests(SynchronousTestCase):
     def test_oneClockCallPerTransaction(self) -> None:
         """
         Timers A, B and C share one call on the clock, armed for the
-        earliest; a response that stops them moves it to the next timer.
+        earliest. A provisional response leaves it (it goes off for
+        nothing at T1, then waits for Timer C); a final one moves it to
+        the next timer.
         """
         tx = self.client()
         self.assertEqual([c.getTime() for c in self.clock.getDelayedCalls()], [T1])
         tx.responseReceived(response(self.req, 180))
-        self.assertEqual([c.getTime() for c in self.clock.getDelayedCalls()], [TIMER_C])
+        self.assertEqual([c.getTime() for c in self.clock.getDelayedCalls()], [T1])
         tx.responseReceived(response(self.req, 200))
         self.assertEqual([c.getTime() for c in self.clock.getDelayedCalls()], [64 * T1])
         self.clock.advance(64 * T1)
         self.assertEqual(len(self.wire.sent), 1)  # no retransmission
         self.assertEqual((tx.state, self.terminated), (State.TERMINATED, 1))
         self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_ringingMovesTheWakeToTimerC(self) -> None:
+        """
+        After a provisional response the wake still goes off at T1, finds
+        nothing due, and waits for Timer C, which still fires on time.
+        """
+        tx = self.client()
+        tx.responseReceived(response(self.req, 180))
+        self.clock.advance(T1)
+        self.assertEqual(len(self.wire.sent), 1)  # Timer A was stopped
+        self.assertEqual([c.getTime() for c in self.clock.getDelayedCalls()], [TIMER_C])
+        self.clock.advance(TIMER_C - T1 - 0.01)
+        self.assertEqual(self.timerC, 0)
+        self.clock.advance(0.01)
+        self.assertEqual(self.timerC, 1)
+        tx.responseReceived(response(self.req, 487))
+        self.clock.advance(32)
+        self.assertEqual((tx.state, self.terminated), (State.TERMINATED, 1))
 
     def test_waitingTimerIsNoGarbageCollectorWork(self) -> None:
         """

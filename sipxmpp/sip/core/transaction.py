@@ -157,11 +157,11 @@ class _Transaction:
     #
     # They share one clock call (the "wake"), armed no later than the
     # earliest of them: starting a timer arms it only when that one is due
-    # sooner, and a timer that fires re-arms it for the earliest left. The
-    # responses that stop timers stop them all, and the wake with them;
-    # the next timer started arms it afresh. A ringing, answered INVITE
-    # costs three clock calls and two cancellations instead of five and
-    # four (A, B and C were one call each).
+    # sooner, and a timer that fires re-arms it for the earliest left. A
+    # final response stops them all, and the wake with them; the next
+    # timer started arms it afresh. An INVITE answered within T1 costs two
+    # clock calls and one cancellation instead of five and four (A, B and
+    # C were one call each).
 
     def _startTimer(self, name: str, delay: float, fn: str, *args: object) -> None:
         clock = self._clock
@@ -412,7 +412,10 @@ class ClientTransaction(_Transaction):
             if self.isInvite:
                 # A provisional response stops retransmissions and Timer B;
                 # Timer C (the proxy's) now bounds the wait (§16.7 step 2).
-                self._stopTimers()  # A, B and C
+                # The wake stays armed for Timer A, soon: the final response
+                # often comes first, and a wake moved to Timer C and then
+                # cancelled stays on the clock, dead, for 181 s.
+                self._timers.clear()  # A, B and C
                 if self._timerC:
                     self._startTimer("C", TIMER_C, "_fireTimerC")
             self.state = State.PROCEEDING

@@ -101,6 +101,40 @@ class RetainTests(SynchronousTestCase):
                          ["sip:alice2@127.0.0.1:5080", "sip:bob@127.0.0.1:5080"])
 
 
+    def test_contactMovedToAnotherAoR(self) -> None:
+        """
+        A contact registered again for another AoR is that AoR's: the
+        first AoR's answer, which no longer lists it, does not drop it.
+        """
+        registrations = Registrations(Clock())
+        key, alice = binding("phone", 60)
+        registrations.update(key, alice)
+        _, bob = binding("phone", 60)
+        bob.aor = "sip:bob@example.test"
+        registrations.update(key, bob)
+        self.assertEqual(registrations.retain(alice.aor, set()), [])
+        self.assertEqual(registrations.retain(bob.aor, {key}), [])
+        self.assertIs(registrations.get(key), bob)
+        self.assertEqual([b.contact for b in registrations.retain(bob.aor, set())],
+                         [bob.contact])
+        self.assertEqual(len(registrations), 0)
+
+    def test_indexesEmptied(self) -> None:
+        """
+        Bindings removed, retained away or expired leave nothing behind in
+        the indexes by source and by AoR.
+        """
+        clock = Clock()
+        registrations = Registrations(clock)
+        for n in range(3):
+            registrations.update(*binding(f"u{n}", 10))
+        registrations.remove(binding("u0", 10)[0])
+        registrations.retain("sip:u1@example.test", set())
+        clock.advance(10)
+        self.assertEqual(registrations.purge(), 1)
+        self.assertEqual(registrations._byAor, {})
+        self.assertEqual(registrations._bySource, {})
+
 class ContactKeyTests(SynchronousTestCase):
     def test_gruusOfTwoDevicesDiffer(self) -> None:
         """

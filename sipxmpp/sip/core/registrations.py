@@ -103,7 +103,7 @@ class Binding:
 class Registrations:
     """
     Contact key -> L{Binding}, with lazy expiry on an injected clock, and
-    an index of the keys by the address the phone sends from.
+    indexes of the keys by the address the phone sends from and by AoR.
 
     @ivar onChange: called with the key of every binding added, refreshed
         or forgotten (not with those that merely expire): the persister's
@@ -114,6 +114,9 @@ class Registrations:
         self._clock = clock
         self._bindings: dict[ContactKey, Binding] = {}
         self._bySource: dict[Peer, set[ContactKey]] = {}
+        # Each 2xx to REGISTER retains the AoR's listed keys: without this
+        # index that was a scan of every binding per REGISTER.
+        self._byAor: dict[str, set[ContactKey]] = {}
         self._nextPurge = 0.0  # the first update sweeps (an empty table)
         self.onChange: Callable[[ContactKey], None] | None = None
 
@@ -152,6 +155,10 @@ class Registrations:
         if sources is None:
             sources = self._bySource[binding.sentFrom] = set()
         sources.add(key)
+        keys = self._byAor.get(binding.aor)
+        if keys is None:
+            keys = self._byAor[binding.aor] = set()
+        keys.add(key)
 
     def _drop(self, key: ContactKey) -> Binding | None:
         binding = self._bindings.pop(key, None)
@@ -165,6 +172,11 @@ class Registrations:
             sources.discard(key)
             if not sources:
                 del self._bySource[binding.sentFrom]
+        keys = self._byAor.get(binding.aor)
+        if keys is not None:
+            keys.discard(key)
+            if not keys:
+                del self._byAor[binding.aor]
 
     def remove(self, key: ContactKey) -> None:
         """
@@ -179,7 +191,7 @@ class Registrations:
         registrar no longer lists them); return the live ones forgotten.
         """
         now = self._clock.seconds()
-        gone = [k for k, b in self._bindings.items() if b.aor == aor and k not in keys]
+        gone = [k for k in self._byAor.get(aor, ()) if k not in keys]
         dropped = []
         for key in gone:
             binding = self._drop(key)

@@ -334,6 +334,7 @@ class UserPublisher(subprotocols.XMPPHandler):  # type: ignore[misc]
         self._handle(SessionReady())
 
     def connectionLost(self, reason: Failure) -> None:
+        super().connectionLost(reason)  # lets the old stream go
         self.tracker.clear()
         self.ownPresence = None
         # The machine drops a settling that was under way; so does its timer.

@@ -371,6 +371,7 @@ class KeepAlive(subprotocols.XMPPHandler):  # type: ignore[misc]
         self._loop.start(self.interval, now=False)
 
     def connectionLost(self, reason: Failure) -> None:
+        super().connectionLost(reason)  # lets the old stream go
         if self._loop is not None and self._loop.running:
             self._loop.stop()
         self._loop = None

@@ -16,7 +16,7 @@ from sipxmpp.telephony.events import Event, StateChange, TelephonyState
 from sipxmpp.xmpp.accounts import Account, MemoryAccountDirectory
 from sipxmpp.xmpp.activity import RETRACT_ATTEMPTS
 from sipxmpp.xmpp.callpresence import RESOURCE_SETTLE, ShownOnClient, ShownOnOwnResource
-from sipxmpp.xmpp.publisher import Publisher, PublisherSettings
+from sipxmpp.xmpp.publisher import Publisher, PublisherSettings, UserPublisher
 from sipxmpp.xmpp.remote import NODE_LEGACY_GAJIM, NODE_SET_STATUS, RemoteStatus
 from sipxmpp.xmpp.savedstatuses import SavedStatus
 from tests.unit.xmppstreams import (
@@ -458,6 +458,23 @@ class PublisherPolicyTests(PublisherTestsMixin, SynchronousTestCase):
         self.clock.advance(RESOURCE_SETTLE)
         self.assertEqual(self.runCommand(session)["status"], ["dnd"])
         self.assertEqual(session.presences(), [])
+
+    def test_lostStreamLetGo(self) -> None:
+        """
+        The user's handler lets its lost stream go (see
+        test_xmpp_session's test_lostStreamLetGo), and works on the next.
+        """
+        session = self.login()
+        [handler] = [h for h in session.streamManager if isinstance(h, UserPublisher)]
+        self.assertIsNotNone(handler.xmlstream)
+        session.disconnect()
+        self.assertIsNone(handler.xmlstream)
+        session.connect()
+        self.assertIs(handler.xmlstream, session.xs)
+        self.change(S.ON_THE_PHONE)
+        self.clock.advance(RESOURCE_SETTLE)
+        busy = session.presences()[-1]
+        self.assertEqual(ownPresence(busy), ("dnd", self.settings.statusText, 0))
 
     def test_latestStateWinsAfterReconnect(self) -> None:
         session = self.login()

@@ -321,6 +321,19 @@ class SessionTests(SynchronousTestCase):
         self.clock.advance(30)
         self.assertFalse(server.transport.disconnecting)
 
+    def test_lostStreamLetGo(self) -> None:
+        """
+        Once the link is lost, no handler keeps the old stream (and with it
+        its TLS connection) until the next one comes: across an XMPP server
+        restart that doubled the sessions' memory.
+        """
+        session, server = self.connected()
+        handlers = list(session.streamManager)
+        self.assertIn(session.keepAlive, handlers)
+        self.assertIsNotNone(session.keepAlive.xmlstream)
+        server.lose()
+        self.assertEqual([h for h in handlers if h.xmlstream is not None], [])
+
     def test_gracefulStop(self) -> None:
         session, server = self.connected()
         server.heard()

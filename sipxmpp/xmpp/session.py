@@ -10,13 +10,12 @@ wokkel's L{subprotocols.StreamManager} dispatches to handlers: the
 publisher's handler, an XEP-0199 keepalive, a ping responder and a fallback
 that answers unknown iqs with an error.
 
-Logins queue (L{LoginPacer}, one per gateway): at most C{loginConcurrency}
-in flight, started at most C{loginRate} per second, first come first
-served, so that after a restart of the gateway or of the XMPP server the
-early users are online within seconds instead of every user waiting for the
-whole storm, and the server's accept queue never overflows. A login that is
-not done C{loginTimeout} seconds after it left the queue (a stalled TCP
-connect, a server that never answers) is dropped and retried with backoff.
+Logins queue (L{sipxmpp.xmpp.logins.LoginPacer}, one per gateway): at
+most C{loginConcurrency} in flight, started at most C{loginRate} per
+second, first come first served, held while the server refuses
+connections. A login that is not done C{loginTimeout} seconds after it
+left the queue (a stalled TCP connect, a server that never answers) is
+dropped and retried with backoff.
 
 A login that fails for a reason retrying will not fix soon (wrong password,
 refused certificate) marks the session I{failed} with that reason, logs it
@@ -28,7 +27,6 @@ and never affects the sessions of other users.
 from __future__ import annotations
 
 import random
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, cast
@@ -37,7 +35,7 @@ from twisted.application.internet import ClientService
 from twisted.internet import defer
 from twisted.internet._sslverify import IOpenSSLTrustRoot
 from twisted.internet.defer import Deferred
-from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.internet.error import ConnectError, ConnectionDone, ConnectionLost, DNSLookupError
 from twisted.internet.interfaces import (
     IDelayedCall,
     IOpenSSLClientConnectionCreator,
@@ -63,6 +61,7 @@ from sipxmpp.xmpp import initializers, sasl
 from sipxmpp.xmpp.bosh import isBOSHURL
 from sipxmpp.xmpp.endpoints import makeEndpoint
 from sipxmpp.xmpp.jids import withResource
+from sipxmpp.xmpp.logins import LoginPacer
 from sipxmpp.xmpp.quickack import ackEachRead
 from sipxmpp.xmpp.streammgmt import ManagedXmlStream, ResumableStreamManager, StreamManagement
 from sipxmpp.xmpp.tls import (
@@ -268,69 +267,6 @@ class ElementRequest(generic.Request):  # type: ignore[misc]
 
     def toElement(self) -> domish.Element:
         return self.element
-
-
-class LoginPacer:
-    """
-    A first-come-first-served queue of logins: at most C{concurrency} in
-    flight, started at most C{rate} per second (0: as fast as slots free).
-
-    L{acquire} returns a L{Deferred} that fires, in order, with a function
-    to call once the login is over (logged in, failed or dropped); calling
-    it more than once is harmless. Cancelling the L{Deferred} leaves the
-    queue.
-    """
-
-    def __init__(self, clock: IReactorTime, concurrency: int, rate: float) -> None:
-        if concurrency < 1:
-            raise ValueError(f"concurrency must be at least 1, not {concurrency}")
-        self.clock = clock
-        self.concurrency = concurrency
-        self.interval = 1.0 / rate if rate > 0 else 0.0
-        self.inFlight = 0
-        self._waiting: deque[Deferred[Callable[[], None]]] = deque()
-        self._nextStart = 0.0
-        self._wakeUp: IDelayedCall | None = None
-
-    @property
-    def waiting(self) -> int:
-        """
-        Logins in the queue.
-        """
-        return len(self._waiting)
-
-    def acquire(self) -> Deferred[Callable[[], None]]:
-        d: Deferred[Callable[[], None]] = Deferred(self._waiting.remove)
-        self._waiting.append(d)
-        self._pump()
-        return d
-
-    def _pump(self) -> None:
-        while self._waiting and self.inFlight < self.concurrency:
-            now = self.clock.seconds()
-            if now < self._nextStart:
-                if self._wakeUp is None:
-                    self._wakeUp = self.clock.callLater(self._nextStart - now, self._woken)
-                return
-            self._nextStart = max(now, self._nextStart) + self.interval
-            self.inFlight += 1
-            self._waiting.popleft().callback(self._releaser())
-
-    def _woken(self) -> None:
-        self._wakeUp = None
-        self._pump()
-
-    def _releaser(self) -> Callable[[], None]:
-        released = False
-
-        def release() -> None:
-            nonlocal released
-            if not released:
-                released = True
-                self.inFlight -= 1
-                self._pump()
-
-        return release
 
 
 @implementer(IStreamClientEndpoint)
@@ -572,17 +508,27 @@ class XMPPSession:
 
     def _connectPaced(self, inner: IStreamClientEndpoint, factory: IProtocolFactory) -> Deferred[IProtocol]:
         async def attempt() -> IProtocol:
-            if self._pacer is not None:
-                self._release = await self._pacer.acquire()
+            # Where the endpoint connects: with SRV, that depends on the domain.
+            pacer, server = self._pacer, f"{self.settings.server} {self.jid.host}"
+            if pacer is not None:
+                self._release = await pacer.acquire(server)
+            startedAt = self.reactor.seconds()
             self._loginTimer = self.reactor.callLater(self.settings.loginTimeout, self._loginTimedOut)
             self._connecting = inner.connect(factory)
             try:
-                return await self._connecting
-            except BaseException:
+                protocol = await self._connecting
+            except BaseException as e:
+                # Refused or unknown: the server is down or restarting, so
+                # the others wait for a probe instead of failing in turn.
+                if pacer is not None and isinstance(e, (ConnectError, DNSLookupError)):
+                    pacer.serverDown(server, startedAt)
                 self._loginOver()
                 raise
             finally:
                 self._connecting = None
+            if pacer is not None:
+                pacer.serverUp(server)
+            return protocol
 
         return Deferred.fromCoroutine(attempt())
 
@@ -807,7 +753,6 @@ __all__ = [
     "IXMPPReport",
     "IXMPPSession",
     "KeepAlive",
-    "LoginPacer",
     "NotConnected",
     "NullReport",
     "SessionFactory",

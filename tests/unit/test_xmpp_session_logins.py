@@ -1,5 +1,5 @@
 """
-Tests for the login queue of L{sipxmpp.xmpp.session}: L{LoginPacer}
+Tests for the login queue, L{sipxmpp.xmpp.logins.LoginPacer}
 (first come first served, a bound in flight, a rate), the timeout from
 leaving the queue to logged in, and XEP-0352 C{inactive} after login.
 """
@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from twisted.internet.defer import CancelledError, Deferred
-from twisted.internet.error import ConnectionLost
+from twisted.internet.defer import CancelledError, Deferred, fail
+from twisted.internet.error import ConnectionLost, ConnectionRefusedError
 from twisted.internet.interfaces import IProtocol, IProtocolFactory, IStreamClientEndpoint
 from twisted.internet.task import Clock
 from twisted.logger import ILogObserver, formatEvent, globalLogPublisher
@@ -21,7 +21,8 @@ from zope.interface import implementer
 
 # Not imported by name: trial would run the module's tests here again.
 import tests.unit.test_xmpp_session as base
-from sipxmpp.xmpp.session import LoginPacer, SessionSettings, XMPPSession
+from sipxmpp.xmpp.logins import LoginPacer
+from sipxmpp.xmpp.session import SessionSettings, XMPPSession
 from tests.unit.test_xmpp_session import HEADER, PASSWORD, FakeEndpoint, Server
 
 SETTINGS = SessionSettings(requireTLS=False, loginTimeout=30.0)
@@ -108,6 +109,94 @@ class LoginPacerTests(SynchronousTestCase):
     def test_badConcurrency(self) -> None:
         self.assertRaises(ValueError, LoginPacer, self.clock, 0, 10)
 
+    def test_heldServerProbedOnceASecond(self) -> None:
+        """
+        Once a connect to a server fails, its logins wait in order; one at
+        a time probes it, one a second; when a probe gets through, the
+        rest go at once.
+        """
+        pacer = LoginPacer(self.clock, 5, 0)
+        self.ask(pacer, 0)
+        for who in range(1, 5):
+            self.ask(pacer, who)
+        self.assertEqual(self.served, [0, 1, 2, 3, 4])
+        for who in range(5, 9):
+            self.ask(pacer, who)
+        pacer.serverDown("", 0.0)
+        self.assertTrue(pacer.held())
+        for who in range(5):
+            self.releases[who]()
+        self.assertEqual((self.served[5:], pacer.waiting), ([], 4))
+        self.clock.advance(0.9)
+        self.assertEqual(self.served[5:], [])
+        self.clock.advance(0.1)
+        self.assertEqual(self.served[5:], [5])
+        # The probe fails too: the next one, a second after it started.
+        pacer.serverDown("", 1.0)
+        self.releases[5]()
+        self.clock.advance(0.9)
+        self.assertEqual(self.served[5:], [5])
+        self.clock.advance(0.1)
+        self.assertEqual(self.served[5:], [5, 6])
+        pacer.serverUp("")
+        self.assertEqual(self.served[5:], [5, 6, 7, 8])
+        self.assertFalse(pacer.held())
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_probeStillOutNoSecondProbe(self) -> None:
+        """
+        A probe still connecting (a slow server) is not joined by another.
+        """
+        pacer = LoginPacer(self.clock, 10, 0)
+        self.ask(pacer, 0)
+        pacer.serverDown("", 0.0)
+        self.releases[0]()
+        for who in range(1, 4):
+            self.ask(pacer, who)
+        self.clock.advance(1.0)
+        self.clock.advance(5.0)
+        self.assertEqual(self.served, [0, 1])
+        self.releases[1]()
+        self.assertEqual(self.served, [0, 1, 2])
+
+    def test_otherServersNotHeld(self) -> None:
+        """
+        Logins to another server go on while one server is held.
+        """
+        pacer = LoginPacer(self.clock, 10, 0)
+        pacer.acquire("down.test").addCallback(lambda release: None)
+        pacer.serverDown("down.test", 0.0)
+        waiting = pacer.acquire("down.test")
+        served = []
+        pacer.acquire("up.test").addCallback(served.append)
+        self.assertEqual(len(served), 1)
+        self.assertNoResult(waiting)
+        self.clock.advance(1.0)
+        self.successResultOf(waiting)
+
+    def test_olderFailureAfterSuccessIgnored(self) -> None:
+        """
+        A connect that started before the server was found up and fails
+        after it does not hold the server again.
+        """
+        pacer = LoginPacer(self.clock, 10, 0)
+        self.clock.advance(5)
+        pacer.serverUp("")
+        pacer.serverDown("", 4.0)
+        self.assertFalse(pacer.held())
+        pacer.serverDown("", 5.0)
+        self.assertTrue(pacer.held())
+
+    def test_cancelWhileHeld(self) -> None:
+        pacer = LoginPacer(self.clock, 10, 0)
+        pacer.serverDown("", 0.0)
+        waiting = self.ask(pacer, 0)
+        self.ask(pacer, 1)
+        waiting.cancel()
+        self.failureResultOf(waiting, CancelledError)
+        self.clock.advance(1.0)
+        self.assertEqual((self.served, pacer.waiting), ([1], 0))
+
 
 @implementer(IStreamClientEndpoint)
 class StalledEndpoint:
@@ -126,6 +215,24 @@ class StalledEndpoint:
         d: Deferred[IProtocol] = Deferred(cancel)
         self.attempts.append(d)
         return d
+
+
+@implementer(IStreamClientEndpoint)
+class RestartingServerEndpoint(FakeEndpoint):
+    """
+    A server that refuses connections until C{up} is set.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.up = False
+        self.refused = 0
+
+    def connect(self, factory: IProtocolFactory) -> Deferred[IProtocol]:
+        if not self.up:
+            self.refused += 1
+            return fail(ConnectionRefusedError())
+        return super().connect(factory)
 
 
 class SessionQueueTests(SynchronousTestCase):
@@ -236,6 +343,34 @@ class SessionQueueTests(SynchronousTestCase):
         self.clock.advance(45)
         self.assertFalse(server.transport.disconnecting)
         self.assertEqual(session.state, "connected")
+
+    def test_refusingServerProbed(self) -> None:
+        """
+        While the server refuses connections (restarting), the sessions
+        wait in the queue instead of each failing and backing off: one
+        probe a second. When it is back, all connect at once, oldest first.
+        """
+        self.pacer = LoginPacer(self.clock, 100, 0)
+        endpoint = RestartingServerEndpoint()
+        sessions = [self.session(endpoint, f"user{n}") for n in range(20)]
+        for session in sessions:
+            session.start()
+        self.assertEqual(endpoint.refused, 1)
+        self.clock.pump([0.5] * 60)
+        # 30 s down: about one probe a second, not one per session per
+        # backoff step.
+        self.assertLessEqual(endpoint.refused, 32)
+        self.assertGreaterEqual(endpoint.refused, 25)
+        # The others wait in the queue (those whose probe failed are in
+        # their backoff meanwhile).
+        self.assertGreaterEqual(self.pacer.waiting, 17)
+        endpoint.up = True
+        self.clock.advance(1.0)
+        # Those in the queue at once; the last prober after its backoff.
+        self.assertGreaterEqual(len(endpoint.connections), 18)
+        self.clock.advance(2.0)
+        self.assertEqual(len(endpoint.connections), 20)
+        self.assertFalse(self.pacer.held(f"{SETTINGS.server} example.test"))
 
     def test_stopWhileQueued(self) -> None:
         """

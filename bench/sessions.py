@@ -43,8 +43,9 @@ Then, in order:
     gateway and Kamailio to a sipp UAS; from the INVITE (sipp's message
     trace) to the watcher receiving the callee's dnd presence;
   - B{reconnect storm}: Prosody is stopped and started again on the same
-    port; from the moment it accepts again until every session is
-    connected again; and the RSS after it (C{--reconnects K}: K times).
+    port (after C{--down} seconds); from the moment it accepts again
+    until every session is connected again; and the RSS after it
+    (C{--reconnects K}: K times).
 
 The bench refuses to start when the open-file limit cannot hold the
 sessions (the gateway and Prosody each need one descriptor per session).
@@ -786,6 +787,9 @@ def run(args: argparse.Namespace) -> None:
             main0 = processTimes(pid, pid)
             profile.start("reconnect")
             prosody.stop()
+            # A real server's restart takes longer (large rosters, a
+            # package upgrade): --down keeps it down meanwhile.
+            time.sleep(args.down)
             prosody.start()
             back = time.monotonic()
             reconnect, marks = waitConnected(gateway, n, back, bound, "reconnect storm")
@@ -1172,6 +1176,8 @@ def main() -> None:
     parser.add_argument("--reconnects", type=int, default=1,
                         help="Prosody restarts, each with the gateway's RSS after it (1); the "
                              "last line gives the first one's time")
+    parser.add_argument("--down", type=float, default=0.0,
+                        help="seconds Prosody stays down at each restart (0)")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="a gateway setting (repeatable)")
     parser.add_argument("--inprocess", action="store_true",

@@ -105,7 +105,6 @@ class LoginPacer:
             return
         if server not in self._held:
             self._held[server] = self.clock.seconds() + self.probeInterval
-            self._schedule(self.probeInterval)
 
     def serverUp(self, server: str) -> None:
         """
@@ -139,7 +138,12 @@ class LoginPacer:
                 return
             chosen = self._next(now)
             if chosen is None:
-                return  # only held servers' logins wait; a probe timer is set
+                # Only held servers' logins wait: wake for the next probe.
+                due = [at for server, at in self._held.items()
+                       if server not in self._probing and self._queues.get(server)]
+                if due:
+                    self._schedule(min(due) - now)
+                return
             server, queue = chosen
             probe = server in self._held
             if probe:
@@ -154,17 +158,12 @@ class LoginPacer:
     def _schedule(self, delay: float) -> None:
         if self._wakeUp is None:
             self._wakeUp = self.clock.callLater(delay, self._woken)
+        elif self._wakeUp.getTime() > self.clock.seconds() + delay:
+            self._wakeUp.reset(delay)
 
     def _woken(self) -> None:
         self._wakeUp = None
         self._pump()
-        if self._held and self._wakeUp is None and self._waitingCount:
-            # Held servers' logins wait for their next probe.
-            now = self.clock.seconds()
-            due = [at for server, at in self._held.items()
-                   if at > now and server not in self._probing and self._queues.get(server)]
-            if due:
-                self._schedule(max(0.0, min(due) - now))
 
     def _releaser(self, probed: str | None) -> Callable[[], None]:
         released = False
@@ -176,9 +175,6 @@ class LoginPacer:
                 self.inFlight -= 1
                 if probed is not None:
                     self._probing.discard(probed)
-                    if probed in self._held:
-                        self._woken()
-                        return
                 self._pump()
 
         return release

@@ -143,6 +143,26 @@ class LoginPacerTests(SynchronousTestCase):
         self.assertFalse(pacer.held())
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
+    def test_nextProbeAfterAFailedOne(self) -> None:
+        """
+        A login that comes back (after its backoff) before the next probe
+        is due, with nobody else waiting, still probes when it is due.
+        """
+        pacer = LoginPacer(self.clock, 10, 0)
+        self.ask(pacer, 0)
+        pacer.serverDown("", 0.0)
+        self.releases[0]()
+        self.clock.advance(1.5)
+        self.ask(pacer, 1)
+        self.assertEqual(self.served, [0, 1])
+        pacer.serverDown("", 1.5)
+        self.releases[1]()
+        self.clock.advance(0.2)
+        self.ask(pacer, 2)
+        self.assertEqual(self.served, [0, 1])
+        self.clock.advance(0.8)
+        self.assertEqual(self.served, [0, 1, 2])
+
     def test_probeStillOutNoSecondProbe(self) -> None:
         """
         A probe still connecting (a slow server) is not joined by another.

@@ -99,7 +99,7 @@ class LoginPacer:
     def serverDown(self, server: str, startedAt: float) -> None:
         """
         A connect to C{server} started at C{startedAt} failed: hold its
-        logins, unless a connect that started later already succeeded.
+        logins, unless a connect succeeded after this one started.
         """
         if startedAt < self._upAt.get(server, float("-inf")):
             return

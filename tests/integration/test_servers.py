@@ -551,7 +551,11 @@ class KamailioLifecycleTests(SynchronousTestCase):
         server = startForTest(self, KamailioServer(children=2))
         pid = server.pid
         assert pid is not None
-        # Main process plus workers (2 UDP, 2 TCP) and helpers.
+        # Main process plus workers (2 UDP, 2 TCP) and helpers; Kamailio
+        # answers before it has forked them all (4 members seen under load).
+        deadline = time.monotonic() + 10
+        while len(_groupMembers(pid)) <= 4 and time.monotonic() < deadline:
+            time.sleep(0.1)
         self.assertGreater(len(_groupMembers(pid)), 4)
         server.stop()
         assertStopped(self, pid)

@@ -55,7 +55,6 @@ class LoginPacer:
         self.inFlight = 0
         self._order = count()
         self._queues: dict[str, deque[_Waiter]] = {}
-        self._waitingCount = 0
         self._nextStart = 0.0
         self._wakeUp: IDelayedCall | None = None
         # A held server -> when its next probe may start; servers whose
@@ -69,7 +68,7 @@ class LoginPacer:
         """
         Logins in the queue.
         """
-        return self._waitingCount
+        return sum(len(queue) for queue in self._queues.values())
 
     def held(self, server: str = "") -> bool:
         """
@@ -87,12 +86,10 @@ class LoginPacer:
 
         def cancel(d: Deferred[Callable[[], None]]) -> None:
             queue.remove(entry)
-            self._waitingCount -= 1
 
         d: Deferred[Callable[[], None]] = Deferred(cancel)
         entry = (next(self._order), d)
         queue.append(entry)
-        self._waitingCount += 1
         self._pump()
         return d
 
@@ -131,7 +128,7 @@ class LoginPacer:
         return best
 
     def _pump(self) -> None:
-        while self._waitingCount and self.inFlight < self.concurrency:
+        while self.inFlight < self.concurrency and self.waiting:
             now = self.clock.seconds()
             if now < self._nextStart:
                 self._schedule(self._nextStart - now)
@@ -151,7 +148,6 @@ class LoginPacer:
                 self._held[server] = now + self.probeInterval
             self._nextStart = max(now, self._nextStart) + self.interval
             self.inFlight += 1
-            self._waitingCount -= 1
             _, d = queue.popleft()
             d.callback(self._releaser(server if probe else None))
 

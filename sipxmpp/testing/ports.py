@@ -1,18 +1,35 @@
 """
 Free loopback ports for test servers.
 
-The kernel picks a free port when one binds port 0; we close the socket at
-once and hand the number to a server started right after.  Another process
-may grab the port in between: launchers whose ports were chosen here retry
-with fresh ones when the server fails to start (see
-L{sipxmpp.testing.process.ServerProcess}).
+A port is drawn at random below the kernel's ephemeral range
+(C{net.ipv4.ip_local_port_range}) and checked free, then handed to a
+server started right after.  Below that range, no outgoing connection or
+C{bind(0)} of any process can take the number in between; when the number
+came from the kernel (the ephemeral range), one did: a phone registered
+from a port, and the sipp UAS meant to answer on it found it taken.
+Another test may still pick the same number in the same moment, so
+launchers whose ports were chosen here retry with fresh ones when the
+server fails to start (see L{sipxmpp.testing.process.ServerProcess}).
 """
 
 from __future__ import annotations
 
+import random
 import socket
+from collections import deque
+from collections.abc import Callable
 
 LOOPBACK = "127.0.0.1"
+
+#: Where the drawn ports start: above the well-known servers' ports.
+LOWEST = 20000
+
+_EPHEMERAL_FILE = "/proc/sys/net/ipv4/ip_local_port_range"
+
+#: Numbers handed out lately by this process, not drawn again: a caller
+#: may ask twice before it starts the first server.
+_recent: deque[int] = deque(maxlen=256)
+_draw = random.SystemRandom()
 
 
 def _bound(kind: int, host: str, port: int, reuse: bool = False) -> socket.socket:
@@ -36,10 +53,50 @@ def _bound(kind: int, host: str, port: int, reuse: bool = False) -> socket.socke
     return sock
 
 
+def ephemeralRange(path: str = _EPHEMERAL_FILE) -> tuple[int, int]:
+    """
+    Return the kernel's ephemeral port range (first and last), or Linux's
+    default when it cannot be read.
+    """
+    try:
+        with open(path) as f:
+            low, high = (int(field) for field in f.read().split())
+    except (OSError, ValueError):
+        return 32768, 60999
+    return low, high
+
+
+def _drawPort(isFree: Callable[[int], bool], attempts: int = 200) -> int | None:
+    """
+    Draw a number below the ephemeral range for which C{isFree} holds, not
+    handed out lately; C{None} when the range is too small or full.
+    """
+    low, _ = ephemeralRange()
+    if low - LOWEST < 1000:
+        return None
+    for _ in range(attempts):
+        port = _draw.randrange(LOWEST, low)
+        if port not in _recent and isFree(port):
+            _recent.append(port)
+            return port
+    return None
+
+
+def _bindable(kind: int, host: str, port: int) -> bool:
+    try:
+        _bound(kind, host, port).close()
+    except OSError:
+        return False
+    return True
+
+
 def freeTCPPort(host: str = LOOPBACK) -> int:
     """
     Return a TCP port on C{host} that nothing listens on right now.
     """
+    drawn = _drawPort(lambda p: _bindable(socket.SOCK_STREAM, host, p))
+    if drawn is not None:
+        return drawn
     with _bound(socket.SOCK_STREAM, host, 0) as sock:
         port: int = sock.getsockname()[1]
     return port
@@ -49,9 +106,16 @@ def freeUDPPort(host: str = LOOPBACK) -> int:
     """
     Return a UDP port on C{host} that nothing is bound to right now.
     """
+    drawn = _drawPort(lambda p: _bindable(socket.SOCK_DGRAM, host, p))
+    if drawn is not None:
+        return drawn
     with _bound(socket.SOCK_DGRAM, host, 0) as sock:
         port: int = sock.getsockname()[1]
     return port
+
+
+def _bindableSIP(host: str, port: int) -> bool:
+    return _bindable(socket.SOCK_STREAM, host, port) and _bindable(socket.SOCK_DGRAM, host, port)
 
 
 def freeSIPPort(host: str = LOOPBACK, attempts: int = 50) -> int:
@@ -59,10 +123,13 @@ def freeSIPPort(host: str = LOOPBACK, attempts: int = 50) -> int:
     Return a port free for both UDP and TCP on C{host}.
 
     SIP servers listen on the same number for both transports, so the
-    number the kernel gives for TCP must also be free for UDP.
+    number must be free for both.
 
     @raise OSError: when no such port was found in C{attempts} tries.
     """
+    drawn = _drawPort(lambda p: _bindableSIP(host, p))
+    if drawn is not None:
+        return drawn
     for _ in range(attempts):
         with _bound(socket.SOCK_STREAM, host, 0) as tcp:
             port: int = tcp.getsockname()[1]
@@ -83,8 +150,9 @@ def freeSIPPortRange(count: int, host: str = LOOPBACK, attempts: int = 50) -> in
     """
     for _ in range(attempts):
         base = freeSIPPort(host)
-        if all(isUDPPortFree(p, host) and isTCPPortFree(p, host)
-               for p in range(base + 1, base + count)):
+        rest = range(base + 1, base + count)
+        if all(p not in _recent and _bindableSIP(host, p) for p in rest):
+            _recent.extend(rest)
             return base
     raise OSError(f"no {count} consecutive ports free for UDP and TCP on {host}")
 
@@ -92,18 +160,8 @@ def freeSIPPortRange(count: int, host: str = LOOPBACK, attempts: int = 50) -> in
 def freePorts(count: int, host: str = LOOPBACK) -> list[int]:
     """
     Return C{count} distinct TCP ports on C{host}, free right now.
-
-    All sockets stay bound until every number is known, so the kernel
-    cannot hand out the same number twice.
     """
-    socks: list[socket.socket] = []
-    try:
-        for _ in range(count):
-            socks.append(_bound(socket.SOCK_STREAM, host, 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
+    return [freeTCPPort(host) for _ in range(count)]
 
 
 def isTCPPortFree(port: int, host: str = LOOPBACK) -> bool:

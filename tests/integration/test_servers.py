@@ -25,8 +25,13 @@ from sipxmpp.testing.ejabberd import EjabberdServer
 from sipxmpp.testing.kamailio import KamailioServer, sipOptions
 from sipxmpp.testing.ports import (
     LOOPBACK,
+    LOWEST,
+    ephemeralRange,
     freePorts,
     freeSIPPort,
+    freeSIPPortRange,
+    freeTCPPort,
+    freeUDPPort,
     isTCPPortFree,
     isUDPPortFree,
     tcpAccepting,
@@ -234,6 +239,28 @@ class PortTests(SynchronousTestCase):
     def test_freePortsAreDistinct(self) -> None:
         ports = freePorts(5)
         self.assertEqual(len(set(ports)), 5)
+
+    def test_belowEphemeralRange(self) -> None:
+        """
+        Ports are drawn below the kernel's ephemeral range, where no
+        outgoing connection can take them before the server binds.
+        """
+        low, _ = ephemeralRange()
+        ports = [freeSIPPort(), freeTCPPort(), freeUDPPort(), *freePorts(3)]
+        self.assertTrue(all(LOWEST <= p < low for p in ports), ports)
+        base = freeSIPPortRange(3)
+        self.assertTrue(LOWEST <= base and base + 2 < low, base)
+
+    def test_notHandedOutTwice(self) -> None:
+        """
+        A caller that asks twice before starting its first server gets two
+        numbers, though the first is still free.
+        """
+        ports = [freeSIPPort() for _ in range(50)]
+        self.assertEqual(len(set(ports)), 50)
+
+    def test_ephemeralRangeUnreadable(self) -> None:
+        self.assertEqual(ephemeralRange(self.mktemp()), (32768, 60999))
 
 
 class TLSTests(SynchronousTestCase):

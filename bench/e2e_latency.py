@@ -56,7 +56,7 @@ from sipxmpp.testing.demo import Watcher  # noqa: E402
 from sipxmpp.testing.gateway import GatewayServer  # noqa: E402
 from sipxmpp.testing.kamailio import KamailioServer  # noqa: E402
 from sipxmpp.testing.ports import LOOPBACK, freeSIPPort  # noqa: E402
-from sipxmpp.testing.process import findBinary, spawn, terminate  # noqa: E402
+from sipxmpp.testing.process import findBinary, spawn, stopServersOnTerminate, terminate  # noqa: E402
 from sipxmpp.testing.prosody import ProsodyServer  # noqa: E402
 from sipxmpp.testing.sipp import SippProcess, SippRunner, parseStatistics  # noqa: E402
 from sipxmpp.testing.templates import etcPath  # noqa: E402
@@ -373,4 +373,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    stopServersOnTerminate()
     main()

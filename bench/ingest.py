@@ -126,6 +126,7 @@ from sessions import ITERATIONS, password, scramKeys  # bench/sessions.py
 from sipxmpp.testing.gateway import GatewayServer
 from sipxmpp.testing.kamailio import KamailioPuaServer, KamailioServer, missingModules
 from sipxmpp.testing.ports import LOOPBACK, freeSIPPort
+from sipxmpp.testing.process import stopServersOnTerminate
 from sipxmpp.testing.prosody import ProsodyServer
 from sipxmpp.testing.sipp import SippProcess, SippRunner
 
@@ -763,4 +764,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    stopServersOnTerminate()
     main()

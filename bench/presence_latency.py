@@ -48,6 +48,7 @@ from twisted.words.protocols.jabber.jid import JID
 from twisted.words.xish import domish
 
 from sipxmpp.telephony.events import Event, StateChange, TelephonyState
+from sipxmpp.testing.process import stopServersOnTerminate
 from sipxmpp.testing.prosody import ProsodyServer
 from sipxmpp.testing.templates import etcPath
 from sipxmpp.xmpp.accounts import Account, MemoryAccountDirectory
@@ -245,4 +246,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    stopServersOnTerminate()
     main()

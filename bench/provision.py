@@ -168,4 +168,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    from sipxmpp.testing.process import stopServersOnTerminate
+
+    stopServersOnTerminate()
     main()

@@ -122,6 +122,7 @@ from sipxmpp.telephony.state import TelephonyStateMachine
 from sipxmpp.testing.gateway import GatewayServer
 from sipxmpp.testing.kamailio import KamailioServer
 from sipxmpp.testing.ports import LOOPBACK, freeSIPPort, freeSIPPortRange
+from sipxmpp.testing.process import stopServersOnTerminate
 from sipxmpp.testing.sipp import SippProcess, SippRunner
 
 DOMAIN = "example.test"
@@ -930,4 +931,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    stopServersOnTerminate()
     main()

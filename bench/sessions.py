@@ -104,6 +104,7 @@ from sipxmpp.testing.demo import Watcher  # noqa: E402
 from sipxmpp.testing.gateway import TWISTD, GatewayServer  # noqa: E402
 from sipxmpp.testing.kamailio import KamailioServer  # noqa: E402
 from sipxmpp.testing.ports import LOOPBACK, freeSIPPort, freeTCPPort  # noqa: E402
+from sipxmpp.testing.process import stopServersOnTerminate  # noqa: E402
 from sipxmpp.testing.prosody import ProsodyServer  # noqa: E402
 from sipxmpp.testing.sipp import SippProcess, SippRunner  # noqa: E402
 from sipxmpp.testing.templates import etcPath  # noqa: E402
@@ -1210,8 +1211,6 @@ def main() -> None:
     parser.add_argument("--tracemalloc", action="store_true",
                         help="--inprocess: where the sessions' Python memory is")
     args = parser.parse_args()
-    # SIGTERM stops the servers too (the finally clause).
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(f"bench/sessions.py: signal {signum}"))
     try:
         inProcess(args) if args.inprocess else run(args)
     except BenchError as e:
@@ -1219,5 +1218,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    stopServersOnTerminate()
     main()
 

@@ -127,7 +127,7 @@ from sipxmpp.testing.demo import Sighting, Watcher  # noqa: E402
 from sipxmpp.testing.gateway import GatewayServer  # noqa: E402
 from sipxmpp.testing.kamailio import KamailioServer  # noqa: E402
 from sipxmpp.testing.ports import LOOPBACK, freeSIPPort, freeTCPPort  # noqa: E402
-from sipxmpp.testing.process import ServerProcess  # noqa: E402
+from sipxmpp.testing.process import ServerProcess, stopServersOnTerminate  # noqa: E402
 from sipxmpp.testing.prosody import ProsodyServer  # noqa: E402
 from sipxmpp.testing.sipp import SippProcess, SippRunner  # noqa: E402
 from sipxmpp.testing.xmppprobe import login  # noqa: E402
@@ -802,4 +802,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    stopServersOnTerminate()
     main()

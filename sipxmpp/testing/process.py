@@ -567,3 +567,19 @@ class SharedServer(Generic[S]):
             server = self._servers.pop(cls, None)
             if server is not None:
                 server.stop()
+
+
+def stopServersOnTerminate() -> None:
+    """
+    Make SIGTERM and SIGHUP end this process the way Ctrl-C does, so the
+    servers it started are stopped (its C{finally} blocks, then C{atexit}).
+    Python's default for SIGTERM ends the process at once and leaves them
+    running.  For a bench's or a tool's main; trial owns the signals in
+    tests.
+    """
+
+    def terminate(number: int, frame: object) -> None:
+        raise SystemExit(128 + number)
+
+    for number in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(number, terminate)

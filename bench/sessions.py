@@ -237,8 +237,9 @@ def loadAverage() -> str:
 
 # The gateway's process with a CPU-time cProfile that SIGUSR2 turns on and,
 # the next time, off (written to $SIPXMPP_BENCH_PROFILE), and SIGRTMIN+3
-# writing CPython's and glibc's allocator statistics to
-# $SIPXMPP_BENCH_MEMORY.
+# writing CPython's and glibc's allocator statistics and the count of
+# tracked objects to $SIPXMPP_BENCH_MEMORY (SIGRTMIN+5: after a full
+# collection).
 PROFILED_TWISTD = """
 import cProfile, ctypes, os, signal, sys, time
 def _memory(signum, frame):
@@ -258,10 +259,17 @@ def _memory(signum, frame):
     libc = ctypes.CDLL(None)
     libc.mallinfo2.restype = M
     m = libc.mallinfo2()
+    import gc
     with open(path + ".tmp", "a") as out:
-        out.write(f"\\nmallinfo2 used={m.uordblks} free={m.fordblks} mapped={m.hblkhd}\\n")
+        out.write(f"\\nmallinfo2 used={m.uordblks} free={m.fordblks} mapped={m.hblkhd}"
+                  f" objects={len(gc.get_objects())}\\n")
     os.rename(path + ".tmp", path)
 signal.signal(signal.SIGRTMIN + 3, _memory)
+def _collectedMemory(signum, frame):
+    import gc
+    gc.collect()
+    _memory(signum, frame)
+signal.signal(signal.SIGRTMIN + 5, _collectedMemory)
 def _garbage(signum, frame):
     import gc
     from collections import Counter
@@ -322,15 +330,19 @@ class ProfiledGateway(GatewayServer):
         return (f"{int(found) / sessions:.1f} objects per session: "
                 + ", ".join(f"{kind} {int(count) / sessions:.2f}" for count, kind in kinds))
 
-    def allocators(self) -> str:
+    def allocatorFigures(self, collect: bool = False) -> dict[str, int]:
         """
-        The gateway's allocators now: glibc's malloc (all arenas) and
-        CPython's.
+        The gateway's allocators now, in bytes: glibc's malloc (all arenas:
+        C{used}, C{free}, C{mapped}) and CPython's (C{arenas}, C{pyUsed},
+        C{pyFree}), and C{objects}, the objects the collector tracks.
+
+        @param collect: a full garbage collection first, so that what is
+            counted is alive.
         """
         assert self.pid is not None
         if os.path.exists(self.memoryFile):
             os.unlink(self.memoryFile)
-        os.kill(self.pid, signal.SIGRTMIN + 3)
+        os.kill(self.pid, signal.SIGRTMIN + (5 if collect else 3))
         deadline = time.monotonic() + 30
         while not os.path.exists(self.memoryFile) and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -338,9 +350,20 @@ class ProfiledGateway(GatewayServer):
             text = f.read()
         p = parsePymalloc(text)
         m = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", text.rsplit("mallinfo2", 1)[1])}
-        return (f"malloc in use {m['used'] / 2**20:.0f} MB, free {m['free'] / 2**20:.0f} MB, "
-                f"mmapped {m['mapped'] / 2**20:.0f} MB; CPython {p['arenas']} arenas, "
-                f"{p['used'] / 2**20:.0f} MB in objects, {p['free'] / 2**20:.0f} MB free in them")
+        return {"used": m["used"], "free": m["free"], "mapped": m["mapped"],
+                "objects": m["objects"], "arenas": p["arenas"], "pyUsed": p["used"],
+                "pyFree": p["free"]}
+
+    def allocators(self) -> str:
+        """
+        The gateway's allocators now: glibc's malloc (all arenas) and
+        CPython's.
+        """
+        f = self.allocatorFigures()
+        return (f"malloc in use {f['used'] / 2**20:.0f} MB, free {f['free'] / 2**20:.0f} MB, "
+                f"mmapped {f['mapped'] / 2**20:.0f} MB; CPython {f['arenas']} arenas, "
+                f"{f['pyUsed'] / 2**20:.0f} MB in objects, {f['pyFree'] / 2**20:.0f} MB free "
+                "in them")
 
     def command(self) -> list[str]:
         return [sys.executable, "-c", PROFILED_TWISTD, *super().command()[3:]]

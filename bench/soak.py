@@ -7,10 +7,15 @@ Run from the repository root, as root (for the network namespace)::
 
     .venv/bin/python bench/soak.py [--minutes 10] [--rate 2] [--users 6]
                                    [--hold 3000] [--cycles 1] [--no-faults]
+                                   [--allocators]
 
 C{--no-faults} places the same calls without any fault (the gateway is
 not restarted, so warm-up is counted from the first call): for telling
-the gateway's memory per call from what the faults leave.
+the gateway's memory per call from what the faults leave. C{--allocators}
+asks the gateway, after a full garbage collection, for its malloc and
+CPython allocator figures and the objects its collector tracks, before
+the fault cycles and after each: whether the RSS steps at faults are live
+memory or memory the allocators keep.
 
 Isolation: the bench re-executes itself under C{unshare -n} (C{--inside}),
 so every process of the soak (Prosody, Kamailio, the gateway, sipp, the
@@ -122,6 +127,8 @@ from typing import Any
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+
+from sessions import ProfiledGateway  # noqa: E402  # bench/sessions.py, beside this file
 
 from sipxmpp.testing.demo import Sighting, Watcher  # noqa: E402
 from sipxmpp.testing.gateway import GatewayServer  # noqa: E402
@@ -476,14 +483,20 @@ def run(args: argparse.Namespace, lossAllowed: bool) -> None:
     # (seconds since calls began, pid, VmRSS, RssAnon, glibc's main heap;
     # bytes): the anonymous part is the heaps', without the libraries' pages.
     rssSamples: list[tuple[float, int, int, int, int]] = []
+    # (when, figures) with --allocators.
+    allocatorSamples: list[tuple[str, dict[str, int]]] = []
     try:
         prosody.start()
         kamailio.start()
-        gateway = GatewayServer(
+        gatewayArgs: dict[str, Any] = dict(
             upstreamPort=kamailio.port, xmppServer=f"{prosody.host}:{prosody.port}",
             caFile=prosody.caFile, baseDir=os.path.join(workDir, "gateway"),
             settings={("log", "level"): "info", ("xmpp", "reconnect_max_delay"): "2"},
         )
+        if args.allocators:
+            gateway = ProfiledGateway(os.path.join(workDir, "gateway.profile"), **gatewayArgs)
+        else:
+            gateway = GatewayServer(**gatewayArgs)
         gateway.start()
         for user in users:
             gateway.addAccount(f"sip:{user}@{DOMAIN}", f"{user}@{DOMAIN}", password(user))
@@ -555,8 +568,16 @@ def run(args: argparse.Namespace, lossAllowed: bool) -> None:
         def inSlot(cycle: int, offset: float) -> float:
             return at(CYCLES_FROM + (cycle + offset) * slot)
 
+        def allocators(label: str) -> None:
+            # After a full collection, so that only live memory is counted.
+            if isinstance(gateway, ProfiledGateway):
+                allocatorSamples.append((label, gateway.allocatorFigures(collect=True)))
+
         def faultCycle(cycle: int) -> None:
             tag = f" (cycle {cycle + 1} of {args.cycles})" if args.cycles > 1 else ""
+            if cycle == 0:
+                waitUntil(inSlot(cycle, PROSODY_AT) - 5)
+                allocators("before the cycles")
             waitUntil(inSlot(cycle, PROSODY_AT))
             timeline.note(f"SIGKILL Prosody (pid {prosody.pid}){tag}")
             watch.stop()
@@ -589,6 +610,7 @@ def run(args: argparse.Namespace, lossAllowed: bool) -> None:
                 log("loss episode skipped (see above)")
             waitUntil(inSlot(cycle, 1.0))
             cycleEnds.append(time.monotonic() - began)
+            allocators(f"after cycle {cycle + 1}")
 
         def injectFaults() -> float:
             waitUntil(at(0.15))
@@ -721,6 +743,12 @@ def run(args: argparse.Namespace, lossAllowed: bool) -> None:
                           f"{statistics.median(s[2] for s in tail) / 2**20:.1f}  "
                           f"{statistics.median(s[3] for s in tail) / 2**20:.1f}  "
                           f"{statistics.median(s[4] for s in tail) / 2**20:.2f}")
+        if allocatorSamples:
+            print("gateway allocators after a full collection (KiB: malloc in use, malloc "
+                  "free; CPython's objects, free in its pools; objects tracked):")
+            for label, f in allocatorSamples:
+                print(f"  {label}: {f['used'] // 1024}  {f['free'] // 1024};  "
+                      f"{f['pyUsed'] // 1024}  {f['pyFree'] // 1024};  {f['objects']}")
         warm = restartedAt + 0.15 * duration
         after = [s[2] for s in final if s[0] >= warm]
         anon = [s[3] for s in final if s[0] >= warm]
@@ -779,6 +807,10 @@ def main() -> None:
     parser.add_argument("--cycles", type=int, default=1,
                         help="repeat the Prosody, Kamailio and loss faults this many "
                              "times (default 1)")
+    parser.add_argument("--allocators", action="store_true",
+                        help="the gateway's malloc and CPython allocators and its tracked "
+                             "objects before the fault cycles and after each (a full "
+                             "collection first)")
     parser.add_argument("--no-faults", dest="faults", action="store_false",
                         help="inject no faults: calls only (for memory probes)")
     parser.add_argument("--inside", action="store_true",

@@ -745,7 +745,8 @@ def run(args: argparse.Namespace, lossAllowed: bool) -> None:
                           f"{statistics.median(s[4] for s in tail) / 2**20:.2f}")
         if allocatorSamples:
             print("gateway allocators after a full collection (KiB: malloc in use, malloc "
-                  "free; CPython's objects, free in its pools; objects tracked):")
+                  "free; CPython's objects, free in its pools; objects the collector tracks, "
+                  "start-up's being frozen):")
             for label, f in allocatorSamples:
                 print(f"  {label}: {f['used'] // 1024}  {f['free'] // 1024};  "
                       f"{f['pyUsed'] // 1024}  {f['pyFree'] // 1024};  {f['objects']}")

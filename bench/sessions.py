@@ -239,10 +239,10 @@ def loadAverage() -> str:
 # the next time, off (written to $SIPXMPP_BENCH_PROFILE), and SIGRTMIN+3
 # writing CPython's and glibc's allocator statistics and the count of
 # tracked objects to $SIPXMPP_BENCH_MEMORY (SIGRTMIN+5: after a full
-# collection).
+# collection, with a census of the objects by type).
 PROFILED_TWISTD = """
 import cProfile, ctypes, os, signal, sys, time
-def _memory(signum, frame):
+def _memory(signum, frame, census=False):
     path = os.environ["SIPXMPP_BENCH_MEMORY"]
     with open(path + ".tmp", "wb") as out:
         saved = os.dup(2)
@@ -263,12 +263,17 @@ def _memory(signum, frame):
     with open(path + ".tmp", "a") as out:
         out.write(f"\\nmallinfo2 used={m.uordblks} free={m.fordblks} mapped={m.hblkhd}"
                   f" objects={len(gc.get_objects())}\\n")
+        if census:
+            from collections import Counter
+            kinds = Counter(type(o).__module__ + "." + type(o).__qualname__
+                            for o in gc.get_objects())
+            out.write("".join(f"census {n} {k}\\n" for k, n in kinds.most_common(400)))
     os.rename(path + ".tmp", path)
 signal.signal(signal.SIGRTMIN + 3, _memory)
 def _collectedMemory(signum, frame):
     import gc
     gc.collect()
-    _memory(signum, frame)
+    _memory(signum, frame, census=True)
 signal.signal(signal.SIGRTMIN + 5, _collectedMemory)
 def _garbage(signum, frame):
     import gc
@@ -307,6 +312,7 @@ class ProfiledGateway(GatewayServer):
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self.profileFile = profileFile
         self.memoryFile = profileFile + ".memory"
+        self.census: dict[str, int] = {}
 
     def environment(self) -> dict[str, str]:
         return {**super().environment(), "SIPXMPP_BENCH_PROFILE": self.profileFile,
@@ -337,7 +343,8 @@ class ProfiledGateway(GatewayServer):
         C{pyFree}), and C{objects}, the objects the collector tracks.
 
         @param collect: a full garbage collection first, so that what is
-            counted is alive.
+            counted is alive; then L{census} holds the tracked objects'
+            count by type (the 400 commonest).
         """
         assert self.pid is not None
         if os.path.exists(self.memoryFile):
@@ -350,6 +357,8 @@ class ProfiledGateway(GatewayServer):
             text = f.read()
         p = parsePymalloc(text)
         m = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", text.rsplit("mallinfo2", 1)[1])}
+        self.census = {kind: int(count) for count, kind in
+                       re.findall(r"^census (\d+) (\S+)$", text, re.M)}
         return {"used": m["used"], "free": m["free"], "mapped": m["mapped"],
                 "objects": m["objects"], "arenas": p["arenas"], "pyUsed": p["used"],
                 "pyFree": p["free"]}

@@ -485,6 +485,7 @@ def run(args: argparse.Namespace, lossAllowed: bool) -> None:
     rssSamples: list[tuple[float, int, int, int, int]] = []
     # (when, figures) with --allocators.
     allocatorSamples: list[tuple[str, dict[str, int]]] = []
+    censuses: list[dict[str, int]] = []  # tracked objects by type, per sample
     try:
         prosody.start()
         kamailio.start()
@@ -572,6 +573,7 @@ def run(args: argparse.Namespace, lossAllowed: bool) -> None:
             # After a full collection, so that only live memory is counted.
             if isinstance(gateway, ProfiledGateway):
                 allocatorSamples.append((label, gateway.allocatorFigures(collect=True)))
+                censuses.append(gateway.census)
 
         def faultCycle(cycle: int) -> None:
             tag = f" (cycle {cycle + 1} of {args.cycles})" if args.cycles > 1 else ""
@@ -750,6 +752,12 @@ def run(args: argparse.Namespace, lossAllowed: bool) -> None:
             for label, f in allocatorSamples:
                 print(f"  {label}: {f['used'] // 1024}  {f['free'] // 1024};  "
                       f"{f['pyUsed'] // 1024}  {f['pyFree'] // 1024};  {f['objects']}")
+            first, last = censuses[0], censuses[-1]
+            grown = sorted(((last.get(k, 0) - first.get(k, 0), k) for k in last), reverse=True)
+            print("tracked objects by type, more at the last than at the first (count: "
+                  "each sample): " + (", ".join(
+                      f"{k} " + "/".join(str(c.get(k, 0)) for c in censuses)
+                      for n, k in grown[:12] if n > 0) or "none"))
         warm = restartedAt + 0.15 * duration
         after = [s[2] for s in final if s[0] >= warm]
         anon = [s[3] for s in final if s[0] >= warm]

@@ -7,7 +7,7 @@ Run from the repository root, as root (for the network namespace)::
 
     .venv/bin/python bench/soak.py [--minutes 10] [--rate 2] [--users 6]
                                    [--hold 3000] [--cycles 1] [--no-faults]
-                                   [--allocators]
+                                   [--allocators] [--capture FILE]
 
 C{--no-faults} places the same calls without any fault (the gateway is
 not restarted, so warm-up is counted from the first call): for telling
@@ -486,6 +486,7 @@ def run(args: argparse.Namespace, lossAllowed: bool) -> None:
     # (when, figures) with --allocators.
     allocatorSamples: list[tuple[str, dict[str, int]]] = []
     censuses: list[dict[str, int]] = []  # tracked objects by type, per sample
+    capture: subprocess.Popen[bytes] | None = None
     try:
         prosody.start()
         kamailio.start()
@@ -540,6 +541,12 @@ def run(args: argparse.Namespace, lossAllowed: bool) -> None:
                        "-recv_timeout", "40000"],
         )
         began = time.monotonic()
+        if args.capture:
+            # Every UDP packet on this loopback (what the loss drops too:
+            # the capture sees packets before the input hook).
+            capture = subprocess.Popen(
+                ["dumpcap", "-q", "-i", "lo", "-f", "udp", "-w", os.path.abspath(args.capture)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         timeline.note(f"calls begin: {total} calls at {args.rate:g}/s of {args.hold} ms, "
                       f"{len(users)} users")
 
@@ -783,6 +790,9 @@ def run(args: argparse.Namespace, lossAllowed: bool) -> None:
         print(f"soak: {placed} calls, {failed} failed (gateway-caused {len(gatewayCaused)}), "
               f"stuck {stuck}, converge p99 {p99:.2f} s, rss growth {growth:.1f} %", flush=True)
     finally:
+        if capture is not None:
+            capture.terminate()
+            capture.wait(10)
         loss.stop()
         if kamailio.pid is not None:
             try:
@@ -820,6 +830,9 @@ def main() -> None:
                         help="the gateway's malloc and CPython allocators and its tracked "
                              "objects before the fault cycles and after each (a full "
                              "collection first)")
+    parser.add_argument("--capture", metavar="FILE", default="",
+                        help="write the UDP packets on the soak's loopback to FILE "
+                             "(pcapng, dumpcap from Debian's tshark)")
     parser.add_argument("--no-faults", dest="faults", action="store_false",
                         help="inject no faults: calls only (for memory probes)")
     parser.add_argument("--inside", action="store_true",

@@ -483,9 +483,8 @@ def run(args: argparse.Namespace, lossAllowed: bool) -> None:
     # (seconds since calls began, pid, VmRSS, RssAnon, glibc's main heap;
     # bytes): the anonymous part is the heaps', without the libraries' pages.
     rssSamples: list[tuple[float, int, int, int, int]] = []
-    # (when, figures) with --allocators.
-    allocatorSamples: list[tuple[str, dict[str, int]]] = []
-    censuses: list[dict[str, int]] = []  # tracked objects by type, per sample
+    # (when, figures, tracked objects by type) with --allocators.
+    allocatorSamples: list[tuple[str, dict[str, int], dict[str, int]]] = []
     capture: subprocess.Popen[bytes] | None = None
     try:
         prosody.start()
@@ -579,8 +578,8 @@ def run(args: argparse.Namespace, lossAllowed: bool) -> None:
         def allocators(label: str) -> None:
             # After a full collection, so that only live memory is counted.
             if isinstance(gateway, ProfiledGateway):
-                allocatorSamples.append((label, gateway.allocatorFigures(collect=True)))
-                censuses.append(gateway.census)
+                figures = gateway.allocatorFigures(collect=True)
+                allocatorSamples.append((label, figures, gateway.census))
 
         def faultCycle(cycle: int) -> None:
             tag = f" (cycle {cycle + 1} of {args.cycles})" if args.cycles > 1 else ""
@@ -756,9 +755,10 @@ def run(args: argparse.Namespace, lossAllowed: bool) -> None:
             print("gateway allocators after a full collection (KiB: malloc in use, malloc "
                   "free; CPython's objects, free in its pools; objects the collector tracks, "
                   "start-up's being frozen):")
-            for label, f in allocatorSamples:
+            for label, f, _ in allocatorSamples:
                 print(f"  {label}: {f['used'] // 1024}  {f['free'] // 1024};  "
                       f"{f['pyUsed'] // 1024}  {f['pyFree'] // 1024};  {f['objects']}")
+            censuses = [census for _, _, census in allocatorSamples]
             first, last = censuses[0], censuses[-1]
             grown = sorted(((last.get(k, 0) - first.get(k, 0), k) for k in last), reverse=True)
             print("tracked objects by type, more at the last than at the first (count: "

@@ -82,36 +82,38 @@ def _drawPort(isFree: Callable[[int], bool], attempts: int = 200) -> int | None:
     return None
 
 
-def _bindable(kind: int, host: str, port: int) -> bool:
+def _bindable(kind: int, host: str, port: int, reuse: bool = False) -> bool:
     try:
-        _bound(kind, host, port).close()
+        _bound(kind, host, port, reuse).close()
     except OSError:
         return False
     return True
+
+
+def _freePort(kind: int, host: str) -> int:
+    """
+    A drawn port that a socket of C{kind} can bind now, else the kernel's.
+    """
+    drawn = _drawPort(lambda p: _bindable(kind, host, p))
+    if drawn is not None:
+        return drawn
+    with _bound(kind, host, 0) as sock:
+        port: int = sock.getsockname()[1]
+    return port
 
 
 def freeTCPPort(host: str = LOOPBACK) -> int:
     """
     Return a TCP port on C{host} that nothing listens on right now.
     """
-    drawn = _drawPort(lambda p: _bindable(socket.SOCK_STREAM, host, p))
-    if drawn is not None:
-        return drawn
-    with _bound(socket.SOCK_STREAM, host, 0) as sock:
-        port: int = sock.getsockname()[1]
-    return port
+    return _freePort(socket.SOCK_STREAM, host)
 
 
 def freeUDPPort(host: str = LOOPBACK) -> int:
     """
     Return a UDP port on C{host} that nothing is bound to right now.
     """
-    drawn = _drawPort(lambda p: _bindable(socket.SOCK_DGRAM, host, p))
-    if drawn is not None:
-        return drawn
-    with _bound(socket.SOCK_DGRAM, host, 0) as sock:
-        port: int = sock.getsockname()[1]
-    return port
+    return _freePort(socket.SOCK_DGRAM, host)
 
 
 def _bindableSIP(host: str, port: int) -> bool:
@@ -133,11 +135,8 @@ def freeSIPPort(host: str = LOOPBACK, attempts: int = 50) -> int:
     for _ in range(attempts):
         with _bound(socket.SOCK_STREAM, host, 0) as tcp:
             port: int = tcp.getsockname()[1]
-            try:
-                _bound(socket.SOCK_DGRAM, host, port).close()
-            except OSError:
-                continue
-            return port
+            if _bindable(socket.SOCK_DGRAM, host, port):
+                return port
     raise OSError(f"no port free for both UDP and TCP on {host}")
 
 
@@ -169,22 +168,14 @@ def isTCPPortFree(port: int, host: str = LOOPBACK) -> bool:
     Tell whether a server can listen on TCP C{port} of C{host} right now
     (nothing listens there; connections in TIME_WAIT do not count).
     """
-    try:
-        _bound(socket.SOCK_STREAM, host, port, reuse=True).close()
-    except OSError:
-        return False
-    return True
+    return _bindable(socket.SOCK_STREAM, host, port, reuse=True)
 
 
 def isUDPPortFree(port: int, host: str = LOOPBACK) -> bool:
     """
     Tell whether C{port} on C{host} can be bound for UDP right now.
     """
-    try:
-        _bound(socket.SOCK_DGRAM, host, port).close()
-    except OSError:
-        return False
-    return True
+    return _bindable(socket.SOCK_DGRAM, host, port)
 
 
 def tcpAccepting(host: str, port: int, timeout: float = 0.5) -> bool:

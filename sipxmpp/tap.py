@@ -157,6 +157,9 @@ class GatewayService(MultiService):
     # The SIP worker processes, with [sip] workers above 1 (then no proxy).
     workers: WorkerSupervisor | None = None
     report: XMPPReport | None = None
+    # The AoRs the SIP side takes as the gateway's own (PUBLISH, SUBSCRIBE
+    # mode, back-publishing), when one of those is on.
+    provisioned: ProvisionedAoRs | None = None
     clock: Any = None
     # When the service started (the clock's seconds), for the XMPP check's
     # grace after a start.
@@ -198,7 +201,8 @@ class GatewayService(MultiService):
         known user's telephony state (C{"telephony"}) and XMPP session state
         (C{"xmpp"}), JID, how the call is shown (C{"shown"}: C{"on"} is
         C{"client"} or C{"own-resource"}, with the resource) and last
-        events; the totals, and the SIP core's counts.
+        events; the totals, and the SIP core's counts (with the provisioned
+        AoRs it takes as its own, when it keeps them).
         """
         telephony = self.machine.users() if self.machine is not None else {}
         publishers = self.publisher.users if self.publisher is not None else {}
@@ -230,6 +234,10 @@ class GatewayService(MultiService):
             sip = {"bindings": int(self.workers.gauge("sipxmpp_sip_bindings")),
                    "transactions": int(self.workers.gauge("sipxmpp_sip_transactions")),
                    "workers": self.workers.status()}
+        if self.provisioned is not None:
+            # Loaded a few seconds after an admin change: an operator (or a
+            # test) can see when a new account counts on the SIP side.
+            sip["provisioned"] = len(self.provisioned)
         now = self.clock.seconds() if self.clock is not None else None
         return {"users": users, "sip": sip, "totals": {"users": len(users), **totals},
                 "time": now, "version": f"sipxmpp {__version__}"}
@@ -469,6 +477,7 @@ def buildService(settings: Settings, reactor: Any, logfile: str | None = None,
         provisioned = ProvisionedAoRs(store.store.accounts, reactor)
         provisioned.setName("provisioned")
         provisioned.setServiceParent(top)
+        top.provisioned = provisioned
         isProvisioned = provisioned.isProvisioned
         # An admin change counts for PUBLISH at once, not at the next reload.
         watcher.addListener(_reloadSoon(reactor, provisioned))

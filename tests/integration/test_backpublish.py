@@ -41,7 +41,7 @@ from twisted.internet.protocol import DatagramProtocol
 from twisted.internet.threads import deferToThread
 
 from sipxmpp.sip.wire.pidf import Presence, parsePresence
-from sipxmpp.testing.gateway import GatewayServer
+from sipxmpp.testing.gateway import GatewayServer, waitFor
 from sipxmpp.testing.ports import LOOPBACK
 from sipxmpp.testing.process import SharedServer
 from tests.integration.test_e2e import (
@@ -84,9 +84,22 @@ class BackpublishStack(Stack):
                       ("backpublish", "mode"): "serve",
                       ("backpublish", "allowed_watchers"): aor("dave")},  # fmt: skip
         )
-        self.gateway.start()
+        # Provisioned before the start, and waited for: until the gateway
+        # has loaded alice's AoR it forwards a SUBSCRIBE for her to
+        # Kamailio, which tries her phone (408), not the presence agent.
+        self.gateway.prepare()
         for user in self.provision:
             self.gateway.addAccount(aor(user), jid(user), USERS[user])
+        self.gateway.start()
+        gateway = self.gateway
+        waitFor("the gateway counting its provisioned accounts",
+                lambda: _provisioned(gateway) >= len(self.provision), timeout=WAIT)
+
+
+def _provisioned(gateway: GatewayServer) -> int:
+    sip = gateway.status()["sip"]
+    assert isinstance(sip, dict)
+    return int(sip.get("provisioned", 0))
 
 
 class Message:

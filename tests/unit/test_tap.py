@@ -174,6 +174,7 @@ class MakeServiceTests(SynchronousTestCase):
         assert isinstance(plain, GatewayService) and plain.proxy is not None
         self.assertEqual(plain.proxy.localHandlers("PUBLISH"), [])
         self.assertNotIn("provisioned", [child.name for child in plain])
+        self.assertNotIn("provisioned", plain.status()["sip"])  # type: ignore[operator]
         text = CONFIG.replace("upstream = sip:127.0.0.1:5070;transport=udp", "upstream =")
         text += "[ingest]\npublishers = 127.0.0.2/32\nmin_expires = 8\nmax_expires = 600\n"
         service = makeService(self.options(self.configPath(text)), UDPMemoryReactor())
@@ -186,6 +187,9 @@ class MakeServiceTests(SynchronousTestCase):
         self.assertTrue(compositor.allows("127.0.0.2"))
         self.assertFalse(compositor.allows("127.0.0.1"))
         self.assertIsNone(service.proxy.settings.upstream)
+        # /status counts them (none loaded: the store has not started).
+        self.assertEqual(service.status()["sip"],
+                         {"bindings": 0, "transactions": 0, "provisioned": 0})
 
     def test_subscribeComposed(self) -> None:
         """

@@ -24,7 +24,7 @@ from twisted.internet.defer import Deferred
 from zope.interface import Interface
 
 from sipxmpp.store.records import AccountRecord, AoRChanges, RouteRecord, UserReport
-from sipxmpp.telephony.state import UserSnapshot
+from sipxmpp.telephony.snapshots import UserSnapshot
 from sipxmpp.xmpp.accounts import Account
 from sipxmpp.xmpp.savedstatuses import SavedStatus
 

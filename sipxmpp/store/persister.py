@@ -106,6 +106,9 @@ class RuntimeStatePersister:
         self._failures = 0
         self._retryDelay = 0.0
         self._stopped = False
+        # While the saved state is being read back: a write now would
+        # replace an AoR's saved rows with what little is known so far.
+        self._held = False
         self.writes = 0
 
     # --- sources of changes ---
@@ -116,6 +119,23 @@ class RuntimeStatePersister:
         """
         self._machine = machine
         machine.setPersistenceCallback(self.aorChanged)
+
+    def hold(self) -> None:
+        """
+        Write nothing until L{release} (changes keep coming and are kept):
+        the saved state is being restored.
+        """
+        self._held = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def release(self) -> None:
+        """
+        Write again: what changed meanwhile goes in the next write.
+        """
+        self._held = False
+        self._schedule()
 
     def aorChanged(self, aor: str) -> None:
         """
@@ -209,7 +229,7 @@ class RuntimeStatePersister:
         return entry
 
     def _schedule(self, delay: float | None = None) -> None:
-        if self._stopped or self._writing is not None:
+        if self._stopped or self._held or self._writing is not None:
             return
         if not self._pending and not self._pendingRoutes:
             return
@@ -292,7 +312,13 @@ class RuntimeStatePersister:
         """
         Write what is pending now (after a write in progress), ignoring the
         rate bound; fire when it is written (or failed, which is logged).
+        While held nothing is written: the saved state stays as it was.
         """
+        if self._held:
+            if self._pending or self._pendingRoutes:
+                self.log.info("not writing: the saved state is still being read back, and "
+                              "the changes since the start are not written before it is")
+            return succeed(None)
         if self._writing is not None:
             waiting: Deferred[None] = Deferred()
 

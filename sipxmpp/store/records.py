@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sipxmpp.sip.core.registrations import Binding, ContactKey
-from sipxmpp.telephony.state import UserSnapshot
+from sipxmpp.telephony.snapshots import UserSnapshot
 from sipxmpp.xmpp.savedstatuses import SavedStatus
 
 

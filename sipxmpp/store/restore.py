@@ -10,7 +10,12 @@ by the current watchdog, and the machine reports the resulting states to
 its observers (so add the publisher as an observer first). Because the
 persister is attached before the restore, the restored (possibly
 shortened) lifetimes are written back, and a second restart cannot extend
-them.
+them. SIP is served while the store is read: what ends meanwhile (a BYE
+retransmitted across the restart) stays ended, since the machine's
+restore window (L{TelephonyStateMachine.beginRestore}, begun by the store
+service before any SIP is read) is closed only once every snapshot is in;
+until then the persister writes nothing, so it cannot replace a saved
+snapshot with what little is known so far.
 
 L{adoptPreviousName} comes first, for a gateway named after its host (the
 default) with an SQLite store, which only it uses: if the host name
@@ -42,7 +47,8 @@ from sipxmpp.store.interfaces import IRuntimeStateStore
 from sipxmpp.store.persister import RuntimeStatePersister
 from sipxmpp.store.records import REGISTRATION, RouteRecord
 from sipxmpp.store.runtimestate import SQLRuntimeStateStore
-from sipxmpp.telephony.state import TelephonyStateMachine, UserSnapshot
+from sipxmpp.telephony.snapshots import UserSnapshot
+from sipxmpp.telephony.state import TelephonyStateMachine
 from sipxmpp.xmpp.savedstatuses import SavedStatus
 
 log = Logger()
@@ -66,6 +72,19 @@ class RestoreSummary:
     publications: int = 0
 
 
+def beginRestore(machine: TelephonyStateMachine, persister: RuntimeStatePersister) -> None:
+    """
+    Open C{machine}'s restore window and attach C{persister} to it, holding
+    its writes: from now on changes are kept, and what ends is remembered,
+    until L{restoreRuntimeState} has put the saved state back. Call it
+    before any event can reach the machine (the store service does, as it
+    starts).
+    """
+    machine.beginRestore()
+    persister.attach(machine)
+    persister.hold()
+
+
 def restoreRuntimeState(
     machine: TelephonyStateMachine,
     store: IRuntimeStateStore,
@@ -74,7 +93,8 @@ def restoreRuntimeState(
     publications: RestorePublication | None = None,
 ) -> Deferred[RestoreSummary]:
     """
-    Restore C{store}'s saved state into C{machine} and C{persister}; fire
+    Restore C{store}'s saved state into C{machine} and C{persister} (after
+    L{beginRestore}, which it calls if nobody did); fire
     with a L{RestoreSummary} (or fail with the store's error, in which case
     the persister is still attached and the gateway starts empty).
 
@@ -82,7 +102,8 @@ def restoreRuntimeState(
         publication restored into C{machine}, so that its source (the
         PUBLISH compositor) knows it by its entity-tag again.
     """
-    persister.attach(machine)
+    if not machine.restoring:
+        beginRestore(machine, persister)
     d = store.loadSavedStatuses()
 
     def gotStatuses(statuses: list[SavedStatus]) -> Deferred[RestoreSummary]:
@@ -118,7 +139,13 @@ def restoreRuntimeState(
 
         return store.loadPendingActivities().addCallback(gotActivities)
 
-    return d.addCallback(gotStatuses)
+    def finished(result: object) -> object:
+        # Also after a failure: the gateway then goes on from what it saw.
+        machine.endRestore()
+        persister.release()
+        return result
+
+    return d.addCallback(gotStatuses).addBoth(finished)
 
 
 def restorePhoneRoutes(

@@ -35,7 +35,7 @@ from sipxmpp.store.interfaces import IRuntimeStateStore
 from sipxmpp.store.records import ROUTE_KINDS, AoRChanges, RouteRecord, SessionRecord, UserReport
 from sipxmpp.store.statekeys import UnencodableKey, decodeKey, encodeKey
 from sipxmpp.telephony.events import DialogPhase, DialogReport
-from sipxmpp.telephony.state import (
+from sipxmpp.telephony.snapshots import (
     BindingSnapshot,
     DialogSnapshot,
     PublicationSnapshot,

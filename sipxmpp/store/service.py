@@ -22,6 +22,7 @@ from sipxmpp.store.restore import (
     RestorePublication,
     RestoreSummary,
     adoptPreviousName,
+    beginRestore,
     restorePhoneRoutes,
     restoreRuntimeState,
 )
@@ -76,6 +77,10 @@ class StoreService(Service):
         super().startService()
         if self.adoptPreviousName:
             adoptPreviousName(self.store.runtime)
+        # SIP is served from the start, and the snapshots are read after:
+        # the machine remembers what ends before they are in, and the
+        # persister keeps the changes without writing until then.
+        beginRestore(self.machine, self.persister)
         if self.routes is not None:
             # Before SIP is handled: startService runs before the reactor
             # reads from any port, and this blocks until the routes are in.

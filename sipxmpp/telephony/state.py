@@ -18,7 +18,13 @@ For restarts, L{TelephonyStateMachine.snapshot} describes an AoR's bindings
 and dialogs with the clock times they end, a persistence callback tells
 when an AoR's snapshot changed, and L{TelephonyStateMachine.restore} brings
 a snapshot back after a restart: what has ended meanwhile stays gone, and a
-restored dialog is again bounded by the current lifetimes. Tombstones are
+restored dialog is again bounded by the current lifetimes. Events can
+arrive while the snapshots are still being read (SIP is served from the
+start): between L{TelephonyStateMachine.beginRestore} and
+L{TelephonyStateMachine.endRestore} the machine remembers every binding,
+dialog and publication that ended or was removed without its knowing it,
+and the restore leaves those out (a BYE retransmitted across the restart
+must not leave the call up until the watchdog). Tombstones are
 not part of a snapshot (they live for seconds).
 
 Publications (RFC 3903 PUBLISH, later RFC 6665 NOTIFY) are another source
@@ -63,6 +69,12 @@ from sipxmpp.telephony.events import (
     ITelephonyObserver,
     StateChange,
     TelephonyState,
+)
+from sipxmpp.telephony.snapshots import (
+    BindingSnapshot,
+    DialogSnapshot,
+    PublicationSnapshot,
+    UserSnapshot,
 )
 
 # Seconds: how long a dialog that ended is remembered so late retransmissions
@@ -199,74 +211,6 @@ class _User:
         return not (self.bindings or self.dialogs or self.tombstones or self.publications)
 
 
-@dataclass(frozen=True)
-class BindingSnapshot:
-    """
-    A registered contact.
-
-    @ivar contact: the contact's key, as given to C{bindingUpdated}.
-    @ivar expiresAt: the clock time the registrar's binding ends (without
-        the machine's grace period).
-    """
-
-    contact: Hashable
-    expiresAt: float
-
-
-@dataclass(frozen=True)
-class DialogSnapshot:
-    """
-    A dialog: ringing (early) or answered (confirmed), maybe held.
-
-    @ivar dialogId: the dialog's key, as given to C{dialogEarly} and others.
-    @ivar expiresAt: the clock time its lifetime ends (early lifetime,
-        Session-Expires or watchdog).
-    """
-
-    dialogId: Hashable
-    confirmed: bool
-    held: bool
-    expiresAt: float
-
-
-@dataclass(frozen=True)
-class PublicationSnapshot:
-    """
-    A publication with a tag (see the module docstring).
-
-    @ivar publication: its key, as given to C{publicationSet}.
-    @ivar tag: what its source calls it now (an RFC 3903 entity-tag).
-    @ivar expiresAt: the clock time it expires unless refreshed.
-    @ivar dialogs: the dialogs it owns, as reports (never terminated).
-    @ivar busy: it says the user is on the phone without naming a dialog.
-    """
-
-    publication: Hashable
-    tag: str
-    expiresAt: float
-    dialogs: tuple[DialogReport, ...] = ()
-    busy: bool = False
-
-
-@dataclass(frozen=True)
-class UserSnapshot:
-    """
-    What the state machine knows about one AoR's devices and calls; empty
-    when it knows nothing (the AoR is offline and idle).
-    """
-
-    aor: str
-    bindings: tuple[BindingSnapshot, ...] = ()
-    dialogs: tuple[DialogSnapshot, ...] = ()
-    publications: tuple[PublicationSnapshot, ...] = ()
-
-    def isEmpty(self) -> bool:
-        """
-        Tell whether the snapshot holds no bindings, dialogs or publications.
-        """
-        return not (self.bindings or self.dialogs or self.publications)
-
-
 def _transitionEvent(previous: TelephonyState, new: TelephonyState) -> Event:
     if new is TelephonyState.ON_HOLD:
         return Event.HELD
@@ -328,6 +272,10 @@ class TelephonyStateMachine:
         # Set while a publication changes: the snapshot, which leaves
         # publications out, does not change, so the store is not told.
         self._publishing = False
+        # Between beginRestore and endRestore: (kind, aor, key) of what
+        # ended unknown to us, and the AoRs that de-registered every contact.
+        self._endedWhileRestoring: set[tuple[str, str, Hashable]] | None = None
+        self._clearedWhileRestoring: set[str] = set()
 
     def addObserver(self, observer: ITelephonyObserver) -> None:
         """
@@ -420,6 +368,33 @@ class TelephonyStateMachine:
         result = [self.snapshot(aor) for aor in list(self._users)]
         return [snap for snap in result if not snap.isEmpty()]
 
+    @property
+    def restoring(self) -> bool:
+        """
+        Between L{beginRestore} and L{endRestore}.
+        """
+        return self._endedWhileRestoring is not None
+
+    def beginRestore(self) -> None:
+        """
+        Snapshots will be restored, and events may come first: from now on
+        remember what ends unknown, so that L{restore} leaves it out.
+        """
+        self._endedWhileRestoring = set()
+        self._clearedWhileRestoring = set()
+
+    def endRestore(self) -> None:
+        """
+        The restore is over (or failed): forget what L{beginRestore} made
+        the machine remember.
+        """
+        self._endedWhileRestoring = None
+        self._clearedWhileRestoring = set()
+
+    def _endedUnknown(self, kind: str, aor: str, key: Hashable) -> None:
+        if self._endedWhileRestoring is not None:
+            self._endedWhileRestoring.add((kind, aor, key))
+
     def restore(self, snapshot: UserSnapshot) -> None:
         """
         Bring back the bindings, dialogs and publications of a snapshot
@@ -431,14 +406,18 @@ class TelephonyStateMachine:
         dialog ends at its saved time but no later than the current early
         lifetime or watchdog from now, so a restart never extends a call
         beyond the configured bounds. Whatever the machine already knows
-        (a binding or dialog seen since the start) wins over the snapshot.
+        (a binding or dialog seen since the start) wins over the snapshot,
+        and what ended since L{beginRestore} stays ended.
         """
         now = self._clock.seconds()
         aor = snapshot.aor
         user = self._user(aor)
+        ended = self._endedWhileRestoring or set()
+        cleared = aor in self._clearedWhileRestoring
         for binding in snapshot.bindings:
             remaining = binding.expiresAt - now
-            if remaining <= 0 or binding.contact in user.bindings:
+            if (remaining <= 0 or binding.contact in user.bindings or cleared
+                    or ("binding", aor, binding.contact) in ended):
                 continue
             user.bindings[binding.contact] = self._clock.callLater(
                 remaining + self.bindingGrace, self._bindingExpired, aor, binding.contact
@@ -447,14 +426,16 @@ class TelephonyStateMachine:
             dialogId = saved.dialogId
             bound = self.dialogWatchdog if saved.confirmed else self.earlyLifetime
             remaining = min(saved.expiresAt - now, bound)
-            if remaining <= 0 or dialogId in user.dialogs or dialogId in user.tombstones:
+            if (remaining <= 0 or dialogId in user.dialogs or dialogId in user.tombstones
+                    or ("dialog", aor, dialogId) in ended):
                 continue
             dialog = _Dialog(saved.confirmed, saved.held)
             user.addDialog(dialogId, dialog)
             self._arm(aor, dialogId, dialog, remaining)
         for publication in snapshot.publications:
             remaining = publication.expiresAt - now
-            if remaining <= 0 or publication.publication in user.publications:
+            if (remaining <= 0 or publication.publication in user.publications
+                    or ("publication", aor, publication.publication) in ended):
                 continue
             self._applyPublication(aor, user, publication.publication, remaining,
                                    publication.dialogs, publication.busy, False,
@@ -487,6 +468,7 @@ class TelephonyStateMachine:
         """
         user = self._users.get(aor)
         if user is None or contact not in user.bindings:
+            self._endedUnknown("binding", aor, contact)
             return
         user.bindings.pop(contact).cancel()
         self._update(aor, user)
@@ -495,6 +477,8 @@ class TelephonyStateMachine:
         """
         C{aor} de-registered every contact (C{Contact: *}).
         """
+        if self._endedWhileRestoring is not None:
+            self._clearedWhileRestoring.add(aor)
         user = self._users.get(aor)
         if user is None or not user.bindings:
             return
@@ -608,6 +592,7 @@ class TelephonyStateMachine:
         """
         user = self._users.get(aor)
         if user is None or dialogId not in user.dialogs:
+            self._endedUnknown("dialog", aor, dialogId)
             return
         self._end(aor, user, dialogId)
 
@@ -810,6 +795,7 @@ class TelephonyStateMachine:
         user = self._users.get(aor)
         owned = user.publications.pop(publication, None) if user is not None else None
         if user is None or owned is None:
+            self._endedUnknown("publication", aor, publication)
             return
         if owned.timer.active():
             owned.timer.cancel()

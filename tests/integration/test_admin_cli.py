@@ -19,7 +19,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from sipxmpp.store.opening import StoreSettings, openStore
 from sipxmpp.store.records import AoRChanges, SessionRecord
-from sipxmpp.telephony.state import BindingSnapshot, DialogSnapshot, UserSnapshot
+from sipxmpp.telephony.snapshots import BindingSnapshot, DialogSnapshot, UserSnapshot
 from sipxmpp.testing.postgres import PostgresServer, requirePostgres
 from sipxmpp.testing.process import SharedServer
 from sipxmpp.xmpp.savedstatuses import SavedStatus

@@ -8,14 +8,22 @@ the phone instead of being refused with 403 until it registers again.
 The gateway saves its routes at most every half second: each test waits
 until the route is in the store (read directly from its SQLite file) before
 killing it, as a crash after the periodic write would find it.
+
+A phone's BYE retransmitted across the restart (as a phone does while the
+gateway is down) reaches the new gateway while it still reads the saved
+calls back: the call must end, not come back with the restore and leave
+both users on the phone until the watchdog (found by bench/soak.py).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import sqlite3
+import threading
 import time
+import uuid
 
 from sipxmpp.testing.gateway import GatewayServer
 from sipxmpp.testing.ports import LOOPBACK, freeSIPPort
@@ -31,6 +39,117 @@ from tests.integration.test_proxy import (
 )
 
 WAIT = 10.0
+
+
+def savedDialogs(gateway: GatewayServer, user: str) -> int:
+    """
+    How many dialogs of C{user} the gateway saved.
+    """
+    path = os.path.join(gateway.baseDir, "store.sqlite")
+    with contextlib.closing(sqlite3.connect(path, timeout=5)) as db:
+        [(count,)] = db.execute("SELECT count(*) FROM dialogs WHERE aor = ?",
+                                (aor(user),)).fetchall()
+    return int(count)
+
+
+class Phone:
+    """
+    A caller written out by hand over UDP on loopback, so that the test
+    decides when its BYE goes and how often it is retransmitted.
+    """
+
+    def __init__(self, user: str, port: int, gateway: str) -> None:
+        self.user = user
+        self.port = port
+        host, gwPort = gateway.rsplit(":", 1)
+        self.gateway = (host, int(gwPort))
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind((LOOPBACK, port))
+        self.callID = f"{uuid.uuid4().hex}@{LOOPBACK}"
+        self.tag = uuid.uuid4().hex[:10]
+        self.remoteTag = ""
+        self.remoteTarget = ""
+        self.routes: list[str] = []
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def send(self, lines: list[str], body: str = "", to: tuple[str, int] | None = None) -> None:
+        data = "\r\n".join([*lines, f"Content-Length: {len(body.encode())}", "", body])
+        self.sock.sendto(data.encode(), to or self.gateway)
+
+    def receive(self, timeout: float) -> tuple[str, dict[str, list[str]]] | None:
+        self.sock.settimeout(timeout)
+        try:
+            data = self.sock.recv(65535)
+        except TimeoutError:
+            return None
+        head = data.decode("utf-8", "replace").partition("\r\n\r\n")[0].split("\r\n")
+        headers: dict[str, list[str]] = {}
+        for line in head[1:]:
+            name, _, value = line.partition(":")
+            headers.setdefault(name.strip().lower(), []).append(value.strip())
+        return head[0], headers
+
+    def common(self, method: str, cseq: int, branch: str) -> list[str]:
+        toTag = f";tag={self.remoteTag}" if self.remoteTag else ""
+        return [f"Via: SIP/2.0/UDP {LOOPBACK}:{self.port};branch=z9hG4bK{branch};rport",
+                "Max-Forwards: 70",
+                f"From: <sip:{self.user}@{DOMAIN}>;tag={self.tag}",
+                f"To: <sip:{self.callee}@{DOMAIN}>{toTag}",
+                f"Call-ID: {self.callID}",
+                f"CSeq: {cseq} {method}"]
+
+    def call(self, callee: str) -> None:
+        """
+        INVITE C{callee} through the gateway until answered; ACK the 200
+        through the route set it gives.
+        """
+        self.callee = callee
+        sdp = (f"v=0\r\no=- 1 1 IN IP4 {LOOPBACK}\r\ns=-\r\nc=IN IP4 {LOOPBACK}\r\n"
+               "t=0 0\r\nm=audio 6000 RTP/AVP 0\r\n")
+        self.send([f"INVITE sip:{callee}@{DOMAIN} SIP/2.0",
+                   *self.common("INVITE", 1, uuid.uuid4().hex[:12]),
+                   f"Contact: <sip:{self.user}@{LOOPBACK}:{self.port}>",
+                   "Content-Type: application/sdp"], sdp)
+        deadline = time.monotonic() + WAIT
+        while time.monotonic() < deadline:
+            got = self.receive(deadline - time.monotonic())
+            if got is None:
+                break
+            start, headers = got
+            if start.startswith("SIP/2.0 1"):
+                continue
+            assert start.startswith("SIP/2.0 200"), start
+            self.remoteTag = headers["to"][0].rsplit("tag=", 1)[1]
+            self.remoteTarget = headers["contact"][0].strip("<>").split(">")[0]
+            recordRoutes = [r.strip() for v in headers.get("record-route", [])
+                            for r in v.split(",")]
+            self.routes = list(reversed(recordRoutes))
+            break
+        assert self.remoteTag, f"{self.user}: the call to {callee} was not answered"
+        self.send([f"ACK {self.remoteTarget} SIP/2.0",
+                   *self.common("ACK", 1, uuid.uuid4().hex[:12]),
+                   *[f"Route: {r}" for r in self.routes]])
+
+    def hangUpRetransmitting(self, interval: float, timeout: float) -> str:
+        """
+        Send one BYE again every C{interval} seconds (the same branch: a
+        retransmission) until a final answer; return its status line.
+        """
+        branch = uuid.uuid4().hex[:12]
+        bye = [f"BYE {self.remoteTarget} SIP/2.0", *self.common("BYE", 2, branch),
+               *[f"Route: {r}" for r in self.routes]]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.send(bye)
+            got = self.receive(interval)
+            while got is not None:
+                start, headers = got
+                if headers.get("cseq") == ["2 BYE"] and not start.startswith("SIP/2.0 1"):
+                    return start
+                got = self.receive(0.001)
+        return "no final answer"
 
 
 def savedRoutes(gateway: GatewayServer) -> list[tuple[str, str, str]]:
@@ -128,3 +247,39 @@ class RestartRoutingTests(ProxyTestCase):
         self.assertEqual([sentBy(v) for v in bye.values("Via")][:2],
                          [gw.address, self.registrar.address])
         expectState(gw, "judy", "online")
+
+    def test_byeRetransmittedAcrossRestart(self) -> None:
+        """
+        nina calls lena, both behind the gateway; the gateway is killed
+        with the call up and saved. nina's phone hangs up while the
+        gateway is down and retransmits its BYE every 5 ms, so copies
+        arrive as soon as the new gateway listens, while it still reads
+        the saved call back. The BYE gets its 200 from lena, and both are
+        online again, not held on the phone by the restored call.
+        """
+        gw = self.gateway
+        lenaPort = self.registerThroughGateway("lena")
+        ninaPort = self.registerThroughGateway("nina")
+        uas = self.sipp.answer("lena", localPort=lenaPort)
+        nina = Phone("nina", ninaPort, gw.address)
+        self.addCleanup(nina.close)
+        nina.call("lena")
+        expectState(gw, "nina", "on-the-phone")
+        expectState(gw, "lena", "on-the-phone")
+        deadline = time.monotonic() + WAIT
+        while savedDialogs(gw, "nina") < 1 or savedDialogs(gw, "lena") < 1:
+            self.assertLess(time.monotonic(), deadline, "the call never reached the store")
+            time.sleep(0.1)
+        gw.kill()
+        answers: list[str] = []
+        hangUp = threading.Thread(
+            target=lambda: answers.append(nina.hangUpRetransmitting(0.005, 60)))
+        hangUp.start()
+        try:
+            gw.start()
+        finally:
+            hangUp.join(70)
+        self.assertEqual(answers, ["SIP/2.0 200 OK"])
+        self.assertSucceeded(uas.wait(timeout=30))
+        expectState(gw, "nina", "online")
+        expectState(gw, "lena", "online")

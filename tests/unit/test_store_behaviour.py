@@ -44,7 +44,7 @@ from sipxmpp.store.records import (
 from sipxmpp.store.runners import synchronousRunner
 from sipxmpp.store.sqlite import SQLiteBackend
 from sipxmpp.telephony.events import DialogPhase, DialogReport
-from sipxmpp.telephony.state import (
+from sipxmpp.telephony.snapshots import (
     BindingSnapshot,
     DialogSnapshot,
     PublicationSnapshot,

@@ -21,7 +21,8 @@ from sipxmpp.store.errors import StoreUnavailable
 from sipxmpp.store.interfaces import IRuntimeStateStore
 from sipxmpp.store.persister import RuntimeStatePersister
 from sipxmpp.store.records import DIALOG_TARGET, REGISTRATION, AoRChanges, RouteRecord, UserReport
-from sipxmpp.telephony.state import TelephonyStateMachine, UserSnapshot
+from sipxmpp.telephony.snapshots import UserSnapshot
+from sipxmpp.telephony.state import TelephonyStateMachine
 from sipxmpp.xmpp.savedstatuses import ISavedStatuses, SavedStatus
 from tests.unit.test_telephony_state_counts import installChecker
 
@@ -117,6 +118,24 @@ class PersisterTests(SynchronousTestCase):
         self.assertEqual(alice.snapshot.bindings[0].expiresAt, 1120)
         self.assertTrue(alice.snapshot.dialogs[0].confirmed)
         self.assertIsNone(alice.statuses)
+
+    def test_heldWhileRestoring(self) -> None:
+        """
+        Held, the persister writes nothing, not even the end of a call or
+        at a flush (a stop), so the saved rows stay as they were; released,
+        the changes kept meanwhile go in one write.
+        """
+        self.persister.hold()
+        self.machine.bindingUpdated(ALICE, "c1", 60)
+        self.machine.dialogConfirmed(ALICE, "d1")
+        self.machine.dialogTerminated(ALICE, "d1")  # urgent when not held
+        self.clock.advance(10)
+        self.successResultOf(self.persister.flush())
+        self.assertEqual(self.store.writes, [])
+        self.persister.release()
+        self.clock.advance(0)
+        self.assertEqual([self.aors(0)], [[ALICE]])
+        self.assertEqual(len(self.store.writes), 1)
 
     def test_rateBound(self) -> None:
         """

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import os
 
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.logger import capturedLogs
 from twisted.python.threadpool import ThreadPool
@@ -22,6 +23,7 @@ from sipxmpp.sip.core.proxy import Proxy, ProxySettings
 from sipxmpp.sip.core.registrations import Binding
 from sipxmpp.sip.wire.message import SIPRequest, SIPResponse
 from sipxmpp.sip.wire.parser import parseMessage
+from sipxmpp.store.errors import StoreError
 from sipxmpp.store.opening import Store, StoreSettings, initialiseStore, openStore
 from sipxmpp.store.persister import RuntimeStatePersister
 from sipxmpp.store.records import REGISTRATION, AoRChanges, RouteRecord
@@ -35,12 +37,13 @@ from sipxmpp.telephony.events import (
     StateChange,
     TelephonyState,
 )
-from sipxmpp.telephony.state import (
+from sipxmpp.telephony.snapshots import (
     BindingSnapshot,
     DialogSnapshot,
-    TelephonyStateMachine,
+    PublicationSnapshot,
     UserSnapshot,
 )
+from sipxmpp.telephony.state import TelephonyStateMachine
 from sipxmpp.xmpp.savedstatuses import SavedStatus
 from tests.unit.test_sip_proxy import answer, aorOf, byeFromUpstream, invite, registerLine
 
@@ -198,6 +201,41 @@ class SnapshotTests(SynchronousTestCase):
                          UserSnapshot(ALICE, (BindingSnapshot("c1", 700),), ()))
         self.assertEqual(self.machine.stateOf(ALICE), S.ONLINE)
 
+    def test_endedWhileRestoring(self) -> None:
+        """
+        Between beginRestore and endRestore, what ends before its snapshot
+        is in (a BYE retransmitted across the restart, a de-registration, a
+        publication removed) is left out of the restore; what else the
+        snapshots hold comes back.
+        """
+        publication = ("dialog", "e1")
+        self.machine.beginRestore()
+        self.assertTrue(self.machine.restoring)
+        self.machine.dialogTerminated(ALICE, "d1")
+        self.machine.bindingRemoved(ALICE, "c2")
+        self.machine.publicationRemoved(BOB, publication)
+        self.machine.allBindingsRemoved(CAROL)
+        self.assertEqual(self.machine.users(), {})
+        alice = UserSnapshot(
+            ALICE, (BindingSnapshot("c1", 500), BindingSnapshot("c2", 500)),
+            (DialogSnapshot("d1", True, False, 500), DialogSnapshot("d2", True, True, 500)))
+        bob = UserSnapshot(BOB, (BindingSnapshot("b1", 500),), publications=(PublicationSnapshot(
+            publication, "e1", 500, (DialogReport("call", DialogPhase.CONFIRMED),)),))
+        carol = UserSnapshot(CAROL, (BindingSnapshot("k1", 500), BindingSnapshot("k2", 500)))
+        for snapshot in (alice, bob, carol):
+            self.machine.restore(snapshot)
+        self.machine.endRestore()
+        self.assertFalse(self.machine.restoring)
+        self.assertEqual(self.machine.snapshot(ALICE), UserSnapshot(
+            ALICE, (BindingSnapshot("c1", 500),), (DialogSnapshot("d2", True, True, 500),)))
+        self.assertEqual(self.machine.snapshot(BOB), UserSnapshot(BOB, (BindingSnapshot("b1", 500),)))
+        self.assertEqual(self.machine.users(), {ALICE: S.ON_HOLD, BOB: S.ONLINE})
+        # Once the window is closed, a restore (sipxmpp-admin's report)
+        # takes everything again: the window was what left those out.
+        self.machine.restore(alice)
+        self.assertEqual(len(self.machine.snapshot(ALICE).dialogs), 2)
+        self.assertEqual(self.machine.stateOf(ALICE), S.ON_THE_PHONE)
+
     def test_restoreNothing(self) -> None:
         """
         A snapshot with only expired entries leaves no trace.
@@ -336,6 +374,104 @@ class StoreServiceOrderTests(SynchronousTestCase):
         self.assertEqual(recorder.events(ALICE), [Event.ONLINE])
         self.assertEqual(self.successResultOf(service.restored), RestoreSummary(1, 1, 0, 0))
         machine.allBindingsRemoved(ALICE)
+
+    def test_byeBeforeSnapshotsIn(self) -> None:
+        """
+        The store service opens the machine's restore window as it starts,
+        before any SIP is read: a BYE of a saved call that arrives before
+        the snapshots are in ends it, for this run and the next; the
+        persister writes nothing until the restore is over.
+        """
+        folder = os.path.abspath(self.mktemp())
+        settings = StoreSettings(f"sqlite:///{folder}/db.sqlite", f"{folder}/key")
+        store = initialiseStore(settings, owner="gw1")
+        self.addCleanup(store.close)
+        call = ("call-17", "a", "b")
+        store.runtime.write([AoRChanges(ALICE, snapshot=UserSnapshot(
+            ALICE, (BindingSnapshot("desk", T0 + 600),),
+            (DialogSnapshot(call, True, False, T0 + 3600),)))], T0)
+        clock, machine, recorder = machineAt(T0 + 5)
+        persister = RuntimeStatePersister(store.runtime, clock, interval=0.5)
+        service = StoreService(store, ThreadPool(0, 1), machine, persister, clock)
+        held = _HeldSnapshots(store.runtime)
+        service.store = _WithRuntime(store, held)  # type: ignore[assignment]
+        service.startService()
+        self.addCleanup(service.pool.stop)
+        machine.dialogTerminated(ALICE, call)  # the BYE, retransmitted
+        machine.bindingUpdated(BOB, "bob-desk", 600)  # a REGISTER
+        clock.advance(0)  # the restore starts; the snapshots are read
+        clock.advance(5)
+        self.assertEqual(persister.writes, 0)
+        held.release()
+        self.assertEqual(self.successResultOf(service.restored), RestoreSummary(1, 1, 0, 0))
+        self.assertEqual(machine.users(), {ALICE: S.ONLINE, BOB: S.ONLINE})
+        self.assertEqual(recorder.events(ALICE), [Event.ONLINE])
+        clock.advance(1)
+        self.assertEqual(persister.writes, 1)
+        [alice, bob] = self.successResultOf(store.runtime.loadSnapshots(T0 + 10))
+        self.assertEqual((alice.aor, alice.dialogs), (ALICE, ()))
+        self.assertEqual((bob.aor, len(bob.bindings)), (BOB, 1))
+
+    def test_failedRestoreClosesWindow(self) -> None:
+        """
+        A store that cannot be read leaves the gateway with what it saw,
+        writing again and no longer in its restore window.
+        """
+        folder = os.path.abspath(self.mktemp())
+        settings = StoreSettings(f"sqlite:///{folder}/db.sqlite", f"{folder}/key")
+        store = initialiseStore(settings, owner="gw1")
+        self.addCleanup(store.close)
+        clock, machine, _ = machineAt(T0)
+        persister = RuntimeStatePersister(store.runtime, clock, interval=0.5)
+        service = StoreService(store, ThreadPool(0, 1), machine, persister, clock)
+        held = _HeldSnapshots(store.runtime)
+        service.store = _WithRuntime(store, held)  # type: ignore[assignment]
+        service.startService()
+        self.addCleanup(service.pool.stop)
+        clock.advance(0)
+        machine.bindingUpdated(BOB, "bob-desk", 600)
+        with capturedLogs() as logs:
+            held.fail()
+        self.assertIsNone(self.successResultOf(service.restored))
+        self.assertIn("cannot restore runtime state", " ".join(str(e) for e in logs))
+        self.assertFalse(machine.restoring)
+        clock.advance(1)
+        self.assertEqual(persister.writes, 1)
+
+
+class _HeldSnapshots:
+    """
+    A runtime state store whose snapshots arrive when the test says so.
+    """
+
+    def __init__(self, runtime: object) -> None:
+        self._runtime = runtime
+        self._waiting: list[tuple[Deferred[list[UserSnapshot]], float]] = []
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._runtime, name)
+
+    def loadSnapshots(self, now: float) -> Deferred[list[UserSnapshot]]:
+        d: Deferred[list[UserSnapshot]] = Deferred()
+        self._waiting.append((d, now))
+        return d
+
+    def release(self) -> None:
+        for d, now in self._waiting:
+            self._runtime.loadSnapshots(now).chainDeferred(d)  # type: ignore[attr-defined]
+
+    def fail(self) -> None:
+        for d, _ in self._waiting:
+            d.errback(StoreError("database is locked"))
+
+
+class _WithRuntime:
+    def __init__(self, store: Store, runtime: _HeldSnapshots) -> None:
+        self._store = store
+        self.runtime = runtime
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._store, name)
 
 
 US = Peer("UDP", "127.0.0.1", 5060)

@@ -29,12 +29,8 @@ from sipxmpp.telephony.events import (
     StateChange,
     TelephonyState,
 )
-from sipxmpp.telephony.state import (
-    BindingSnapshot,
-    DialogSnapshot,
-    TelephonyStateMachine,
-    UserSnapshot,
-)
+from sipxmpp.telephony.snapshots import BindingSnapshot, DialogSnapshot, UserSnapshot
+from sipxmpp.telephony.state import TelephonyStateMachine
 from sipxmpp.xmpp.savedstatuses import SavedStatus
 
 ALICE = "sip:alice@example.test"

@@ -20,14 +20,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
 from sipxmpp.telephony.events import Event, ITelephonyObserver, StateChange, TelephonyState
-from sipxmpp.telephony.state import (
-    TOMBSTONE_LIFETIME,
-    DialogSnapshot,
-    TelephonyStateMachine,
-    UserSnapshot,
-    _Dialog,
-    _User,
-)
+from sipxmpp.telephony.snapshots import DialogSnapshot, UserSnapshot
+from sipxmpp.telephony.state import TOMBSTONE_LIFETIME, TelephonyStateMachine, _Dialog, _User
 
 S = TelephonyState
 _RANK = {state: rank for rank, state in enumerate(TelephonyState)}

@@ -8,10 +8,12 @@ L{RuntimeStatePersister.sessionStateChanged}; the proxy's routes back to
 the phones (L{RuntimeStatePersister.attachRoutes}) report each binding and
 dialog target that changes. Changes are coalesced per AoR (and per route): whatever happens to an AoR between two writes costs one row set in the
 next write, and writes start at most once per C{interval} seconds, one at a
-time -- except the end of a user's last call, which starts a write at once
-(or right after the one in progress): a gateway killed within the interval
-would otherwise restore the call and show the user on the phone until the
-dialog watchdog. The snapshot of an AoR is taken when the write starts, so it is
+time -- except the end of any call (a user's dialogs fewer than before),
+which starts a write at once (or right after the one in progress): a
+gateway killed within the interval would otherwise restore the call, which
+nothing would end again, and show the user on the phone until the dialog
+watchdog. That holds for a call that ends while another of the user's
+goes on as much as for the last one. The snapshot of an AoR is taken when the write starts, so it is
 always the latest. A failed write is logged and retried (the changes stay
 pending, newer ones merged in) after C{retryInterval}, doubling up to
 C{maxRetryInterval}; the SIP path never waits for the database.
@@ -40,11 +42,8 @@ from sipxmpp.store.records import (
     RouteRecord,
     SessionRecord,
 )
-from sipxmpp.telephony.events import TelephonyState
 from sipxmpp.telephony.state import TelephonyStateMachine
 from sipxmpp.xmpp.savedstatuses import ISavedStatuses, SavedStatus
-
-_IDLE = frozenset({TelephonyState.ONLINE, TelephonyState.OFFLINE})
 
 
 @dataclass
@@ -99,9 +98,9 @@ class RuntimeStatePersister:
         self._timer: IDelayedCall | None = None
         self._writing: Deferred[None] | None = None
         self._lastStart = float("-inf")
-        # AoRs last seen in a call (ringing, on the phone, on hold), and
+        # How many dialogs each AoR in a call had at its last change, and
         # whether a call's end waits to be written.
-        self._inCall: set[str] = set()
+        self._dialogs: dict[str, int] = {}
         self._urgent = False
         self._failures = 0
         self._retryDelay = 0.0
@@ -144,12 +143,13 @@ class RuntimeStatePersister:
         """
         self._entry(aor).snapshot = True
         if self._machine is not None:
-            if self._machine.stateOf(aor) in _IDLE:
-                if aor in self._inCall:
-                    self._inCall.discard(aor)
-                    self._urgent = True
+            count = self._machine.dialogCount(aor)
+            if count < self._dialogs.get(aor, 0):
+                self._urgent = True
+            if count:
+                self._dialogs[aor] = count
             else:
-                self._inCall.add(aor)
+                self._dialogs.pop(aor, None)
         self._schedule()
 
     def attachRoutes(self, routes: PhoneRoutes) -> None:

@@ -297,6 +297,13 @@ class TelephonyStateMachine:
         user = self._users.get(aor)
         return user.state if user is not None else TelephonyState.OFFLINE
 
+    def dialogCount(self, aor: str) -> int:
+        """
+        How many dialogs (observed or published) C{aor} has now.
+        """
+        user = self._users.get(aor)
+        return len(user.dialogs) if user is not None else 0
+
     def users(self) -> dict[str, TelephonyState]:
         """
         Return the state of every AoR that is not offline.

@@ -65,18 +65,13 @@ class Phone:
         self.gateway = (host, int(gwPort))
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.bind((LOOPBACK, port))
-        self.callID = f"{uuid.uuid4().hex}@{LOOPBACK}"
-        self.tag = uuid.uuid4().hex[:10]
-        self.remoteTag = ""
-        self.remoteTarget = ""
-        self.routes: list[str] = []
 
     def close(self) -> None:
         self.sock.close()
 
-    def send(self, lines: list[str], body: str = "", to: tuple[str, int] | None = None) -> None:
+    def send(self, lines: list[str], body: str = "") -> None:
         data = "\r\n".join([*lines, f"Content-Length: {len(body.encode())}", "", body])
-        self.sock.sendto(data.encode(), to or self.gateway)
+        self.sock.sendto(data.encode(), self.gateway)
 
     def receive(self, timeout: float) -> tuple[str, dict[str, list[str]]] | None:
         self.sock.settimeout(timeout)
@@ -91,64 +86,82 @@ class Phone:
             headers.setdefault(name.strip().lower(), []).append(value.strip())
         return head[0], headers
 
-    def common(self, method: str, cseq: int, branch: str) -> list[str]:
-        toTag = f";tag={self.remoteTag}" if self.remoteTag else ""
-        return [f"Via: SIP/2.0/UDP {LOOPBACK}:{self.port};branch=z9hG4bK{branch};rport",
-                "Max-Forwards: 70",
-                f"From: <sip:{self.user}@{DOMAIN}>;tag={self.tag}",
-                f"To: <sip:{self.callee}@{DOMAIN}>{toTag}",
-                f"Call-ID: {self.callID}",
-                f"CSeq: {cseq} {method}"]
-
-    def call(self, callee: str) -> None:
+    def call(self, callee: str) -> Call:
         """
         INVITE C{callee} through the gateway until answered; ACK the 200
         through the route set it gives.
         """
-        self.callee = callee
+        call = Call(self, callee)
         sdp = (f"v=0\r\no=- 1 1 IN IP4 {LOOPBACK}\r\ns=-\r\nc=IN IP4 {LOOPBACK}\r\n"
                "t=0 0\r\nm=audio 6000 RTP/AVP 0\r\n")
-        self.send([f"INVITE sip:{callee}@{DOMAIN} SIP/2.0",
-                   *self.common("INVITE", 1, uuid.uuid4().hex[:12]),
+        self.send([f"INVITE sip:{callee}@{DOMAIN} SIP/2.0", *call.common("INVITE", 1),
                    f"Contact: <sip:{self.user}@{LOOPBACK}:{self.port}>",
                    "Content-Type: application/sdp"], sdp)
         deadline = time.monotonic() + WAIT
-        while time.monotonic() < deadline:
+        while not call.remoteTag and time.monotonic() < deadline:
             got = self.receive(deadline - time.monotonic())
             if got is None:
                 break
             start, headers = got
-            if start.startswith("SIP/2.0 1"):
+            if headers.get("call-id") != [call.callID] or start.startswith("SIP/2.0 1"):
                 continue
             assert start.startswith("SIP/2.0 200"), start
-            self.remoteTag = headers["to"][0].rsplit("tag=", 1)[1]
-            self.remoteTarget = headers["contact"][0].strip("<>").split(">")[0]
+            call.remoteTag = headers["to"][0].rsplit("tag=", 1)[1]
+            call.remoteTarget = headers["contact"][0].strip("<>").split(">")[0]
             recordRoutes = [r.strip() for v in headers.get("record-route", [])
                             for r in v.split(",")]
-            self.routes = list(reversed(recordRoutes))
-            break
-        assert self.remoteTag, f"{self.user}: the call to {callee} was not answered"
-        self.send([f"ACK {self.remoteTarget} SIP/2.0",
-                   *self.common("ACK", 1, uuid.uuid4().hex[:12]),
-                   *[f"Route: {r}" for r in self.routes]])
+            call.routes = list(reversed(recordRoutes))
+        assert call.remoteTag, f"{self.user}: the call to {callee} was not answered"
+        self.send([f"ACK {call.remoteTarget} SIP/2.0", *call.common("ACK", 1), *call.route()])
+        return call
 
-    def hangUpRetransmitting(self, interval: float, timeout: float) -> str:
+
+class Call:
+    """
+    One dialog of a L{Phone}, as its caller.
+    """
+
+    def __init__(self, phone: Phone, callee: str) -> None:
+        self.phone = phone
+        self.callee = callee
+        self.callID = f"{uuid.uuid4().hex}@{LOOPBACK}"
+        self.tag = uuid.uuid4().hex[:10]
+        self.remoteTag = ""
+        self.remoteTarget = ""
+        self.routes: list[str] = []
+
+    def common(self, method: str, cseq: int, branch: str | None = None) -> list[str]:
+        phone = self.phone
+        toTag = f";tag={self.remoteTag}" if self.remoteTag else ""
+        return [f"Via: SIP/2.0/UDP {LOOPBACK}:{phone.port};branch=z9hG4bK"
+                f"{branch or uuid.uuid4().hex[:12]};rport",
+                "Max-Forwards: 70",
+                f"From: <sip:{phone.user}@{DOMAIN}>;tag={self.tag}",
+                f"To: <sip:{self.callee}@{DOMAIN}>{toTag}",
+                f"Call-ID: {self.callID}",
+                f"CSeq: {cseq} {method}"]
+
+    def route(self) -> list[str]:
+        return [f"Route: {r}" for r in self.routes]
+
+    def hangUp(self, interval: float = 0.5, timeout: float = WAIT) -> str:
         """
-        Send one BYE again every C{interval} seconds (the same branch: a
-        retransmission) until a final answer; return its status line.
+        Send a BYE, and the same again every C{interval} seconds (a
+        retransmission: the same branch) until a final answer; return its
+        status line.
         """
-        branch = uuid.uuid4().hex[:12]
-        bye = [f"BYE {self.remoteTarget} SIP/2.0", *self.common("BYE", 2, branch),
-               *[f"Route: {r}" for r in self.routes]]
+        bye = [f"BYE {self.remoteTarget} SIP/2.0",
+               *self.common("BYE", 2, uuid.uuid4().hex[:12]), *self.route()]
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            self.send(bye)
-            got = self.receive(interval)
+            self.phone.send(bye)
+            got = self.phone.receive(interval)
             while got is not None:
                 start, headers = got
-                if headers.get("cseq") == ["2 BYE"] and not start.startswith("SIP/2.0 1"):
+                if (headers.get("call-id") == [self.callID] and headers.get("cseq") == ["2 BYE"]
+                        and not start.startswith("SIP/2.0 1")):
                     return start
-                got = self.receive(0.001)
+                got = self.phone.receive(0.001)
         return "no final answer"
 
 
@@ -263,7 +276,7 @@ class RestartRoutingTests(ProxyTestCase):
         uas = self.sipp.answer("lena", localPort=lenaPort)
         nina = Phone("nina", ninaPort, gw.address)
         self.addCleanup(nina.close)
-        nina.call("lena")
+        call = nina.call("lena")
         expectState(gw, "nina", "on-the-phone")
         expectState(gw, "lena", "on-the-phone")
         deadline = time.monotonic() + WAIT
@@ -273,7 +286,7 @@ class RestartRoutingTests(ProxyTestCase):
         gw.kill()
         answers: list[str] = []
         hangUp = threading.Thread(
-            target=lambda: answers.append(nina.hangUpRetransmitting(0.005, 60)))
+            target=lambda: answers.append(call.hangUp(interval=0.005, timeout=60)))
         hangUp.start()
         try:
             gw.start()
@@ -283,3 +296,36 @@ class RestartRoutingTests(ProxyTestCase):
         self.assertSucceeded(uas.wait(timeout=30))
         expectState(gw, "nina", "online")
         expectState(gw, "lena", "online")
+
+    def test_callEndedJustBeforeKill(self) -> None:
+        """
+        olga calls pete twice; the first call ends while the second goes
+        on, and the gateway is killed 0.2 s later, within its half-second
+        write interval. After the restart the second call ends as usual,
+        and both are online: the first call's end was written at once, so
+        the restart did not bring back a call nothing would end.
+        """
+        gw = self.gateway
+        petePort = self.registerThroughGateway("pete")
+        olgaPort = self.registerThroughGateway("olga")
+        uas = self.sipp.answer("pete", localPort=petePort, calls=2)
+        olga = Phone("olga", olgaPort, gw.address)
+        self.addCleanup(olga.close)
+        first = olga.call("pete")
+        expectState(gw, "olga", "on-the-phone")
+        deadline = time.monotonic() + WAIT
+        while savedDialogs(gw, "olga") < 1:
+            self.assertLess(time.monotonic(), deadline, "the call never reached the store")
+            time.sleep(0.1)
+        second = olga.call("pete")
+        self.assertEqual(first.hangUp(), "SIP/2.0 200 OK")
+        time.sleep(0.2)
+        gw.kill()
+        gw.start()
+        expectState(gw, "olga", "on-the-phone")
+        self.assertEqual(second.hangUp(), "SIP/2.0 200 OK")
+        answered = uas.wait(timeout=30)
+        self.assertEqual((answered.exitCode, answered.successful, answered.failed), (0, 2, 0),
+                         answered.describe())
+        expectState(gw, "olga", "online")
+        expectState(gw, "pete", "online")

@@ -119,6 +119,29 @@ class PersisterTests(SynchronousTestCase):
         self.assertTrue(alice.snapshot.dialogs[0].confirmed)
         self.assertIsNone(alice.statuses)
 
+    def test_oneOfTwoCallsEndsWrittenAtOnce(self) -> None:
+        """
+        A call that ends while another of the user's goes on is written at
+        once too: killed within the interval, the gateway would restore it,
+        and no BYE would come again to end it (bench/soak.py's stuck pair).
+        A new call does wait for the interval.
+        """
+        self.machine.bindingUpdated(ALICE, "c1", 60)
+        self.machine.dialogConfirmed(ALICE, "d1")
+        self.machine.dialogConfirmed(ALICE, "d2")
+        self.clock.advance(0)
+        self.assertEqual(len(self.store.writes), 1)
+        self.clock.advance(0.125)
+        self.machine.dialogConfirmed(ALICE, "d3")
+        self.clock.advance(0)
+        self.assertEqual(len(self.store.writes), 1)  # within the interval
+        self.machine.dialogTerminated(ALICE, "d1")
+        self.clock.advance(0)
+        self.assertEqual(len(self.store.writes), 2)
+        [alice] = self.store.writes[1][1]
+        assert alice.snapshot is not None
+        self.assertEqual(sorted(d.dialogId for d in alice.snapshot.dialogs), ["d2", "d3"])
+
     def test_heldWhileRestoring(self) -> None:
         """
         Held, the persister writes nothing, not even the end of a call or

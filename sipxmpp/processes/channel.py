@@ -171,9 +171,12 @@ class RemoteTelephony:
     def dialogEarly(self, aor: str, dialogId: Hashable, outgoing: bool = False) -> None:
         self._uplink.event("dialogEarly", aor, dialogId, outgoing)
 
-    def dialogConfirmed(self, aor: str, dialogId: Hashable,
-                        sessionExpires: float | None = None) -> None:
-        self._uplink.event("dialogConfirmed", aor, dialogId, sessionExpires)
+    def dialogConfirmed(self, aor: str, dialogId: Hashable, sessionExpires: float | None = None,
+                        awaitAck: bool = False) -> None:
+        self._uplink.event("dialogConfirmed", aor, dialogId, sessionExpires, awaitAck)
+
+    def dialogAcknowledged(self, aor: str, dialogId: Hashable) -> None:
+        self._uplink.event("dialogAcknowledged", aor, dialogId)
 
     def dialogRefreshed(self, aor: str, dialogId: Hashable,
                         sessionExpires: float | None = None) -> None:

@@ -45,8 +45,8 @@ from sipxmpp.sip.core.phoneroutes import PhoneRoutes
 from sipxmpp.telephony.events import TelephonyState
 from sipxmpp.telephony.state import TelephonyStateMachine
 
-_DIALOG_EVENTS = frozenset({"dialogEarly", "dialogConfirmed", "dialogRefreshed", "dialogHeld",
-                            "dialogActive", "dialogTerminated"})
+_DIALOG_EVENTS = frozenset({"dialogEarly", "dialogConfirmed", "dialogAcknowledged",
+                            "dialogRefreshed", "dialogHeld", "dialogActive", "dialogTerminated"})
 _EVENTS = _DIALOG_EVENTS | {"bindingUpdated", "bindingRemoved", "route"}
 #: Gauges whose gateway-wide value is the highest worker's, not the sum.
 HIGHEST_GAUGES = frozenset({"sipxmpp_reactor_lag_seconds", "sipxmpp_sip_receive_backlog_ratio"})

@@ -9,7 +9,11 @@ transition and refresh.
 
 Nothing can stay stuck: every binding expires unless refreshed, every early
 dialog after C{earlyLifetime}, every confirmed dialog after its
-Session-Expires (RFC 4028) or, without one, after C{dialogWatchdog}. Events
+Session-Expires (RFC 4028) or, without one, after C{dialogWatchdog}. A call
+the proxy saw answered waits for its ACK (L{TelephonyStateMachine.dialogAcknowledged})
+at most C{ackTimeout} (64*T1): without one the session was never set up
+(RFC 3261 §13.3.1.4: the caller gave up, the answer lost on its way), and
+no BYE would come to end it. Events
 about a dialog that already ended are ignored for a while (late 180 or 200
 retransmissions, BYE retransmissions, a CANCEL crossing a 200), so they
 cannot resurrect it.
@@ -56,7 +60,6 @@ brings the full state) are left out.
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Iterable
-from dataclasses import dataclass, field
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
@@ -76,139 +79,18 @@ from sipxmpp.telephony.snapshots import (
     PublicationSnapshot,
     UserSnapshot,
 )
+from sipxmpp.telephony.users import (
+    STATES,
+    Busy,
+    Dialog,
+    Publication,
+    Published,
+    User,
+)
 
 # Seconds: how long a dialog that ended is remembered so late retransmissions
 # about it are ignored (64*T1, the longest RFC 3261 transaction lifetime).
 TOMBSTONE_LIFETIME = 32.0
-
-
-# TelephonyState members in rising precedence (their definition order). The
-# per-event path works on these indexes: comparing ints is much cheaper than
-# hashing enum members.
-_STATES: tuple[TelephonyState, ...] = tuple(TelephonyState)
-_OFFLINE = _STATES.index(TelephonyState.OFFLINE)
-_ONLINE = _STATES.index(TelephonyState.ONLINE)
-_RINGING = _STATES.index(TelephonyState.RINGING)
-_ON_HOLD = _STATES.index(TelephonyState.ON_HOLD)
-_ON_THE_PHONE = _STATES.index(TelephonyState.ON_THE_PHONE)
-
-
-def _dialogRank(confirmed: bool, held: bool, outgoing: bool) -> int:
-    """
-    The rank of the state one dialog shows on its own.
-    """
-    if confirmed:
-        return _ON_HOLD if held else _ON_THE_PHONE
-    return _ON_THE_PHONE if outgoing else _RINGING
-
-
-@dataclass(slots=True)
-class _Dialog:
-    # Change confirmed and held only through _User.changeDialog, which
-    # keeps rank and the user's counts in step.
-    confirmed: bool = False
-    held: bool = False
-    # An unanswered call the user placed: they are busy dialling, which is
-    # shown as on the phone, not as their phone ringing. (Not persisted:
-    # after a restart an unanswered call shows as ringing until answered.)
-    outgoing: bool = False
-    timer: IDelayedCall | None = None
-    # The publication that reported it last (None: observed by the proxy).
-    # A published dialog lives as long as that publication; an early one
-    # has a timer for its early lifetime too.
-    publication: Hashable | None = None
-    rank: int = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.rank = _dialogRank(self.confirmed, self.held, self.outgoing)
-
-
-@dataclass(frozen=True, slots=True)
-class _Published:
-    """
-    The key of a dialog a publication reported: never equal to the key of a
-    dialog the proxy observed.
-    """
-
-    dialogId: Hashable
-
-
-@dataclass(frozen=True, slots=True)
-class _Busy:
-    """
-    The key of the dialog that stands for a publication saying the user is
-    on the phone without naming a call (RPID C{on-the-phone}).
-    """
-
-    publication: Hashable
-
-
-@dataclass(slots=True)
-class _Publication:
-    """
-    One publication of an AoR: when it expires, the keys of the dialogs it
-    owns in L{_User.dialogs}, and its tag (L{None}: not saved).
-    """
-
-    timer: IDelayedCall
-    dialogs: set[Hashable] = field(default_factory=set)
-    tag: str | None = None
-
-
-@dataclass
-class _User:
-    """
-    One AoR. C{dialogs} is changed only through L{addDialog},
-    L{changeDialog} and L{removeDialog}: they keep C{counts} (how many
-    dialogs show each rank), so that L{aggregate} costs the same however
-    many dialogs the AoR has.
-    """
-
-    bindings: dict[Hashable, IDelayedCall] = field(default_factory=dict)
-    dialogs: dict[Hashable, _Dialog] = field(default_factory=dict)
-    tombstones: dict[Hashable, IDelayedCall] = field(default_factory=dict)
-    publications: dict[Hashable, _Publication] = field(default_factory=dict)
-    rank: int = _OFFLINE
-    counts: list[int] = field(default_factory=lambda: [0] * len(_STATES))
-
-    @property
-    def state(self) -> TelephonyState:
-        return _STATES[self.rank]
-
-    def addDialog(self, dialogId: Hashable, dialog: _Dialog) -> None:
-        self.dialogs[dialogId] = dialog
-        self.counts[dialog.rank] += 1
-
-    def changeDialog(self, dialog: _Dialog, confirmed: bool, held: bool) -> None:
-        counts = self.counts
-        counts[dialog.rank] -= 1
-        dialog.confirmed = confirmed
-        dialog.held = held
-        dialog.rank = _dialogRank(confirmed, held, dialog.outgoing)
-        counts[dialog.rank] += 1
-
-    def removeDialog(self, dialogId: Hashable) -> _Dialog:
-        dialog = self.dialogs.pop(dialogId)
-        self.counts[dialog.rank] -= 1
-        return dialog
-
-    def aggregate(self) -> int:
-        """
-        The rank of the state all devices and dialogs add up to: an active
-        call beats a held one, which beats ringing, which beats being
-        registered.
-        """
-        counts = self.counts
-        if counts[_ON_THE_PHONE]:
-            return _ON_THE_PHONE
-        if counts[_ON_HOLD]:
-            return _ON_HOLD
-        if counts[_RINGING]:
-            return _RINGING
-        return _ONLINE if self.bindings else _OFFLINE
-
-    def idle(self) -> bool:
-        return not (self.bindings or self.dialogs or self.tombstones or self.publications)
 
 
 def _transitionEvent(previous: TelephonyState, new: TelephonyState) -> Event:
@@ -227,14 +109,14 @@ def _transitionEvent(previous: TelephonyState, new: TelephonyState) -> Event:
 # The event that reports a transition, by [previous rank][new rank], and the
 # one that reports a refresh (or None), by rank: precomputed for the hot path.
 _TRANSITIONS: tuple[tuple[Event, ...], ...] = tuple(
-    tuple(_transitionEvent(previous, new) for new in _STATES) for previous in _STATES
+    tuple(_transitionEvent(previous, new) for new in STATES) for previous in STATES
 )
 _STILL: tuple[Event | None, ...] = tuple(
     {
         TelephonyState.ONLINE: Event.STILL_ONLINE,
         TelephonyState.ON_THE_PHONE: Event.STILL_ON_THE_PHONE,
     }.get(state)
-    for state in _STATES
+    for state in STATES
 )
 
 
@@ -250,6 +132,8 @@ class TelephonyStateMachine:
     @param bindingGrace: extra seconds a binding is kept past its expiry,
         so a re-REGISTER whose 200 OK arrives just after the old expiry does
         not flap the user offline and online again.
+    @param ackTimeout: how long an answered call waits for its ACK
+        (C{dialogConfirmed(awaitAck=True)}) before it ends: 64*T1.
     """
 
     log = Logger()
@@ -260,11 +144,16 @@ class TelephonyStateMachine:
         dialogWatchdog: float = 4 * 3600.0,
         earlyLifetime: float = 181.0,
         bindingGrace: float = 5.0,
+        ackTimeout: float = 32.0,
     ) -> None:
         self._clock = clock
+        self.ackTimeout = ackTimeout
+        # ACKs seen before their 2xx was reported (SIP workers' events can
+        # cross), each forgotten after ackTimeout.
+        self._ackedFirst: dict[tuple[str, Hashable], IDelayedCall] = {}
         self._observers: list[ITelephonyObserver] = []
         self._publicationListeners: list[IPublicationListener] = []
-        self._users: dict[str, _User] = {}
+        self._users: dict[str, User] = {}
         self.dialogWatchdog = dialogWatchdog
         self.earlyLifetime = earlyLifetime
         self.bindingGrace = bindingGrace
@@ -355,18 +244,18 @@ class TelephonyStateMachine:
         )
         return UserSnapshot(aor, bindings, dialogs, publications)
 
-    def _publicationSnapshot(self, user: _User, key: Hashable,
-                             owned: _Publication) -> PublicationSnapshot:  # fmt: skip
+    def _publicationSnapshot(self, user: User, key: Hashable,
+                             owned: Publication) -> PublicationSnapshot:  # fmt: skip
         assert owned.tag is not None
         reports = []
         for dialogKey in owned.dialogs:
-            if isinstance(dialogKey, _Published):
+            if isinstance(dialogKey, Published):
                 dialog = user.dialogs[dialogKey]
                 phase = (DialogPhase.EARLY if not dialog.confirmed
                          else DialogPhase.HELD if dialog.held else DialogPhase.CONFIRMED)
                 reports.append(DialogReport(dialogKey.dialogId, phase, dialog.outgoing))
         return PublicationSnapshot(key, owned.tag, owned.timer.getTime(), tuple(reports),
-                                   _Busy(key) in owned.dialogs)  # fmt: skip
+                                   Busy(key) in owned.dialogs)  # fmt: skip
 
     def snapshots(self) -> list[UserSnapshot]:
         """
@@ -436,7 +325,7 @@ class TelephonyStateMachine:
             if (remaining <= 0 or dialogId in user.dialogs or dialogId in user.tombstones
                     or ("dialog", aor, dialogId) in ended):
                 continue
-            dialog = _Dialog(saved.confirmed, saved.held)
+            dialog = Dialog(saved.confirmed, saved.held)
             user.addDialog(dialogId, dialog)
             self._arm(aor, dialogId, dialog, remaining)
         for publication in snapshot.publications:
@@ -512,30 +401,65 @@ class TelephonyStateMachine:
         user = self._user(aor)
         if dialogId in user.tombstones or dialogId in user.dialogs:
             return
-        dialog = _Dialog(outgoing=outgoing)
+        dialog = Dialog(outgoing=outgoing)
         user.addDialog(dialogId, dialog)
         self._arm(aor, dialogId, dialog, self.earlyLifetime)
         self._update(aor, user)
 
     def dialogConfirmed(
-        self, aor: str, dialogId: Hashable, sessionExpires: float | None = None
+        self, aor: str, dialogId: Hashable, sessionExpires: float | None = None,
+        awaitAck: bool = False,
     ) -> None:
         """
-        The call C{dialogId} of C{aor} was answered (2xx).
+        The call C{dialogId} of C{aor} was answered (2xx). With
+        C{awaitAck} (the proxy forwards the ACK too) it ends unless
+        L{dialogAcknowledged} comes within C{ackTimeout}.
         """
         user = self._user(aor)
         if dialogId in user.tombstones:
             return
+        lifetime = sessionExpires or self.dialogWatchdog
         dialog = user.dialogs.get(dialogId)
+        answered = dialog is None or not dialog.confirmed
         if dialog is None:
-            dialog = _Dialog(confirmed=True)
+            dialog = Dialog(confirmed=True)
             user.addDialog(dialogId, dialog)
         elif not dialog.confirmed:
             user.changeDialog(dialog, True, dialog.held)
-        self._arm(aor, dialogId, dialog, sessionExpires or self.dialogWatchdog)
+        acked = self._ackedFirst.pop((aor, dialogId), None)
+        if acked is not None:
+            acked.cancel()
+        if awaitAck and answered and acked is None:
+            dialog.afterAck = lifetime
+            self._arm(aor, dialogId, dialog, min(self.ackTimeout, lifetime))
+        elif dialog.afterAck is not None and acked is None:
+            dialog.afterAck = lifetime  # a 2xx again: the ACK is still awaited
+        else:
+            dialog.afterAck = None
+            self._arm(aor, dialogId, dialog, lifetime)
         # Another answered call (or a 200 retransmission) while already on
         # the phone is reported as "still on the phone".
         self._update(aor, user, refresh=True)
+
+    def dialogAcknowledged(self, aor: str, dialogId: Hashable) -> None:
+        """
+        The ACK of C{aor}'s answered call C{dialogId} went through: the
+        session is up, and the dialog lives its full lifetime.
+        """
+        user = self._users.get(aor)
+        dialog = user.dialogs.get(dialogId) if user is not None else None
+        if dialog is None:
+            key = (aor, dialogId)
+            if (user is None or dialogId not in user.tombstones) and key not in self._ackedFirst:
+                self._ackedFirst[key] = self._clock.callLater(
+                    self.ackTimeout, self._ackedFirst.pop, key, None)
+            return
+        if dialog.afterAck is None:
+            return
+        lifetime, dialog.afterAck = dialog.afterAck, None
+        self._arm(aor, dialogId, dialog, lifetime)
+        assert user is not None
+        self._update(aor, user)  # its saved end moves
 
     def dialogRefreshed(
         self, aor: str, dialogId: Hashable, sessionExpires: float | None = None
@@ -603,7 +527,7 @@ class TelephonyStateMachine:
             return
         self._end(aor, user, dialogId)
 
-    def _arm(self, aor: str, dialogId: Hashable, dialog: _Dialog, lifetime: float) -> None:
+    def _arm(self, aor: str, dialogId: Hashable, dialog: Dialog, lifetime: float) -> None:
         if dialog.timer is not None:
             dialog.timer.cancel()
         dialog.timer = self._clock.callLater(lifetime, self._dialogExpired, aor, dialogId)
@@ -612,21 +536,26 @@ class TelephonyStateMachine:
         user = self._users[aor]
         dialog = user.dialogs[dialogId]
         dialog.timer = None
-        self.log.info(
-            "{kind} dialog {dialog} of {aor} reached its lifetime; ending it",
-            kind="confirmed" if dialog.confirmed else "early", dialog=dialogId, aor=aor,
-        )
+        if dialog.afterAck is not None:
+            self.log.info("answered dialog {dialog} of {aor} got no ACK within {timeout:g} s "
+                          "(the session was never set up); ending it",
+                          dialog=dialogId, aor=aor, timeout=self.ackTimeout)  # fmt: skip
+        else:
+            self.log.info(
+                "{kind} dialog {dialog} of {aor} reached its lifetime; ending it",
+                kind="confirmed" if dialog.confirmed else "early", dialog=dialogId, aor=aor,
+            )
         if dialog.publication is None:
             self._end(aor, user, dialogId)
         else:
             self._retire(aor, user, dialogId)
             self._publicationUpdate(aor, user)
 
-    def _end(self, aor: str, user: _User, dialogId: Hashable) -> None:
+    def _end(self, aor: str, user: User, dialogId: Hashable) -> None:
         self._retire(aor, user, dialogId)
         self._update(aor, user)
 
-    def _retire(self, aor: str, user: _User, dialogId: Hashable) -> None:
+    def _retire(self, aor: str, user: User, dialogId: Hashable) -> None:
         """
         Remove a dialog without updating the aggregate: tombstone it, and
         take it from the publication that owned it.
@@ -636,11 +565,11 @@ class TelephonyStateMachine:
             dialog.timer.cancel()
         if dialog.publication is not None:
             user.publications[dialog.publication].dialogs.discard(dialogId)
-            if isinstance(dialogId, _Busy):
+            if isinstance(dialogId, Busy):
                 return  # it stood for no call, so no late report can revive it
         self._tombstone(aor, user, dialogId)
 
-    def _tombstone(self, aor: str, user: _User, dialogId: Hashable) -> None:
+    def _tombstone(self, aor: str, user: User, dialogId: Hashable) -> None:
         user.tombstones[dialogId] = self._clock.callLater(
             TOMBSTONE_LIFETIME, self._forget, aor, dialogId
         )
@@ -695,12 +624,12 @@ class TelephonyStateMachine:
         self._publicationUpdate(aor, user, refresh=bool(owned.dialogs),
                                 saved=tag is not None)  # fmt: skip
 
-    def _applyPublication(self, aor: str, user: _User, publication: Hashable, expires: float,
+    def _applyPublication(self, aor: str, user: User, publication: Hashable, expires: float,
                           dialogs: Iterable[DialogReport], busy: bool, partial: bool,
-                          tag: str | None) -> _Publication:  # fmt: skip
+                          tag: str | None) -> Publication:  # fmt: skip
         owned = user.publications.get(publication)
         if owned is None:
-            owned = user.publications[publication] = _Publication(
+            owned = user.publications[publication] = Publication(
                 self._clock.callLater(expires, self._publicationExpired, aor, publication)
             )
         else:
@@ -708,14 +637,14 @@ class TelephonyStateMachine:
         owned.tag = tag
         listed: set[Hashable] = set()
         for report in dialogs:
-            published = _Published(report.dialogId)
+            published = Published(report.dialogId)
             listed.add(published)
             self._applyReport(aor, user, publication, owned, published, report)
-        busyKey = _Busy(publication)
+        busyKey = Busy(publication)
         if busy:
             listed.add(busyKey)
             if busyKey not in user.dialogs:
-                user.addDialog(busyKey, _Dialog(confirmed=True, publication=publication))
+                user.addDialog(busyKey, Dialog(confirmed=True, publication=publication))
                 owned.dialogs.add(busyKey)
         elif busyKey in user.dialogs:
             self._retire(aor, user, busyKey)
@@ -724,8 +653,8 @@ class TelephonyStateMachine:
                 self._retire(aor, user, gone)
         return owned
 
-    def _applyReport(self, aor: str, user: _User, publication: Hashable,
-                     owned: _Publication, key: _Published, report: DialogReport) -> None:
+    def _applyReport(self, aor: str, user: User, publication: Hashable,
+                     owned: Publication, key: Published, report: DialogReport) -> None:
         phase = report.phase
         dialog = user.dialogs.get(key)
         if phase is DialogPhase.TERMINATED:
@@ -739,7 +668,7 @@ class TelephonyStateMachine:
         confirmed = phase is not DialogPhase.EARLY
         held = phase is DialogPhase.HELD
         if dialog is None:
-            dialog = _Dialog(confirmed=confirmed, held=held, outgoing=report.outgoing,
+            dialog = Dialog(confirmed=confirmed, held=held, outgoing=report.outgoing,
                              publication=publication)
             user.addDialog(key, dialog)
             owned.dialogs.add(key)
@@ -817,18 +746,18 @@ class TelephonyStateMachine:
         )
         self._endPublication(aor, user, publication, owned)
 
-    def _endPublication(self, aor: str, user: _User, publication: Hashable,
-                        owned: _Publication) -> None:
+    def _endPublication(self, aor: str, user: User, publication: Hashable,
+                        owned: Publication) -> None:
         # Popped from user.publications first: _retire must not look it up.
         for key in owned.dialogs:
             dialog = user.removeDialog(key)
             if dialog.timer is not None:
                 dialog.timer.cancel()
-            if not isinstance(key, _Busy):
+            if not isinstance(key, Busy):
                 self._tombstone(aor, user, key)
         self._publicationUpdate(aor, user, saved=owned.tag is not None)
 
-    def _publicationUpdate(self, aor: str, user: _User, refresh: bool = False,
+    def _publicationUpdate(self, aor: str, user: User, refresh: bool = False,
                            saved: bool = True) -> None:  # fmt: skip
         # A change of publications that are not saved leaves the snapshot
         # as it was: the store need not be told.
@@ -846,13 +775,13 @@ class TelephonyStateMachine:
 
     # --- aggregation ---
 
-    def _user(self, aor: str) -> _User:
+    def _user(self, aor: str) -> User:
         user = self._users.get(aor)
         if user is None:
-            user = self._users[aor] = _User()
+            user = self._users[aor] = User()
         return user
 
-    def _update(self, aor: str, user: _User, refresh: bool = False) -> None:
+    def _update(self, aor: str, user: User, refresh: bool = False) -> None:
         previous = user.rank
         rank = user.rank = user.aggregate()
         if rank != previous:
@@ -870,7 +799,7 @@ class TelephonyStateMachine:
                 self.log.failure("persistence callback failed for {aor}", aor=aor)
         if event is None:
             return
-        change = StateChange(aor, event, _STATES[rank], _STATES[previous], self._clock.seconds())
+        change = StateChange(aor, event, STATES[rank], STATES[previous], self._clock.seconds())
         for observer in self._observers:
             try:
                 observer.telephonyStateChanged(change)

@@ -86,10 +86,11 @@ class Phone:
             headers.setdefault(name.strip().lower(), []).append(value.strip())
         return head[0], headers
 
-    def call(self, callee: str) -> Call:
+    def call(self, callee: str, ack: bool = True) -> Call:
         """
         INVITE C{callee} through the gateway until answered; ACK the 200
-        through the route set it gives.
+        through the route set it gives (unless not C{ack}: a caller that
+        gave up, or never got the answer).
         """
         call = Call(self, callee)
         sdp = (f"v=0\r\no=- 1 1 IN IP4 {LOOPBACK}\r\ns=-\r\nc=IN IP4 {LOOPBACK}\r\n"
@@ -112,7 +113,9 @@ class Phone:
                             for r in v.split(",")]
             call.routes = list(reversed(recordRoutes))
         assert call.remoteTag, f"{self.user}: the call to {callee} was not answered"
-        self.send([f"ACK {call.remoteTarget} SIP/2.0", *call.common("ACK", 1), *call.route()])
+        if ack:
+            self.send([f"ACK {call.remoteTarget} SIP/2.0", *call.common("ACK", 1),
+                       *call.route()])
         return call
 
 
@@ -329,3 +332,42 @@ class RestartRoutingTests(ProxyTestCase):
                          answered.describe())
         expectState(gw, "olga", "online")
         expectState(gw, "pete", "online")
+
+    def test_answeredCallNeverAcknowledged(self) -> None:
+        """
+        rita calls quinn twice; she ACKs the first answer, not the second
+        (a caller that gave up, or never got the 200: bench/soak.py's
+        stuck pair after a Kamailio 408 under packet loss). After 64*T1
+        the gateway ends the second call on both legs, and the first,
+        ACKed through the gateway on both legs, stays up: both are still
+        on the phone until rita hangs up, then online.
+        """
+        gw = self.gateway
+        quinnPort = self.registerThroughGateway("quinn")
+        ritaPort = self.registerThroughGateway("rita")
+        uas = self.sipp.answer("quinn", localPort=quinnPort, calls=2)
+        rita = Phone("rita", ritaPort, gw.address)
+        self.addCleanup(rita.close)
+        first = rita.call("quinn")
+        rita.call("quinn", ack=False)
+        expectState(gw, "rita", "on-the-phone")
+        expectState(gw, "quinn", "on-the-phone")
+
+        def saved() -> tuple[int, int]:
+            return savedDialogs(gw, "rita"), savedDialogs(gw, "quinn")
+
+        deadline = time.monotonic() + WAIT
+        while saved() != (2, 2):
+            self.assertLess(time.monotonic(), deadline, f"both calls never saved: {saved()}")
+            time.sleep(0.1)
+        deadline = time.monotonic() + 32 + 3 * WAIT
+        while saved() != (1, 1):  # not (0, 0): the ACKed call stays
+            self.assertLess(time.monotonic(), deadline, f"the unACKed call stayed: {saved()}")
+            time.sleep(0.2)
+        expectState(gw, "rita", "on-the-phone")
+        expectState(gw, "quinn", "on-the-phone")
+        self.assertEqual(first.hangUp(), "SIP/2.0 200 OK")
+        expectState(gw, "rita", "online")
+        expectState(gw, "quinn", "online")
+        result = uas.wait(timeout=60)
+        self.assertEqual((result.successful, result.failed), (1, 1), result.describe())

@@ -95,12 +95,14 @@ class UplinkTests(SynchronousTestCase):
         """
         self.uplink.attach(self.protocol)
         remote = RemoteTelephony(self.uplink)
-        remote.dialogEarly(ALICE, ("c", "a", "b"), True)
+        remote.dialogConfirmed(ALICE, ("c", "a", "b"), None, True)
+        remote.dialogAcknowledged(ALICE, ("c", "a", "b"))
         remote.dialogTerminated(ALICE, ("c", "a", "b"))
         self.assertEqual(self.transport.value(), b"")
         self.clock.advance(0)
         self.assertEqual(frames(self.transport.value()), [{"events": [
-            ["dialogEarly", ALICE, ["c", "a", "b"], True],
+            ["dialogConfirmed", ALICE, ["c", "a", "b"], None, True],
+            ["dialogAcknowledged", ALICE, ["c", "a", "b"]],
             ["dialogTerminated", ALICE, ["c", "a", "b"]]]}])
 
     def test_boundedWhileNotConnected(self) -> None:
@@ -276,6 +278,29 @@ class SupervisorTests(SupervisorTestCase):
         self.flush()
         self.assertEqual(self.machine.stateOf(ALICE), TelephonyState.ON_THE_PHONE)
         one.send({"events": [["dialogTerminated", ALICE, ["c1", "x", "y"]]]})
+        self.flush()
+        self.assertEqual(self.machine.stateOf(ALICE), TelephonyState.ONLINE)
+
+    def test_ackOnAnotherWorker(self) -> None:
+        """
+        A call answered through one worker and ACKed through another (each
+        sees the flow it reads) is set up, in either order of arrival; one
+        never ACKed ends after 64*T1.
+        """
+        self._pipes = []
+        zero, one = self.connect(0), self.connect(1)
+        zero.send({"events": [["bindingUpdated", ALICE, "sip:a@1", 3600],
+                              ["dialogConfirmed", ALICE, ["c1", "x", "y"], None, True],
+                              ["dialogConfirmed", ALICE, ["c2", "x", "z"], None, True]]})
+        one.send({"events": [["dialogAcknowledged", ALICE, ["c3", "x", "w"]]]})
+        self.flush()
+        one.send({"events": [["dialogAcknowledged", ALICE, ["c1", "x", "y"]]]})
+        zero.send({"events": [["dialogConfirmed", ALICE, ["c3", "x", "w"], None, True]]})
+        self.flush()
+        self.reactor.advance(32)
+        self.assertEqual(len(self.machine.snapshot(ALICE).dialogs), 2)
+        one.send({"events": [["dialogTerminated", ALICE, ["c1", "x", "y"]],
+                             ["dialogTerminated", ALICE, ["c3", "x", "w"]]]})
         self.flush()
         self.assertEqual(self.machine.stateOf(ALICE), TelephonyState.ONLINE)
 

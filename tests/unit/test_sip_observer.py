@@ -143,6 +143,26 @@ Contact: <sip:alice@127.0.0.1:5080>
             Event.RESUMED, Event.STILL_ON_THE_PHONE, Event.ONLINE,
         ])
 
+    def test_answeredNeverAcknowledged(self) -> None:
+        """
+        A 2xx forwarded to the phone and no ACK from it within 64*T1 (it
+        gave up, or never got the answer): the call ends, the user is back
+        online. With its ACK the call stays up.
+        """
+        self.registerAlice()
+        forwarded = self.call()
+        self.receive(answer(forwarded.toBytes(), 200), UPSTREAM)
+        self.clock.advance(31.9)
+        self.assertEqual(self.state.stateOf(ALICE), TelephonyState.ON_THE_PHONE)
+        self.clock.advance(0.1)
+        self.assertEqual(self.seen(), [Event.ONLINE, Event.ON_THE_PHONE, Event.ONLINE])
+
+        forwarded = self.call(branch="i2")
+        self.receive(answer(forwarded.toBytes(), 200, toTag="b2"), UPSTREAM)
+        self.inDialog("ACK", 1, toTag="b2")
+        self.clock.advance(3600)
+        self.assertEqual(self.state.stateOf(ALICE), TelephonyState.ON_THE_PHONE)
+
     def test_sessionExpiresBoundsTheCall(self) -> None:
         forwarded = self.call()
         self.receive(answer(forwarded.toBytes(), 200, extra="Session-Expires: 90"), UPSTREAM)

@@ -5,6 +5,7 @@ Tests for L{sipxmpp.telephony.state.TelephonyStateMachine}, on a L{Clock}.
 from __future__ import annotations
 
 from twisted.internet.task import Clock
+from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
@@ -49,6 +50,87 @@ class StateMachineTestCase(SynchronousTestCase):
 
     def events(self, aor: str = ALICE) -> list[Event]:
         return self.recorder.events(aor)
+
+
+class AckTests(StateMachineTestCase):
+    """
+    A call the proxy saw answered is set up by its ACK; without one within
+    ackTimeout (64*T1) it ends: no BYE would ever come for it.
+    """
+
+    def test_noAckEnds(self) -> None:
+        self.machine.bindingUpdated(ALICE, "c1", 3600)
+        self.machine.dialogConfirmed(ALICE, "d1", awaitAck=True)
+        self.clock.advance(31.9)
+        self.assertEqual(self.machine.stateOf(ALICE), S.ON_THE_PHONE)
+        with capturedLogs() as logs:
+            self.clock.advance(0.1)
+        self.assertEqual(self.machine.stateOf(ALICE), S.ONLINE)
+        self.assertEqual(self.events(), [Event.ONLINE, Event.ON_THE_PHONE, Event.ONLINE])
+        self.assertIn("got no ACK within 32 s", " ".join(e["log_format"].format(**e)
+                                                          for e in logs))
+        # Its ACK, late (a retransmitted 200's), cannot bring it back.
+        self.machine.dialogAcknowledged(ALICE, "d1")
+        self.machine.dialogConfirmed(ALICE, "d1", awaitAck=True)
+        self.assertEqual(self.machine.stateOf(ALICE), S.ONLINE)
+
+    def test_ackSetsUp(self) -> None:
+        """
+        ACKed, the call lives its full lifetime, and its saved end moves
+        (without telling the observers anything new).
+        """
+        changed: list[str] = []
+        self.machine.setPersistenceCallback(changed.append)
+        self.machine.dialogConfirmed(ALICE, "d1", sessionExpires=600, awaitAck=True)
+        self.assertEqual(self.machine.snapshot(ALICE).dialogs[0].expiresAt, 32)
+        self.clock.advance(1)
+        self.machine.dialogAcknowledged(ALICE, "d1")
+        self.assertEqual(self.machine.snapshot(ALICE).dialogs[0].expiresAt, 601)
+        self.assertEqual(changed, [ALICE, ALICE])
+        self.machine.dialogAcknowledged(ALICE, "d1")  # the ACK again: nothing
+        self.assertEqual(changed, [ALICE, ALICE])
+        self.clock.advance(599)
+        self.assertEqual(self.machine.stateOf(ALICE), S.ON_THE_PHONE)
+        self.clock.advance(1)
+        self.assertEqual(self.machine.stateOf(ALICE), S.OFFLINE)
+        self.assertEqual(self.events(), [Event.ON_THE_PHONE, Event.OFFLINE])
+
+    def test_retransmitted2xxKeepsTheWait(self) -> None:
+        """
+        A 2xx again while the ACK is awaited does not extend the wait; the
+        lifetime it names is the one the call gets once ACKed.
+        """
+        self.machine.dialogConfirmed(ALICE, "d1", awaitAck=True)
+        self.clock.advance(20)
+        self.machine.dialogConfirmed(ALICE, "d1", sessionExpires=300, awaitAck=True)
+        self.assertEqual(self.machine.snapshot(ALICE).dialogs[0].expiresAt, 32)
+        self.machine.dialogAcknowledged(ALICE, "d1")
+        self.assertEqual(self.machine.snapshot(ALICE).dialogs[0].expiresAt, 320)
+
+    def test_ackBeforeItsAnswer(self) -> None:
+        """
+        SIP workers' events can cross: an ACK reported before its 2xx sets
+        the call up when the 2xx comes, within ackTimeout.
+        """
+        self.machine.dialogAcknowledged(ALICE, "d1")
+        self.assertEqual(self.machine.users(), {})
+        self.machine.dialogConfirmed(ALICE, "d1", awaitAck=True)
+        self.clock.advance(3599)
+        self.assertEqual(self.machine.stateOf(ALICE), S.ON_THE_PHONE)
+        # Forgotten after ackTimeout if no 2xx comes.
+        self.machine.dialogAcknowledged(BOB, "d2")
+        self.clock.advance(32)
+        self.machine.dialogConfirmed(BOB, "d2", awaitAck=True)
+        self.clock.advance(32)
+        self.assertEqual(self.machine.stateOf(BOB), S.OFFLINE)
+
+    def test_notAwaited(self) -> None:
+        """
+        Without awaitAck (what else confirms a dialog) nothing changes.
+        """
+        self.machine.dialogConfirmed(ALICE, "d1")
+        self.clock.advance(3599)
+        self.assertEqual(self.machine.stateOf(ALICE), S.ON_THE_PHONE)
 
 
 class BindingTests(StateMachineTestCase):

@@ -21,7 +21,8 @@ from zope.interface import implementer
 
 from sipxmpp.telephony.events import Event, ITelephonyObserver, StateChange, TelephonyState
 from sipxmpp.telephony.snapshots import DialogSnapshot, UserSnapshot
-from sipxmpp.telephony.state import TOMBSTONE_LIFETIME, TelephonyStateMachine, _Dialog, _User
+from sipxmpp.telephony.state import TOMBSTONE_LIFETIME, TelephonyStateMachine
+from sipxmpp.telephony.users import Dialog, User
 
 S = TelephonyState
 _RANK = {state: rank for rank, state in enumerate(TelephonyState)}
@@ -30,7 +31,7 @@ CONTACTS = ["c1", "c2"]
 DIALOGS = ["d1", "d2", "d3", "d4"]
 
 
-def referenceDialogState(dialog: _Dialog) -> TelephonyState:
+def referenceDialogState(dialog: Dialog) -> TelephonyState:
     """
     The state one dialog shows, as the old loop computed it.
     """
@@ -41,7 +42,7 @@ def referenceDialogState(dialog: _Dialog) -> TelephonyState:
     return S.RINGING
 
 
-def referenceAggregate(user: _User) -> TelephonyState:
+def referenceAggregate(user: User) -> TelephonyState:
     """
     The aggregate the slow way: the loop over every dialog that the counts
     replaced.
@@ -54,7 +55,7 @@ def referenceAggregate(user: _User) -> TelephonyState:
     return best
 
 
-def checkUser(aor: str, user: _User) -> None:
+def checkUser(aor: str, user: User) -> None:
     """
     Raise L{AssertionError} unless the counts, ranks and state of C{user}
     agree with its dialogs.
@@ -89,7 +90,7 @@ def installChecker(machine: TelephonyStateMachine) -> None:
     """
     update = machine._update
 
-    def checkedUpdate(aor: str, user: _User, refresh: bool = False) -> None:
+    def checkedUpdate(aor: str, user: User, refresh: bool = False) -> None:
         update(aor, user, refresh)
         checkUser(aor, user)
 
@@ -254,7 +255,7 @@ class CheckerTests(SynchronousTestCase):
 
     def test_fieldChangedBehindTheCounts(self) -> None:
         """
-        A dialog changed without L{_User.changeDialog} is found, at the next
+        A dialog changed without L{User.changeDialog} is found, at the next
         update at the latest.
         """
         self.user.dialogs["d1"].held = True
@@ -262,5 +263,5 @@ class CheckerTests(SynchronousTestCase):
         self.assertRaises(AssertionError, self.machine.dialogRefreshed, AORS[0], "d1")
 
     def test_dialogAddedBehindTheCounts(self) -> None:
-        self.user.dialogs["d2"] = _Dialog(confirmed=True)
+        self.user.dialogs["d2"] = Dialog(confirmed=True)
         self.assertRaises(AssertionError, self.machine.dialogTerminated, AORS[0], "d1")

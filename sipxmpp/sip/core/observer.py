@@ -13,6 +13,8 @@ L{IProxyObserver}) and drives the L{TelephonyStateMachine}:
     forks' early dialogs;
   - re-INVITE and UPDATE 2xx: SDP C{sendonly}/C{inactive} holds the call,
     C{sendrecv} resumes it, and either refreshes its lifetime;
+  - the ACK of a 2xx sets the answered call up: without one within 64*T1
+    it ends (the caller gave up, or the answer was lost on its way);
   - BYE ends the dialog; a 481 to an in-dialog request too.
 
 Each leg concerns one of our users: the caller for a phone's request, the
@@ -66,8 +68,10 @@ class TelephonyEvents(Protocol):
 
     def dialogEarly(self, aor: str, dialogId: Hashable, outgoing: bool = False) -> None: ...
 
-    def dialogConfirmed(self, aor: str, dialogId: Hashable,
-                        sessionExpires: float | None = None) -> None: ...
+    def dialogConfirmed(self, aor: str, dialogId: Hashable, sessionExpires: float | None = None,
+                        awaitAck: bool = False) -> None: ...
+
+    def dialogAcknowledged(self, aor: str, dialogId: Hashable) -> None: ...
 
     def dialogRefreshed(self, aor: str, dialogId: Hashable,
                         sessionExpires: float | None = None) -> None: ...
@@ -97,8 +101,15 @@ class TelephonyObserver:
         self._early: dict[CallKey, set[DialogKey]] = {}
 
     def requestForwarded(self, request: SIPRequest, leg: Leg) -> None:
-        if leg.aor is not None and request.method == "BYE":
+        if leg.aor is None:
+            return
+        method = request.method
+        if method == "BYE":
             self.state.dialogTerminated(leg.aor, dialogKey(request))
+        elif method == "ACK":
+            # Only the ACK of a 2xx is forwarded (a non-2xx's is absorbed
+            # by its transaction): the answered call is set up.
+            self.state.dialogAcknowledged(leg.aor, dialogKey(request))
 
     def responseForwarded(self, request: SIPRequest, response: SIPResponse, leg: Leg) -> None:
         try:
@@ -159,7 +170,10 @@ class TelephonyObserver:
             key = dialogKey(response)
             if forks is not None:
                 forks.discard(key)
-            self.state.dialogConfirmed(aor, key, self._sessionExpires(response, request))
+            # Its ACK comes through us too (we record-route): without one
+            # the session never started.
+            self.state.dialogConfirmed(aor, key, self._sessionExpires(response, request),
+                                       awaitAck=True)
         if forks:
             for key in forks:
                 self.state.dialogTerminated(aor, key)

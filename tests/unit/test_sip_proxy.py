@@ -797,6 +797,30 @@ CSeq: 1 ACK
         self.assertEqual(forwarded.routes, [])
         self.assertEqual(len(forwarded.vias), 2)
 
+    def test_ackFor2xxWithTheInvitesBranch(self) -> None:
+        """
+        A phone whose ACK for a 2xx keeps the INVITE's branch (the server
+        transaction is in Accepted, RFC 6026): the ACK is still the 2xx's
+        and goes on to the upstream, not absorbed like a non-2xx's.
+        """
+        self.receive(invite(), PHONE)
+        forwarded = [m for m, _ in self.take() if isinstance(m, SIPRequest)][0]
+        self.receive(answer(forwarded.toBytes(), 200), UPSTREAM)
+        self.take()
+        ack = message("""
+ACK sip:bob@127.0.0.1:5090 SIP/2.0
+Via: SIP/2.0/UDP 127.0.0.1:5080;branch=z9hG4bKi1;rport
+Max-Forwards: 70
+Route: <sip:127.0.0.1:5060;lr>
+From: "Alice" <sip:alice@example.test>;tag=a1
+To: <sip:bob@example.test>;tag=b1
+Call-ID: call-1
+CSeq: 1 ACK
+""")
+        self.receive(ack, PHONE)
+        sent = self.takeOne(UPSTREAM)
+        self.assertEqual(getattr(sent, "method", None), "ACK")
+
     def test_foreignResponseDropped(self) -> None:
         response = message("""
 SIP/2.0 200 OK

@@ -473,7 +473,9 @@ class Proxy:
         key = self._serverKey(request)
         if method == "ACK":
             forward = self._servers.get(key)
-            if forward is not None:
+            # RFC 6026 §7.1: after a 2xx (Accepted) an ACK is the 2xx's,
+            # end to end, even from a UA that kept the INVITE's branch.
+            if forward is not None and forward.server.state is not State.ACCEPTED:
                 forward.server.ackReceived()
                 return
             self._forwardACK(request, source, fromUpstream)

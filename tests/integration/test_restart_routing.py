@@ -28,6 +28,7 @@ import uuid
 from sipxmpp.testing.gateway import GatewayServer
 from sipxmpp.testing.ports import LOOPBACK, freeSIPPort
 from sipxmpp.testing.process import SharedServer
+from sipxmpp.testing.sipp import SippProcess
 from tests.integration.test_proxy import (
     DOMAIN,
     ProxyTestCase,
@@ -196,6 +197,18 @@ class RestartRoutingTests(ProxyTestCase):
                 self.fail(f"{kind} route {contact} never reached the store: {saved}")
             time.sleep(0.1)
 
+    def twoCalls(self, caller: str, callee: str) -> tuple[SippProcess, Phone]:
+        """
+        Both users registered through the gateway; the callee's phone
+        (sipp) answers two calls; the caller's phone is a L{Phone}.
+        """
+        calleePort = self.registerThroughGateway(callee)
+        callerPort = self.registerThroughGateway(caller)
+        uas = self.sipp.answer(callee, localPort=calleePort, calls=2)
+        phone = Phone(caller, callerPort, self.gateway.address)
+        self.addCleanup(phone.close)
+        return uas, phone
+
     def restart(self) -> None:
         """
         SIGKILL the gateway and start it again on the same ports and store.
@@ -309,11 +322,7 @@ class RestartRoutingTests(ProxyTestCase):
         the restart did not bring back a call nothing would end.
         """
         gw = self.gateway
-        petePort = self.registerThroughGateway("pete")
-        olgaPort = self.registerThroughGateway("olga")
-        uas = self.sipp.answer("pete", localPort=petePort, calls=2)
-        olga = Phone("olga", olgaPort, gw.address)
-        self.addCleanup(olga.close)
+        uas, olga = self.twoCalls("olga", "pete")
         first = olga.call("pete")
         expectState(gw, "olga", "on-the-phone")
         deadline = time.monotonic() + WAIT
@@ -343,11 +352,7 @@ class RestartRoutingTests(ProxyTestCase):
         on the phone until rita hangs up, then online.
         """
         gw = self.gateway
-        quinnPort = self.registerThroughGateway("quinn")
-        ritaPort = self.registerThroughGateway("rita")
-        uas = self.sipp.answer("quinn", localPort=quinnPort, calls=2)
-        rita = Phone("rita", ritaPort, gw.address)
-        self.addCleanup(rita.close)
+        uas, rita = self.twoCalls("rita", "quinn")
         first = rita.call("quinn")
         rita.call("quinn", ack=False)
         expectState(gw, "rita", "on-the-phone")

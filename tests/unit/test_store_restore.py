@@ -375,6 +375,29 @@ class StoreServiceOrderTests(SynchronousTestCase):
         self.assertEqual(self.successResultOf(service.restored), RestoreSummary(1, 1, 0, 0))
         machine.allBindingsRemoved(ALICE)
 
+    def heldStore(self) -> Store:
+        folder = os.path.abspath(self.mktemp())
+        settings = StoreSettings(f"sqlite:///{folder}/db.sqlite", f"{folder}/key")
+        store = initialiseStore(settings, owner="gw1")
+        self.addCleanup(store.close)
+        return store
+
+    def startHeld(self, store: Store, now: float) -> tuple[
+            Clock, TelephonyStateMachine, Recorder, RuntimeStatePersister, StoreService,
+            _HeldSnapshots]:
+        """
+        A store service started at C{now} on C{store}, whose snapshots
+        arrive when the test releases them.
+        """
+        clock, machine, recorder = machineAt(now)
+        persister = RuntimeStatePersister(store.runtime, clock, interval=0.5)
+        service = StoreService(store, ThreadPool(0, 1), machine, persister, clock)
+        held = _HeldSnapshots(store.runtime)
+        service.store = _WithRuntime(store, held)  # type: ignore[assignment]
+        service.startService()
+        self.addCleanup(service.pool.stop)
+        return clock, machine, recorder, persister, service, held
+
     def test_byeBeforeSnapshotsIn(self) -> None:
         """
         The store service opens the machine's restore window as it starts,
@@ -382,21 +405,12 @@ class StoreServiceOrderTests(SynchronousTestCase):
         the snapshots are in ends it, for this run and the next; the
         persister writes nothing until the restore is over.
         """
-        folder = os.path.abspath(self.mktemp())
-        settings = StoreSettings(f"sqlite:///{folder}/db.sqlite", f"{folder}/key")
-        store = initialiseStore(settings, owner="gw1")
-        self.addCleanup(store.close)
         call = ("call-17", "a", "b")
+        store = self.heldStore()
         store.runtime.write([AoRChanges(ALICE, snapshot=UserSnapshot(
             ALICE, (BindingSnapshot("desk", T0 + 600),),
             (DialogSnapshot(call, True, False, T0 + 3600),)))], T0)
-        clock, machine, recorder = machineAt(T0 + 5)
-        persister = RuntimeStatePersister(store.runtime, clock, interval=0.5)
-        service = StoreService(store, ThreadPool(0, 1), machine, persister, clock)
-        held = _HeldSnapshots(store.runtime)
-        service.store = _WithRuntime(store, held)  # type: ignore[assignment]
-        service.startService()
-        self.addCleanup(service.pool.stop)
+        clock, machine, recorder, persister, service, held = self.startHeld(store, T0 + 5)
         machine.dialogTerminated(ALICE, call)  # the BYE, retransmitted
         machine.bindingUpdated(BOB, "bob-desk", 600)  # a REGISTER
         clock.advance(0)  # the restore starts; the snapshots are read
@@ -417,17 +431,7 @@ class StoreServiceOrderTests(SynchronousTestCase):
         A store that cannot be read leaves the gateway with what it saw,
         writing again and no longer in its restore window.
         """
-        folder = os.path.abspath(self.mktemp())
-        settings = StoreSettings(f"sqlite:///{folder}/db.sqlite", f"{folder}/key")
-        store = initialiseStore(settings, owner="gw1")
-        self.addCleanup(store.close)
-        clock, machine, _ = machineAt(T0)
-        persister = RuntimeStatePersister(store.runtime, clock, interval=0.5)
-        service = StoreService(store, ThreadPool(0, 1), machine, persister, clock)
-        held = _HeldSnapshots(store.runtime)
-        service.store = _WithRuntime(store, held)  # type: ignore[assignment]
-        service.startService()
-        self.addCleanup(service.pool.stop)
+        clock, machine, _, persister, service, held = self.startHeld(self.heldStore(), T0)
         clock.advance(0)
         machine.bindingUpdated(BOB, "bob-desk", 600)
         with capturedLogs() as logs:

@@ -13,8 +13,8 @@ which starts a write at once (or right after the one in progress): a
 gateway killed within the interval would otherwise restore the call, which
 nothing would end again, and show the user on the phone until the dialog
 watchdog. That holds for a call that ends while another of the user's
-goes on as much as for the last one. The snapshot of an AoR is taken when the write starts, so it is
-always the latest. A failed write is logged and retried (the changes stay
+goes on as much as for the last one. The snapshot of an AoR is taken when
+the write starts, so it is always the latest. A failed write is logged and retried (the changes stay
 pending, newer ones merged in) after C{retryInterval}, doubling up to
 C{maxRetryInterval}; the SIP path never waits for the database.
 """
